@@ -1,0 +1,40 @@
+# The two commands: `make demo` and `make test`. Everything goes through CMake in build/.
+BUILD ?= build
+JOBS ?= 2
+SEEDS ?= 5000
+
+.PHONY: all deps build test demo sim-long bench asan clean format
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	@cd $(BUILD) && ctest --output-on-failure -j 1
+
+demo: build
+	@scripts/demo $(BUILD)
+
+# Many more simulation seeds than `make test` runs.
+sim-long: build
+	@$(BUILD)/test_sim_mcast --seeds $(SEEDS)
+
+bench: build
+	@$(BUILD)/bench/mcast-bench --squalld $(BUILD)/squalld
+
+# The test suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+asan: deps
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSQ_SANITIZE=asan+ubsan >/dev/null
+	@cmake --build build-asan -j $(JOBS)
+	@cd build-asan && ctest --output-on-failure -j 1
+
+format:
+	@clang-format -i include/*.h src/*.[ch] src/*/*.[ch] src/transport/*/*.[ch] tests/*/*.c bench/*.c
+
+clean:
+	rm -rf $(BUILD) build-asan

@@ -1,0 +1,108 @@
+/* squall.h: the public C API of squall, a replicated group with totally ordered atomic multicast. */
+#ifndef SQUALL_H
+#define SQUALL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Every error is a negative constant from this one list; sq_strerror() and sq_err_name() are
+ * generated from it too. 0 means success. */
+#define SQ_ERRNO_MAP(X)                                                                            \
+    X(EINVAL, -1, "invalid argument")                                                               \
+    X(ENOMEM, -2, "out of memory")                                                                  \
+    X(EAGAIN, -3, "resource temporarily unavailable (window full)")                                 \
+    X(EMSGSIZE, -4, "message larger than the subgroup's max_payload")                              \
+    X(ECONFIG, -5, "bad configuration")                                                             \
+    X(EIO, -6, "input/output error")                                                                \
+    X(ETRANSPORT, -7, "transport (libfabric) error")                                                \
+    X(ECLOSED, -8, "member is closed or has failed")                                                \
+    X(EBUSY, -9, "operation already in progress")                                                   \
+    X(ENOTSUP, -10, "operation not supported")                                                      \
+    X(ETIMEDOUT, -11, "timed out")                                                                  \
+    X(EPEER, -12, "a peer failed")                                                                  \
+    X(ESTATE, -13, "call not allowed in this state")
+
+enum {
+#define SQ__ERR_ENUM(name, value, text) SQ_##name = (value),
+    SQ_ERRNO_MAP(SQ__ERR_ENUM)
+#undef SQ__ERR_ENUM
+};
+
+/* A short English description of an error code ("unknown error" for anything else). */
+const char *sq_strerror(int err);
+/* The symbolic name of an error code, e.g. "SQ_EAGAIN". */
+const char *sq_err_name(int err);
+
+/* A group member: one process's place in the group (opaque, created by sq_member_open). */
+typedef struct sq_member sq_member;
+
+/* One delivered message. Valid only during the delivery callback: `data` points into the
+ * member's shared state table and is reused once the callback returns. */
+typedef struct sq_message {
+    uint32_t sender_id;   /* configured id of the member that sent it */
+    uint32_t sender_rank; /* its rank in the current view */
+    uint64_t index;       /* global index in the shard's total order (nulls included) */
+    uint64_t version;     /* (view id << 32) | sequence of delivered messages in the view */
+    const void *data;     /* payload, 8-byte aligned */
+    size_t size;          /* payload size in bytes, <= max_payload */
+} sq_message;
+
+/* Called once per message, in the same total order at every member, on the member's event-loop
+ * thread. It may call sq_member_send with SQ_SEND_NONBLOCK (a blocking send from here returns
+ * SQ_EAGAIN when the window is full, since blocking would stop delivery). */
+typedef void (*sq_deliver_fn)(void *arg, const sq_message *msg);
+
+/* Flags for sq_member_send and sq_member_reserve. */
+enum { SQ_SEND_NONBLOCK = 1 };
+
+/* Opens a member from an INI configuration file: parses and checks it, allocates the shared state
+ * table. Nothing is connected yet. On error returns a negative code, *out is NULL, and when
+ * `err` is not NULL a message naming the file, line and key is written to it. */
+int sq_member_open(sq_member **out, const char *config_path, char *err, size_t err_size);
+
+/* Registers the delivery callback. Must be called before sq_member_start. */
+int sq_member_on_deliver(sq_member *m, sq_deliver_fn fn, void *arg);
+
+/* Connects to every member of the configured first view and starts the event-loop thread.
+ * Returns once the group is formed (every connection up), or SQ_ETIMEDOUT after
+ * `timeout_ms` (a negative value waits forever). */
+int sq_member_start(sq_member *m, int timeout_ms);
+
+/* Multicasts a copy of `data` to the shard. Blocks while this member's window is full, unless
+ * `flags` has SQ_SEND_NONBLOCK, in which case it returns SQ_EAGAIN. SQ_EMSGSIZE if `size` is
+ * larger than max_payload; SQ_ECLOSED if the member has failed or is closing. */
+int sq_member_send(sq_member *m, const void *data, size_t size, int flags);
+
+/* Zero-copy send, step one: reserves the next slot of this member's window for a payload of
+ * `size` bytes and returns a pointer to it in *buf (8-byte aligned, owned by the member). Fill it,
+ * then call sq_member_commit. Only one reservation may be open at a time (SQ_EBUSY). */
+int sq_member_reserve(sq_member *m, size_t size, void **buf, int flags);
+/* Zero-copy send, step two: sends the reserved slot. */
+int sq_member_commit(sq_member *m);
+
+/* Number of messages (nulls excluded) this member has delivered so far. */
+uint64_t sq_member_delivered(const sq_member *m);
+
+/* This member's configured id, rank in the view and the number of members. */
+uint32_t sq_member_id(const sq_member *m);
+uint32_t sq_member_rank(const sq_member *m);
+uint32_t sq_member_count(const sq_member *m);
+
+/* The reason for the last error on this member, or "" (owned by the member). */
+const char *sq_member_errmsg(const sq_member *m);
+
+/* Waits until every message this member sent has been delivered here, or `timeout_ms` passes
+ * (SQ_ETIMEDOUT). Useful before close so a member does not leave with messages in flight. */
+int sq_member_drain(sq_member *m, int timeout_ms);
+
+/* Stops the event loop, closes every connection and frees the member. Safe on NULL. */
+void sq_member_close(sq_member *m);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

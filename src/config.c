@@ -1,0 +1,441 @@
+/* config.c: parses a member's INI file with libinih and checks every value, naming file, line
+ * and key in each error. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "hash.h"
+#include "log.h"
+
+/* Default values of the keys that have one. Nothing that identifies a member has a default. */
+#define DEFAULT_PROVIDER "tcp"
+#define DEFAULT_WINDOW 256u
+#define DEFAULT_MAX_PAYLOAD 10240u
+#define DEFAULT_CONNECT_TIMEOUT_MS 30000
+#define DEFAULT_SPIN_US 20
+
+struct parse_state {
+    struct sq_config *c;
+    const char *name;
+    int line;      /* line the reader last returned */
+    int err_line;  /* first error, 0 if none */
+    char *err;
+    size_t err_size;
+    bool seen_subgroup;
+    /* which keys of [group]/[self]/[subgroup] were already given, to reject duplicates */
+    char seen[32][48];
+    int nseen;
+    /* reader state for string parsing */
+    const char *text;
+    FILE *file;
+};
+
+static void fail(struct parse_state *ps, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void fail(struct parse_state *ps, const char *fmt, ...)
+{
+    if (ps->err_line != 0) {
+        return; /* keep the first error: later ones are often consequences */
+    }
+    ps->err_line = ps->line > 0 ? ps->line : 1;
+    if (ps->err != NULL && ps->err_size > 0) {
+        int n = snprintf(ps->err, ps->err_size, "%s:%d: ", ps->name, ps->err_line);
+        if (n >= 0 && (size_t)n < ps->err_size) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(ps->err + n, ps->err_size - (size_t)n, fmt, ap);
+            va_end(ap);
+        }
+    }
+}
+
+/* Whole-file checks have no line of their own. */
+static void fail_file(struct parse_state *ps, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void fail_file(struct parse_state *ps, int line, const char *fmt, ...)
+{
+    if (ps->err_line != 0) {
+        return;
+    }
+    ps->err_line = line > 0 ? line : 1;
+    if (ps->err != NULL && ps->err_size > 0) {
+        int n = line > 0 ? snprintf(ps->err, ps->err_size, "%s:%d: ", ps->name, line)
+                         : snprintf(ps->err, ps->err_size, "%s: ", ps->name);
+        if (n >= 0 && (size_t)n < ps->err_size) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(ps->err + n, ps->err_size - (size_t)n, fmt, ap);
+            va_end(ap);
+        }
+    }
+}
+
+/* Parses a whole unsigned decimal number in [lo, hi]; false for anything else. */
+static bool parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    if (*s == '\0' || !isdigit((unsigned char)*s)) {
+        return false;
+    }
+    errno = 0;
+    char *end = NULL;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < lo || v > hi) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static bool mark_seen(struct parse_state *ps, const char *section, const char *key)
+{
+    char k[48];
+    snprintf(k, sizeof(k), "%.20s/%.26s", section, key);
+    for (int i = 0; i < ps->nseen; i++) {
+        if (strcmp(ps->seen[i], k) == 0) {
+            return false;
+        }
+    }
+    if (ps->nseen < (int)SQ_ARRAY_LEN(ps->seen)) {
+        memcpy(ps->seen[ps->nseen++], k, sizeof(k));
+    }
+    return true;
+}
+
+static bool copy_string(char *dst, size_t dst_size, const char *v)
+{
+    size_t n = strlen(v);
+    if (n == 0 || n >= dst_size) {
+        return false;
+    }
+    memcpy(dst, v, n + 1);
+    return true;
+}
+
+static struct sq_member_addr *member_slot(struct parse_state *ps, uint32_t id)
+{
+    struct sq_config *c = ps->c;
+    for (uint32_t i = 0; i < c->nmembers; i++) {
+        if (c->members[i].id == id) {
+            return &c->members[i];
+        }
+    }
+    if (c->nmembers == SQ_MAX_MEMBERS) {
+        return NULL;
+    }
+    struct sq_member_addr *m = &c->members[c->nmembers++];
+    memset(m, 0, sizeof(*m));
+    m->id = id;
+    m->line = ps->line;
+    return m;
+}
+
+static void group_key(struct parse_state *ps, const char *key, const char *value)
+{
+    struct sq_config *c = ps->c;
+    uint64_t v = 0;
+    if (strcmp(key, "provider") == 0) {
+        bool ok = copy_string(c->provider, sizeof(c->provider), value);
+        for (const char *p = value; ok && *p; p++) {
+            ok = isalnum((unsigned char)*p) || *p == '_' || *p == ';' || *p == '-';
+        }
+        if (!ok) {
+            fail(ps, "key 'provider' in [group]: '%s' is not a libfabric provider name "
+                     "(for example tcp, sockets, verbs, tcp;ofi_rxm)", value);
+        }
+    } else if (strcmp(key, "domain") == 0) {
+        if (!copy_string(c->domain, sizeof(c->domain), value)) {
+            fail(ps, "key 'domain' in [group]: '%s' must be 1-%zu characters", value,
+                 sizeof(c->domain) - 1);
+        }
+    } else if (strcmp(key, "log_level") == 0) {
+        int lvl = sq__log_level_parse(value);
+        if (lvl < 0) {
+            fail(ps, "key 'log_level' in [group]: '%s' is not one of error, warn, info, debug",
+                 value);
+        }
+        c->log_level = lvl;
+    } else if (strcmp(key, "connect_timeout_ms") == 0) {
+        if (!parse_u64(value, 1, 3600000, &v)) {
+            fail(ps, "key 'connect_timeout_ms' in [group]: '%s' is not a number of "
+                     "milliseconds in 1..3600000", value);
+        }
+        c->connect_timeout_ms = (int)v;
+    } else if (strcmp(key, "spin_us") == 0) {
+        if (!parse_u64(value, 0, 1000000, &v)) {
+            fail(ps, "key 'spin_us' in [group]: '%s' is not a number of microseconds in "
+                     "0..1000000", value);
+        }
+        c->spin_us = (int)v;
+    } else {
+        fail(ps, "unknown key '%s' in [group] (known: provider, domain, log_level, "
+                 "connect_timeout_ms, spin_us)", key);
+    }
+}
+
+static void member_key(struct parse_state *ps, const char *section, const char *key,
+                       const char *value)
+{
+    uint64_t id = 0;
+    if (!parse_u64(section + strlen("member."), 0, INT32_MAX, &id)) {
+        fail(ps, "section [%s]: member id '%s' is not a number in 0..%d", section,
+             section + strlen("member."), INT32_MAX);
+        return;
+    }
+    struct sq_member_addr *m = member_slot(ps, (uint32_t)id);
+    if (m == NULL) {
+        fail(ps, "section [%s]: more than %d members", section, SQ_MAX_MEMBERS);
+        return;
+    }
+    uint64_t v = 0;
+    if (strcmp(key, "host") == 0) {
+        if (m->host[0] != '\0') {
+            fail(ps, "key 'host' in [%s] given twice", section);
+        } else if (!copy_string(m->host, sizeof(m->host), value) || strchr(value, ' ')) {
+            fail(ps, "key 'host' in [%s]: '%s' is not a host name or address", section, value);
+        }
+    } else if (strcmp(key, "port") == 0) {
+        if (m->port != 0) {
+            fail(ps, "key 'port' in [%s] given twice", section);
+        } else if (!parse_u64(value, 1, 65535, &v)) {
+            fail(ps, "key 'port' in [%s]: '%s' is not a port number (1-65535)", section, value);
+        }
+        m->port = (uint32_t)v;
+    } else {
+        fail(ps, "unknown key '%s' in [%s] (known: host, port)", key, section);
+    }
+}
+
+static void subgroup_key(struct parse_state *ps, const char *section, const char *key,
+                         const char *value)
+{
+    struct sq_config *c = ps->c;
+    const char *name = section + strlen("subgroup.");
+    if (!ps->seen_subgroup) {
+        if (!copy_string(c->subgroup, sizeof(c->subgroup), name)) {
+            fail(ps, "section [%s]: subgroup name must be 1-%zu characters", section,
+                 sizeof(c->subgroup) - 1);
+            return;
+        }
+        ps->seen_subgroup = true;
+    } else if (strcmp(c->subgroup, name) != 0) {
+        fail(ps, "section [%s]: only one subgroup is supported so far (already have [subgroup.%s]); "
+                 "several subgroups and shards come with view changes", section, c->subgroup);
+        return;
+    }
+    uint64_t v = 0;
+    if (strcmp(key, "window_size") == 0) {
+        if (!parse_u64(value, 1, SQ_MAX_WINDOW, &v)) {
+            fail(ps, "key 'window_size' in [%s]: '%s' is not a number of slots in 1..%u", section,
+                 value, SQ_MAX_WINDOW);
+        }
+        c->window_size = (uint32_t)v;
+    } else if (strcmp(key, "max_payload") == 0) {
+        if (!parse_u64(value, 1, SQ_MAX_PAYLOAD, &v)) {
+            fail(ps, "key 'max_payload' in [%s]: '%s' is not a size in bytes in 1..%u", section,
+                 value, SQ_MAX_PAYLOAD);
+        }
+        c->max_payload = (uint32_t)v;
+    } else {
+        fail(ps, "unknown key '%s' in [%s] (known: window_size, max_payload)", key, section);
+    }
+}
+
+static int on_key(void *user, const char *section, const char *key, const char *value)
+{
+    struct parse_state *ps = user;
+    if (strncmp(section, "member.", 7) != 0 && !mark_seen(ps, section, key)) {
+        fail(ps, "key '%s' in [%s] given twice", key, section);
+        return 0;
+    }
+    int before = ps->err_line;
+    if (strcmp(section, "group") == 0) {
+        group_key(ps, key, value);
+    } else if (strcmp(section, "self") == 0) {
+        uint64_t v = 0;
+        if (strcmp(key, "id") != 0) {
+            fail(ps, "unknown key '%s' in [self] (known: id)", key);
+        } else if (!parse_u64(value, 0, INT32_MAX, &v)) {
+            fail(ps, "key 'id' in [self]: '%s' is not a member id in 0..%d", value, INT32_MAX);
+        } else {
+            ps->c->self_id = (uint32_t)v;
+            ps->c->has_self = true;
+        }
+    } else if (strncmp(section, "member.", 7) == 0) {
+        member_key(ps, section, key, value);
+    } else if (strncmp(section, "subgroup.", 9) == 0) {
+        subgroup_key(ps, section, key, value);
+    } else if (section[0] == '\0') {
+        fail(ps, "key '%s' is outside any section", key);
+    } else {
+        fail(ps, "unknown section [%s] (known: group, self, member.ID, subgroup.NAME)", section);
+    }
+    return ps->err_line == before || before != 0 ? 1 : 0;
+}
+
+/* Our own line reader so that errors can name the line: inih calls the handler before it reads
+ * the next line. */
+static char *read_string_line(char *buf, int size, void *stream)
+{
+    struct parse_state *ps = stream;
+    if (*ps->text == '\0') {
+        return NULL;
+    }
+    int n = 0;
+    while (n < size - 1 && ps->text[n] != '\0' && ps->text[n] != '\n') {
+        n++;
+    }
+    if (n < size - 1 && ps->text[n] == '\n') {
+        n++;
+    }
+    memcpy(buf, ps->text, (size_t)n);
+    buf[n] = '\0';
+    ps->text += n;
+    ps->line++;
+    return buf;
+}
+
+static char *read_file_line(char *buf, int size, void *stream)
+{
+    struct parse_state *ps = stream;
+    char *r = fgets(buf, size, ps->file);
+    if (r != NULL) {
+        ps->line++;
+    }
+    return r;
+}
+
+static int cmp_member(const void *a, const void *b)
+{
+    const struct sq_member_addr *x = a, *y = b;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static void set_defaults(struct sq_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    snprintf(c->provider, sizeof(c->provider), "%s", DEFAULT_PROVIDER);
+    c->log_level = SQ_LOG_INFO;
+    c->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
+    c->spin_us = DEFAULT_SPIN_US;
+    snprintf(c->subgroup, sizeof(c->subgroup), "default");
+    c->window_size = DEFAULT_WINDOW;
+    c->max_payload = DEFAULT_MAX_PAYLOAD;
+}
+
+static void validate(struct parse_state *ps)
+{
+    struct sq_config *c = ps->c;
+    if (c->nmembers == 0) {
+        fail_file(ps, 0, "no [member.ID] section: the first view needs at least one member");
+        return;
+    }
+    qsort(c->members, c->nmembers, sizeof(c->members[0]), cmp_member);
+    for (uint32_t i = 0; i < c->nmembers; i++) {
+        const struct sq_member_addr *m = &c->members[i];
+        if (m->host[0] == '\0') {
+            fail_file(ps, m->line, "section [member.%u] is missing required key 'host'", m->id);
+        } else if (m->port == 0) {
+            fail_file(ps, m->line, "section [member.%u] is missing required key 'port'", m->id);
+        }
+        for (uint32_t j = 0; j < i; j++) {
+            if (m->port == c->members[j].port && strcmp(m->host, c->members[j].host) == 0) {
+                fail_file(ps, m->line, "section [member.%u] has the same host:port (%s:%u) as "
+                                       "[member.%u]", m->id, m->host, m->port, c->members[j].id);
+            }
+        }
+    }
+    if (!c->has_self) {
+        fail_file(ps, 0, "missing required key 'id' in section [self] (this member's id)");
+    } else if (sq__config_rank_of(c, c->self_id) < 0) {
+        fail_file(ps, 0, "key 'id' in [self]: %u is not one of the [member.ID] sections",
+                  c->self_id);
+    }
+    uint64_t slot = SQ_ALIGN8((uint64_t)c->max_payload) + 64;
+    uint64_t table = (uint64_t)c->nmembers * (slot * c->window_size + 1024);
+    if (table > SQ_MAX_TABLE_BYTES) {
+        fail_file(ps, 0, "[subgroup.%s]: window_size %u x max_payload %u x %u members needs "
+                         "%llu MiB of shared state table, more than the %llu MiB limit",
+                  c->subgroup, c->window_size, c->max_payload, c->nmembers,
+                  (unsigned long long)(table >> 20), (unsigned long long)(SQ_MAX_TABLE_BYTES >> 20));
+    }
+}
+
+static int finish(struct parse_state *ps, int rc)
+{
+    if (rc > 0 && ps->err_line == 0) {
+        ps->line = rc;
+        fail(ps, "syntax error (expected [section], key = value, or a ; comment)");
+    } else if (rc < 0 && ps->err_line == 0) {
+        fail_file(ps, 0, "out of memory while parsing");
+    }
+    if (ps->err_line == 0) {
+        validate(ps);
+    }
+    return ps->err_line == 0 ? 0 : SQ_ECONFIG;
+}
+
+int sq__config_parse_string(struct sq_config *c, const char *name, const char *text, char *err,
+                            size_t err_size)
+{
+    set_defaults(c);
+    snprintf(c->path, sizeof(c->path), "%s", name);
+    struct parse_state ps = {.c = c, .name = name, .err = err, .err_size = err_size, .text = text};
+    if (err != NULL && err_size > 0) {
+        err[0] = '\0';
+    }
+    int rc = ini_parse_stream(read_string_line, &ps, on_key, &ps);
+    return finish(&ps, rc);
+}
+
+int sq__config_load(struct sq_config *c, const char *path, char *err, size_t err_size)
+{
+    set_defaults(c);
+    snprintf(c->path, sizeof(c->path), "%s", path);
+    if (err != NULL && err_size > 0) {
+        err[0] = '\0';
+    }
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        if (err != NULL) {
+            snprintf(err, err_size, "%s: cannot open: %s", path, strerror(errno));
+        }
+        return SQ_EIO;
+    }
+    struct parse_state ps = {.c = c, .name = path, .err = err, .err_size = err_size, .file = f};
+    int rc = ini_parse_stream(read_file_line, &ps, on_key, &ps);
+    fclose(f);
+    return finish(&ps, rc);
+}
+
+int sq__config_rank_of(const struct sq_config *c, uint32_t id)
+{
+    for (uint32_t i = 0; i < c->nmembers; i++) {
+        if (c->members[i].id == id) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+uint64_t sq__config_group_digest(const struct sq_config *c)
+{
+    uint64_t h = SQ_FNV_INIT;
+    h = sq__fnv1a_u64(h, c->nmembers);
+    for (uint32_t i = 0; i < c->nmembers; i++) {
+        h = sq__fnv1a_u64(h, c->members[i].id);
+        h = sq__fnv1a(h, c->members[i].host, strlen(c->members[i].host));
+        h = sq__fnv1a_u64(h, c->members[i].port);
+    }
+    h = sq__fnv1a(h, c->subgroup, strlen(c->subgroup));
+    h = sq__fnv1a_u64(h, c->window_size);
+    h = sq__fnv1a_u64(h, c->max_payload);
+    return h;
+}

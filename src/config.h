@@ -1,0 +1,58 @@
+/* config.h: the member configuration (an INI file, parsed with libinih) and its validation. */
+#ifndef SQ_CONFIG_H
+#define SQ_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Bounds on what one configuration may describe. */
+#define SQ_MAX_MEMBERS 32
+#define SQ_MAX_HOST 256
+#define SQ_MAX_WINDOW 65536u
+#define SQ_MAX_PAYLOAD (16u << 20)
+#define SQ_MAX_TABLE_BYTES (1ull << 30)
+
+struct sq_member_addr {
+    uint32_t id;
+    char host[SQ_MAX_HOST];
+    uint32_t port; /* 0 until set */
+    int line;      /* line of the section header, for error messages */
+};
+
+struct sq_config {
+    char path[512];
+    /* [self] */
+    uint32_t self_id;
+    bool has_self;
+    /* [group] */
+    char provider[64];
+    char domain[64];
+    int log_level;
+    int connect_timeout_ms;
+    int spin_us;
+    /* [member.N], sorted by id once loaded */
+    uint32_t nmembers;
+    struct sq_member_addr members[SQ_MAX_MEMBERS];
+    /* [subgroup.NAME]: one subgroup, one shard of every member, until membership lands */
+    char subgroup[64];
+    uint32_t window_size;
+    uint32_t max_payload;
+};
+
+/* Loads and validates a configuration file. On error returns SQ_ECONFIG (or SQ_EIO when the file
+ * cannot be read) and writes "file:line: ..." naming the key to `err`. */
+int sq__config_load(struct sq_config *c, const char *path, char *err, size_t err_size);
+
+/* Same, from a string; `name` stands for the file name in messages. */
+int sq__config_parse_string(struct sq_config *c, const char *name, const char *text, char *err,
+                            size_t err_size);
+
+/* Rank of member `id` in the first view (members sorted by id), or -1. */
+int sq__config_rank_of(const struct sq_config *c, uint32_t id);
+
+/* A 64-bit digest of everything members must agree on (member list, subgroup layout), so that
+ * two members started from mismatched files refuse to connect. */
+uint64_t sq__config_group_digest(const struct sq_config *c);
+
+#endif

@@ -1,0 +1,45 @@
+/* log.c: leveled logging through an installable sink. */
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static sq__log_sink g_sink;
+static int g_level = SQ_LOG_INFO;
+
+void sq__log_set(sq__log_sink sink, int level)
+{
+    g_sink = sink;
+    g_level = level;
+}
+
+void sq__log(int level, const char *fmt, ...)
+{
+    if (g_sink == NULL || level > g_level) {
+        return;
+    }
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    g_sink(level, line);
+}
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+int sq__log_level_parse(const char *s)
+{
+    for (int i = 0; i < 4; i++) {
+        if (strcmp(s, level_names[i]) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+const char *sq__log_level_name(int level)
+{
+    return level >= 0 && level < 4 ? level_names[level] : "?";
+}

@@ -1,0 +1,382 @@
+/* smc.c: the shard's shared state table and totally ordered small-message multicast. */
+#include "smc.h"
+
+#include <stdarg.h>
+
+#include "common.h"
+
+/* Columns are read while a peer's write may be landing (RDMA) or half-landed (tcp), so every read
+ * of a remote column is an atomic load with acquire order: payload bytes are read only after the
+ * tag or counter that covers them. */
+static inline uint64_t load_u64(const uint8_t *p)
+{
+    return __atomic_load_n((const uint64_t *)(const void *)p, __ATOMIC_ACQUIRE);
+}
+
+static inline void store_u64(uint8_t *p, uint64_t v)
+{
+    __atomic_store_n((uint64_t *)(void *)p, v, __ATOMIC_RELEASE);
+}
+
+static inline uint32_t load_u32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+static inline void store_u32(uint8_t *p, uint32_t v)
+{
+    memcpy(p, &v, sizeof(v));
+}
+
+static inline uint8_t *row(const struct sq__smc *s, uint32_t rank)
+{
+    return s->table + (size_t)rank * s->L.row_bytes;
+}
+
+static inline uint8_t *slot_end(const struct sq__smc *s, uint32_t rank, uint64_t slot_no)
+{
+    return row(s, rank) + s->L.header_bytes +
+           (size_t)(slot_no % s->L.window_size) * s->L.slot_bytes + s->L.slot_bytes;
+}
+
+/* Trailer fields, relative to the slot's end. */
+#define TR_INDEX (SQ_SMC_TRAILER_BYTES)
+#define TR_SIZE (SQ_SMC_TRAILER_BYTES - 8)
+#define TR_FLAGS (SQ_SMC_TRAILER_BYTES - 12)
+#define TR_TAG 8u
+
+static int set_failed(struct sq__smc *s, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int set_failed(struct sq__smc *s, int err, const char *fmt, ...)
+{
+    if (s->failed == 0) {
+        s->failed = err;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
+        va_end(ap);
+    }
+    return s->failed;
+}
+
+int sq__smc_layout(struct sq__smc_layout *L, uint32_t nmembers, uint32_t window_size,
+                   uint32_t max_payload)
+{
+    if (nmembers == 0 || nmembers > SQ_SMC_MAX_MEMBERS || window_size == 0 || max_payload == 0) {
+        return SQ_EINVAL;
+    }
+    memset(L, 0, sizeof(*L));
+    L->nmembers = nmembers;
+    L->window_size = window_size;
+    L->max_payload = max_payload;
+    L->header_bytes = (SQ_SMC_OFF_RECEIVED + 8u * nmembers + 63u) & ~(size_t)63u;
+    L->slot_bytes = SQ_ALIGN8((size_t)max_payload) + SQ_SMC_TRAILER_BYTES;
+    L->row_bytes = (L->header_bytes + L->slot_bytes * window_size + 63u) & ~(size_t)63u;
+    L->table_bytes = L->row_bytes * nmembers;
+    return 0;
+}
+
+int sq__smc_init(struct sq__smc *s, const struct sq__smc_params *p, uint8_t *table,
+                 struct sq_transport *t, sq_deliver_fn deliver, void *deliver_arg)
+{
+    memset(s, 0, sizeof(*s));
+    int rc = sq__smc_layout(&s->L, p->nmembers, p->window_size, p->max_payload);
+    if (rc != 0) {
+        return rc;
+    }
+    if (p->my_rank >= p->nmembers || table == NULL || t == NULL) {
+        return SQ_EINVAL;
+    }
+    s->slot_global = calloc(p->window_size, sizeof(uint64_t));
+    if (s->slot_global == NULL) {
+        return SQ_ENOMEM;
+    }
+    s->my_rank = p->my_rank;
+    s->view_id = p->view_id;
+    for (uint32_t i = 0; i < p->nmembers; i++) {
+        s->member_ids[i] = p->member_ids != NULL ? p->member_ids[i] : i;
+    }
+    s->table = table;
+    s->t = t;
+    s->deliver = deliver;
+    s->deliver_arg = deliver_arg;
+    s->last_sent_global = UINT64_MAX;
+    return 0;
+}
+
+void sq__smc_fini(struct sq__smc *s)
+{
+    free(s->slot_global);
+    s->slot_global = NULL;
+}
+
+/* Minimum over members of their delivered column. */
+static uint64_t min_delivered(struct sq__smc *s)
+{
+    uint64_t m = UINT64_MAX;
+    for (uint32_t j = 0; j < s->L.nmembers; j++) {
+        uint64_t d;
+        if (j == s->my_rank) {
+            d = s->next_deliver;
+        } else {
+            d = load_u64(row(s, j) + SQ_SMC_OFF_DELIVERED);
+            d = s->seen_delivered[j] = SQ_MAX(d, s->seen_delivered[j]);
+        }
+        m = SQ_MIN(m, d);
+    }
+    s->min_delivered = m;
+    return m;
+}
+
+bool sq__smc_can_send(struct sq__smc *s)
+{
+    if (s->slots_used < s->L.window_size) {
+        return true;
+    }
+    uint64_t prev = s->slot_global[s->slots_used % s->L.window_size];
+    return s->min_delivered > prev || min_delivered(s) > prev;
+}
+
+int sq__smc_reserve(struct sq__smc *s, size_t size, void **buf)
+{
+    if (s->failed != 0) {
+        return s->failed;
+    }
+    if (s->reserved) {
+        return SQ_EBUSY;
+    }
+    if (size > s->L.max_payload) {
+        return SQ_EMSGSIZE;
+    }
+    if (!sq__smc_can_send(s)) {
+        return SQ_EAGAIN;
+    }
+    s->reserved = true;
+    s->reserved_size = (uint32_t)size;
+    *buf = slot_end(s, s->my_rank, s->slots_used) - SQ_SMC_TRAILER_BYTES - SQ_ALIGN8(size);
+    return 0;
+}
+
+static int write_all(struct sq__smc *s, size_t off, size_t len)
+{
+    for (uint32_t j = 0; j < s->L.nmembers; j++) {
+        if (j == s->my_rank) {
+            continue;
+        }
+        int rc = s->t->vt->write(s->t, j, off, len);
+        if (rc != 0) {
+            return set_failed(s, rc, "write to member %u failed: %s", s->member_ids[j],
+                              sq_strerror(rc));
+        }
+    }
+    return 0;
+}
+
+int sq__smc_commit(struct sq__smc *s)
+{
+    if (s->failed != 0) {
+        return s->failed;
+    }
+    if (!s->reserved) {
+        return SQ_ESTATE;
+    }
+    uint64_t z = s->slots_used;
+    uint8_t *end = slot_end(s, s->my_rank, z);
+    uint64_t index = s->next_index;
+    uint64_t global = index * s->L.nmembers + s->my_rank;
+    size_t payload = SQ_ALIGN8((size_t)s->reserved_size);
+    store_u64(end - TR_INDEX, index);
+    store_u32(end - TR_SIZE, s->reserved_size);
+    store_u32(end - TR_FLAGS, 0);
+    store_u64(end - TR_TAG, z + 1);
+    s->slot_global[z % s->L.window_size] = global;
+    s->slots_used = z + 1;
+    s->next_index = index + 1;
+    s->last_sent_global = global;
+    s->reserved = false;
+    /* My own message counts as received here at once. */
+    s->received[s->my_rank] = s->next_index;
+    s->recv_slots[s->my_rank] = s->slots_used;
+    store_u64(row(s, s->my_rank) + SQ_SMC_OFF_RECEIVED + 8u * s->my_rank, s->next_index);
+    store_u64(row(s, s->my_rank) + SQ_SMC_OFF_NUM_SENT, s->next_index);
+    s->header_dirty = true;
+    size_t off = (size_t)(end - s->table) - SQ_SMC_TRAILER_BYTES - payload;
+    return write_all(s, off, payload + SQ_SMC_TRAILER_BYTES);
+}
+
+void sq__smc_heartbeat(struct sq__smc *s)
+{
+    uint8_t *hb = row(s, s->my_rank) + SQ_SMC_OFF_HEARTBEAT;
+    store_u64(hb, load_u64(hb) + 1);
+    s->header_dirty = true;
+}
+
+bool sq__smc_drained(const struct sq__smc *s)
+{
+    return s->last_sent_global == UINT64_MAX || s->next_deliver > s->last_sent_global;
+}
+
+/* Consumes the slots of sender `r` that have arrived; returns how many, or an error when the
+ * sender's row breaks the protocol. */
+static int receive_from(struct sq__smc *s, uint32_t r)
+{
+    /* num_sent first: every slot the sender wrote before it is already here (FIFO links). */
+    uint64_t ns = load_u64(row(s, r) + SQ_SMC_OFF_NUM_SENT);
+    ns = s->seen_num_sent[r] = SQ_MAX(ns, s->seen_num_sent[r]);
+    int got = 0;
+    for (uint32_t k = 0; k < s->L.window_size; k++) {
+        uint64_t z = s->recv_slots[r];
+        const uint8_t *end = slot_end(s, r, z);
+        if (load_u64(end - TR_TAG) != z + 1) {
+            break;
+        }
+        uint64_t index = load_u64(end - TR_INDEX);
+        uint32_t size = load_u32(end - TR_SIZE);
+        if (index < s->received[r] || size > s->L.max_payload) {
+            return set_failed(s, SQ_ETRANSPORT,
+                              "member %u sent a bad slot %llu (index %llu after %llu, size %u)",
+                              s->member_ids[r], (unsigned long long)z,
+                              (unsigned long long)index, (unsigned long long)s->received[r], size);
+        }
+        s->received[r] = index + 1;
+        s->recv_slots[r] = z + 1;
+        got++;
+    }
+    if (ns > s->received[r]) {
+        s->received[r] = ns;
+        got++;
+    }
+    if (got > 0) {
+        store_u64(row(s, s->my_rank) + SQ_SMC_OFF_RECEIVED + 8u * r, s->received[r]);
+        s->header_dirty = true;
+    }
+    return got;
+}
+
+/* When others have sent past my next index, my missing messages would hold up delivery: assign
+ * null messages up to just past the highest index received. */
+static int fill_nulls(struct sq__smc *s)
+{
+    if (s->reserved) {
+        return 0; /* the open reservation will take the next index itself */
+    }
+    const uint64_t n = s->L.nmembers;
+    uint64_t highest = 0;
+    bool any = false;
+    for (uint32_t r = 0; r < n; r++) {
+        if (r != s->my_rank && s->received[r] > 0) {
+            uint64_t g = (s->received[r] - 1) * n + r;
+            highest = any ? SQ_MAX(highest, g) : g;
+            any = true;
+        }
+    }
+    uint64_t mine = s->next_index * n + s->my_rank;
+    if (!any || mine > highest) {
+        return 0;
+    }
+    uint64_t k = (highest - s->my_rank) / n + 1;
+    SQ_ASSERT(k * n + s->my_rank > highest);
+    SQ_ASSERT(k > s->next_index);
+    s->next_index = k;
+    s->received[s->my_rank] = k;
+    store_u64(row(s, s->my_rank) + SQ_SMC_OFF_RECEIVED + 8u * s->my_rank, k);
+    store_u64(row(s, s->my_rank) + SQ_SMC_OFF_NUM_SENT, k);
+    s->header_dirty = true;
+    return 1;
+}
+
+/* The first global index not yet received by every member. */
+static uint64_t stable_prefix(struct sq__smc *s)
+{
+    const uint64_t n = s->L.nmembers;
+    uint64_t stable = UINT64_MAX;
+    for (uint32_t j = 0; j < n; j++) {
+        const uint8_t *rj = row(s, j) + SQ_SMC_OFF_RECEIVED;
+        for (uint32_t r = 0; r < n; r++) {
+            uint64_t got = j == s->my_rank ? s->received[r] : load_u64(rj + 8u * r);
+            stable = SQ_MIN(stable, got * n + r);
+        }
+    }
+    return stable;
+}
+
+static int deliver_stable(struct sq__smc *s)
+{
+    const uint64_t n = s->L.nmembers;
+    uint64_t stable = stable_prefix(s);
+    uint32_t done = 0;
+    while (s->next_deliver < stable && done < SQ_SMC_MAX_DELIVER_BATCH) {
+        uint64_t g = s->next_deliver;
+        uint32_t r = (uint32_t)(g % n);
+        uint64_t i = g / n;
+        uint64_t z = s->deliver_slots[r];
+        if (z < s->recv_slots[r]) {
+            const uint8_t *end = slot_end(s, r, z);
+            uint64_t index = load_u64(end - TR_INDEX);
+            SQ_ASSERT(index >= i);
+            if (index == i) {
+                uint32_t size = load_u32(end - TR_SIZE);
+                sq_message m = {
+                    .sender_id = s->member_ids[r],
+                    .sender_rank = r,
+                    .index = g,
+                    .version = ((uint64_t)s->view_id << 32) | s->delivered_real,
+                    .data = end - SQ_SMC_TRAILER_BYTES - SQ_ALIGN8((size_t)size),
+                    .size = size,
+                };
+                s->delivered_real++;
+                s->deliver_slots[r] = z + 1;
+                /* Advance first: the callback may send, and must see this one delivered. */
+                s->next_deliver = g + 1;
+                if (s->deliver != NULL) {
+                    s->deliver(s->deliver_arg, &m);
+                }
+                done++;
+                continue;
+            }
+        }
+        /* No slot carries index i: it is a null (received, so the sender assigned it). */
+        s->next_deliver = g + 1;
+        done++;
+    }
+    if (done > 0) {
+        store_u64(row(s, s->my_rank) + SQ_SMC_OFF_DELIVERED, s->next_deliver);
+        s->header_dirty = true;
+    }
+    return (int)done;
+}
+
+int sq__smc_poll(struct sq__smc *s)
+{
+    if (s->failed != 0) {
+        return s->failed;
+    }
+    int events = 0;
+    for (uint32_t r = 0; r < s->L.nmembers; r++) {
+        if (r == s->my_rank) {
+            continue;
+        }
+        int rc = receive_from(s, r);
+        if (rc < 0) {
+            return rc;
+        }
+        events += rc;
+    }
+    events += fill_nulls(s);
+    events += deliver_stable(s);
+    if (s->header_dirty) {
+        s->header_dirty = false;
+        int rc = write_all(s, (size_t)(row(s, s->my_rank) - s->table), s->L.header_bytes);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    int rc = s->t->vt->flush(s->t);
+    if (rc != 0) {
+        return set_failed(s, rc, "flush failed: %s", sq_strerror(rc));
+    }
+    return events;
+}

@@ -1,0 +1,56 @@
+/* transport.h: the one vtable through which the protocol core reaches other members.
+ *
+ * The model is the shared state table (SST): every member holds a copy of the whole table in
+ * memory it registered with the transport, and a member changes other members' copies only by
+ * asking the transport to copy a byte range of its own copy to the same range of a peer's copy
+ * (a one-sided RMA write where the fabric has one). Implementations: fabric (libfabric) in
+ * src/transport/fabric, sim (deterministic, in-process) in src/transport/sim. */
+#ifndef SQ_TRANSPORT_H
+#define SQ_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct sq_transport;
+
+struct sq_transport_vtable {
+    /* Name for logs, e.g. "fabric/tcp" or "sim". */
+    const char *name;
+
+    /* Copies bytes [offset, offset + len) of the local table to the same range of the table of
+     * the member at rank `peer` (never the caller's own rank). Contract:
+     *  - writes to one peer are applied at the peer in the order they were posted (FIFO per link);
+     *  - a write may be observed partly applied, but always in increasing address order, so a
+     *    reader that sees the last byte of a write changed sees every earlier byte of it;
+     *  - the bytes may be read from the local table at any time until the next flush returns, so
+     *    the caller only changes them to larger values of monotonic fields meanwhile.
+     * Returns 0, or SQ_EPEER when the link to `peer` has failed, or SQ_ETRANSPORT. May block
+     * briefly when the link's send queue is full; never blocks forever. */
+    int (*write)(struct sq_transport *t, uint32_t peer, size_t offset, size_t len);
+
+    /* Ends a batch of writes: makes sure every posted write will be sent without further calls
+     * and tells each peer that received writes that its table changed. Returns 0, SQ_EPEER or
+     * SQ_ETRANSPORT. */
+    int (*flush)(struct sq_transport *t);
+
+    /* Makes progress and blocks until a peer's write may have changed the local table, a wake()
+     * from another thread, or `timeout_ms` passes (0 polls once, never busy-waits longer than
+     * the configured spin). Returns 1 if something may have changed, 0 on timeout, or an error.
+     * The simulator drives members itself and returns SQ_ENOTSUP. */
+    int (*wait)(struct sq_transport *t, int timeout_ms);
+
+    /* Interrupts a wait() in progress or the next one; safe from any thread. */
+    void (*wake)(struct sq_transport *t);
+
+    /* Releases everything; the table memory stays the caller's. */
+    void (*destroy)(struct sq_transport *t);
+};
+
+/* Base of every transport: implementations embed it first. */
+struct sq_transport {
+    const struct sq_transport_vtable *vt;
+    uint32_t nmembers;
+    uint32_t my_rank;
+};
+
+#endif

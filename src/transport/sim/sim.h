@@ -1,0 +1,52 @@
+/* sim.h: a deterministic in-process network for whole groups: one seed drives every link's delay,
+ * jitter, loss (as retransmission delay) and torn writes, so any run can be replayed exactly. */
+#ifndef SQ_SIM_H
+#define SQ_SIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "transport.h"
+
+#define SQ_SIM_MAX_MEMBERS 32
+/* Bound on writes in flight in the whole simulated network. */
+#define SQ_SIM_MAX_EVENTS (1u << 20)
+
+struct sq_sim_params {
+    uint32_t min_delay_us;     /* every write takes at least this long */
+    uint32_t max_jitter_us;    /* plus a uniform random extra in [0, max_jitter_us] */
+    uint32_t loss_permille;    /* chance a packet is lost and must be resent... */
+    uint32_t retransmit_us;    /* ...which costs this much more delay (links are reliable) */
+    uint32_t torn_permille;    /* chance a write lands in two parts, as tcp can apply it */
+};
+
+struct sq_sim;
+
+/* The deterministic generator the simulator and its tests share (splitmix64). */
+uint64_t sq__sim_rand(uint64_t *state);
+/* Uniform in [0, bound). */
+uint64_t sq__sim_rand_below(uint64_t *state, uint64_t bound);
+
+/* Creates a network of `n` members; `seed` fixes every random choice. */
+int sq__sim_create(struct sq_sim **out, uint32_t n, uint64_t seed, const struct sq_sim_params *p);
+void sq__sim_destroy(struct sq_sim *sim);
+
+/* Gives member `rank` its table (`bytes` long, owned by the caller). */
+void sq__sim_attach(struct sq_sim *sim, uint32_t rank, uint8_t *table, size_t bytes);
+
+/* The transport of member `rank` (owned by the simulator). */
+struct sq_transport *sq__sim_transport(struct sq_sim *sim, uint32_t rank);
+
+/* Applies the earliest pending write (or part of one) and advances the virtual clock to it.
+ * Returns 1 and the destination rank in *dst, or 0 when nothing is in flight. */
+int sq__sim_step(struct sq_sim *sim, uint32_t *dst);
+
+/* Virtual time in microseconds. */
+uint64_t sq__sim_now(const struct sq_sim *sim);
+/* Writes in flight. */
+size_t sq__sim_pending(const struct sq_sim *sim);
+/* Writes applied so far (parts of torn writes counted separately). */
+uint64_t sq__sim_applied(const struct sq_sim *sim);
+
+#endif
