@@ -37,6 +37,12 @@ const char *sq_strerror(int err);
 /* The symbolic name of an error code, e.g. "SQ_EAGAIN". */
 const char *sq_err_name(int err);
 
+/* Log levels and the process-wide log sink. The library never prints: without a sink its log
+ * lines are dropped. sq_member_open sets the level from the config's [group] log_level. */
+enum { SQ_LOG_LEVEL_ERROR = 0, SQ_LOG_LEVEL_WARN = 1, SQ_LOG_LEVEL_INFO = 2, SQ_LOG_LEVEL_DEBUG = 3 };
+typedef void (*sq_log_fn)(int level, const char *line);
+void sq_set_log(sq_log_fn fn, int level);
+
 /* A group member: one process's place in the group (opaque, created by sq_member_open). */
 typedef struct sq_member sq_member;
 
@@ -98,6 +104,10 @@ const char *sq_member_errmsg(const sq_member *m);
 /* Waits until every message this member sent has been delivered here, or `timeout_ms` passes
  * (SQ_ETIMEDOUT). Useful before close so a member does not leave with messages in flight. */
 int sq_member_drain(sq_member *m, int timeout_ms);
+
+/* Waits until every member has delivered everything this member has delivered, or
+ * `timeout_ms` passes (SQ_ETIMEDOUT): a clean point at which to stop a finite run. */
+int sq_member_quiesce(sq_member *m, int timeout_ms);
 
 /* Stops the event loop, closes every connection and frees the member. Safe on NULL. */
 void sq_member_close(sq_member *m);

@@ -25,6 +25,7 @@ struct parse_state {
     struct sq_config *c;
     const char *name;
     int line;      /* line the reader last returned */
+    int section_line; /* line of the latest [section] header */
     int err_line;  /* first error, 0 if none */
     char *err;
     size_t err_size;
@@ -133,7 +134,7 @@ static struct sq_member_addr *member_slot(struct parse_state *ps, uint32_t id)
     struct sq_member_addr *m = &c->members[c->nmembers++];
     memset(m, 0, sizeof(*m));
     m->id = id;
-    m->line = ps->line;
+    m->line = ps->section_line;
     return m;
 }
 
@@ -280,6 +281,17 @@ static int on_key(void *user, const char *section, const char *key, const char *
     return ps->err_line == before || before != 0 ? 1 : 0;
 }
 
+static void note_line(struct parse_state *ps, const char *buf)
+{
+    ps->line++;
+    while (*buf == ' ' || *buf == '\t') {
+        buf++;
+    }
+    if (*buf == '[') {
+        ps->section_line = ps->line;
+    }
+}
+
 /* Our own line reader so that errors can name the line: inih calls the handler before it reads
  * the next line. */
 static char *read_string_line(char *buf, int size, void *stream)
@@ -298,7 +310,7 @@ static char *read_string_line(char *buf, int size, void *stream)
     memcpy(buf, ps->text, (size_t)n);
     buf[n] = '\0';
     ps->text += n;
-    ps->line++;
+    note_line(ps, buf);
     return buf;
 }
 
@@ -307,7 +319,7 @@ static char *read_file_line(char *buf, int size, void *stream)
     struct parse_state *ps = stream;
     char *r = fgets(buf, size, ps->file);
     if (r != NULL) {
-        ps->line++;
+        note_line(ps, buf);
     }
     return r;
 }
@@ -370,7 +382,9 @@ static void validate(struct parse_state *ps)
 
 static int finish(struct parse_state *ps, int rc)
 {
-    if (rc > 0 && ps->err_line == 0) {
+    if (rc > 0 && (ps->err_line == 0 || rc < ps->err_line)) {
+        /* A syntax error explains whatever our handler made of the lines after it. */
+        ps->err_line = 0;
         ps->line = rc;
         fail(ps, "syntax error (expected [section], key = value, or a ; comment)");
     } else if (rc < 0 && ps->err_line == 0) {

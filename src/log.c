@@ -1,6 +1,8 @@
 /* log.c: leveled logging through an installable sink. */
 #include "log.h"
 
+#include "squall.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -12,6 +14,16 @@ void sq__log_set(sq__log_sink sink, int level)
 {
     g_sink = sink;
     g_level = level;
+}
+
+void sq__log_set_level(int level)
+{
+    g_level = level;
+}
+
+void sq_set_log(sq_log_fn fn, int level)
+{
+    sq__log_set(fn, level);
 }
 
 void sq__log(int level, const char *fmt, ...)

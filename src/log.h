@@ -9,6 +9,8 @@ typedef void (*sq__log_sink)(int level, const char *line);
 
 /* Installs the sink and the most verbose level passed to it (process-wide). */
 void sq__log_set(sq__log_sink sink, int level);
+/* Changes only the level. */
+void sq__log_set_level(int level);
 /* Formats and passes one line to the sink when `level` is enabled. Thread-safe if the sink is. */
 void sq__log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Parses "error", "warn", "info" or "debug"; returns -1 for anything else. */

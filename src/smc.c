@@ -187,7 +187,6 @@ int sq__smc_commit(struct sq__smc *s)
     uint8_t *end = slot_end(s, s->my_rank, z);
     uint64_t index = s->next_index;
     uint64_t global = index * s->L.nmembers + s->my_rank;
-    size_t payload = SQ_ALIGN8((size_t)s->reserved_size);
     store_u64(end - TR_INDEX, index);
     store_u32(end - TR_SIZE, s->reserved_size);
     store_u32(end - TR_FLAGS, 0);
@@ -203,8 +202,7 @@ int sq__smc_commit(struct sq__smc *s)
     store_u64(row(s, s->my_rank) + SQ_SMC_OFF_RECEIVED + 8u * s->my_rank, s->next_index);
     store_u64(row(s, s->my_rank) + SQ_SMC_OFF_NUM_SENT, s->next_index);
     s->header_dirty = true;
-    size_t off = (size_t)(end - s->table) - SQ_SMC_TRAILER_BYTES - payload;
-    return write_all(s, off, payload + SQ_SMC_TRAILER_BYTES);
+    return 0;
 }
 
 void sq__smc_heartbeat(struct sq__smc *s)
@@ -217,6 +215,11 @@ void sq__smc_heartbeat(struct sq__smc *s)
 bool sq__smc_drained(const struct sq__smc *s)
 {
     return s->last_sent_global == UINT64_MAX || s->next_deliver > s->last_sent_global;
+}
+
+bool sq__smc_all_caught_up(struct sq__smc *s)
+{
+    return min_delivered(s) >= s->next_deliver;
 }
 
 /* Consumes the slots of sender `r` that have arrived; returns how many, or an error when the
@@ -349,6 +352,22 @@ static int deliver_stable(struct sq__smc *s)
     return (int)done;
 }
 
+/* Pushes the slots committed since the last poll, in order, ahead of the header that counts
+ * them: commit only fills the slot, so that every transport call comes from the poller. */
+static int push_slots(struct sq__smc *s)
+{
+    while (s->pushed_slots < s->slots_used) {
+        const uint8_t *end = slot_end(s, s->my_rank, s->pushed_slots);
+        size_t len = SQ_ALIGN8((size_t)load_u32(end - TR_SIZE)) + SQ_SMC_TRAILER_BYTES;
+        int rc = write_all(s, (size_t)(end - s->table) - len, len);
+        if (rc != 0) {
+            return rc;
+        }
+        s->pushed_slots++;
+    }
+    return 0;
+}
+
 int sq__smc_poll(struct sq__smc *s)
 {
     if (s->failed != 0) {
@@ -367,6 +386,10 @@ int sq__smc_poll(struct sq__smc *s)
     }
     events += fill_nulls(s);
     events += deliver_stable(s);
+    int prc = push_slots(s);
+    if (prc != 0) {
+        return prc;
+    }
     if (s->header_dirty) {
         s->header_dirty = false;
         int rc = write_all(s, (size_t)(row(s, s->my_rank) - s->table), s->L.header_bytes);

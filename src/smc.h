@@ -73,6 +73,7 @@ struct sq__smc {
     /* sending */
     uint64_t next_index;    /* my next message index; equals my published num_sent */
     uint64_t slots_used;    /* real messages I have put in slots */
+    uint64_t pushed_slots;  /* of those, how many were written to the peers */
     uint64_t *slot_global;  /* window_size entries: global index of the message in each slot */
     bool reserved;
     uint32_t reserved_size;
@@ -110,8 +111,8 @@ void sq__smc_fini(struct sq__smc *s);
  * holds a message not yet delivered at every member, SQ_EMSGSIZE, SQ_EBUSY if a reservation is
  * open, or the sticky failure. */
 int sq__smc_reserve(struct sq__smc *s, size_t size, void **buf);
-/* Sends the reserved slot: assigns its index and queues its write; the header follows on the
- * next poll. */
+/* Sends the reserved slot: assigns its index. The next poll writes the slot to every peer,
+ * then the header that counts it; commit itself makes no transport call. */
 int sq__smc_commit(struct sq__smc *s);
 
 /* Evaluates every predicate once: consumes arrived slots, fills nulls when others are ahead,
@@ -125,6 +126,9 @@ void sq__smc_heartbeat(struct sq__smc *s);
 
 /* True when every real message I sent has been delivered here. */
 bool sq__smc_drained(const struct sq__smc *s);
+
+/* True when every member has delivered at least what this member has delivered. */
+bool sq__smc_all_caught_up(struct sq__smc *s);
 
 /* True when a reserve() would not get SQ_EAGAIN for lack of a free slot. */
 bool sq__smc_can_send(struct sq__smc *s);

@@ -1,1 +1,152 @@
-int main(void){return 0;}
+/* test_config.c: the configuration parser, good files and every kind of bad input. */
+#include "config.h"
+
+#include "log.h"
+#include "squall.h"
+#include "test.h"
+
+#include <stdlib.h>
+
+static const char *GOOD =
+    "; a three member group\n"
+    "[group]\n"
+    "provider = tcp\n"
+    "log_level = debug\n"
+    "\n"
+    "[self]\n"
+    "id = 2\n"
+    "[member.2]\n"
+    "host = 127.0.0.1\n"
+    "port = 7102\n"
+    "[member.0]\n"
+    "host = 127.0.0.1\n"
+    "port = 7100\n"
+    "[member.1]\n"
+    "host = 127.0.0.1\n"
+    "port = 7101\n"
+    "[subgroup.main]\n"
+    "window_size = 64\n"
+    "max_payload = 1024\n";
+
+static void test_good(void)
+{
+    struct sq_config c;
+    char err[256];
+    CHECK_EQ_INT(sq__config_parse_string(&c, "good.cfg", GOOD, err, sizeof(err)), 0);
+    CHECK_EQ_INT(c.nmembers, 3);
+    CHECK_EQ_INT(c.members[0].id, 0); /* sorted by id */
+    CHECK_EQ_INT(c.members[2].port, 7102);
+    CHECK_EQ_INT(c.self_id, 2);
+    CHECK_EQ_INT(sq__config_rank_of(&c, 2), 2);
+    CHECK_EQ_INT(sq__config_rank_of(&c, 9), -1);
+    CHECK(strcmp(c.provider, "tcp") == 0);
+    CHECK_EQ_INT(c.log_level, SQ_LOG_DEBUG);
+    CHECK_EQ_INT(c.window_size, 64);
+    CHECK_EQ_INT(c.max_payload, 1024);
+    CHECK(strcmp(c.subgroup, "main") == 0);
+}
+
+static void test_defaults_and_digest(void)
+{
+    const char *min = "[self]\nid=0\n[member.0]\nhost=127.0.0.1\nport=7000\n";
+    struct sq_config a, b;
+    char err[256];
+    CHECK_EQ_INT(sq__config_parse_string(&a, "min.cfg", min, err, sizeof(err)), 0);
+    CHECK(strcmp(a.provider, "tcp") == 0);
+    CHECK_EQ_INT(a.window_size, 256);
+    CHECK_EQ_INT(a.max_payload, 10240);
+    CHECK_EQ_INT(a.log_level, SQ_LOG_INFO);
+    /* Members that differ only in [self] share a digest; a different layout does not. */
+    const char *other = "[self]\nid=0\n[member.0]\nhost=127.0.0.1\nport=7000\n"
+                        "[subgroup.x]\nwindow_size=8\n";
+    CHECK_EQ_INT(sq__config_parse_string(&b, "b.cfg", min, err, sizeof(err)), 0);
+    CHECK(sq__config_group_digest(&a) == sq__config_group_digest(&b));
+    CHECK_EQ_INT(sq__config_parse_string(&b, "b.cfg", other, err, sizeof(err)), 0);
+    CHECK(sq__config_group_digest(&a) != sq__config_group_digest(&b));
+}
+
+struct bad_case {
+    const char *text;
+    const char *expect; /* substring of the error, which always starts with file:line */
+};
+
+static const struct bad_case BAD[] = {
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=1\n[group]\nbogus = 1\n", "bad.cfg:7: unknown key 'bogus' in [group]"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=1\n[nosuch]\nx=1\n", "bad.cfg:7: unknown section [nosuch]"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=70000\n", "bad.cfg:5: key 'port' in [member.0]: '70000' is not a port number"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=-1\n", "key 'port'"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=12ab\n", "'12ab' is not a port number"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=\n", "key 'port'"},
+    {"[self]\nid=0\n[member.0]\nhost=h\n", "bad.cfg:3: section [member.0] is missing required key 'port'"},
+    {"[self]\nid=0\n[member.0]\nport=5\n", "missing required key 'host'"},
+    {"[self]\nid=1\n[member.0]\nhost=h\nport=5\n", "key 'id' in [self]: 1 is not one of the [member.ID] sections"},
+    {"[member.0]\nhost=h\nport=5\n", "missing required key 'id' in section [self]"},
+    {"[self]\nid=0\n", "no [member.ID] section"},
+    {"[self]\nid=x\n[member.0]\nhost=h\nport=5\n", "bad.cfg:2: key 'id' in [self]: 'x' is not a member id"},
+    {"[self]\nid=0\nid=0\n[member.0]\nhost=h\nport=5\n", "bad.cfg:3: key 'id' in [self] given twice"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\nport=6\n", "key 'port' in [member.0] given twice"},
+    {"[self]\nid=0\n[member.zero]\nhost=h\nport=5\n", "member id 'zero' is not a number"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[member.1]\nhost=h\nport=5\n", "same host:port (h:5) as [member.0]"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[subgroup.a]\nwindow_size=0\n", "bad.cfg:7: key 'window_size' in [subgroup.a]: '0'"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[subgroup.a]\nwindow_size=99999999\n", "key 'window_size'"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[subgroup.a]\nmax_payload=0\n", "key 'max_payload'"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[subgroup.a]\nmax_payload=99999999999\n", "key 'max_payload'"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[subgroup.a]\nwindow_size=65536\nmax_payload=16777216\n", "shared state table"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[subgroup.a]\nwindow_size=2\n[subgroup.b]\nwindow_size=2\n", "only one subgroup is supported"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[group]\nprovider=tcp udp\n", "is not a libfabric provider name"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[group]\nlog_level=loud\n", "'loud' is not one of error, warn, info, debug"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[group]\nconnect_timeout_ms=0\n", "key 'connect_timeout_ms'"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[group]\nspin_us=lots\n", "key 'spin_us'"},
+    {"x = 1\n[self]\nid=0\n", "bad.cfg:1: key 'x' is outside any section"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\nthis line is not ini\n", "bad.cfg:6: syntax error"},
+    {"[self\nid=0\n", "bad.cfg:1: syntax error"},
+};
+
+static void test_bad(void)
+{
+    for (size_t i = 0; i < sizeof(BAD) / sizeof(BAD[0]); i++) {
+        struct sq_config c;
+        char err[512] = "";
+        int rc = sq__config_parse_string(&c, "bad.cfg", BAD[i].text, err, sizeof(err));
+        CHECK_EQ_INT(rc, SQ_ECONFIG);
+        CHECK_CONTAINS(err, BAD[i].expect);
+        CHECK(strncmp(err, "bad.cfg:", 8) == 0);
+    }
+}
+
+static void test_file(void)
+{
+    struct sq_config c;
+    char err[512];
+    CHECK_EQ_INT(sq__config_load(&c, "/nonexistent/squall.cfg", err, sizeof(err)), SQ_EIO);
+    CHECK_CONTAINS(err, "/nonexistent/squall.cfg: cannot open");
+    char path[] = "/tmp/sq_test_config_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs(GOOD, f);
+    fputs("[group]\nwhat = 3\n", f);
+    fclose(f);
+    CHECK_EQ_INT(sq__config_load(&c, path, err, sizeof(err)), SQ_ECONFIG);
+    CHECK_CONTAINS(err, ":21: unknown key 'what' in [group]");
+    CHECK_CONTAINS(err, path);
+    remove(path);
+}
+
+static void test_errors(void)
+{
+    CHECK(strcmp(sq_err_name(SQ_EAGAIN), "SQ_EAGAIN") == 0);
+    CHECK(strcmp(sq_strerror(SQ_EMSGSIZE), "message larger than the subgroup's max_payload") == 0);
+    CHECK(strcmp(sq_strerror(12345), "unknown error") == 0);
+    CHECK(strcmp(sq_err_name(0), "SQ_OK") == 0);
+}
+
+int main(void)
+{
+    test_good();
+    test_defaults_and_digest();
+    test_bad();
+    test_file();
+    test_errors();
+    return sq_test_done("test_config");
+}

@@ -1,0 +1,813 @@
+/* fabric.c: the libfabric transport. Each pair of members shares one connected FI_EP_MSG endpoint
+ * (the higher rank connects, the lower accepts); the whole table is one memory region; writes
+ * are RMA writes, merged when adjacent, the last of each batch carrying remote CQ data so that an
+ * idle peer blocked on its completion queue wakes. One thread (the member's loop) makes every
+ * libfabric call; other threads only wake() it through an eventfd.
+ *
+ * Facts about the tcp provider this code relies on (libfabric 1.17): remote writes land only
+ * while the target calls into its CQ, so wait() always reads the CQ before and after blocking;
+ * the CQ's wait fd (FI_WAIT_FD) becomes readable on incoming data; a write to a dead peer still
+ * returns 0 and fails later as a CQ error entry (FI_ENOTCONN); mr_mode may be 0, meaning remote
+ * addresses are offsets and the requested key is used, so both FI_MR_VIRT_ADDR and provider keys
+ * are handled. */
+#include "fabric.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
+#include <rdma/fabric.h>
+#include <rdma/fi_cm.h>
+#include <rdma/fi_domain.h>
+#include <rdma/fi_endpoint.h>
+#include <rdma/fi_eq.h>
+#include <rdma/fi_errno.h>
+#include <rdma/fi_rma.h>
+#include <stdarg.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "log.h"
+
+#define FI_API_VERSION FI_VERSION(1, 9)
+/* Bounds: CQ entries read per call, adjacent-write merge gap, connect retry period. */
+#define CQ_BATCH 64
+#define MERGE_GAP_BYTES 4096u
+#define RETRY_MS 100
+#define MR_KEY_BASE 0x5c000u
+
+#define HELLO_MAGIC 0x4c4c5153u /* "SQLL" */
+#define HELLO_VERSION 1u
+
+/* Exchanged as connection private data, both ways. Little-endian on the wire (the build is
+ * little-endian only, see common.h). */
+struct hello {
+    uint32_t magic;
+    uint16_t version;
+    uint16_t reject_reason; /* set only in fi_reject data */
+    uint32_t id;
+    uint32_t rank;
+    uint64_t digest;
+    uint64_t table_bytes;
+    uint64_t mr_key;
+    uint64_t mr_addr; /* base address, for FI_MR_VIRT_ADDR providers; 0 otherwise */
+};
+static_assert(sizeof(struct hello) == 48, "hello is a wire format");
+
+enum reject_reason { REJ_NONE, REJ_BAD_HELLO, REJ_MISMATCH, REJ_DUPLICATE, REJ_UNKNOWN_MEMBER };
+static const char *const reject_text[] = {
+    "no reason", "malformed hello", "configuration mismatch (member list, subgroup or table size)",
+    "already connected", "not a member of the configured group"};
+
+struct range {
+    size_t off, len;
+};
+
+enum peer_state { P_IDLE, P_CONNECTING, P_ACCEPTING, P_UP, P_FAILED };
+
+struct peer {
+    uint32_t rank;
+    uint32_t id;
+    enum peer_state state;
+    struct fid_ep *ep;
+    uint64_t retry_at_ms;
+    uint64_t remote_key;
+    uint64_t remote_base;
+    uint32_t outstanding; /* posted writes not yet completed */
+    struct range *pending;
+    uint32_t npending, cap;
+};
+
+struct fabric {
+    struct sq_transport base;
+    const struct sq_config *cfg;
+    struct fi_info *info; /* of our passive (listening) endpoint */
+    struct fid_fabric *fabric;
+    struct fid_domain *domain;
+    struct fid_eq *eq;
+    struct fid_cq *cq;
+    struct fid_pep *pep;
+    struct fid_mr *mr;
+    void *mr_desc;
+    uint8_t *table;
+    size_t table_bytes;
+    uint64_t digest;
+    bool virt_addr;
+    bool cq_data;
+    uint32_t tx_size;
+    int cq_fd;
+    int epfd;
+    int wakefd;
+    int spin_us;
+    struct peer peers[SQ_MAX_MEMBERS];
+    char name[80];
+    char *err;
+    size_t err_size;
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static int fail(struct fabric *f, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(struct fabric *f, int rc, const char *fmt, ...)
+{
+    if (f->err != NULL && f->err_size > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(f->err, f->err_size, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+static struct fi_info *make_hints(const struct sq_config *cfg)
+{
+    struct fi_info *h = fi_allocinfo();
+    if (h == NULL) {
+        return NULL;
+    }
+    h->ep_attr->type = FI_EP_MSG;
+    h->caps = FI_RMA | FI_WRITE | FI_REMOTE_WRITE;
+    h->mode = FI_CONTEXT;
+    /* What this code can handle; the provider answers with what it needs. */
+    h->domain_attr->mr_mode = FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY;
+    h->domain_attr->threading = FI_THREAD_DOMAIN;
+    h->fabric_attr->prov_name = strdup(cfg->provider);
+    if (cfg->domain[0] != '\0') {
+        h->domain_attr->name = strdup(cfg->domain);
+    }
+    h->addr_format = FI_SOCKADDR_IN;
+    return h;
+}
+
+/* ---- writes ---- */
+
+/* Reads completions: tx ones free send-queue space, rx ones (remote CQ data) mean a peer wrote.
+ * Returns the number of rx completions, or SQ_EPEER when a write to a peer failed. */
+static int drain_cq(struct fabric *f)
+{
+    int rx = 0;
+    for (;;) {
+        struct fi_cq_data_entry e[CQ_BATCH];
+        ssize_t n = fi_cq_read(f->cq, e, CQ_BATCH);
+        if (n == -FI_EAGAIN) {
+            return rx;
+        }
+        if (n == -FI_EAVAIL) {
+            struct fi_cq_err_entry ee;
+            memset(&ee, 0, sizeof(ee));
+            if (fi_cq_readerr(f->cq, &ee, 0) < 0) {
+                return SQ_ETRANSPORT;
+            }
+            struct peer *p = ee.op_context;
+            if (p != NULL) {
+                p->state = P_FAILED;
+                p->outstanding = p->outstanding > 0 ? p->outstanding - 1 : 0;
+                sq__log(SQ_LOG_WARN, "write to member %u failed: %s", p->id,
+                        fi_strerror(ee.err));
+            }
+            return SQ_EPEER;
+        }
+        if (n < 0) {
+            return SQ_ETRANSPORT;
+        }
+        for (ssize_t i = 0; i < n; i++) {
+            if (e[i].flags & FI_REMOTE_WRITE) {
+                rx++;
+            } else if (e[i].op_context != NULL) {
+                struct peer *p = e[i].op_context;
+                SQ_ASSERT(p->outstanding > 0);
+                p->outstanding--;
+            }
+        }
+        if (n < CQ_BATCH) {
+            return rx;
+        }
+    }
+}
+
+static int post_write(struct fabric *f, struct peer *p, const struct range *r, bool doorbell)
+{
+    uint64_t addr = (f->virt_addr ? p->remote_base : 0) + r->off;
+    for (int tries = 0;; tries++) {
+        if (p->state != P_UP) {
+            return SQ_EPEER;
+        }
+        ssize_t rc;
+        if (p->outstanding >= f->tx_size) {
+            rc = -FI_EAGAIN;
+        } else if (doorbell && f->cq_data) {
+            rc = fi_writedata(p->ep, f->table + r->off, r->len, f->mr_desc, 0, 0, addr,
+                              p->remote_key, p);
+        } else {
+            rc = fi_write(p->ep, f->table + r->off, r->len, f->mr_desc, 0, addr, p->remote_key, p);
+        }
+        if (rc == 0) {
+            p->outstanding++;
+            return 0;
+        }
+        if (rc != -FI_EAGAIN) {
+            sq__log(SQ_LOG_WARN, "fi_write to member %u: %s", p->id, fi_strerror((int)-rc));
+            p->state = P_FAILED;
+            return SQ_EPEER;
+        }
+        /* Send queue full: make progress (which also lands incoming writes, so two members
+         * flushing to each other cannot deadlock), then block briefly on the CQ. */
+        int d = drain_cq(f);
+        if (d < 0) {
+            return d;
+        }
+        if (p->outstanding >= f->tx_size && tries > 16) {
+            struct pollfd pfd = {.fd = f->cq_fd, .events = POLLIN};
+            struct fid *fids[1] = {&f->cq->fid};
+            if (fi_trywait(f->fabric, fids, 1) == FI_SUCCESS) {
+                (void)poll(&pfd, 1, 10);
+            }
+        }
+    }
+}
+
+static int fab_write(struct sq_transport *t, uint32_t peer, size_t offset, size_t len)
+{
+    struct fabric *f = (struct fabric *)t;
+    SQ_ASSERT(peer < t->nmembers);
+    SQ_ASSERT(peer != t->my_rank);
+    SQ_ASSERT(offset + len <= f->table_bytes);
+    struct peer *p = &f->peers[peer];
+    if (p->state != P_UP) {
+        return SQ_EPEER;
+    }
+    if (p->npending > 0) {
+        struct range *last = &p->pending[p->npending - 1];
+        size_t end = last->off + last->len;
+        if (offset == last->off && len == last->len) {
+            return 0; /* the same range again: one write carries the latest bytes */
+        }
+        if (offset >= end && offset - end <= MERGE_GAP_BYTES) {
+            /* Adjacent slots go as one write: it lands in address order, so each slot's tag
+             * still arrives after its payload. */
+            last->len = offset + len - last->off;
+            return 0;
+        }
+    }
+    if (p->npending == p->cap) {
+        /* More than a window of separate ranges between flushes: post what we have. */
+        for (uint32_t i = 0; i < p->npending; i++) {
+            int rc = post_write(f, p, &p->pending[i], false);
+            if (rc != 0) {
+                return rc;
+            }
+        }
+        p->npending = 0;
+    }
+    p->pending[p->npending++] = (struct range){offset, len};
+    return 0;
+}
+
+static int fab_flush(struct sq_transport *t)
+{
+    struct fabric *f = (struct fabric *)t;
+    int result = 0;
+    for (uint32_t r = 0; r < t->nmembers; r++) {
+        struct peer *p = &f->peers[r];
+        for (uint32_t i = 0; i < p->npending && result == 0; i++) {
+            result = post_write(f, p, &p->pending[i], i + 1 == p->npending);
+        }
+        p->npending = 0;
+    }
+    if (result == 0) {
+        int d = drain_cq(f); /* reap tx completions, keep the send queues short */
+        result = d < 0 ? d : 0;
+    }
+    return result;
+}
+
+/* ---- waiting ---- */
+
+static int fab_wait(struct sq_transport *t, int timeout_ms)
+{
+    struct fabric *f = (struct fabric *)t;
+    int rx = drain_cq(f);
+    if (rx != 0 || timeout_ms == 0) {
+        return rx < 0 ? rx : 1;
+    }
+    /* A short bounded spin catches the reply of a busy peer without a sleep and wake-up. */
+    if (f->spin_us > 0) {
+        uint64_t until = now_us() + (uint64_t)f->spin_us;
+        while (now_us() < until) {
+            rx = drain_cq(f);
+            if (rx != 0) {
+                return rx < 0 ? rx : 1;
+            }
+        }
+    }
+    struct fid *fids[1] = {&f->cq->fid};
+    int tw = fi_trywait(f->fabric, fids, 1);
+    if (tw == FI_SUCCESS) {
+        struct epoll_event ev[4];
+        int n = epoll_wait(f->epfd, ev, 4, timeout_ms);
+        if (n < 0 && errno != EINTR) {
+            return SQ_EIO;
+        }
+        for (int i = 0; i < n; i++) {
+            if (ev[i].data.fd == f->wakefd) {
+                uint64_t v;
+                ssize_t rd = read(f->wakefd, &v, sizeof(v));
+                (void)rd;
+            }
+        }
+        if (n == 0) {
+            rx = drain_cq(f);
+            return rx < 0 ? rx : rx > 0;
+        }
+    }
+    rx = drain_cq(f);
+    return rx < 0 ? rx : 1;
+}
+
+static void fab_wake(struct sq_transport *t)
+{
+    struct fabric *f = (struct fabric *)t;
+    uint64_t one = 1;
+    ssize_t w = write(f->wakefd, &one, sizeof(one));
+    (void)w;
+}
+
+/* ---- teardown ---- */
+
+static void close_fid(struct fid *fid)
+{
+    if (fid != NULL) {
+        fi_close(fid);
+    }
+}
+
+static void fab_destroy(struct sq_transport *t)
+{
+    struct fabric *f = (struct fabric *)t;
+    if (f == NULL) {
+        return;
+    }
+    for (uint32_t r = 0; r < SQ_MAX_MEMBERS; r++) {
+        if (f->peers[r].ep != NULL) {
+            fi_shutdown(f->peers[r].ep, 0);
+            close_fid(&f->peers[r].ep->fid);
+        }
+        free(f->peers[r].pending);
+    }
+    if (f->pep != NULL) {
+        close_fid(&f->pep->fid);
+    }
+    if (f->mr != NULL) {
+        close_fid(&f->mr->fid);
+    }
+    if (f->cq != NULL) {
+        close_fid(&f->cq->fid);
+    }
+    if (f->eq != NULL) {
+        close_fid(&f->eq->fid);
+    }
+    if (f->domain != NULL) {
+        close_fid(&f->domain->fid);
+    }
+    if (f->fabric != NULL) {
+        close_fid(&f->fabric->fid);
+    }
+    if (f->info != NULL) {
+        fi_freeinfo(f->info);
+    }
+    if (f->epfd >= 0) {
+        close(f->epfd);
+    }
+    if (f->wakefd >= 0) {
+        close(f->wakefd);
+    }
+    free(f);
+}
+
+static const struct sq_transport_vtable fabric_vtable = {
+    .name = "fabric",
+    .write = fab_write,
+    .flush = fab_flush,
+    .wait = fab_wait,
+    .wake = fab_wake,
+    .destroy = fab_destroy,
+};
+
+/* ---- connection set-up ---- */
+
+static void make_hello(const struct fabric *f, struct hello *h)
+{
+    memset(h, 0, sizeof(*h));
+    h->magic = HELLO_MAGIC;
+    h->version = HELLO_VERSION;
+    h->id = f->cfg->self_id;
+    h->rank = f->base.my_rank;
+    h->digest = f->digest;
+    h->table_bytes = f->table_bytes;
+    h->mr_key = fi_mr_key(f->mr);
+    h->mr_addr = f->virt_addr ? (uint64_t)(uintptr_t)f->table : 0;
+}
+
+/* Checks a peer's hello; returns the reject reason (REJ_NONE if good). */
+static int check_hello(const struct fabric *f, const void *data, size_t len, bool accepting)
+{
+    struct hello h;
+    if (len < sizeof(h)) {
+        return REJ_BAD_HELLO;
+    }
+    memcpy(&h, data, sizeof(h));
+    if (h.magic != HELLO_MAGIC || h.version != HELLO_VERSION) {
+        return REJ_BAD_HELLO;
+    }
+    if (h.rank >= f->base.nmembers || f->cfg->members[h.rank].id != h.id) {
+        return REJ_UNKNOWN_MEMBER;
+    }
+    if (h.digest != f->digest || h.table_bytes != f->table_bytes) {
+        return REJ_MISMATCH;
+    }
+    /* The higher rank connects; an accept only comes from above us. */
+    if (accepting && (h.rank <= f->base.my_rank || f->peers[h.rank].state == P_UP)) {
+        return h.rank == f->base.my_rank ? REJ_UNKNOWN_MEMBER : REJ_DUPLICATE;
+    }
+    return REJ_NONE;
+}
+
+static int setup_ep(struct fabric *f, struct fi_info *info, struct fid_ep **ep)
+{
+    int rc = fi_endpoint(f->domain, info, ep, NULL);
+    if (rc == 0) {
+        rc = fi_ep_bind(*ep, &f->eq->fid, 0);
+    }
+    if (rc == 0) {
+        rc = fi_ep_bind(*ep, &f->cq->fid, FI_TRANSMIT | FI_RECV);
+    }
+    if (rc == 0) {
+        rc = fi_enable(*ep);
+    }
+    if (rc != 0 && *ep != NULL) {
+        fi_close(&(*ep)->fid);
+        *ep = NULL;
+    }
+    return rc;
+}
+
+static struct peer *peer_of_ep(struct fabric *f, fid_t fid)
+{
+    for (uint32_t r = 0; r < f->base.nmembers; r++) {
+        if (f->peers[r].ep != NULL && &f->peers[r].ep->fid == fid) {
+            return &f->peers[r];
+        }
+    }
+    return NULL;
+}
+
+static int start_connect(struct fabric *f, struct peer *p)
+{
+    const struct sq_member_addr *a = &f->cfg->members[p->rank];
+    char port[16];
+    snprintf(port, sizeof(port), "%u", a->port);
+    struct fi_info *hints = make_hints(f->cfg);
+    if (hints == NULL) {
+        return SQ_ENOMEM;
+    }
+    struct fi_info *info = NULL;
+    int rc = fi_getinfo(FI_API_VERSION, a->host, port, 0, hints, &info);
+    fi_freeinfo(hints);
+    if (rc != 0) {
+        return fail(f, SQ_ETRANSPORT, "cannot resolve member %u at %s:%u with provider %s: %s",
+                    p->id, a->host, a->port, f->cfg->provider, fi_strerror(-rc));
+    }
+    rc = setup_ep(f, info, &p->ep);
+    if (rc == 0) {
+        struct hello h;
+        make_hello(f, &h);
+        rc = fi_connect(p->ep, info->dest_addr, &h, sizeof(h));
+    }
+    fi_freeinfo(info);
+    if (rc != 0) {
+        if (p->ep != NULL) {
+            fi_close(&p->ep->fid);
+            p->ep = NULL;
+        }
+        p->retry_at_ms = now_ms() + RETRY_MS;
+        sq__log(SQ_LOG_DEBUG, "connect to member %u: %s; retrying", p->id, fi_strerror(-rc));
+        return 0;
+    }
+    p->state = P_CONNECTING;
+    return 0;
+}
+
+static void mark_up(struct fabric *f, struct peer *p, const struct hello *h)
+{
+    p->remote_key = h->mr_key;
+    p->remote_base = h->mr_addr;
+    p->state = P_UP;
+    sq__log(SQ_LOG_INFO, "connected to member %u (rank %u)", p->id, p->rank);
+    (void)f;
+}
+
+static int on_connreq(struct fabric *f, struct fi_eq_cm_entry *e, size_t datalen)
+{
+    int why = check_hello(f, e->data, datalen, true);
+    struct hello h;
+    memset(&h, 0, sizeof(h));
+    if (why == REJ_NONE) {
+        memcpy(&h, e->data, sizeof(h));
+        struct peer *p = &f->peers[h.rank];
+        int rc = setup_ep(f, e->info, &p->ep);
+        if (rc == 0) {
+            struct hello mine;
+            make_hello(f, &mine);
+            rc = fi_accept(p->ep, &mine, sizeof(mine));
+        }
+        if (rc == 0) {
+            p->state = P_ACCEPTING;
+            p->remote_key = h.mr_key;
+            p->remote_base = h.mr_addr;
+            fi_freeinfo(e->info);
+            return 0;
+        }
+        if (p->ep != NULL) {
+            fi_close(&p->ep->fid);
+            p->ep = NULL;
+        }
+        sq__log(SQ_LOG_WARN, "accepting member %u failed: %s", h.id, fi_strerror(-rc));
+        fi_freeinfo(e->info);
+        return 0;
+    }
+    struct hello rej;
+    make_hello(f, &rej);
+    rej.reject_reason = (uint16_t)why;
+    sq__log(SQ_LOG_WARN, "refused a connection: %s", reject_text[why]);
+    fi_reject(f->pep, e->info->handle, &rej, sizeof(rej));
+    fi_freeinfo(e->info);
+    return 0;
+}
+
+/* Handles one EQ error during set-up. A refused connect is retried (the peer may not be
+ * listening yet) unless the peer refused us on purpose. */
+static int on_eq_error(struct fabric *f)
+{
+    struct fi_eq_err_entry ee;
+    memset(&ee, 0, sizeof(ee));
+    if (fi_eq_readerr(f->eq, &ee, 0) < 0) {
+        return fail(f, SQ_ETRANSPORT, "cannot read the event queue error");
+    }
+    struct peer *p = peer_of_ep(f, ee.fid);
+    if (p == NULL) {
+        return 0;
+    }
+    if (ee.err_data != NULL && ee.err_data_size >= sizeof(struct hello)) {
+        struct hello h;
+        memcpy(&h, ee.err_data, sizeof(h));
+        if (h.magic == HELLO_MAGIC && h.reject_reason != REJ_NONE &&
+            h.reject_reason < SQ_ARRAY_LEN(reject_text)) {
+            return fail(f, SQ_ECONFIG, "member %u refused our connection: %s", p->id,
+                        reject_text[h.reject_reason]);
+        }
+    }
+    fi_close(&p->ep->fid);
+    p->ep = NULL;
+    p->state = P_IDLE;
+    p->retry_at_ms = now_ms() + RETRY_MS;
+    sq__log(SQ_LOG_DEBUG, "member %u not reachable yet (%s); retrying", p->id,
+            fi_strerror(ee.err));
+    return 0;
+}
+
+static int establish(struct fabric *f)
+{
+    uint64_t deadline = now_ms() + (uint64_t)f->cfg->connect_timeout_ms;
+    const uint32_t n = f->base.nmembers, me = f->base.my_rank;
+    for (;;) {
+        uint32_t up = 0;
+        for (uint32_t r = 0; r < n; r++) {
+            struct peer *p = &f->peers[r];
+            if (r == me) {
+                continue;
+            }
+            if (p->state == P_UP) {
+                up++;
+            } else if (p->state == P_IDLE && r < me && now_ms() >= p->retry_at_ms) {
+                int rc = start_connect(f, p);
+                if (rc != 0) {
+                    return rc;
+                }
+            }
+        }
+        if (up == n - 1) {
+            return 0;
+        }
+        if (now_ms() >= deadline) {
+            char missing[256] = "";
+            size_t len = 0;
+            for (uint32_t r = 0; r < n; r++) {
+                if (r != me && f->peers[r].state != P_UP && len < sizeof(missing) - 16) {
+                    len += (size_t)snprintf(missing + len, sizeof(missing) - len, "%s%u",
+                                            len ? ", " : "", f->peers[r].id);
+                }
+            }
+            return fail(f, SQ_ETIMEDOUT,
+                        "the group did not form within %d ms: no connection with member(s) %s",
+                        f->cfg->connect_timeout_ms, missing);
+        }
+        union {
+            struct fi_eq_cm_entry e;
+            uint8_t raw[sizeof(struct fi_eq_cm_entry) + 256];
+        } buf;
+        uint32_t event = 0;
+        ssize_t rd = fi_eq_sread(f->eq, &event, &buf, sizeof(buf), RETRY_MS, 0);
+        if (rd == -FI_EAGAIN || rd == -FI_ETIMEDOUT) {
+            continue;
+        }
+        if (rd == -FI_EAVAIL) {
+            int rc = on_eq_error(f);
+            if (rc != 0) {
+                return rc;
+            }
+            continue;
+        }
+        if (rd < 0) {
+            return fail(f, SQ_ETRANSPORT, "event queue: %s", fi_strerror((int)-rd));
+        }
+        size_t datalen = (size_t)rd > sizeof(buf.e) ? (size_t)rd - sizeof(buf.e) : 0;
+        if (event == FI_CONNREQ) {
+            int rc = on_connreq(f, &buf.e, datalen);
+            if (rc != 0) {
+                return rc;
+            }
+        } else if (event == FI_CONNECTED) {
+            struct peer *p = peer_of_ep(f, buf.e.fid);
+            if (p == NULL) {
+                continue;
+            }
+            if (p->state == P_CONNECTING) {
+                int why = check_hello(f, buf.e.data, datalen, false);
+                if (why != REJ_NONE) {
+                    return fail(f, SQ_ECONFIG, "member %u answered with a bad hello: %s", p->id,
+                                reject_text[why]);
+                }
+                struct hello h;
+                memcpy(&h, buf.e.data, sizeof(h));
+                mark_up(f, p, &h);
+            } else if (p->state == P_ACCEPTING) {
+                struct hello h = {.mr_key = p->remote_key, .mr_addr = p->remote_base};
+                mark_up(f, p, &h);
+            }
+        } else if (event == FI_SHUTDOWN) {
+            struct peer *p = peer_of_ep(f, buf.e.fid);
+            if (p != NULL) {
+                sq__log(SQ_LOG_WARN, "member %u closed its connection during set-up", p->id);
+                fi_close(&p->ep->fid);
+                p->ep = NULL;
+                p->state = P_IDLE;
+                p->retry_at_ms = now_ms() + RETRY_MS;
+            }
+        }
+    }
+}
+
+int sq__fabric_create(struct sq_transport **out, const struct sq_config *cfg, uint8_t *table,
+                      size_t table_bytes, char *err, size_t err_size)
+{
+    *out = NULL;
+    struct fabric *f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        return SQ_ENOMEM;
+    }
+    f->base.vt = &fabric_vtable;
+    f->base.nmembers = cfg->nmembers;
+    f->base.my_rank = (uint32_t)sq__config_rank_of(cfg, cfg->self_id);
+    f->cfg = cfg;
+    f->table = table;
+    f->table_bytes = table_bytes;
+    f->digest = sq__config_group_digest(cfg);
+    f->epfd = -1;
+    f->wakefd = -1;
+    f->cq_fd = -1;
+    f->spin_us = cfg->spin_us;
+    f->err = err;
+    f->err_size = err_size;
+    snprintf(f->name, sizeof(f->name), "fabric/%s", cfg->provider);
+    int rc = 0;
+
+    const struct sq_member_addr *self = &cfg->members[f->base.my_rank];
+    char port[16];
+    snprintf(port, sizeof(port), "%u", self->port);
+    struct fi_info *hints = make_hints(cfg);
+    if (hints == NULL) {
+        rc = SQ_ENOMEM;
+        goto out_free;
+    }
+    int frc = fi_getinfo(FI_API_VERSION, self->host, port, FI_SOURCE, hints, &f->info);
+    fi_freeinfo(hints);
+    if (frc != 0) {
+        rc = fail(f, SQ_ETRANSPORT,
+                  "libfabric provider '%s' offers no connected endpoint with RMA writes at "
+                  "%s:%u%s%s: %s", cfg->provider, self->host, self->port,
+                  cfg->domain[0] ? " in domain " : "", cfg->domain, fi_strerror(-frc));
+        goto out_free;
+    }
+    f->virt_addr = (f->info->domain_attr->mr_mode & FI_MR_VIRT_ADDR) != 0;
+    f->cq_data = f->info->domain_attr->cq_data_size > 0;
+    f->tx_size = (uint32_t)SQ_MAX(f->info->tx_attr->size, 8u);
+
+    frc = fi_fabric(f->info->fabric_attr, &f->fabric, NULL);
+    if (frc == 0) {
+        frc = fi_domain(f->fabric, f->info, &f->domain, NULL);
+    }
+    if (frc != 0) {
+        rc = fail(f, SQ_ETRANSPORT, "cannot open the %s fabric domain: %s", cfg->provider,
+                  fi_strerror(-frc));
+        goto out_free;
+    }
+    struct fi_eq_attr eq_attr = {.size = 64, .wait_obj = FI_WAIT_UNSPEC};
+    struct fi_cq_attr cq_attr = {.size = 4096, .format = FI_CQ_FORMAT_DATA,
+                                 .wait_obj = FI_WAIT_FD};
+    frc = fi_eq_open(f->fabric, &eq_attr, &f->eq, NULL);
+    if (frc == 0) {
+        frc = fi_cq_open(f->domain, &cq_attr, &f->cq, NULL);
+    }
+    if (frc == 0) {
+        frc = fi_control(&f->cq->fid, FI_GETWAIT, &f->cq_fd);
+    }
+    if (frc != 0) {
+        rc = fail(f, SQ_ETRANSPORT, "cannot open queues (a completion queue with a wait fd): %s",
+                  fi_strerror(-frc));
+        goto out_free;
+    }
+    uint64_t key = (f->info->domain_attr->mr_mode & FI_MR_PROV_KEY) ? 0
+                                                                      : MR_KEY_BASE + f->base.my_rank;
+    frc = fi_mr_reg(f->domain, table, table_bytes, FI_WRITE | FI_REMOTE_WRITE, 0, key, 0, &f->mr,
+                    NULL);
+    if (frc != 0) {
+        rc = fail(f, SQ_ETRANSPORT, "cannot register the %zu byte table: %s", table_bytes,
+                  fi_strerror(-frc));
+        goto out_free;
+    }
+    f->mr_desc = fi_mr_desc(f->mr);
+
+    f->epfd = epoll_create1(EPOLL_CLOEXEC);
+    f->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (f->epfd < 0 || f->wakefd < 0) {
+        rc = fail(f, SQ_EIO, "cannot create epoll/eventfd: %s", strerror(errno));
+        goto out_free;
+    }
+    struct epoll_event ev = {.events = EPOLLIN};
+    ev.data.fd = f->cq_fd;
+    epoll_ctl(f->epfd, EPOLL_CTL_ADD, f->cq_fd, &ev);
+    ev.data.fd = f->wakefd;
+    epoll_ctl(f->epfd, EPOLL_CTL_ADD, f->wakefd, &ev);
+
+    frc = fi_passive_ep(f->fabric, f->info, &f->pep, NULL);
+    if (frc == 0) {
+        frc = fi_pep_bind(f->pep, &f->eq->fid, 0);
+    }
+    if (frc == 0) {
+        frc = fi_listen(f->pep);
+    }
+    if (frc != 0) {
+        rc = fail(f, SQ_ETRANSPORT, "cannot listen on %s:%u: %s", self->host, self->port,
+                  fi_strerror(-frc));
+        goto out_free;
+    }
+    for (uint32_t r = 0; r < cfg->nmembers; r++) {
+        struct peer *p = &f->peers[r];
+        p->rank = r;
+        p->id = cfg->members[r].id;
+        p->cap = cfg->window_size + 8;
+        p->pending = calloc(p->cap, sizeof(struct range));
+        if (p->pending == NULL) {
+            rc = SQ_ENOMEM;
+            goto out_free;
+        }
+    }
+    rc = establish(f);
+    if (rc != 0) {
+        goto out_free;
+    }
+    f->err = NULL;
+    f->base.vt = &fabric_vtable;
+    *out = &f->base;
+    return 0;
+
+out_free:
+    fab_destroy(&f->base);
+    return rc;
+}

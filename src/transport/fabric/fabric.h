@@ -1,0 +1,21 @@
+/* fabric.h: the libfabric transport: one connected (FI_EP_MSG) endpoint per pair of members, the
+ * whole shared state table registered once, and table ranges pushed with one-sided RMA writes. */
+#ifndef SQ_FABRIC_H
+#define SQ_FABRIC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "transport.h"
+
+/* Opens the provider named in `cfg`, registers `table` (`table_bytes`, owned by the caller and
+ * outliving the transport), listens on this member's host:port and connects to every other
+ * member of the first view, retrying refused connections until cfg->connect_timeout_ms.
+ * Members exchange their id, table size and group digest when they connect, and refuse a peer
+ * whose configuration does not match. Returns 0 and the transport in *out, or an error with a
+ * message in `err`. */
+int sq__fabric_create(struct sq_transport **out, const struct sq_config *cfg, uint8_t *table,
+                      size_t table_bytes, char *err, size_t err_size);
+
+#endif
