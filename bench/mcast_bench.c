@@ -1,1 +1,322 @@
-int main(void){return 0;}
+/* mcast_bench.c: multicast throughput and latency of N squalld members on loopback, against a
+ * plain TCP stream between two processes measured in the same run. Prints one line of key=value
+ * pairs per case. Never part of `make test`: run `make bench` or build/bench/mcast-bench. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_MEMBERS 16
+#define TCP_REF_SECONDS 2.0
+#define TCP_REF_WRITE 65536
+#define CASE_TIMEOUT_S 300
+
+static const char *g_squalld = "build/squalld";
+static char g_dir[256];
+static int g_base_port;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A plain TCP stream on 127.0.0.1: a child process reads, we write `chunk`-byte writes for about
+ * TCP_REF_SECONDS; returns MB/s as counted by the reader. */
+static double tcp_stream_mb_per_s(size_t chunk)
+{
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(ls, 1) != 0 ||
+        getsockname(ls, (struct sockaddr *)&a, &alen) != 0) {
+        perror("mcast-bench: tcp reference");
+        return 0;
+    }
+    int pfd[2];
+    if (pipe(pfd) != 0) {
+        return 0;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        int c = accept(ls, NULL, NULL);
+        char *buf = malloc(1 << 20);
+        uint64_t total = 0;
+        double t0 = 0;
+        ssize_t n;
+        while ((n = read(c, buf, 1 << 20)) > 0) {
+            if (total == 0) {
+                t0 = now_s();
+            }
+            total += (uint64_t)n;
+        }
+        double mbps = (double)total / (now_s() - t0) / 1e6;
+        ssize_t w = write(pfd[1], &mbps, sizeof(mbps));
+        (void)w;
+        _exit(0);
+    }
+    close(ls);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(s, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        perror("mcast-bench: connect");
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return 0;
+    }
+    char *buf = calloc(1, chunk);
+    double end = now_s() + TCP_REF_SECONDS;
+    while (now_s() < end) {
+        for (int i = 0; i < 64; i++) {
+            if (write(s, buf, chunk) < 0) {
+                break;
+            }
+        }
+    }
+    close(s);
+    double mbps = 0;
+    if (read(pfd[0], &mbps, sizeof(mbps)) != sizeof(mbps)) {
+        mbps = 0;
+    }
+    waitpid(pid, NULL, 0);
+    close(pfd[0]);
+    close(pfd[1]);
+    free(buf);
+    return mbps;
+}
+
+static void write_configs(int n, int window, int max_payload)
+{
+    for (int i = 0; i < n; i++) {
+        char path[512];
+        snprintf(path, sizeof(path), "%s/m%d.cfg", g_dir, i);
+        FILE *f = fopen(path, "w");
+        fprintf(f, "[group]\nprovider = tcp\nlog_level = warn\n[self]\nid = %d\n", i);
+        for (int j = 0; j < n; j++) {
+            fprintf(f, "[member.%d]\nhost = 127.0.0.1\nport = %d\n", j, g_base_port + j);
+        }
+        fprintf(f, "[subgroup.bench]\nwindow_size = %d\nmax_payload = %d\n", window, max_payload);
+        fclose(f);
+    }
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+struct result {
+    bool ok;
+    double msgs_per_s[MAX_MEMBERS];
+    double mb_per_s[MAX_MEMBERS];
+    char hash[MAX_MEMBERS][40];
+    uint32_t p50_us, p99_us;
+};
+
+static struct result run_case(int n, bool all_senders, int size, uint64_t total, int window)
+{
+    struct result res;
+    memset(&res, 0, sizeof(res));
+    write_configs(n, window, size);
+    int senders = all_senders ? n : 1;
+    pid_t pids[MAX_MEMBERS];
+    for (int i = 0; i < n; i++) {
+        uint64_t share = i < senders ? total / (uint64_t)senders : 0;
+        if (i == 0) {
+            share += total - (total / (uint64_t)senders) * (uint64_t)senders;
+        }
+        char cfg[512], out[512], lat[512], send[32], sz[32], exp[32];
+        snprintf(cfg, sizeof(cfg), "%s/m%d.cfg", g_dir, i);
+        snprintf(out, sizeof(out), "%s/out%d.txt", g_dir, i);
+        snprintf(lat, sizeof(lat), "%s/lat%d.bin", g_dir, i);
+        snprintf(send, sizeof(send), "%" PRIu64, share);
+        snprintf(sz, sizeof(sz), "%d", size);
+        snprintf(exp, sizeof(exp), "%" PRIu64, total);
+        pids[i] = fork();
+        if (pids[i] == 0) {
+            if (freopen(out, "w", stdout) == NULL) {
+                _exit(127);
+            }
+            execl(g_squalld, "squalld", "--config", cfg, "--send", send, "--size", sz, "--expect",
+                  exp, "--latency-file", lat, "--timeout", "300", (char *)NULL);
+            perror("exec squalld");
+            _exit(127);
+        }
+    }
+    bool ok = true;
+    double deadline = now_s() + CASE_TIMEOUT_S;
+    for (int i = 0; i < n; i++) {
+        int st = 0;
+        while (waitpid(pids[i], &st, WNOHANG) == 0) {
+            if (now_s() > deadline) {
+                for (int k = 0; k < n; k++) {
+                    kill(pids[k], SIGKILL);
+                }
+                waitpid(pids[i], &st, 0);
+                break;
+            }
+            usleep(20000);
+        }
+        ok &= WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    }
+    uint32_t *lat = calloc(total, sizeof(uint32_t));
+    uint32_t *one = calloc(total, sizeof(uint32_t));
+    for (int i = 0; i < n && ok; i++) {
+        char path[512], line[512];
+        snprintf(path, sizeof(path), "%s/out%d.txt", g_dir, i);
+        FILE *f = fopen(path, "r");
+        ok = f != NULL && fgets(line, sizeof(line), f) != NULL;
+        if (f != NULL) {
+            fclose(f);
+        }
+        if (!ok) {
+            break;
+        }
+        char *p = strstr(line, "msgs_per_s=");
+        char *q = strstr(line, "mb_per_s=");
+        char *h = strstr(line, "hash=");
+        ok = p && q && h;
+        if (ok) {
+            res.msgs_per_s[i] = atof(p + 11);
+            res.mb_per_s[i] = atof(q + 9);
+            sscanf(h + 5, "%39s", res.hash[i]);
+            ok = strcmp(res.hash[i], res.hash[0]) == 0;
+        }
+        /* Latency to delivery at all members: per message, the latest member's. */
+        snprintf(path, sizeof(path), "%s/lat%d.bin", g_dir, i);
+        f = fopen(path, "rb");
+        size_t got = f != NULL ? fread(one, sizeof(uint32_t), total, f) : 0;
+        if (f != NULL) {
+            fclose(f);
+        }
+        for (size_t k = 0; k < got; k++) {
+            lat[k] = one[k] > lat[k] ? one[k] : lat[k];
+        }
+    }
+    if (ok) {
+        qsort(lat, total, sizeof(uint32_t), cmp_u32);
+        res.p50_us = lat[total / 2];
+        res.p99_us = lat[(total * 99) / 100];
+    }
+    free(lat);
+    free(one);
+    res.ok = ok;
+    return res;
+}
+
+int main(int argc, char **argv)
+{
+    int members = 3, size = 0, window = 256;
+    const char *senders = NULL;
+    uint64_t count = 0;
+    static const struct option opts[] = {
+        {"members", required_argument, NULL, 'n'}, {"senders", required_argument, NULL, 's'},
+        {"size", required_argument, NULL, 'z'},    {"count", required_argument, NULL, 'c'},
+        {"window", required_argument, NULL, 'w'},  {"squalld", required_argument, NULL, 'd'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'n': members = atoi(optarg); break;
+        case 's': senders = optarg; break;
+        case 'z': size = atoi(optarg); break;
+        case 'c': count = strtoull(optarg, NULL, 10); break;
+        case 'w': window = atoi(optarg); break;
+        case 'd': g_squalld = optarg; break;
+        default:
+            fprintf(c == 'h' ? stdout : stderr,
+                    "usage: mcast-bench [--members N] [--senders all|one] [--size BYTES]\n"
+                    "                   [--count MESSAGES] [--window SLOTS] [--squalld PATH]\n"
+                    "With no case options it runs every case: senders all and one, sizes 64,\n"
+                    "1024 and 10240, on --members (default 3) members.\n");
+            return c == 'h' ? 0 : 2;
+        }
+    }
+    if (members < 2 || members > MAX_MEMBERS || window < 1 ||
+        (senders && strcmp(senders, "all") != 0 && strcmp(senders, "one") != 0) ||
+        (size != 0 && (size < 8 || size > (16 << 20)))) {
+        fprintf(stderr, "mcast-bench: bad arguments (members 2..%d, senders all|one, size >= 8)\n",
+                MAX_MEMBERS);
+        return 2;
+    }
+    if (access(g_squalld, X_OK) != 0) {
+        fprintf(stderr, "mcast-bench: cannot run %s (pass --squalld PATH)\n", g_squalld);
+        return 2;
+    }
+    snprintf(g_dir, sizeof(g_dir), "/tmp/squall-bench-XXXXXX");
+    if (mkdtemp(g_dir) == NULL) {
+        perror("mkdtemp");
+        return 1;
+    }
+    srand((unsigned)getpid());
+    g_base_port = 20000 + (rand() % 20000);
+
+    int sizes[3] = {64, 1024, 10240};
+    int nsizes = 3;
+    if (size != 0) {
+        sizes[0] = size;
+        nsizes = 1;
+    }
+    const char *modes[2] = {"all", "one"};
+    int nmodes = 2;
+    if (senders != NULL) {
+        modes[0] = senders;
+        nmodes = 1;
+    }
+    int failures = 0;
+    for (int si = 0; si < nsizes; si++) {
+        double ref = tcp_stream_mb_per_s(TCP_REF_WRITE);
+        double ref_same = tcp_stream_mb_per_s((size_t)sizes[si]);
+        for (int mi = 0; mi < nmodes; mi++) {
+            uint64_t total = count ? count : sizes[si] >= 10240 ? 300000 : 1000000;
+            bool all = strcmp(modes[mi], "all") == 0;
+            struct result r = run_case(members, all, sizes[si], total, window);
+            g_base_port += members; /* fresh ports: the previous case's may be in TIME_WAIT */
+            if (!r.ok) {
+                printf("case=mcast members=%d senders=%s size=%d ok=0 error=see_%s\n", members,
+                       modes[mi], sizes[si], g_dir);
+                failures++;
+                continue;
+            }
+            /* The reference is the better of the two TCP streams: the stricter ratio. */
+            double best = ref > ref_same ? ref : ref_same;
+            double min_msgs = r.msgs_per_s[0], min_mb = r.mb_per_s[0];
+            char per[256] = "";
+            size_t len = 0;
+            for (int i = 0; i < members; i++) {
+                min_msgs = r.msgs_per_s[i] < min_msgs ? r.msgs_per_s[i] : min_msgs;
+                min_mb = r.mb_per_s[i] < min_mb ? r.mb_per_s[i] : min_mb;
+                len += (size_t)snprintf(per + len, sizeof(per) - len, "%s%.0f", i ? "," : "",
+                                        r.msgs_per_s[i]);
+            }
+            printf("case=mcast members=%d senders=%s size=%d messages=%" PRIu64 " ok=1 "
+                   "msgs_per_s=%.0f mb_per_s=%.1f member_msgs_per_s=%s p50_us=%u p99_us=%u "
+                   "tcp_ref_mb_per_s=%.1f tcp_same_size_mb_per_s=%.1f ratio_to_tcp=%.3f\n",
+                   members, modes[mi], sizes[si], total, min_msgs, min_mb, per, r.p50_us, r.p99_us,
+                   ref, ref_same, best > 0 ? min_mb / best : 0);
+            fflush(stdout);
+        }
+    }
+    if (failures == 0) {
+        char cmd[600];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
+        if (system(cmd) != 0) {
+            fprintf(stderr, "mcast-bench: could not remove %s\n", g_dir);
+        }
+    }
+    return failures == 0 ? 0 : 1;
+}

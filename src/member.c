@@ -31,6 +31,7 @@ struct sq_member {
 
     pthread_mutex_t mu; /* guards smc, state and errmsg */
     pthread_cond_t cv;  /* signalled on delivery progress, failure and close */
+    int waiters;        /* threads in wait_progress: the loop signals only when there are some */
     pthread_t loop;
     bool loop_started;
     pthread_t loop_self;
@@ -127,6 +128,13 @@ static void fail_locked(sq_member *m, int rc)
     pthread_cond_broadcast(&m->cv);
 }
 
+static void broadcast(sq_member *m)
+{
+    if (m->waiters > 0) {
+        pthread_cond_broadcast(&m->cv);
+    }
+}
+
 static void *loop_main(void *arg)
 {
     sq_member *m = arg;
@@ -139,7 +147,7 @@ static void *loop_main(void *arg)
             break;
         }
         if (rc > 0) {
-            pthread_cond_broadcast(&m->cv);
+            broadcast(m);
         }
         uint64_t now = now_ms();
         if (now >= next_heartbeat) {
@@ -147,12 +155,17 @@ static void *loop_main(void *arg)
             next_heartbeat = now + SQ_HEARTBEAT_MS;
         }
         pthread_mutex_unlock(&m->mu);
-        /* Busy: only make progress. Idle: block until a peer writes, a send wakes us, or the
-         * heartbeat is due. */
-        int w = m->t->vt->wait(m->t, rc > 0 ? 0 : SQ_IDLE_WAKE_MS);
+        /* Posting writes makes system calls: do it without the lock so senders can fill slots
+         * meanwhile. Only this thread touches the transport. Then, when busy, only make
+         * progress; when idle, block until a peer writes, a sender wakes us, or the heartbeat is
+         * due. */
+        int w = m->t->vt->flush(m->t);
+        if (w == 0) {
+            w = m->t->vt->wait(m->t, rc > 0 ? 0 : SQ_IDLE_WAKE_MS);
+        }
         pthread_mutex_lock(&m->mu);
         if (w < 0 && m->state == ST_RUNNING) {
-            set_error(m, "transport wait failed: %s", sq_strerror(w));
+            snprintf(m->smc.errmsg, sizeof(m->smc.errmsg), "transport: %s", sq_strerror(w));
             m->smc.failed = w;
             fail_locked(m, w);
             break;
@@ -220,7 +233,9 @@ static int wait_progress(sq_member *m, int flags)
         ts.tv_sec++;
         ts.tv_nsec -= 1000000000L;
     }
+    m->waiters++;
     pthread_cond_timedwait(&m->cv, &m->mu, &ts);
+    m->waiters--;
     return 0;
 }
 

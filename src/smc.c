@@ -1,6 +1,7 @@
 /* smc.c: the shard's shared state table and totally ordered small-message multicast. */
 #include "smc.h"
 
+#include <assert.h>
 #include <stdarg.h>
 
 #include "common.h"
@@ -40,6 +41,9 @@ static inline uint8_t *slot_end(const struct sq__smc *s, uint32_t rank, uint64_t
     return row(s, rank) + s->L.header_bytes +
            (size_t)(slot_no % s->L.window_size) * s->L.slot_bytes + s->L.slot_bytes;
 }
+
+static_assert(((SQ_SMC_OFF_RECEIVED + 8u * SQ_SMC_MAX_MEMBERS + 63u) & ~63u) <= SQ_TRANSPORT_MAX_COPY,
+              "the row header must fit one write_copy");
 
 /* Trailer fields, relative to the slot's end. */
 #define TR_INDEX (SQ_SMC_TRAILER_BYTES)
@@ -160,13 +164,13 @@ int sq__smc_reserve(struct sq__smc *s, size_t size, void **buf)
     return 0;
 }
 
-static int write_all(struct sq__smc *s, size_t off, size_t len)
+static int write_all(struct sq__smc *s, size_t off, size_t len, bool copy)
 {
     for (uint32_t j = 0; j < s->L.nmembers; j++) {
         if (j == s->my_rank) {
             continue;
         }
-        int rc = s->t->vt->write(s->t, j, off, len);
+        int rc = copy ? s->t->vt->write_copy(s->t, j, off, len) : s->t->vt->write(s->t, j, off, len);
         if (rc != 0) {
             return set_failed(s, rc, "write to member %u failed: %s", s->member_ids[j],
                               sq_strerror(rc));
@@ -359,7 +363,7 @@ static int push_slots(struct sq__smc *s)
     while (s->pushed_slots < s->slots_used) {
         const uint8_t *end = slot_end(s, s->my_rank, s->pushed_slots);
         size_t len = SQ_ALIGN8((size_t)load_u32(end - TR_SIZE)) + SQ_SMC_TRAILER_BYTES;
-        int rc = write_all(s, (size_t)(end - s->table) - len, len);
+        int rc = write_all(s, (size_t)(end - s->table) - len, len, false);
         if (rc != 0) {
             return rc;
         }
@@ -392,14 +396,12 @@ int sq__smc_poll(struct sq__smc *s)
     }
     if (s->header_dirty) {
         s->header_dirty = false;
-        int rc = write_all(s, (size_t)(row(s, s->my_rank) - s->table), s->L.header_bytes);
+        /* The header keeps changing (a sender commits while it is in flight), so it goes as a
+         * copy: a header that counted slots not yet written would break FIFO order. */
+        int rc = write_all(s, (size_t)(row(s, s->my_rank) - s->table), s->L.header_bytes, true);
         if (rc != 0) {
             return rc;
         }
-    }
-    int rc = s->t->vt->flush(s->t);
-    if (rc != 0) {
-        return set_failed(s, rc, "flush failed: %s", sq_strerror(rc));
     }
     return events;
 }

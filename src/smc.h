@@ -116,8 +116,9 @@ int sq__smc_reserve(struct sq__smc *s, size_t size, void **buf);
 int sq__smc_commit(struct sq__smc *s);
 
 /* Evaluates every predicate once: consumes arrived slots, fills nulls when others are ahead,
- * delivers up to SQ_SMC_MAX_DELIVER_BATCH stable messages, and pushes my row header if it
- * changed, then flushes. Returns the number of things that happened (0: idle), or a negative
+ * delivers up to SQ_SMC_MAX_DELIVER_BATCH stable messages, and writes new slots and my row
+ * header (if it changed) through the transport. The caller then flushes the transport, outside
+ * any lock it holds, since flushing makes system calls. Returns the number of things that happened (0: idle), or a negative
  * error (sticky: the shard cannot go on, see s->errmsg). */
 int sq__smc_poll(struct sq__smc *s);
 

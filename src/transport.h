@@ -13,20 +13,29 @@
 
 struct sq_transport;
 
+/* Largest range write_copy accepts. */
+#define SQ_TRANSPORT_MAX_COPY 512u
+
 struct sq_transport_vtable {
     /* Name for logs, e.g. "fabric/tcp" or "sim". */
     const char *name;
 
     /* Copies bytes [offset, offset + len) of the local table to the same range of the table of
-     * the member at rank `peer` (never the caller's own rank). Contract:
-     *  - writes to one peer are applied at the peer in the order they were posted (FIFO per link);
+     * the member at rank `peer` (never the caller's own rank), reading them in place. Contract:
+     *  - writes to one peer (write and write_copy alike) are applied at the peer in the order
+     *    they were posted (FIFO per link);
      *  - a write may be observed partly applied, but always in increasing address order, so a
      *    reader that sees the last byte of a write changed sees every earlier byte of it;
-     *  - the bytes may be read from the local table at any time until the next flush returns, so
-     *    the caller only changes them to larger values of monotonic fields meanwhile.
+     *  - the bytes may be read from the local table at any time until the write has landed, so
+     *    the caller leaves them unchanged until then (slots qualify: a slot is reused only once
+     *    every member delivered its message). Use write_copy for bytes that keep changing.
      * Returns 0, or SQ_EPEER when the link to `peer` has failed, or SQ_ETRANSPORT. May block
      * briefly when the link's send queue is full; never blocks forever. */
     int (*write)(struct sq_transport *t, uint32_t peer, size_t offset, size_t len);
+
+    /* Same as write, but the bytes are copied during the call, so the caller may change them at
+     * once. For small ranges only (at most SQ_TRANSPORT_MAX_COPY bytes): the row header. */
+    int (*write_copy)(struct sq_transport *t, uint32_t peer, size_t offset, size_t len);
 
     /* Ends a batch of writes: makes sure every posted write will be sent without further calls
      * and tells each peer that received writes that its table changed. Returns 0, SQ_EPEER or

@@ -125,6 +125,12 @@ static int poll_member(struct run *run, uint32_t r)
             fail(run, "member %u poll failed: %s (%s)", r, sq_strerror(rc), run->m[r].smc.errmsg);
             return rc;
         }
+        struct sq_transport *t = run->m[r].smc.t;
+        int frc = t->vt->flush(t);
+        if (frc != 0) {
+            fail(run, "member %u flush failed: %s", r, sq_strerror(frc));
+            return frc;
+        }
         if (rc == 0) {
             return 0;
         }

@@ -25,6 +25,7 @@
 #include <rdma/fi_errno.h>
 #include <rdma/fi_rma.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <time.h>
@@ -65,6 +66,7 @@ static const char *const reject_text[] = {
 
 struct range {
     size_t off, len;
+    int64_t stage; /* staging entry holding the bytes (write_copy), or -1: send in place */
 };
 
 enum peer_state { P_IDLE, P_CONNECTING, P_ACCEPTING, P_UP, P_FAILED };
@@ -80,6 +82,14 @@ struct peer {
     uint32_t outstanding; /* posted writes not yet completed */
     struct range *pending;
     uint32_t npending, cap;
+    /* Staging ring for write_copy: entries are taken in posting order and given back in
+     * completion order (the provider completes an endpoint's writes in order). */
+    uint8_t *stage;
+    uint64_t stage_head, stage_tail;
+    uint32_t stage_slots;
+    /* Completion contexts: which kind of write finished, and for whom. */
+    struct fi_context ctx_inplace;
+    struct fi_context ctx_copy;
 };
 
 struct fabric {
@@ -93,6 +103,9 @@ struct fabric {
     struct fid_pep *pep;
     struct fid_mr *mr;
     void *mr_desc;
+    struct fid_mr *stage_mr; /* all peers' staging rings, one local region */
+    void *stage_desc;
+    uint8_t *stage_mem;
     uint8_t *table;
     size_t table_bytes;
     uint64_t digest;
@@ -102,6 +115,7 @@ struct fabric {
     int cq_fd;
     int epfd;
     int wakefd;
+    _Atomic int wake_pending; /* an eventfd write is outstanding: further wakes are free */
     int spin_us;
     struct peer peers[SQ_MAX_MEMBERS];
     char name[80];
@@ -143,7 +157,7 @@ static struct fi_info *make_hints(const struct sq_config *cfg)
     }
     h->ep_attr->type = FI_EP_MSG;
     h->caps = FI_RMA | FI_WRITE | FI_REMOTE_WRITE;
-    h->mode = FI_CONTEXT;
+    h->mode = 0; /* we share one context per peer and kind of write: no FI_CONTEXT */
     /* What this code can handle; the provider answers with what it needs. */
     h->domain_attr->mr_mode = FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY;
     h->domain_attr->threading = FI_THREAD_DOMAIN;
@@ -156,6 +170,20 @@ static struct fi_info *make_hints(const struct sq_config *cfg)
 }
 
 /* ---- writes ---- */
+
+static struct peer *peer_of_ctx(struct fabric *f, void *ctx, bool *copy)
+{
+    for (uint32_t r = 0; r < f->base.nmembers; r++) {
+        struct peer *p = &f->peers[r];
+        if (ctx == &p->ctx_inplace || ctx == &p->ctx_copy) {
+            if (copy != NULL) {
+                *copy = ctx == &p->ctx_copy;
+            }
+            return p;
+        }
+    }
+    return NULL;
+}
 
 /* Reads completions: tx ones free send-queue space, rx ones (remote CQ data) mean a peer wrote.
  * Returns the number of rx completions, or SQ_EPEER when a write to a peer failed. */
@@ -174,7 +202,7 @@ static int drain_cq(struct fabric *f)
             if (fi_cq_readerr(f->cq, &ee, 0) < 0) {
                 return SQ_ETRANSPORT;
             }
-            struct peer *p = ee.op_context;
+            struct peer *p = peer_of_ctx(f, ee.op_context, NULL);
             if (p != NULL) {
                 p->state = P_FAILED;
                 p->outstanding = p->outstanding > 0 ? p->outstanding - 1 : 0;
@@ -190,9 +218,15 @@ static int drain_cq(struct fabric *f)
             if (e[i].flags & FI_REMOTE_WRITE) {
                 rx++;
             } else if (e[i].op_context != NULL) {
-                struct peer *p = e[i].op_context;
+                bool copy = false;
+                struct peer *p = peer_of_ctx(f, e[i].op_context, &copy);
+                SQ_ASSERT(p != NULL);
                 SQ_ASSERT(p->outstanding > 0);
                 p->outstanding--;
+                if (copy) {
+                    SQ_ASSERT(p->stage_head < p->stage_tail);
+                    p->stage_head++;
+                }
             }
         }
         if (n < CQ_BATCH) {
@@ -204,6 +238,14 @@ static int drain_cq(struct fabric *f)
 static int post_write(struct fabric *f, struct peer *p, const struct range *r, bool doorbell)
 {
     uint64_t addr = (f->virt_addr ? p->remote_base : 0) + r->off;
+    const void *src = f->table + r->off;
+    void *desc = f->mr_desc;
+    void *ctx = &p->ctx_inplace;
+    if (r->stage >= 0) {
+        src = p->stage + (size_t)(r->stage % p->stage_slots) * SQ_TRANSPORT_MAX_COPY;
+        desc = f->stage_desc;
+        ctx = &p->ctx_copy;
+    }
     for (int tries = 0;; tries++) {
         if (p->state != P_UP) {
             return SQ_EPEER;
@@ -212,10 +254,9 @@ static int post_write(struct fabric *f, struct peer *p, const struct range *r, b
         if (p->outstanding >= f->tx_size) {
             rc = -FI_EAGAIN;
         } else if (doorbell && f->cq_data) {
-            rc = fi_writedata(p->ep, f->table + r->off, r->len, f->mr_desc, 0, 0, addr,
-                              p->remote_key, p);
+            rc = fi_writedata(p->ep, src, r->len, desc, 0, 0, addr, p->remote_key, ctx);
         } else {
-            rc = fi_write(p->ep, f->table + r->off, r->len, f->mr_desc, 0, addr, p->remote_key, p);
+            rc = fi_write(p->ep, src, r->len, desc, 0, addr, p->remote_key, ctx);
         }
         if (rc == 0) {
             p->outstanding++;
@@ -242,6 +283,18 @@ static int post_write(struct fabric *f, struct peer *p, const struct range *r, b
     }
 }
 
+static int post_pending(struct fabric *f, struct peer *p)
+{
+    for (uint32_t i = 0; i < p->npending; i++) {
+        int rc = post_write(f, p, &p->pending[i], false);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    p->npending = 0;
+    return 0;
+}
+
 static int fab_write(struct sq_transport *t, uint32_t peer, size_t offset, size_t len)
 {
     struct fabric *f = (struct fabric *)t;
@@ -255,10 +308,7 @@ static int fab_write(struct sq_transport *t, uint32_t peer, size_t offset, size_
     if (p->npending > 0) {
         struct range *last = &p->pending[p->npending - 1];
         size_t end = last->off + last->len;
-        if (offset == last->off && len == last->len) {
-            return 0; /* the same range again: one write carries the latest bytes */
-        }
-        if (offset >= end && offset - end <= MERGE_GAP_BYTES) {
+        if (last->stage < 0 && offset >= end && offset - end <= MERGE_GAP_BYTES) {
             /* Adjacent slots go as one write: it lands in address order, so each slot's tag
              * still arrives after its payload. */
             last->len = offset + len - last->off;
@@ -266,16 +316,47 @@ static int fab_write(struct sq_transport *t, uint32_t peer, size_t offset, size_
         }
     }
     if (p->npending == p->cap) {
-        /* More than a window of separate ranges between flushes: post what we have. */
-        for (uint32_t i = 0; i < p->npending; i++) {
-            int rc = post_write(f, p, &p->pending[i], false);
-            if (rc != 0) {
-                return rc;
-            }
+        /* More separate ranges than a window between flushes: post what we have. */
+        int rc = post_pending(f, p);
+        if (rc != 0) {
+            return rc;
         }
-        p->npending = 0;
     }
-    p->pending[p->npending++] = (struct range){offset, len};
+    p->pending[p->npending++] = (struct range){offset, len, -1};
+    return 0;
+}
+
+static int fab_write_copy(struct sq_transport *t, uint32_t peer, size_t offset, size_t len)
+{
+    struct fabric *f = (struct fabric *)t;
+    SQ_ASSERT(peer < t->nmembers);
+    SQ_ASSERT(peer != t->my_rank);
+    SQ_ASSERT(offset + len <= f->table_bytes);
+    SQ_ASSERT(len <= SQ_TRANSPORT_MAX_COPY);
+    struct peer *p = &f->peers[peer];
+    if (p->state != P_UP) {
+        return SQ_EPEER;
+    }
+    struct range *last = p->npending > 0 ? &p->pending[p->npending - 1] : NULL;
+    if (last != NULL && last->stage >= 0 && last->off == offset && last->len == len) {
+        /* Nothing was queued after it: refreshing its bytes equals sending both in turn. */
+        memcpy(p->stage + (size_t)(last->stage % p->stage_slots) * SQ_TRANSPORT_MAX_COPY,
+               f->table + offset, len);
+        return 0;
+    }
+    if (p->npending == p->cap) {
+        int rc = post_pending(f, p);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    /* Every staged entry is either pending or posted and not complete, so the ring (one more
+     * than the send queue plus the pending list) cannot be full. */
+    SQ_ASSERT(p->stage_tail - p->stage_head < p->stage_slots);
+    int64_t e = (int64_t)p->stage_tail++;
+    memcpy(p->stage + (size_t)(e % p->stage_slots) * SQ_TRANSPORT_MAX_COPY, f->table + offset,
+           len);
+    p->pending[p->npending++] = (struct range){offset, len, e};
     return 0;
 }
 
@@ -299,10 +380,22 @@ static int fab_flush(struct sq_transport *t)
 
 /* ---- waiting ---- */
 
+static void consume_wake(struct fabric *f)
+{
+    uint64_t v;
+    ssize_t rd = read(f->wakefd, &v, sizeof(v));
+    (void)rd;
+    atomic_store_explicit(&f->wake_pending, 0, memory_order_release);
+}
+
 static int fab_wait(struct sq_transport *t, int timeout_ms)
 {
     struct fabric *f = (struct fabric *)t;
     int rx = drain_cq(f);
+    if (atomic_load_explicit(&f->wake_pending, memory_order_acquire)) {
+        consume_wake(f);
+        return rx < 0 ? rx : 1;
+    }
     if (rx != 0 || timeout_ms == 0) {
         return rx < 0 ? rx : 1;
     }
@@ -311,14 +404,13 @@ static int fab_wait(struct sq_transport *t, int timeout_ms)
         uint64_t until = now_us() + (uint64_t)f->spin_us;
         while (now_us() < until) {
             rx = drain_cq(f);
-            if (rx != 0) {
+            if (rx != 0 || atomic_load_explicit(&f->wake_pending, memory_order_acquire)) {
                 return rx < 0 ? rx : 1;
             }
         }
     }
     struct fid *fids[1] = {&f->cq->fid};
-    int tw = fi_trywait(f->fabric, fids, 1);
-    if (tw == FI_SUCCESS) {
+    if (fi_trywait(f->fabric, fids, 1) == FI_SUCCESS) {
         struct epoll_event ev[4];
         int n = epoll_wait(f->epfd, ev, 4, timeout_ms);
         if (n < 0 && errno != EINTR) {
@@ -326,9 +418,7 @@ static int fab_wait(struct sq_transport *t, int timeout_ms)
         }
         for (int i = 0; i < n; i++) {
             if (ev[i].data.fd == f->wakefd) {
-                uint64_t v;
-                ssize_t rd = read(f->wakefd, &v, sizeof(v));
-                (void)rd;
+                consume_wake(f);
             }
         }
         if (n == 0) {
@@ -343,9 +433,12 @@ static int fab_wait(struct sq_transport *t, int timeout_ms)
 static void fab_wake(struct sq_transport *t)
 {
     struct fabric *f = (struct fabric *)t;
-    uint64_t one = 1;
-    ssize_t w = write(f->wakefd, &one, sizeof(one));
-    (void)w;
+    /* Only the first wake since the loop last looked costs a system call. */
+    if (atomic_exchange_explicit(&f->wake_pending, 1, memory_order_acq_rel) == 0) {
+        uint64_t one = 1;
+        ssize_t w = write(f->wakefd, &one, sizeof(one));
+        (void)w;
+    }
 }
 
 /* ---- teardown ---- */
@@ -376,6 +469,10 @@ static void fab_destroy(struct sq_transport *t)
     if (f->mr != NULL) {
         close_fid(&f->mr->fid);
     }
+    if (f->stage_mr != NULL) {
+        close_fid(&f->stage_mr->fid);
+    }
+    free(f->stage_mem);
     if (f->cq != NULL) {
         close_fid(&f->cq->fid);
     }
@@ -403,6 +500,7 @@ static void fab_destroy(struct sq_transport *t)
 static const struct sq_transport_vtable fabric_vtable = {
     .name = "fabric",
     .write = fab_write,
+    .write_copy = fab_write_copy,
     .flush = fab_flush,
     .wait = fab_wait,
     .wake = fab_wake,
@@ -787,12 +885,31 @@ int sq__fabric_create(struct sq_transport **out, const struct sq_config *cfg, ui
                   fi_strerror(-frc));
         goto out_free;
     }
+    /* Staging rings: room for every write that can be posted or pending at once. */
+    uint32_t cap = cfg->window_size + 8;
+    uint32_t stage_slots = f->tx_size + cap + 1;
+    size_t ring_bytes = (size_t)stage_slots * SQ_TRANSPORT_MAX_COPY;
+    if (posix_memalign((void **)&f->stage_mem, 4096, ring_bytes * cfg->nmembers) != 0) {
+        f->stage_mem = NULL;
+        rc = SQ_ENOMEM;
+        goto out_free;
+    }
+    frc = fi_mr_reg(f->domain, f->stage_mem, ring_bytes * cfg->nmembers, FI_WRITE, 0,
+                    (f->info->domain_attr->mr_mode & FI_MR_PROV_KEY) ? 0 : key + 0x1000, 0,
+                    &f->stage_mr, NULL);
+    if (frc != 0) {
+        rc = fail(f, SQ_ETRANSPORT, "cannot register the staging buffers: %s", fi_strerror(-frc));
+        goto out_free;
+    }
+    f->stage_desc = fi_mr_desc(f->stage_mr);
     for (uint32_t r = 0; r < cfg->nmembers; r++) {
         struct peer *p = &f->peers[r];
         p->rank = r;
         p->id = cfg->members[r].id;
-        p->cap = cfg->window_size + 8;
+        p->cap = cap;
         p->pending = calloc(p->cap, sizeof(struct range));
+        p->stage = f->stage_mem + ring_bytes * r;
+        p->stage_slots = stage_slots;
         if (p->pending == NULL) {
             rc = SQ_ENOMEM;
             goto out_free;

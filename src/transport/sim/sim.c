@@ -11,7 +11,7 @@ struct sim_event {
     uint32_t src, dst;
     size_t offset;
     size_t len;
-    uint8_t *bytes; /* snapshot, owned by the event */
+    uint8_t *bytes; /* snapshot (write_copy), owned by the event; NULL: read at apply time */
 };
 
 struct sim_endpoint {
@@ -121,18 +121,21 @@ static uint64_t link_delay(struct sq_sim *sim)
 }
 
 static int queue_part(struct sq_sim *sim, uint32_t src, uint32_t dst, size_t off, size_t len,
-                      const uint8_t *from)
+                      const uint8_t *from, bool copy)
 {
     /* FIFO per link: never earlier than what is already queued on it. */
     uint64_t arrive = sim->now_us + link_delay(sim);
     uint64_t t = SQ_MAX(arrive, sim->link_last[src][dst]);
     sim->link_last[src][dst] = t;
     struct sim_event ev = {.time_us = t, .seq = sim->seq++, .src = src, .dst = dst,
-                           .offset = off, .len = len, .bytes = malloc(len)};
-    if (ev.bytes == NULL) {
-        return SQ_ENOMEM;
+                           .offset = off, .len = len, .bytes = NULL};
+    if (copy) {
+        ev.bytes = malloc(len);
+        if (ev.bytes == NULL) {
+            return SQ_ENOMEM;
+        }
+        memcpy(ev.bytes, from, len);
     }
-    memcpy(ev.bytes, from, len);
     int rc = heap_push(sim, ev);
     if (rc != 0) {
         free(ev.bytes);
@@ -140,7 +143,9 @@ static int queue_part(struct sq_sim *sim, uint32_t src, uint32_t dst, size_t off
     return rc;
 }
 
-static int sim_write(struct sq_transport *t, uint32_t peer, size_t offset, size_t len)
+/* An in-place write reads the sender's bytes when it lands, the latest moment a real fabric
+ * could read them, so a caller that changes bytes still in flight is caught. */
+static int sim_post(struct sq_transport *t, uint32_t peer, size_t offset, size_t len, bool copy)
 {
     struct sim_endpoint *ep = (struct sim_endpoint *)t;
     struct sq_sim *sim = ep->sim;
@@ -154,13 +159,24 @@ static int sim_write(struct sq_transport *t, uint32_t peer, size_t offset, size_
     if (len > 1 && sim->p.torn_permille > 0 &&
         sq__sim_rand_below(&sim->rng, 1000) < sim->p.torn_permille) {
         size_t cut = 1 + (size_t)sq__sim_rand_below(&sim->rng, len - 1);
-        int rc = queue_part(sim, src, peer, offset, cut, from);
+        int rc = queue_part(sim, src, peer, offset, cut, from, copy);
         if (rc != 0) {
             return rc;
         }
-        return queue_part(sim, src, peer, offset + cut, len - cut, from + cut);
+        return queue_part(sim, src, peer, offset + cut, len - cut, from + cut, copy);
     }
-    return queue_part(sim, src, peer, offset, len, from);
+    return queue_part(sim, src, peer, offset, len, from, copy);
+}
+
+static int sim_write(struct sq_transport *t, uint32_t peer, size_t offset, size_t len)
+{
+    return sim_post(t, peer, offset, len, false);
+}
+
+static int sim_write_copy(struct sq_transport *t, uint32_t peer, size_t offset, size_t len)
+{
+    SQ_ASSERT(len <= SQ_TRANSPORT_MAX_COPY);
+    return sim_post(t, peer, offset, len, true);
 }
 
 static int sim_flush(struct sq_transport *t)
@@ -189,6 +205,7 @@ static void sim_destroy_ep(struct sq_transport *t)
 static const struct sq_transport_vtable sim_vtable = {
     .name = "sim",
     .write = sim_write,
+    .write_copy = sim_write_copy,
     .flush = sim_flush,
     .wait = sim_wait,
     .wake = sim_wake,
@@ -253,7 +270,8 @@ int sq__sim_step(struct sq_sim *sim, uint32_t *dst)
     sim->now_us = ev.time_us;
     struct sim_endpoint *to = &sim->ep[ev.dst];
     SQ_ASSERT(ev.offset + ev.len <= to->bytes);
-    memcpy(to->table + ev.offset, ev.bytes, ev.len);
+    const uint8_t *from = ev.bytes != NULL ? ev.bytes : sim->ep[ev.src].table + ev.offset;
+    memcpy(to->table + ev.offset, from, ev.len);
     free(ev.bytes);
     sim->applied++;
     *dst = ev.dst;
