@@ -390,6 +390,11 @@ int sq__smc_poll(struct sq__smc *s)
     }
     events += fill_nulls(s);
     events += deliver_stable(s);
+    /* Others delivering frees my slots: a sender waiting for its window must hear of it. */
+    uint64_t before = s->min_delivered;
+    if (min_delivered(s) > before) {
+        events++;
+    }
     int prc = push_slots(s);
     if (prc != 0) {
         return prc;

@@ -116,6 +116,7 @@ struct fabric {
     int epfd;
     int wakefd;
     _Atomic int wake_pending; /* an eventfd write is outstanding: further wakes are free */
+    bool rx_seen; /* a peer's write completed since the last wait() returned */
     int spin_us;
     struct peer peers[SQ_MAX_MEMBERS];
     char name[80];
@@ -228,6 +229,10 @@ static int drain_cq(struct fabric *f)
                     p->stage_head++;
                 }
             }
+        }
+        if (rx > 0) {
+            /* Whoever drained (flush, a full send queue), the next wait() must report it. */
+            f->rx_seen = true;
         }
         if (n < CQ_BATCH) {
             return rx;
@@ -392,12 +397,17 @@ static int fab_wait(struct sq_transport *t, int timeout_ms)
 {
     struct fabric *f = (struct fabric *)t;
     int rx = drain_cq(f);
+    if (rx < 0) {
+        return rx;
+    }
+    bool seen = f->rx_seen;
+    f->rx_seen = false;
     if (atomic_load_explicit(&f->wake_pending, memory_order_acquire)) {
         consume_wake(f);
-        return rx < 0 ? rx : 1;
+        return 1;
     }
-    if (rx != 0 || timeout_ms == 0) {
-        return rx < 0 ? rx : 1;
+    if (seen || timeout_ms == 0) {
+        return 1;
     }
     /* A short bounded spin catches the reply of a busy peer without a sleep and wake-up. */
     if (f->spin_us > 0) {
@@ -405,6 +415,7 @@ static int fab_wait(struct sq_transport *t, int timeout_ms)
         while (now_us() < until) {
             rx = drain_cq(f);
             if (rx != 0 || atomic_load_explicit(&f->wake_pending, memory_order_acquire)) {
+                f->rx_seen = false;
                 return rx < 0 ? rx : 1;
             }
         }
@@ -423,10 +434,12 @@ static int fab_wait(struct sq_transport *t, int timeout_ms)
         }
         if (n == 0) {
             rx = drain_cq(f);
+            f->rx_seen = false;
             return rx < 0 ? rx : rx > 0;
         }
     }
     rx = drain_cq(f);
+    f->rx_seen = false;
     return rx < 0 ? rx : 1;
 }
 

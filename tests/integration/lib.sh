@@ -1,0 +1,38 @@
+# lib.sh: helpers for integration tests that run real squalld processes on 127.0.0.1.
+# Every process started goes into PIDS and is killed, by pid, when the test exits.
+set -u
+PIDS=()
+WORK=$(mktemp -d /tmp/squall-it-XXXXXX)
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ "${KEEP_WORK:-0}" = 1 ]; then echo "work dir kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*" >&2; for f in "$WORK"/*.err; do [ -f "$f" ] && { echo "--- $f"; tail -n 20 "$f"; }; done; exit 1; }
+
+# A port base unlikely to collide with another test run: from the pid, in 21000..60000.
+BASE_PORT=$(( 21000 + ($$ * 7) % 39000 ))
+
+# make_configs N [window] [max_payload] [extra [group] lines]: writes $WORK/m<i>.cfg for ids 0..N-1.
+make_configs() {
+  local n=$1 window=${2:-256} max=${3:-1024} extra=${4:-}
+  for ((i = 0; i < n; i++)); do
+    {
+      printf '[group]\nprovider = tcp\nlog_level = info\n%b\n[self]\nid = %d\n' "$extra" "$i"
+      for ((j = 0; j < n; j++)); do
+        printf '[member.%d]\nhost = 127.0.0.1\nport = %d\n' "$j" $((BASE_PORT + j))
+      done
+      printf '[subgroup.main]\nwindow_size = %d\nmax_payload = %d\n' "$window" "$max"
+    } > "$WORK/m$i.cfg"
+  done
+}
+
+# start_member I ARGS...: starts squalld for member I in the background.
+start_member() {
+  local i=$1; shift
+  "$SQUALLD" --config "$WORK/m$i.cfg" "$@" > "$WORK/m$i.out" 2> "$WORK/m$i.err" &
+  PIDS+=($!)
+  eval "PID_$i=$!"
+}
