@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= 2
 SEEDS ?= 5000
 
-.PHONY: all deps build test demo sim-long bench asan clean format
+.PHONY: all deps build test demo sim-long bench asan tsan clean format
 
 all: build
 
@@ -33,8 +33,14 @@ asan: deps
 	@cmake --build build-asan -j $(JOBS)
 	@cd build-asan && ctest --output-on-failure -j 1
 
+# The test suite under ThreadSanitizer (see tests/tsan.supp for the one suppression and why).
+tsan: deps
+	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DSQ_SANITIZE=tsan >/dev/null
+	@cmake --build build-tsan -j $(JOBS)
+	@cd build-tsan && TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=1" ctest --output-on-failure -j 1
+
 format:
 	@clang-format -i include/*.h src/*.[ch] src/*/*.[ch] src/transport/*/*.[ch] tests/*/*.c bench/*.c
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-tsan

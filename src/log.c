@@ -4,11 +4,13 @@
 #include "squall.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
-static sq__log_sink g_sink;
-static int g_level = SQ_LOG_INFO;
+/* Set from any thread while the event loop logs: atomics, read once per line. */
+static _Atomic(sq__log_sink) g_sink;
+static _Atomic int g_level = SQ_LOG_INFO;
 
 void sq__log_set(sq__log_sink sink, int level)
 {
@@ -28,7 +30,8 @@ void sq_set_log(sq_log_fn fn, int level)
 
 void sq__log(int level, const char *fmt, ...)
 {
-    if (g_sink == NULL || level > g_level) {
+    sq__log_sink sink = atomic_load(&g_sink);
+    if (sink == NULL || level > atomic_load(&g_level)) {
         return;
     }
     char line[512];
@@ -36,7 +39,7 @@ void sq__log(int level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
-    g_sink(level, line);
+    sink(level, line);
 }
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
