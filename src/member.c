@@ -335,7 +335,8 @@ int sq_member_commit(sq_member *m)
     return rc;
 }
 
-int sq_member_drain(sq_member *m, int timeout_ms)
+/* Blocks until `done` holds for the shard, the member stops, or `timeout_ms` passes. */
+static int wait_until(sq_member *m, bool (*done)(struct sq__smc *), int timeout_ms)
 {
     if (m == NULL) {
         return SQ_EINVAL;
@@ -346,7 +347,7 @@ int sq_member_drain(sq_member *m, int timeout_ms)
     uint64_t deadline = now_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
     pthread_mutex_lock(&m->mu);
     int rc = 0;
-    while ((rc = check_running(m)) == 0 && !sq__smc_drained(&m->smc)) {
+    while ((rc = check_running(m)) == 0 && !done(&m->smc)) {
         if (timeout_ms >= 0 && now_ms() >= deadline) {
             rc = SQ_ETIMEDOUT;
             break;
@@ -357,26 +358,19 @@ int sq_member_drain(sq_member *m, int timeout_ms)
     return rc;
 }
 
+static bool drained(struct sq__smc *s)
+{
+    return sq__smc_drained(s);
+}
+
+int sq_member_drain(sq_member *m, int timeout_ms)
+{
+    return wait_until(m, drained, timeout_ms);
+}
+
 int sq_member_quiesce(sq_member *m, int timeout_ms)
 {
-    if (m == NULL) {
-        return SQ_EINVAL;
-    }
-    if (in_loop_thread(m)) {
-        return SQ_ESTATE;
-    }
-    uint64_t deadline = now_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
-    pthread_mutex_lock(&m->mu);
-    int rc = 0;
-    while ((rc = check_running(m)) == 0 && !sq__smc_all_caught_up(&m->smc)) {
-        if (timeout_ms >= 0 && now_ms() >= deadline) {
-            rc = SQ_ETIMEDOUT;
-            break;
-        }
-        (void)wait_progress(m, 0);
-    }
-    pthread_mutex_unlock(&m->mu);
-    return rc;
+    return wait_until(m, sq__smc_all_caught_up, timeout_ms);
 }
 
 uint64_t sq_member_delivered(const sq_member *m)
