@@ -24,7 +24,10 @@ extern "C" {
     X(ENOTSUP, -10, "operation not supported")                                                      \
     X(ETIMEDOUT, -11, "timed out")                                                                  \
     X(EPEER, -12, "a peer failed")                                                                  \
-    X(ESTATE, -13, "call not allowed in this state")
+    X(ESTATE, -13, "call not allowed in this state")                                               \
+    X(EPARTITIONED, -14, "this member is on the minority side of a partition")                      \
+    X(EREMOVED, -15, "this member was removed from the group")                                      \
+    X(EVIEWCHANGE, -16, "the view changed: reserve again")
 
 enum {
 #define SQ__ERR_ENUM(name, value, text) SQ_##name = (value),
@@ -62,6 +65,21 @@ typedef struct sq_message {
  * SQ_EAGAIN when the window is full, since blocking would stop delivery). */
 typedef void (*sq_deliver_fn)(void *arg, const sq_message *msg);
 
+/* A view: the members of the group between two membership changes. */
+typedef struct sq_view {
+    uint32_t view_id;            /* 0 for the configured first view, +1 at every change */
+    uint32_t nmembers;
+    const uint32_t *member_ids;  /* by rank; valid during the callback only */
+    uint32_t my_rank;
+    uint32_t nremoved;           /* members that left since the previous view */
+    const uint32_t *removed_ids;
+    uint64_t dropped;            /* my messages that the change dropped (sent, never delivered) */
+} sq_view;
+
+/* Called on the event-loop thread when a view is installed (the first one included), after
+ * every message of the previous view was delivered. */
+typedef void (*sq_view_fn)(void *arg, const sq_view *view);
+
 /* Flags for sq_member_send and sq_member_reserve. */
 enum { SQ_SEND_NONBLOCK = 1 };
 
@@ -73,13 +91,17 @@ int sq_member_open(sq_member **out, const char *config_path, char *err, size_t e
 /* Registers the delivery callback. Must be called before sq_member_start. */
 int sq_member_on_deliver(sq_member *m, sq_deliver_fn fn, void *arg);
 
+/* Registers the view-change callback. Must be called before sq_member_start. */
+int sq_member_on_view(sq_member *m, sq_view_fn fn, void *arg);
+
 /* Connects to every member of the configured first view and starts the event-loop thread.
  * Returns once the group is formed (every connection up), or SQ_ETIMEDOUT after
  * `timeout_ms` (a negative value waits forever). */
 int sq_member_start(sq_member *m, int timeout_ms);
 
-/* Multicasts a copy of `data` to the shard. Blocks while this member's window is full, unless
- * `flags` has SQ_SEND_NONBLOCK, in which case it returns SQ_EAGAIN. SQ_EMSGSIZE if `size` is
+/* Multicasts a copy of `data` to the shard. Blocks while this member's window is full or the view
+ * is changing, unless `flags` has SQ_SEND_NONBLOCK, in which case it returns SQ_EAGAIN. A message
+ * sent just before a failure may be dropped by the view change (see sq_view.dropped). SQ_EMSGSIZE if `size` is
  * larger than max_payload; SQ_ECLOSED if the member has failed or is closing. */
 int sq_member_send(sq_member *m, const void *data, size_t size, int flags);
 
@@ -87,7 +109,8 @@ int sq_member_send(sq_member *m, const void *data, size_t size, int flags);
  * `size` bytes and returns a pointer to it in *buf (8-byte aligned, owned by the member). Fill it,
  * then call sq_member_commit. Only one reservation may be open at a time (SQ_EBUSY). */
 int sq_member_reserve(sq_member *m, size_t size, void **buf, int flags);
-/* Zero-copy send, step two: sends the reserved slot. */
+/* Zero-copy send, step two: sends the reserved slot. SQ_EVIEWCHANGE when the view began to
+ * change since the reservation: the message was not sent; reserve again. */
 int sq_member_commit(sq_member *m);
 
 /* Number of messages (nulls excluded) this member has delivered so far. */
@@ -97,6 +120,13 @@ uint64_t sq_member_delivered(const sq_member *m);
 uint32_t sq_member_id(const sq_member *m);
 uint32_t sq_member_rank(const sq_member *m);
 uint32_t sq_member_count(const sq_member *m);
+
+/* Why the member stopped: 0 while it runs, SQ_EPARTITIONED when it found itself in a minority
+ * partition, SQ_EREMOVED when the group removed it, or another error. */
+int sq_member_failure(const sq_member *m);
+
+/* The current view id. */
+uint32_t sq_member_view_id(const sq_member *m);
 
 /* The reason for the last error on this member, or "" (owned by the member). */
 const char *sq_member_errmsg(const sq_member *m);

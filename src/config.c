@@ -20,6 +20,7 @@
 #define DEFAULT_MAX_PAYLOAD 10240u
 #define DEFAULT_CONNECT_TIMEOUT_MS 30000
 #define DEFAULT_SPIN_US 20
+#define DEFAULT_HEARTBEAT_TIMEOUT_MS 1000
 
 struct parse_state {
     struct sq_config *c;
@@ -169,6 +170,12 @@ static void group_key(struct parse_state *ps, const char *key, const char *value
                      "milliseconds in 1..3600000", value);
         }
         c->connect_timeout_ms = (int)v;
+    } else if (strcmp(key, "heartbeat_timeout_ms") == 0) {
+        if (!parse_u64(value, 10, 600000, &v)) {
+            fail(ps, "key 'heartbeat_timeout_ms' in [group]: '%s' is not a number of "
+                     "milliseconds in 10..600000", value);
+        }
+        c->heartbeat_timeout_ms = (int)v;
     } else if (strcmp(key, "spin_us") == 0) {
         if (!parse_u64(value, 0, 1000000, &v)) {
             fail(ps, "key 'spin_us' in [group]: '%s' is not a number of microseconds in "
@@ -177,7 +184,7 @@ static void group_key(struct parse_state *ps, const char *key, const char *value
         c->spin_us = (int)v;
     } else {
         fail(ps, "unknown key '%s' in [group] (known: provider, domain, log_level, "
-                 "connect_timeout_ms, spin_us)", key);
+                 "connect_timeout_ms, heartbeat_timeout_ms, spin_us)", key);
     }
 }
 
@@ -337,6 +344,7 @@ static void set_defaults(struct sq_config *c)
     c->log_level = SQ_LOG_INFO;
     c->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
     c->spin_us = DEFAULT_SPIN_US;
+    c->heartbeat_timeout_ms = DEFAULT_HEARTBEAT_TIMEOUT_MS;
     snprintf(c->subgroup, sizeof(c->subgroup), "default");
     c->window_size = DEFAULT_WINDOW;
     c->max_payload = DEFAULT_MAX_PAYLOAD;

@@ -30,6 +30,7 @@ struct sq_config {
     char domain[64];
     int log_level;
     int connect_timeout_ms;
+    int heartbeat_timeout_ms;
     int spin_us;
     /* [member.N], sorted by id once loaded */
     uint32_t nmembers;

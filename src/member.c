@@ -14,7 +14,6 @@
 
 /* The loop wakes at least this often when idle, to bump the heartbeat. */
 #define SQ_IDLE_WAKE_MS 100
-#define SQ_HEARTBEAT_MS 100
 
 enum member_state { ST_OPEN, ST_RUNNING, ST_FAILED, ST_CLOSING };
 
@@ -28,6 +27,10 @@ struct sq_member {
     bool smc_ready;
     sq_deliver_fn deliver;
     void *deliver_arg;
+    sq_view_fn on_view;
+    void *on_view_arg;
+    size_t region_bytes; /* one view's table; the memory holds two, used by alternate views */
+    int failure;         /* why the member stopped, 0 while running */
 
     pthread_mutex_t mu; /* guards smc, state and errmsg */
     pthread_cond_t cv;  /* signalled on delivery progress, failure and close */
@@ -49,11 +52,16 @@ static void set_error(sq_member *m, const char *fmt, ...)
     va_end(ap);
 }
 
-static uint64_t now_ms(void)
+static uint64_t now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static uint64_t now_ms(void)
+{
+    return now_us() / 1000u;
 }
 
 static void on_deliver(void *arg, const sq_message *msg)
@@ -88,7 +96,10 @@ int sq_member_open(sq_member **out, const char *config_path, char *err, size_t e
         free(m);
         return SQ_ECONFIG;
     }
-    m->table_bytes = L.table_bytes;
+    /* Two regions: view v uses region v % 2, so writes of the view being left never land in
+     * the table of the view being installed (views only shrink so far: the first is largest). */
+    m->region_bytes = L.table_bytes;
+    m->table_bytes = 2 * L.table_bytes;
     /* Page-aligned and zeroed: registered with the fabric as one region. */
     if (posix_memalign((void **)&m->table, 4096, m->table_bytes) != 0) {
         free(m);
@@ -99,6 +110,16 @@ int sq_member_open(sq_member **out, const char *config_path, char *err, size_t e
     pthread_cond_init(&m->cv, NULL);
     m->state = ST_OPEN;
     *out = m;
+    return 0;
+}
+
+int sq_member_on_view(sq_member *m, sq_view_fn fn, void *arg)
+{
+    if (m == NULL || m->state != ST_OPEN) {
+        return SQ_ESTATE;
+    }
+    m->on_view = fn;
+    m->on_view_arg = arg;
     return 0;
 }
 
@@ -121,11 +142,85 @@ static void fail_locked(sq_member *m, int rc)
 {
     if (m->state == ST_RUNNING) {
         m->state = ST_FAILED;
-        set_error(m, "member %u stopped: %s (%s)", m->cfg.self_id, sq_strerror(rc),
-                  m->smc.errmsg[0] ? m->smc.errmsg : "no detail");
+        m->failure = rc;
+        if (rc == SQ_EPARTITIONED) {
+            set_error(m, "member %u stopped in view %u: it suspects %d of the %u members, so it "
+                         "is on the minority side and may not go on alone", m->cfg.self_id,
+                      m->smc.view_id, __builtin_popcountll(m->smc.suspected), m->smc.L.nmembers);
+        } else if (rc == SQ_EREMOVED) {
+            set_error(m, "member %u stopped in view %u: the other members removed it from the "
+                         "group (it may rejoin as a new member)", m->cfg.self_id, m->smc.view_id);
+        } else {
+            set_error(m, "member %u stopped: %s (%s)", m->cfg.self_id, sq_strerror(rc),
+                      m->smc.errmsg[0] ? m->smc.errmsg : "no detail");
+        }
         sq__log(SQ_LOG_ERROR, "%s", m->errmsg);
     }
     pthread_cond_broadcast(&m->cv);
+}
+
+static void report_view(sq_member *m, const uint32_t *removed, uint32_t nremoved, uint64_t dropped)
+{
+    char list[256] = "";
+    size_t len = 0;
+    for (uint32_t i = 0; i < m->smc.L.nmembers && len < sizeof(list) - 16; i++) {
+        len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%u", i ? "," : "",
+                                m->smc.member_ids[i]);
+    }
+    sq__log(SQ_LOG_INFO, "view %u installed: members %s, my rank %u%s", m->smc.view_id, list,
+            m->smc.my_rank, nremoved ? " (members left)" : "");
+    if (dropped > 0) {
+        sq__log(SQ_LOG_WARN, "view change dropped %llu of my messages (sent after the trim)",
+                (unsigned long long)dropped);
+    }
+    if (m->on_view != NULL) {
+        sq_view v = {.view_id = m->smc.view_id, .nmembers = m->smc.L.nmembers,
+                     .member_ids = m->smc.member_ids, .my_rank = m->smc.my_rank,
+                     .nremoved = nremoved, .removed_ids = removed, .dropped = dropped};
+        m->on_view(m->on_view_arg, &v);
+    }
+}
+
+static struct sq__smc_params view_params(sq_member *m, uint32_t view_id, uint32_t n,
+                                         uint32_t my_rank, const uint32_t *ids,
+                                         const uint32_t *peers)
+{
+    struct sq__smc_params p = {.nmembers = n, .my_rank = my_rank,
+                               .window_size = m->cfg.window_size,
+                               .max_payload = m->cfg.max_payload, .view_id = view_id,
+                               .member_ids = ids, .member_peers = peers,
+                               .region_offset = (view_id % 2) * m->region_bytes,
+                               .now_us = now_us(),
+                               .heartbeat_timeout_us = (uint64_t)m->cfg.heartbeat_timeout_ms * 1000u};
+    return p;
+}
+
+/* The old view delivered up to its trim: close the links of the members that left and start
+ * the next view in the other region of the table. */
+static int install_next_view(sq_member *m)
+{
+    uint32_t ids[SQ_MAX_MEMBERS], peers[SQ_MAX_MEMBERS], my_rank = 0;
+    uint32_t n = sq__smc_next_view(&m->smc, ids, peers, &my_rank);
+    uint32_t removed[SQ_MAX_MEMBERS], nremoved = 0;
+    for (uint32_t r = 0; r < m->smc.L.nmembers; r++) {
+        if ((m->smc.decision.removed >> r) & 1u) {
+            removed[nremoved++] = m->smc.member_ids[r];
+            m->t->vt->disconnect(m->t, m->smc.member_peers[r]);
+        }
+    }
+    uint64_t dropped = m->smc.dropped;
+    struct sq__smc_params p = view_params(m, m->smc.view_id + 1, n, my_rank, ids, peers);
+    struct sq__smc next;
+    uint8_t *region = m->table + p.region_offset;
+    int rc = sq__smc_init(&next, &p, region, m->t, on_deliver, m);
+    if (rc != 0) {
+        return rc;
+    }
+    sq__smc_fini(&m->smc);
+    m->smc = next;
+    m->rank = my_rank;
+    report_view(m, removed, nremoved, dropped);
+    return 0;
 }
 
 static void broadcast(sq_member *m)
@@ -135,35 +230,61 @@ static void broadcast(sq_member *m)
     }
 }
 
+/* Turns links the transport saw fail into suspicions of the members behind them. */
+static void suspect_failed_links(sq_member *m)
+{
+    uint64_t failed = m->t->vt->failed_peers(m->t);
+    if (failed == 0) {
+        return;
+    }
+    for (uint32_t r = 0; r < m->smc.L.nmembers; r++) {
+        if (r != m->smc.my_rank && (failed >> m->smc.member_peers[r]) & 1u) {
+            sq__smc_suspect(&m->smc, r);
+        }
+    }
+}
+
 static void *loop_main(void *arg)
 {
     sq_member *m = arg;
-    uint64_t next_heartbeat = now_ms() + SQ_HEARTBEAT_MS;
     pthread_mutex_lock(&m->mu);
     while (m->state == ST_RUNNING) {
+        suspect_failed_links(m);
+        sq__smc_tick(&m->smc, now_us());
         int rc = sq__smc_poll(&m->smc);
         if (rc < 0) {
             fail_locked(m, rc);
             break;
         }
+        if (m->smc.phase == SQ_SMC_STOPPED) {
+            fail_locked(m, m->smc.stop_reason);
+            break;
+        }
+        if (m->smc.phase == SQ_SMC_READY) {
+            int irc = install_next_view(m);
+            if (irc != 0) {
+                fail_locked(m, irc);
+                break;
+            }
+            rc = 1;
+        }
         if (rc > 0) {
             broadcast(m);
-        }
-        uint64_t now = now_ms();
-        if (now >= next_heartbeat) {
-            sq__smc_heartbeat(&m->smc);
-            next_heartbeat = now + SQ_HEARTBEAT_MS;
         }
         pthread_mutex_unlock(&m->mu);
         /* Posting writes makes system calls: do it without the lock so senders can fill slots
          * meanwhile. Only this thread touches the transport. Then, when busy, only make
-         * progress; when idle, block until a peer writes, a sender wakes us, or the heartbeat is
-         * due. */
+         * progress; when idle, block until a peer writes, a sender wakes us, or the next
+         * heartbeat is due. */
         int w = m->t->vt->flush(m->t);
         if (w == 0) {
-            w = m->t->vt->wait(m->t, rc > 0 ? 0 : SQ_IDLE_WAKE_MS);
+            int idle_ms = SQ_MIN(SQ_IDLE_WAKE_MS, SQ_MAX(m->cfg.heartbeat_timeout_ms / 5, 1));
+            w = m->t->vt->wait(m->t, rc > 0 ? 0 : idle_ms);
         }
         pthread_mutex_lock(&m->mu);
+        if (w == SQ_EPEER) {
+            continue; /* the next iteration turns it into a suspicion */
+        }
         if (w < 0 && m->state == ST_RUNNING) {
             snprintf(m->smc.errmsg, sizeof(m->smc.errmsg), "transport: %s", sq_strerror(w));
             m->smc.failed = w;
@@ -190,14 +311,12 @@ int sq_member_start(sq_member *m, int timeout_ms)
         set_error(m, "%s", err);
         return rc;
     }
-    uint32_t ids[SQ_MAX_MEMBERS];
+    uint32_t ids[SQ_MAX_MEMBERS], peers[SQ_MAX_MEMBERS];
     for (uint32_t i = 0; i < m->cfg.nmembers; i++) {
         ids[i] = m->cfg.members[i].id;
+        peers[i] = i;
     }
-    struct sq__smc_params p = {.nmembers = m->cfg.nmembers, .my_rank = m->rank,
-                               .window_size = m->cfg.window_size,
-                               .max_payload = m->cfg.max_payload, .view_id = 0,
-                               .member_ids = ids};
+    struct sq__smc_params p = view_params(m, 0, m->cfg.nmembers, m->rank, ids, peers);
     rc = sq__smc_init(&m->smc, &p, m->table, m->t, on_deliver, m);
     if (rc != 0) {
         m->t->vt->destroy(m->t);
@@ -207,6 +326,7 @@ int sq_member_start(sq_member *m, int timeout_ms)
     }
     m->smc_ready = true;
     m->state = ST_RUNNING;
+    report_view(m, NULL, 0, 0);
     if (pthread_create(&m->loop, NULL, loop_main, m) != 0) {
         m->state = ST_FAILED;
         set_error(m, "cannot start the event-loop thread");
@@ -299,13 +419,17 @@ int sq_member_send(sq_member *m, const void *data, size_t size, int flags)
     }
     void *buf = NULL;
     bool locked = api_lock(m);
-    int rc = reserve_locked(m, size, &buf, flags);
-    if (rc == 0) {
-        if (size > 0) {
-            memcpy(buf, data, size);
+    int rc;
+    do {
+        /* A copying send can simply start over when the view changed under it. */
+        rc = reserve_locked(m, size, &buf, flags);
+        if (rc == 0) {
+            if (size > 0) {
+                memcpy(buf, data, size);
+            }
+            rc = commit_locked(m);
         }
-        rc = commit_locked(m);
-    }
+    } while (rc == SQ_EVIEWCHANGE);
     api_unlock(m, locked);
     return rc;
 }
@@ -376,6 +500,16 @@ int sq_member_quiesce(sq_member *m, int timeout_ms)
 uint64_t sq_member_delivered(const sq_member *m)
 {
     return atomic_load_explicit(&((sq_member *)m)->delivered, memory_order_relaxed);
+}
+
+int sq_member_failure(const sq_member *m)
+{
+    return m == NULL ? SQ_EINVAL : m->failure;
+}
+
+uint32_t sq_member_view_id(const sq_member *m)
+{
+    return m->smc.view_id;
 }
 
 uint32_t sq_member_id(const sq_member *m)

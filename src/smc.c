@@ -5,19 +5,13 @@
 #include <stdarg.h>
 
 #include "common.h"
+#include "view.h"
 
 /* Columns are read while a peer's write may be landing (RDMA) or half-landed (tcp), so every read
  * of a remote column is an atomic load with acquire order: payload bytes are read only after the
  * tag or counter that covers them. */
-static inline uint64_t load_u64(const uint8_t *p)
-{
-    return __atomic_load_n((const uint64_t *)(const void *)p, __ATOMIC_ACQUIRE);
-}
-
-static inline void store_u64(uint8_t *p, uint64_t v)
-{
-    __atomic_store_n((uint64_t *)(void *)p, v, __ATOMIC_RELEASE);
-}
+#define load_u64 sq__load_u64
+#define store_u64 sq__store_u64
 
 static inline uint32_t load_u32(const uint8_t *p)
 {
@@ -31,9 +25,48 @@ static inline void store_u32(uint8_t *p, uint32_t v)
     memcpy(p, &v, sizeof(v));
 }
 
-static inline uint8_t *row(const struct sq__smc *s, uint32_t rank)
+#define row sq__smc_row
+
+static inline uint64_t view_tag(const struct sq__smc *s)
 {
-    return s->table + (size_t)rank * s->L.row_bytes;
+    return (uint64_t)s->view_id + 1;
+}
+
+static inline uint64_t slot_tag(const struct sq__smc *s, uint64_t slot_no)
+{
+    return (view_tag(s) << 40) | (slot_no + 1);
+}
+
+bool sq__smc_row_valid(const struct sq__smc *s, uint32_t rank)
+{
+    return load_u64(row(s, rank) + s->L.header_bytes - 8) == view_tag(s);
+}
+
+/* A column of row `rank`, 0 when the row is stale; my own row is always current. */
+static uint64_t col(const struct sq__smc *s, uint32_t rank, size_t off)
+{
+    if (rank != s->my_rank && !sq__smc_row_valid(s, rank)) {
+        return 0;
+    }
+    return load_u64(row(s, rank) + off);
+}
+
+uint64_t sq__smc_prefix(const struct sq__smc *s, uint32_t rank)
+{
+    const uint64_t n = s->L.nmembers;
+    uint64_t p = UINT64_MAX;
+    for (uint32_t r = 0; r < n; r++) {
+        uint64_t got = rank == s->my_rank ? s->received[r]
+                                           : col(s, rank, SQ_SMC_OFF_RECEIVED + 8u * r);
+        p = SQ_MIN(p, got * n + r);
+    }
+    return p;
+}
+
+/* Offset of a table pointer in the transport's memory. */
+static inline size_t toff(const struct sq__smc *s, const uint8_t *p)
+{
+    return s->region_offset + (size_t)(p - s->table);
 }
 
 static inline uint8_t *slot_end(const struct sq__smc *s, uint32_t rank, uint64_t slot_no)
@@ -42,8 +75,10 @@ static inline uint8_t *slot_end(const struct sq__smc *s, uint32_t rank, uint64_t
            (size_t)(slot_no % s->L.window_size) * s->L.slot_bytes + s->L.slot_bytes;
 }
 
-static_assert(((SQ_SMC_OFF_RECEIVED + 8u * SQ_SMC_MAX_MEMBERS + 63u) & ~63u) <= SQ_TRANSPORT_MAX_COPY,
+static_assert(((SQ_SMC_OFF_RECEIVED + 8u * SQ_SMC_MAX_MEMBERS + 24u + 63u) & ~63u) <=
+                  SQ_TRANSPORT_MAX_COPY,
               "the row header must fit one write_copy");
+static_assert(SQ_SMC_MAX_MEMBERS <= 64, "member masks are 64-bit");
 
 /* Trailer fields, relative to the slot's end. */
 #define TR_INDEX (SQ_SMC_TRAILER_BYTES)
@@ -76,7 +111,9 @@ int sq__smc_layout(struct sq__smc_layout *L, uint32_t nmembers, uint32_t window_
     L->nmembers = nmembers;
     L->window_size = window_size;
     L->max_payload = max_payload;
-    L->header_bytes = (SQ_SMC_OFF_RECEIVED + 8u * nmembers + 63u) & ~(size_t)63u;
+    L->off_wedged = SQ_SMC_OFF_RECEIVED + 8u * nmembers;
+    L->off_promise = L->off_wedged + 8u;
+    L->header_bytes = (L->off_promise + 16u + 63u) & ~(size_t)63u;
     L->slot_bytes = SQ_ALIGN8((size_t)max_payload) + SQ_SMC_TRAILER_BYTES;
     L->row_bytes = (L->header_bytes + L->slot_bytes * window_size + 63u) & ~(size_t)63u;
     L->table_bytes = L->row_bytes * nmembers;
@@ -102,12 +139,25 @@ int sq__smc_init(struct sq__smc *s, const struct sq__smc_params *p, uint8_t *tab
     s->view_id = p->view_id;
     for (uint32_t i = 0; i < p->nmembers; i++) {
         s->member_ids[i] = p->member_ids != NULL ? p->member_ids[i] : i;
+        s->member_peers[i] = p->member_peers != NULL ? p->member_peers[i] : i;
+        s->seen_hb_at_us[i] = p->now_us;
     }
     s->table = table;
+    s->region_offset = p->region_offset;
     s->t = t;
     s->deliver = deliver;
     s->deliver_arg = deliver_arg;
     s->last_sent_global = UINT64_MAX;
+    s->hb_timeout_us = p->heartbeat_timeout_us;
+    s->hb_period_us = SQ_MAX(p->heartbeat_timeout_us / 5, 1000u);
+    s->now_us = s->last_hb_us = p->now_us;
+    s->phase = SQ_SMC_RUNNING;
+    /* The memory may hold an older view's rows: mine starts from zero, the others are ignored
+     * until their view tag says they belong to this view. */
+    uint8_t *mine = row(s, s->my_rank);
+    memset(mine, 0, s->L.header_bytes);
+    store_u64(mine + s->L.header_bytes - 8, view_tag(s));
+    s->header_dirty = true;
     return 0;
 }
 
@@ -126,7 +176,7 @@ static uint64_t min_delivered(struct sq__smc *s)
         if (j == s->my_rank) {
             d = s->next_deliver;
         } else {
-            d = load_u64(row(s, j) + SQ_SMC_OFF_DELIVERED);
+            d = col(s, j, SQ_SMC_OFF_DELIVERED);
             d = s->seen_delivered[j] = SQ_MAX(d, s->seen_delivered[j]);
         }
         m = SQ_MIN(m, d);
@@ -155,6 +205,9 @@ int sq__smc_reserve(struct sq__smc *s, size_t size, void **buf)
     if (size > s->L.max_payload) {
         return SQ_EMSGSIZE;
     }
+    if (s->phase != SQ_SMC_RUNNING) {
+        return SQ_EAGAIN; /* wedged: the next view takes new messages */
+    }
     if (!sq__smc_can_send(s)) {
         return SQ_EAGAIN;
     }
@@ -167,10 +220,16 @@ int sq__smc_reserve(struct sq__smc *s, size_t size, void **buf)
 static int write_all(struct sq__smc *s, size_t off, size_t len, bool copy)
 {
     for (uint32_t j = 0; j < s->L.nmembers; j++) {
-        if (j == s->my_rank) {
+        if (j == s->my_rank || (s->suspected >> j) & 1u) {
             continue;
         }
-        int rc = copy ? s->t->vt->write_copy(s->t, j, off, len) : s->t->vt->write(s->t, j, off, len);
+        uint32_t peer = s->member_peers[j];
+        int rc = copy ? s->t->vt->write_copy(s->t, peer, off, len)
+                      : s->t->vt->write(s->t, peer, off, len);
+        if (rc == SQ_EPEER) {
+            sq__smc_suspect(s, j); /* the link is gone: that member leaves in the next view */
+            continue;
+        }
         if (rc != 0) {
             return set_failed(s, rc, "write to member %u failed: %s", s->member_ids[j],
                               sq_strerror(rc));
@@ -187,6 +246,11 @@ int sq__smc_commit(struct sq__smc *s)
     if (!s->reserved) {
         return SQ_ESTATE;
     }
+    if (s->phase != SQ_SMC_RUNNING) {
+        /* Wedged since the reservation: my counters are frozen, the message cannot go out. */
+        s->reserved = false;
+        return SQ_EVIEWCHANGE;
+    }
     uint64_t z = s->slots_used;
     uint8_t *end = slot_end(s, s->my_rank, z);
     uint64_t index = s->next_index;
@@ -194,7 +258,7 @@ int sq__smc_commit(struct sq__smc *s)
     store_u64(end - TR_INDEX, index);
     store_u32(end - TR_SIZE, s->reserved_size);
     store_u32(end - TR_FLAGS, 0);
-    store_u64(end - TR_TAG, z + 1);
+    store_u64(end - TR_TAG, slot_tag(s, z));
     s->slot_global[z % s->L.window_size] = global;
     s->slots_used = z + 1;
     s->next_index = index + 1;
@@ -209,11 +273,41 @@ int sq__smc_commit(struct sq__smc *s)
     return 0;
 }
 
-void sq__smc_heartbeat(struct sq__smc *s)
+void sq__smc_suspect(struct sq__smc *s, uint32_t rank)
 {
-    uint8_t *hb = row(s, s->my_rank) + SQ_SMC_OFF_HEARTBEAT;
-    store_u64(hb, load_u64(hb) + 1);
+    SQ_ASSERT(rank < s->L.nmembers);
+    if ((s->suspected >> rank) & 1u || s->phase == SQ_SMC_READY) {
+        return;
+    }
+    s->suspected |= 1ull << rank;
+    store_u64(row(s, s->my_rank) + SQ_SMC_OFF_SUSPECTED, s->suspected);
     s->header_dirty = true;
+}
+
+void sq__smc_tick(struct sq__smc *s, uint64_t now_us)
+{
+    s->now_us = now_us;
+    if (now_us - s->last_hb_us >= s->hb_period_us) {
+        uint8_t *hb = row(s, s->my_rank) + SQ_SMC_OFF_HEARTBEAT;
+        store_u64(hb, load_u64(hb) + 1);
+        s->header_dirty = true;
+        s->last_hb_us = now_us;
+    }
+    if (s->hb_timeout_us == 0) {
+        return;
+    }
+    for (uint32_t k = 0; k < s->L.nmembers; k++) {
+        if (k == s->my_rank || (s->suspected >> k) & 1u) {
+            continue;
+        }
+        uint64_t hb = col(s, k, SQ_SMC_OFF_HEARTBEAT);
+        if (hb != s->seen_hb[k]) {
+            s->seen_hb[k] = hb;
+            s->seen_hb_at_us[k] = now_us;
+        } else if (now_us - s->seen_hb_at_us[k] > s->hb_timeout_us) {
+            sq__smc_suspect(s, k);
+        }
+    }
 }
 
 bool sq__smc_drained(const struct sq__smc *s)
@@ -230,6 +324,9 @@ bool sq__smc_all_caught_up(struct sq__smc *s)
  * sender's row breaks the protocol. */
 static int receive_from(struct sq__smc *s, uint32_t r)
 {
+    if (!sq__smc_row_valid(s, r)) {
+        return 0;
+    }
     /* num_sent first: every slot the sender wrote before it is already here (FIFO links). */
     uint64_t ns = load_u64(row(s, r) + SQ_SMC_OFF_NUM_SENT);
     ns = s->seen_num_sent[r] = SQ_MAX(ns, s->seen_num_sent[r]);
@@ -237,7 +334,7 @@ static int receive_from(struct sq__smc *s, uint32_t r)
     for (uint32_t k = 0; k < s->L.window_size; k++) {
         uint64_t z = s->recv_slots[r];
         const uint8_t *end = slot_end(s, r, z);
-        if (load_u64(end - TR_TAG) != z + 1) {
+        if (load_u64(end - TR_TAG) != slot_tag(s, z)) {
             break;
         }
         uint64_t index = load_u64(end - TR_INDEX);
@@ -298,22 +395,17 @@ static int fill_nulls(struct sq__smc *s)
 /* The first global index not yet received by every member. */
 static uint64_t stable_prefix(struct sq__smc *s)
 {
-    const uint64_t n = s->L.nmembers;
     uint64_t stable = UINT64_MAX;
-    for (uint32_t j = 0; j < n; j++) {
-        const uint8_t *rj = row(s, j) + SQ_SMC_OFF_RECEIVED;
-        for (uint32_t r = 0; r < n; r++) {
-            uint64_t got = j == s->my_rank ? s->received[r] : load_u64(rj + 8u * r);
-            stable = SQ_MIN(stable, got * n + r);
-        }
+    for (uint32_t j = 0; j < s->L.nmembers; j++) {
+        stable = SQ_MIN(stable, sq__smc_prefix(s, j));
     }
     return stable;
 }
 
-static int deliver_stable(struct sq__smc *s)
+/* Delivers, in order, every global index below `stable` (at most a batch). */
+static int deliver_upto(struct sq__smc *s, uint64_t stable)
 {
     const uint64_t n = s->L.nmembers;
-    uint64_t stable = stable_prefix(s);
     uint32_t done = 0;
     while (s->next_deliver < stable && done < SQ_SMC_MAX_DELIVER_BATCH) {
         uint64_t g = s->next_deliver;
@@ -363,7 +455,7 @@ static int push_slots(struct sq__smc *s)
     while (s->pushed_slots < s->slots_used) {
         const uint8_t *end = slot_end(s, s->my_rank, s->pushed_slots);
         size_t len = SQ_ALIGN8((size_t)load_u32(end - TR_SIZE)) + SQ_SMC_TRAILER_BYTES;
-        int rc = write_all(s, (size_t)(end - s->table) - len, len, false);
+        int rc = write_all(s, toff(s, end) - len, len, false);
         if (rc != 0) {
             return rc;
         }
@@ -372,24 +464,61 @@ static int push_slots(struct sq__smc *s)
     return 0;
 }
 
+/* After the view change is decided: deliver exactly up to the trim, then the next view may be
+ * installed. Everything below the trim arrived here (the trim is a minimum over the survivors'
+ * frozen counters, mine included), so no stability check is needed. */
+static int deliver_trim(struct sq__smc *s)
+{
+    uint64_t trim = s->decision.trim;
+    if (s->next_deliver > trim || sq__smc_prefix(s, s->my_rank) < trim) {
+        return set_failed(s, SQ_ETRANSPORT,
+                          "view change trim %llu is inconsistent with this member (delivered %llu, "
+                          "received %llu)", (unsigned long long)trim,
+                          (unsigned long long)s->next_deliver,
+                          (unsigned long long)sq__smc_prefix(s, s->my_rank));
+    }
+    int done = deliver_upto(s, trim);
+    if (s->next_deliver == trim) {
+        s->dropped = s->slots_used - s->deliver_slots[s->my_rank];
+        s->phase = SQ_SMC_READY;
+        done++;
+    }
+    return done;
+}
+
 int sq__smc_poll(struct sq__smc *s)
 {
     if (s->failed != 0) {
         return s->failed;
     }
     int events = 0;
-    for (uint32_t r = 0; r < s->L.nmembers; r++) {
-        if (r == s->my_rank) {
-            continue;
+    if (s->phase == SQ_SMC_RUNNING) {
+        for (uint32_t r = 0; r < s->L.nmembers; r++) {
+            if (r == s->my_rank) {
+                continue;
+            }
+            int rc = receive_from(s, r);
+            if (rc < 0) {
+                return rc;
+            }
+            events += rc;
         }
-        int rc = receive_from(s, r);
+        events += fill_nulls(s);
+    }
+    int vc = sq__view_step(s);
+    if (vc < 0) {
+        return vc;
+    }
+    events += vc;
+    if (s->phase == SQ_SMC_RUNNING || (s->phase == SQ_SMC_CHANGING && s->decision.ballot == 0)) {
+        events += deliver_upto(s, stable_prefix(s));
+    } else if (s->phase == SQ_SMC_CHANGING) {
+        int rc = deliver_trim(s);
         if (rc < 0) {
             return rc;
         }
         events += rc;
     }
-    events += fill_nulls(s);
-    events += deliver_stable(s);
     /* Others delivering frees my slots: a sender waiting for its window must hear of it. */
     uint64_t before = s->min_delivered;
     if (min_delivered(s) > before) {
@@ -403,10 +532,29 @@ int sq__smc_poll(struct sq__smc *s)
         s->header_dirty = false;
         /* The header keeps changing (a sender commits while it is in flight), so it goes as a
          * copy: a header that counted slots not yet written would break FIFO order. */
-        int rc = write_all(s, (size_t)(row(s, s->my_rank) - s->table), s->L.header_bytes, true);
+        int rc = write_all(s, toff(s, row(s, s->my_rank)), s->L.header_bytes, true);
         if (rc != 0) {
             return rc;
         }
     }
     return events;
+}
+
+uint32_t sq__smc_next_view(const struct sq__smc *s, uint32_t *ids, uint32_t *peers,
+                           uint32_t *my_rank)
+{
+    SQ_ASSERT(s->phase == SQ_SMC_READY);
+    uint32_t n = 0;
+    for (uint32_t r = 0; r < s->L.nmembers; r++) {
+        if ((s->decision.removed >> r) & 1u) {
+            continue;
+        }
+        if (r == s->my_rank) {
+            *my_rank = n;
+        }
+        ids[n] = s->member_ids[r];
+        peers[n] = s->member_peers[r];
+        n++;
+    }
+    return n;
 }

@@ -3,17 +3,25 @@
  * Pure protocol logic: no I/O of its own. Bytes reach other members only through the transport's
  * write(); the caller runs sq__smc_poll() whenever the table may have changed.
  *
- * Table layout: one row per member rank, rows back to back, all fields little-endian.
- *   row header (SQ_SMC_HEADER bytes plus 8 per member, rounded up to 64):
- *     u64 heartbeat     bumped by the runtime; failure detection reads it (membership)
+ * Table layout: one row per member rank of the view, rows back to back, all fields little-endian.
+ *   row header (SQ_SMC_OFF_RECEIVED + 8 per member + 24, rounded up to 64 bytes):
+ *     u64 heartbeat     bumped every heartbeat period; others suspect a row that stops moving
  *     u64 num_sent      indexes this member has assigned (real and null messages), all pushed
  *     u64 delivered     global indexes delivered here: the next one to deliver
+ *     u64 suspected     bit r: this member suspects rank r (only ever grows)
+ *     u64 prepare       ballot this member leads with, when it is the leader
+ *     u64 prop[4]       the leader's proposal: ballot, removed mask, trim, check
+ *     u64 acc[4]        the proposal this member accepted: ballot, removed mask, trim, check
  *     u64 received[n]   per sender rank: how many of that sender's messages arrived here
+ *     u64 wedged        1 once this member froze its counters for a view change
+ *     u64 promise       view-change ballot this member follows (see view.c)
+ *     u64 view_tag      view id + 1, the header's last field: a row whose tag is not this view's
+ *                       is stale (the table's memory is reused every other view) and reads as 0
  *   then window_size slots of slot_size bytes each:
  *     [payload area, align8(max_payload) bytes; a payload of size s is right-aligned, i.e. it
  *      starts align8(s) bytes before the trailer] [trailer: u64 index, u32 size, u32 flags,
- *      u64 tag]
- * A sender puts its z-th real message in slot z % window_size and writes tag = z + 1 last, so a
+ *      u64 tag = (view id + 1) << 40 | (slot number + 1)]
+ * A sender puts its z-th real message in slot z % window_size and writes the tag last, so a
  * reader that sees the tag knows the whole slot arrived (writes land in address order).
  *
  * Ordering: message i of sender rank r has global index i * n + r. A sender with nothing to send
@@ -39,7 +47,31 @@
 #define SQ_SMC_OFF_HEARTBEAT 0u
 #define SQ_SMC_OFF_NUM_SENT 8u
 #define SQ_SMC_OFF_DELIVERED 16u
-#define SQ_SMC_OFF_RECEIVED 24u
+#define SQ_SMC_OFF_SUSPECTED 24u
+#define SQ_SMC_OFF_PREPARE 32u
+#define SQ_SMC_OFF_PROP 40u
+#define SQ_SMC_OFF_ACC 72u
+#define SQ_SMC_OFF_RECEIVED 104u
+/* After received[n]: wedged, promise, view_tag (see sq__smc_layout). A reader that sees one of
+ * them written sees every earlier field of the same header write: wedged vouches for the frozen
+ * counters, promise for the accepted value, the view tag for everything. */
+
+/* A view-change proposal: which ranks leave, and the global index up to which (exclusive) every
+ * survivor delivers in the old view. `check` guards against reading a half-landed copy. */
+struct sq__vc_value {
+    uint64_t ballot;
+    uint64_t removed;
+    uint64_t trim;
+    uint64_t check;
+};
+
+/* Where a shard is in its view's life. */
+enum sq__smc_phase {
+    SQ_SMC_RUNNING,  /* normal multicast */
+    SQ_SMC_CHANGING, /* wedged: agreeing on the next view */
+    SQ_SMC_READY,    /* delivered up to the agreed trim: the caller installs the next view */
+    SQ_SMC_STOPPED,  /* this member must stop: see `stop_reason` */
+};
 
 struct sq__smc_params {
     uint32_t nmembers;
@@ -47,7 +79,11 @@ struct sq__smc_params {
     uint32_t window_size;
     uint32_t max_payload;
     uint32_t view_id;
-    const uint32_t *member_ids; /* nmembers ids by rank; copied */
+    const uint32_t *member_ids;   /* nmembers ids by rank; copied */
+    const uint32_t *member_peers; /* nmembers transport peer indexes by rank (NULL: the rank) */
+    size_t region_offset;         /* where this view's table starts in the transport's memory */
+    uint64_t now_us;              /* the caller's clock at the start of the view */
+    uint64_t heartbeat_timeout_us; /* suspect a member whose heartbeat stalls this long (0: never) */
 };
 
 struct sq__smc_layout {
@@ -55,6 +91,8 @@ struct sq__smc_layout {
     uint32_t window_size;
     uint32_t max_payload;
     size_t header_bytes;
+    size_t off_wedged;
+    size_t off_promise;
     size_t slot_bytes;
     size_t row_bytes;
     size_t table_bytes;
@@ -65,7 +103,9 @@ struct sq__smc {
     uint32_t my_rank;
     uint32_t view_id;
     uint32_t member_ids[SQ_SMC_MAX_MEMBERS];
-    uint8_t *table;
+    uint32_t member_peers[SQ_SMC_MAX_MEMBERS];
+    size_t region_offset;
+    uint8_t *table; /* this view's table: the transport's memory + region_offset */
     struct sq_transport *t;
     sq_deliver_fn deliver;
     void *deliver_arg;
@@ -95,7 +135,44 @@ struct sq__smc {
     bool header_dirty;
     int failed; /* first error, sticky */
     char errmsg[160];
+
+    /* failure detection */
+    uint64_t hb_timeout_us, hb_period_us, last_hb_us, now_us;
+    uint64_t seen_hb[SQ_SMC_MAX_MEMBERS];
+    uint64_t seen_hb_at_us[SQ_SMC_MAX_MEMBERS];
+
+    /* view change (view.c) */
+    enum sq__smc_phase phase;
+    uint64_t suspected; /* mirrors my row */
+    uint64_t promise;
+    struct sq__vc_value prop, acc, decision;
+    int stop_reason;    /* SQ_EPARTITIONED or SQ_EREMOVED once phase is STOPPED */
+    uint64_t dropped;   /* my real messages beyond the trim: never delivered */
 };
+
+/* Reads a monotonic or tag column of a remote row; the acquire pairs with the writer's order. */
+static inline uint64_t sq__load_u64(const uint8_t *p)
+{
+    return __atomic_load_n((const uint64_t *)(const void *)p, __ATOMIC_ACQUIRE);
+}
+
+static inline void sq__store_u64(uint8_t *p, uint64_t v)
+{
+    __atomic_store_n((uint64_t *)(void *)p, v, __ATOMIC_RELEASE);
+}
+
+/* Row `rank` of the view's table. */
+static inline uint8_t *sq__smc_row(const struct sq__smc *s, uint32_t rank)
+{
+    return s->table + (size_t)rank * s->L.row_bytes;
+}
+
+/* True when row `rank` was written in this view (its header's view tag matches). */
+bool sq__smc_row_valid(const struct sq__smc *s, uint32_t rank);
+
+/* The first global index that member `rank` has not received with everything before it:
+ * min over senders r of received[r] * n + r (0 for a stale row). */
+uint64_t sq__smc_prefix(const struct sq__smc *s, uint32_t rank);
 
 /* Computes the table layout for these parameters. Returns SQ_EINVAL for out-of-range values. */
 int sq__smc_layout(struct sq__smc_layout *L, uint32_t nmembers, uint32_t window_size,
@@ -111,7 +188,8 @@ void sq__smc_fini(struct sq__smc *s);
  * holds a message not yet delivered at every member, SQ_EMSGSIZE, SQ_EBUSY if a reservation is
  * open, or the sticky failure. */
 int sq__smc_reserve(struct sq__smc *s, size_t size, void **buf);
-/* Sends the reserved slot: assigns its index. The next poll writes the slot to every peer,
+/* Sends the reserved slot: assigns its index. SQ_EVIEWCHANGE when the view started changing
+ * since the reservation: the message is not sent, reserve again once the next view is in. The next poll writes the slot to every peer,
  * then the header that counts it; commit itself makes no transport call. */
 int sq__smc_commit(struct sq__smc *s);
 
@@ -122,8 +200,18 @@ int sq__smc_commit(struct sq__smc *s);
  * error (sticky: the shard cannot go on, see s->errmsg). */
 int sq__smc_poll(struct sq__smc *s);
 
-/* Raises my heartbeat column; pushed by the next poll. */
-void sq__smc_heartbeat(struct sq__smc *s);
+/* Advances the shard's clock: bumps my heartbeat every heartbeat period and suspects members
+ * whose heartbeat has not moved for the timeout. Call it at least every period; the next poll
+ * pushes the result. */
+void sq__smc_tick(struct sq__smc *s, uint64_t now_us);
+
+/* Suspects member `rank` (a transport error, say). Suspicions are never retracted. */
+void sq__smc_suspect(struct sq__smc *s, uint32_t rank);
+
+/* Once phase is SQ_SMC_READY: the next view's members (ids and transport peers by new rank)
+ * and my rank in it. Returns the number of members. */
+uint32_t sq__smc_next_view(const struct sq__smc *s, uint32_t *ids, uint32_t *peers,
+                           uint32_t *my_rank);
 
 /* True when every real message I sent has been delivered here. */
 bool sq__smc_drained(const struct sq__smc *s);

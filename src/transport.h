@@ -48,6 +48,12 @@ struct sq_transport_vtable {
      * The simulator drives members itself and returns SQ_ENOTSUP. */
     int (*wait)(struct sq_transport *t, int timeout_ms);
 
+    /* Peers whose link has failed since the transport was created (bit = peer index). */
+    uint64_t (*failed_peers)(struct sq_transport *t);
+
+    /* Closes the link to `peer` for good (it left the group): nothing it sends lands any more. */
+    void (*disconnect)(struct sq_transport *t, uint32_t peer);
+
     /* Interrupts a wait() in progress or the next one; safe from any thread. */
     void (*wake)(struct sq_transport *t);
 

@@ -118,9 +118,11 @@ static void test_layout(void)
 {
     struct sq__smc_layout L;
     CHECK_EQ_INT(sq__smc_layout(&L, 3, 4, 100), 0);
-    CHECK_EQ_INT(L.header_bytes, 64);             /* 24 + 3 * 8 = 48, rounded to 64 */
+    CHECK_EQ_INT(L.header_bytes, 192);            /* 104 + 3 * 8 + 24 = 152, rounded to 64 */
+    CHECK_EQ_INT(L.off_wedged, 128);
+    CHECK_EQ_INT(L.off_promise, 136);
     CHECK_EQ_INT(L.slot_bytes, 104 + 24);         /* align8(100) + trailer */
-    CHECK_EQ_INT(L.row_bytes, 64 + 4 * 128);
+    CHECK_EQ_INT(L.row_bytes, 192 + 4 * 128);
     CHECK_EQ_INT(L.table_bytes, 3 * L.row_bytes);
     CHECK_EQ_INT(sq__smc_layout(&L, 0, 4, 100), SQ_EINVAL);
     CHECK_EQ_INT(sq__smc_layout(&L, SQ_SMC_MAX_MEMBERS + 1, 4, 100), SQ_EINVAL);
@@ -232,7 +234,7 @@ static void test_corrupt_row_fails_cleanly(void)
     /* Forge member 0's second slot at member 1: a third message whose index goes backwards. */
     struct sq__smc_layout L = g.m[1].L;
     uint8_t *end = g.table[1] + L.header_bytes + 3 * L.slot_bytes;
-    uint64_t index = 0, tag = 3;
+    uint64_t index = 0, tag = (4ull << 40) | 3; /* view 3, slot number 2 */
     memcpy(end - 24, &index, 8);
     memset(end - 16, 0, 8);
     memcpy(end - 8, &tag, 8);

@@ -117,6 +117,7 @@ struct fabric {
     int wakefd;
     _Atomic int wake_pending; /* an eventfd write is outstanding: further wakes are free */
     bool rx_seen; /* a peer's write completed since the last wait() returned */
+    uint64_t failed; /* peers whose link failed (bit = config rank) */
     int spin_us;
     struct peer peers[SQ_MAX_MEMBERS];
     char name[80];
@@ -172,6 +173,15 @@ static struct fi_info *make_hints(const struct sq_config *cfg)
 
 /* ---- writes ---- */
 
+static void mark_failed(struct fabric *f, struct peer *p)
+{
+    if (p->state != P_FAILED) {
+        p->state = P_FAILED;
+        f->failed |= 1ull << p->rank;
+    }
+    p->npending = 0;
+}
+
 static struct peer *peer_of_ctx(struct fabric *f, void *ctx, bool *copy)
 {
     for (uint32_t r = 0; r < f->base.nmembers; r++) {
@@ -203,14 +213,21 @@ static int drain_cq(struct fabric *f)
             if (fi_cq_readerr(f->cq, &ee, 0) < 0) {
                 return SQ_ETRANSPORT;
             }
-            struct peer *p = peer_of_ctx(f, ee.op_context, NULL);
-            if (p != NULL) {
-                p->state = P_FAILED;
-                p->outstanding = p->outstanding > 0 ? p->outstanding - 1 : 0;
+            bool copy = false;
+            struct peer *p = peer_of_ctx(f, ee.op_context, &copy);
+            if (p == NULL) {
+                return SQ_ETRANSPORT;
+            }
+            if (p->state != P_FAILED) {
                 sq__log(SQ_LOG_WARN, "write to member %u failed: %s", p->id,
                         fi_strerror(ee.err));
             }
-            return SQ_EPEER;
+            mark_failed(f, p);
+            p->outstanding = p->outstanding > 0 ? p->outstanding - 1 : 0;
+            if (copy && p->stage_head < p->stage_tail) {
+                p->stage_head++;
+            }
+            continue; /* the member leaves in the next view; the others go on */
         }
         if (n < 0) {
             return SQ_ETRANSPORT;
@@ -269,7 +286,7 @@ static int post_write(struct fabric *f, struct peer *p, const struct range *r, b
         }
         if (rc != -FI_EAGAIN) {
             sq__log(SQ_LOG_WARN, "fi_write to member %u: %s", p->id, fi_strerror((int)-rc));
-            p->state = P_FAILED;
+            mark_failed(f, p);
             return SQ_EPEER;
         }
         /* Send queue full: make progress (which also lands incoming writes, so two members
@@ -375,6 +392,9 @@ static int fab_flush(struct sq_transport *t)
             result = post_write(f, p, &p->pending[i], i + 1 == p->npending);
         }
         p->npending = 0;
+        if (result == SQ_EPEER) {
+            result = 0; /* reported through failed_peers(); the other links carry on */
+        }
     }
     if (result == 0) {
         int d = drain_cq(f); /* reap tx completions, keep the send queues short */
@@ -441,6 +461,59 @@ static int fab_wait(struct sq_transport *t, int timeout_ms)
     rx = drain_cq(f);
     f->rx_seen = false;
     return rx < 0 ? rx : 1;
+}
+
+/* A peer that closed its connection (or died) shows up as FI_SHUTDOWN on the event queue. */
+static void check_eq(struct fabric *f)
+{
+    union {
+        struct fi_eq_cm_entry e;
+        uint8_t raw[sizeof(struct fi_eq_cm_entry) + 256];
+    } buf;
+    for (int k = 0; k < 8; k++) {
+        uint32_t event = 0;
+        ssize_t rd = fi_eq_read(f->eq, &event, &buf, sizeof(buf), 0);
+        if (rd == -FI_EAVAIL) {
+            struct fi_eq_err_entry ee;
+            memset(&ee, 0, sizeof(ee));
+            (void)fi_eq_readerr(f->eq, &ee, 0);
+            continue;
+        }
+        if (rd < 0) {
+            return;
+        }
+        if (event == FI_SHUTDOWN) {
+            for (uint32_t r = 0; r < f->base.nmembers; r++) {
+                struct peer *p = &f->peers[r];
+                if (p->ep != NULL && &p->ep->fid == buf.e.fid && p->state == P_UP) {
+                    sq__log(SQ_LOG_WARN, "member %u closed its connection", p->id);
+                    mark_failed(f, p);
+                }
+            }
+        } else if (event == FI_CONNREQ) {
+            /* Joins arrive in the next issue; for now a late connection is refused. */
+            fi_reject(f->pep, buf.e.info->handle, NULL, 0);
+            fi_freeinfo(buf.e.info);
+        }
+    }
+}
+
+static uint64_t fab_failed_peers(struct sq_transport *t)
+{
+    struct fabric *f = (struct fabric *)t;
+    check_eq(f);
+    return f->failed;
+}
+
+static void fab_disconnect(struct sq_transport *t, uint32_t peer)
+{
+    struct fabric *f = (struct fabric *)t;
+    SQ_ASSERT(peer < t->nmembers);
+    struct peer *p = &f->peers[peer];
+    if (p->ep != NULL) {
+        fi_shutdown(p->ep, 0);
+    }
+    mark_failed(f, p);
 }
 
 static void fab_wake(struct sq_transport *t)
@@ -514,6 +587,8 @@ static const struct sq_transport_vtable fabric_vtable = {
     .name = "fabric",
     .write = fab_write,
     .write_copy = fab_write_copy,
+    .failed_peers = fab_failed_peers,
+    .disconnect = fab_disconnect,
     .flush = fab_flush,
     .wait = fab_wait,
     .wake = fab_wake,

@@ -30,6 +30,7 @@ struct sq_sim {
     uint64_t applied;
     uint64_t link_last[SQ_SIM_MAX_MEMBERS][SQ_SIM_MAX_MEMBERS]; /* latest time queued per link */
     struct sim_endpoint ep[SQ_SIM_MAX_MEMBERS];
+    bool cut[SQ_SIM_MAX_MEMBERS][SQ_SIM_MAX_MEMBERS]; /* link dead for good, both directions */
     struct sim_event *heap; /* binary min-heap on (time, seq) */
     size_t nheap, capheap;
 };
@@ -154,6 +155,9 @@ static int sim_post(struct sq_transport *t, uint32_t peer, size_t offset, size_t
     SQ_ASSERT(peer != src);
     SQ_ASSERT(offset + len <= ep->bytes);
     SQ_ASSERT(len > 0);
+    if (sim->cut[src][peer]) {
+        return SQ_EPEER;
+    }
     const uint8_t *from = ep->table + offset;
     /* A torn write lands as two parts, the lower addresses first, possibly far apart in time. */
     if (len > 1 && sim->p.torn_permille > 0 &&
@@ -202,7 +206,28 @@ static void sim_destroy_ep(struct sq_transport *t)
     (void)t; /* endpoints live inside the simulator */
 }
 
+static uint64_t sim_failed_peers(struct sq_transport *t)
+{
+    struct sim_endpoint *ep = (struct sim_endpoint *)t;
+    struct sq_sim *sim = ep->sim;
+    uint64_t mask = 0;
+    for (uint32_t j = 0; j < sim->n; j++) {
+        if (sim->cut[t->my_rank][j]) {
+            mask |= 1ull << j;
+        }
+    }
+    return mask;
+}
+
+static void sim_disconnect(struct sq_transport *t, uint32_t peer)
+{
+    struct sim_endpoint *ep = (struct sim_endpoint *)t;
+    sq__sim_cut(ep->sim, t->my_rank, peer);
+}
+
 static const struct sq_transport_vtable sim_vtable = {
+    .failed_peers = sim_failed_peers,
+    .disconnect = sim_disconnect,
     .name = "sim",
     .write = sim_write,
     .write_copy = sim_write_copy,
@@ -268,6 +293,11 @@ int sq__sim_step(struct sq_sim *sim, uint32_t *dst)
     struct sim_event ev = heap_pop(sim);
     SQ_ASSERT(ev.time_us >= sim->now_us);
     sim->now_us = ev.time_us;
+    if (sim->cut[ev.src][ev.dst]) {
+        free(ev.bytes); /* a broken connection loses what was still in flight */
+        *dst = ev.dst;
+        return 2;
+    }
     struct sim_endpoint *to = &sim->ep[ev.dst];
     SQ_ASSERT(ev.offset + ev.len <= to->bytes);
     const uint8_t *from = ev.bytes != NULL ? ev.bytes : sim->ep[ev.src].table + ev.offset;
@@ -276,6 +306,30 @@ int sq__sim_step(struct sq_sim *sim, uint32_t *dst)
     sim->applied++;
     *dst = ev.dst;
     return 1;
+}
+
+void sq__sim_cut(struct sq_sim *sim, uint32_t a, uint32_t b)
+{
+    SQ_ASSERT(a < sim->n && b < sim->n);
+    sim->cut[a][b] = true;
+    sim->cut[b][a] = true;
+}
+
+bool sq__sim_is_cut(const struct sq_sim *sim, uint32_t a, uint32_t b)
+{
+    return sim->cut[a][b];
+}
+
+uint64_t sq__sim_next_time(const struct sq_sim *sim)
+{
+    return sim->nheap > 0 ? sim->heap[0].time_us : UINT64_MAX;
+}
+
+void sq__sim_advance(struct sq_sim *sim, uint64_t to_us)
+{
+    SQ_ASSERT(to_us >= sim->now_us);
+    SQ_ASSERT(to_us <= sq__sim_next_time(sim));
+    sim->now_us = to_us;
 }
 
 uint64_t sq__sim_now(const struct sq_sim *sim)

@@ -39,8 +39,19 @@ void sq__sim_attach(struct sq_sim *sim, uint32_t rank, uint8_t *table, size_t by
 struct sq_transport *sq__sim_transport(struct sq_sim *sim, uint32_t rank);
 
 /* Applies the earliest pending write (or part of one) and advances the virtual clock to it.
- * Returns 1 and the destination rank in *dst, or 0 when nothing is in flight. */
+ * Returns 1 and the destination rank in *dst, 2 when the write was lost to a cut link, or 0
+ * when nothing is in flight. */
 int sq__sim_step(struct sq_sim *sim, uint32_t *dst);
+
+/* Breaks the link between members a and b for good, both ways: later writes fail with
+ * SQ_EPEER and writes in flight are lost, as when a connection is reset. */
+void sq__sim_cut(struct sq_sim *sim, uint32_t a, uint32_t b);
+bool sq__sim_is_cut(const struct sq_sim *sim, uint32_t a, uint32_t b);
+
+/* Time of the next pending write (UINT64_MAX when none). */
+uint64_t sq__sim_next_time(const struct sq_sim *sim);
+/* Moves the clock forward to `to_us`, never past the next pending write. */
+void sq__sim_advance(struct sq_sim *sim, uint64_t to_us);
 
 /* Virtual time in microseconds. */
 uint64_t sq__sim_now(const struct sq_sim *sim);

@@ -1,0 +1,204 @@
+/* view.c: the view-change protocol (wedge, Paxos over the table, ragged trim). See view.h. */
+#include "view.h"
+
+#include "common.h"
+#include "hash.h"
+
+uint64_t sq__vc_check(const struct sq__vc_value *v)
+{
+    uint64_t h = SQ_FNV_INIT;
+    h = sq__fnv1a_u64(h, v->ballot);
+    h = sq__fnv1a_u64(h, v->removed);
+    h = sq__fnv1a_u64(h, v->trim);
+    return h | 1u; /* never 0, so a zeroed row never checks */
+}
+
+/* Reads a proposal or acceptance from a row; false when absent or half-landed. */
+static bool read_value(const struct sq__smc *s, uint32_t rank, size_t off, struct sq__vc_value *v)
+{
+    if (rank != s->my_rank && !sq__smc_row_valid(s, rank)) {
+        return false;
+    }
+    const uint8_t *p = sq__smc_row(s, rank) + off;
+    v->ballot = sq__load_u64(p);
+    v->removed = sq__load_u64(p + 8);
+    v->trim = sq__load_u64(p + 16);
+    v->check = sq__load_u64(p + 24);
+    return v->ballot != 0 && v->check == sq__vc_check(v);
+}
+
+static void write_value(struct sq__smc *s, size_t off, const struct sq__vc_value *v)
+{
+    uint8_t *p = sq__smc_row(s, s->my_rank) + off;
+    sq__store_u64(p, v->ballot);
+    sq__store_u64(p + 8, v->removed);
+    sq__store_u64(p + 16, v->trim);
+    sq__store_u64(p + 24, v->check);
+    s->header_dirty = true;
+}
+
+static uint64_t col(const struct sq__smc *s, uint32_t rank, size_t off)
+{
+    if (rank != s->my_rank && !sq__smc_row_valid(s, rank)) {
+        return 0;
+    }
+    return sq__load_u64(sq__smc_row(s, rank) + off);
+}
+
+static bool same(const struct sq__vc_value *a, const struct sq__vc_value *b)
+{
+    return a->ballot == b->ballot && a->removed == b->removed && a->trim == b->trim;
+}
+
+static int stop(struct sq__smc *s, int reason)
+{
+    s->phase = SQ_SMC_STOPPED;
+    s->stop_reason = reason;
+    return 1;
+}
+
+/* Suspicions spread: whatever an unsuspected member suspects, I suspect too. */
+static int merge_suspicions(struct sq__smc *s)
+{
+    uint64_t before = s->suspected;
+    for (uint32_t k = 0; k < s->L.nmembers; k++) {
+        if (k == s->my_rank || (s->suspected >> k) & 1u) {
+            continue;
+        }
+        uint64_t theirs = col(s, k, SQ_SMC_OFF_SUSPECTED);
+        if (theirs >> s->L.nmembers != 0) {
+            continue; /* not a mask over this view: ignore the garbage */
+        }
+        for (uint32_t r = 0; r < s->L.nmembers; r++) {
+            if ((theirs >> r) & 1u) {
+                sq__smc_suspect(s, r);
+            }
+        }
+    }
+    return s->suspected != before;
+}
+
+/* The leader's side: once every unsuspected member is wedged and follows my ballot, fix the
+ * proposal, adopting a value some of them already accepted. */
+static int lead(struct sq__smc *s, uint64_t ballot)
+{
+    uint8_t *mine = sq__smc_row(s, s->my_rank);
+    if (sq__load_u64(mine + SQ_SMC_OFF_PREPARE) != ballot) {
+        sq__store_u64(mine + SQ_SMC_OFF_PREPARE, ballot);
+        s->header_dirty = true;
+    }
+    if (s->prop.ballot == ballot) {
+        return 0; /* a leader never changes its proposal within its ballot */
+    }
+    struct sq__vc_value best = {0};
+    uint64_t trim = UINT64_MAX;
+    for (uint32_t k = 0; k < s->L.nmembers; k++) {
+        if ((s->suspected >> k) & 1u) {
+            continue;
+        }
+        if (col(s, k, s->L.off_wedged) != 1 || col(s, k, s->L.off_promise) != ballot) {
+            return 0; /* wait: everyone I do not suspect must freeze and follow me */
+        }
+        struct sq__vc_value acc;
+        if (read_value(s, k, SQ_SMC_OFF_ACC, &acc) && acc.ballot > best.ballot) {
+            best = acc;
+        }
+        trim = SQ_MIN(trim, sq__smc_prefix(s, k));
+    }
+    struct sq__vc_value v = {.ballot = ballot, .removed = s->suspected, .trim = trim};
+    if (best.ballot != 0) {
+        v.removed = best.removed; /* Paxos: a value that may be chosen is carried forward */
+        v.trim = best.trim;
+    }
+    v.check = sq__vc_check(&v);
+    s->prop = v;
+    write_value(s, SQ_SMC_OFF_PROP, &v);
+    return 1;
+}
+
+/* The acceptor's side: promise to my leader's ballot, accept its proposal. */
+static int follow(struct sq__smc *s, uint32_t leader, uint64_t ballot)
+{
+    int changed = 0;
+    if (s->promise < ballot && col(s, leader, SQ_SMC_OFF_PREPARE) == ballot) {
+        s->promise = ballot;
+        sq__store_u64(sq__smc_row(s, s->my_rank) + s->L.off_promise, ballot);
+        s->header_dirty = true;
+        changed = 1;
+    }
+    struct sq__vc_value prop;
+    if (s->promise == ballot && read_value(s, leader, SQ_SMC_OFF_PROP, &prop) &&
+        prop.ballot == ballot && !same(&prop, &s->acc)) {
+        s->acc = prop;
+        write_value(s, SQ_SMC_OFF_ACC, &prop);
+        changed = 1;
+    }
+    return changed;
+}
+
+/* The learner's side: a value accepted by a majority of the view is decided. */
+static bool learn(struct sq__smc *s, uint32_t quorum)
+{
+    struct sq__vc_value vals[SQ_SMC_MAX_MEMBERS];
+    bool have[SQ_SMC_MAX_MEMBERS];
+    for (uint32_t k = 0; k < s->L.nmembers; k++) {
+        have[k] = read_value(s, k, SQ_SMC_OFF_ACC, &vals[k]);
+    }
+    for (uint32_t k = 0; k < s->L.nmembers; k++) {
+        if (!have[k]) {
+            continue;
+        }
+        uint32_t votes = 0;
+        for (uint32_t j = 0; j < s->L.nmembers; j++) {
+            votes += have[j] && same(&vals[j], &vals[k]);
+        }
+        if (votes >= quorum) {
+            s->decision = vals[k];
+            return true;
+        }
+    }
+    return false;
+}
+
+int sq__view_step(struct sq__smc *s)
+{
+    if (s->phase == SQ_SMC_READY || s->phase == SQ_SMC_STOPPED) {
+        return 0;
+    }
+    const uint32_t n = s->L.nmembers;
+    int events = merge_suspicions(s);
+    if (s->suspected == 0) {
+        return events;
+    }
+    if ((s->suspected >> s->my_rank) & 1u) {
+        return stop(s, SQ_EREMOVED); /* the others will remove me: I cannot stay */
+    }
+    if (s->phase == SQ_SMC_RUNNING) {
+        /* Wedge: from here my received counters and num_sent never move in this view. */
+        s->phase = SQ_SMC_CHANGING;
+        sq__store_u64(sq__smc_row(s, s->my_rank) + s->L.off_wedged, 1);
+        s->header_dirty = true;
+        events++;
+    }
+    if (s->decision.ballot != 0) {
+        return events; /* decided: smc delivers up to the trim */
+    }
+    const uint32_t quorum = n / 2 + 1;
+    uint32_t alive = n - (uint32_t)__builtin_popcountll(s->suspected);
+    if (alive < quorum) {
+        return stop(s, SQ_EPARTITIONED); /* a minority never installs a view */
+    }
+    uint32_t leader = (uint32_t)__builtin_ctzll(~s->suspected);
+    uint64_t ballot = (uint64_t)leader + 1;
+    if (leader == s->my_rank) {
+        events += lead(s, ballot);
+    }
+    events += follow(s, leader, ballot);
+    if (learn(s, quorum)) {
+        events++;
+        if ((s->decision.removed >> s->my_rank) & 1u) {
+            return stop(s, SQ_EREMOVED);
+        }
+    }
+    return events;
+}
