@@ -75,7 +75,7 @@ static inline uint8_t *slot_end(const struct sq__smc *s, uint32_t rank, uint64_t
            (size_t)(slot_no % s->L.window_size) * s->L.slot_bytes + s->L.slot_bytes;
 }
 
-static_assert(((SQ_SMC_OFF_RECEIVED + 8u * SQ_SMC_MAX_MEMBERS + 24u + 63u) & ~63u) <=
+static_assert(((SQ_SMC_OFF_RECEIVED + 8u * SQ_SMC_MAX_MEMBERS + 32u + 63u) & ~63u) <=
                   SQ_TRANSPORT_MAX_COPY,
               "the row header must fit one write_copy");
 static_assert(SQ_SMC_MAX_MEMBERS <= 64, "member masks are 64-bit");
@@ -113,7 +113,8 @@ int sq__smc_layout(struct sq__smc_layout *L, uint32_t nmembers, uint32_t window_
     L->max_payload = max_payload;
     L->off_wedged = SQ_SMC_OFF_RECEIVED + 8u * nmembers;
     L->off_promise = L->off_wedged + 8u;
-    L->header_bytes = (L->off_promise + 16u + 63u) & ~(size_t)63u;
+    L->off_learned = L->off_promise + 8u;
+    L->header_bytes = (L->off_learned + 16u + 63u) & ~(size_t)63u;
     L->slot_bytes = SQ_ALIGN8((size_t)max_payload) + SQ_SMC_TRAILER_BYTES;
     L->row_bytes = (L->header_bytes + L->slot_bytes * window_size + 63u) & ~(size_t)63u;
     L->table_bytes = L->row_bytes * nmembers;

@@ -4,7 +4,7 @@
  * write(); the caller runs sq__smc_poll() whenever the table may have changed.
  *
  * Table layout: one row per member rank of the view, rows back to back, all fields little-endian.
- *   row header (SQ_SMC_OFF_RECEIVED + 8 per member + 24, rounded up to 64 bytes):
+ *   row header (SQ_SMC_OFF_RECEIVED + 8 per member + 32, rounded up to 64 bytes):
  *     u64 heartbeat     bumped every heartbeat period; others suspect a row that stops moving
  *     u64 num_sent      indexes this member has assigned (real and null messages), all pushed
  *     u64 delivered     global indexes delivered here: the next one to deliver
@@ -15,6 +15,7 @@
  *     u64 received[n]   per sender rank: how many of that sender's messages arrived here
  *     u64 wedged        1 once this member froze its counters for a view change
  *     u64 promise       view-change ballot this member follows (see view.c)
+ *     u64 learned       1 once this member knows the decision (then acc holds it)
  *     u64 view_tag      view id + 1, the header's last field: a row whose tag is not this view's
  *                       is stale (the table's memory is reused every other view) and reads as 0
  *   then window_size slots of slot_size bytes each:
@@ -52,7 +53,7 @@
 #define SQ_SMC_OFF_PROP 40u
 #define SQ_SMC_OFF_ACC 72u
 #define SQ_SMC_OFF_RECEIVED 104u
-/* After received[n]: wedged, promise, view_tag (see sq__smc_layout). A reader that sees one of
+/* After received[n]: wedged, promise, learned, view_tag (see sq__smc_layout). A reader that sees one of
  * them written sees every earlier field of the same header write: wedged vouches for the frozen
  * counters, promise for the accepted value, the view tag for everything. */
 
@@ -93,6 +94,7 @@ struct sq__smc_layout {
     size_t header_bytes;
     size_t off_wedged;
     size_t off_promise;
+    size_t off_learned;
     size_t slot_bytes;
     size_t row_bytes;
     size_t table_bytes;
@@ -148,6 +150,7 @@ struct sq__smc {
     struct sq__vc_value prop, acc, decision;
     int stop_reason;    /* SQ_EPARTITIONED or SQ_EREMOVED once phase is STOPPED */
     uint64_t dropped;   /* my real messages beyond the trim: never delivered */
+    uint64_t vc_adopted; /* times this member, leading, carried an earlier leader's value */
 };
 
 /* Reads a monotonic or tag column of a remote row; the acquire pairs with the writer's order. */

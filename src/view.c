@@ -109,6 +109,7 @@ static int lead(struct sq__smc *s, uint64_t ballot)
     if (best.ballot != 0) {
         v.removed = best.removed; /* Paxos: a value that may be chosen is carried forward */
         v.trim = best.trim;
+        s->vc_adopted++;
     }
     v.check = sq__vc_check(&v);
     s->prop = v;
@@ -136,13 +137,19 @@ static int follow(struct sq__smc *s, uint32_t leader, uint64_t ballot)
     return changed;
 }
 
-/* The learner's side: a value accepted by a majority of the view is decided. */
+/* The learner's side: a value accepted by a majority of the view is decided; so is a value a
+ * member that learned it reports (members that move on to the next view stop answering in this
+ * one, so a laggard must be able to learn from a single row). */
 static bool learn(struct sq__smc *s, uint32_t quorum)
 {
     struct sq__vc_value vals[SQ_SMC_MAX_MEMBERS];
     bool have[SQ_SMC_MAX_MEMBERS];
     for (uint32_t k = 0; k < s->L.nmembers; k++) {
         have[k] = read_value(s, k, SQ_SMC_OFF_ACC, &vals[k]);
+        if (have[k] && k != s->my_rank && col(s, k, s->L.off_learned) == 1) {
+            s->decision = vals[k];
+            return true;
+        }
     }
     for (uint32_t k = 0; k < s->L.nmembers; k++) {
         if (!have[k]) {
@@ -196,6 +203,10 @@ int sq__view_step(struct sq__smc *s)
     events += follow(s, leader, ballot);
     if (learn(s, quorum)) {
         events++;
+        /* Tell the laggards: acc holds the decision, learned (written after it) vouches for it. */
+        s->acc = s->decision;
+        write_value(s, SQ_SMC_OFF_ACC, &s->decision);
+        sq__store_u64(sq__smc_row(s, s->my_rank) + s->L.off_learned, 1);
         if ((s->decision.removed >> s->my_rank) & 1u) {
             return stop(s, SQ_EREMOVED);
         }

@@ -31,6 +31,7 @@ struct sq_sim {
     uint64_t link_last[SQ_SIM_MAX_MEMBERS][SQ_SIM_MAX_MEMBERS]; /* latest time queued per link */
     struct sim_endpoint ep[SQ_SIM_MAX_MEMBERS];
     bool cut[SQ_SIM_MAX_MEMBERS][SQ_SIM_MAX_MEMBERS]; /* link dead for good, both directions */
+    uint64_t hold[SQ_SIM_MAX_MEMBERS][SQ_SIM_MAX_MEMBERS]; /* nothing lands before this time */
     struct sim_event *heap; /* binary min-heap on (time, seq) */
     size_t nheap, capheap;
 };
@@ -125,7 +126,7 @@ static int queue_part(struct sq_sim *sim, uint32_t src, uint32_t dst, size_t off
                       const uint8_t *from, bool copy)
 {
     /* FIFO per link: never earlier than what is already queued on it. */
-    uint64_t arrive = sim->now_us + link_delay(sim);
+    uint64_t arrive = SQ_MAX(sim->now_us + link_delay(sim), sim->hold[src][dst]);
     uint64_t t = SQ_MAX(arrive, sim->link_last[src][dst]);
     sim->link_last[src][dst] = t;
     struct sim_event ev = {.time_us = t, .seq = sim->seq++, .src = src, .dst = dst,
@@ -313,6 +314,13 @@ void sq__sim_cut(struct sq_sim *sim, uint32_t a, uint32_t b)
     SQ_ASSERT(a < sim->n && b < sim->n);
     sim->cut[a][b] = true;
     sim->cut[b][a] = true;
+}
+
+void sq__sim_hold(struct sq_sim *sim, uint32_t a, uint32_t b, uint64_t until_us)
+{
+    SQ_ASSERT(a < sim->n && b < sim->n);
+    sim->hold[a][b] = SQ_MAX(sim->hold[a][b], until_us);
+    sim->hold[b][a] = SQ_MAX(sim->hold[b][a], until_us);
 }
 
 bool sq__sim_is_cut(const struct sq_sim *sim, uint32_t a, uint32_t b)

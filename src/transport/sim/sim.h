@@ -48,6 +48,10 @@ int sq__sim_step(struct sq_sim *sim, uint32_t *dst);
 void sq__sim_cut(struct sq_sim *sim, uint32_t a, uint32_t b);
 bool sq__sim_is_cut(const struct sq_sim *sim, uint32_t a, uint32_t b);
 
+/* A silent partition that heals: nothing posted between a and b (both ways) lands before
+ * `until_us`; writers see no error, and the links stay FIFO. */
+void sq__sim_hold(struct sq_sim *sim, uint32_t a, uint32_t b, uint64_t until_us);
+
 /* Time of the next pending write (UINT64_MAX when none). */
 uint64_t sq__sim_next_time(const struct sq_sim *sim);
 /* Moves the clock forward to `to_us`, never past the next pending write. */
