@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,10 +15,16 @@
 
 #include "squall.h"
 
-#define EXIT_USAGE 2
+/* Exit statuses: documented in usage() and README.md. */
+#define EXIT_DONE 0
 #define EXIT_FAILED 1
+#define EXIT_USAGE 2
+#define EXIT_PARTITIONED 3
+#define EXIT_REMOVED 4
 /* After a finite run, members keep serving this long so that slower ones see our last updates. */
 #define LINGER_MS 300
+/* The end-of-workload marker of --finish: a message of exactly these bytes. */
+static const char DONE_MARK[4] = {'D', 'O', 'N', 'E'};
 
 static volatile sig_atomic_t g_stop;
 static uint32_t g_id;
@@ -35,6 +42,13 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 static void log_line(int level, const char *line)
 {
     static const char *names[] = {"error", "warn", "info", "debug"};
@@ -46,15 +60,23 @@ static void log_line(int level, const char *line)
             ts.tv_nsec / 1000000, g_id, level >= 0 && level < 4 ? names[level] : "?", line);
 }
 
+/* State shared by the delivery and view callbacks (loop thread) and main. */
 struct run {
-    uint64_t expect;      /* stop after this many deliveries (0: run until signalled) */
+    uint64_t expect;      /* stop after this many deliveries (0: no count) */
+    bool finish;          /* stop once every member of the view delivered its DONE */
+    bool print_each;
     uint64_t delivered;
     uint64_t bytes;
     uint64_t hash;        /* fingerprint of the delivered sequence */
     uint64_t first_ns, last_ns;
     uint32_t *latency_us; /* per delivery position, when recording */
     uint64_t latency_cap;
-    bool print_each;
+    uint64_t done_from;   /* member ids whose DONE was delivered (ids < 64) */
+    uint64_t view_mask;   /* member ids of the current view */
+    uint32_t view_id;
+    _Atomic bool my_done_delivered;
+    _Atomic bool resend_done; /* a view change dropped my DONE: main sends it again */
+    _Atomic bool finished;    /* --finish: the result is frozen */
 };
 
 /* Folds a payload 8 bytes at a time (FNV-1a over words): fast enough for GB/s. */
@@ -73,9 +95,19 @@ static uint64_t fold(uint64_t h, const void *data, size_t len)
     return h;
 }
 
+static void check_finished(struct run *r)
+{
+    if (r->finish && !atomic_load(&r->finished) && (r->view_mask & ~r->done_from) == 0) {
+        atomic_store(&r->finished, true);
+    }
+}
+
 static void on_deliver(void *arg, const sq_message *msg)
 {
     struct run *r = arg;
+    if (atomic_load(&r->finished)) {
+        return; /* the result is frozen at the point every member agrees on */
+    }
     uint64_t now = mono_ns();
     if (r->delivered == 0) {
         r->first_ns = now;
@@ -99,6 +131,38 @@ static void on_deliver(void *arg, const sq_message *msg)
     }
     r->delivered++;
     r->bytes += msg->size;
+    if (r->finish && msg->size == sizeof(DONE_MARK) && memcmp(msg->data, DONE_MARK, 4) == 0 &&
+        msg->sender_id < 64) {
+        r->done_from |= 1ull << msg->sender_id;
+        if (msg->sender_id == g_id) {
+            atomic_store(&r->my_done_delivered, true);
+        }
+        check_finished(r);
+    }
+}
+
+static void on_view(void *arg, const sq_view *v)
+{
+    struct run *r = arg;
+    r->view_id = v->view_id;
+    r->view_mask = 0;
+    char list[256] = "";
+    size_t len = 0;
+    for (uint32_t i = 0; i < v->nmembers; i++) {
+        if (v->member_ids[i] < 64) {
+            r->view_mask |= 1ull << v->member_ids[i];
+        }
+        if (len < sizeof(list) - 16) {
+            len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%u", i ? "," : "",
+                                    v->member_ids[i]);
+        }
+    }
+    printf("view=%u members=%s my_rank=%u installed_at_ms=%" PRIu64 " dropped=%" PRIu64 "\n",
+           v->view_id, list, v->my_rank, wall_ms(), v->dropped);
+    if (v->dropped > 0 && r->finish && !atomic_load(&r->my_done_delivered)) {
+        atomic_store(&r->resend_done, true);
+    }
+    check_finished(r);
 }
 
 static void usage(FILE *out)
@@ -110,13 +174,18 @@ static void usage(FILE *out)
             "  --send N          send N messages from this member\n"
             "  --size BYTES      payload size of each message (default 1024; >= 8 carries a\n"
             "                    send timestamp for latency)\n"
-            "  --expect M        exit once M messages (from all senders) are delivered, printing\n"
-            "                    a result line with the hash of the delivered sequence\n"
+            "  --rate R          send at most R messages per second (default: as fast as possible)\n"
+            "  --expect M        exit once M messages (from all senders) are delivered\n"
+            "  --finish          after sending, multicast DONE; exit once every member of the\n"
+            "                    current view has delivered its DONE (survives view changes)\n"
             "  --latency-file F  write each delivery's send-to-delivery latency (u32 microseconds,\n"
             "                    little-endian, in delivery order) to F\n"
             "  --print           print every delivered message\n"
-            "  --timeout S       give up after S seconds (default 600 with --expect)\n"
-            "exit status: 0 done, 1 the member failed, 2 bad usage or configuration\n");
+            "  --timeout S       give up after S seconds (default 600 with --expect or --finish)\n"
+            "With --expect or --finish it prints one line: member=ID delivered=N hash=0x... ...\n"
+            "It prints view=V members=... on every view installed.\n"
+            "exit status: 0 done, 1 the member failed, 2 bad usage or configuration,\n"
+            "             3 on the minority side of a partition, 4 removed from the group\n");
 }
 
 static bool parse_count(const char *s, uint64_t *out)
@@ -131,16 +200,49 @@ static bool parse_count(const char *s, uint64_t *out)
     return true;
 }
 
+static int exit_status_of(sq_member *m)
+{
+    switch (sq_member_failure(m)) {
+    case SQ_EPARTITIONED:
+        return EXIT_PARTITIONED;
+    case SQ_EREMOVED:
+        return EXIT_REMOVED;
+    default:
+        return EXIT_FAILED;
+    }
+}
+
+/* Fills one workload message: a timestamp, then a pattern unique to (member, message). */
+static void fill(void *buf, uint64_t size, uint64_t i)
+{
+    unsigned char *p = buf;
+    uint64_t *w = buf;
+    uint64_t seed = (i << 20) ^ ((uint64_t)g_id << 48);
+    for (uint64_t k = 1; k < size / 8; k++) {
+        w[k] = seed ^ k;
+    }
+    for (uint64_t k = (size / 8) * 8; k < size; k++) {
+        p[k] = (unsigned char)(seed >> (k & 7));
+    }
+    if (size >= 8) {
+        uint64_t t = mono_ns();
+        memcpy(p, &t, 8);
+    } else {
+        memset(p, (int)(i & 0xff), size);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *config = NULL, *latency_file = NULL;
-    uint64_t send = 0, size = 1024, expect = 0, timeout_s = 600;
-    bool print_each = false;
+    uint64_t send = 0, size = 1024, expect = 0, timeout_s = 600, rate = 0;
+    bool print_each = false, finish = false;
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"send", required_argument, NULL, 's'},
         {"size", required_argument, NULL, 'z'},   {"expect", required_argument, NULL, 'e'},
         {"latency-file", required_argument, NULL, 'l'}, {"print", no_argument, NULL, 'p'},
-        {"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
+        {"timeout", required_argument, NULL, 't'}, {"rate", required_argument, NULL, 'r'},
+        {"finish", no_argument, NULL, 'f'},        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
@@ -152,13 +254,16 @@ int main(int argc, char **argv)
         case 'e': ok = parse_count(optarg, &expect); break;
         case 'l': latency_file = optarg; break;
         case 'p': print_each = true; break;
+        case 'f': finish = true; break;
+        case 'r': ok = parse_count(optarg, &rate); break;
         case 't': ok = parse_count(optarg, &timeout_s) && timeout_s > 0; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return EXIT_USAGE;
         }
         if (!ok) {
             fprintf(stderr, "squalld: bad value '%s' for --%s\n", optarg,
-                    c == 's' ? "send" : c == 'z' ? "size" : c == 'e' ? "expect" : "timeout");
+                    c == 's' ? "send" : c == 'z' ? "size" : c == 'e' ? "expect"
+                                                : c == 'r' ? "rate" : "timeout");
             return EXIT_USAGE;
         }
     }
@@ -166,6 +271,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "squalld: %s\n", config == NULL ? "--config FILE is required"
                                                         : "unexpected argument");
         usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (finish && expect > 0) {
+        fprintf(stderr, "squalld: --finish and --expect are two ways to end a run: pick one\n");
+        return EXIT_USAGE;
+    }
+    if (finish && size == sizeof(DONE_MARK)) {
+        fprintf(stderr, "squalld: with --finish, --size 4 is reserved for the DONE marker\n");
         return EXIT_USAGE;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -179,7 +292,8 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     g_id = sq_member_id(m);
-    struct run run = {.expect = expect, .hash = 0xcbf29ce484222325ull, .print_each = print_each};
+    struct run run = {.expect = expect, .finish = finish, .hash = 0xcbf29ce484222325ull,
+                      .print_each = print_each};
     if (latency_file != NULL && expect > 0) {
         run.latency_cap = expect;
         run.latency_us = calloc(expect, sizeof(uint32_t));
@@ -189,6 +303,7 @@ int main(int argc, char **argv)
         }
     }
     sq_member_on_deliver(m, on_deliver, &run);
+    sq_member_on_view(m, on_view, &run);
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
@@ -203,84 +318,85 @@ int main(int argc, char **argv)
         return rc == SQ_ECONFIG ? EXIT_USAGE : EXIT_FAILED;
     }
     uint64_t start_ns = mono_ns();
-    uint64_t deadline_ns = expect > 0 ? start_ns + timeout_s * 1000000000ull : UINT64_MAX;
-    int status = 0;
+    bool bounded = expect > 0 || finish;
+    uint64_t deadline_ns = bounded ? start_ns + timeout_s * 1000000000ull : UINT64_MAX;
+    int status = EXIT_DONE;
 
-    /* Send the workload: zero-copy, a timestamp first and a fixed pattern after. */
+    /* The workload: copying sends (they start over by themselves across view changes). */
+    void *buf = size > 0 ? malloc(size) : NULL;
     for (uint64_t i = 0; i < send && !g_stop; i++) {
-        void *buf = NULL;
-        rc = sq_member_reserve(m, size, &buf, 0);
+        if (rate > 0) {
+            uint64_t due = start_ns + i * 1000000000ull / rate;
+            uint64_t now = mono_ns();
+            if (due > now) {
+                struct timespec ts = {(time_t)((due - now) / 1000000000u),
+                                      (long)((due - now) % 1000000000u)};
+                nanosleep(&ts, NULL);
+            }
+        }
+        fill(buf, size, i);
+        rc = sq_member_send(m, buf, size, 0);
         if (rc != 0) {
             fprintf(stderr, "squalld: member %u: send %" PRIu64 " failed: %s (%s)\n", g_id, i,
                     sq_strerror(rc), sq_member_errmsg(m));
-            status = EXIT_FAILED;
-            break;
-        }
-        /* A cheap pattern unique to (member, message): whole words, the buffer is aligned. */
-        unsigned char *p = buf;
-        uint64_t *w = buf;
-        uint64_t seed = (i << 20) ^ ((uint64_t)g_id << 48);
-        for (uint64_t k = 1; k < size / 8; k++) {
-            w[k] = seed ^ k;
-        }
-        for (uint64_t k = (size / 8) * 8; k < size; k++) {
-            p[k] = (unsigned char)(seed >> (k & 7));
-        }
-        if (size >= 8) {
-            uint64_t t = mono_ns();
-            memcpy(p, &t, 8);
-        } else {
-            memset(p, (int)(i & 0xff), size);
-        }
-        rc = sq_member_commit(m);
-        if (rc != 0) {
-            status = EXIT_FAILED;
+            status = exit_status_of(m);
             break;
         }
     }
+    free(buf);
+    if (finish && status == EXIT_DONE && !g_stop) {
+        rc = sq_member_send(m, DONE_MARK, sizeof(DONE_MARK), 0);
+        if (rc != 0) {
+            status = exit_status_of(m);
+        }
+    }
 
-    /* Wait for the expected deliveries, a signal, or a failure. */
+    /* Wait for the end of the run, a signal, or a failure. */
     uint64_t last_report = mono_ns();
-    while (status == 0 && !g_stop) {
-        if (expect > 0 && sq_member_delivered(m) >= expect) {
+    while (status == EXIT_DONE && !g_stop) {
+        if ((expect > 0 && sq_member_delivered(m) >= expect) || atomic_load(&run.finished)) {
             break;
         }
         if (mono_ns() > deadline_ns) {
-            fprintf(stderr, "squalld: member %u: timed out with %" PRIu64 " of %" PRIu64
-                            " messages delivered\n", g_id, sq_member_delivered(m), expect);
+            fprintf(stderr, "squalld: member %u: timed out with %" PRIu64 " messages delivered\n",
+                    g_id, sq_member_delivered(m));
             status = EXIT_FAILED;
             break;
         }
-        rc = sq_member_drain(m, 0);
-        if (rc != 0 && rc != SQ_ETIMEDOUT) {
+        if (sq_member_failure(m) != 0) {
             fprintf(stderr, "squalld: %s\n", sq_member_errmsg(m));
-            status = EXIT_FAILED;
+            status = exit_status_of(m);
             break;
         }
-        usleep(expect > 0 ? 1000 : 100000);
-        if (expect == 0 && mono_ns() - last_report > 10ull * 1000000000ull) {
+        if (atomic_exchange(&run.resend_done, false)) {
+            (void)sq_member_send(m, DONE_MARK, sizeof(DONE_MARK), 0);
+        }
+        usleep(bounded ? 1000 : 100000);
+        if (!bounded && mono_ns() - last_report > 10ull * 1000000000ull) {
             last_report = mono_ns();
             fprintf(stderr, "squalld[%u]: %" PRIu64 " messages delivered\n", g_id,
                     sq_member_delivered(m));
         }
     }
-    if (status == 0 && expect > 0 && !g_stop) {
+    if (status == EXIT_DONE && bounded && !g_stop) {
         /* Everyone has our last counters before we go: wait for all to catch up, then linger. */
-        rc = sq_member_quiesce(m, 30000);
-        if (rc != 0) {
-            fprintf(stderr, "squalld: member %u: others did not catch up: %s\n", g_id,
-                    sq_strerror(rc));
+        if (expect > 0) {
+            rc = sq_member_quiesce(m, 30000);
+            if (rc != 0) {
+                fprintf(stderr, "squalld: member %u: others did not catch up: %s\n", g_id,
+                        sq_strerror(rc));
+            }
         }
         double secs = run.last_ns > run.first_ns ? (double)(run.last_ns - run.first_ns) / 1e9 : 0;
-        /* The delivery callback ran on the loop thread; delivered has caught up with it. */
-        printf("member=%u delivered=%" PRIu64 " hash=0x%016" PRIx64 " elapsed_s=%.3f "
-               "msgs_per_s=%.0f mb_per_s=%.1f\n", g_id, run.delivered, run.hash, secs,
+        /* The callbacks stopped touching `run` (finished, or the expected count was reached). */
+        printf("member=%u delivered=%" PRIu64 " hash=0x%016" PRIx64 " view=%u elapsed_s=%.3f "
+               "msgs_per_s=%.0f mb_per_s=%.1f\n", g_id, run.delivered, run.hash, run.view_id, secs,
                secs > 0 ? (double)run.delivered / secs : 0,
                secs > 0 ? (double)run.bytes / secs / 1e6 : 0);
         if (latency_file != NULL) {
             FILE *f = fopen(latency_file, "wb");
-            if (f == NULL || fwrite(run.latency_us, sizeof(uint32_t), run.delivered, f) !=
-                                 run.delivered) {
+            uint64_t nlat = run.delivered < run.latency_cap ? run.delivered : run.latency_cap;
+            if (f == NULL || fwrite(run.latency_us, sizeof(uint32_t), nlat, f) != nlat) {
                 fprintf(stderr, "squalld: cannot write %s: %s\n", latency_file, strerror(errno));
                 status = EXIT_FAILED;
             }
