@@ -23,6 +23,7 @@ demo: build
 # Many more simulation seeds than `make test` runs.
 sim-long: build
 	@$(BUILD)/test_sim_mcast --seeds $(SEEDS)
+	@$(BUILD)/test_sim_view --seeds $(SEEDS)
 
 bench: build
 	@$(BUILD)/bench/mcast-bench --squalld $(BUILD)/squalld
