@@ -76,8 +76,9 @@ typedef struct sq_view {
     uint64_t dropped;            /* my messages that the change dropped (sent, never delivered) */
 } sq_view;
 
-/* Called on the event-loop thread when a view is installed (the first one included), after
- * every message of the previous view was delivered. */
+/* Called when a view is installed, after every message of the previous view was delivered: on
+ * the event-loop thread, except for the first view, which sq_member_start reports before it
+ * returns. */
 typedef void (*sq_view_fn)(void *arg, const sq_view *view);
 
 /* Flags for sq_member_send and sq_member_reserve. */
