@@ -32,13 +32,13 @@ bench: build
 asan: deps
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSQ_SANITIZE=asan+ubsan >/dev/null
 	@cmake --build build-asan -j $(JOBS)
-	@cd build-asan && ctest --output-on-failure -j 1
+	@cd build-asan && SQ_TEST_HEARTBEAT_MS=2000 ctest --output-on-failure -j 1
 
 # The test suite under ThreadSanitizer (see tests/tsan.supp for the one suppression and why).
 tsan: deps
 	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DSQ_SANITIZE=tsan >/dev/null
 	@cmake --build build-tsan -j $(JOBS)
-	@cd build-tsan && TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=1" ctest --output-on-failure -j 1
+	@cd build-tsan && SQ_TEST_HEARTBEAT_MS=3000 TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=1" ctest --output-on-failure -j 1
 
 format:
 	@clang-format -i include/*.h src/*.[ch] src/*/*.[ch] src/transport/*/*.[ch] tests/*/*.c bench/*.c

@@ -9,7 +9,7 @@
 # Prints how long each view change took, from the kill to the new view at the last survivor.
 SQUALLD=$1
 . "$(dirname "$0")/lib.sh"
-HB_MS=300
+HB_MS=${SQ_TEST_HEARTBEAT_MS:-500} # sanitizer builds run slower: make tsan raises it
 
 now_ms() { date +%s%3N; }
 
@@ -20,6 +20,14 @@ start_all() {
   for ((i = 0; i < n; i++)); do
     start_member "$i" --send 20000 --size 256 --rate 10000 --finish --timeout 120
   done
+  # Faults are injected into a running group: wait until every member is in view 0.
+  for ((t = 0; t < 600; t++)); do
+    local up=0
+    for ((i = 0; i < n; i++)); do grep -q '^view=0 ' "$WORK/m$i.out" 2>/dev/null && up=$((up + 1)); done
+    [ "$up" = "$n" ] && return 0
+    sleep 0.05
+  done
+  fail "the group of $n did not form"
 }
 
 # view_time KILL_MS VIEW SURVIVORS...: longest time from the kill to VIEW at the survivors.
