@@ -27,7 +27,8 @@ extern "C" {
     X(ESTATE, -13, "call not allowed in this state")                                               \
     X(EPARTITIONED, -14, "this member is on the minority side of a partition")                      \
     X(EREMOVED, -15, "this member was removed from the group")                                      \
-    X(EVIEWCHANGE, -16, "the view changed: reserve again")
+    X(EVIEWCHANGE, -16, "the view changed: reserve again")                                         \
+    X(ELEFT, -17, "this member left the group")
 
 enum {
 #define SQ__ERR_ENUM(name, value, text) SQ_##name = (value),
@@ -140,7 +141,13 @@ int sq_member_drain(sq_member *m, int timeout_ms);
  * `timeout_ms` passes (SQ_ETIMEDOUT): a clean point at which to stop a finite run. */
 int sq_member_quiesce(sq_member *m, int timeout_ms);
 
-/* Stops the event loop, closes every connection and frees the member. Safe on NULL. */
+/* Leaves the group cleanly: the others install a view without this member (as after a failure,
+ * but at once, with no timeout). Returns once they have, or after `timeout_ms` (SQ_ETIMEDOUT);
+ * the member no longer delivers or sends. Then call sq_member_close. */
+int sq_member_leave(sq_member *m, int timeout_ms);
+
+/* Stops the event loop, closes every connection and frees the member. Safe on NULL. Without a
+ * leave first, the others see this member fail. */
 void sq_member_close(sq_member *m);
 
 #ifdef __cplusplus

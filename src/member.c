@@ -147,6 +147,8 @@ static void fail_locked(sq_member *m, int rc)
             set_error(m, "member %u stopped in view %u: it suspects %d of the %u members, so it "
                          "is on the minority side and may not go on alone", m->cfg.self_id,
                       m->smc.view_id, __builtin_popcountll(m->smc.suspected), m->smc.L.nmembers);
+        } else if (rc == SQ_ELEFT) {
+            set_error(m, "member %u left the group in view %u", m->cfg.self_id, m->smc.view_id);
         } else if (rc == SQ_EREMOVED) {
             set_error(m, "member %u stopped in view %u: the other members removed it from the "
                          "group (it may rejoin as a new member)", m->cfg.self_id, m->smc.view_id);
@@ -154,7 +156,7 @@ static void fail_locked(sq_member *m, int rc)
             set_error(m, "member %u stopped: %s (%s)", m->cfg.self_id, sq_strerror(rc),
                       m->smc.errmsg[0] ? m->smc.errmsg : "no detail");
         }
-        sq__log(SQ_LOG_ERROR, "%s", m->errmsg);
+        sq__log(rc == SQ_ELEFT ? SQ_LOG_INFO : SQ_LOG_ERROR, "%s", m->errmsg);
     }
     pthread_cond_broadcast(&m->cv);
 }
@@ -257,6 +259,9 @@ static void *loop_main(void *arg)
             break;
         }
         if (m->smc.phase == SQ_SMC_STOPPED) {
+            if (m->smc.stop_reason == SQ_ELEFT) {
+                (void)m->t->vt->flush(m->t); /* the others must see me ask to leave */
+            }
             fail_locked(m, m->smc.stop_reason);
             break;
         }
@@ -530,6 +535,49 @@ uint32_t sq_member_count(const sq_member *m)
 const char *sq_member_errmsg(const sq_member *m)
 {
     return m == NULL ? "" : m->errmsg;
+}
+
+int sq_member_leave(sq_member *m, int timeout_ms)
+{
+    if (m == NULL) {
+        return SQ_EINVAL;
+    }
+    if (in_loop_thread(m)) {
+        return SQ_ESTATE;
+    }
+    uint64_t deadline = now_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
+    pthread_mutex_lock(&m->mu);
+    if (m->state != ST_RUNNING) {
+        pthread_mutex_unlock(&m->mu);
+        return m->state == ST_OPEN ? SQ_ESTATE : SQ_ECLOSED;
+    }
+    sq__smc_leave(&m->smc);
+    uint64_t others = 0;
+    for (uint32_t r = 0; r < m->smc.L.nmembers; r++) {
+        if (r != m->smc.my_rank) {
+            others |= 1ull << m->smc.member_peers[r];
+        }
+    }
+    m->t->vt->wake(m->t);
+    while (m->state == ST_RUNNING && (timeout_ms < 0 || now_ms() < deadline)) {
+        (void)wait_progress(m, 0);
+    }
+    bool left = m->state != ST_RUNNING;
+    pthread_mutex_unlock(&m->mu);
+    if (!left) {
+        return SQ_ETIMEDOUT;
+    }
+    pthread_join(m->loop, NULL);
+    m->loop_started = false;
+    /* The loop is gone, so this thread may drive the transport: keep serving the connections
+     * until every other member has installed the view without us and closed its link. */
+    while ((m->t->vt->failed_peers(m->t) & others) != others) {
+        if (timeout_ms >= 0 && now_ms() >= deadline) {
+            return SQ_ETIMEDOUT;
+        }
+        (void)m->t->vt->wait(m->t, 20);
+    }
+    return 0;
 }
 
 void sq_member_close(sq_member *m)

@@ -285,6 +285,12 @@ void sq__smc_suspect(struct sq__smc *s, uint32_t rank)
     s->header_dirty = true;
 }
 
+void sq__smc_leave(struct sq__smc *s)
+{
+    s->leaving = true;
+    sq__smc_suspect(s, s->my_rank);
+}
+
 void sq__smc_tick(struct sq__smc *s, uint64_t now_us)
 {
     s->now_us = now_us;

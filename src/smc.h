@@ -148,9 +148,10 @@ struct sq__smc {
     uint64_t suspected; /* mirrors my row */
     uint64_t promise;
     struct sq__vc_value prop, acc, decision;
-    int stop_reason;    /* SQ_EPARTITIONED or SQ_EREMOVED once phase is STOPPED */
+    int stop_reason;    /* SQ_EPARTITIONED, SQ_EREMOVED or SQ_ELEFT once phase is STOPPED */
     uint64_t dropped;   /* my real messages beyond the trim: never delivered */
     uint64_t vc_adopted; /* times this member, leading, carried an earlier leader's value */
+    bool leaving;
 };
 
 /* Reads a monotonic or tag column of a remote row; the acquire pairs with the writer's order. */
@@ -210,6 +211,10 @@ void sq__smc_tick(struct sq__smc *s, uint64_t now_us);
 
 /* Suspects member `rank` (a transport error, say). Suspicions are never retracted. */
 void sq__smc_suspect(struct sq__smc *s, uint32_t rank);
+
+/* Asks to leave: this member suspects itself, which every other member adopts, so the next
+ * view leaves it out; this member stops with SQ_ELEFT. */
+void sq__smc_leave(struct sq__smc *s);
 
 /* Once phase is SQ_SMC_READY: the next view's members (ids and transport peers by new rank)
  * and my rank in it. Returns the number of members. */

@@ -178,7 +178,8 @@ int sq__view_step(struct sq__smc *s)
         return events;
     }
     if ((s->suspected >> s->my_rank) & 1u) {
-        return stop(s, SQ_EREMOVED); /* the others will remove me: I cannot stay */
+        /* The others will remove me (or I asked them to): I cannot stay. */
+        return stop(s, s->leaving ? SQ_ELEFT : SQ_EREMOVED);
     }
     if (s->phase == SQ_SMC_RUNNING) {
         /* Wedge: from here my received counters and num_sent never move in this view. */

@@ -184,6 +184,7 @@ static void usage(FILE *out)
             "  --timeout S       give up after S seconds (default 600 with --expect or --finish)\n"
             "With --expect or --finish it prints one line: member=ID delivered=N hash=0x... ...\n"
             "It prints view=V members=... on every view installed.\n"
+            "SIGINT or SIGTERM makes the member leave the group cleanly.\n"
             "exit status: 0 done, 1 the member failed, 2 bad usage or configuration,\n"
             "             3 on the minority side of a partition, 4 removed from the group\n");
 }
@@ -207,6 +208,8 @@ static int exit_status_of(sq_member *m)
         return EXIT_PARTITIONED;
     case SQ_EREMOVED:
         return EXIT_REMOVED;
+    case SQ_ELEFT:
+        return EXIT_DONE;
     default:
         return EXIT_FAILED;
     }
@@ -407,6 +410,14 @@ int main(int argc, char **argv)
         /* Peers leaving from here on is the expected end of the run, not news. */
         sq_set_log(log_line, -1);
         usleep(LINGER_MS * 1000);
+    }
+    if (g_stop && sq_member_failure(m) == 0) {
+        /* SIGINT/SIGTERM: leave cleanly, so the others go on at once instead of waiting for a
+         * heartbeat timeout. */
+        rc = sq_member_leave(m, 5000);
+        if (rc != 0) {
+            fprintf(stderr, "squalld: member %u: clean leave: %s\n", g_id, sq_strerror(rc));
+        }
     }
     sq_member_close(m);
     free(run.latency_us);

@@ -5,7 +5,8 @@
 #   1. 5 members: kill -9 a follower, then kill -9 the leader;
 #   2. 3 members: kill -9 the leader;
 #   3. 3 members: SIGSTOP one (a silent hang: only heartbeats tell); after SIGCONT it must find
-#      itself outside the group and exit with status 3 (minority) or 4 (removed).
+#      itself outside the group and exit with status 3 (minority) or 4 (removed);
+#   4. 3 members: one leaves cleanly on SIGTERM; the others go on at once.
 # Prints how long each view change took, from the kill to the new view at the last survivor.
 SQUALLD=$1
 . "$(dirname "$0")/lib.sh"
@@ -94,4 +95,16 @@ wait "$PID_2"; st=$?
 [ "$st" = 3 ] || [ "$st" = 4 ] || fail "the hung member exited $st after it woke, wanted 3 or 4"
 grep -q "minority side\|removed it from the group" "$WORK/m2.err" || fail "the hung member did not say why it stopped"
 echo "  the hung member woke up and exited with status $st: $(grep -o 'stopped in view.*' "$WORK/m2.err" | head -1)"
-echo "kill_members: 3 passed, 0 failed"
+PIDS=()
+
+echo "case 4: 3 members, one leaves cleanly (SIGTERM)"
+BASE_PORT=$((BASE_PORT + 10))
+start_all 3
+sleep 0.7
+k1=$(now_ms); kill -TERM "$PID_1"
+same_result 0 2
+grep -q '^view=1 members=0,2 ' "$WORK/m0.out" || fail "view 1 is not {0,2}"
+wait "$PID_1" || fail "the member that left exited with status $?"
+grep -q "left the group" "$WORK/m1.err" || fail "the member that left did not say so"
+echo "  view change after a clean leave: $(view_time "$k1" 1 0 2) ms"
+echo "kill_members: 4 passed, 0 failed"

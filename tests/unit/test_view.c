@@ -236,8 +236,29 @@ static void test_leader_dies_mid_proposal(void)
     teardown();
 }
 
+static void test_clean_leave(void)
+{
+    setup(3);
+    send_some(0, 2);
+    settle();
+    sq__smc_leave(&g[2].smc);
+    send_some(1, 1);
+    settle();
+    CHECK_EQ_INT(g[2].smc.phase, SQ_SMC_STOPPED);
+    CHECK_EQ_INT(g[2].smc.stop_reason, SQ_ELEFT);
+    for (uint32_t i = 0; i < 2; i++) {
+        CHECK_EQ_INT(g[i].smc.view_id, 1);
+        CHECK_EQ_INT(g[i].smc.L.nmembers, 2);
+        CHECK_EQ_INT(g[i].smc.phase, SQ_SMC_RUNNING);
+    }
+    CHECK_EQ_INT(g[0].delivered[0], g[1].delivered[0]);
+    CHECK(g[0].delivered[0] >= 2);
+    teardown();
+}
+
 int main(void)
 {
+    test_clean_leave();
     test_follower_crash();
     test_minority_stops();
     test_leader_dies_mid_proposal();
