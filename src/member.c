@@ -205,9 +205,14 @@ static int install_next_view(sq_member *m)
     uint32_t n = sq__smc_next_view(&m->smc, ids, peers, &my_rank);
     uint32_t removed[SQ_MAX_MEMBERS], nremoved = 0;
     for (uint32_t r = 0; r < m->smc.L.nmembers; r++) {
-        if ((m->smc.decision.removed >> r) & 1u) {
+        uint32_t peer = m->smc.member_peers[r];
+        bool gone = (m->smc.decision.removed >> r) & 1u;
+        bool rejoins = (m->smc.decision.added >> peer) & 1u; /* a new incarnation, same link */
+        if (gone) {
             removed[nremoved++] = m->smc.member_ids[r];
-            m->t->vt->disconnect(m->t, m->smc.member_peers[r]);
+        }
+        if ((gone && !rejoins) || (m->smc.fence_cut >> r) & 1u) {
+            m->t->vt->disconnect(m->t, peer);
         }
     }
     uint64_t dropped = m->smc.dropped;

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 
 #include "common.h"
+#include "hash.h"
 #include "view.h"
 
 /* Columns are read while a peer's write may be landing (RDMA) or half-landed (tcp), so every read
@@ -27,19 +28,31 @@ static inline void store_u32(uint8_t *p, uint32_t v)
 
 #define row sq__smc_row
 
-static inline uint64_t view_tag(const struct sq__smc *s)
+/* Tags say "written in this view": the memory of a view is reused two views later, so a tag must
+ * not be a value that old contents (old rows, payload bytes) could hold by chance. They are
+ * hashes of the view, the rank and, for slots, the slot number. */
+static uint64_t mix(uint64_t a, uint64_t b, uint64_t c)
 {
-    return (uint64_t)s->view_id + 1;
+    uint64_t h = sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(SQ_FNV_INIT, a), b), c);
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return h | 1u; /* never 0: zeroed memory never matches */
 }
 
-static inline uint64_t slot_tag(const struct sq__smc *s, uint64_t slot_no)
+static inline uint64_t row_tag(const struct sq__smc *s, uint32_t rank)
 {
-    return (view_tag(s) << 40) | (slot_no + 1);
+    return mix(s->view_id, rank, UINT64_MAX);
+}
+
+static inline uint64_t slot_tag(const struct sq__smc *s, uint32_t rank, uint64_t slot_no)
+{
+    return mix(s->view_id, rank, slot_no);
 }
 
 bool sq__smc_row_valid(const struct sq__smc *s, uint32_t rank)
 {
-    return load_u64(row(s, rank) + s->L.header_bytes - 8) == view_tag(s);
+    return load_u64(row(s, rank) + s->L.header_bytes - 8) == row_tag(s, rank);
 }
 
 /* A column of row `rank`, 0 when the row is stale; my own row is always current. */
@@ -143,6 +156,21 @@ int sq__smc_init(struct sq__smc *s, const struct sq__smc_params *p, uint8_t *tab
         s->member_peers[i] = p->member_peers != NULL ? p->member_peers[i] : i;
         s->seen_hb_at_us[i] = p->now_us;
     }
+    if (p->peer_ids != NULL) {
+        if (p->npeers > SQ_SMC_MAX_MEMBERS) {
+            return SQ_EINVAL;
+        }
+        s->npeers = p->npeers;
+        memcpy(s->peer_ids, p->peer_ids, p->npeers * sizeof(uint32_t));
+    } else {
+        for (uint32_t i = 0; i < p->nmembers; i++) {
+            if (s->member_peers[i] >= SQ_SMC_MAX_MEMBERS) {
+                return SQ_EINVAL;
+            }
+            s->peer_ids[s->member_peers[i]] = s->member_ids[i];
+            s->npeers = SQ_MAX(s->npeers, s->member_peers[i] + 1);
+        }
+    }
     s->table = table;
     s->region_offset = p->region_offset;
     s->t = t;
@@ -157,7 +185,7 @@ int sq__smc_init(struct sq__smc *s, const struct sq__smc_params *p, uint8_t *tab
      * until their view tag says they belong to this view. */
     uint8_t *mine = row(s, s->my_rank);
     memset(mine, 0, s->L.header_bytes);
-    store_u64(mine + s->L.header_bytes - 8, view_tag(s));
+    store_u64(mine + s->L.header_bytes - 8, row_tag(s, s->my_rank));
     s->header_dirty = true;
     return 0;
 }
@@ -259,7 +287,7 @@ int sq__smc_commit(struct sq__smc *s)
     store_u64(end - TR_INDEX, index);
     store_u32(end - TR_SIZE, s->reserved_size);
     store_u32(end - TR_FLAGS, 0);
-    store_u64(end - TR_TAG, slot_tag(s, z));
+    store_u64(end - TR_TAG, slot_tag(s, s->my_rank, z));
     s->slot_global[z % s->L.window_size] = global;
     s->slots_used = z + 1;
     s->next_index = index + 1;
@@ -282,6 +310,17 @@ void sq__smc_suspect(struct sq__smc *s, uint32_t rank)
     }
     s->suspected |= 1ull << rank;
     store_u64(row(s, s->my_rank) + SQ_SMC_OFF_SUSPECTED, s->suspected);
+    s->header_dirty = true;
+}
+
+void sq__smc_request_join(struct sq__smc *s, uint32_t peer)
+{
+    SQ_ASSERT(peer < s->npeers);
+    if ((s->joins >> peer) & 1u || s->phase == SQ_SMC_READY || s->phase == SQ_SMC_STOPPED) {
+        return;
+    }
+    s->joins |= 1ull << peer;
+    store_u64(row(s, s->my_rank) + SQ_SMC_OFF_JOINS, s->joins);
     s->header_dirty = true;
 }
 
@@ -341,7 +380,7 @@ static int receive_from(struct sq__smc *s, uint32_t r)
     for (uint32_t k = 0; k < s->L.window_size; k++) {
         uint64_t z = s->recv_slots[r];
         const uint8_t *end = slot_end(s, r, z);
-        if (load_u64(end - TR_TAG) != slot_tag(s, z)) {
+        if (load_u64(end - TR_TAG) != slot_tag(s, r, z)) {
             break;
         }
         uint64_t index = load_u64(end - TR_INDEX);
@@ -471,6 +510,34 @@ static int push_slots(struct sq__smc *s)
     return 0;
 }
 
+/* The next view reuses the memory of the view before this one, so a write of that older view
+ * still in flight from a member would land in the new table. A member's writes arrive in order:
+ * once its row of this view is here, its older writes are too. So the next view waits for the row
+ * of every member it keeps; one that stays silent past the heartbeat timeout gets its link
+ * closed instead (nothing it sent lands after that), and the next view will remove it. */
+static bool fenced(struct sq__smc *s)
+{
+    uint64_t missing = 0;
+    for (uint32_t r = 0; r < s->L.nmembers; r++) {
+        if (r != s->my_rank && !((s->decision.removed >> r) & 1u) && !sq__smc_row_valid(s, r)) {
+            missing |= 1ull << r;
+        }
+    }
+    missing &= ~s->fence_cut;
+    if (missing == 0) {
+        return true;
+    }
+    if (s->fence_since_us == 0) {
+        s->fence_since_us = s->now_us + 1;
+        return false;
+    }
+    if (s->hb_timeout_us > 0 && s->now_us + 1 - s->fence_since_us > s->hb_timeout_us) {
+        s->fence_cut |= missing;
+        return true;
+    }
+    return false;
+}
+
 /* After the view change is decided: deliver exactly up to the trim, then the next view may be
  * installed. Everything below the trim arrived here (the trim is a minimum over the survivors'
  * frozen counters, mine included), so no stability check is needed. */
@@ -485,7 +552,7 @@ static int deliver_trim(struct sq__smc *s)
                           (unsigned long long)sq__smc_prefix(s, s->my_rank));
     }
     int done = deliver_upto(s, trim);
-    if (s->next_deliver == trim) {
+    if (s->next_deliver == trim && fenced(s)) {
         s->dropped = s->slots_used - s->deliver_slots[s->my_rank];
         s->phase = SQ_SMC_READY;
         done++;
@@ -562,6 +629,13 @@ uint32_t sq__smc_next_view(const struct sq__smc *s, uint32_t *ids, uint32_t *pee
         ids[n] = s->member_ids[r];
         peers[n] = s->member_peers[r];
         n++;
+    }
+    for (uint32_t p = 0; p < s->npeers; p++) {
+        if ((s->decision.added >> p) & 1u) {
+            ids[n] = s->peer_ids[p];
+            peers[n] = p;
+            n++;
+        }
     }
     return n;
 }

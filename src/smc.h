@@ -9,19 +9,20 @@
  *     u64 num_sent      indexes this member has assigned (real and null messages), all pushed
  *     u64 delivered     global indexes delivered here: the next one to deliver
  *     u64 suspected     bit r: this member suspects rank r (only ever grows)
+ *     u64 joins         bit p: transport peer p asked to join (only ever grows)
  *     u64 prepare       ballot this member leads with, when it is the leader
- *     u64 prop[4]       the leader's proposal: ballot, removed mask, trim, check
- *     u64 acc[4]        the proposal this member accepted: ballot, removed mask, trim, check
+ *     u64 prop[5]       the leader's proposal: ballot, removed ranks, added peers, trim, check
+ *     u64 acc[5]        the proposal this member accepted, same fields
  *     u64 received[n]   per sender rank: how many of that sender's messages arrived here
  *     u64 wedged        1 once this member froze its counters for a view change
  *     u64 promise       view-change ballot this member follows (see view.c)
  *     u64 learned       1 once this member knows the decision (then acc holds it)
- *     u64 view_tag      view id + 1, the header's last field: a row whose tag is not this view's
- *                       is stale (the table's memory is reused every other view) and reads as 0
+ *     u64 row_tag       hash(view id, rank), the header's last field: a row whose tag is not this
+ *                       view's is stale (the memory is reused every other view) and reads as 0
  *   then window_size slots of slot_size bytes each:
  *     [payload area, align8(max_payload) bytes; a payload of size s is right-aligned, i.e. it
  *      starts align8(s) bytes before the trailer] [trailer: u64 index, u32 size, u32 flags,
- *      u64 tag = (view id + 1) << 40 | (slot number + 1)]
+ *      u64 tag = hash(view id, sender rank, slot number)]
  * A sender puts its z-th real message in slot z % window_size and writes the tag last, so a
  * reader that sees the tag knows the whole slot arrived (writes land in address order).
  *
@@ -49,19 +50,22 @@
 #define SQ_SMC_OFF_NUM_SENT 8u
 #define SQ_SMC_OFF_DELIVERED 16u
 #define SQ_SMC_OFF_SUSPECTED 24u
-#define SQ_SMC_OFF_PREPARE 32u
-#define SQ_SMC_OFF_PROP 40u
-#define SQ_SMC_OFF_ACC 72u
-#define SQ_SMC_OFF_RECEIVED 104u
+#define SQ_SMC_OFF_JOINS 32u
+#define SQ_SMC_OFF_PREPARE 40u
+#define SQ_SMC_OFF_PROP 48u
+#define SQ_SMC_OFF_ACC 88u
+#define SQ_SMC_OFF_RECEIVED 128u
 /* After received[n]: wedged, promise, learned, view_tag (see sq__smc_layout). A reader that sees one of
  * them written sees every earlier field of the same header write: wedged vouches for the frozen
  * counters, promise for the accepted value, the view tag for everything. */
 
-/* A view-change proposal: which ranks leave, and the global index up to which (exclusive) every
- * survivor delivers in the old view. `check` guards against reading a half-landed copy. */
+/* A view-change proposal: which ranks leave, which transport peers join, and the global index up
+ * to which (exclusive) every survivor delivers in the old view. `check` guards against reading a
+ * half-landed copy. */
 struct sq__vc_value {
     uint64_t ballot;
     uint64_t removed;
+    uint64_t added;
     uint64_t trim;
     uint64_t check;
 };
@@ -83,6 +87,8 @@ struct sq__smc_params {
     const uint32_t *member_ids;   /* nmembers ids by rank; copied */
     const uint32_t *member_peers; /* nmembers transport peer indexes by rank (NULL: the rank) */
     size_t region_offset;         /* where this view's table starts in the transport's memory */
+    uint32_t npeers;              /* every configured member, by transport peer index... */
+    const uint32_t *peer_ids;     /* ...and its id (NULL: the members of this view only) */
     uint64_t now_us;              /* the caller's clock at the start of the view */
     uint64_t heartbeat_timeout_us; /* suspect a member whose heartbeat stalls this long (0: never) */
 };
@@ -106,6 +112,8 @@ struct sq__smc {
     uint32_t view_id;
     uint32_t member_ids[SQ_SMC_MAX_MEMBERS];
     uint32_t member_peers[SQ_SMC_MAX_MEMBERS];
+    uint32_t npeers;
+    uint32_t peer_ids[SQ_SMC_MAX_MEMBERS];
     size_t region_offset;
     uint8_t *table; /* this view's table: the transport's memory + region_offset */
     struct sq_transport *t;
@@ -146,12 +154,15 @@ struct sq__smc {
     /* view change (view.c) */
     enum sq__smc_phase phase;
     uint64_t suspected; /* mirrors my row */
+    uint64_t joins;     /* mirrors my row */
     uint64_t promise;
     struct sq__vc_value prop, acc, decision;
     int stop_reason;    /* SQ_EPARTITIONED, SQ_EREMOVED or SQ_ELEFT once phase is STOPPED */
     uint64_t dropped;   /* my real messages beyond the trim: never delivered */
     uint64_t vc_adopted; /* times this member, leading, carried an earlier leader's value */
     bool leaving;
+    uint64_t fence_since_us; /* when this member began waiting for the rows of the next view */
+    uint64_t fence_cut;      /* ranks whose links the caller must close at installation */
 };
 
 /* Reads a monotonic or tag column of a remote row; the acquire pairs with the writer's order. */
@@ -212,12 +223,19 @@ void sq__smc_tick(struct sq__smc *s, uint64_t now_us);
 /* Suspects member `rank` (a transport error, say). Suspicions are never retracted. */
 void sq__smc_suspect(struct sq__smc *s, uint32_t rank);
 
+/* Asks the group to add transport peer `peer` (a member that connected to join) in the next
+ * view; if an older incarnation of it is still a member, that one is removed in the same change. */
+void sq__smc_request_join(struct sq__smc *s, uint32_t peer);
+
 /* Asks to leave: this member suspects itself, which every other member adopts, so the next
  * view leaves it out; this member stops with SQ_ELEFT. */
 void sq__smc_leave(struct sq__smc *s);
 
-/* Once phase is SQ_SMC_READY: the next view's members (ids and transport peers by new rank)
- * and my rank in it. Returns the number of members. */
+/* Once phase is SQ_SMC_READY, the caller closes the links to the removed ranks and to the ranks
+ * in `fence_cut` (kept, but silent: the next view removes them), then installs the next view.
+ * The next view's members (ids and transport peers by new rank:
+ * the survivors in their old order, then the joiners by peer index) and my rank in it. Returns
+ * the number of members. */
 uint32_t sq__smc_next_view(const struct sq__smc *s, uint32_t *ids, uint32_t *peers,
                            uint32_t *my_rank);
 

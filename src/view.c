@@ -9,6 +9,7 @@ uint64_t sq__vc_check(const struct sq__vc_value *v)
     uint64_t h = SQ_FNV_INIT;
     h = sq__fnv1a_u64(h, v->ballot);
     h = sq__fnv1a_u64(h, v->removed);
+    h = sq__fnv1a_u64(h, v->added);
     h = sq__fnv1a_u64(h, v->trim);
     return h | 1u; /* never 0, so a zeroed row never checks */
 }
@@ -22,8 +23,9 @@ static bool read_value(const struct sq__smc *s, uint32_t rank, size_t off, struc
     const uint8_t *p = sq__smc_row(s, rank) + off;
     v->ballot = sq__load_u64(p);
     v->removed = sq__load_u64(p + 8);
-    v->trim = sq__load_u64(p + 16);
-    v->check = sq__load_u64(p + 24);
+    v->added = sq__load_u64(p + 16);
+    v->trim = sq__load_u64(p + 24);
+    v->check = sq__load_u64(p + 32);
     return v->ballot != 0 && v->check == sq__vc_check(v);
 }
 
@@ -32,8 +34,9 @@ static void write_value(struct sq__smc *s, size_t off, const struct sq__vc_value
     uint8_t *p = sq__smc_row(s, s->my_rank) + off;
     sq__store_u64(p, v->ballot);
     sq__store_u64(p + 8, v->removed);
-    sq__store_u64(p + 16, v->trim);
-    sq__store_u64(p + 24, v->check);
+    sq__store_u64(p + 16, v->added);
+    sq__store_u64(p + 24, v->trim);
+    sq__store_u64(p + 32, v->check);
     s->header_dirty = true;
 }
 
@@ -47,7 +50,8 @@ static uint64_t col(const struct sq__smc *s, uint32_t rank, size_t off)
 
 static bool same(const struct sq__vc_value *a, const struct sq__vc_value *b)
 {
-    return a->ballot == b->ballot && a->removed == b->removed && a->trim == b->trim;
+    return a->ballot == b->ballot && a->removed == b->removed && a->added == b->added &&
+           a->trim == b->trim;
 }
 
 static int stop(struct sq__smc *s, int reason)
@@ -57,17 +61,24 @@ static int stop(struct sq__smc *s, int reason)
     return 1;
 }
 
-/* Suspicions spread: whatever an unsuspected member suspects, I suspect too. */
+/* Suspicions and join requests spread: whatever an unsuspected member has, I adopt. */
 static int merge_suspicions(struct sq__smc *s)
 {
     uint64_t before = s->suspected;
+    uint64_t joins_before = s->joins;
     for (uint32_t k = 0; k < s->L.nmembers; k++) {
         if (k == s->my_rank || (s->suspected >> k) & 1u) {
             continue;
         }
         uint64_t theirs = col(s, k, SQ_SMC_OFF_SUSPECTED);
-        if (theirs >> s->L.nmembers != 0) {
-            continue; /* not a mask over this view: ignore the garbage */
+        uint64_t joins = col(s, k, SQ_SMC_OFF_JOINS);
+        if (theirs >> s->L.nmembers != 0 || (s->npeers < 64 && joins >> s->npeers != 0)) {
+            continue; /* not masks over this view: ignore the garbage */
+        }
+        for (uint32_t p = 0; p < s->npeers; p++) {
+            if ((joins >> p) & 1u) {
+                sq__smc_request_join(s, p);
+            }
         }
         for (uint32_t r = 0; r < s->L.nmembers; r++) {
             if ((theirs >> r) & 1u) {
@@ -75,7 +86,7 @@ static int merge_suspicions(struct sq__smc *s)
             }
         }
     }
-    return s->suspected != before;
+    return s->suspected != before || s->joins != joins_before;
 }
 
 /* The leader's side: once every unsuspected member is wedged and follows my ballot, fix the
@@ -105,9 +116,19 @@ static int lead(struct sq__smc *s, uint64_t ballot)
         }
         trim = SQ_MIN(trim, sq__smc_prefix(s, k));
     }
-    struct sq__vc_value v = {.ballot = ballot, .removed = s->suspected, .trim = trim};
+    struct sq__vc_value v = {.ballot = ballot, .removed = s->suspected, .added = s->joins,
+                             .trim = trim};
+    for (uint32_t r = 0; r < s->L.nmembers; r++) {
+        if ((s->joins >> s->member_peers[r]) & 1u) {
+            v.removed |= 1ull << r; /* a rejoining member replaces its old incarnation */
+        }
+    }
+    if (v.removed >> s->my_rank & 1u) {
+        return 0; /* cannot happen while I lead: I would have stopped */
+    }
     if (best.ballot != 0) {
         v.removed = best.removed; /* Paxos: a value that may be chosen is carried forward */
+        v.added = best.added;
         v.trim = best.trim;
         s->vc_adopted++;
     }
@@ -174,7 +195,7 @@ int sq__view_step(struct sq__smc *s)
     }
     const uint32_t n = s->L.nmembers;
     int events = merge_suspicions(s);
-    if (s->suspected == 0) {
+    if (s->suspected == 0 && s->joins == 0) {
         return events;
     }
     if ((s->suspected >> s->my_rank) & 1u) {

@@ -67,6 +67,11 @@ static void teardown(void)
 
 static void install(struct member *m)
 {
+    for (uint32_t r = 0; r < m->smc.L.nmembers; r++) {
+        if (((m->smc.decision.removed | m->smc.fence_cut) >> r) & 1u) {
+            m->smc.t->vt->disconnect(m->smc.t, m->smc.member_peers[r]);
+        }
+    }
     uint32_t ids[N], peers[N], rank = 0;
     uint32_t k = sq__smc_next_view(&m->smc, ids, peers, &rank);
     struct sq__smc_params sp = {.nmembers = k, .my_rank = rank, .window_size = 4,
