@@ -30,24 +30,35 @@ static inline void store_u32(uint8_t *p, uint32_t v)
 
 /* Tags say "written in this view": the memory of a view is reused two views later, so a tag must
  * not be a value that old contents (old rows, payload bytes) could hold by chance. They are
- * hashes of the view, the rank and, for slots, the slot number. */
-static uint64_t mix(uint64_t a, uint64_t b, uint64_t c)
+ * 64-bit hashes of the view, the rank and, for slots, the slot number; the per-rank part is
+ * computed once per view (tags are checked on every poll). */
+static uint64_t fmix64(uint64_t h)
 {
-    uint64_t h = sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(SQ_FNV_INIT, a), b), c);
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdull;
     h ^= h >> 33;
-    return h | 1u; /* never 0: zeroed memory never matches */
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+static void make_tags(struct sq__smc *s)
+{
+    for (uint32_t r = 0; r < s->L.nmembers; r++) {
+        uint64_t base = sq__fnv1a_u64(sq__fnv1a_u64(SQ_FNV_INIT, s->view_id), r);
+        s->row_tags[r] = fmix64(base) | 1u; /* never 0: zeroed memory never matches */
+        s->slot_tag_base[r] = fmix64(base ^ 0x5107u);
+    }
 }
 
 static inline uint64_t row_tag(const struct sq__smc *s, uint32_t rank)
 {
-    return mix(s->view_id, rank, UINT64_MAX);
+    return s->row_tags[rank];
 }
 
 static inline uint64_t slot_tag(const struct sq__smc *s, uint32_t rank, uint64_t slot_no)
 {
-    return mix(s->view_id, rank, slot_no);
+    return fmix64(s->slot_tag_base[rank] + slot_no * 0x9e3779b97f4a7c15ull) | 1u;
 }
 
 bool sq__smc_row_valid(const struct sq__smc *s, uint32_t rank)
@@ -67,10 +78,13 @@ static uint64_t col(const struct sq__smc *s, uint32_t rank, size_t off)
 uint64_t sq__smc_prefix(const struct sq__smc *s, uint32_t rank)
 {
     const uint64_t n = s->L.nmembers;
+    if (rank != s->my_rank && !sq__smc_row_valid(s, rank)) {
+        return 0;
+    }
+    const uint8_t *rr = row(s, rank) + SQ_SMC_OFF_RECEIVED;
     uint64_t p = UINT64_MAX;
     for (uint32_t r = 0; r < n; r++) {
-        uint64_t got = rank == s->my_rank ? s->received[r]
-                                           : col(s, rank, SQ_SMC_OFF_RECEIVED + 8u * r);
+        uint64_t got = rank == s->my_rank ? s->received[r] : load_u64(rr + 8u * r);
         p = SQ_MIN(p, got * n + r);
     }
     return p;
@@ -181,6 +195,7 @@ int sq__smc_init(struct sq__smc *s, const struct sq__smc_params *p, uint8_t *tab
     s->hb_period_us = SQ_MAX(p->heartbeat_timeout_us / 5, 1000u);
     s->now_us = s->last_hb_us = p->now_us;
     s->phase = SQ_SMC_RUNNING;
+    make_tags(s);
     /* The memory may hold an older view's rows: mine starts from zero, the others are ignored
      * until their view tag says they belong to this view. */
     uint8_t *mine = row(s, s->my_rank);

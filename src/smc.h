@@ -114,6 +114,8 @@ struct sq__smc {
     uint32_t member_peers[SQ_SMC_MAX_MEMBERS];
     uint32_t npeers;
     uint32_t peer_ids[SQ_SMC_MAX_MEMBERS];
+    uint64_t row_tags[SQ_SMC_MAX_MEMBERS];      /* see smc.c: tags of this view */
+    uint64_t slot_tag_base[SQ_SMC_MAX_MEMBERS];
     size_t region_offset;
     uint8_t *table; /* this view's table: the transport's memory + region_offset */
     struct sq_transport *t;
