@@ -96,6 +96,18 @@ int sq_member_on_deliver(sq_member *m, sq_deliver_fn fn, void *arg);
 /* Registers the view-change callback. Must be called before sq_member_start. */
 int sq_member_on_view(sq_member *m, sq_view_fn fn, void *arg);
 
+/* State transfer to a member that joins: `save` runs at a donor right after the old view's last
+ * delivery and returns the application state in a buffer from malloc (the library frees it);
+ * `load` runs at the joiner before it delivers anything. Must be registered before start/join. */
+typedef int (*sq_state_save_fn)(void *arg, void **buf, size_t *size);
+typedef void (*sq_state_load_fn)(void *arg, const void *buf, size_t size);
+int sq_member_on_state(sq_member *m, sq_state_save_fn save, sq_state_load_fn load, void *arg);
+
+/* Joins a running group instead of forming the first view: connects to the configured members,
+ * asks to be added, waits for the view that adds it and for the state, then starts. A member that
+ * was killed rejoins this way (as a new incarnation). SQ_ETIMEDOUT after `timeout_ms`. */
+int sq_member_join(sq_member *m, int timeout_ms);
+
 /* Connects to every member of the configured first view and starts the event-loop thread.
  * Returns once the group is formed (every connection up), or SQ_ETIMEDOUT after
  * `timeout_ms` (a negative value waits forever). */

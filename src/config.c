@@ -21,6 +21,7 @@
 #define DEFAULT_CONNECT_TIMEOUT_MS 30000
 #define DEFAULT_SPIN_US 20
 #define DEFAULT_HEARTBEAT_TIMEOUT_MS 1000
+#define DEFAULT_MAX_STATE_BYTES (1u << 20)
 
 struct parse_state {
     struct sq_config *c;
@@ -176,6 +177,12 @@ static void group_key(struct parse_state *ps, const char *key, const char *value
                      "milliseconds in 10..600000", value);
         }
         c->heartbeat_timeout_ms = (int)v;
+    } else if (strcmp(key, "max_state_bytes") == 0) {
+        if (!parse_u64(value, 0, 1ull << 30, &v)) {
+            fail(ps, "key 'max_state_bytes' in [group]: '%s' is not a size in bytes in "
+                     "0..1073741824", value);
+        }
+        c->max_state_bytes = v;
     } else if (strcmp(key, "spin_us") == 0) {
         if (!parse_u64(value, 0, 1000000, &v)) {
             fail(ps, "key 'spin_us' in [group]: '%s' is not a number of microseconds in "
@@ -184,7 +191,7 @@ static void group_key(struct parse_state *ps, const char *key, const char *value
         c->spin_us = (int)v;
     } else {
         fail(ps, "unknown key '%s' in [group] (known: provider, domain, log_level, "
-                 "connect_timeout_ms, heartbeat_timeout_ms, spin_us)", key);
+                 "connect_timeout_ms, heartbeat_timeout_ms, max_state_bytes, spin_us)", key);
     }
 }
 
@@ -345,6 +352,7 @@ static void set_defaults(struct sq_config *c)
     c->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
     c->spin_us = DEFAULT_SPIN_US;
     c->heartbeat_timeout_ms = DEFAULT_HEARTBEAT_TIMEOUT_MS;
+    c->max_state_bytes = DEFAULT_MAX_STATE_BYTES;
     snprintf(c->subgroup, sizeof(c->subgroup), "default");
     c->window_size = DEFAULT_WINDOW;
     c->max_payload = DEFAULT_MAX_PAYLOAD;
@@ -459,5 +467,6 @@ uint64_t sq__config_group_digest(const struct sq_config *c)
     h = sq__fnv1a(h, c->subgroup, strlen(c->subgroup));
     h = sq__fnv1a_u64(h, c->window_size);
     h = sq__fnv1a_u64(h, c->max_payload);
+    h = sq__fnv1a_u64(h, c->max_state_bytes);
     return h;
 }

@@ -31,6 +31,7 @@ struct sq_config {
     int log_level;
     int connect_timeout_ms;
     int heartbeat_timeout_ms;
+    uint64_t max_state_bytes;
     int spin_us;
     /* [member.N], sorted by id once loaded */
     uint32_t nmembers;

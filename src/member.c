@@ -1,13 +1,16 @@
 /* member.c: a group member at run time: the event-loop thread that drives the protocol core over
  * the fabric transport, and the public sq_member_* API around it. */
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <time.h>
 
 #include "common.h"
 #include "config.h"
+#include "hash.h"
 #include "log.h"
 #include "smc.h"
 #include "transport/fabric/fabric.h"
@@ -16,6 +19,29 @@
 #define SQ_IDLE_WAKE_MS 100
 
 enum member_state { ST_OPEN, ST_RUNNING, ST_FAILED, ST_CLOSING };
+
+/* The welcome a donor writes into a joiner's memory (after the state): the view that adds it.
+ * Little-endian; `check` (written last) vouches for the rest. */
+#define WELCOME_MAGIC 0x4d4f434c45575153ull /* "SQWELCOM" */
+#define WELCOME_BYTES 512u
+struct welcome {
+    uint64_t magic;
+    uint64_t view_id;
+    uint64_t nmembers;
+    uint64_t my_rank;
+    uint64_t state_size;
+    uint64_t status; /* 0, or 1: the state did not fit max_state_bytes */
+    uint32_t ids[SQ_MAX_MEMBERS];
+    uint32_t peers[SQ_MAX_MEMBERS];
+    uint64_t check;
+};
+static_assert(sizeof(struct welcome) <= SQ_TRANSPORT_MAX_COPY, "one write_copy");
+static_assert(sizeof(struct welcome) <= WELCOME_BYTES, "fits its block");
+
+static uint64_t welcome_check(const struct welcome *w)
+{
+    return sq__fnv1a(SQ_FNV_INIT, w, offsetof(struct welcome, check)) | 1u;
+}
 
 struct sq_member {
     struct sq_config cfg;
@@ -30,7 +56,13 @@ struct sq_member {
     sq_view_fn on_view;
     void *on_view_arg;
     size_t region_bytes; /* one view's table; the memory holds two, used by alternate views */
+    size_t welcome_off;  /* then a welcome block for when this member joins... */
+    size_t state_off;    /* ...and room for the state a joiner receives (max_state_bytes) */
+    sq_state_save_fn save;
+    sq_state_load_fn load;
+    void *state_arg;
     int failure;         /* why the member stopped, 0 while running */
+    uint32_t peer_ids[SQ_MAX_MEMBERS]; /* configured ids by transport peer index */
 
     pthread_mutex_t mu; /* guards smc, state and errmsg */
     pthread_cond_t cv;  /* signalled on delivery progress, failure and close */
@@ -87,6 +119,9 @@ int sq_member_open(sq_member **out, const char *config_path, char *err, size_t e
     }
     m->rank = (uint32_t)sq__config_rank_of(&m->cfg, m->cfg.self_id);
     sq__log_set_level(m->cfg.log_level);
+    for (uint32_t i = 0; i < m->cfg.nmembers; i++) {
+        m->peer_ids[i] = m->cfg.members[i].id;
+    }
     struct sq__smc_layout L;
     rc = sq__smc_layout(&L, m->cfg.nmembers, m->cfg.window_size, m->cfg.max_payload);
     if (rc != 0) {
@@ -99,7 +134,9 @@ int sq_member_open(sq_member **out, const char *config_path, char *err, size_t e
     /* Two regions: view v uses region v % 2, so writes of the view being left never land in
      * the table of the view being installed (views only shrink so far: the first is largest). */
     m->region_bytes = L.table_bytes;
-    m->table_bytes = 2 * L.table_bytes;
+    m->welcome_off = 2 * L.table_bytes;
+    m->state_off = m->welcome_off + WELCOME_BYTES;
+    m->table_bytes = m->state_off + SQ_ALIGN8(m->cfg.max_state_bytes);
     /* Page-aligned and zeroed: registered with the fabric as one region. */
     if (posix_memalign((void **)&m->table, 4096, m->table_bytes) != 0) {
         free(m);
@@ -120,6 +157,17 @@ int sq_member_on_view(sq_member *m, sq_view_fn fn, void *arg)
     }
     m->on_view = fn;
     m->on_view_arg = arg;
+    return 0;
+}
+
+int sq_member_on_state(sq_member *m, sq_state_save_fn save, sq_state_load_fn load, void *arg)
+{
+    if (m == NULL || m->state != ST_OPEN) {
+        return SQ_ESTATE;
+    }
+    m->save = save;
+    m->load = load;
+    m->state_arg = arg;
     return 0;
 }
 
@@ -193,8 +241,64 @@ static struct sq__smc_params view_params(sq_member *m, uint32_t view_id, uint32_
                                .member_ids = ids, .member_peers = peers,
                                .region_offset = (view_id % 2) * m->region_bytes,
                                .now_us = now_us(),
-                               .heartbeat_timeout_us = (uint64_t)m->cfg.heartbeat_timeout_ms * 1000u};
+                               .heartbeat_timeout_us = (uint64_t)m->cfg.heartbeat_timeout_ms * 1000u,
+                               .npeers = m->cfg.nmembers, .peer_ids = m->peer_ids};
     return p;
+}
+
+static void tell_transport_view(sq_member *m)
+{
+    uint64_t peers = 0;
+    for (uint32_t r = 0; r < m->smc.L.nmembers; r++) {
+        peers |= 1ull << m->smc.member_peers[r];
+    }
+    m->t->vt->set_view(m->t, m->smc.view_id, peers);
+}
+
+/* The donor (first survivor of the new view) ships its state, as of the old view's last
+ * delivery, to each joiner, then the welcome that tells it the view. */
+static void welcome_joiners(sq_member *m, uint32_t view_id, uint32_t n, const uint32_t *ids,
+                            const uint32_t *peers, uint64_t added)
+{
+    void *st = NULL;
+    size_t size = 0;
+    if (m->save != NULL && m->save(m->state_arg, &st, &size) != 0) {
+        sq__log(SQ_LOG_ERROR, "the state callback failed: joiners get no state");
+        size = 0;
+    }
+    struct welcome w;
+    memset(&w, 0, sizeof(w));
+    w.magic = WELCOME_MAGIC;
+    w.view_id = view_id;
+    w.nmembers = n;
+    w.state_size = size;
+    w.status = size > m->cfg.max_state_bytes ? 1 : 0;
+    memcpy(w.ids, ids, n * sizeof(uint32_t));
+    memcpy(w.peers, peers, n * sizeof(uint32_t));
+    if (w.status == 0 && size > 0) {
+        memcpy(m->table + m->state_off, st, size);
+    } else if (w.status != 0) {
+        sq__log(SQ_LOG_ERROR, "the state (%zu bytes) exceeds max_state_bytes (%llu): the joiner "
+                              "cannot start", size, (unsigned long long)m->cfg.max_state_bytes);
+    }
+    free(st);
+    for (uint32_t r = 0; r < n; r++) {
+        if (!((added >> peers[r]) & 1u)) {
+            continue;
+        }
+        w.my_rank = r;
+        w.check = welcome_check(&w);
+        memcpy(m->table + m->welcome_off, &w, sizeof(w));
+        int rc = 0;
+        if (w.status == 0 && size > 0) {
+            rc = m->t->vt->write(m->t, peers[r], m->state_off, size);
+        }
+        if (rc == 0) {
+            rc = m->t->vt->write_copy(m->t, peers[r], m->welcome_off, sizeof(w));
+        }
+        sq__log(rc == 0 ? SQ_LOG_INFO : SQ_LOG_WARN, "welcomed member %u into view %u with %zu "
+                "bytes of state%s", ids[r], view_id, size, rc == 0 ? "" : ": its link failed");
+    }
 }
 
 /* The old view delivered up to its trim: close the links of the members that left and start
@@ -216,6 +320,9 @@ static int install_next_view(sq_member *m)
         }
     }
     uint64_t dropped = m->smc.dropped;
+    if (m->smc.decision.added != 0 && my_rank == 0) {
+        welcome_joiners(m, m->smc.view_id + 1, n, ids, peers, m->smc.decision.added);
+    }
     struct sq__smc_params p = view_params(m, m->smc.view_id + 1, n, my_rank, ids, peers);
     struct sq__smc next;
     uint8_t *region = m->table + p.region_offset;
@@ -226,6 +333,7 @@ static int install_next_view(sq_member *m)
     sq__smc_fini(&m->smc);
     m->smc = next;
     m->rank = my_rank;
+    tell_transport_view(m);
     report_view(m, removed, nremoved, dropped);
     return 0;
 }
@@ -240,6 +348,13 @@ static void broadcast(sq_member *m)
 /* Turns links the transport saw fail into suspicions of the members behind them. */
 static void suspect_failed_links(sq_member *m)
 {
+    uint64_t joined = m->t->vt->joined(m->t);
+    for (uint32_t p = 0; p < m->cfg.nmembers; p++) {
+        if ((joined >> p) & 1u) {
+            sq__log(SQ_LOG_INFO, "member %u asks to join", m->peer_ids[p]);
+            sq__smc_request_join(&m->smc, p);
+        }
+    }
     uint64_t failed = m->t->vt->failed_peers(m->t);
     if (failed == 0) {
         return;
@@ -307,7 +422,26 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-int sq_member_start(sq_member *m, int timeout_ms)
+/* Starts the event loop over the view already set up in m->smc. */
+static int run_loop(sq_member *m)
+{
+    m->smc_ready = true;
+    m->state = ST_RUNNING;
+    tell_transport_view(m);
+    report_view(m, NULL, 0, 0);
+    if (pthread_create(&m->loop, NULL, loop_main, m) != 0) {
+        m->state = ST_FAILED;
+        set_error(m, "cannot start the event-loop thread");
+        return SQ_ENOMEM;
+    }
+    m->loop_self = m->loop;
+    m->loop_started = true;
+    sq__log(SQ_LOG_INFO, "member %u (rank %u of %u) is in view %u over %s", m->cfg.self_id,
+            m->rank, m->smc.L.nmembers, m->smc.view_id, m->t->vt->name);
+    return 0;
+}
+
+static int open_transport(sq_member *m, int timeout_ms, bool join)
 {
     if (m == NULL || m->state != ST_OPEN || m->t != NULL) {
         return SQ_ESTATE;
@@ -316,9 +450,17 @@ int sq_member_start(sq_member *m, int timeout_ms)
         m->cfg.connect_timeout_ms = timeout_ms;
     }
     char err[256] = "";
-    int rc = sq__fabric_create(&m->t, &m->cfg, m->table, m->table_bytes, err, sizeof(err));
+    int rc = sq__fabric_create(&m->t, &m->cfg, m->table, m->table_bytes, join, err, sizeof(err));
     if (rc != 0) {
         set_error(m, "%s", err);
+    }
+    return rc;
+}
+
+int sq_member_start(sq_member *m, int timeout_ms)
+{
+    int rc = open_transport(m, timeout_ms, false);
+    if (rc != 0) {
         return rc;
     }
     uint32_t ids[SQ_MAX_MEMBERS], peers[SQ_MAX_MEMBERS];
@@ -334,19 +476,55 @@ int sq_member_start(sq_member *m, int timeout_ms)
         set_error(m, "cannot set up the shared state table: %s", sq_strerror(rc));
         return rc;
     }
-    m->smc_ready = true;
-    m->state = ST_RUNNING;
-    report_view(m, NULL, 0, 0);
-    if (pthread_create(&m->loop, NULL, loop_main, m) != 0) {
-        m->state = ST_FAILED;
-        set_error(m, "cannot start the event-loop thread");
-        return SQ_ENOMEM;
+    return run_loop(m);
+}
+
+int sq_member_join(sq_member *m, int timeout_ms)
+{
+    int rc = open_transport(m, timeout_ms, true);
+    if (rc != 0) {
+        return rc;
     }
-    m->loop_self = m->loop;
-    m->loop_started = true;
-    sq__log(SQ_LOG_INFO, "member %u (rank %u of %u) joined the group over %s", m->cfg.self_id,
-            m->rank, m->cfg.nmembers, m->t->vt->name);
-    return 0;
+    /* Our connections asked the members to add us; the donor's welcome says when they have. */
+    uint64_t deadline = now_ms() + (uint64_t)m->cfg.connect_timeout_ms;
+    struct welcome w;
+    for (;;) {
+        memcpy(&w, m->table + m->welcome_off, sizeof(w));
+        if (w.magic == WELCOME_MAGIC && w.check == welcome_check(&w)) {
+            break;
+        }
+        if (now_ms() >= deadline) {
+            set_error(m, "member %u connected but was not added to the group within %d ms",
+                      m->cfg.self_id, m->cfg.connect_timeout_ms);
+            return SQ_ETIMEDOUT;
+        }
+        int w_rc = m->t->vt->wait(m->t, 50);
+        if (w_rc < 0 && w_rc != SQ_EPEER) {
+            set_error(m, "transport: %s", sq_strerror(w_rc));
+            return w_rc;
+        }
+    }
+    if (w.status != 0 || w.nmembers == 0 || w.nmembers > SQ_MAX_MEMBERS ||
+        w.my_rank >= w.nmembers || w.state_size > m->cfg.max_state_bytes) {
+        set_error(m, "the group could not hand over its state (%llu bytes; max_state_bytes is "
+                     "%llu)", (unsigned long long)w.state_size,
+                  (unsigned long long)m->cfg.max_state_bytes);
+        return SQ_EIO;
+    }
+    if (m->load != NULL) {
+        m->load(m->state_arg, m->table + m->state_off, (size_t)w.state_size);
+    }
+    m->rank = (uint32_t)w.my_rank;
+    struct sq__smc_params p = view_params(m, (uint32_t)w.view_id, (uint32_t)w.nmembers, m->rank,
+                                          w.ids, w.peers);
+    rc = sq__smc_init(&m->smc, &p, m->table + p.region_offset, m->t, on_deliver, m);
+    if (rc != 0) {
+        set_error(m, "cannot set up the shared state table: %s", sq_strerror(rc));
+        return rc;
+    }
+    sq__log(SQ_LOG_INFO, "member %u joined view %u with %llu bytes of state", m->cfg.self_id,
+            (uint32_t)w.view_id, (unsigned long long)w.state_size);
+    return run_loop(m);
 }
 
 /* Waits for delivery progress; false when the member failed or is closing. */

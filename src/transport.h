@@ -51,6 +51,16 @@ struct sq_transport_vtable {
     /* Peers whose link has failed since the transport was created (bit = peer index). */
     uint64_t (*failed_peers)(struct sq_transport *t);
 
+    /* Peers that connected to join the group since the last call (bit = peer index). */
+    uint64_t (*joined)(struct sq_transport *t);
+
+    /* Tells the transport the current view (id, members by peer index): it answers members
+     * that connect to join with it. */
+    void (*set_view)(struct sq_transport *t, uint32_t view_id, uint64_t peers);
+
+    /* For a member that joined: the view a running member reported when it connected. */
+    uint32_t (*contact_view)(struct sq_transport *t, uint64_t *peers);
+
     /* Closes the link to `peer` for good (it left the group): nothing it sends lands any more. */
     void (*disconnect)(struct sq_transport *t, uint32_t peer);
 

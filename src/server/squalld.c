@@ -109,8 +109,8 @@ static void on_deliver(void *arg, const sq_message *msg)
         return; /* the result is frozen at the point every member agrees on */
     }
     uint64_t now = mono_ns();
-    if (r->delivered == 0) {
-        r->first_ns = now;
+    if (r->first_ns == 0) {
+        r->first_ns = now; /* this process's first delivery (a joiner starts from a state) */
     }
     r->last_ns = now;
     uint64_t h = r->hash;
@@ -165,6 +165,41 @@ static void on_view(void *arg, const sq_view *v)
     check_finished(r);
 }
 
+/* The application state a joiner receives: everything the fingerprint depends on, so a member
+ * that rejoins ends with the same hash as the others. Little-endian u64s. */
+struct saved {
+    uint64_t delivered, bytes, hash, done_from;
+};
+
+static int save_state(void *arg, void **buf, size_t *size)
+{
+    struct run *r = arg;
+    struct saved *s = malloc(sizeof(*s));
+    if (s == NULL) {
+        return -1;
+    }
+    *s = (struct saved){r->delivered, r->bytes, r->hash, r->done_from};
+    *buf = s;
+    *size = sizeof(*s);
+    return 0;
+}
+
+static void load_state(void *arg, const void *buf, size_t size)
+{
+    struct run *r = arg;
+    if (size != sizeof(struct saved)) {
+        fprintf(stderr, "squalld: ignoring a state of %zu bytes (expected %zu)\n", size,
+                sizeof(struct saved));
+        return;
+    }
+    struct saved s;
+    memcpy(&s, buf, sizeof(s));
+    r->delivered = s.delivered;
+    r->bytes = s.bytes;
+    r->hash = s.hash;
+    r->done_from = s.done_from;
+}
+
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -181,6 +216,8 @@ static void usage(FILE *out)
             "  --latency-file F  write each delivery's send-to-delivery latency (u32 microseconds,\n"
             "                    little-endian, in delivery order) to F\n"
             "  --print           print every delivered message\n"
+            "  --join            join a running group (a restarted member) instead of forming\n"
+            "                    the first view; it receives the others' state\n"
             "  --timeout S       give up after S seconds (default 600 with --expect or --finish)\n"
             "With --expect or --finish it prints one line: member=ID delivered=N hash=0x... ...\n"
             "It prints view=V members=... on every view installed.\n"
@@ -239,13 +276,14 @@ int main(int argc, char **argv)
 {
     const char *config = NULL, *latency_file = NULL;
     uint64_t send = 0, size = 1024, expect = 0, timeout_s = 600, rate = 0;
-    bool print_each = false, finish = false;
+    bool print_each = false, finish = false, join = false;
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"send", required_argument, NULL, 's'},
         {"size", required_argument, NULL, 'z'},   {"expect", required_argument, NULL, 'e'},
         {"latency-file", required_argument, NULL, 'l'}, {"print", no_argument, NULL, 'p'},
         {"timeout", required_argument, NULL, 't'}, {"rate", required_argument, NULL, 'r'},
         {"finish", no_argument, NULL, 'f'},        {"help", no_argument, NULL, 'h'},
+        {"join", no_argument, NULL, 'j'},
         {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
@@ -258,6 +296,7 @@ int main(int argc, char **argv)
         case 'l': latency_file = optarg; break;
         case 'p': print_each = true; break;
         case 'f': finish = true; break;
+        case 'j': join = true; break;
         case 'r': ok = parse_count(optarg, &rate); break;
         case 't': ok = parse_count(optarg, &timeout_s) && timeout_s > 0; break;
         case 'h': usage(stdout); return 0;
@@ -307,6 +346,7 @@ int main(int argc, char **argv)
     }
     sq_member_on_deliver(m, on_deliver, &run);
     sq_member_on_view(m, on_view, &run);
+    sq_member_on_state(m, save_state, load_state, &run);
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
@@ -314,9 +354,10 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    rc = sq_member_start(m, -1);
+    rc = join ? sq_member_join(m, -1) : sq_member_start(m, -1);
     if (rc != 0) {
-        fprintf(stderr, "squalld: member %u cannot start: %s\n", g_id, sq_member_errmsg(m));
+        fprintf(stderr, "squalld: member %u cannot %s: %s\n", g_id, join ? "join" : "start",
+                sq_member_errmsg(m));
         sq_member_close(m);
         return rc == SQ_ECONFIG ? EXIT_USAGE : EXIT_FAILED;
     }

@@ -6,7 +6,9 @@
 #   2. 3 members: kill -9 the leader;
 #   3. 3 members: SIGSTOP one (a silent hang: only heartbeats tell); after SIGCONT it must find
 #      itself outside the group and exit with status 3 (minority) or 4 (removed);
-#   4. 3 members: one leaves cleanly on SIGTERM; the others go on at once.
+#   4. 3 members: one leaves cleanly on SIGTERM; the others go on at once;
+#   5. 3 members: kill -9 one and restart it with --join: it receives the state (the running
+#      fingerprint) and ends with the same hash as the others.
 # Prints how long each view change took, from the kill to the new view at the last survivor.
 SQUALLD=$1
 . "$(dirname "$0")/lib.sh"
@@ -107,4 +109,24 @@ grep -q '^view=1 members=0,2 ' "$WORK/m0.out" || fail "view 1 is not {0,2}"
 wait "$PID_1" || fail "the member that left exited with status $?"
 grep -q "left the group" "$WORK/m1.err" || fail "the member that left did not say so"
 echo "  view change after a clean leave: $(view_time "$k1" 1 0 2) ms"
-echo "kill_members: 4 passed, 0 failed"
+PIDS=()
+
+echo "case 5: 3 members, kill -9 one, restart it with --join: it gets the state and ends equal"
+BASE_PORT=$((BASE_PORT + 10))
+start_all 3
+sleep 0.6
+k1=$(now_ms); kill -9 "$PID_2"
+for ((t = 0; t < 200; t++)); do grep -q '^view=1 ' "$WORK/m0.out" && break; sleep 0.05; done
+mv "$WORK/m2.out" "$WORK/m2.killed.out"
+j1=$(now_ms)
+start_member 2 --join --send 3000 --size 256 --rate 10000 --finish --timeout 120
+same_result 0 1
+wait "$PID_2" || fail "the rejoined member exited with status $?"
+r0=$(grep -o 'delivered=[0-9]* hash=0x[0-9a-f]* view=[0-9]*' "$WORK/m0.out")
+r2=$(grep -o 'delivered=[0-9]* hash=0x[0-9a-f]* view=[0-9]*' "$WORK/m2.out")
+[ "$r2" = "$r0" ] || fail "the rejoined member ended with '$r2', the others with '$r0'"
+echo "  rejoined member 2: $r2"
+grep -q '^view=2 members=0,1,2 ' "$WORK/m2.out" || fail "the restarted member did not join in view 2"
+grep -q "joined view 2 with 32 bytes of state" "$WORK/m2.err" || fail "the joiner did not receive the state"
+echo "  view change after the kill: $(view_time "$k1" 1 0 1) ms; from the restart to the view with it: $(view_time "$j1" 2 0 1 2) ms"
+echo "kill_members: 5 passed, 0 failed"

@@ -42,7 +42,7 @@
 #define MR_KEY_BASE 0x5c000u
 
 #define HELLO_MAGIC 0x4c4c5153u /* "SQLL" */
-#define HELLO_VERSION 1u
+#define HELLO_VERSION 2u
 
 /* Exchanged as connection private data, both ways. Little-endian on the wire (the build is
  * little-endian only, see common.h). */
@@ -56,13 +56,27 @@ struct hello {
     uint64_t table_bytes;
     uint64_t mr_key;
     uint64_t mr_addr; /* base address, for FI_MR_VIRT_ADDR providers; 0 otherwise */
+    uint32_t flags;   /* HELLO_JOINING from a member joining a running group, HELLO_RUNNING back */
+    uint32_t view_id; /* with HELLO_RUNNING: the current view... */
+    uint64_t view_peers; /* ...and its members, by peer index */
 };
-static_assert(sizeof(struct hello) == 48, "hello is a wire format");
+static_assert(sizeof(struct hello) == 64, "hello is a wire format");
 
-enum reject_reason { REJ_NONE, REJ_BAD_HELLO, REJ_MISMATCH, REJ_DUPLICATE, REJ_UNKNOWN_MEMBER };
+#define HELLO_JOINING 1u
+#define HELLO_RUNNING 2u
+
+enum reject_reason {
+    REJ_NONE,
+    REJ_BAD_HELLO,
+    REJ_MISMATCH,
+    REJ_DUPLICATE,
+    REJ_UNKNOWN_MEMBER,
+    REJ_NOT_RUNNING
+};
 static const char *const reject_text[] = {
     "no reason", "malformed hello", "configuration mismatch (member list, subgroup or table size)",
-    "already connected", "not a member of the configured group"};
+    "already connected", "not a member of the configured group",
+    "the group is still forming (start with the others, or join later)"};
 
 struct range {
     size_t off, len;
@@ -118,6 +132,14 @@ struct fabric {
     _Atomic int wake_pending; /* an eventfd write is outstanding: further wakes are free */
     bool rx_seen; /* a peer's write completed since the last wait() returned */
     uint64_t failed; /* peers whose link failed (bit = config rank) */
+    bool joining;    /* this member joins a running group */
+    bool running;    /* the group runs: accept members that (re)join */
+    uint32_t view_id;
+    uint64_t view_peers;
+    uint64_t joined; /* peers that connected to join, not yet reported */
+    uint64_t contact_peers; /* joining: the view a running member told us about */
+    uint32_t contact_view;
+    bool have_contact;
     int spin_us;
     struct peer peers[SQ_MAX_MEMBERS];
     char name[80];
@@ -239,10 +261,11 @@ static int drain_cq(struct fabric *f)
                 bool copy = false;
                 struct peer *p = peer_of_ctx(f, e[i].op_context, &copy);
                 SQ_ASSERT(p != NULL);
-                SQ_ASSERT(p->outstanding > 0);
-                p->outstanding--;
-                if (copy) {
-                    SQ_ASSERT(p->stage_head < p->stage_tail);
+                /* A write of a replaced connection may complete after the reset: ignore it. */
+                if (p->outstanding > 0) {
+                    p->outstanding--;
+                }
+                if (copy && p->stage_head < p->stage_tail) {
                     p->stage_head++;
                 }
             }
@@ -463,6 +486,9 @@ static int fab_wait(struct sq_transport *t, int timeout_ms)
     return rx < 0 ? rx : 1;
 }
 
+static int on_connreq(struct fabric *f, struct fi_eq_cm_entry *e, size_t datalen);
+static int on_connected(struct fabric *f, struct fi_eq_cm_entry *e, size_t datalen);
+
 /* A peer that closed its connection (or died) shows up as FI_SHUTDOWN on the event queue. */
 static void check_eq(struct fabric *f)
 {
@@ -491,9 +517,11 @@ static void check_eq(struct fabric *f)
                 }
             }
         } else if (event == FI_CONNREQ) {
-            /* Joins arrive in the next issue; for now a late connection is refused. */
-            fi_reject(f->pep, buf.e.info->handle, NULL, 0);
-            fi_freeinfo(buf.e.info);
+            size_t datalen = (size_t)rd > sizeof(buf.e) ? (size_t)rd - sizeof(buf.e) : 0;
+            (void)on_connreq(f, &buf.e, datalen); /* a member (re)joining */
+        } else if (event == FI_CONNECTED) {
+            size_t datalen = (size_t)rd > sizeof(buf.e) ? (size_t)rd - sizeof(buf.e) : 0;
+            (void)on_connected(f, &buf.e, datalen);
         }
     }
 }
@@ -514,6 +542,30 @@ static void fab_disconnect(struct sq_transport *t, uint32_t peer)
         fi_shutdown(p->ep, 0);
     }
     mark_failed(f, p);
+}
+
+static uint64_t fab_joined(struct sq_transport *t)
+{
+    struct fabric *f = (struct fabric *)t;
+    check_eq(f);
+    uint64_t j = f->joined;
+    f->joined = 0;
+    return j;
+}
+
+static void fab_set_view(struct sq_transport *t, uint32_t view_id, uint64_t peers)
+{
+    struct fabric *f = (struct fabric *)t;
+    f->running = true;
+    f->view_id = view_id;
+    f->view_peers = peers;
+}
+
+static uint32_t fab_contact_view(struct sq_transport *t, uint64_t *peers)
+{
+    struct fabric *f = (struct fabric *)t;
+    *peers = f->contact_peers;
+    return f->contact_view;
 }
 
 static void fab_wake(struct sq_transport *t)
@@ -588,6 +640,9 @@ static const struct sq_transport_vtable fabric_vtable = {
     .write = fab_write,
     .write_copy = fab_write_copy,
     .failed_peers = fab_failed_peers,
+    .joined = fab_joined,
+    .set_view = fab_set_view,
+    .contact_view = fab_contact_view,
     .disconnect = fab_disconnect,
     .flush = fab_flush,
     .wait = fab_wait,
@@ -608,6 +663,9 @@ static void make_hello(const struct fabric *f, struct hello *h)
     h->table_bytes = f->table_bytes;
     h->mr_key = fi_mr_key(f->mr);
     h->mr_addr = f->virt_addr ? (uint64_t)(uintptr_t)f->table : 0;
+    h->flags = (f->joining ? HELLO_JOINING : 0) | (f->running ? HELLO_RUNNING : 0);
+    h->view_id = f->view_id;
+    h->view_peers = f->view_peers;
 }
 
 /* Checks a peer's hello; returns the reject reason (REJ_NONE if good). */
@@ -627,9 +685,18 @@ static int check_hello(const struct fabric *f, const void *data, size_t len, boo
     if (h.digest != f->digest || h.table_bytes != f->table_bytes) {
         return REJ_MISMATCH;
     }
+    if (accepting && h.rank == f->base.my_rank) {
+        return REJ_UNKNOWN_MEMBER;
+    }
+    if (accepting && f->running) {
+        return REJ_NONE; /* a member (re)joining: it replaces whatever link we had with it */
+    }
+    if (accepting && (h.flags & HELLO_JOINING)) {
+        return REJ_NOT_RUNNING;
+    }
     /* The higher rank connects; an accept only comes from above us. */
     if (accepting && (h.rank <= f->base.my_rank || f->peers[h.rank].state == P_UP)) {
-        return h.rank == f->base.my_rank ? REJ_UNKNOWN_MEMBER : REJ_DUPLICATE;
+        return REJ_DUPLICATE;
     }
     return REJ_NONE;
 }
@@ -704,8 +771,40 @@ static void mark_up(struct fabric *f, struct peer *p, const struct hello *h)
     p->remote_key = h->mr_key;
     p->remote_base = h->mr_addr;
     p->state = P_UP;
+    f->failed &= ~(1ull << p->rank);
     sq__log(SQ_LOG_INFO, "connected to member %u (rank %u)", p->id, p->rank);
-    (void)f;
+}
+
+/* FI_CONNECTED for one of our endpoints: as connector, check the answer and note a running
+ * group's view; as acceptor, the link is up. */
+static int on_connected(struct fabric *f, struct fi_eq_cm_entry *e, size_t datalen)
+{
+    struct peer *p = peer_of_ep(f, e->fid);
+    if (p == NULL) {
+        return 0;
+    }
+    if (p->state == P_CONNECTING) {
+        int why = check_hello(f, e->data, datalen, false);
+        if (why != REJ_NONE) {
+            return fail(f, SQ_ECONFIG, "member %u answered with a bad hello: %s", p->id,
+                        reject_text[why]);
+        }
+        struct hello h;
+        memcpy(&h, e->data, sizeof(h));
+        mark_up(f, p, &h);
+        if ((h.flags & HELLO_RUNNING) && (!f->have_contact || h.view_id > f->contact_view)) {
+            f->have_contact = true;
+            f->contact_view = h.view_id;
+            f->contact_peers = h.view_peers;
+        }
+    } else if (p->state == P_ACCEPTING) {
+        struct hello h = {.mr_key = p->remote_key, .mr_addr = p->remote_base};
+        mark_up(f, p, &h);
+        if (f->running) {
+            f->joined |= 1ull << p->rank;
+        }
+    }
+    return 0;
 }
 
 static int on_connreq(struct fabric *f, struct fi_eq_cm_entry *e, size_t datalen)
@@ -716,6 +815,15 @@ static int on_connreq(struct fabric *f, struct fi_eq_cm_entry *e, size_t datalen
     if (why == REJ_NONE) {
         memcpy(&h, e->data, sizeof(h));
         struct peer *p = &f->peers[h.rank];
+        if (p->ep != NULL) {
+            /* An older incarnation's link: what it still carries must never land. */
+            fi_shutdown(p->ep, 0);
+            fi_close(&p->ep->fid);
+            p->ep = NULL;
+        }
+        p->outstanding = 0;
+        p->npending = 0;
+        p->stage_head = p->stage_tail = 0;
         int rc = setup_ep(f, e->info, &p->ep);
         if (rc == 0) {
             struct hello mine;
@@ -763,7 +871,7 @@ static int on_eq_error(struct fabric *f)
         struct hello h;
         memcpy(&h, ee.err_data, sizeof(h));
         if (h.magic == HELLO_MAGIC && h.reject_reason != REJ_NONE &&
-            h.reject_reason < SQ_ARRAY_LEN(reject_text)) {
+            h.reject_reason != REJ_NOT_RUNNING && h.reject_reason < SQ_ARRAY_LEN(reject_text)) {
             return fail(f, SQ_ECONFIG, "member %u refused our connection: %s", p->id,
                         reject_text[h.reject_reason]);
         }
@@ -790,15 +898,27 @@ static int establish(struct fabric *f)
             }
             if (p->state == P_UP) {
                 up++;
-            } else if (p->state == P_IDLE && r < me && now_ms() >= p->retry_at_ms) {
+            } else if (p->state == P_IDLE && (r < me || f->joining) &&
+                       now_ms() >= p->retry_at_ms) {
                 int rc = start_connect(f, p);
                 if (rc != 0) {
                     return rc;
                 }
             }
         }
-        if (up == n - 1) {
+        if (!f->joining && up == n - 1) {
             return 0;
+        }
+        if (f->joining && f->have_contact) {
+            /* Joining: every member of the running view must be reachable (my own old
+             * incarnation may still be listed: the join removes it). */
+            uint64_t need = f->contact_peers & ~(1ull << me), have = 0;
+            for (uint32_t r = 0; r < n; r++) {
+                have |= (uint64_t)(f->peers[r].state == P_UP) << r;
+            }
+            if ((need & ~have) == 0) {
+                return 0;
+            }
         }
         if (now_ms() >= deadline) {
             char missing[256] = "";
@@ -810,7 +930,10 @@ static int establish(struct fabric *f)
                 }
             }
             return fail(f, SQ_ETIMEDOUT,
-                        "the group did not form within %d ms: no connection with member(s) %s",
+                        f->joining ? "could not join within %d ms: no running member answered, or "
+                                     "no connection with member(s) %s"
+                                   : "the group did not form within %d ms: no connection with "
+                                     "member(s) %s",
                         f->cfg->connect_timeout_ms, missing);
         }
         union {
@@ -839,22 +962,9 @@ static int establish(struct fabric *f)
                 return rc;
             }
         } else if (event == FI_CONNECTED) {
-            struct peer *p = peer_of_ep(f, buf.e.fid);
-            if (p == NULL) {
-                continue;
-            }
-            if (p->state == P_CONNECTING) {
-                int why = check_hello(f, buf.e.data, datalen, false);
-                if (why != REJ_NONE) {
-                    return fail(f, SQ_ECONFIG, "member %u answered with a bad hello: %s", p->id,
-                                reject_text[why]);
-                }
-                struct hello h;
-                memcpy(&h, buf.e.data, sizeof(h));
-                mark_up(f, p, &h);
-            } else if (p->state == P_ACCEPTING) {
-                struct hello h = {.mr_key = p->remote_key, .mr_addr = p->remote_base};
-                mark_up(f, p, &h);
+            int rc = on_connected(f, &buf.e, datalen);
+            if (rc != 0) {
+                return rc;
             }
         } else if (event == FI_SHUTDOWN) {
             struct peer *p = peer_of_ep(f, buf.e.fid);
@@ -870,7 +980,7 @@ static int establish(struct fabric *f)
 }
 
 int sq__fabric_create(struct sq_transport **out, const struct sq_config *cfg, uint8_t *table,
-                      size_t table_bytes, char *err, size_t err_size)
+                      size_t table_bytes, bool join, char *err, size_t err_size)
 {
     *out = NULL;
     struct fabric *f = calloc(1, sizeof(*f));
@@ -890,6 +1000,7 @@ int sq__fabric_create(struct sq_transport **out, const struct sq_config *cfg, ui
     f->spin_us = cfg->spin_us;
     f->err = err;
     f->err_size = err_size;
+    f->joining = join;
     snprintf(f->name, sizeof(f->name), "fabric/%s", cfg->provider);
     int rc = 0;
 

@@ -3,6 +3,7 @@
 #ifndef SQ_FABRIC_H
 #define SQ_FABRIC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -13,9 +14,11 @@
  * outliving the transport), listens on this member's host:port and connects to every other
  * member of the first view, retrying refused connections until cfg->connect_timeout_ms.
  * Members exchange their id, table size and group digest when they connect, and refuse a peer
- * whose configuration does not match. Returns 0 and the transport in *out, or an error with a
+ * whose configuration does not match. With `join`, this member joins a running group instead:
+ * it connects to every configured member and returns once it reaches every member of the view
+ * a running member reported (see the transport's contact_view). Returns 0 and the transport in *out, or an error with a
  * message in `err`. */
 int sq__fabric_create(struct sq_transport **out, const struct sq_config *cfg, uint8_t *table,
-                      size_t table_bytes, char *err, size_t err_size);
+                      size_t table_bytes, bool join, char *err, size_t err_size);
 
 #endif

@@ -226,7 +226,30 @@ static void sim_disconnect(struct sq_transport *t, uint32_t peer)
     sq__sim_cut(ep->sim, t->my_rank, peer);
 }
 
+static uint64_t sim_joined(struct sq_transport *t)
+{
+    (void)t;
+    return 0; /* the simulator drives joins itself */
+}
+
+static void sim_set_view(struct sq_transport *t, uint32_t view_id, uint64_t peers)
+{
+    (void)t;
+    (void)view_id;
+    (void)peers;
+}
+
+static uint32_t sim_contact_view(struct sq_transport *t, uint64_t *peers)
+{
+    (void)t;
+    *peers = 0;
+    return 0;
+}
+
 static const struct sq_transport_vtable sim_vtable = {
+    .joined = sim_joined,
+    .set_view = sim_set_view,
+    .contact_view = sim_contact_view,
     .failed_peers = sim_failed_peers,
     .disconnect = sim_disconnect,
     .name = "sim",
