@@ -144,6 +144,9 @@ static void on_deliver(void *arg, const sq_message *msg)
 static void on_view(void *arg, const sq_view *v)
 {
     struct run *r = arg;
+    if (atomic_load(&r->finished)) {
+        return; /* the run is over: members leaving now are its end, not part of it */
+    }
     r->view_id = v->view_id;
     r->view_mask = 0;
     char list[256] = "";
