@@ -12,6 +12,7 @@ struct sim_event {
     size_t offset;
     size_t len;
     uint8_t *bytes; /* snapshot (write_copy), owned by the event; NULL: read at apply time */
+    uint32_t epoch; /* the link's connection when posted: a reconnect drops older writes */
 };
 
 struct sim_endpoint {
@@ -32,6 +33,7 @@ struct sq_sim {
     struct sim_endpoint ep[SQ_SIM_MAX_MEMBERS];
     bool cut[SQ_SIM_MAX_MEMBERS][SQ_SIM_MAX_MEMBERS]; /* link dead for good, both directions */
     uint64_t hold[SQ_SIM_MAX_MEMBERS][SQ_SIM_MAX_MEMBERS]; /* nothing lands before this time */
+    uint32_t epoch[SQ_SIM_MAX_MEMBERS][SQ_SIM_MAX_MEMBERS]; /* connection number of each link */
     struct sim_event *heap; /* binary min-heap on (time, seq) */
     size_t nheap, capheap;
 };
@@ -130,7 +132,8 @@ static int queue_part(struct sq_sim *sim, uint32_t src, uint32_t dst, size_t off
     uint64_t t = SQ_MAX(arrive, sim->link_last[src][dst]);
     sim->link_last[src][dst] = t;
     struct sim_event ev = {.time_us = t, .seq = sim->seq++, .src = src, .dst = dst,
-                           .offset = off, .len = len, .bytes = NULL};
+                           .offset = off, .len = len, .bytes = NULL,
+                           .epoch = sim->epoch[src][dst]};
     if (copy) {
         ev.bytes = malloc(len);
         if (ev.bytes == NULL) {
@@ -317,7 +320,7 @@ int sq__sim_step(struct sq_sim *sim, uint32_t *dst)
     struct sim_event ev = heap_pop(sim);
     SQ_ASSERT(ev.time_us >= sim->now_us);
     sim->now_us = ev.time_us;
-    if (sim->cut[ev.src][ev.dst]) {
+    if (sim->cut[ev.src][ev.dst] || ev.epoch != sim->epoch[ev.src][ev.dst]) {
         free(ev.bytes); /* a broken connection loses what was still in flight */
         *dst = ev.dst;
         return 2;
@@ -344,6 +347,20 @@ void sq__sim_hold(struct sq_sim *sim, uint32_t a, uint32_t b, uint64_t until_us)
     SQ_ASSERT(a < sim->n && b < sim->n);
     sim->hold[a][b] = SQ_MAX(sim->hold[a][b], until_us);
     sim->hold[b][a] = SQ_MAX(sim->hold[b][a], until_us);
+}
+
+void sq__sim_reconnect(struct sq_sim *sim, uint32_t a)
+{
+    SQ_ASSERT(a < sim->n);
+    for (uint32_t b = 0; b < sim->n; b++) {
+        if (b == a) {
+            continue;
+        }
+        sim->cut[a][b] = sim->cut[b][a] = false;
+        sim->epoch[a][b]++;
+        sim->epoch[b][a]++;
+        sim->hold[a][b] = sim->hold[b][a] = 0;
+    }
 }
 
 bool sq__sim_is_cut(const struct sq_sim *sim, uint32_t a, uint32_t b)

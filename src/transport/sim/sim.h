@@ -48,6 +48,10 @@ int sq__sim_step(struct sq_sim *sim, uint32_t *dst);
 void sq__sim_cut(struct sq_sim *sim, uint32_t a, uint32_t b);
 bool sq__sim_is_cut(const struct sq_sim *sim, uint32_t a, uint32_t b);
 
+/* Member a restarts: new connections to everyone (nothing still in flight on the old ones
+ * lands), no cut or held links. */
+void sq__sim_reconnect(struct sq_sim *sim, uint32_t a);
+
 /* A silent partition that heals: nothing posted between a and b (both ways) lands before
  * `until_us`; writers see no error, and the links stay FIFO. */
 void sq__sim_hold(struct sq_sim *sim, uint32_t a, uint32_t b, uint64_t until_us);
