@@ -108,6 +108,23 @@ int sq_member_on_state(sq_member *m, sq_state_save_fn save, sq_state_load_fn loa
  * was killed rejoins this way (as a new incarnation). SQ_ETIMEDOUT after `timeout_ms`. */
 int sq_member_join(sq_member *m, int timeout_ms);
 
+/* Point-to-point queries, answered outside the total order. The handler runs on the answering
+ * member's event-loop thread: it writes at most `reply_cap` bytes to `reply`, sets *reply_len,
+ * and returns 0 (or a negative SQ_E* code, which the asker gets back). Register before start. */
+typedef int (*sq_query_fn)(void *arg, uint32_t from_id, const void *req, size_t req_size,
+                           void *reply, size_t reply_cap, size_t *reply_len);
+int sq_member_on_query(sq_member *m, sq_query_fn fn, void *arg);
+
+/* Largest query or reply payload. */
+#define SQ_QUERY_MAX_BYTES 4088u
+
+/* Asks member `member_id` and waits up to `timeout_ms` for its answer, copied to `reply` (at
+ * most `reply_cap` bytes; *reply_len gets the full size). SQ_EPEER if that member is not
+ * reachable or fails meanwhile, SQ_ETIMEDOUT, SQ_EMSGSIZE, or the handler's error. Not from
+ * callbacks. */
+int sq_member_query(sq_member *m, uint32_t member_id, const void *req, size_t req_size,
+                    void *reply, size_t reply_cap, size_t *reply_len, int timeout_ms);
+
 /* Connects to every member of the configured first view and starts the event-loop thread.
  * Returns once the group is formed (every connection up), or SQ_ETIMEDOUT after
  * `timeout_ms` (a negative value waits forever). */

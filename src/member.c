@@ -12,6 +12,7 @@
 #include "config.h"
 #include "hash.h"
 #include "log.h"
+#include "p2p.h"
 #include "smc.h"
 #include "transport/fabric/fabric.h"
 
@@ -19,6 +20,12 @@
 #define SQ_IDLE_WAKE_MS 100
 
 enum member_state { ST_OPEN, ST_RUNNING, ST_FAILED, ST_CLOSING };
+
+/* Queries a member may have waiting for answers at once. */
+#define MAX_QUERIES 64
+/* Reply status travels in the first 4 bytes of a reply (a negative SQ_E* or 0). */
+#define REPLY_HDR 8u
+static_assert(SQ_QUERY_MAX_BYTES + REPLY_HDR <= SQ_P2P_MAX_PAYLOAD, "query sizes");
 
 /* The welcome a donor writes into a joiner's memory (after the state): the view that adds it.
  * Little-endian; `check` (written last) vouches for the rest. */
@@ -63,6 +70,22 @@ struct sq_member {
     void *state_arg;
     int failure;         /* why the member stopped, 0 while running */
     uint32_t peer_ids[SQ_MAX_MEMBERS]; /* configured ids by transport peer index */
+    uint32_t self_peer;
+    size_t p2p_off;                    /* then the point-to-point rings */
+    struct sq__p2p p2p;
+    bool p2p_ready;
+    sq_query_fn on_query;
+    void *on_query_arg;
+    uint64_t next_query_id;
+    struct pending_query {
+        uint64_t id; /* 0: free */
+        uint32_t peer;
+        bool done;
+        int rc;
+        void *reply;
+        size_t cap;
+        size_t len;
+    } queries[MAX_QUERIES];
 
     pthread_mutex_t mu; /* guards smc, state and errmsg */
     pthread_cond_t cv;  /* signalled on delivery progress, failure and close */
@@ -76,6 +99,7 @@ struct sq_member {
 };
 
 static void set_error(sq_member *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail_queries_to(sq_member *m, uint32_t peer);
 static void set_error(sq_member *m, const char *fmt, ...)
 {
     va_list ap;
@@ -136,7 +160,9 @@ int sq_member_open(sq_member **out, const char *config_path, char *err, size_t e
     m->region_bytes = L.table_bytes;
     m->welcome_off = 2 * L.table_bytes;
     m->state_off = m->welcome_off + WELCOME_BYTES;
-    m->table_bytes = m->state_off + SQ_ALIGN8(m->cfg.max_state_bytes);
+    m->p2p_off = m->state_off + SQ_ALIGN8(m->cfg.max_state_bytes);
+    m->table_bytes = m->p2p_off + sq__p2p_area_bytes(m->cfg.nmembers);
+    m->self_peer = m->rank;
     /* Page-aligned and zeroed: registered with the fabric as one region. */
     if (posix_memalign((void **)&m->table, 4096, m->table_bytes) != 0) {
         free(m);
@@ -168,6 +194,16 @@ int sq_member_on_state(sq_member *m, sq_state_save_fn save, sq_state_load_fn loa
     m->save = save;
     m->load = load;
     m->state_arg = arg;
+    return 0;
+}
+
+int sq_member_on_query(sq_member *m, sq_query_fn fn, void *arg)
+{
+    if (m == NULL || m->state != ST_OPEN) {
+        return SQ_ESTATE;
+    }
+    m->on_query = fn;
+    m->on_query_arg = arg;
     return 0;
 }
 
@@ -353,17 +389,89 @@ static void suspect_failed_links(sq_member *m)
         if ((joined >> p) & 1u) {
             sq__log(SQ_LOG_INFO, "member %u asks to join", m->peer_ids[p]);
             sq__smc_request_join(&m->smc, p);
+            fail_queries_to(m, p);
+            sq__p2p_reset_peer(&m->p2p, p); /* a new incarnation: start both rings afresh */
         }
     }
     uint64_t failed = m->t->vt->failed_peers(m->t);
     if (failed == 0) {
         return;
     }
+    for (uint32_t p = 0; p < m->cfg.nmembers; p++) {
+        if ((failed >> p) & 1u) {
+            fail_queries_to(m, p);
+        }
+    }
     for (uint32_t r = 0; r < m->smc.L.nmembers; r++) {
         if (r != m->smc.my_rank && (failed >> m->smc.member_peers[r]) & 1u) {
             sq__smc_suspect(&m->smc, r);
         }
     }
+}
+
+static struct pending_query *find_query(sq_member *m, uint64_t id, uint32_t peer)
+{
+    for (uint32_t i = 0; i < MAX_QUERIES; i++) {
+        if (m->queries[i].id == id && m->queries[i].peer == peer) {
+            return &m->queries[i];
+        }
+    }
+    return NULL;
+}
+
+static void fail_queries_to(sq_member *m, uint32_t peer)
+{
+    for (uint32_t i = 0; i < MAX_QUERIES; i++) {
+        if (m->queries[i].id != 0 && !m->queries[i].done && m->queries[i].peer == peer) {
+            m->queries[i].done = true;
+            m->queries[i].rc = SQ_EPEER;
+        }
+    }
+}
+
+/* Answers queries and takes replies from every connected member. Bounded: at most a ring's
+ * worth per peer per call. */
+static int serve_p2p(sq_member *m)
+{
+    int events = 0;
+    static uint8_t reply[SQ_P2P_MAX_PAYLOAD]; /* loop thread only */
+    for (uint32_t p = 0; p < m->cfg.nmembers; p++) {
+        struct sq__p2p_msg msg;
+        for (uint32_t k = 0; k < SQ_P2P_SLOTS && sq__p2p_peek(&m->p2p, p, &msg) == 1; k++) {
+            if (msg.kind == SQ_P2P_REQUEST) {
+                if (!sq__p2p_can_stage(&m->p2p, p)) {
+                    break; /* no room for the answer yet: the asker must read first */
+                }
+                size_t len = 0;
+                int32_t status = SQ_ENOTSUP;
+                if (m->on_query != NULL) {
+                    status = m->on_query(m->on_query_arg, m->peer_ids[p], msg.data, msg.size,
+                                         reply + REPLY_HDR, SQ_QUERY_MAX_BYTES, &len);
+                }
+                if (len > SQ_QUERY_MAX_BYTES) {
+                    status = SQ_EMSGSIZE;
+                    len = 0;
+                }
+                memcpy(reply, &status, 4);
+                memset(reply + 4, 0, 4);
+                (void)sq__p2p_stage(&m->p2p, p, SQ_P2P_REPLY, msg.id, reply, REPLY_HDR + len);
+            } else if (msg.kind == SQ_P2P_REPLY && msg.size >= REPLY_HDR) {
+                struct pending_query *q = find_query(m, msg.id, p);
+                if (q != NULL && !q->done) {
+                    int32_t status;
+                    memcpy(&status, msg.data, 4);
+                    q->len = msg.size - REPLY_HDR;
+                    memcpy(q->reply, (const uint8_t *)msg.data + REPLY_HDR, SQ_MIN(q->len, q->cap));
+                    q->rc = status;
+                    q->done = true;
+                }
+            }
+            sq__p2p_consume(&m->p2p, p);
+            events++;
+        }
+    }
+    (void)sq__p2p_flush(&m->p2p);
+    return events;
 }
 
 static void *loop_main(void *arg)
@@ -392,6 +500,9 @@ static void *loop_main(void *arg)
                 break;
             }
             rc = 1;
+        }
+        if (serve_p2p(m) > 0) {
+            rc = rc > 0 ? rc + 1 : 1;
         }
         if (rc > 0) {
             broadcast(m);
@@ -453,8 +564,11 @@ static int open_transport(sq_member *m, int timeout_ms, bool join)
     int rc = sq__fabric_create(&m->t, &m->cfg, m->table, m->table_bytes, join, err, sizeof(err));
     if (rc != 0) {
         set_error(m, "%s", err);
+        return rc;
     }
-    return rc;
+    sq__p2p_init(&m->p2p, m->table, m->p2p_off, m->cfg.nmembers, m->self_peer, m->t);
+    m->p2p_ready = true;
+    return 0;
 }
 
 int sq_member_start(sq_member *m, int timeout_ms)
@@ -788,4 +902,69 @@ void sq_member_close(sq_member *m)
     pthread_mutex_destroy(&m->mu);
     free(m->table);
     free(m);
+}
+
+int sq_member_query(sq_member *m, uint32_t member_id, const void *req, size_t req_size,
+                    void *reply, size_t reply_cap, size_t *reply_len, int timeout_ms)
+{
+    if (m == NULL || (req == NULL && req_size > 0) || (reply == NULL && reply_cap > 0)) {
+        return SQ_EINVAL;
+    }
+    if (req_size > SQ_QUERY_MAX_BYTES) {
+        return SQ_EMSGSIZE;
+    }
+    int peer = sq__config_rank_of(&m->cfg, member_id);
+    if (peer < 0 || (uint32_t)peer == m->self_peer) {
+        return SQ_EINVAL;
+    }
+    if (in_loop_thread(m)) {
+        return SQ_ESTATE;
+    }
+    uint64_t deadline = now_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
+    pthread_mutex_lock(&m->mu);
+    int rc = 0;
+    struct pending_query *q = NULL;
+    while ((rc = check_running(m)) == 0) {
+        if ((m->t->vt->failed_peers(m->t) >> peer) & 1u) {
+            rc = SQ_EPEER;
+            break;
+        }
+        for (uint32_t i = 0; i < MAX_QUERIES && q == NULL; i++) {
+            q = m->queries[i].id == 0 ? &m->queries[i] : NULL;
+        }
+        if (q != NULL && sq__p2p_can_stage(&m->p2p, (uint32_t)peer)) {
+            break;
+        }
+        q = NULL;
+        if (timeout_ms >= 0 && now_ms() >= deadline) {
+            rc = SQ_ETIMEDOUT;
+            break;
+        }
+        (void)wait_progress(m, 0);
+    }
+    if (rc == 0) {
+        *q = (struct pending_query){.id = ++m->next_query_id, .peer = (uint32_t)peer,
+                                    .reply = reply, .cap = reply_cap};
+        rc = sq__p2p_stage(&m->p2p, (uint32_t)peer, SQ_P2P_REQUEST, q->id, req, req_size);
+        m->t->vt->wake(m->t);
+        while (rc == 0 && !q->done) {
+            if ((rc = check_running(m)) != 0) {
+                break;
+            }
+            if (timeout_ms >= 0 && now_ms() >= deadline) {
+                rc = SQ_ETIMEDOUT;
+                break;
+            }
+            (void)wait_progress(m, 0);
+        }
+        if (rc == 0) {
+            rc = q->rc;
+            if (reply_len != NULL) {
+                *reply_len = q->len;
+            }
+        }
+        q->id = 0; /* a late answer finds no one waiting */
+    }
+    pthread_mutex_unlock(&m->mu);
+    return rc;
 }

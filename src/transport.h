@@ -33,6 +33,11 @@ struct sq_transport_vtable {
      * briefly when the link's send queue is full; never blocks forever. */
     int (*write)(struct sq_transport *t, uint32_t peer, size_t offset, size_t len);
 
+    /* Same as write, but from `local_offset` of the local memory to `remote_offset` of the
+     * peer's (in place: the local bytes stay unchanged until the write has landed). */
+    int (*write_at)(struct sq_transport *t, uint32_t peer, size_t local_offset,
+                    size_t remote_offset, size_t len);
+
     /* Same as write, but the bytes are copied during the call, so the caller may change them at
      * once. For small ranges only (at most SQ_TRANSPORT_MAX_COPY bytes): the row header. */
     int (*write_copy)(struct sq_transport *t, uint32_t peer, size_t offset, size_t len);

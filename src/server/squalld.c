@@ -203,6 +203,20 @@ static void load_state(void *arg, const void *buf, size_t size)
     r->done_from = s.done_from;
 }
 
+/* Answers a query with this member's fingerprint, as in its result line. */
+static int on_query(void *arg, uint32_t from_id, const void *req, size_t req_size, void *reply,
+                    size_t reply_cap, size_t *reply_len)
+{
+    struct run *r = arg;
+    (void)from_id;
+    (void)req;
+    (void)req_size;
+    int n = snprintf(reply, reply_cap, "delivered=%" PRIu64 " hash=0x%016" PRIx64 " view=%u",
+                     r->delivered, r->hash, r->view_id);
+    *reply_len = n > 0 ? (size_t)n : 0;
+    return 0;
+}
+
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -221,6 +235,8 @@ static void usage(FILE *out)
             "  --print           print every delivered message\n"
             "  --join            join a running group (a restarted member) instead of forming\n"
             "                    the first view; it receives the others' state\n"
+            "  --query ID        at the end of the run, ask member ID for its fingerprint\n"
+            "                    (a point-to-point query) and print it\n"
             "  --timeout S       give up after S seconds (default 600 with --expect or --finish)\n"
             "With --expect or --finish it prints one line: member=ID delivered=N hash=0x... ...\n"
             "It prints view=V members=... on every view installed.\n"
@@ -278,7 +294,7 @@ static void fill(void *buf, uint64_t size, uint64_t i)
 int main(int argc, char **argv)
 {
     const char *config = NULL, *latency_file = NULL;
-    uint64_t send = 0, size = 1024, expect = 0, timeout_s = 600, rate = 0;
+    uint64_t send = 0, size = 1024, expect = 0, timeout_s = 600, rate = 0, query = UINT64_MAX;
     bool print_each = false, finish = false, join = false;
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"send", required_argument, NULL, 's'},
@@ -286,7 +302,7 @@ int main(int argc, char **argv)
         {"latency-file", required_argument, NULL, 'l'}, {"print", no_argument, NULL, 'p'},
         {"timeout", required_argument, NULL, 't'}, {"rate", required_argument, NULL, 'r'},
         {"finish", no_argument, NULL, 'f'},        {"help", no_argument, NULL, 'h'},
-        {"join", no_argument, NULL, 'j'},
+        {"join", no_argument, NULL, 'j'},          {"query", required_argument, NULL, 'q'},
         {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
@@ -300,6 +316,7 @@ int main(int argc, char **argv)
         case 'p': print_each = true; break;
         case 'f': finish = true; break;
         case 'j': join = true; break;
+        case 'q': ok = parse_count(optarg, &query) && query <= UINT32_MAX; break;
         case 'r': ok = parse_count(optarg, &rate); break;
         case 't': ok = parse_count(optarg, &timeout_s) && timeout_s > 0; break;
         case 'h': usage(stdout); return 0;
@@ -308,7 +325,7 @@ int main(int argc, char **argv)
         if (!ok) {
             fprintf(stderr, "squalld: bad value '%s' for --%s\n", optarg,
                     c == 's' ? "send" : c == 'z' ? "size" : c == 'e' ? "expect"
-                                                : c == 'r' ? "rate" : "timeout");
+                                                : c == 'r' ? "rate" : c == 'q' ? "query" : "timeout");
             return EXIT_USAGE;
         }
     }
@@ -350,6 +367,7 @@ int main(int argc, char **argv)
     sq_member_on_deliver(m, on_deliver, &run);
     sq_member_on_view(m, on_view, &run);
     sq_member_on_state(m, save_state, load_state, &run);
+    sq_member_on_query(m, on_query, &run);
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
@@ -449,6 +467,17 @@ int main(int argc, char **argv)
             }
             if (f != NULL) {
                 fclose(f);
+            }
+        }
+        if (query != UINT64_MAX) {
+            char answer[SQ_QUERY_MAX_BYTES + 1];
+            size_t len = 0;
+            rc = sq_member_query(m, (uint32_t)query, "fingerprint", 11, answer, SQ_QUERY_MAX_BYTES,
+                                 &len, 5000);
+            answer[rc == 0 ? (len < SQ_QUERY_MAX_BYTES ? len : SQ_QUERY_MAX_BYTES) : 0] = '\0';
+            printf("query member=%" PRIu64 " status=%s reply=%s\n", query, sq_err_name(rc), answer);
+            if (rc != 0) {
+                status = EXIT_FAILED;
             }
         }
         /* Peers leaving from here on is the expected end of the run, not news. */

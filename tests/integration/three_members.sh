@@ -29,6 +29,20 @@ run_case() {
 make_configs 3 256 1024
 run_case "all-senders-1KiB" 1000000 1024 333334 333333 333333
 
+# A point-to-point query: member 0 asks member 2 for its fingerprint at the end of a run.
+BASE_PORT=$((BASE_PORT + 10))
+make_configs 3 64 1024
+start_member 0 --send 2000 --size 64 --finish --query 2 --timeout 120
+start_member 1 --send 2000 --size 64 --finish --timeout 120
+start_member 2 --send 2000 --size 64 --finish --timeout 120
+for i in 0 1 2; do wait "$(eval echo "\$PID_$i")" || fail "query case: member $i exited with status $?"; done
+answer=$(grep -o 'query member=2 status=SQ_OK reply=.*' "$WORK/m0.out" | sed 's/.*reply=//') ||
+  fail "member 0 got no answer from member 2"
+mine=$(grep -o 'delivered=[0-9]* hash=0x[0-9a-f]* view=[0-9]*' "$WORK/m2.out")
+[ "$answer" = "$mine" ] || fail "member 2 answered '$answer' but its result is '$mine'"
+echo "query: member 2 answered member 0: $answer"
+PIDS=()
+
 BASE_PORT=$((BASE_PORT + 10))
 make_configs 3 16 10240
 run_case "one-sender-10KiB-window16" 50000 10240 0 50000 0
@@ -36,4 +50,4 @@ run_case "one-sender-10KiB-window16" 50000 10240 0 50000 0
 BASE_PORT=$((BASE_PORT + 10))
 make_configs 3 4 64
 run_case "two-senders-window4" 30000 8 20000 0 10000
-echo "three_members: 3 passed, 0 failed"
+echo "three_members: 4 passed, 0 failed"

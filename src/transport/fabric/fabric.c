@@ -81,6 +81,7 @@ static const char *const reject_text[] = {
 struct range {
     size_t off, len;
     int64_t stage; /* staging entry holding the bytes (write_copy), or -1: send in place */
+    size_t src;    /* in place: where the bytes are in local memory (usually off) */
 };
 
 enum peer_state { P_IDLE, P_CONNECTING, P_ACCEPTING, P_UP, P_FAILED };
@@ -283,7 +284,7 @@ static int drain_cq(struct fabric *f)
 static int post_write(struct fabric *f, struct peer *p, const struct range *r, bool doorbell)
 {
     uint64_t addr = (f->virt_addr ? p->remote_base : 0) + r->off;
-    const void *src = f->table + r->off;
+    const void *src = f->table + r->src;
     void *desc = f->mr_desc;
     void *ctx = &p->ctx_inplace;
     if (r->stage >= 0) {
@@ -353,7 +354,8 @@ static int fab_write(struct sq_transport *t, uint32_t peer, size_t offset, size_
     if (p->npending > 0) {
         struct range *last = &p->pending[p->npending - 1];
         size_t end = last->off + last->len;
-        if (last->stage < 0 && offset >= end && offset - end <= MERGE_GAP_BYTES) {
+        if (last->stage < 0 && last->src == last->off && offset >= end &&
+            offset - end <= MERGE_GAP_BYTES) {
             /* Adjacent slots go as one write: it lands in address order, so each slot's tag
              * still arrives after its payload. */
             last->len = offset + len - last->off;
@@ -367,7 +369,29 @@ static int fab_write(struct sq_transport *t, uint32_t peer, size_t offset, size_
             return rc;
         }
     }
-    p->pending[p->npending++] = (struct range){offset, len, -1};
+    p->pending[p->npending++] = (struct range){offset, len, -1, offset};
+    return 0;
+}
+
+static int fab_write_at(struct sq_transport *t, uint32_t peer, size_t local_offset,
+                        size_t remote_offset, size_t len)
+{
+    struct fabric *f = (struct fabric *)t;
+    SQ_ASSERT(peer < t->nmembers);
+    SQ_ASSERT(peer != t->my_rank);
+    SQ_ASSERT(local_offset + len <= f->table_bytes);
+    SQ_ASSERT(remote_offset + len <= f->table_bytes);
+    struct peer *p = &f->peers[peer];
+    if (p->state != P_UP) {
+        return SQ_EPEER;
+    }
+    if (p->npending == p->cap) {
+        int rc = post_pending(f, p);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    p->pending[p->npending++] = (struct range){remote_offset, len, -1, local_offset};
     return 0;
 }
 
@@ -401,7 +425,7 @@ static int fab_write_copy(struct sq_transport *t, uint32_t peer, size_t offset, 
     int64_t e = (int64_t)p->stage_tail++;
     memcpy(p->stage + (size_t)(e % p->stage_slots) * SQ_TRANSPORT_MAX_COPY, f->table + offset,
            len);
-    p->pending[p->npending++] = (struct range){offset, len, e};
+    p->pending[p->npending++] = (struct range){offset, len, e, offset};
     return 0;
 }
 
@@ -639,6 +663,7 @@ static const struct sq_transport_vtable fabric_vtable = {
     .name = "fabric",
     .write = fab_write,
     .write_copy = fab_write_copy,
+    .write_at = fab_write_at,
     .failed_peers = fab_failed_peers,
     .joined = fab_joined,
     .set_view = fab_set_view,
@@ -1085,7 +1110,7 @@ int sq__fabric_create(struct sq_transport **out, const struct sq_config *cfg, ui
         goto out_free;
     }
     /* Staging rings: room for every write that can be posted or pending at once. */
-    uint32_t cap = cfg->window_size + 8;
+    uint32_t cap = cfg->window_size + 8 + 2 * 16; /* slots, header, p2p messages and acks */
     uint32_t stage_slots = f->tx_size + cap + 1;
     size_t ring_bytes = (size_t)stage_slots * SQ_TRANSPORT_MAX_COPY;
     if (posix_memalign((void **)&f->stage_mem, 4096, ring_bytes * cfg->nmembers) != 0) {

@@ -10,6 +10,7 @@ struct sim_event {
     uint64_t seq; /* ties broken by posting order: deterministic */
     uint32_t src, dst;
     size_t offset;
+    size_t src_offset; /* where an in-place write reads in the sender's memory */
     size_t len;
     uint8_t *bytes; /* snapshot (write_copy), owned by the event; NULL: read at apply time */
     uint32_t epoch; /* the link's connection when posted: a reconnect drops older writes */
@@ -125,14 +126,14 @@ static uint64_t link_delay(struct sq_sim *sim)
 }
 
 static int queue_part(struct sq_sim *sim, uint32_t src, uint32_t dst, size_t off, size_t len,
-                      const uint8_t *from, bool copy)
+                      const uint8_t *from, bool copy, size_t src_off)
 {
     /* FIFO per link: never earlier than what is already queued on it. */
     uint64_t arrive = SQ_MAX(sim->now_us + link_delay(sim), sim->hold[src][dst]);
     uint64_t t = SQ_MAX(arrive, sim->link_last[src][dst]);
     sim->link_last[src][dst] = t;
     struct sim_event ev = {.time_us = t, .seq = sim->seq++, .src = src, .dst = dst,
-                           .offset = off, .len = len, .bytes = NULL,
+                           .offset = off, .src_offset = src_off, .len = len, .bytes = NULL,
                            .epoch = sim->epoch[src][dst]};
     if (copy) {
         ev.bytes = malloc(len);
@@ -150,7 +151,8 @@ static int queue_part(struct sq_sim *sim, uint32_t src, uint32_t dst, size_t off
 
 /* An in-place write reads the sender's bytes when it lands, the latest moment a real fabric
  * could read them, so a caller that changes bytes still in flight is caught. */
-static int sim_post(struct sq_transport *t, uint32_t peer, size_t offset, size_t len, bool copy)
+static int sim_post(struct sq_transport *t, uint32_t peer, size_t offset, size_t len, bool copy,
+                    size_t src_off)
 {
     struct sim_endpoint *ep = (struct sim_endpoint *)t;
     struct sq_sim *sim = ep->sim;
@@ -162,29 +164,36 @@ static int sim_post(struct sq_transport *t, uint32_t peer, size_t offset, size_t
     if (sim->cut[src][peer]) {
         return SQ_EPEER;
     }
-    const uint8_t *from = ep->table + offset;
+    const uint8_t *from = ep->table + src_off;
+    SQ_ASSERT(src_off + len <= ep->bytes);
     /* A torn write lands as two parts, the lower addresses first, possibly far apart in time. */
     if (len > 1 && sim->p.torn_permille > 0 &&
         sq__sim_rand_below(&sim->rng, 1000) < sim->p.torn_permille) {
         size_t cut = 1 + (size_t)sq__sim_rand_below(&sim->rng, len - 1);
-        int rc = queue_part(sim, src, peer, offset, cut, from, copy);
+        int rc = queue_part(sim, src, peer, offset, cut, from, copy, src_off);
         if (rc != 0) {
             return rc;
         }
-        return queue_part(sim, src, peer, offset + cut, len - cut, from + cut, copy);
+        return queue_part(sim, src, peer, offset + cut, len - cut, from + cut, copy, src_off + cut);
     }
-    return queue_part(sim, src, peer, offset, len, from, copy);
+    return queue_part(sim, src, peer, offset, len, from, copy, src_off);
 }
 
 static int sim_write(struct sq_transport *t, uint32_t peer, size_t offset, size_t len)
 {
-    return sim_post(t, peer, offset, len, false);
+    return sim_post(t, peer, offset, len, false, offset);
+}
+
+static int sim_write_at(struct sq_transport *t, uint32_t peer, size_t local_offset,
+                        size_t remote_offset, size_t len)
+{
+    return sim_post(t, peer, remote_offset, len, false, local_offset);
 }
 
 static int sim_write_copy(struct sq_transport *t, uint32_t peer, size_t offset, size_t len)
 {
     SQ_ASSERT(len <= SQ_TRANSPORT_MAX_COPY);
-    return sim_post(t, peer, offset, len, true);
+    return sim_post(t, peer, offset, len, true, offset);
 }
 
 static int sim_flush(struct sq_transport *t)
@@ -258,6 +267,7 @@ static const struct sq_transport_vtable sim_vtable = {
     .name = "sim",
     .write = sim_write,
     .write_copy = sim_write_copy,
+    .write_at = sim_write_at,
     .flush = sim_flush,
     .wait = sim_wait,
     .wake = sim_wake,
@@ -327,7 +337,7 @@ int sq__sim_step(struct sq_sim *sim, uint32_t *dst)
     }
     struct sim_endpoint *to = &sim->ep[ev.dst];
     SQ_ASSERT(ev.offset + ev.len <= to->bytes);
-    const uint8_t *from = ev.bytes != NULL ? ev.bytes : sim->ep[ev.src].table + ev.offset;
+    const uint8_t *from = ev.bytes != NULL ? ev.bytes : sim->ep[ev.src].table + ev.src_offset;
     memcpy(to->table + ev.offset, from, ev.len);
     free(ev.bytes);
     sim->applied++;
