@@ -59,7 +59,10 @@ typedef struct sq_message {
     uint64_t version;     /* (view id << 32) | sequence of delivered messages in the view */
     const void *data;     /* payload, 8-byte aligned */
     size_t size;          /* payload size in bytes, <= max_payload */
+    uint32_t flags;       /* internal: SQ_MSG_ORDERED_CALL for ordered calls */
 } sq_message;
+
+enum { SQ_MSG_ORDERED_CALL = 1 };
 
 /* Called once per message, in the same total order at every member, on the member's event-loop
  * thread. It may call sq_member_send with SQ_SEND_NONBLOCK (a blocking send from here returns
@@ -124,6 +127,29 @@ int sq_member_on_query(sq_member *m, sq_query_fn fn, void *arg);
  * callbacks. */
 int sq_member_query(sq_member *m, uint32_t member_id, const void *req, size_t req_size,
                     void *reply, size_t reply_cap, size_t *reply_len, int timeout_ms);
+
+/* Ordered calls: a request multicast in the total order, which every member handles at its
+ * place in the order (so all handle the same calls in the same order, among the other messages)
+ * and answers by a point-to-point reply. The handler runs on each member's event-loop thread and
+ * works like a query handler. Register before start. */
+typedef int (*sq_call_fn)(void *arg, const sq_message *call, void *reply, size_t reply_cap,
+                          size_t *reply_len);
+int sq_member_on_call(sq_member *m, sq_call_fn fn, void *arg);
+
+/* One member's answer to an ordered call. */
+typedef struct sq_reply {
+    uint32_t member_id;
+    int status;      /* 0, the handler's error, or SQ_EPEER if the member left first */
+    size_t size;     /* full size of the answer */
+    uint8_t data[SQ_QUERY_MAX_BYTES];
+} sq_reply;
+
+/* Multicasts `req` as an ordered call and gathers one reply from each member of the view in
+ * which it is delivered (this member included). Fills up to `max_replies` entries of `replies`
+ * and sets *nreplies. Members that fail before answering are reported with SQ_EPEER. Blocks up
+ * to `timeout_ms`. Not from callbacks. */
+int sq_member_ordered_call(sq_member *m, const void *req, size_t req_size, sq_reply *replies,
+                           uint32_t max_replies, uint32_t *nreplies, int timeout_ms);
 
 /* Connects to every member of the configured first view and starts the event-loop thread.
  * Returns once the group is formed (every connection up), or SQ_ETIMEDOUT after

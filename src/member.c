@@ -23,6 +23,12 @@ enum member_state { ST_OPEN, ST_RUNNING, ST_FAILED, ST_CLOSING };
 
 /* Queries a member may have waiting for answers at once. */
 #define MAX_QUERIES 64
+/* Ordered calls a member may have waiting for replies at once, and replies to others' calls
+ * waiting for room in a p2p ring. */
+#define MAX_CALLS 16
+#define MAX_REPLY_BACKLOG 1024
+/* An ordered call's payload starts with the call id and the caller's peer index. */
+#define CALL_HDR 16u
 /* Reply status travels in the first 4 bytes of a reply (a negative SQ_E* or 0). */
 #define REPLY_HDR 8u
 static_assert(SQ_QUERY_MAX_BYTES + REPLY_HDR <= SQ_P2P_MAX_PAYLOAD, "query sizes");
@@ -86,6 +92,26 @@ struct sq_member {
         size_t cap;
         size_t len;
     } queries[MAX_QUERIES];
+    sq_call_fn on_call;
+    void *on_call_arg;
+    uint64_t next_call_id;
+    struct pending_call {
+        uint64_t id; /* 0: free */
+        bool delivered;      /* here, in the total order: the expected repliers are known */
+        bool done;
+        int rc;
+        uint64_t expect;     /* peers that must answer (the view at delivery) */
+        uint64_t got;
+        sq_reply *replies;
+        uint32_t max, n;
+    } calls[MAX_CALLS];
+    struct backlog_reply {
+        uint32_t peer;
+        uint64_t id;
+        size_t len;
+        uint8_t *bytes;
+    } *backlog;
+    uint32_t nbacklog;
 
     pthread_mutex_t mu; /* guards smc, state and errmsg */
     pthread_cond_t cv;  /* signalled on delivery progress, failure and close */
@@ -120,9 +146,18 @@ static uint64_t now_ms(void)
     return now_us() / 1000u;
 }
 
+static void handle_call(sq_member *m, const sq_message *msg);
+struct pending_call;
+static void add_call_reply(sq_member *m, struct pending_call *c, uint32_t peer, int status,
+                           const void *data, size_t len);
+
 static void on_deliver(void *arg, const sq_message *msg)
 {
     sq_member *m = arg;
+    if (msg->flags & SQ_MSG_ORDERED_CALL) {
+        handle_call(m, msg);
+        return;
+    }
     atomic_fetch_add_explicit(&m->delivered, 1, memory_order_relaxed);
     if (m->deliver != NULL) {
         m->deliver(m->deliver_arg, msg);
@@ -169,6 +204,12 @@ int sq_member_open(sq_member **out, const char *config_path, char *err, size_t e
         return SQ_ENOMEM;
     }
     memset(m->table, 0, m->table_bytes);
+    m->backlog = calloc(MAX_REPLY_BACKLOG, sizeof(m->backlog[0]));
+    if (m->backlog == NULL) {
+        free(m->table);
+        free(m);
+        return SQ_ENOMEM;
+    }
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->cv, NULL);
     m->state = ST_OPEN;
@@ -204,6 +245,16 @@ int sq_member_on_query(sq_member *m, sq_query_fn fn, void *arg)
     }
     m->on_query = fn;
     m->on_query_arg = arg;
+    return 0;
+}
+
+int sq_member_on_call(sq_member *m, sq_call_fn fn, void *arg)
+{
+    if (m == NULL || m->state != ST_OPEN) {
+        return SQ_ESTATE;
+    }
+    m->on_call = fn;
+    m->on_call_arg = arg;
     return 0;
 }
 
@@ -356,6 +407,26 @@ static int install_next_view(sq_member *m)
         }
     }
     uint64_t dropped = m->smc.dropped;
+    uint64_t next_peers = 0;
+    for (uint32_t r = 0; r < n; r++) {
+        next_peers |= 1ull << peers[r];
+    }
+    for (uint32_t i = 0; i < MAX_CALLS; i++) {
+        struct pending_call *c = &m->calls[i];
+        if (c->id == 0 || c->done) {
+            continue;
+        }
+        if (!c->delivered) {
+            c->done = true; /* it was past the trim: never delivered anywhere */
+            c->rc = SQ_EVIEWCHANGE;
+            continue;
+        }
+        for (uint32_t p = 0; p < m->cfg.nmembers; p++) {
+            if (((c->expect & ~c->got) >> p) & 1u && !((next_peers >> p) & 1u)) {
+                add_call_reply(m, c, p, SQ_EPEER, NULL, 0); /* it left before answering */
+            }
+        }
+    }
     if (m->smc.decision.added != 0 && my_rank == 0) {
         welcome_joiners(m, m->smc.view_id + 1, n, ids, peers, m->smc.decision.added);
     }
@@ -409,6 +480,117 @@ static void suspect_failed_links(sq_member *m)
     }
 }
 
+static struct pending_call *find_call(sq_member *m, uint64_t id)
+{
+    for (uint32_t i = 0; i < MAX_CALLS; i++) {
+        if (m->calls[i].id != 0 && m->calls[i].id == id) {
+            return &m->calls[i];
+        }
+    }
+    return NULL;
+}
+
+static void check_call_done(struct pending_call *c)
+{
+    if (c->delivered && !c->done && (c->expect & ~c->got) == 0) {
+        c->done = true;
+    }
+}
+
+static void add_call_reply(sq_member *m, struct pending_call *c, uint32_t peer, int status,
+                           const void *data, size_t len)
+{
+    if ((c->got >> peer) & 1u) {
+        return;
+    }
+    c->got |= 1ull << peer;
+    if (c->n < c->max) {
+        sq_reply *r = &c->replies[c->n++];
+        r->member_id = m->peer_ids[peer];
+        r->status = status;
+        r->size = len;
+        if (len > 0) {
+            memcpy(r->data, data, SQ_MIN(len, sizeof(r->data)));
+        }
+    }
+    check_call_done(c);
+}
+
+/* Runs the ordered-call handler for a call delivered here and sends the answer to the caller
+ * (or keeps it, when I am the caller). */
+static void handle_call(sq_member *m, const sq_message *msg)
+{
+    static uint8_t reply[SQ_P2P_MAX_PAYLOAD]; /* loop thread only */
+    if (msg->size < CALL_HDR) {
+        sq__log(SQ_LOG_WARN, "ignoring a malformed ordered call from member %u", msg->sender_id);
+        return;
+    }
+    uint64_t id, caller;
+    memcpy(&id, msg->data, 8);
+    memcpy(&caller, (const uint8_t *)msg->data + 8, 8);
+    sq_message call = *msg;
+    call.data = (const uint8_t *)msg->data + CALL_HDR;
+    call.size = msg->size - CALL_HDR;
+    size_t len = 0;
+    int32_t status = SQ_ENOTSUP;
+    if (m->on_call != NULL) {
+        status = m->on_call(m->on_call_arg, &call, reply + REPLY_HDR, SQ_QUERY_MAX_BYTES, &len);
+    }
+    if (len > SQ_QUERY_MAX_BYTES) {
+        status = SQ_EMSGSIZE;
+        len = 0;
+    }
+    if (caller == m->self_peer) {
+        struct pending_call *c = find_call(m, id);
+        if (c != NULL) {
+            c->delivered = true;
+            for (uint32_t r = 0; r < m->smc.L.nmembers; r++) {
+                c->expect |= 1ull << m->smc.member_peers[r];
+            }
+            add_call_reply(m, c, m->self_peer, status, reply + REPLY_HDR, len);
+        }
+        return;
+    }
+    if (caller >= m->cfg.nmembers) {
+        return;
+    }
+    memcpy(reply, &status, 4);
+    memset(reply + 4, 0, 4);
+    if (m->nbacklog == 0 &&
+        sq__p2p_stage(&m->p2p, (uint32_t)caller, SQ_P2P_CALL_REPLY, id, reply, REPLY_HDR + len) == 0) {
+        return;
+    }
+    /* The caller's ring is full: keep the answer, in order, until it has room. */
+    if (m->nbacklog == MAX_REPLY_BACKLOG) {
+        sq__log(SQ_LOG_ERROR, "dropping an ordered-call reply to member %u: %d replies wait "
+                              "already", m->peer_ids[caller], MAX_REPLY_BACKLOG);
+        return;
+    }
+    struct backlog_reply *b = &m->backlog[m->nbacklog];
+    b->bytes = malloc(REPLY_HDR + len);
+    if (b->bytes == NULL) {
+        return;
+    }
+    memcpy(b->bytes, reply, REPLY_HDR + len);
+    b->peer = (uint32_t)caller;
+    b->id = id;
+    b->len = REPLY_HDR + len;
+    m->nbacklog++;
+}
+
+static void drain_backlog(sq_member *m)
+{
+    uint32_t k = 0;
+    while (k < m->nbacklog &&
+           sq__p2p_stage(&m->p2p, m->backlog[k].peer, SQ_P2P_CALL_REPLY, m->backlog[k].id,
+                         m->backlog[k].bytes, m->backlog[k].len) == 0) {
+        free(m->backlog[k].bytes);
+        k++;
+    }
+    memmove(m->backlog, m->backlog + k, (m->nbacklog - k) * sizeof(m->backlog[0]));
+    m->nbacklog -= k;
+}
+
 static struct pending_query *find_query(sq_member *m, uint64_t id, uint32_t peer)
 {
     for (uint32_t i = 0; i < MAX_QUERIES; i++) {
@@ -435,6 +617,7 @@ static int serve_p2p(sq_member *m)
 {
     int events = 0;
     static uint8_t reply[SQ_P2P_MAX_PAYLOAD]; /* loop thread only */
+    drain_backlog(m);
     for (uint32_t p = 0; p < m->cfg.nmembers; p++) {
         struct sq__p2p_msg msg;
         for (uint32_t k = 0; k < SQ_P2P_SLOTS && sq__p2p_peek(&m->p2p, p, &msg) == 1; k++) {
@@ -455,6 +638,14 @@ static int serve_p2p(sq_member *m)
                 memcpy(reply, &status, 4);
                 memset(reply + 4, 0, 4);
                 (void)sq__p2p_stage(&m->p2p, p, SQ_P2P_REPLY, msg.id, reply, REPLY_HDR + len);
+            } else if (msg.kind == SQ_P2P_CALL_REPLY && msg.size >= REPLY_HDR) {
+                struct pending_call *c = find_call(m, msg.id);
+                if (c != NULL) {
+                    int32_t status;
+                    memcpy(&status, msg.data, 4);
+                    add_call_reply(m, c, p, status, (const uint8_t *)msg.data + REPLY_HDR,
+                                   msg.size - REPLY_HDR);
+                }
             } else if (msg.kind == SQ_P2P_REPLY && msg.size >= REPLY_HDR) {
                 struct pending_query *q = find_query(m, msg.id, p);
                 if (q != NULL && !q->done) {
@@ -900,6 +1091,10 @@ void sq_member_close(sq_member *m)
     }
     pthread_cond_destroy(&m->cv);
     pthread_mutex_destroy(&m->mu);
+    for (uint32_t i = 0; i < m->nbacklog; i++) {
+        free(m->backlog[i].bytes);
+    }
+    free(m->backlog);
     free(m->table);
     free(m);
 }
@@ -965,6 +1160,66 @@ int sq_member_query(sq_member *m, uint32_t member_id, const void *req, size_t re
         }
         q->id = 0; /* a late answer finds no one waiting */
     }
+    pthread_mutex_unlock(&m->mu);
+    return rc;
+}
+
+int sq_member_ordered_call(sq_member *m, const void *req, size_t req_size, sq_reply *replies,
+                           uint32_t max_replies, uint32_t *nreplies, int timeout_ms)
+{
+    if (m == NULL || (req == NULL && req_size > 0) || (replies == NULL && max_replies > 0)) {
+        return SQ_EINVAL;
+    }
+    if (req_size + CALL_HDR > m->cfg.max_payload || req_size > SQ_QUERY_MAX_BYTES) {
+        return SQ_EMSGSIZE;
+    }
+    if (in_loop_thread(m)) {
+        return SQ_ESTATE;
+    }
+    uint64_t deadline = now_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
+    pthread_mutex_lock(&m->mu);
+    struct pending_call *c = NULL;
+    for (uint32_t i = 0; i < MAX_CALLS && c == NULL; i++) {
+        c = m->calls[i].id == 0 ? &m->calls[i] : NULL;
+    }
+    if (c == NULL) {
+        pthread_mutex_unlock(&m->mu);
+        return SQ_EBUSY;
+    }
+    *c = (struct pending_call){.id = ((uint64_t)m->self_peer << 56) | ++m->next_call_id,
+                               .replies = replies, .max = max_replies};
+    int rc;
+    do {
+        void *buf = NULL;
+        rc = reserve_locked(m, req_size + CALL_HDR, &buf, 0);
+        if (rc == 0) {
+            uint64_t caller = m->self_peer;
+            memcpy(buf, &c->id, 8);
+            memcpy((uint8_t *)buf + 8, &caller, 8);
+            if (req_size > 0) {
+                memcpy((uint8_t *)buf + CALL_HDR, req, req_size);
+            }
+            sq__smc_set_flags(&m->smc, SQ_MSG_ORDERED_CALL);
+            rc = commit_locked(m);
+        }
+    } while (rc == SQ_EVIEWCHANGE);
+    while (rc == 0 && !c->done) {
+        if ((rc = check_running(m)) != 0) {
+            break;
+        }
+        if (timeout_ms >= 0 && now_ms() >= deadline) {
+            rc = SQ_ETIMEDOUT;
+            break;
+        }
+        (void)wait_progress(m, 0);
+    }
+    if (rc == 0) {
+        rc = c->rc;
+    }
+    if (nreplies != NULL) {
+        *nreplies = c->n;
+    }
+    c->id = 0;
     pthread_mutex_unlock(&m->mu);
     return rc;
 }

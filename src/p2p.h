@@ -25,7 +25,7 @@
 #define SQ_P2P_SLOT_BYTES (SQ_P2P_MAX_PAYLOAD + SQ_P2P_TRAILER)
 #define SQ_P2P_RING_BYTES (SQ_P2P_SLOTS * SQ_P2P_SLOT_BYTES)
 
-enum { SQ_P2P_REQUEST = 1, SQ_P2P_REPLY = 2 };
+enum { SQ_P2P_REQUEST = 1, SQ_P2P_REPLY = 2, SQ_P2P_CALL_REPLY = 3 };
 
 struct sq__p2p_msg {
     uint32_t kind;

@@ -293,6 +293,7 @@ int sq__smc_commit(struct sq__smc *s)
     if (s->phase != SQ_SMC_RUNNING) {
         /* Wedged since the reservation: my counters are frozen, the message cannot go out. */
         s->reserved = false;
+        s->reserved_flags = 0;
         return SQ_EVIEWCHANGE;
     }
     uint64_t z = s->slots_used;
@@ -301,7 +302,8 @@ int sq__smc_commit(struct sq__smc *s)
     uint64_t global = index * s->L.nmembers + s->my_rank;
     store_u64(end - TR_INDEX, index);
     store_u32(end - TR_SIZE, s->reserved_size);
-    store_u32(end - TR_FLAGS, 0);
+    store_u32(end - TR_FLAGS, s->reserved_flags);
+    s->reserved_flags = 0;
     store_u64(end - TR_TAG, slot_tag(s, s->my_rank, z));
     s->slot_global[z % s->L.window_size] = global;
     s->slots_used = z + 1;
@@ -315,6 +317,12 @@ int sq__smc_commit(struct sq__smc *s)
     store_u64(row(s, s->my_rank) + SQ_SMC_OFF_NUM_SENT, s->next_index);
     s->header_dirty = true;
     return 0;
+}
+
+void sq__smc_set_flags(struct sq__smc *s, uint32_t flags)
+{
+    SQ_ASSERT(s->reserved);
+    s->reserved_flags = flags;
 }
 
 void sq__smc_suspect(struct sq__smc *s, uint32_t rank)
@@ -486,6 +494,7 @@ static int deliver_upto(struct sq__smc *s, uint64_t stable)
                     .version = ((uint64_t)s->view_id << 32) | s->delivered_real,
                     .data = end - SQ_SMC_TRAILER_BYTES - SQ_ALIGN8((size_t)size),
                     .size = size,
+                    .flags = load_u32(end - TR_FLAGS),
                 };
                 s->delivered_real++;
                 s->deliver_slots[r] = z + 1;

@@ -129,6 +129,7 @@ struct sq__smc {
     uint64_t *slot_global;  /* window_size entries: global index of the message in each slot */
     bool reserved;
     uint32_t reserved_size;
+    uint32_t reserved_flags; /* trailer flags of the open reservation (sq__smc_set_flags) */
     uint64_t last_sent_global; /* global index of my latest real message, UINT64_MAX if none */
 
     /* receiving, per sender rank */
@@ -205,6 +206,9 @@ void sq__smc_fini(struct sq__smc *s);
  * holds a message not yet delivered at every member, SQ_EMSGSIZE, SQ_EBUSY if a reservation is
  * open, or the sticky failure. */
 int sq__smc_reserve(struct sq__smc *s, size_t size, void **buf);
+/* Marks the open reservation with message flags (SQ_MSG_ORDERED_CALL). */
+void sq__smc_set_flags(struct sq__smc *s, uint32_t flags);
+
 /* Sends the reserved slot: assigns its index. SQ_EVIEWCHANGE when the view started changing
  * since the reservation: the message is not sent, reserve again once the next view is in. The next poll writes the slot to every peer,
  * then the header that counts it; commit itself makes no transport call. */

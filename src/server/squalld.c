@@ -217,6 +217,15 @@ static int on_query(void *arg, uint32_t from_id, const void *req, size_t req_siz
     return 0;
 }
 
+/* Answers an ordered call with the fingerprint at the call's place in the total order: every
+ * member answers the same. */
+static int on_call(void *arg, const sq_message *call, void *reply, size_t reply_cap,
+                   size_t *reply_len)
+{
+    (void)call;
+    return on_query(arg, 0, NULL, 0, reply, reply_cap, reply_len);
+}
+
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -237,6 +246,8 @@ static void usage(FILE *out)
             "                    the first view; it receives the others' state\n"
             "  --query ID        at the end of the run, ask member ID for its fingerprint\n"
             "                    (a point-to-point query) and print it\n"
+            "  --call-at K       after sending K messages, make an ordered call: every member\n"
+            "                    answers with its fingerprint at that place in the order\n"
             "  --timeout S       give up after S seconds (default 600 with --expect or --finish)\n"
             "With --expect or --finish it prints one line: member=ID delivered=N hash=0x... ...\n"
             "It prints view=V members=... on every view installed.\n"
@@ -295,6 +306,7 @@ int main(int argc, char **argv)
 {
     const char *config = NULL, *latency_file = NULL;
     uint64_t send = 0, size = 1024, expect = 0, timeout_s = 600, rate = 0, query = UINT64_MAX;
+    uint64_t call_at = UINT64_MAX;
     bool print_each = false, finish = false, join = false;
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"send", required_argument, NULL, 's'},
@@ -303,6 +315,7 @@ int main(int argc, char **argv)
         {"timeout", required_argument, NULL, 't'}, {"rate", required_argument, NULL, 'r'},
         {"finish", no_argument, NULL, 'f'},        {"help", no_argument, NULL, 'h'},
         {"join", no_argument, NULL, 'j'},          {"query", required_argument, NULL, 'q'},
+        {"call-at", required_argument, NULL, 'C'},
         {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
@@ -317,6 +330,7 @@ int main(int argc, char **argv)
         case 'f': finish = true; break;
         case 'j': join = true; break;
         case 'q': ok = parse_count(optarg, &query) && query <= UINT32_MAX; break;
+        case 'C': ok = parse_count(optarg, &call_at); break;
         case 'r': ok = parse_count(optarg, &rate); break;
         case 't': ok = parse_count(optarg, &timeout_s) && timeout_s > 0; break;
         case 'h': usage(stdout); return 0;
@@ -325,7 +339,8 @@ int main(int argc, char **argv)
         if (!ok) {
             fprintf(stderr, "squalld: bad value '%s' for --%s\n", optarg,
                     c == 's' ? "send" : c == 'z' ? "size" : c == 'e' ? "expect"
-                                                : c == 'r' ? "rate" : c == 'q' ? "query" : "timeout");
+                                                : c == 'r' ? "rate" : c == 'q' ? "query"
+                                                : c == 'C' ? "call-at" : "timeout");
             return EXIT_USAGE;
         }
     }
@@ -368,6 +383,7 @@ int main(int argc, char **argv)
     sq_member_on_view(m, on_view, &run);
     sq_member_on_state(m, save_state, load_state, &run);
     sq_member_on_query(m, on_query, &run);
+    sq_member_on_call(m, on_call, &run);
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
@@ -390,6 +406,17 @@ int main(int argc, char **argv)
     /* The workload: copying sends (they start over by themselves across view changes). */
     void *buf = size > 0 ? malloc(size) : NULL;
     for (uint64_t i = 0; i < send && !g_stop; i++) {
+        if (i == call_at) {
+            static sq_reply replies[64];
+            uint32_t n = 0;
+            rc = sq_member_ordered_call(m, "fingerprint", 11, replies, 64, &n, 10000);
+            printf("call at=%" PRIu64 " status=%s replies=%u", i, sq_err_name(rc), n);
+            for (uint32_t k = 0; k < n; k++) {
+                printf(" [%u:%d:%.*s]", replies[k].member_id, replies[k].status,
+                       (int)replies[k].size, (const char *)replies[k].data);
+            }
+            printf("\n");
+        }
         if (rate > 0) {
             uint64_t due = start_ns + i * 1000000000ull / rate;
             uint64_t now = mono_ns();

@@ -43,6 +43,22 @@ mine=$(grep -o 'delivered=[0-9]* hash=0x[0-9a-f]* view=[0-9]*' "$WORK/m2.out")
 echo "query: member 2 answered member 0: $answer"
 PIDS=()
 
+# An ordered call in the middle of a stream: every member answers with its fingerprint at the
+# call's place in the total order, so all answers are the same.
+BASE_PORT=$((BASE_PORT + 10))
+make_configs 3 64 1024
+start_member 0 --send 20000 --size 64 --rate 20000 --finish --timeout 120
+start_member 1 --send 20000 --size 64 --rate 20000 --finish --call-at 5000 --timeout 120
+start_member 2 --send 20000 --size 64 --rate 20000 --finish --timeout 120
+for i in 0 1 2; do wait "$(eval echo "\$PID_$i")" || fail "call case: member $i exited with status $?"; done
+line=$(grep '^call at=5000 status=SQ_OK replies=3 ' "$WORK/m1.out") || fail "the ordered call did not get 3 replies: $(grep '^call' "$WORK/m1.out")"
+distinct=$(echo "$line" | grep -o '\[[0-9]*:0:[^]]*\]' | sed 's/^\[[0-9]*:0://' | sort -u | wc -l)
+members=$(echo "$line" | grep -o '\[[0-9]*:0:' | sort -u | wc -l)
+[ "$members" = 3 ] || fail "the ordered call was not answered by 3 members: $line"
+[ "$distinct" = 1 ] || fail "members answered the ordered call differently: $line"
+echo "ordered call: $line"
+PIDS=()
+
 BASE_PORT=$((BASE_PORT + 10))
 make_configs 3 16 10240
 run_case "one-sender-10KiB-window16" 50000 10240 0 50000 0
@@ -50,4 +66,4 @@ run_case "one-sender-10KiB-window16" 50000 10240 0 50000 0
 BASE_PORT=$((BASE_PORT + 10))
 make_configs 3 4 64
 run_case "two-senders-window4" 30000 8 20000 0 10000
-echo "three_members: 4 passed, 0 failed"
+echo "three_members: 5 passed, 0 failed"
