@@ -217,55 +217,61 @@ int sq_member_open(sq_member **out, const char *config_path, char *err, size_t e
     return 0;
 }
 
+/* Callbacks are set before start: the loop thread reads them without the lock. */
+static int before_start(const sq_member *m)
+{
+    return m == NULL || m->state != ST_OPEN ? SQ_ESTATE : 0;
+}
+
 int sq_member_on_view(sq_member *m, sq_view_fn fn, void *arg)
 {
-    if (m == NULL || m->state != ST_OPEN) {
-        return SQ_ESTATE;
+    int rc = before_start(m);
+    if (rc == 0) {
+        m->on_view = fn;
+        m->on_view_arg = arg;
     }
-    m->on_view = fn;
-    m->on_view_arg = arg;
-    return 0;
+    return rc;
 }
 
 int sq_member_on_state(sq_member *m, sq_state_save_fn save, sq_state_load_fn load, void *arg)
 {
-    if (m == NULL || m->state != ST_OPEN) {
-        return SQ_ESTATE;
+    int rc = before_start(m);
+    if (rc == 0) {
+        m->save = save;
+        m->load = load;
+        m->state_arg = arg;
     }
-    m->save = save;
-    m->load = load;
-    m->state_arg = arg;
-    return 0;
+    return rc;
 }
 
 int sq_member_on_query(sq_member *m, sq_query_fn fn, void *arg)
 {
-    if (m == NULL || m->state != ST_OPEN) {
-        return SQ_ESTATE;
+    int rc = before_start(m);
+    if (rc == 0) {
+        m->on_query = fn;
+        m->on_query_arg = arg;
     }
-    m->on_query = fn;
-    m->on_query_arg = arg;
-    return 0;
+    return rc;
 }
 
 int sq_member_on_call(sq_member *m, sq_call_fn fn, void *arg)
 {
-    if (m == NULL || m->state != ST_OPEN) {
-        return SQ_ESTATE;
+    int rc = before_start(m);
+    if (rc == 0) {
+        m->on_call = fn;
+        m->on_call_arg = arg;
     }
-    m->on_call = fn;
-    m->on_call_arg = arg;
-    return 0;
+    return rc;
 }
 
 int sq_member_on_deliver(sq_member *m, sq_deliver_fn fn, void *arg)
 {
-    if (m == NULL || m->state != ST_OPEN) {
-        return SQ_ESTATE;
+    int rc = before_start(m);
+    if (rc == 0) {
+        m->deliver = fn;
+        m->deliver_arg = arg;
     }
-    m->deliver = fn;
-    m->deliver_arg = arg;
-    return 0;
+    return rc;
 }
 
 static bool in_loop_thread(const sq_member *m)

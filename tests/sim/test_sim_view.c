@@ -17,6 +17,7 @@
 #include "common.h"
 #include "smc.h"
 #include "transport/sim/sim.h"
+#include "seeds.h"
 
 #define MAX_N 7
 #define MAX_VIEWS 16
@@ -547,35 +548,10 @@ static int run_seed(uint64_t seed, bool verbose)
 
 int main(int argc, char **argv)
 {
-    uint64_t start = 1, count = 200;
-    bool verbose = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--seeds") == 0 && i + 1 < argc) {
-            count = strtoull(argv[++i], NULL, 10);
-        } else if (strcmp(argv[i], "--start") == 0 && i + 1 < argc) {
-            start = strtoull(argv[++i], NULL, 10);
-        } else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
-            start = strtoull(argv[++i], NULL, 10);
-            count = 1;
-        } else if (strcmp(argv[i], "-v") == 0) {
-            verbose = true;
-        } else {
-            fprintf(stderr, "usage: test_sim_view [--seeds N] [--start S] [--seed S] [-v]\n");
-            return 2;
-        }
-    }
-    uint64_t passed = 0, failed = 0;
-    for (uint64_t s = start; s < start + count; s++) {
-        if (run_seed(s, verbose)) {
-            passed++;
-        } else {
-            failed++;
-        }
-    }
+    int rc = sq_sim_main(argc, argv, "sim view", run_seed);
     printf("views installed %" PRIu64 ", by a leader other than rank 0 %" PRIu64
            ", proposals adopted from an earlier leader %" PRIu64 ", members stopped as "
            "partitioned %" PRIu64 ", as removed %" PRIu64 "\n", g_views_installed, g_takeovers,
            g_adopted, g_partitioned, g_removed);
-    printf("sim view: %" PRIu64 " passed, %" PRIu64 " failed\n", passed, failed);
-    return failed == 0 ? 0 : 1;
+    return rc;
 }
