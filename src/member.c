@@ -77,6 +77,7 @@ struct sq_member {
     int failure;         /* why the member stopped, 0 while running */
     uint32_t peer_ids[SQ_MAX_MEMBERS]; /* configured ids by transport peer index */
     uint32_t self_peer;
+    uint64_t pending_joins; /* peers that asked to join and are not in a view yet */
     size_t p2p_off;                    /* then the point-to-point rings */
     struct sq__p2p p2p;
     bool p2p_ready;
@@ -413,6 +414,7 @@ static int install_next_view(sq_member *m)
         }
     }
     uint64_t dropped = m->smc.dropped;
+    m->pending_joins &= ~m->smc.decision.added;
     uint64_t next_peers = 0;
     for (uint32_t r = 0; r < n; r++) {
         next_peers |= 1ull << peers[r];
@@ -465,12 +467,20 @@ static void suspect_failed_links(sq_member *m)
     for (uint32_t p = 0; p < m->cfg.nmembers; p++) {
         if ((joined >> p) & 1u) {
             sq__log(SQ_LOG_INFO, "member %u asks to join", m->peer_ids[p]);
-            sq__smc_request_join(&m->smc, p);
+            m->pending_joins |= 1ull << p;
             fail_queries_to(m, p);
             sq__p2p_reset_peer(&m->p2p, p); /* a new incarnation: start both rings afresh */
         }
     }
     uint64_t failed = m->t->vt->failed_peers(m->t);
+    m->pending_joins &= ~failed; /* a joiner that went away again is not waited for */
+    /* Asked again in every view until a view adds it: a request that arrives while a change is
+     * already fixed would otherwise be lost with that view. */
+    for (uint32_t p = 0; p < m->cfg.nmembers; p++) {
+        if ((m->pending_joins >> p) & 1u) {
+            sq__smc_request_join(&m->smc, p);
+        }
+    }
     if (failed == 0) {
         return;
     }
