@@ -3,10 +3,19 @@
 #define SQ_TEST_SEEDS_H
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Records the first failure of a run into `dst` (later ones are often its consequences). */
+static inline void sq_sim_vfail(char *dst, size_t size, const char *fmt, va_list ap)
+{
+    if (dst[0] == '\0') {
+        vsnprintf(dst, size, fmt, ap);
+    }
+}
 
 /* Runs `run_seed` for the seeds the command line asks for (--seeds N, --start S, --seed S, -v)
  * and prints "<name>: N passed, N failed". Returns the process exit status. */

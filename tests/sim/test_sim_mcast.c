@@ -52,12 +52,9 @@ static uint8_t payload_byte(uint32_t sender, uint64_t seq, size_t pos)
 static void fail(struct run *run, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void fail(struct run *run, const char *fmt, ...)
 {
-    if (run->failure[0] != '\0') {
-        return;
-    }
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(run->failure, sizeof(run->failure), fmt, ap);
+    sq_sim_vfail(run->failure, sizeof(run->failure), fmt, ap);
     va_end(ap);
 }
 

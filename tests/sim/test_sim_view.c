@@ -71,12 +71,9 @@ static uint64_t g_views_installed, g_takeovers, g_adopted, g_partitioned, g_remo
 static void fail(struct run *run, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void fail(struct run *run, const char *fmt, ...)
 {
-    if (run->failure[0] != '\0') {
-        return;
-    }
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(run->failure, sizeof(run->failure), fmt, ap);
+    sq_sim_vfail(run->failure, sizeof(run->failure), fmt, ap);
     va_end(ap);
 }
 
