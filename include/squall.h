@@ -153,7 +153,8 @@ int sq_member_ordered_call(sq_member *m, const void *req, size_t req_size, sq_re
 
 /* Connects to every member of the configured first view and starts the event-loop thread.
  * Returns once the group is formed (every connection up), or SQ_ETIMEDOUT after
- * `timeout_ms` (a negative value waits forever). */
+ * `timeout_ms` (a negative value waits forever). If the others already run (this member was
+ * restarted), it joins them as sq_member_join does. */
 int sq_member_start(sq_member *m, int timeout_ms);
 
 /* Multicasts a copy of `data` to the shard. Blocks while this member's window is full or the view

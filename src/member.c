@@ -778,11 +778,16 @@ static int open_transport(sq_member *m, int timeout_ms, bool join)
     return 0;
 }
 
+static int join_group(sq_member *m);
+
 int sq_member_start(sq_member *m, int timeout_ms)
 {
     int rc = open_transport(m, timeout_ms, false);
     if (rc != 0) {
         return rc;
+    }
+    if (m->t->vt->joining(m->t)) {
+        return join_group(m); /* restarted while the others run: come back as a joiner */
     }
     uint32_t ids[SQ_MAX_MEMBERS], peers[SQ_MAX_MEMBERS];
     for (uint32_t i = 0; i < m->cfg.nmembers; i++) {
@@ -806,6 +811,13 @@ int sq_member_join(sq_member *m, int timeout_ms)
     if (rc != 0) {
         return rc;
     }
+    return join_group(m);
+}
+
+/* Connected as a joiner: our connections asked the members to add us. */
+static int join_group(sq_member *m)
+{
+    int rc;
     /* Our connections asked the members to add us; the donor's welcome says when they have. */
     uint64_t deadline = now_ms() + (uint64_t)m->cfg.connect_timeout_ms;
     struct welcome w;

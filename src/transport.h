@@ -8,6 +8,7 @@
 #ifndef SQ_TRANSPORT_H
 #define SQ_TRANSPORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -65,6 +66,9 @@ struct sq_transport_vtable {
 
     /* For a member that joined: the view a running member reported when it connected. */
     uint32_t (*contact_view)(struct sq_transport *t, uint64_t *peers);
+
+    /* True when this member is joining a running group (asked to, or found it running). */
+    bool (*joining)(struct sq_transport *t);
 
     /* Closes the link to `peer` for good (it left the group): nothing it sends lands any more. */
     void (*disconnect)(struct sq_transport *t, uint32_t peer);

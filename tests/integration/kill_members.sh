@@ -8,7 +8,8 @@
 #      itself outside the group and exit with status 3 (minority) or 4 (removed);
 #   4. 3 members: one leaves cleanly on SIGTERM; the others go on at once;
 #   5. 3 members: kill -9 one and restart it with --join: it receives the state (the running
-#      fingerprint) and ends with the same hash as the others.
+#      fingerprint) and ends with the same hash as the others;
+#   6. the same, restarted with its original command: it finds the group running and joins.
 # Prints how long each view change took, from the kill to the new view at the last survivor.
 SQUALLD=$1
 . "$(dirname "$0")/lib.sh"
@@ -111,22 +112,31 @@ grep -q "left the group" "$WORK/m1.err" || fail "the member that left did not sa
 echo "  view change after a clean leave: $(view_time "$k1" 1 0 2) ms"
 PIDS=()
 
-echo "case 5: 3 members, kill -9 one, restart it with --join: it gets the state and ends equal"
-BASE_PORT=$((BASE_PORT + 10))
-start_all 3
-sleep 0.6
-k1=$(now_ms); kill -9 "$PID_2"
-for ((t = 0; t < 200; t++)); do grep -q '^view=1 ' "$WORK/m0.out" && break; sleep 0.05; done
-mv "$WORK/m2.out" "$WORK/m2.killed.out"
-j1=$(now_ms)
-start_member 2 --join --send 3000 --size 256 --rate 10000 --finish --timeout 120
-same_result 0 1
-wait "$PID_2" || fail "the rejoined member exited with status $?"
-r0=$(grep -o 'delivered=[0-9]* hash=0x[0-9a-f]* view=[0-9]*' "$WORK/m0.out")
-r2=$(grep -o 'delivered=[0-9]* hash=0x[0-9a-f]* view=[0-9]*' "$WORK/m2.out")
-[ "$r2" = "$r0" ] || fail "the rejoined member ended with '$r2', the others with '$r0'"
-echo "  rejoined member 2: $r2"
-grep -q '^view=2 members=0,1,2 ' "$WORK/m2.out" || fail "the restarted member did not join in view 2"
-grep -q "joined view 2 with 32 bytes of state" "$WORK/m2.err" || fail "the joiner did not receive the state"
-echo "  view change after the kill: $(view_time "$k1" 1 0 1) ms; from the restart to the view with it: $(view_time "$j1" 2 0 1 2) ms"
-echo "kill_members: 5 passed, 0 failed"
+# rejoin_case N FLAGS: kill -9 member 2 of 3 and restart it with FLAGS (--join, or nothing: a
+# restarted member finds the group running and joins by itself).
+rejoin_case() {
+  local label=$1; shift
+  echo "case $label: 3 members, kill -9 one, restart it ${*:-with the same command}: it gets the state and ends equal"
+  BASE_PORT=$((BASE_PORT + 10))
+  start_all 3
+  sleep 0.6
+  local k1 j1; k1=$(now_ms); kill -9 "$PID_2"
+  for ((t = 0; t < 200; t++)); do grep -q '^view=1 ' "$WORK/m0.out" && break; sleep 0.05; done
+  mv "$WORK/m2.out" "$WORK/m2.killed.out"
+  j1=$(now_ms)
+  start_member 2 "$@" --send 3000 --size 256 --rate 10000 --finish --timeout 120
+  same_result 0 1
+  wait "$PID_2" || fail "the rejoined member exited with status $?"
+  local r0 r2
+  r0=$(grep -o 'delivered=[0-9]* hash=0x[0-9a-f]* view=[0-9]*' "$WORK/m0.out")
+  r2=$(grep -o 'delivered=[0-9]* hash=0x[0-9a-f]* view=[0-9]*' "$WORK/m2.out")
+  [ "$r2" = "$r0" ] || fail "the rejoined member ended with '$r2', the others with '$r0'"
+  grep -q '^view=2 members=0,1,2 ' "$WORK/m2.out" || fail "the restarted member did not join in view 2"
+  grep -q "joined view 2 with 32 bytes of state" "$WORK/m2.err" || fail "the joiner did not receive the state"
+  echo "  rejoined member 2: $r2"
+  echo "  view change after the kill: $(view_time "$k1" 1 0 1) ms; from the restart to the view with it: $(view_time "$j1" 2 0 1 2) ms"
+  PIDS=()
+}
+rejoin_case 5 --join
+rejoin_case 6
+echo "kill_members: 6 passed, 0 failed"

@@ -71,12 +71,14 @@ enum reject_reason {
     REJ_MISMATCH,
     REJ_DUPLICATE,
     REJ_UNKNOWN_MEMBER,
-    REJ_NOT_RUNNING
+    REJ_NOT_RUNNING,
+    REJ_PROBE
 };
 static const char *const reject_text[] = {
     "no reason", "malformed hello", "configuration mismatch (member list, subgroup or table size)",
     "already connected", "not a member of the configured group",
-    "the group is still forming (start with the others, or join later)"};
+    "the group is still forming (start with the others, or join later)",
+    "forming: the higher rank connects"};
 
 struct range {
     size_t off, len;
@@ -592,6 +594,11 @@ static uint32_t fab_contact_view(struct sq_transport *t, uint64_t *peers)
     return f->contact_view;
 }
 
+static bool fab_joining(struct sq_transport *t)
+{
+    return ((struct fabric *)t)->joining;
+}
+
 static void fab_wake(struct sq_transport *t)
 {
     struct fabric *f = (struct fabric *)t;
@@ -668,6 +675,7 @@ static const struct sq_transport_vtable fabric_vtable = {
     .joined = fab_joined,
     .set_view = fab_set_view,
     .contact_view = fab_contact_view,
+    .joining = fab_joining,
     .disconnect = fab_disconnect,
     .flush = fab_flush,
     .wait = fab_wait,
@@ -718,6 +726,9 @@ static int check_hello(const struct fabric *f, const void *data, size_t len, boo
     }
     if (accepting && (h.flags & HELLO_JOINING)) {
         return REJ_NOT_RUNNING;
+    }
+    if (accepting && h.rank < f->base.my_rank) {
+        return REJ_PROBE; /* a lower rank checking whether the group already runs */
     }
     /* The higher rank connects; an accept only comes from above us. */
     if (accepting && (h.rank <= f->base.my_rank || f->peers[h.rank].state == P_UP)) {
@@ -817,6 +828,12 @@ static int on_connected(struct fabric *f, struct fi_eq_cm_entry *e, size_t datal
         struct hello h;
         memcpy(&h, e->data, sizeof(h));
         mark_up(f, p, &h);
+        if ((h.flags & HELLO_RUNNING) && !f->joining) {
+            /* The group already runs (this member restarted): join it instead of forming. */
+            sq__log(SQ_LOG_INFO, "member %u says the group is running (view %u): joining it",
+                    p->id, h.view_id);
+            f->joining = true;
+        }
         if ((h.flags & HELLO_RUNNING) && (!f->have_contact || h.view_id > f->contact_view)) {
             f->have_contact = true;
             f->contact_view = h.view_id;
@@ -873,9 +890,18 @@ static int on_connreq(struct fabric *f, struct fi_eq_cm_entry *e, size_t datalen
     struct hello rej;
     make_hello(f, &rej);
     rej.reject_reason = (uint16_t)why;
-    sq__log(SQ_LOG_WARN, "refused a connection: %s", reject_text[why]);
+    if (why != REJ_PROBE) {
+        sq__log(SQ_LOG_WARN, "refused a connection: %s", reject_text[why]);
+    }
     fi_reject(f->pep, e->info->handle, &rej, sizeof(rej));
     fi_freeinfo(e->info);
+    if (why == REJ_MISMATCH && !f->running) {
+        /* A configured member disagrees on the group: the first view can never form. */
+        struct hello h2;
+        memcpy(&h2, e->data, sizeof(h2));
+        return fail(f, SQ_ECONFIG, "member %u has a different configuration (member list, "
+                                   "subgroup or table size)", h2.id);
+    }
     return 0;
 }
 
@@ -895,6 +921,15 @@ static int on_eq_error(struct fabric *f)
     if (ee.err_data != NULL && ee.err_data_size >= sizeof(struct hello)) {
         struct hello h;
         memcpy(&h, ee.err_data, sizeof(h));
+        if (h.magic == HELLO_MAGIC && h.reject_reason == REJ_PROBE) {
+            /* Still forming: that member connects to us. Probe again later, in case this
+             * member is the one that restarted. */
+            fi_close(&p->ep->fid);
+            p->ep = NULL;
+            p->state = P_IDLE;
+            p->retry_at_ms = now_ms() + 10 * RETRY_MS;
+            return 0;
+        }
         if (h.magic == HELLO_MAGIC && h.reject_reason != REJ_NONE &&
             h.reject_reason != REJ_NOT_RUNNING && h.reject_reason < SQ_ARRAY_LEN(reject_text)) {
             return fail(f, SQ_ECONFIG, "member %u refused our connection: %s", p->id,
@@ -910,6 +945,17 @@ static int on_eq_error(struct fabric *f)
     return 0;
 }
 
+/* Forming: every member is connected (probes that came back up count as connections too). */
+static bool forming_done(const struct fabric *f)
+{
+    for (uint32_t r = 0; r < f->base.nmembers; r++) {
+        if (r != f->base.my_rank && f->peers[r].state != P_UP) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static int establish(struct fabric *f)
 {
     uint64_t deadline = now_ms() + (uint64_t)f->cfg->connect_timeout_ms;
@@ -923,15 +969,16 @@ static int establish(struct fabric *f)
             }
             if (p->state == P_UP) {
                 up++;
-            } else if (p->state == P_IDLE && (r < me || f->joining) &&
-                       now_ms() >= p->retry_at_ms) {
+            } else if (p->state == P_IDLE && now_ms() >= p->retry_at_ms) {
+                /* Lower ranks: the connections of the first view. Higher ranks: a probe that
+                 * a forming member refuses and a running one accepts (this member restarted). */
                 int rc = start_connect(f, p);
                 if (rc != 0) {
                     return rc;
                 }
             }
         }
-        if (!f->joining && up == n - 1) {
+        if (!f->joining && forming_done(f)) {
             return 0;
         }
         if (f->joining && f->have_contact) {

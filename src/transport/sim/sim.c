@@ -258,7 +258,14 @@ static uint32_t sim_contact_view(struct sq_transport *t, uint64_t *peers)
     return 0;
 }
 
+static bool sim_joining(struct sq_transport *t)
+{
+    (void)t;
+    return false;
+}
+
 static const struct sq_transport_vtable sim_vtable = {
+    .joining = sim_joining,
     .joined = sim_joined,
     .set_view = sim_set_view,
     .contact_view = sim_contact_view,
