@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "squall.h"
 
@@ -21,6 +22,20 @@ _Noreturn static inline void sq__assert_fail(const char *what, const char *file,
 {
     fprintf(stderr, "squall: assertion failed: %s (%s:%d)\n", what, file, line);
     abort();
+}
+
+/* The monotonic clock, for the runtime and the transport (the protocol core gets its time from
+ * its caller, so the simulator can drive it). */
+static inline uint64_t sq__mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static inline uint64_t sq__mono_ms(void)
+{
+    return sq__mono_us() / 1000u;
 }
 
 #define SQ_ALIGN8(x) (((x) + 7u) & ~(size_t)7u)

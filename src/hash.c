@@ -11,6 +11,16 @@ uint64_t sq__fnv1a(uint64_t h, const void *data, size_t len)
     return h;
 }
 
+uint64_t sq__mix64(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return h;
+}
+
 uint64_t sq__fnv1a_u64(uint64_t h, uint64_t v)
 {
     unsigned char b[8];

@@ -135,18 +135,6 @@ static void set_error(sq_member *m, const char *fmt, ...)
     va_end(ap);
 }
 
-static uint64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static uint64_t now_ms(void)
-{
-    return now_us() / 1000u;
-}
-
 static void handle_call(sq_member *m, const sq_message *msg);
 struct pending_call;
 static void add_call_reply(sq_member *m, struct pending_call *c, uint32_t peer, int status,
@@ -334,7 +322,7 @@ static struct sq__smc_params view_params(sq_member *m, uint32_t view_id, uint32_
                                .max_payload = m->cfg.max_payload, .view_id = view_id,
                                .member_ids = ids, .member_peers = peers,
                                .region_offset = (view_id % 2) * m->region_bytes,
-                               .now_us = now_us(),
+                               .now_us = sq__mono_us(),
                                .heartbeat_timeout_us = (uint64_t)m->cfg.heartbeat_timeout_ms * 1000u,
                                .npeers = m->cfg.nmembers, .peer_ids = m->peer_ids};
     return p;
@@ -687,7 +675,7 @@ static void *loop_main(void *arg)
     pthread_mutex_lock(&m->mu);
     while (m->state == ST_RUNNING) {
         suspect_failed_links(m);
-        sq__smc_tick(&m->smc, now_us());
+        sq__smc_tick(&m->smc, sq__mono_us());
         int rc = sq__smc_poll(&m->smc);
         if (rc < 0) {
             fail_locked(m, rc);
@@ -819,14 +807,14 @@ static int join_group(sq_member *m)
 {
     int rc;
     /* Our connections asked the members to add us; the donor's welcome says when they have. */
-    uint64_t deadline = now_ms() + (uint64_t)m->cfg.connect_timeout_ms;
+    uint64_t deadline = sq__mono_ms() + (uint64_t)m->cfg.connect_timeout_ms;
     struct welcome w;
     for (;;) {
         memcpy(&w, m->table + m->welcome_off, sizeof(w));
         if (w.magic == WELCOME_MAGIC && w.check == welcome_check(&w)) {
             break;
         }
-        if (now_ms() >= deadline) {
+        if (sq__mono_ms() >= deadline) {
             set_error(m, "member %u connected but was not added to the group within %d ms",
                       m->cfg.self_id, m->cfg.connect_timeout_ms);
             return SQ_ETIMEDOUT;
@@ -989,11 +977,11 @@ static int wait_until(sq_member *m, bool (*done)(struct sq__smc *), int timeout_
     if (in_loop_thread(m)) {
         return SQ_ESTATE;
     }
-    uint64_t deadline = now_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
+    uint64_t deadline = sq__mono_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
     pthread_mutex_lock(&m->mu);
     int rc = 0;
     while ((rc = check_running(m)) == 0 && !done(&m->smc)) {
-        if (timeout_ms >= 0 && now_ms() >= deadline) {
+        if (timeout_ms >= 0 && sq__mono_ms() >= deadline) {
             rc = SQ_ETIMEDOUT;
             break;
         }
@@ -1061,7 +1049,7 @@ int sq_member_leave(sq_member *m, int timeout_ms)
     if (in_loop_thread(m)) {
         return SQ_ESTATE;
     }
-    uint64_t deadline = now_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
+    uint64_t deadline = sq__mono_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
     pthread_mutex_lock(&m->mu);
     if (m->state != ST_RUNNING) {
         pthread_mutex_unlock(&m->mu);
@@ -1075,7 +1063,7 @@ int sq_member_leave(sq_member *m, int timeout_ms)
         }
     }
     m->t->vt->wake(m->t);
-    while (m->state == ST_RUNNING && (timeout_ms < 0 || now_ms() < deadline)) {
+    while (m->state == ST_RUNNING && (timeout_ms < 0 || sq__mono_ms() < deadline)) {
         (void)wait_progress(m, 0);
     }
     bool left = m->state != ST_RUNNING;
@@ -1088,7 +1076,7 @@ int sq_member_leave(sq_member *m, int timeout_ms)
     /* The loop is gone, so this thread may drive the transport: keep serving the connections
      * until every other member has installed the view without us and closed its link. */
     while ((m->t->vt->failed_peers(m->t) & others) != others) {
-        if (timeout_ms >= 0 && now_ms() >= deadline) {
+        if (timeout_ms >= 0 && sq__mono_ms() >= deadline) {
             return SQ_ETIMEDOUT;
         }
         (void)m->t->vt->wait(m->t, 20);
@@ -1143,7 +1131,7 @@ int sq_member_query(sq_member *m, uint32_t member_id, const void *req, size_t re
     if (in_loop_thread(m)) {
         return SQ_ESTATE;
     }
-    uint64_t deadline = now_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
+    uint64_t deadline = sq__mono_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
     pthread_mutex_lock(&m->mu);
     int rc = 0;
     struct pending_query *q = NULL;
@@ -1159,7 +1147,7 @@ int sq_member_query(sq_member *m, uint32_t member_id, const void *req, size_t re
             break;
         }
         q = NULL;
-        if (timeout_ms >= 0 && now_ms() >= deadline) {
+        if (timeout_ms >= 0 && sq__mono_ms() >= deadline) {
             rc = SQ_ETIMEDOUT;
             break;
         }
@@ -1174,7 +1162,7 @@ int sq_member_query(sq_member *m, uint32_t member_id, const void *req, size_t re
             if ((rc = check_running(m)) != 0) {
                 break;
             }
-            if (timeout_ms >= 0 && now_ms() >= deadline) {
+            if (timeout_ms >= 0 && sq__mono_ms() >= deadline) {
                 rc = SQ_ETIMEDOUT;
                 break;
             }
@@ -1204,7 +1192,7 @@ int sq_member_ordered_call(sq_member *m, const void *req, size_t req_size, sq_re
     if (in_loop_thread(m)) {
         return SQ_ESTATE;
     }
-    uint64_t deadline = now_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
+    uint64_t deadline = sq__mono_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
     pthread_mutex_lock(&m->mu);
     struct pending_call *c = NULL;
     for (uint32_t i = 0; i < MAX_CALLS && c == NULL; i++) {
@@ -1235,7 +1223,7 @@ int sq_member_ordered_call(sq_member *m, const void *req, size_t req_size, sq_re
         if ((rc = check_running(m)) != 0) {
             break;
         }
-        if (timeout_ms >= 0 && now_ms() >= deadline) {
+        if (timeout_ms >= 0 && sq__mono_ms() >= deadline) {
             rc = SQ_ETIMEDOUT;
             break;
         }

@@ -2,6 +2,7 @@
 #include "p2p.h"
 
 #include "common.h"
+#include "hash.h"
 #include "squall.h"
 
 static size_t inbox(const struct sq__p2p *p, uint32_t from)
@@ -23,12 +24,7 @@ static uint64_t tag_of(uint32_t from, uint32_t to, uint64_t seq)
 {
     uint64_t h = seq * 0x9e3779b97f4a7c15ull ^ ((uint64_t)from << 48) ^ ((uint64_t)to << 40) ^
                  0x5051505051505051ull;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return h | 1u;
+    return sq__mix64(h) | 1u;
 }
 
 size_t sq__p2p_area_bytes(uint32_t npeers)

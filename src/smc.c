@@ -32,22 +32,12 @@ static inline void store_u32(uint8_t *p, uint32_t v)
  * not be a value that old contents (old rows, payload bytes) could hold by chance. They are
  * 64-bit hashes of the view, the rank and, for slots, the slot number; the per-rank part is
  * computed once per view (tags are checked on every poll). */
-static uint64_t fmix64(uint64_t h)
-{
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return h;
-}
-
 static void make_tags(struct sq__smc *s)
 {
     for (uint32_t r = 0; r < s->L.nmembers; r++) {
         uint64_t base = sq__fnv1a_u64(sq__fnv1a_u64(SQ_FNV_INIT, s->view_id), r);
-        s->row_tags[r] = fmix64(base) | 1u; /* never 0: zeroed memory never matches */
-        s->slot_tag_base[r] = fmix64(base ^ 0x5107u);
+        s->row_tags[r] = sq__mix64(base) | 1u; /* never 0: zeroed memory never matches */
+        s->slot_tag_base[r] = sq__mix64(base ^ 0x5107u);
     }
 }
 
@@ -58,7 +48,7 @@ static inline uint64_t row_tag(const struct sq__smc *s, uint32_t rank)
 
 static inline uint64_t slot_tag(const struct sq__smc *s, uint32_t rank, uint64_t slot_no)
 {
-    return fmix64(s->slot_tag_base[rank] + slot_no * 0x9e3779b97f4a7c15ull) | 1u;
+    return sq__mix64(s->slot_tag_base[rank] + slot_no * 0x9e3779b97f4a7c15ull) | 1u;
 }
 
 bool sq__smc_row_valid(const struct sq__smc *s, uint32_t rank)
@@ -66,8 +56,7 @@ bool sq__smc_row_valid(const struct sq__smc *s, uint32_t rank)
     return load_u64(row(s, rank) + s->L.header_bytes - 8) == row_tag(s, rank);
 }
 
-/* A column of row `rank`, 0 when the row is stale; my own row is always current. */
-static uint64_t col(const struct sq__smc *s, uint32_t rank, size_t off)
+uint64_t sq__smc_col(const struct sq__smc *s, uint32_t rank, size_t off)
 {
     if (rank != s->my_rank && !sq__smc_row_valid(s, rank)) {
         return 0;
@@ -220,7 +209,7 @@ static uint64_t min_delivered(struct sq__smc *s)
         if (j == s->my_rank) {
             d = s->next_deliver;
         } else {
-            d = col(s, j, SQ_SMC_OFF_DELIVERED);
+            d = sq__smc_col(s, j, SQ_SMC_OFF_DELIVERED);
             d = s->seen_delivered[j] = SQ_MAX(d, s->seen_delivered[j]);
         }
         m = SQ_MIN(m, d);
@@ -369,7 +358,7 @@ void sq__smc_tick(struct sq__smc *s, uint64_t now_us)
         if (k == s->my_rank || (s->suspected >> k) & 1u) {
             continue;
         }
-        uint64_t hb = col(s, k, SQ_SMC_OFF_HEARTBEAT);
+        uint64_t hb = sq__smc_col(s, k, SQ_SMC_OFF_HEARTBEAT);
         if (hb != s->seen_hb[k]) {
             s->seen_hb[k] = hb;
             s->seen_hb_at_us[k] = now_us;

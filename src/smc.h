@@ -188,6 +188,10 @@ static inline uint8_t *sq__smc_row(const struct sq__smc *s, uint32_t rank)
 /* True when row `rank` was written in this view (its header's view tag matches). */
 bool sq__smc_row_valid(const struct sq__smc *s, uint32_t rank);
 
+/* A column of row `rank`: 0 when the row is stale (not of this view); my own row is always
+ * current. */
+uint64_t sq__smc_col(const struct sq__smc *s, uint32_t rank, size_t off);
+
 /* The first global index that member `rank` has not received with everything before it:
  * min over senders r of received[r] * n + r (0 for a stale row). */
 uint64_t sq__smc_prefix(const struct sq__smc *s, uint32_t rank);

@@ -40,14 +40,6 @@ static void write_value(struct sq__smc *s, size_t off, const struct sq__vc_value
     s->header_dirty = true;
 }
 
-static uint64_t col(const struct sq__smc *s, uint32_t rank, size_t off)
-{
-    if (rank != s->my_rank && !sq__smc_row_valid(s, rank)) {
-        return 0;
-    }
-    return sq__load_u64(sq__smc_row(s, rank) + off);
-}
-
 static bool same(const struct sq__vc_value *a, const struct sq__vc_value *b)
 {
     return a->ballot == b->ballot && a->removed == b->removed && a->added == b->added &&
@@ -70,8 +62,8 @@ static int merge_suspicions(struct sq__smc *s)
         if (k == s->my_rank || (s->suspected >> k) & 1u) {
             continue;
         }
-        uint64_t theirs = col(s, k, SQ_SMC_OFF_SUSPECTED);
-        uint64_t joins = col(s, k, SQ_SMC_OFF_JOINS);
+        uint64_t theirs = sq__smc_col(s, k, SQ_SMC_OFF_SUSPECTED);
+        uint64_t joins = sq__smc_col(s, k, SQ_SMC_OFF_JOINS);
         if (theirs >> s->L.nmembers != 0 || (s->npeers < 64 && joins >> s->npeers != 0)) {
             continue; /* not masks over this view: ignore the garbage */
         }
@@ -107,7 +99,7 @@ static int lead(struct sq__smc *s, uint64_t ballot)
         if ((s->suspected >> k) & 1u) {
             continue;
         }
-        if (col(s, k, s->L.off_wedged) != 1 || col(s, k, s->L.off_promise) != ballot) {
+        if (sq__smc_col(s, k, s->L.off_wedged) != 1 || sq__smc_col(s, k, s->L.off_promise) != ballot) {
             return 0; /* wait: everyone I do not suspect must freeze and follow me */
         }
         struct sq__vc_value acc;
@@ -142,7 +134,7 @@ static int lead(struct sq__smc *s, uint64_t ballot)
 static int follow(struct sq__smc *s, uint32_t leader, uint64_t ballot)
 {
     int changed = 0;
-    if (s->promise < ballot && col(s, leader, SQ_SMC_OFF_PREPARE) == ballot) {
+    if (s->promise < ballot && sq__smc_col(s, leader, SQ_SMC_OFF_PREPARE) == ballot) {
         s->promise = ballot;
         sq__store_u64(sq__smc_row(s, s->my_rank) + s->L.off_promise, ballot);
         s->header_dirty = true;
@@ -167,7 +159,7 @@ static bool learn(struct sq__smc *s, uint32_t quorum)
     bool have[SQ_SMC_MAX_MEMBERS];
     for (uint32_t k = 0; k < s->L.nmembers; k++) {
         have[k] = read_value(s, k, SQ_SMC_OFF_ACC, &vals[k]);
-        if (have[k] && k != s->my_rank && col(s, k, s->L.off_learned) == 1) {
+        if (have[k] && k != s->my_rank && sq__smc_col(s, k, s->L.off_learned) == 1) {
             s->decision = vals[k];
             return true;
         }

@@ -150,20 +150,6 @@ struct fabric {
     size_t err_size;
 };
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static uint64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 static int fail(struct fabric *f, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(struct fabric *f, int rc, const char *fmt, ...)
 {
@@ -343,38 +329,6 @@ static int post_pending(struct fabric *f, struct peer *p)
     return 0;
 }
 
-static int fab_write(struct sq_transport *t, uint32_t peer, size_t offset, size_t len)
-{
-    struct fabric *f = (struct fabric *)t;
-    SQ_ASSERT(peer < t->nmembers);
-    SQ_ASSERT(peer != t->my_rank);
-    SQ_ASSERT(offset + len <= f->table_bytes);
-    struct peer *p = &f->peers[peer];
-    if (p->state != P_UP) {
-        return SQ_EPEER;
-    }
-    if (p->npending > 0) {
-        struct range *last = &p->pending[p->npending - 1];
-        size_t end = last->off + last->len;
-        if (last->stage < 0 && last->src == last->off && offset >= end &&
-            offset - end <= MERGE_GAP_BYTES) {
-            /* Adjacent slots go as one write: it lands in address order, so each slot's tag
-             * still arrives after its payload. */
-            last->len = offset + len - last->off;
-            return 0;
-        }
-    }
-    if (p->npending == p->cap) {
-        /* More separate ranges than a window between flushes: post what we have. */
-        int rc = post_pending(f, p);
-        if (rc != 0) {
-            return rc;
-        }
-    }
-    p->pending[p->npending++] = (struct range){offset, len, -1, offset};
-    return 0;
-}
-
 static int fab_write_at(struct sq_transport *t, uint32_t peer, size_t local_offset,
                         size_t remote_offset, size_t len)
 {
@@ -387,7 +341,19 @@ static int fab_write_at(struct sq_transport *t, uint32_t peer, size_t local_offs
     if (p->state != P_UP) {
         return SQ_EPEER;
     }
+    if (p->npending > 0 && local_offset == remote_offset) {
+        struct range *last = &p->pending[p->npending - 1];
+        size_t end = last->off + last->len;
+        if (last->stage < 0 && last->src == last->off && remote_offset >= end &&
+            remote_offset - end <= MERGE_GAP_BYTES) {
+            /* Adjacent slots go as one write: it lands in address order, so each slot's tag
+             * still arrives after its payload. */
+            last->len = remote_offset + len - last->off;
+            return 0;
+        }
+    }
     if (p->npending == p->cap) {
+        /* More separate ranges than a window between flushes: post what we have. */
         int rc = post_pending(f, p);
         if (rc != 0) {
             return rc;
@@ -395,6 +361,11 @@ static int fab_write_at(struct sq_transport *t, uint32_t peer, size_t local_offs
     }
     p->pending[p->npending++] = (struct range){remote_offset, len, -1, local_offset};
     return 0;
+}
+
+static int fab_write(struct sq_transport *t, uint32_t peer, size_t offset, size_t len)
+{
+    return fab_write_at(t, peer, offset, offset, len);
 }
 
 static int fab_write_copy(struct sq_transport *t, uint32_t peer, size_t offset, size_t len)
@@ -480,8 +451,8 @@ static int fab_wait(struct sq_transport *t, int timeout_ms)
     }
     /* A short bounded spin catches the reply of a busy peer without a sleep and wake-up. */
     if (f->spin_us > 0) {
-        uint64_t until = now_us() + (uint64_t)f->spin_us;
-        while (now_us() < until) {
+        uint64_t until = sq__mono_us() + (uint64_t)f->spin_us;
+        while (sq__mono_us() < until) {
             rx = drain_cq(f);
             if (rx != 0 || atomic_load_explicit(&f->wake_pending, memory_order_acquire)) {
                 f->rx_seen = false;
@@ -794,7 +765,7 @@ static int start_connect(struct fabric *f, struct peer *p)
             fi_close(&p->ep->fid);
             p->ep = NULL;
         }
-        p->retry_at_ms = now_ms() + RETRY_MS;
+        p->retry_at_ms = sq__mono_ms() + RETRY_MS;
         sq__log(SQ_LOG_DEBUG, "connect to member %u: %s; retrying", p->id, fi_strerror(-rc));
         return 0;
     }
@@ -927,7 +898,7 @@ static int on_eq_error(struct fabric *f)
             fi_close(&p->ep->fid);
             p->ep = NULL;
             p->state = P_IDLE;
-            p->retry_at_ms = now_ms() + 10 * RETRY_MS;
+            p->retry_at_ms = sq__mono_ms() + 10 * RETRY_MS;
             return 0;
         }
         if (h.magic == HELLO_MAGIC && h.reject_reason != REJ_NONE &&
@@ -939,7 +910,7 @@ static int on_eq_error(struct fabric *f)
     fi_close(&p->ep->fid);
     p->ep = NULL;
     p->state = P_IDLE;
-    p->retry_at_ms = now_ms() + RETRY_MS;
+    p->retry_at_ms = sq__mono_ms() + RETRY_MS;
     sq__log(SQ_LOG_DEBUG, "member %u not reachable yet (%s); retrying", p->id,
             fi_strerror(ee.err));
     return 0;
@@ -958,7 +929,7 @@ static bool forming_done(const struct fabric *f)
 
 static int establish(struct fabric *f)
 {
-    uint64_t deadline = now_ms() + (uint64_t)f->cfg->connect_timeout_ms;
+    uint64_t deadline = sq__mono_ms() + (uint64_t)f->cfg->connect_timeout_ms;
     const uint32_t n = f->base.nmembers, me = f->base.my_rank;
     for (;;) {
         uint32_t up = 0;
@@ -969,7 +940,7 @@ static int establish(struct fabric *f)
             }
             if (p->state == P_UP) {
                 up++;
-            } else if (p->state == P_IDLE && now_ms() >= p->retry_at_ms) {
+            } else if (p->state == P_IDLE && sq__mono_ms() >= p->retry_at_ms) {
                 /* Lower ranks: the connections of the first view. Higher ranks: a probe that
                  * a forming member refuses and a running one accepts (this member restarted). */
                 int rc = start_connect(f, p);
@@ -992,7 +963,7 @@ static int establish(struct fabric *f)
                 return 0;
             }
         }
-        if (now_ms() >= deadline) {
+        if (sq__mono_ms() >= deadline) {
             char missing[256] = "";
             size_t len = 0;
             for (uint32_t r = 0; r < n; r++) {
@@ -1045,7 +1016,7 @@ static int establish(struct fabric *f)
                 fi_close(&p->ep->fid);
                 p->ep = NULL;
                 p->state = P_IDLE;
-                p->retry_at_ms = now_ms() + RETRY_MS;
+                p->retry_at_ms = sq__mono_ms() + RETRY_MS;
             }
         }
     }
