@@ -64,9 +64,6 @@ struct sq_transport_vtable {
      * that connect to join with it. */
     void (*set_view)(struct sq_transport *t, uint32_t view_id, uint64_t peers);
 
-    /* For a member that joined: the view a running member reported when it connected. */
-    uint32_t (*contact_view)(struct sq_transport *t, uint64_t *peers);
-
     /* True when this member is joining a running group (asked to, or found it running). */
     bool (*joining)(struct sq_transport *t);
 

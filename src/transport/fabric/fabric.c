@@ -145,7 +145,6 @@ struct fabric {
     bool have_contact;
     int spin_us;
     struct peer peers[SQ_MAX_MEMBERS];
-    char name[80];
     char *err;
     size_t err_size;
 };
@@ -558,13 +557,6 @@ static void fab_set_view(struct sq_transport *t, uint32_t view_id, uint64_t peer
     f->view_peers = peers;
 }
 
-static uint32_t fab_contact_view(struct sq_transport *t, uint64_t *peers)
-{
-    struct fabric *f = (struct fabric *)t;
-    *peers = f->contact_peers;
-    return f->contact_view;
-}
-
 static bool fab_joining(struct sq_transport *t)
 {
     return ((struct fabric *)t)->joining;
@@ -645,7 +637,6 @@ static const struct sq_transport_vtable fabric_vtable = {
     .failed_peers = fab_failed_peers,
     .joined = fab_joined,
     .set_view = fab_set_view,
-    .contact_view = fab_contact_view,
     .joining = fab_joining,
     .disconnect = fab_disconnect,
     .flush = fab_flush,
@@ -1044,7 +1035,6 @@ int sq__fabric_create(struct sq_transport **out, const struct sq_config *cfg, ui
     f->err = err;
     f->err_size = err_size;
     f->joining = join;
-    snprintf(f->name, sizeof(f->name), "fabric/%s", cfg->provider);
     int rc = 0;
 
     const struct sq_member_addr *self = &cfg->members[f->base.my_rank];

@@ -251,13 +251,6 @@ static void sim_set_view(struct sq_transport *t, uint32_t view_id, uint64_t peer
     (void)peers;
 }
 
-static uint32_t sim_contact_view(struct sq_transport *t, uint64_t *peers)
-{
-    (void)t;
-    *peers = 0;
-    return 0;
-}
-
 static bool sim_joining(struct sq_transport *t)
 {
     (void)t;
@@ -268,7 +261,6 @@ static const struct sq_transport_vtable sim_vtable = {
     .joining = sim_joining,
     .joined = sim_joined,
     .set_view = sim_set_view,
-    .contact_view = sim_contact_view,
     .failed_peers = sim_failed_peers,
     .disconnect = sim_disconnect,
     .name = "sim",
