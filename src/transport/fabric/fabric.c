@@ -28,10 +28,12 @@
 #include <stdatomic.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common.h"
+#include "hash.h"
 #include "log.h"
 
 #define FI_API_VERSION FI_VERSION(1, 9)
@@ -42,7 +44,7 @@
 #define MR_KEY_BASE 0x5c000u
 
 #define HELLO_MAGIC 0x4c4c5153u /* "SQLL" */
-#define HELLO_VERSION 2u
+#define HELLO_VERSION 3u
 
 /* Exchanged as connection private data, both ways. Little-endian on the wire (the build is
  * little-endian only, see common.h). */
@@ -59,8 +61,9 @@ struct hello {
     uint32_t flags;   /* HELLO_JOINING from a member joining a running group, HELLO_RUNNING back */
     uint32_t view_id; /* with HELLO_RUNNING: the current view... */
     uint64_t view_peers; /* ...and its members, by peer index */
+    uint64_t incarnation; /* random per process: tells a restarted member from a stale probe */
 };
-static_assert(sizeof(struct hello) == 64, "hello is a wire format");
+static_assert(sizeof(struct hello) == 72, "hello is a wire format");
 
 #define HELLO_JOINING 1u
 #define HELLO_RUNNING 2u
@@ -96,6 +99,7 @@ struct peer {
     uint64_t retry_at_ms;
     uint64_t remote_key;
     uint64_t remote_base;
+    uint64_t incarnation; /* of the process at the other end of ep (0: none yet) */
     uint32_t outstanding; /* posted writes not yet completed */
     struct range *pending;
     uint32_t npending, cap;
@@ -126,6 +130,7 @@ struct fabric {
     uint8_t *table;
     size_t table_bytes;
     uint64_t digest;
+    uint64_t incarnation; /* ours */
     bool virt_addr;
     bool cq_data;
     uint32_t tx_size;
@@ -661,6 +666,7 @@ static void make_hello(const struct fabric *f, struct hello *h)
     h->flags = (f->joining ? HELLO_JOINING : 0) | (f->running ? HELLO_RUNNING : 0);
     h->view_id = f->view_id;
     h->view_peers = f->view_peers;
+    h->incarnation = f->incarnation;
 }
 
 /* Checks a peer's hello; returns the reject reason (REJ_NONE if good). */
@@ -684,6 +690,11 @@ static int check_hello(const struct fabric *f, const void *data, size_t len, boo
         return REJ_UNKNOWN_MEMBER;
     }
     if (accepting && f->running) {
+        if (!(h.flags & HELLO_JOINING) && f->peers[h.rank].incarnation == h.incarnation) {
+            /* A probe the same process sent while we were both forming; it has closed that
+             * endpoint since (our own connection reached it first). Not a rejoin. */
+            return REJ_PROBE;
+        }
         return REJ_NONE; /* a member (re)joining: it replaces whatever link we had with it */
     }
     if (accepting && (h.flags & HELLO_JOINING)) {
@@ -768,6 +779,7 @@ static void mark_up(struct fabric *f, struct peer *p, const struct hello *h)
 {
     p->remote_key = h->mr_key;
     p->remote_base = h->mr_addr;
+    p->incarnation = h->incarnation;
     p->state = P_UP;
     f->failed &= ~(1ull << p->rank);
     sq__log(SQ_LOG_INFO, "connected to member %u (rank %u)", p->id, p->rank);
@@ -802,7 +814,9 @@ static int on_connected(struct fabric *f, struct fi_eq_cm_entry *e, size_t datal
             f->contact_peers = h.view_peers;
         }
     } else if (p->state == P_ACCEPTING) {
-        struct hello h = {.mr_key = p->remote_key, .mr_addr = p->remote_base};
+        struct hello h = {.mr_key = p->remote_key,
+                          .mr_addr = p->remote_base,
+                          .incarnation = p->incarnation};
         mark_up(f, p, &h);
         if (f->running) {
             f->joined |= 1ull << p->rank;
@@ -838,6 +852,7 @@ static int on_connreq(struct fabric *f, struct fi_eq_cm_entry *e, size_t datalen
             p->state = P_ACCEPTING;
             p->remote_key = h.mr_key;
             p->remote_base = h.mr_addr;
+            p->incarnation = h.incarnation;
             fi_freeinfo(e->info);
             return 0;
         }
@@ -1013,6 +1028,19 @@ static int establish(struct fabric *f)
     }
 }
 
+/* A number no earlier process of this member used: random, never 0 (0 means "no link"). */
+static uint64_t new_incarnation(void)
+{
+    uint64_t x = 0;
+    if (getrandom(&x, sizeof(x), 0) != (ssize_t)sizeof(x)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        x = sq__mix64((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^
+            sq__mix64((uint64_t)getpid());
+    }
+    return x != 0 ? x : 1;
+}
+
 int sq__fabric_create(struct sq_transport **out, const struct sq_config *cfg, uint8_t *table,
                       size_t table_bytes, bool join, char *err, size_t err_size)
 {
@@ -1035,6 +1063,7 @@ int sq__fabric_create(struct sq_transport **out, const struct sq_config *cfg, ui
     f->err = err;
     f->err_size = err_size;
     f->joining = join;
+    f->incarnation = new_incarnation();
     int rc = 0;
 
     const struct sq_member_addr *self = &cfg->members[f->base.my_rank];
