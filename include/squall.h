@@ -60,6 +60,8 @@ typedef struct sq_message {
     const void *data;     /* payload, 8-byte aligned */
     size_t size;          /* payload size in bytes, <= max_payload */
     uint32_t flags;       /* internal: SQ_MSG_ORDERED_CALL for ordered calls */
+    uint32_t subgroup;    /* subgroup index, in config file order */
+    uint32_t shard;       /* shard of that subgroup; indexes and versions count per shard */
 } sq_message;
 
 enum { SQ_MSG_ORDERED_CALL = 1 };
@@ -78,7 +80,13 @@ typedef struct sq_view {
     uint32_t nremoved;           /* members that left since the previous view */
     const uint32_t *removed_ids;
     uint64_t dropped;            /* my messages that the change dropped (sent, never delivered) */
+    int adequate;                /* 1 when every shard has its min_members: messages flow */
+    uint32_t nsubgroups;
+    const uint32_t *my_shard;    /* by subgroup: my shard, or SQ_NO_SHARD (standing by) */
+    const uint32_t *shard_of;    /* by subgroup * nmembers + rank: each member's shard */
 } sq_view;
+
+#define SQ_NO_SHARD 0xFFFFFFFFu
 
 /* Called when a view is installed, after every message of the previous view was delivered: on
  * the event-loop thread, except for the first view, which sq_member_start reports before it
@@ -99,11 +107,15 @@ int sq_member_on_deliver(sq_member *m, sq_deliver_fn fn, void *arg);
 /* Registers the view-change callback. Must be called before sq_member_start. */
 int sq_member_on_view(sq_member *m, sq_view_fn fn, void *arg);
 
-/* State transfer to a member that joins: `save` runs at a donor right after the old view's last
- * delivery and returns the application state in a buffer from malloc (the library frees it);
- * `load` runs at the joiner before it delivers anything. Must be registered before start/join. */
-typedef int (*sq_state_save_fn)(void *arg, void **buf, size_t *size);
-typedef void (*sq_state_load_fn)(void *arg, const void *buf, size_t size);
+/* State transfer, per shard: when a view places a member in a shard it was not in (it joined, or
+ * stood by until the shard needed it), the shard's donor (its lowest-ranked old member) runs
+ * `save` for that subgroup and shard right after the old view's last delivery, returning the
+ * state in a buffer from malloc (the library frees it); `load` runs at the newcomer before it
+ * delivers anything in that shard. Must be registered before start/join. */
+typedef int (*sq_state_save_fn)(void *arg, uint32_t subgroup, uint32_t shard, void **buf,
+                                size_t *size);
+typedef void (*sq_state_load_fn)(void *arg, uint32_t subgroup, uint32_t shard, const void *buf,
+                                 size_t size);
 int sq_member_on_state(sq_member *m, sq_state_save_fn save, sq_state_load_fn load, void *arg);
 
 /* Joins a running group instead of forming the first view: connects to the configured members,
@@ -150,6 +162,11 @@ typedef struct sq_reply {
  * to `timeout_ms`. Not from callbacks. */
 int sq_member_ordered_call(sq_member *m, const void *req, size_t req_size, sq_reply *replies,
                            uint32_t max_replies, uint32_t *nreplies, int timeout_ms);
+/* The same in this member's shard of subgroup `subgroup`: the replies come from that shard's
+ * members. */
+int sq_member_ordered_call_in(sq_member *m, uint32_t subgroup, const void *req, size_t req_size,
+                              sq_reply *replies, uint32_t max_replies, uint32_t *nreplies,
+                              int timeout_ms);
 
 /* Connects to every member of the configured first view and starts the event-loop thread.
  * Returns once the group is formed (every connection up), or SQ_ETIMEDOUT after
@@ -163,6 +180,15 @@ int sq_member_start(sq_member *m, int timeout_ms);
  * larger than max_payload; SQ_ECLOSED if the member has failed or is closing. */
 int sq_member_send(sq_member *m, const void *data, size_t size, int flags);
 
+/* The same, to this member's shard of subgroup `subgroup` (an index from sq_member_subgroup;
+ * sq_member_send is subgroup 0). While the view is inadequate (a shard below its min_members)
+ * it blocks until members join, or returns SQ_EAGAIN with SQ_SEND_NONBLOCK. SQ_ENOTSUP when this
+ * member stands by in that subgroup (every shard already has max_members). */
+int sq_member_send_in(sq_member *m, uint32_t subgroup, const void *data, size_t size, int flags);
+
+/* Index of the subgroup named `name` in the configuration, or SQ_EINVAL. */
+int sq_member_subgroup(const sq_member *m, const char *name);
+
 /* Zero-copy send, step one: reserves the next slot of this member's window for a payload of
  * `size` bytes and returns a pointer to it in *buf (8-byte aligned, owned by the member). Fill it,
  * then call sq_member_commit. Only one reservation may be open at a time (SQ_EBUSY). */
@@ -170,6 +196,9 @@ int sq_member_reserve(sq_member *m, size_t size, void **buf, int flags);
 /* Zero-copy send, step two: sends the reserved slot. SQ_EVIEWCHANGE when the view began to
  * change since the reservation: the message was not sent; reserve again. */
 int sq_member_commit(sq_member *m);
+/* Zero-copy send into subgroup `subgroup`; one reservation per subgroup may be open. */
+int sq_member_reserve_in(sq_member *m, uint32_t subgroup, size_t size, void **buf, int flags);
+int sq_member_commit_in(sq_member *m, uint32_t subgroup);
 
 /* Number of messages (nulls excluded) this member has delivered so far. */
 uint64_t sq_member_delivered(const sq_member *m);

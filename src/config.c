@@ -31,9 +31,9 @@ struct parse_state {
     int err_line;  /* first error, 0 if none */
     char *err;
     size_t err_size;
-    bool seen_subgroup;
+    bool explicit_subgroups; /* a [subgroup.NAME] section appeared */
     /* which keys of [group]/[self]/[subgroup] were already given, to reject duplicates */
-    char seen[32][48];
+    char seen[96][48];
     int nseen;
     /* reader state for string parsing */
     const char *text;
@@ -228,21 +228,50 @@ static void member_key(struct parse_state *ps, const char *section, const char *
     }
 }
 
+static struct sq_subgroup_cfg *subgroup_slot(struct parse_state *ps, const char *section,
+                                             const char *name)
+{
+    struct sq_config *c = ps->c;
+    if (!ps->explicit_subgroups) {
+        c->nsubgroups = 0; /* the implicit "default" gives way to the file's own */
+        ps->explicit_subgroups = true;
+    }
+    for (uint32_t g = 0; g < c->nsubgroups; g++) {
+        if (strcmp(c->subgroups[g].name, name) == 0) {
+            return &c->subgroups[g];
+        }
+    }
+    if (c->nsubgroups == SQ_MAX_SUBGROUPS) {
+        fail(ps, "section [%s]: more than %d subgroups", section, SQ_MAX_SUBGROUPS);
+        return NULL;
+    }
+    struct sq_subgroup_cfg *sg = &c->subgroups[c->nsubgroups];
+    if (!copy_string(sg->name, sizeof(sg->name), name)) {
+        fail(ps, "section [%s]: subgroup name must be 1-%zu characters", section,
+             sizeof(sg->name) - 1);
+        return NULL;
+    }
+    for (const char *q = name; *q; q++) {
+        if (!isalnum((unsigned char)*q) && *q != '_' && *q != '-') {
+            fail(ps, "section [%s]: subgroup names use letters, digits, '_' and '-'", section);
+            return NULL;
+        }
+    }
+    sg->window_size = DEFAULT_WINDOW;
+    sg->max_payload = DEFAULT_MAX_PAYLOAD;
+    sg->shards = 1;
+    sg->min_members = 1;
+    sg->max_members = 0;
+    sg->line = ps->section_line;
+    c->nsubgroups++;
+    return sg;
+}
+
 static void subgroup_key(struct parse_state *ps, const char *section, const char *key,
                          const char *value)
 {
-    struct sq_config *c = ps->c;
-    const char *name = section + strlen("subgroup.");
-    if (!ps->seen_subgroup) {
-        if (!copy_string(c->subgroup, sizeof(c->subgroup), name)) {
-            fail(ps, "section [%s]: subgroup name must be 1-%zu characters", section,
-                 sizeof(c->subgroup) - 1);
-            return;
-        }
-        ps->seen_subgroup = true;
-    } else if (strcmp(c->subgroup, name) != 0) {
-        fail(ps, "section [%s]: only one subgroup is supported so far (already have [subgroup.%s]); "
-                 "several subgroups and shards come with view changes", section, c->subgroup);
+    struct sq_subgroup_cfg *sg = subgroup_slot(ps, section, section + strlen("subgroup."));
+    if (sg == NULL) {
         return;
     }
     uint64_t v = 0;
@@ -251,15 +280,34 @@ static void subgroup_key(struct parse_state *ps, const char *section, const char
             fail(ps, "key 'window_size' in [%s]: '%s' is not a number of slots in 1..%u", section,
                  value, SQ_MAX_WINDOW);
         }
-        c->window_size = (uint32_t)v;
+        sg->window_size = (uint32_t)v;
     } else if (strcmp(key, "max_payload") == 0) {
         if (!parse_u64(value, 1, SQ_MAX_PAYLOAD, &v)) {
             fail(ps, "key 'max_payload' in [%s]: '%s' is not a size in bytes in 1..%u", section,
                  value, SQ_MAX_PAYLOAD);
         }
-        c->max_payload = (uint32_t)v;
+        sg->max_payload = (uint32_t)v;
+    } else if (strcmp(key, "shards") == 0) {
+        if (!parse_u64(value, 1, SQ_MAX_SHARDS, &v)) {
+            fail(ps, "key 'shards' in [%s]: '%s' is not a number of shards in 1..%d", section,
+                 value, SQ_MAX_SHARDS);
+        }
+        sg->shards = (uint32_t)v;
+    } else if (strcmp(key, "min_members") == 0) {
+        if (!parse_u64(value, 1, SQ_MAX_MEMBERS, &v)) {
+            fail(ps, "key 'min_members' in [%s]: '%s' is not a number of members in 1..%d",
+                 section, value, SQ_MAX_MEMBERS);
+        }
+        sg->min_members = (uint32_t)v;
+    } else if (strcmp(key, "max_members") == 0) {
+        if (!parse_u64(value, 1, SQ_MAX_MEMBERS, &v)) {
+            fail(ps, "key 'max_members' in [%s]: '%s' is not a number of members in 1..%d",
+                 section, value, SQ_MAX_MEMBERS);
+        }
+        sg->max_members = (uint32_t)v;
     } else {
-        fail(ps, "unknown key '%s' in [%s] (known: window_size, max_payload)", key, section);
+        fail(ps, "unknown key '%s' in [%s] (known: window_size, max_payload, shards, min_members, "
+                 "max_members)", key, section);
     }
 }
 
@@ -353,9 +401,13 @@ static void set_defaults(struct sq_config *c)
     c->spin_us = DEFAULT_SPIN_US;
     c->heartbeat_timeout_ms = DEFAULT_HEARTBEAT_TIMEOUT_MS;
     c->max_state_bytes = DEFAULT_MAX_STATE_BYTES;
-    snprintf(c->subgroup, sizeof(c->subgroup), "default");
-    c->window_size = DEFAULT_WINDOW;
-    c->max_payload = DEFAULT_MAX_PAYLOAD;
+    c->nsubgroups = 1;
+    struct sq_subgroup_cfg *sg = &c->subgroups[0];
+    snprintf(sg->name, sizeof(sg->name), "default");
+    sg->window_size = DEFAULT_WINDOW;
+    sg->max_payload = DEFAULT_MAX_PAYLOAD;
+    sg->shards = 1;
+    sg->min_members = 1;
 }
 
 static void validate(struct parse_state *ps)
@@ -386,13 +438,32 @@ static void validate(struct parse_state *ps)
         fail_file(ps, 0, "key 'id' in [self]: %u is not one of the [member.ID] sections",
                   c->self_id);
     }
-    uint64_t slot = SQ_ALIGN8((uint64_t)c->max_payload) + 64;
-    uint64_t table = (uint64_t)c->nmembers * (slot * c->window_size + 1024);
-    if (table > SQ_MAX_TABLE_BYTES) {
-        fail_file(ps, 0, "[subgroup.%s]: window_size %u x max_payload %u x %u members needs "
-                         "%llu MiB of shared state table, more than the %llu MiB limit",
-                  c->subgroup, c->window_size, c->max_payload, c->nmembers,
-                  (unsigned long long)(table >> 20), (unsigned long long)(SQ_MAX_TABLE_BYTES >> 20));
+    uint64_t table = 0;
+    c->nshards = 0;
+    for (uint32_t g = 0; g < c->nsubgroups && ps->err_line == 0; g++) {
+        const struct sq_subgroup_cfg *sg = &c->subgroups[g];
+        if (sg->max_members != 0 && sg->max_members < sg->min_members) {
+            fail_file(ps, sg->line, "[subgroup.%s]: max_members %u is below min_members %u",
+                      sg->name, sg->max_members, sg->min_members);
+        } else if ((uint64_t)sg->shards * sg->min_members > c->nmembers) {
+            fail_file(ps, sg->line, "[subgroup.%s]: %u shards of at least %u members need %u "
+                                    "members, but only %u are configured", sg->name, sg->shards,
+                      sg->min_members, sg->shards * sg->min_members, c->nmembers);
+        }
+        c->nshards += sg->shards;
+        uint64_t slot = SQ_ALIGN8((uint64_t)sg->max_payload) + 64;
+        table += 2 * (uint64_t)sq__config_shard_rows(c, g) * (slot * sg->window_size + 1024);
+    }
+    if (ps->err_line == 0 && c->nshards > SQ_MAX_SHARDS) {
+        fail_file(ps, 0, "the subgroups have %u shards in all, more than the %d supported",
+                  c->nshards, SQ_MAX_SHARDS);
+    }
+    table += (uint64_t)c->nsubgroups * c->max_state_bytes;
+    if (ps->err_line == 0 && table > SQ_MAX_TABLE_BYTES) {
+        fail_file(ps, 0, "the subgroups' window_size x max_payload x members (and max_state_bytes "
+                         "per subgroup) need %llu MiB of shared state table, more than the %llu "
+                         "MiB limit", (unsigned long long)(table >> 20),
+                  (unsigned long long)(SQ_MAX_TABLE_BYTES >> 20));
     }
 }
 
@@ -455,6 +526,22 @@ int sq__config_rank_of(const struct sq_config *c, uint32_t id)
     return -1;
 }
 
+int sq__config_subgroup(const struct sq_config *c, const char *name)
+{
+    for (uint32_t g = 0; g < c->nsubgroups; g++) {
+        if (strcmp(c->subgroups[g].name, name) == 0) {
+            return (int)g;
+        }
+    }
+    return -1;
+}
+
+uint32_t sq__config_shard_rows(const struct sq_config *c, uint32_t g)
+{
+    uint32_t m = c->subgroups[g].max_members;
+    return m == 0 || m > c->nmembers ? c->nmembers : m;
+}
+
 uint64_t sq__config_group_digest(const struct sq_config *c)
 {
     uint64_t h = SQ_FNV_INIT;
@@ -464,9 +551,16 @@ uint64_t sq__config_group_digest(const struct sq_config *c)
         h = sq__fnv1a(h, c->members[i].host, strlen(c->members[i].host));
         h = sq__fnv1a_u64(h, c->members[i].port);
     }
-    h = sq__fnv1a(h, c->subgroup, strlen(c->subgroup));
-    h = sq__fnv1a_u64(h, c->window_size);
-    h = sq__fnv1a_u64(h, c->max_payload);
+    h = sq__fnv1a_u64(h, c->nsubgroups);
+    for (uint32_t g = 0; g < c->nsubgroups; g++) {
+        const struct sq_subgroup_cfg *sg = &c->subgroups[g];
+        h = sq__fnv1a(h, sg->name, strlen(sg->name));
+        h = sq__fnv1a_u64(h, sg->window_size);
+        h = sq__fnv1a_u64(h, sg->max_payload);
+        h = sq__fnv1a_u64(h, sg->shards);
+        h = sq__fnv1a_u64(h, sg->min_members);
+        h = sq__fnv1a_u64(h, sg->max_members);
+    }
     h = sq__fnv1a_u64(h, c->max_state_bytes);
     return h;
 }

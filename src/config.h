@@ -12,6 +12,20 @@
 #define SQ_MAX_WINDOW 65536u
 #define SQ_MAX_PAYLOAD (16u << 20)
 #define SQ_MAX_TABLE_BYTES (1ull << 30)
+#define SQ_MAX_SUBGROUPS 8
+#define SQ_MAX_SHARDS 16 /* over all subgroups */
+#define SQ_MAX_NAME 64
+
+/* One [subgroup.NAME] section: its shards, their sizes and the multicast window of each. */
+struct sq_subgroup_cfg {
+    char name[SQ_MAX_NAME];
+    uint32_t window_size;
+    uint32_t max_payload;
+    uint32_t shards;
+    uint32_t min_members; /* per shard: fewer makes a view inadequate */
+    uint32_t max_members; /* per shard: members beyond shards x max_members stand by */
+    int line;             /* of the section header */
+};
 
 struct sq_member_addr {
     uint32_t id;
@@ -36,10 +50,10 @@ struct sq_config {
     /* [member.N], sorted by id once loaded */
     uint32_t nmembers;
     struct sq_member_addr members[SQ_MAX_MEMBERS];
-    /* [subgroup.NAME]: one subgroup, one shard of every member, until membership lands */
-    char subgroup[64];
-    uint32_t window_size;
-    uint32_t max_payload;
+    /* [subgroup.NAME], in file order; without any, one subgroup "default" of one shard */
+    uint32_t nsubgroups;
+    struct sq_subgroup_cfg subgroups[SQ_MAX_SUBGROUPS];
+    uint32_t nshards; /* over all subgroups */
 };
 
 /* Loads and validates a configuration file. On error returns SQ_ECONFIG (or SQ_EIO when the file
@@ -52,6 +66,13 @@ int sq__config_parse_string(struct sq_config *c, const char *name, const char *t
 
 /* Rank of member `id` in the first view (members sorted by id), or -1. */
 int sq__config_rank_of(const struct sq_config *c, uint32_t id);
+
+/* Index of the subgroup called `name`, or -1. */
+int sq__config_subgroup(const struct sq_config *c, const char *name);
+
+/* Members per shard of subgroup `g` can hold at most (rows of its tables): max_members, or every
+ * configured member. */
+uint32_t sq__config_shard_rows(const struct sq_config *c, uint32_t g);
 
 /* A 64-bit digest of everything members must agree on (member list, subgroup layout), so that
  * two members started from mismatched files refuse to connect. */

@@ -10,6 +10,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "group.h"
 #include "hash.h"
 #include "log.h"
 #include "p2p.h"
@@ -33,52 +34,24 @@ enum member_state { ST_OPEN, ST_RUNNING, ST_FAILED, ST_CLOSING };
 #define REPLY_HDR 8u
 static_assert(SQ_QUERY_MAX_BYTES + REPLY_HDR <= SQ_P2P_MAX_PAYLOAD, "query sizes");
 
-/* The welcome a donor writes into a joiner's memory (after the state): the view that adds it.
- * Little-endian; `check` (written last) vouches for the rest. */
-#define WELCOME_MAGIC 0x4d4f434c45575153ull /* "SQWELCOM" */
-#define WELCOME_BYTES 512u
-struct welcome {
-    uint64_t magic;
-    uint64_t view_id;
-    uint64_t nmembers;
-    uint64_t my_rank;
-    uint64_t state_size;
-    uint64_t status; /* 0, or 1: the state did not fit max_state_bytes */
-    uint32_t ids[SQ_MAX_MEMBERS];
-    uint32_t peers[SQ_MAX_MEMBERS];
-    uint64_t check;
-};
-static_assert(sizeof(struct welcome) <= SQ_TRANSPORT_MAX_COPY, "one write_copy");
-static_assert(sizeof(struct welcome) <= WELCOME_BYTES, "fits its block");
-
-static uint64_t welcome_check(const struct welcome *w)
-{
-    return sq__fnv1a(SQ_FNV_INIT, w, offsetof(struct welcome, check)) | 1u;
-}
-
 struct sq_member {
     struct sq_config cfg;
     uint32_t rank;
     uint8_t *table;
     size_t table_bytes;
     struct sq_transport *t;
-    struct sq__smc smc;
-    bool smc_ready;
+    struct sq__group g; /* the control table, my shards, layouts and state handovers */
+    bool g_ready;
+    uint32_t reserve_view[SQ_MAX_SUBGROUPS]; /* view of each subgroup's open reservation */
     sq_deliver_fn deliver;
     void *deliver_arg;
     sq_view_fn on_view;
     void *on_view_arg;
-    size_t region_bytes; /* one view's table; the memory holds two, used by alternate views */
-    size_t welcome_off;  /* then a welcome block for when this member joins... */
-    size_t state_off;    /* ...and room for the state a joiner receives (max_state_bytes) */
-    sq_state_save_fn save;
-    sq_state_load_fn load;
-    void *state_arg;
     int failure;         /* why the member stopped, 0 while running */
     uint32_t peer_ids[SQ_MAX_MEMBERS]; /* configured ids by transport peer index */
     uint32_t self_peer;
     uint64_t pending_joins; /* peers that asked to join and are not in a view yet */
-    size_t p2p_off;                    /* then the point-to-point rings */
+    size_t p2p_off;                    /* after the group's memory: the point-to-point rings */
     struct sq__p2p p2p;
     bool p2p_ready;
     sq_query_fn on_query;
@@ -170,8 +143,8 @@ int sq_member_open(sq_member **out, const char *config_path, char *err, size_t e
     for (uint32_t i = 0; i < m->cfg.nmembers; i++) {
         m->peer_ids[i] = m->cfg.members[i].id;
     }
-    struct sq__smc_layout L;
-    rc = sq__smc_layout(&L, m->cfg.nmembers, m->cfg.window_size, m->cfg.max_payload);
+    struct sq__group_mem gm;
+    rc = sq__group_mem_layout(&m->cfg, &gm);
     if (rc != 0) {
         if (err != NULL) {
             snprintf(err, err_size, "%s: the subgroup layout is out of range", config_path);
@@ -179,12 +152,9 @@ int sq_member_open(sq_member **out, const char *config_path, char *err, size_t e
         free(m);
         return SQ_ECONFIG;
     }
-    /* Two regions: view v uses region v % 2, so writes of the view being left never land in
-     * the table of the view being installed (views only shrink so far: the first is largest). */
-    m->region_bytes = L.table_bytes;
-    m->welcome_off = 2 * L.table_bytes;
-    m->state_off = m->welcome_off + WELCOME_BYTES;
-    m->p2p_off = m->state_off + SQ_ALIGN8(m->cfg.max_state_bytes);
+    /* Every table comes twice: view v uses copy v % 2, so writes of the view being left never
+     * land in the table of the view being installed. */
+    m->p2p_off = gm.end;
     m->table_bytes = m->p2p_off + sq__p2p_area_bytes(m->cfg.nmembers);
     m->self_peer = m->rank;
     /* Page-aligned and zeroed: registered with the fabric as one region. */
@@ -226,9 +196,9 @@ int sq_member_on_state(sq_member *m, sq_state_save_fn save, sq_state_load_fn loa
 {
     int rc = before_start(m);
     if (rc == 0) {
-        m->save = save;
-        m->load = load;
-        m->state_arg = arg;
+        m->g.save = save;
+        m->g.load = load;
+        m->g.state_arg = arg;
     }
     return rc;
 }
@@ -276,15 +246,16 @@ static void fail_locked(sq_member *m, int rc)
         if (rc == SQ_EPARTITIONED) {
             set_error(m, "member %u stopped in view %u: it suspects %d of the %u members, so it "
                          "is on the minority side and may not go on alone", m->cfg.self_id,
-                      m->smc.view_id, __builtin_popcountll(m->smc.suspected), m->smc.L.nmembers);
+                      m->g.ctl.view_id, __builtin_popcountll(m->g.ctl.suspected),
+                      m->g.ctl.L.nmembers);
         } else if (rc == SQ_ELEFT) {
-            set_error(m, "member %u left the group in view %u", m->cfg.self_id, m->smc.view_id);
+            set_error(m, "member %u left the group in view %u", m->cfg.self_id, m->g.ctl.view_id);
         } else if (rc == SQ_EREMOVED) {
             set_error(m, "member %u stopped in view %u: the other members removed it from the "
-                         "group (it may rejoin as a new member)", m->cfg.self_id, m->smc.view_id);
+                         "group (it may rejoin as a new member)", m->cfg.self_id, m->g.ctl.view_id);
         } else {
             set_error(m, "member %u stopped: %s (%s)", m->cfg.self_id, sq_strerror(rc),
-                      m->smc.errmsg[0] ? m->smc.errmsg : "no detail");
+                      m->g.errmsg[0] ? m->g.errmsg : "no detail");
         }
         sq__log(rc == SQ_ELEFT ? SQ_LOG_INFO : SQ_LOG_ERROR, "%s", m->errmsg);
     }
@@ -293,151 +264,109 @@ static void fail_locked(sq_member *m, int rc)
 
 static void report_view(sq_member *m, const uint32_t *removed, uint32_t nremoved, uint64_t dropped)
 {
-    char list[256] = "";
-    size_t len = 0;
-    for (uint32_t i = 0; i < m->smc.L.nmembers && len < sizeof(list) - 16; i++) {
+    const struct sq__smc *c = &m->g.ctl;
+    char list[256] = "", shards[256] = "";
+    size_t len = 0, slen = 0;
+    for (uint32_t i = 0; i < c->L.nmembers && len < sizeof(list) - 16; i++) {
         len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%u", i ? "," : "",
-                                m->smc.member_ids[i]);
+                                c->member_ids[i]);
     }
-    sq__log(SQ_LOG_INFO, "view %u installed: members %s, my rank %u%s", m->smc.view_id, list,
-            m->smc.my_rank, nremoved ? " (members left)" : "");
+    static uint32_t my_shard[SQ_MAX_SUBGROUPS], shard_of[SQ_MAX_SUBGROUPS * SQ_MAX_MEMBERS];
+    for (uint32_t s = 0; s < m->cfg.nsubgroups; s++) {
+        for (uint32_t r = 0; r < c->L.nmembers; r++) {
+            uint8_t k = m->g.assign.shard[s][r];
+            shard_of[s * c->L.nmembers + r] = k == SQ_SHARD_NONE ? SQ_NO_SHARD : k;
+        }
+        my_shard[s] = shard_of[s * c->L.nmembers + c->my_rank];
+        if (m->cfg.nsubgroups > 1 || m->cfg.subgroups[s].shards > 1 ||
+            my_shard[s] == SQ_NO_SHARD) {
+            if (my_shard[s] == SQ_NO_SHARD) {
+                slen += (size_t)snprintf(shards + slen, sizeof(shards) - slen, ", %s: standing by",
+                                         m->cfg.subgroups[s].name);
+            } else {
+                slen += (size_t)snprintf(shards + slen, sizeof(shards) - slen, ", %s: shard %u",
+                                         m->cfg.subgroups[s].name, my_shard[s]);
+            }
+            slen = SQ_MIN(slen, sizeof(shards) - 1);
+        }
+    }
+    sq__log(SQ_LOG_INFO, "view %u installed: members %s, my rank %u%s%s", c->view_id, list,
+            c->my_rank, shards, nremoved ? " (members left)" : "");
+    if (!m->g.adequate) {
+        sq__log(SQ_LOG_WARN, "view %u is inadequate (%s): no messages until more members join",
+                c->view_id, m->g.inadequate_why);
+    }
     if (dropped > 0) {
         sq__log(SQ_LOG_WARN, "view change dropped %llu of my messages (sent after the trim)",
                 (unsigned long long)dropped);
     }
     if (m->on_view != NULL) {
-        sq_view v = {.view_id = m->smc.view_id, .nmembers = m->smc.L.nmembers,
-                     .member_ids = m->smc.member_ids, .my_rank = m->smc.my_rank,
-                     .nremoved = nremoved, .removed_ids = removed, .dropped = dropped};
+        sq_view v = {.view_id = c->view_id, .nmembers = c->L.nmembers,
+                     .member_ids = c->member_ids, .my_rank = c->my_rank,
+                     .nremoved = nremoved, .removed_ids = removed, .dropped = dropped,
+                     .adequate = m->g.adequate, .nsubgroups = m->cfg.nsubgroups,
+                     .my_shard = my_shard, .shard_of = shard_of};
         m->on_view(m->on_view_arg, &v);
     }
-}
-
-static struct sq__smc_params view_params(sq_member *m, uint32_t view_id, uint32_t n,
-                                         uint32_t my_rank, const uint32_t *ids,
-                                         const uint32_t *peers)
-{
-    struct sq__smc_params p = {.nmembers = n, .my_rank = my_rank,
-                               .window_size = m->cfg.window_size,
-                               .max_payload = m->cfg.max_payload, .view_id = view_id,
-                               .member_ids = ids, .member_peers = peers,
-                               .region_offset = (view_id % 2) * m->region_bytes,
-                               .now_us = sq__mono_us(),
-                               .heartbeat_timeout_us = (uint64_t)m->cfg.heartbeat_timeout_ms * 1000u,
-                               .npeers = m->cfg.nmembers, .peer_ids = m->peer_ids};
-    return p;
 }
 
 static void tell_transport_view(sq_member *m)
 {
     uint64_t peers = 0;
-    for (uint32_t r = 0; r < m->smc.L.nmembers; r++) {
-        peers |= 1ull << m->smc.member_peers[r];
+    for (uint32_t r = 0; r < m->g.ctl.L.nmembers; r++) {
+        peers |= 1ull << m->g.ctl.member_peers[r];
     }
-    m->t->vt->set_view(m->t, m->smc.view_id, peers);
+    m->t->vt->set_view(m->t, m->g.ctl.view_id, peers);
 }
 
-/* The donor (first survivor of the new view) ships its state, as of the old view's last
- * delivery, to each joiner, then the welcome that tells it the view. */
-static void welcome_joiners(sq_member *m, uint32_t view_id, uint32_t n, const uint32_t *ids,
-                            const uint32_t *peers, uint64_t added)
-{
-    void *st = NULL;
-    size_t size = 0;
-    if (m->save != NULL && m->save(m->state_arg, &st, &size) != 0) {
-        sq__log(SQ_LOG_ERROR, "the state callback failed: joiners get no state");
-        size = 0;
-    }
-    struct welcome w;
-    memset(&w, 0, sizeof(w));
-    w.magic = WELCOME_MAGIC;
-    w.view_id = view_id;
-    w.nmembers = n;
-    w.state_size = size;
-    w.status = size > m->cfg.max_state_bytes ? 1 : 0;
-    memcpy(w.ids, ids, n * sizeof(uint32_t));
-    memcpy(w.peers, peers, n * sizeof(uint32_t));
-    if (w.status == 0 && size > 0) {
-        memcpy(m->table + m->state_off, st, size);
-    } else if (w.status != 0) {
-        sq__log(SQ_LOG_ERROR, "the state (%zu bytes) exceeds max_state_bytes (%llu): the joiner "
-                              "cannot start", size, (unsigned long long)m->cfg.max_state_bytes);
-    }
-    free(st);
-    for (uint32_t r = 0; r < n; r++) {
-        if (!((added >> peers[r]) & 1u)) {
-            continue;
-        }
-        w.my_rank = r;
-        w.check = welcome_check(&w);
-        memcpy(m->table + m->welcome_off, &w, sizeof(w));
-        int rc = 0;
-        if (w.status == 0 && size > 0) {
-            rc = m->t->vt->write(m->t, peers[r], m->state_off, size);
-        }
-        if (rc == 0) {
-            rc = m->t->vt->write_copy(m->t, peers[r], m->welcome_off, sizeof(w));
-        }
-        sq__log(rc == 0 ? SQ_LOG_INFO : SQ_LOG_WARN, "welcomed member %u into view %u with %zu "
-                "bytes of state%s", ids[r], view_id, size, rc == 0 ? "" : ": its link failed");
-    }
-}
-
-/* The old view delivered up to its trim: close the links of the members that left and start
- * the next view in the other region of the table. */
+/* Every shard delivered up to its trim: close the links of the members that left and start the
+ * next view in the other copy of every table. */
 static int install_next_view(sq_member *m)
 {
-    uint32_t ids[SQ_MAX_MEMBERS], peers[SQ_MAX_MEMBERS], my_rank = 0;
-    uint32_t n = sq__smc_next_view(&m->smc, ids, peers, &my_rank);
+    struct sq__smc *c = &m->g.ctl;
     uint32_t removed[SQ_MAX_MEMBERS], nremoved = 0;
-    for (uint32_t r = 0; r < m->smc.L.nmembers; r++) {
-        uint32_t peer = m->smc.member_peers[r];
-        bool gone = (m->smc.decision.removed >> r) & 1u;
-        bool rejoins = (m->smc.decision.added >> peer) & 1u; /* a new incarnation, same link */
+    for (uint32_t r = 0; r < c->L.nmembers; r++) {
+        uint32_t peer = c->member_peers[r];
+        bool gone = (c->decision.removed >> r) & 1u;
+        bool rejoins = (c->decision.added >> peer) & 1u; /* a new incarnation, same link */
         if (gone) {
-            removed[nremoved++] = m->smc.member_ids[r];
+            removed[nremoved++] = c->member_ids[r];
         }
-        if ((gone && !rejoins) || (m->smc.fence_cut >> r) & 1u) {
+        if ((gone && !rejoins) || (c->fence_cut >> r) & 1u) {
             m->t->vt->disconnect(m->t, peer);
         }
     }
-    uint64_t dropped = m->smc.dropped;
-    m->pending_joins &= ~m->smc.decision.added;
+    m->pending_joins &= ~c->decision.added;
     uint64_t next_peers = 0;
-    for (uint32_t r = 0; r < n; r++) {
-        next_peers |= 1ull << peers[r];
+    for (uint32_t r = 0; r < c->L.nmembers; r++) {
+        if (!((c->decision.removed >> r) & 1u)) {
+            next_peers |= 1ull << c->member_peers[r];
+        }
     }
+    next_peers |= c->decision.added;
     for (uint32_t i = 0; i < MAX_CALLS; i++) {
-        struct pending_call *c = &m->calls[i];
-        if (c->id == 0 || c->done) {
+        struct pending_call *pc = &m->calls[i];
+        if (pc->id == 0 || pc->done) {
             continue;
         }
-        if (!c->delivered) {
-            c->done = true; /* it was past the trim: never delivered anywhere */
-            c->rc = SQ_EVIEWCHANGE;
+        if (!pc->delivered) {
+            pc->done = true; /* it was past the trim: never delivered anywhere */
+            pc->rc = SQ_EVIEWCHANGE;
             continue;
         }
         for (uint32_t p = 0; p < m->cfg.nmembers; p++) {
-            if (((c->expect & ~c->got) >> p) & 1u && !((next_peers >> p) & 1u)) {
-                add_call_reply(m, c, p, SQ_EPEER, NULL, 0); /* it left before answering */
+            if (((pc->expect & ~pc->got) >> p) & 1u && !((next_peers >> p) & 1u)) {
+                add_call_reply(m, pc, p, SQ_EPEER, NULL, 0); /* it left before answering */
             }
         }
     }
-    if (m->smc.decision.added != 0 && my_rank == 0) {
-        welcome_joiners(m, m->smc.view_id + 1, n, ids, peers, m->smc.decision.added);
-    }
-    struct sq__smc_params p = view_params(m, m->smc.view_id + 1, n, my_rank, ids, peers);
-    struct sq__smc next;
-    uint8_t *region = m->table + p.region_offset;
-    int rc = sq__smc_init(&next, &p, region, m->t, on_deliver, m);
+    int rc = sq__group_install(&m->g);
     if (rc != 0) {
         return rc;
     }
-    sq__smc_fini(&m->smc);
-    m->smc = next;
-    m->rank = my_rank;
+    m->rank = m->g.ctl.my_rank;
     tell_transport_view(m);
-    report_view(m, removed, nremoved, dropped);
+    report_view(m, removed, nremoved, m->g.dropped);
     return 0;
 }
 
@@ -466,7 +395,7 @@ static void suspect_failed_links(sq_member *m)
      * already fixed would otherwise be lost with that view. */
     for (uint32_t p = 0; p < m->cfg.nmembers; p++) {
         if ((m->pending_joins >> p) & 1u) {
-            sq__smc_request_join(&m->smc, p);
+            sq__smc_request_join(&m->g.ctl, p);
         }
     }
     if (failed == 0) {
@@ -477,9 +406,9 @@ static void suspect_failed_links(sq_member *m)
             fail_queries_to(m, p);
         }
     }
-    for (uint32_t r = 0; r < m->smc.L.nmembers; r++) {
-        if (r != m->smc.my_rank && (failed >> m->smc.member_peers[r]) & 1u) {
-            sq__smc_suspect(&m->smc, r);
+    for (uint32_t r = 0; r < m->g.ctl.L.nmembers; r++) {
+        if (r != m->g.ctl.my_rank && (failed >> m->g.ctl.member_peers[r]) & 1u) {
+            sq__smc_suspect(&m->g.ctl, r);
         }
     }
 }
@@ -548,8 +477,10 @@ static void handle_call(sq_member *m, const sq_message *msg)
         struct pending_call *c = find_call(m, id);
         if (c != NULL) {
             c->delivered = true;
-            for (uint32_t r = 0; r < m->smc.L.nmembers; r++) {
-                c->expect |= 1ull << m->smc.member_peers[r];
+            /* Every member of the shard it was delivered in answers. */
+            const struct sq__smc *sh = &m->g.shard[msg->subgroup];
+            for (uint32_t r = 0; r < sh->L.nmembers; r++) {
+                c->expect |= 1ull << sh->member_peers[r];
             }
             add_call_reply(m, c, m->self_peer, status, reply + REPLY_HDR, len);
         }
@@ -675,20 +606,20 @@ static void *loop_main(void *arg)
     pthread_mutex_lock(&m->mu);
     while (m->state == ST_RUNNING) {
         suspect_failed_links(m);
-        sq__smc_tick(&m->smc, sq__mono_us());
-        int rc = sq__smc_poll(&m->smc);
+        int rc = sq__group_poll(&m->g, sq__mono_us());
         if (rc < 0) {
             fail_locked(m, rc);
             break;
         }
-        if (m->smc.phase == SQ_SMC_STOPPED) {
-            if (m->smc.stop_reason == SQ_ELEFT) {
+        enum sq__smc_phase phase = sq__group_phase(&m->g);
+        if (phase == SQ_SMC_STOPPED) {
+            if (m->g.ctl.stop_reason == SQ_ELEFT) {
                 (void)m->t->vt->flush(m->t); /* the others must see me ask to leave */
             }
-            fail_locked(m, m->smc.stop_reason);
+            fail_locked(m, m->g.ctl.stop_reason);
             break;
         }
-        if (m->smc.phase == SQ_SMC_READY) {
+        if (phase == SQ_SMC_READY) {
             int irc = install_next_view(m);
             if (irc != 0) {
                 fail_locked(m, irc);
@@ -717,8 +648,8 @@ static void *loop_main(void *arg)
             continue; /* the next iteration turns it into a suspicion */
         }
         if (w < 0 && m->state == ST_RUNNING) {
-            snprintf(m->smc.errmsg, sizeof(m->smc.errmsg), "transport: %s", sq_strerror(w));
-            m->smc.failed = w;
+            snprintf(m->g.errmsg, sizeof(m->g.errmsg), "transport: %s", sq_strerror(w));
+            m->g.failed = w;
             fail_locked(m, w);
             break;
         }
@@ -728,10 +659,10 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-/* Starts the event loop over the view already set up in m->smc. */
+/* Starts the event loop over the view already set up in m->g. */
 static int run_loop(sq_member *m)
 {
-    m->smc_ready = true;
+    m->g_ready = true;
     m->state = ST_RUNNING;
     tell_transport_view(m);
     report_view(m, NULL, 0, 0);
@@ -743,7 +674,7 @@ static int run_loop(sq_member *m)
     m->loop_self = m->loop;
     m->loop_started = true;
     sq__log(SQ_LOG_INFO, "member %u (rank %u of %u) is in view %u over %s", m->cfg.self_id,
-            m->rank, m->smc.L.nmembers, m->smc.view_id, m->t->vt->name);
+            m->rank, m->g.ctl.L.nmembers, m->g.ctl.view_id, m->t->vt->name);
     return 0;
 }
 
@@ -768,6 +699,13 @@ static int open_transport(sq_member *m, int timeout_ms, bool join)
 
 static int join_group(sq_member *m);
 
+static void init_group(sq_member *m)
+{
+    m->g.deliver = on_deliver;
+    m->g.deliver_arg = m;
+    sq__group_init(&m->g, &m->cfg, m->table, m->t, m->self_peer, m->peer_ids, sq__mono_us());
+}
+
 int sq_member_start(sq_member *m, int timeout_ms)
 {
     int rc = open_transport(m, timeout_ms, false);
@@ -777,17 +715,12 @@ int sq_member_start(sq_member *m, int timeout_ms)
     if (m->t->vt->joining(m->t)) {
         return join_group(m); /* restarted while the others run: come back as a joiner */
     }
-    uint32_t ids[SQ_MAX_MEMBERS], peers[SQ_MAX_MEMBERS];
-    for (uint32_t i = 0; i < m->cfg.nmembers; i++) {
-        ids[i] = m->cfg.members[i].id;
-        peers[i] = i;
-    }
-    struct sq__smc_params p = view_params(m, 0, m->cfg.nmembers, m->rank, ids, peers);
-    rc = sq__smc_init(&m->smc, &p, m->table, m->t, on_deliver, m);
+    init_group(m);
+    rc = sq__group_start_first(&m->g);
     if (rc != 0) {
         m->t->vt->destroy(m->t);
         m->t = NULL;
-        set_error(m, "cannot set up the shared state table: %s", sq_strerror(rc));
+        set_error(m, "cannot set up the shared state tables: %s", m->g.errmsg);
         return rc;
     }
     return run_loop(m);
@@ -808,12 +741,8 @@ static int join_group(sq_member *m)
     int rc;
     /* Our connections asked the members to add us; the donor's welcome says when they have. */
     uint64_t deadline = sq__mono_ms() + (uint64_t)m->cfg.connect_timeout_ms;
-    struct welcome w;
-    for (;;) {
-        memcpy(&w, m->table + m->welcome_off, sizeof(w));
-        if (w.magic == WELCOME_MAGIC && w.check == welcome_check(&w)) {
-            break;
-        }
+    init_group(m);
+    while ((rc = sq__group_try_welcome(&m->g)) == 0) {
         if (sq__mono_ms() >= deadline) {
             set_error(m, "member %u connected but was not added to the group within %d ms",
                       m->cfg.self_id, m->cfg.connect_timeout_ms);
@@ -825,26 +754,12 @@ static int join_group(sq_member *m)
             return w_rc;
         }
     }
-    if (w.status != 0 || w.nmembers == 0 || w.nmembers > SQ_MAX_MEMBERS ||
-        w.my_rank >= w.nmembers || w.state_size > m->cfg.max_state_bytes) {
-        set_error(m, "the group could not hand over its state (%llu bytes; max_state_bytes is "
-                     "%llu)", (unsigned long long)w.state_size,
-                  (unsigned long long)m->cfg.max_state_bytes);
-        return SQ_EIO;
-    }
-    if (m->load != NULL) {
-        m->load(m->state_arg, m->table + m->state_off, (size_t)w.state_size);
-    }
-    m->rank = (uint32_t)w.my_rank;
-    struct sq__smc_params p = view_params(m, (uint32_t)w.view_id, (uint32_t)w.nmembers, m->rank,
-                                          w.ids, w.peers);
-    rc = sq__smc_init(&m->smc, &p, m->table + p.region_offset, m->t, on_deliver, m);
-    if (rc != 0) {
-        set_error(m, "cannot set up the shared state table: %s", sq_strerror(rc));
+    if (rc < 0) {
+        set_error(m, "%s", m->g.errmsg);
         return rc;
     }
-    sq__log(SQ_LOG_INFO, "member %u joined view %u with %llu bytes of state", m->cfg.self_id,
-            (uint32_t)w.view_id, (unsigned long long)w.state_size);
+    m->rank = m->g.ctl.my_rank;
+    sq__log(SQ_LOG_INFO, "member %u joined view %u", m->cfg.self_id, m->g.ctl.view_id);
     return run_loop(m);
 }
 
@@ -893,15 +808,22 @@ static int check_running(sq_member *m)
     return m->state == ST_OPEN ? SQ_ESTATE : SQ_ECLOSED;
 }
 
-/* Reserves a slot with m->mu held, waiting for the window unless told not to. */
-static int reserve_locked(sq_member *m, size_t size, void **buf, int flags)
+/* Reserves a slot in my shard of subgroup `sg` with m->mu held, waiting for the window (and for
+ * an adequate view) unless told not to. */
+static int reserve_locked(sq_member *m, uint32_t sg, size_t size, void **buf, int flags)
 {
     for (;;) {
         int rc = check_running(m);
         if (rc != 0) {
             return rc;
         }
-        rc = sq__smc_reserve(&m->smc, size, buf);
+        struct sq__smc *sh = sq__group_shard(&m->g, sg, &rc);
+        if (sh != NULL) {
+            rc = sq__smc_reserve(sh, size, buf);
+            if (rc == 0) {
+                m->reserve_view[sg] = m->g.ctl.view_id;
+            }
+        }
         if (rc != SQ_EAGAIN) {
             return rc;
         }
@@ -912,18 +834,25 @@ static int reserve_locked(sq_member *m, size_t size, void **buf, int flags)
     }
 }
 
-static int commit_locked(sq_member *m)
+static int commit_locked(sq_member *m, uint32_t sg)
 {
-    int rc = sq__smc_commit(&m->smc);
+    int rc = 0;
+    struct sq__smc *sh = sq__group_shard(&m->g, sg, &rc);
+    if (sh == NULL || !sh->reserved) {
+        /* The view changed between reserve and commit: that slot is gone with its view. */
+        return m->reserve_view[sg] != m->g.ctl.view_id ? SQ_EVIEWCHANGE
+                                                       : (sh == NULL ? rc : SQ_ESTATE);
+    }
+    rc = sq__smc_commit(sh);
     if (rc == 0 && !in_loop_thread(m)) {
         m->t->vt->wake(m->t); /* the loop flushes the write and pushes the header */
     }
     return rc;
 }
 
-int sq_member_send(sq_member *m, const void *data, size_t size, int flags)
+int sq_member_send_in(sq_member *m, uint32_t subgroup, const void *data, size_t size, int flags)
 {
-    if (m == NULL || (data == NULL && size > 0)) {
+    if (m == NULL || (data == NULL && size > 0) || subgroup >= m->cfg.nsubgroups) {
         return SQ_EINVAL;
     }
     void *buf = NULL;
@@ -931,44 +860,75 @@ int sq_member_send(sq_member *m, const void *data, size_t size, int flags)
     int rc;
     do {
         /* A copying send can simply start over when the view changed under it. */
-        rc = reserve_locked(m, size, &buf, flags);
+        rc = reserve_locked(m, subgroup, size, &buf, flags);
         if (rc == 0) {
             if (size > 0) {
                 memcpy(buf, data, size);
             }
-            rc = commit_locked(m);
+            rc = commit_locked(m, subgroup);
         }
     } while (rc == SQ_EVIEWCHANGE);
     api_unlock(m, locked);
     return rc;
 }
 
-int sq_member_reserve(sq_member *m, size_t size, void **buf, int flags)
+int sq_member_send(sq_member *m, const void *data, size_t size, int flags)
 {
-    if (m == NULL || buf == NULL) {
+    return sq_member_send_in(m, 0, data, size, flags);
+}
+
+int sq_member_subgroup(const sq_member *m, const char *name)
+{
+    int g = m == NULL || name == NULL ? -1 : sq__config_subgroup(&m->cfg, name);
+    return g < 0 ? SQ_EINVAL : g;
+}
+
+int sq_member_reserve_in(sq_member *m, uint32_t subgroup, size_t size, void **buf, int flags)
+{
+    if (m == NULL || buf == NULL || subgroup >= m->cfg.nsubgroups) {
         return SQ_EINVAL;
     }
     bool locked = api_lock(m);
-    int rc = reserve_locked(m, size, buf, flags);
+    int rc = reserve_locked(m, subgroup, size, buf, flags);
+    api_unlock(m, locked);
+    return rc;
+}
+
+int sq_member_reserve(sq_member *m, size_t size, void **buf, int flags)
+{
+    return sq_member_reserve_in(m, 0, size, buf, flags);
+}
+
+int sq_member_commit_in(sq_member *m, uint32_t subgroup)
+{
+    if (m == NULL || subgroup >= m->cfg.nsubgroups) {
+        return SQ_EINVAL;
+    }
+    bool locked = api_lock(m);
+    int rc = check_running(m);
+    if (rc == 0) {
+        rc = commit_locked(m, subgroup);
+    }
     api_unlock(m, locked);
     return rc;
 }
 
 int sq_member_commit(sq_member *m)
 {
-    if (m == NULL) {
-        return SQ_EINVAL;
-    }
-    bool locked = api_lock(m);
-    int rc = check_running(m);
-    if (rc == 0) {
-        rc = commit_locked(m);
-    }
-    api_unlock(m, locked);
-    return rc;
+    return sq_member_commit_in(m, 0);
 }
 
-/* Blocks until `done` holds for the shard, the member stops, or `timeout_ms` passes. */
+static bool every_shard(sq_member *m, bool (*done)(struct sq__smc *))
+{
+    for (uint32_t s = 0; s < m->cfg.nsubgroups; s++) {
+        if (m->g.in_shard[s] && !done(&m->g.shard[s])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Blocks until `done` holds for every shard of mine, the member stops, or `timeout_ms` passes. */
 static int wait_until(sq_member *m, bool (*done)(struct sq__smc *), int timeout_ms)
 {
     if (m == NULL) {
@@ -980,7 +940,7 @@ static int wait_until(sq_member *m, bool (*done)(struct sq__smc *), int timeout_
     uint64_t deadline = sq__mono_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
     pthread_mutex_lock(&m->mu);
     int rc = 0;
-    while ((rc = check_running(m)) == 0 && !done(&m->smc)) {
+    while ((rc = check_running(m)) == 0 && !every_shard(m, done)) {
         if (timeout_ms >= 0 && sq__mono_ms() >= deadline) {
             rc = SQ_ETIMEDOUT;
             break;
@@ -1018,7 +978,7 @@ int sq_member_failure(const sq_member *m)
 
 uint32_t sq_member_view_id(const sq_member *m)
 {
-    return m->smc.view_id;
+    return m->g.ctl.view_id;
 }
 
 uint32_t sq_member_id(const sq_member *m)
@@ -1055,11 +1015,11 @@ int sq_member_leave(sq_member *m, int timeout_ms)
         pthread_mutex_unlock(&m->mu);
         return m->state == ST_OPEN ? SQ_ESTATE : SQ_ECLOSED;
     }
-    sq__smc_leave(&m->smc);
+    sq__smc_leave(&m->g.ctl);
     uint64_t others = 0;
-    for (uint32_t r = 0; r < m->smc.L.nmembers; r++) {
-        if (r != m->smc.my_rank) {
-            others |= 1ull << m->smc.member_peers[r];
+    for (uint32_t r = 0; r < m->g.ctl.L.nmembers; r++) {
+        if (r != m->g.ctl.my_rank) {
+            others |= 1ull << m->g.ctl.member_peers[r];
         }
     }
     m->t->vt->wake(m->t);
@@ -1099,8 +1059,8 @@ void sq_member_close(sq_member *m)
         m->t->vt->wake(m->t);
         pthread_join(m->loop, NULL);
     }
-    if (m->smc_ready) {
-        sq__smc_fini(&m->smc);
+    if (m->g_ready) {
+        sq__group_fini(&m->g);
     }
     if (m->t != NULL) {
         m->t->vt->destroy(m->t);
@@ -1183,10 +1143,20 @@ int sq_member_query(sq_member *m, uint32_t member_id, const void *req, size_t re
 int sq_member_ordered_call(sq_member *m, const void *req, size_t req_size, sq_reply *replies,
                            uint32_t max_replies, uint32_t *nreplies, int timeout_ms)
 {
-    if (m == NULL || (req == NULL && req_size > 0) || (replies == NULL && max_replies > 0)) {
+    return sq_member_ordered_call_in(m, 0, req, req_size, replies, max_replies, nreplies,
+                                     timeout_ms);
+}
+
+int sq_member_ordered_call_in(sq_member *m, uint32_t subgroup, const void *req, size_t req_size,
+                              sq_reply *replies, uint32_t max_replies, uint32_t *nreplies,
+                              int timeout_ms)
+{
+    if (m == NULL || (req == NULL && req_size > 0) || (replies == NULL && max_replies > 0) ||
+        subgroup >= m->cfg.nsubgroups) {
         return SQ_EINVAL;
     }
-    if (req_size + CALL_HDR > m->cfg.max_payload || req_size > SQ_QUERY_MAX_BYTES) {
+    if (req_size + CALL_HDR > m->cfg.subgroups[subgroup].max_payload ||
+        req_size > SQ_QUERY_MAX_BYTES) {
         return SQ_EMSGSIZE;
     }
     if (in_loop_thread(m)) {
@@ -1207,7 +1177,7 @@ int sq_member_ordered_call(sq_member *m, const void *req, size_t req_size, sq_re
     int rc;
     do {
         void *buf = NULL;
-        rc = reserve_locked(m, req_size + CALL_HDR, &buf, 0);
+        rc = reserve_locked(m, subgroup, req_size + CALL_HDR, &buf, 0);
         if (rc == 0) {
             uint64_t caller = m->self_peer;
             memcpy(buf, &c->id, 8);
@@ -1215,8 +1185,8 @@ int sq_member_ordered_call(sq_member *m, const void *req, size_t req_size, sq_re
             if (req_size > 0) {
                 memcpy((uint8_t *)buf + CALL_HDR, req, req_size);
             }
-            sq__smc_set_flags(&m->smc, SQ_MSG_ORDERED_CALL);
-            rc = commit_locked(m);
+            sq__smc_set_flags(&m->g.shard[subgroup], SQ_MSG_ORDERED_CALL);
+            rc = commit_locked(m, subgroup);
         }
     } while (rc == SQ_EVIEWCHANGE);
     while (rc == 0 && !c->done) {

@@ -91,7 +91,8 @@ static inline uint8_t *slot_end(const struct sq__smc *s, uint32_t rank, uint64_t
            (size_t)(slot_no % s->L.window_size) * s->L.slot_bytes + s->L.slot_bytes;
 }
 
-static_assert(((SQ_SMC_OFF_RECEIVED + 8u * SQ_SMC_MAX_MEMBERS + 32u + 63u) & ~63u) <=
+static_assert(((SQ_SMC_OFF_RECEIVED + 8u * (SQ_SMC_MAX_MEMBERS + SQ_MAX_SUBGROUPS) + 32u + 63u) &
+               ~63u) <=
                   SQ_TRANSPORT_MAX_COPY,
               "the row header must fit one write_copy");
 static_assert(SQ_SMC_MAX_MEMBERS <= 64, "member masks are 64-bit");
@@ -127,7 +128,8 @@ int sq__smc_layout(struct sq__smc_layout *L, uint32_t nmembers, uint32_t window_
     L->nmembers = nmembers;
     L->window_size = window_size;
     L->max_payload = max_payload;
-    L->off_wedged = SQ_SMC_OFF_RECEIVED + 8u * nmembers;
+    L->off_prefix = SQ_SMC_OFF_RECEIVED + 8u * nmembers;
+    L->off_wedged = L->off_prefix + 8u * SQ_MAX_SUBGROUPS;
     L->off_promise = L->off_wedged + 8u;
     L->off_learned = L->off_promise + 8u;
     L->header_bytes = (L->off_learned + 16u + 63u) & ~(size_t)63u;
@@ -184,6 +186,10 @@ int sq__smc_init(struct sq__smc *s, const struct sq__smc_params *p, uint8_t *tab
     s->hb_period_us = SQ_MAX(p->heartbeat_timeout_us / 5, 1000u);
     s->now_us = s->last_hb_us = p->now_us;
     s->phase = SQ_SMC_RUNNING;
+    s->data_only = p->data_only;
+    s->subgroup = p->subgroup;
+    s->shard = p->shard;
+    memset(s->shard_of, 0xFF, sizeof(s->shard_of));
     make_tags(s);
     /* The memory may hold an older view's rows: mine starts from zero, the others are ignored
      * until their view tag says they belong to this view. */
@@ -345,6 +351,9 @@ void sq__smc_leave(struct sq__smc *s)
 void sq__smc_tick(struct sq__smc *s, uint64_t now_us)
 {
     s->now_us = now_us;
+    if (s->data_only) {
+        return;
+    }
     if (now_us - s->last_hb_us >= s->hb_period_us) {
         uint8_t *hb = row(s, s->my_rank) + SQ_SMC_OFF_HEARTBEAT;
         store_u64(hb, load_u64(hb) + 1);
@@ -484,6 +493,8 @@ static int deliver_upto(struct sq__smc *s, uint64_t stable)
                     .data = end - SQ_SMC_TRAILER_BYTES - SQ_ALIGN8((size_t)size),
                     .size = size,
                     .flags = load_u32(end - TR_FLAGS),
+                    .subgroup = s->subgroup,
+                    .shard = s->shard,
                 };
                 s->delivered_real++;
                 s->deliver_slots[r] = z + 1;
@@ -530,6 +541,9 @@ static int push_slots(struct sq__smc *s)
  * closed instead (nothing it sent lands after that), and the next view will remove it. */
 static bool fenced(struct sq__smc *s)
 {
+    if (s->data_only) {
+        return true; /* the control table's fence covers the member's every write */
+    }
     uint64_t missing = 0;
     for (uint32_t r = 0; r < s->L.nmembers; r++) {
         if (r != s->my_rank && !((s->decision.removed >> r) & 1u) && !sq__smc_row_valid(s, r)) {
@@ -564,7 +578,7 @@ static int deliver_trim(struct sq__smc *s)
                           (unsigned long long)s->next_deliver,
                           (unsigned long long)sq__smc_prefix(s, s->my_rank));
     }
-    int done = deliver_upto(s, trim);
+    int done = s->hold ? 0 : deliver_upto(s, trim);
     if (s->next_deliver == trim && fenced(s)) {
         s->dropped = s->slots_used - s->deliver_slots[s->my_rank];
         s->phase = SQ_SMC_READY;
@@ -592,12 +606,15 @@ int sq__smc_poll(struct sq__smc *s)
         }
         events += fill_nulls(s);
     }
-    int vc = sq__view_step(s);
+    int vc = s->data_only ? 0 : sq__view_step(s);
     if (vc < 0) {
         return vc;
     }
     events += vc;
-    if (s->phase == SQ_SMC_RUNNING || (s->phase == SQ_SMC_CHANGING && s->decision.ballot == 0)) {
+    if (s->hold) {
+        /* nothing to deliver until the state is in */
+    } else if (s->phase == SQ_SMC_RUNNING ||
+               (s->phase == SQ_SMC_CHANGING && s->decision.ballot == 0)) {
         events += deliver_upto(s, stable_prefix(s));
     } else if (s->phase == SQ_SMC_CHANGING) {
         int rc = deliver_trim(s);
@@ -625,6 +642,24 @@ int sq__smc_poll(struct sq__smc *s)
         }
     }
     return events;
+}
+
+void sq__smc_decide_shard(struct sq__smc *shard, uint64_t ballot, uint64_t removed_peers,
+                          uint64_t trim)
+{
+    if (shard->decision.ballot != 0) {
+        return;
+    }
+    if (shard->phase == SQ_SMC_RUNNING) {
+        shard->phase = SQ_SMC_CHANGING;
+    }
+    uint64_t removed = 0;
+    for (uint32_t r = 0; r < shard->L.nmembers; r++) {
+        if ((removed_peers >> shard->member_peers[r]) & 1u) {
+            removed |= 1ull << r;
+        }
+    }
+    shard->decision = (struct sq__vc_value){.ballot = ballot, .removed = removed, .trim = trim};
 }
 
 uint32_t sq__smc_next_view(const struct sq__smc *s, uint32_t *ids, uint32_t *peers,

@@ -11,9 +11,12 @@
  *     u64 suspected     bit r: this member suspects rank r (only ever grows)
  *     u64 joins         bit p: transport peer p asked to join (only ever grows)
  *     u64 prepare       ballot this member leads with, when it is the leader
- *     u64 prop[5]       the leader's proposal: ballot, removed ranks, added peers, trim, check
- *     u64 acc[5]        the proposal this member accepted, same fields
+ *     u64 prop[21]      the leader's proposal: ballot, removed ranks, added peers, trim,
+ *                       trims[SQ_MAX_SHARDS] (one per shard of the layout), check
+ *     u64 acc[21]       the proposal this member accepted, same fields
  *     u64 received[n]   per sender rank: how many of that sender's messages arrived here
+ *     u64 prefix[8]     per subgroup: the global index up to which I received everything in
+ *                       my shard of it, frozen when I wedge (control table only)
  *     u64 wedged        1 once this member froze its counters for a view change
  *     u64 promise       view-change ballot this member follows (see view.c)
  *     u64 learned       1 once this member knows the decision (then acc holds it)
@@ -38,6 +41,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "squall.h"
 #include "transport.h"
 
@@ -52,10 +56,11 @@
 #define SQ_SMC_OFF_SUSPECTED 24u
 #define SQ_SMC_OFF_JOINS 32u
 #define SQ_SMC_OFF_PREPARE 40u
+#define SQ_SMC_VALUE_WORDS (5u + SQ_MAX_SHARDS)
 #define SQ_SMC_OFF_PROP 48u
-#define SQ_SMC_OFF_ACC 88u
-#define SQ_SMC_OFF_RECEIVED 128u
-/* After received[n]: wedged, promise, learned, view_tag (see sq__smc_layout). A reader that sees one of
+#define SQ_SMC_OFF_ACC (SQ_SMC_OFF_PROP + 8u * SQ_SMC_VALUE_WORDS)
+#define SQ_SMC_OFF_RECEIVED (SQ_SMC_OFF_ACC + 8u * SQ_SMC_VALUE_WORDS)
+/* After received[n]: prefix[SQ_MAX_SUBGROUPS], wedged, promise, learned, view_tag (see sq__smc_layout). A reader that sees one of
  * them written sees every earlier field of the same header write: wedged vouches for the frozen
  * counters, promise for the accepted value, the view tag for everything. */
 
@@ -67,6 +72,7 @@ struct sq__vc_value {
     uint64_t removed;
     uint64_t added;
     uint64_t trim;
+    uint64_t trims[SQ_MAX_SHARDS]; /* per shard (flat number): its trim, like `trim` */
     uint64_t check;
 };
 
@@ -91,6 +97,9 @@ struct sq__smc_params {
     const uint32_t *peer_ids;     /* ...and its id (NULL: the members of this view only) */
     uint64_t now_us;              /* the caller's clock at the start of the view */
     uint64_t heartbeat_timeout_us; /* suspect a member whose heartbeat stalls this long (0: never) */
+    bool data_only;    /* a shard's table: no heartbeats, no view protocol of its own */
+    uint32_t subgroup; /* reported in delivered messages */
+    uint32_t shard;
 };
 
 struct sq__smc_layout {
@@ -98,6 +107,7 @@ struct sq__smc_layout {
     uint32_t window_size;
     uint32_t max_payload;
     size_t header_bytes;
+    size_t off_prefix;
     size_t off_wedged;
     size_t off_promise;
     size_t off_learned;
@@ -146,6 +156,9 @@ struct sq__smc {
     uint64_t delivered_real; /* messages delivered in this view (nulls excluded) */
     uint64_t min_delivered;  /* min over members of delivered, as last computed */
     bool header_dirty;
+    bool data_only;
+    bool hold; /* a newcomer waiting for its shard's state: receives, delivers nothing */
+    uint32_t subgroup, shard;
     int failed; /* first error, sticky */
     char errmsg[160];
 
@@ -166,6 +179,12 @@ struct sq__smc {
     bool leaving;
     uint64_t fence_since_us; /* when this member began waiting for the rows of the next view */
     uint64_t fence_cut;      /* ranks whose links the caller must close at installation */
+
+    /* The control table's shards (NULL where this member has none): view.c freezes them when
+     * it wedges, publishes their prefixes and hands each its trim once the change is decided. */
+    uint32_t nsubgroups;
+    struct sq__smc *shards[SQ_MAX_SUBGROUPS];
+    uint8_t shard_of[SQ_MAX_SUBGROUPS][SQ_SMC_MAX_MEMBERS]; /* flat shard of each rank, or 0xFF */
 };
 
 /* Reads a monotonic or tag column of a remote row; the acquire pairs with the writer's order. */
@@ -254,6 +273,11 @@ bool sq__smc_drained(const struct sq__smc *s);
 
 /* True when every member has delivered at least what this member has delivered. */
 bool sq__smc_all_caught_up(struct sq__smc *s);
+
+/* Hands a shard table the decided change of its control table: freezes it if it was not yet and
+ * sets its trim (and removes the ranks whose transport peers are in `removed_peers`). */
+void sq__smc_decide_shard(struct sq__smc *shard, uint64_t ballot, uint64_t removed_peers,
+                          uint64_t trim);
 
 /* True when a reserve() would not get SQ_EAGAIN for lack of a free slot. */
 bool sq__smc_can_send(struct sq__smc *s);

@@ -15,7 +15,7 @@
 struct sq_transport;
 
 /* Largest range write_copy accepts. */
-#define SQ_TRANSPORT_MAX_COPY 512u
+#define SQ_TRANSPORT_MAX_COPY 1024u
 
 struct sq_transport_vtable {
     /* Name for logs, e.g. "fabric/tcp" or "sim". */

@@ -1,6 +1,8 @@
 /* view.c: the view-change protocol (wedge, Paxos over the table, ragged trim). See view.h. */
 #include "view.h"
 
+#include <string.h>
+
 #include "common.h"
 #include "hash.h"
 
@@ -11,6 +13,9 @@ uint64_t sq__vc_check(const struct sq__vc_value *v)
     h = sq__fnv1a_u64(h, v->removed);
     h = sq__fnv1a_u64(h, v->added);
     h = sq__fnv1a_u64(h, v->trim);
+    for (uint32_t k = 0; k < SQ_MAX_SHARDS; k++) {
+        h = sq__fnv1a_u64(h, v->trims[k]);
+    }
     return h | 1u; /* never 0, so a zeroed row never checks */
 }
 
@@ -25,7 +30,10 @@ static bool read_value(const struct sq__smc *s, uint32_t rank, size_t off, struc
     v->removed = sq__load_u64(p + 8);
     v->added = sq__load_u64(p + 16);
     v->trim = sq__load_u64(p + 24);
-    v->check = sq__load_u64(p + 32);
+    for (uint32_t k = 0; k < SQ_MAX_SHARDS; k++) {
+        v->trims[k] = sq__load_u64(p + 32 + 8 * k);
+    }
+    v->check = sq__load_u64(p + 32 + 8 * SQ_MAX_SHARDS);
     return v->ballot != 0 && v->check == sq__vc_check(v);
 }
 
@@ -36,14 +44,17 @@ static void write_value(struct sq__smc *s, size_t off, const struct sq__vc_value
     sq__store_u64(p + 8, v->removed);
     sq__store_u64(p + 16, v->added);
     sq__store_u64(p + 24, v->trim);
-    sq__store_u64(p + 32, v->check);
+    for (uint32_t k = 0; k < SQ_MAX_SHARDS; k++) {
+        sq__store_u64(p + 32 + 8 * k, v->trims[k]);
+    }
+    sq__store_u64(p + 32 + 8 * SQ_MAX_SHARDS, v->check);
     s->header_dirty = true;
 }
 
 static bool same(const struct sq__vc_value *a, const struct sq__vc_value *b)
 {
     return a->ballot == b->ballot && a->removed == b->removed && a->added == b->added &&
-           a->trim == b->trim;
+           a->trim == b->trim && memcmp(a->trims, b->trims, sizeof(a->trims)) == 0;
 }
 
 static int stop(struct sq__smc *s, int reason)
@@ -95,6 +106,10 @@ static int lead(struct sq__smc *s, uint64_t ballot)
     }
     struct sq__vc_value best = {0};
     uint64_t trim = UINT64_MAX;
+    uint64_t trims[SQ_MAX_SHARDS];
+    for (uint32_t k = 0; k < SQ_MAX_SHARDS; k++) {
+        trims[k] = UINT64_MAX;
+    }
     for (uint32_t k = 0; k < s->L.nmembers; k++) {
         if ((s->suspected >> k) & 1u) {
             continue;
@@ -107,9 +122,20 @@ static int lead(struct sq__smc *s, uint64_t ballot)
             best = acc;
         }
         trim = SQ_MIN(trim, sq__smc_prefix(s, k));
+        /* Each shard's trim: the least that its surviving members received, everything before
+         * it included (frozen and published when they wedged). */
+        for (uint32_t g = 0; g < s->nsubgroups; g++) {
+            uint32_t flat = s->shard_of[g][k];
+            if (flat < SQ_MAX_SHARDS) {
+                trims[flat] = SQ_MIN(trims[flat], sq__smc_col(s, k, s->L.off_prefix + 8u * g));
+            }
+        }
     }
     struct sq__vc_value v = {.ballot = ballot, .removed = s->suspected, .added = s->joins,
                              .trim = trim};
+    for (uint32_t k = 0; k < SQ_MAX_SHARDS; k++) {
+        v.trims[k] = trims[k] == UINT64_MAX ? 0 : trims[k]; /* no survivor: nobody delivers */
+    }
     for (uint32_t r = 0; r < s->L.nmembers; r++) {
         if ((s->joins >> s->member_peers[r]) & 1u) {
             v.removed |= 1ull << r; /* a rejoining member replaces its old incarnation */
@@ -122,6 +148,7 @@ static int lead(struct sq__smc *s, uint64_t ballot)
         v.removed = best.removed; /* Paxos: a value that may be chosen is carried forward */
         v.added = best.added;
         v.trim = best.trim;
+        memcpy(v.trims, best.trims, sizeof(v.trims));
         s->vc_adopted++;
     }
     v.check = sq__vc_check(&v);
@@ -195,8 +222,19 @@ int sq__view_step(struct sq__smc *s)
         return stop(s, s->leaving ? SQ_ELEFT : SQ_EREMOVED);
     }
     if (s->phase == SQ_SMC_RUNNING) {
-        /* Wedge: from here my received counters and num_sent never move in this view. */
+        /* Wedge: from here my received counters and num_sent never move in this view, nor do
+         * those of my shards, whose prefixes go out in the same header write as `wedged`. */
         s->phase = SQ_SMC_CHANGING;
+        for (uint32_t g = 0; g < s->nsubgroups; g++) {
+            struct sq__smc *sh = s->shards[g];
+            if (sh != NULL) {
+                if (sh->phase == SQ_SMC_RUNNING) {
+                    sh->phase = SQ_SMC_CHANGING;
+                }
+                sq__store_u64(sq__smc_row(s, s->my_rank) + s->L.off_prefix + 8u * g,
+                              sq__smc_prefix(sh, sh->my_rank));
+            }
+        }
         sq__store_u64(sq__smc_row(s, s->my_rank) + s->L.off_wedged, 1);
         s->header_dirty = true;
         events++;
@@ -223,6 +261,19 @@ int sq__view_step(struct sq__smc *s)
         sq__store_u64(sq__smc_row(s, s->my_rank) + s->L.off_learned, 1);
         if ((s->decision.removed >> s->my_rank) & 1u) {
             return stop(s, SQ_EREMOVED);
+        }
+        uint64_t removed_peers = 0;
+        for (uint32_t r = 0; r < n; r++) {
+            if ((s->decision.removed >> r) & 1u) {
+                removed_peers |= 1ull << s->member_peers[r];
+            }
+        }
+        for (uint32_t g = 0; g < s->nsubgroups; g++) {
+            uint32_t flat = s->shard_of[g][s->my_rank];
+            if (s->shards[g] != NULL && flat < SQ_MAX_SHARDS) {
+                sq__smc_decide_shard(s->shards[g], s->decision.ballot, removed_peers,
+                                     s->decision.trims[flat]);
+            }
         }
     }
     return events;

@@ -74,6 +74,8 @@ struct run {
     uint64_t done_from;   /* member ids whose DONE was delivered (ids < 64) */
     uint64_t view_mask;   /* member ids of the current view */
     uint32_t view_id;
+    uint32_t sg;          /* the subgroup this run sends in and fingerprints */
+    _Atomic uint64_t count; /* deliveries in that subgroup, for main to read */
     _Atomic bool my_done_delivered;
     _Atomic bool resend_done; /* a view change dropped my DONE: main sends it again */
     _Atomic bool finished;    /* --finish: the result is frozen */
@@ -105,8 +107,8 @@ static void check_finished(struct run *r)
 static void on_deliver(void *arg, const sq_message *msg)
 {
     struct run *r = arg;
-    if (atomic_load(&r->finished)) {
-        return; /* the result is frozen at the point every member agrees on */
+    if (atomic_load(&r->finished) || msg->subgroup != r->sg) {
+        return; /* frozen at the point every member agrees on, or another subgroup's */
     }
     uint64_t now = mono_ns();
     if (r->first_ns == 0) {
@@ -130,6 +132,7 @@ static void on_deliver(void *arg, const sq_message *msg)
                msg->sender_id, msg->index, msg->version, msg->size);
     }
     r->delivered++;
+    atomic_store(&r->count, r->delivered);
     r->bytes += msg->size;
     if (r->finish && msg->size == sizeof(DONE_MARK) && memcmp(msg->data, DONE_MARK, 4) == 0 &&
         msg->sender_id < 64) {
@@ -151,8 +154,10 @@ static void on_view(void *arg, const sq_view *v)
     r->view_mask = 0;
     char list[256] = "";
     size_t len = 0;
+    uint32_t mine = v->my_shard[r->sg];
     for (uint32_t i = 0; i < v->nmembers; i++) {
-        if (v->member_ids[i] < 64) {
+        /* --finish waits for the DONE of every member of my shard */
+        if (v->member_ids[i] < 64 && v->shard_of[r->sg * v->nmembers + i] == mine) {
             r->view_mask |= 1ull << v->member_ids[i];
         }
         if (len < sizeof(list) - 16) {
@@ -160,8 +165,15 @@ static void on_view(void *arg, const sq_view *v)
                                     v->member_ids[i]);
         }
     }
-    printf("view=%u members=%s my_rank=%u installed_at_ms=%" PRIu64 " dropped=%" PRIu64 "\n",
-           v->view_id, list, v->my_rank, wall_ms(), v->dropped);
+    char shard[32];
+    if (mine == SQ_NO_SHARD) {
+        snprintf(shard, sizeof(shard), "none");
+    } else {
+        snprintf(shard, sizeof(shard), "%u", mine);
+    }
+    printf("view=%u members=%s my_rank=%u shard=%s adequate=%d installed_at_ms=%" PRIu64
+           " dropped=%" PRIu64 "\n", v->view_id, list, v->my_rank, shard, v->adequate, wall_ms(),
+           v->dropped);
     if (v->dropped > 0 && r->finish && !atomic_load(&r->my_done_delivered)) {
         atomic_store(&r->resend_done, true);
     }
@@ -174,9 +186,15 @@ struct saved {
     uint64_t delivered, bytes, hash, done_from;
 };
 
-static int save_state(void *arg, void **buf, size_t *size)
+static int save_state(void *arg, uint32_t subgroup, uint32_t shard, void **buf, size_t *size)
 {
     struct run *r = arg;
+    (void)shard;
+    if (subgroup != r->sg) {
+        *buf = NULL;
+        *size = 0;
+        return 0;
+    }
     struct saved *s = malloc(sizeof(*s));
     if (s == NULL) {
         return -1;
@@ -187,9 +205,13 @@ static int save_state(void *arg, void **buf, size_t *size)
     return 0;
 }
 
-static void load_state(void *arg, const void *buf, size_t size)
+static void load_state(void *arg, uint32_t subgroup, uint32_t shard, const void *buf, size_t size)
 {
     struct run *r = arg;
+    (void)shard;
+    if (subgroup != r->sg) {
+        return;
+    }
     if (size != sizeof(struct saved)) {
         fprintf(stderr, "squalld: ignoring a state of %zu bytes (expected %zu)\n", size,
                 sizeof(struct saved));
@@ -242,6 +264,8 @@ static void usage(FILE *out)
             "  --latency-file F  write each delivery's send-to-delivery latency (u32 microseconds,\n"
             "                    little-endian, in delivery order) to F\n"
             "  --print           print every delivered message\n"
+            "  --subgroup NAME   send in, count and fingerprint this subgroup (default: the\n"
+            "                    first); results then cover this member's shard of it\n"
             "  --join            join a running group (a restarted member) instead of forming\n"
             "                    the first view; it receives the others' state\n"
             "  --query ID        at the end of the run, ask member ID for its fingerprint\n"
@@ -304,7 +328,7 @@ static void fill(void *buf, uint64_t size, uint64_t i)
 
 int main(int argc, char **argv)
 {
-    const char *config = NULL, *latency_file = NULL;
+    const char *config = NULL, *latency_file = NULL, *subgroup = NULL;
     uint64_t send = 0, size = 1024, expect = 0, timeout_s = 600, rate = 0, query = UINT64_MAX;
     uint64_t call_at = UINT64_MAX;
     bool print_each = false, finish = false, join = false;
@@ -315,7 +339,7 @@ int main(int argc, char **argv)
         {"timeout", required_argument, NULL, 't'}, {"rate", required_argument, NULL, 'r'},
         {"finish", no_argument, NULL, 'f'},        {"help", no_argument, NULL, 'h'},
         {"join", no_argument, NULL, 'j'},          {"query", required_argument, NULL, 'q'},
-        {"call-at", required_argument, NULL, 'C'},
+        {"call-at", required_argument, NULL, 'C'}, {"subgroup", required_argument, NULL, 'g'},
         {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
@@ -329,6 +353,7 @@ int main(int argc, char **argv)
         case 'p': print_each = true; break;
         case 'f': finish = true; break;
         case 'j': join = true; break;
+        case 'g': subgroup = optarg; break;
         case 'q': ok = parse_count(optarg, &query) && query <= UINT32_MAX; break;
         case 'C': ok = parse_count(optarg, &call_at); break;
         case 'r': ok = parse_count(optarg, &rate); break;
@@ -379,6 +404,16 @@ int main(int argc, char **argv)
             return EXIT_FAILED;
         }
     }
+    if (subgroup != NULL) {
+        int sg = sq_member_subgroup(m, subgroup);
+        if (sg < 0) {
+            fprintf(stderr, "squalld: --subgroup %s: no [subgroup.%s] in %s\n", subgroup, subgroup,
+                    config);
+            sq_member_close(m);
+            return EXIT_USAGE;
+        }
+        run.sg = (uint32_t)sg;
+    }
     sq_member_on_deliver(m, on_deliver, &run);
     sq_member_on_view(m, on_view, &run);
     sq_member_on_state(m, save_state, load_state, &run);
@@ -409,7 +444,7 @@ int main(int argc, char **argv)
         if (i == call_at) {
             static sq_reply replies[64];
             uint32_t n = 0;
-            rc = sq_member_ordered_call(m, "fingerprint", 11, replies, 64, &n, 10000);
+            rc = sq_member_ordered_call_in(m, run.sg, "fingerprint", 11, replies, 64, &n, 10000);
             printf("call at=%" PRIu64 " status=%s replies=%u", i, sq_err_name(rc), n);
             for (uint32_t k = 0; k < n; k++) {
                 printf(" [%u:%d:%.*s]", replies[k].member_id, replies[k].status,
@@ -427,7 +462,7 @@ int main(int argc, char **argv)
             }
         }
         fill(buf, size, i);
-        rc = sq_member_send(m, buf, size, 0);
+        rc = sq_member_send_in(m, run.sg, buf, size, 0);
         if (rc != 0) {
             fprintf(stderr, "squalld: member %u: send %" PRIu64 " failed: %s (%s)\n", g_id, i,
                     sq_strerror(rc), sq_member_errmsg(m));
@@ -437,7 +472,7 @@ int main(int argc, char **argv)
     }
     free(buf);
     if (finish && status == EXIT_DONE && !g_stop) {
-        rc = sq_member_send(m, DONE_MARK, sizeof(DONE_MARK), 0);
+        rc = sq_member_send_in(m, run.sg, DONE_MARK, sizeof(DONE_MARK), 0);
         if (rc != 0) {
             status = exit_status_of(m);
         }
@@ -446,12 +481,12 @@ int main(int argc, char **argv)
     /* Wait for the end of the run, a signal, or a failure. */
     uint64_t last_report = mono_ns();
     while (status == EXIT_DONE && !g_stop) {
-        if ((expect > 0 && sq_member_delivered(m) >= expect) || atomic_load(&run.finished)) {
+        if ((expect > 0 && atomic_load(&run.count) >= expect) || atomic_load(&run.finished)) {
             break;
         }
         if (mono_ns() > deadline_ns) {
             fprintf(stderr, "squalld: member %u: timed out with %" PRIu64 " messages delivered\n",
-                    g_id, sq_member_delivered(m));
+                    g_id, atomic_load(&run.count));
             status = EXIT_FAILED;
             break;
         }
@@ -461,13 +496,13 @@ int main(int argc, char **argv)
             break;
         }
         if (atomic_exchange(&run.resend_done, false)) {
-            (void)sq_member_send(m, DONE_MARK, sizeof(DONE_MARK), 0);
+            (void)sq_member_send_in(m, run.sg, DONE_MARK, sizeof(DONE_MARK), 0);
         }
         usleep(bounded ? 1000 : 100000);
         if (!bounded && mono_ns() - last_report > 10ull * 1000000000ull) {
             last_report = mono_ns();
             fprintf(stderr, "squalld[%u]: %" PRIu64 " messages delivered\n", g_id,
-                    sq_member_delivered(m));
+                    atomic_load(&run.count));
         }
     }
     if (status == EXIT_DONE && bounded && !g_stop) {

@@ -41,9 +41,34 @@ static void test_good(void)
     CHECK_EQ_INT(sq__config_rank_of(&c, 9), -1);
     CHECK(strcmp(c.provider, "tcp") == 0);
     CHECK_EQ_INT(c.log_level, SQ_LOG_DEBUG);
-    CHECK_EQ_INT(c.window_size, 64);
-    CHECK_EQ_INT(c.max_payload, 1024);
-    CHECK(strcmp(c.subgroup, "main") == 0);
+    CHECK_EQ_INT(c.nsubgroups, 1);
+    CHECK_EQ_INT(c.subgroups[0].window_size, 64);
+    CHECK_EQ_INT(c.subgroups[0].max_payload, 1024);
+    CHECK(strcmp(c.subgroups[0].name, "main") == 0);
+    CHECK_EQ_INT(c.subgroups[0].shards, 1);
+}
+
+static void test_subgroups(void)
+{
+    const char *text = "[self]\nid=0\n"
+                       "[member.0]\nhost=h\nport=1\n[member.1]\nhost=h\nport=2\n"
+                       "[member.2]\nhost=h\nport=3\n[member.3]\nhost=h\nport=4\n"
+                       "[subgroup.kv]\nshards=2\nmin_members=2\nmax_members=2\n"
+                       "[subgroup.meta]\nwindow_size=16\n";
+    struct sq_config c;
+    char err[256];
+    CHECK_EQ_INT(sq__config_parse_string(&c, "sg.cfg", text, err, sizeof(err)), 0);
+    CHECK_EQ_INT(c.nsubgroups, 2);
+    CHECK_EQ_INT(c.nshards, 3);
+    CHECK(strcmp(c.subgroups[1].name, "meta") == 0);
+    CHECK_EQ_INT(c.subgroups[0].shards, 2);
+    CHECK_EQ_INT(c.subgroups[0].min_members, 2);
+    CHECK_EQ_INT(sq__config_shard_rows(&c, 0), 2);
+    CHECK_EQ_INT(sq__config_shard_rows(&c, 1), 4); /* no max: every member */
+    CHECK_EQ_INT(c.subgroups[1].window_size, 16);
+    CHECK_EQ_INT(c.subgroups[1].max_payload, 10240);
+    CHECK_EQ_INT(sq__config_subgroup(&c, "meta"), 1);
+    CHECK_EQ_INT(sq__config_subgroup(&c, "nope"), -1);
 }
 
 static void test_defaults_and_digest(void)
@@ -53,8 +78,10 @@ static void test_defaults_and_digest(void)
     char err[256];
     CHECK_EQ_INT(sq__config_parse_string(&a, "min.cfg", min, err, sizeof(err)), 0);
     CHECK(strcmp(a.provider, "tcp") == 0);
-    CHECK_EQ_INT(a.window_size, 256);
-    CHECK_EQ_INT(a.max_payload, 10240);
+    CHECK_EQ_INT(a.nsubgroups, 1);
+    CHECK(strcmp(a.subgroups[0].name, "default") == 0);
+    CHECK_EQ_INT(a.subgroups[0].window_size, 256);
+    CHECK_EQ_INT(a.subgroups[0].max_payload, 10240);
     CHECK_EQ_INT(a.log_level, SQ_LOG_INFO);
     CHECK_EQ_INT(a.heartbeat_timeout_ms, 1000);
     /* Members that differ only in [self] share a digest; a different layout does not. */
@@ -93,7 +120,14 @@ static const struct bad_case BAD[] = {
     {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[subgroup.a]\nmax_payload=0\n", "key 'max_payload'"},
     {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[subgroup.a]\nmax_payload=99999999999\n", "key 'max_payload'"},
     {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[subgroup.a]\nwindow_size=65536\nmax_payload=16777216\n", "shared state table"},
-    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[subgroup.a]\nwindow_size=2\n[subgroup.b]\nwindow_size=2\n", "only one subgroup is supported"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[subgroup.a]\nshards=2\n", "bad.cfg:6: [subgroup.a]: 2 shards of at least 1 members need 2 members, but only 1 are configured"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[subgroup.a]\nshards=0\n", "key 'shards' in [subgroup.a]"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[subgroup.a]\nshards=17\n", "key 'shards' in [subgroup.a]"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[subgroup.a]\nmin_members=0\n", "key 'min_members'"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[subgroup.a]\nmin_members=2\nmax_members=1\n", "max_members 1 is below min_members 2"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[subgroup.a]\nshards=1\nshards=1\n", "key 'shards' in [subgroup.a] given twice"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[subgroup.a/b]\nshards=1\n", "subgroup names use letters"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[subgroup.a]\ncolour=red\n", "unknown key 'colour' in [subgroup.a]"},
     {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[group]\nprovider=tcp udp\n", "is not a libfabric provider name"},
     {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[group]\nlog_level=loud\n", "'loud' is not one of error, warn, info, debug"},
     {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[group]\nconnect_timeout_ms=0\n", "key 'connect_timeout_ms'"},
@@ -146,6 +180,7 @@ static void test_errors(void)
 int main(void)
 {
     test_good();
+    test_subgroups();
     test_defaults_and_digest();
     test_bad();
     test_file();

@@ -1147,7 +1147,11 @@ int sq__fabric_create(struct sq_transport **out, const struct sq_config *cfg, ui
         goto out_free;
     }
     /* Staging rings: room for every write that can be posted or pending at once. */
-    uint32_t cap = cfg->window_size + 8 + 2 * 16; /* slots, header, p2p messages and acks */
+    /* slots and headers of every table, p2p messages and acks */
+    uint32_t cap = 8 + 2 * 16;
+    for (uint32_t g = 0; g < cfg->nsubgroups; g++) {
+        cap += cfg->subgroups[g].window_size + 8;
+    }
     uint32_t stage_slots = f->tx_size + cap + 1;
     size_t ring_bytes = (size_t)stage_slots * SQ_TRANSPORT_MAX_COPY;
     if (posix_memalign((void **)&f->stage_mem, 4096, ring_bytes * cfg->nmembers) != 0) {

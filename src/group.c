@@ -1,0 +1,475 @@
+/* group.c: the control table, the shard tables, layouts and state handovers of one member. See
+ * group.h. */
+#include "group.h"
+
+#include <assert.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common.h"
+#include "hash.h"
+#include "log.h"
+
+#define WELCOME_MAGIC 0x4d4f434c45575153ull  /* "SQWELCOM" */
+#define HANDOVER_MAGIC 0x524556444e414853ull /* "SHANDVER" */
+/* The control table carries no messages: one tiny slot per member. */
+#define CTL_WINDOW 1u
+#define CTL_PAYLOAD 8u
+
+static_assert(sizeof(struct sq__welcome) <= SQ_WELCOME_BYTES, "welcome fits its block");
+static_assert(sizeof(struct sq__welcome) <= SQ_TRANSPORT_MAX_COPY, "welcome is one write_copy");
+
+/* What a donor writes after the state of one subgroup's shard: the view, the size, a check. */
+struct handover {
+    uint64_t magic;
+    uint64_t view_id;
+    uint64_t shard;
+    uint64_t size;
+    uint64_t status; /* 0, or 1: the state did not fit max_state_bytes */
+    uint64_t state_hash;
+    uint64_t check;
+};
+static_assert(sizeof(struct handover) <= SQ_HANDOVER_BYTES, "handover fits its record");
+
+static int gfail(struct sq__group *g, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int gfail(struct sq__group *g, int rc, const char *fmt, ...)
+{
+    if (g->failed == 0) {
+        g->failed = rc;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(g->errmsg, sizeof(g->errmsg), fmt, ap);
+        va_end(ap);
+    }
+    return g->failed;
+}
+
+static uint64_t welcome_check(const struct sq__welcome *w)
+{
+    return sq__fnv1a(SQ_FNV_INIT, w, offsetof(struct sq__welcome, check)) | 1u;
+}
+
+static uint64_t handover_check(const struct handover *h)
+{
+    return sq__fnv1a(SQ_FNV_INIT, h, offsetof(struct handover, check)) | 1u;
+}
+
+int sq__group_mem_layout(const struct sq_config *cfg, struct sq__group_mem *mem)
+{
+    memset(mem, 0, sizeof(*mem));
+    struct sq__smc_layout L;
+    if (sq__smc_layout(&L, cfg->nmembers, CTL_WINDOW, CTL_PAYLOAD) != 0) {
+        return SQ_ECONFIG;
+    }
+    mem->ctl_region = L.table_bytes;
+    size_t off = 2 * L.table_bytes;
+    for (uint32_t s = 0; s < cfg->nsubgroups; s++) {
+        const struct sq_subgroup_cfg *sg = &cfg->subgroups[s];
+        if (sq__smc_layout(&L, sq__config_shard_rows(cfg, s), sg->window_size, sg->max_payload) != 0) {
+            return SQ_ECONFIG;
+        }
+        mem->sg_off[s] = off;
+        mem->sg_region[s] = L.table_bytes;
+        off += 2 * L.table_bytes;
+    }
+    mem->welcome_off = off;
+    mem->handover_off = off + SQ_WELCOME_BYTES;
+    off = mem->handover_off + SQ_HANDOVER_BYTES * SQ_MAX_SUBGROUPS;
+    for (uint32_t s = 0; s < cfg->nsubgroups; s++) {
+        mem->state_off[s] = off;
+        off += SQ_ALIGN8(cfg->max_state_bytes);
+    }
+    mem->end = off;
+    return 0;
+}
+
+void sq__group_init(struct sq__group *g, const struct sq_config *cfg, uint8_t *base,
+                    struct sq_transport *t, uint32_t self_peer, const uint32_t *peer_ids,
+                    uint64_t now_us)
+{
+    sq_deliver_fn deliver = g->deliver;
+    void *deliver_arg = g->deliver_arg;
+    sq_state_save_fn save = g->save;
+    sq_state_load_fn load = g->load;
+    void *state_arg = g->state_arg;
+    memset(g, 0, sizeof(*g));
+    g->deliver = deliver;
+    g->deliver_arg = deliver_arg;
+    g->save = save;
+    g->load = load;
+    g->state_arg = state_arg;
+    g->cfg = cfg;
+    g->base = base;
+    g->t = t;
+    g->self_peer = self_peer;
+    g->peer_ids = peer_ids;
+    g->now_us = now_us;
+    (void)sq__group_mem_layout(cfg, &g->mem);
+    uint32_t flat = 0;
+    for (uint32_t s = 0; s < cfg->nsubgroups; s++) {
+        g->shard_base[s] = flat;
+        flat += cfg->subgroups[s].shards;
+    }
+    sq__assign_clear(&g->assign);
+    sq__assign_clear(&g->holders);
+}
+
+static void drop_shards(struct sq__group *g)
+{
+    for (uint32_t s = 0; s < SQ_MAX_SUBGROUPS; s++) {
+        if (g->in_shard[s]) {
+            sq__smc_fini(&g->shard[s]);
+            g->in_shard[s] = false;
+        }
+        g->awaiting[s] = false;
+    }
+}
+
+void sq__group_fini(struct sq__group *g)
+{
+    drop_shards(g);
+    if (g->ctl_ready) {
+        sq__smc_fini(&g->ctl);
+        g->ctl_ready = false;
+    }
+}
+
+/* Ships shard (s, k)'s state, as of the old view's last delivery, to its newcomers. */
+static void hand_over(struct sq__group *g, uint32_t view_id, uint32_t s, uint32_t k,
+                      const uint32_t *peers, const uint32_t *ids, const uint32_t *newcomers,
+                      uint32_t nnew)
+{
+    void *st = NULL;
+    size_t size = 0;
+    if (g->save != NULL && g->save(g->state_arg, s, k, &st, &size) != 0) {
+        sq__log(SQ_LOG_ERROR, "the state callback failed for shard %u of subgroup %s: its "
+                              "newcomers get no state", k, g->cfg->subgroups[s].name);
+        free(st);
+        st = NULL;
+        size = 0;
+    }
+    struct handover h = {.magic = HANDOVER_MAGIC, .view_id = view_id, .shard = k, .size = size,
+                         .status = size > g->cfg->max_state_bytes ? 1 : 0};
+    if (h.status == 0 && size > 0) {
+        memcpy(g->base + g->mem.state_off[s], st, size);
+        h.state_hash = sq__fnv1a(SQ_FNV_INIT, st, size);
+    } else if (h.status != 0) {
+        sq__log(SQ_LOG_ERROR, "the state of shard %u of subgroup %s (%zu bytes) exceeds "
+                              "max_state_bytes (%llu): its newcomers cannot start", k,
+                g->cfg->subgroups[s].name, size, (unsigned long long)g->cfg->max_state_bytes);
+    }
+    free(st);
+    h.check = handover_check(&h);
+    size_t rec = g->mem.handover_off + SQ_HANDOVER_BYTES * s;
+    memcpy(g->base + rec, &h, sizeof(h));
+    for (uint32_t i = 0; i < nnew; i++) {
+        uint32_t peer = peers[newcomers[i]];
+        int rc = 0;
+        if (h.status == 0 && size > 0) {
+            rc = g->t->vt->write(g->t, peer, g->mem.state_off[s], size);
+        }
+        if (rc == 0) {
+            rc = g->t->vt->write_copy(g->t, peer, rec, sizeof(h));
+        }
+        sq__log(rc == 0 ? SQ_LOG_INFO : SQ_LOG_WARN,
+                "handed %zu bytes of shard %u of subgroup %s to member %u in view %u%s", size, k,
+                g->cfg->subgroups[s].name, ids[newcomers[i]], view_id,
+                rc == 0 ? "" : ": its link failed");
+    }
+}
+
+/* Sets up view `view_id` over layout `assign` (adequate or not); `holders` says who held each
+ * shard's state before it. Moves state as the layout requires. */
+static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const uint32_t *ids,
+                      const uint32_t *peers, uint32_t my_rank, const struct sq__assign *assign,
+                      const struct sq__assign *holders, bool adequate)
+{
+    const struct sq_config *cfg = g->cfg;
+    struct sq__smc_params cp = {.nmembers = n, .my_rank = my_rank, .window_size = CTL_WINDOW,
+                                .max_payload = CTL_PAYLOAD, .view_id = view_id,
+                                .member_ids = ids, .member_peers = peers,
+                                .region_offset = (view_id % 2) * g->mem.ctl_region,
+                                .now_us = g->now_us,
+                                .heartbeat_timeout_us = (uint64_t)cfg->heartbeat_timeout_ms * 1000u,
+                                .npeers = cfg->nmembers, .peer_ids = g->peer_ids};
+    int rc = sq__smc_init(&g->ctl, &cp, g->base + cp.region_offset, g->t, NULL, NULL);
+    if (rc != 0) {
+        return gfail(g, rc, "cannot set up the control table of view %u", view_id);
+    }
+    g->ctl_ready = true;
+    g->ctl.nsubgroups = cfg->nsubgroups;
+    g->assign = *assign;
+    g->adequate = adequate;
+    g->holders = adequate ? *assign : *holders;
+    if (!adequate) {
+        return 0; /* no shard runs until members join */
+    }
+    for (uint32_t s = 0; s < cfg->nsubgroups; s++) {
+        for (uint32_t r = 0; r < n; r++) {
+            uint8_t k = assign->shard[s][r];
+            g->ctl.shard_of[s][r] = k == SQ_SHARD_NONE ? 0xFF : (uint8_t)(g->shard_base[s] + k);
+        }
+    }
+    for (uint32_t s = 0; s < cfg->nsubgroups; s++) {
+        const struct sq_subgroup_cfg *sg = &cfg->subgroups[s];
+        for (uint32_t k = 0; k < sg->shards; k++) {
+            uint32_t ranks[SQ_MAX_MEMBERS], newcomers[SQ_MAX_MEMBERS], nnew = 0;
+            uint32_t m = sq__assign_members(assign, n, s, k, ranks);
+            uint32_t donor = UINT32_MAX;
+            for (uint32_t i = 0; i < m; i++) {
+                if (holders->shard[s][ranks[i]] == k) {
+                    donor = donor == UINT32_MAX ? ranks[i] : donor;
+                } else {
+                    newcomers[nnew++] = ranks[i];
+                }
+            }
+            if (nnew > 0 && donor == my_rank) {
+                hand_over(g, view_id, s, k, peers, ids, newcomers, nnew);
+            }
+            if (assign->shard[s][my_rank] != k) {
+                continue;
+            }
+            /* My shard of this subgroup: its table, ranks in view order. */
+            uint32_t sids[SQ_MAX_MEMBERS], speers[SQ_MAX_MEMBERS], smine = 0;
+            for (uint32_t i = 0; i < m; i++) {
+                sids[i] = ids[ranks[i]];
+                speers[i] = peers[ranks[i]];
+                smine = ranks[i] == my_rank ? i : smine;
+            }
+            struct sq__smc_params sp = {.nmembers = m, .my_rank = smine,
+                                        .window_size = sg->window_size,
+                                        .max_payload = sg->max_payload, .view_id = view_id,
+                                        .member_ids = sids, .member_peers = speers,
+                                        .region_offset = g->mem.sg_off[s] +
+                                                         (view_id % 2) * g->mem.sg_region[s],
+                                        .now_us = g->now_us, .npeers = cfg->nmembers,
+                                        .peer_ids = g->peer_ids, .data_only = true,
+                                        .subgroup = s, .shard = k};
+            rc = sq__smc_init(&g->shard[s], &sp, g->base + sp.region_offset, g->t, g->deliver,
+                              g->deliver_arg);
+            if (rc != 0) {
+                return gfail(g, rc, "cannot set up shard %u of subgroup %s", k, sg->name);
+            }
+            g->in_shard[s] = true;
+            g->ctl.shards[s] = &g->shard[s];
+            if (holders->shard[s][my_rank] != k && donor != UINT32_MAX) {
+                g->shard[s].hold = true; /* deliver nothing before the donor's state is in */
+                g->awaiting[s] = true;
+                g->donor_rank[s] = donor;
+            } else if (holders->shard[s][my_rank] != k && view_id > 0) {
+                sq__log(SQ_LOG_WARN, "shard %u of subgroup %s starts empty in view %u: none of "
+                                     "its earlier members is left to hand its state over", k,
+                        sg->name, view_id);
+            }
+        }
+    }
+    return 0;
+}
+
+int sq__group_start_first(struct sq__group *g)
+{
+    uint32_t n = g->cfg->nmembers, ids[SQ_MAX_MEMBERS], peers[SQ_MAX_MEMBERS];
+    for (uint32_t i = 0; i < n; i++) {
+        ids[i] = g->cfg->members[i].id;
+        peers[i] = i;
+    }
+    struct sq__assign none, assign;
+    sq__assign_clear(&none);
+    bool adequate = sq__assign_shards(g->cfg, n, &none, &assign, g->inadequate_why,
+                                      sizeof(g->inadequate_why));
+    return setup_view(g, 0, n, ids, peers, g->self_peer, &assign, &none, adequate);
+}
+
+int sq__group_try_welcome(struct sq__group *g)
+{
+    struct sq__welcome w;
+    memcpy(&w, g->base + g->mem.welcome_off, sizeof(w));
+    if (w.magic != WELCOME_MAGIC || w.check != welcome_check(&w)) {
+        return 0;
+    }
+    if (w.nmembers == 0 || w.nmembers > g->cfg->nmembers || w.my_rank >= w.nmembers ||
+        w.peers[w.my_rank] != g->self_peer) {
+        return gfail(g, SQ_EIO, "the welcome into view %llu makes no sense (%llu members, rank "
+                                "%llu)", (unsigned long long)w.view_id,
+                     (unsigned long long)w.nmembers, (unsigned long long)w.my_rank);
+    }
+    for (uint32_t r = 0; r < w.nmembers; r++) {
+        if (w.peers[r] >= g->cfg->nmembers) {
+            return gfail(g, SQ_EIO, "the welcome names an unknown member");
+        }
+    }
+    if (!w.adequate) {
+        snprintf(g->inadequate_why, sizeof(g->inadequate_why), "a shard is below min_members");
+    }
+    int rc = setup_view(g, (uint32_t)w.view_id, (uint32_t)w.nmembers, w.ids, w.peers,
+                        (uint32_t)w.my_rank, &w.assign, &w.holders, w.adequate != 0);
+    return rc == 0 ? 1 : rc;
+}
+
+/* A newcomer: takes the donor's state once its handover record is in. */
+static int check_handovers(struct sq__group *g)
+{
+    int events = 0;
+    for (uint32_t s = 0; s < g->cfg->nsubgroups; s++) {
+        if (!g->awaiting[s]) {
+            continue;
+        }
+        struct handover h;
+        memcpy(&h, g->base + g->mem.handover_off + SQ_HANDOVER_BYTES * s, sizeof(h));
+        if (h.magic != HANDOVER_MAGIC || h.check != handover_check(&h) ||
+            h.view_id != g->ctl.view_id || h.shard != g->shard[s].shard) {
+            if ((g->ctl.suspected >> g->donor_rank[s]) & 1u) {
+                return gfail(g, SQ_ESTATE, "member %u, which was to hand over shard %u of "
+                             "subgroup %s, failed first: this member has no state to go on with",
+                             g->ctl.member_ids[g->donor_rank[s]], g->shard[s].shard,
+                             g->cfg->subgroups[s].name);
+            }
+            continue;
+        }
+        const uint8_t *st = g->base + g->mem.state_off[s];
+        if (h.status != 0 || h.size > g->cfg->max_state_bytes ||
+            (h.size > 0 && sq__fnv1a(SQ_FNV_INIT, st, (size_t)h.size) != h.state_hash)) {
+            return gfail(g, SQ_EIO, "the state of shard %llu of subgroup %s could not be handed "
+                         "over (%llu bytes; max_state_bytes is %llu)",
+                         (unsigned long long)h.shard, g->cfg->subgroups[s].name,
+                         (unsigned long long)h.size, (unsigned long long)g->cfg->max_state_bytes);
+        }
+        if (g->load != NULL) {
+            g->load(g->state_arg, s, (uint32_t)h.shard, st, (size_t)h.size);
+        }
+        sq__log(SQ_LOG_INFO, "received %llu bytes of state for shard %llu of subgroup %s",
+                (unsigned long long)h.size, (unsigned long long)h.shard, g->cfg->subgroups[s].name);
+        g->awaiting[s] = false;
+        g->shard[s].hold = false;
+        events++;
+    }
+    return events;
+}
+
+int sq__group_poll(struct sq__group *g, uint64_t now_us)
+{
+    if (g->failed != 0) {
+        return g->failed;
+    }
+    g->now_us = now_us;
+    sq__smc_tick(&g->ctl, now_us);
+    int events = check_handovers(g);
+    if (events < 0) {
+        return events;
+    }
+    int rc = sq__smc_poll(&g->ctl);
+    if (rc < 0) {
+        return gfail(g, rc, "%s", g->ctl.errmsg);
+    }
+    events += rc;
+    for (uint32_t s = 0; s < g->cfg->nsubgroups; s++) {
+        if (!g->in_shard[s]) {
+            continue;
+        }
+        rc = sq__smc_poll(&g->shard[s]);
+        if (rc < 0) {
+            return gfail(g, rc, "shard %u of subgroup %s: %s", g->shard[s].shard,
+                         g->cfg->subgroups[s].name, g->shard[s].errmsg);
+        }
+        events += rc;
+        /* A shard member whose link broke is suspected here too: the whole view changes. */
+        for (uint32_t r = 0; r < g->shard[s].L.nmembers; r++) {
+            if ((g->shard[s].suspected >> r) & 1u) {
+                for (uint32_t c = 0; c < g->ctl.L.nmembers; c++) {
+                    if (g->ctl.member_peers[c] == g->shard[s].member_peers[r] &&
+                        c != g->ctl.my_rank) {
+                        sq__smc_suspect(&g->ctl, c);
+                    }
+                }
+            }
+        }
+    }
+    return events;
+}
+
+enum sq__smc_phase sq__group_phase(const struct sq__group *g)
+{
+    if (g->ctl.phase != SQ_SMC_READY) {
+        return g->ctl.phase;
+    }
+    for (uint32_t s = 0; s < g->cfg->nsubgroups; s++) {
+        /* A newcomer still waiting for its state cannot be a holder in the next view. */
+        if (g->in_shard[s] && (g->shard[s].phase != SQ_SMC_READY || g->awaiting[s])) {
+            return SQ_SMC_CHANGING;
+        }
+    }
+    return SQ_SMC_READY;
+}
+
+int sq__group_install(struct sq__group *g)
+{
+    SQ_ASSERT(sq__group_phase(g) == SQ_SMC_READY);
+    uint32_t ids[SQ_MAX_MEMBERS], peers[SQ_MAX_MEMBERS], my_rank = 0;
+    uint32_t n = sq__smc_next_view(&g->ctl, ids, peers, &my_rank);
+    uint32_t old_rank[SQ_MAX_MEMBERS];
+    for (uint32_t i = 0; i < n; i++) {
+        old_rank[i] = UINT32_MAX;
+        for (uint32_t r = 0; r < g->ctl.L.nmembers; r++) {
+            if (g->ctl.member_peers[r] == peers[i] && !((g->ctl.decision.removed >> r) & 1u)) {
+                old_rank[i] = r;
+            }
+        }
+    }
+    struct sq__assign kept, holders, assign;
+    sq__assign_move(&g->assign, n, old_rank, &kept);
+    sq__assign_move(&g->holders, n, old_rank, &holders);
+    bool adequate = sq__assign_shards(g->cfg, n, &kept, &assign, g->inadequate_why,
+                                      sizeof(g->inadequate_why));
+    uint32_t view_id = g->ctl.view_id + 1;
+    uint64_t added = g->ctl.decision.added;
+    g->removed_mask = g->ctl.decision.removed;
+    g->dropped = 0;
+    for (uint32_t s = 0; s < g->cfg->nsubgroups; s++) {
+        if (g->in_shard[s]) {
+            g->dropped += g->shard[s].dropped;
+        }
+    }
+    if (added != 0 && my_rank == 0) {
+        struct sq__welcome w;
+        memset(&w, 0, sizeof(w));
+        w.magic = WELCOME_MAGIC;
+        w.view_id = view_id;
+        w.nmembers = n;
+        w.adequate = adequate;
+        memcpy(w.ids, ids, n * sizeof(uint32_t));
+        memcpy(w.peers, peers, n * sizeof(uint32_t));
+        w.assign = assign;
+        w.holders = holders;
+        for (uint32_t r = 0; r < n; r++) {
+            if (!((added >> peers[r]) & 1u)) {
+                continue;
+            }
+            w.my_rank = r;
+            w.check = welcome_check(&w);
+            memcpy(g->base + g->mem.welcome_off, &w, sizeof(w));
+            int rc = g->t->vt->write_copy(g->t, peers[r], g->mem.welcome_off, sizeof(w));
+            sq__log(rc == 0 ? SQ_LOG_INFO : SQ_LOG_WARN, "welcomed member %u into view %u%s",
+                    ids[r], view_id, rc == 0 ? "" : ": its link failed");
+        }
+    }
+    sq__group_fini(g);
+    return setup_view(g, view_id, n, ids, peers, my_rank, &assign, &holders, adequate);
+}
+
+struct sq__smc *sq__group_shard(struct sq__group *g, uint32_t sg, int *why)
+{
+    if (sg >= g->cfg->nsubgroups) {
+        *why = SQ_EINVAL;
+        return NULL;
+    }
+    if (!g->adequate) {
+        *why = SQ_EAGAIN;
+        return NULL;
+    }
+    if (!g->in_shard[sg]) {
+        *why = SQ_ENOTSUP;
+        return NULL;
+    }
+    return &g->shard[sg];
+}

@@ -1,0 +1,113 @@
+/* group.h: one member's share of the group, as pure protocol logic over the transport: the
+ * control table (heartbeats, suspicions, view changes) of the whole view, one shard table per
+ * subgroup this member serves, the shard layout of each view, and the moves of state that a new
+ * layout needs. No threads and no clock of its own: member.c drives it on the fabric, the
+ * simulations drive it on the sim transport.
+ *
+ * Memory (the transport's registered region), from offset 0:
+ *   control tables, two (view v uses copy v % 2)
+ *   per subgroup: two shard tables sized for the subgroup's largest shard
+ *   welcome block (a joiner learns its first view here), handover records (one per subgroup)
+ *   per subgroup: room for max_state_bytes of shard state that a newcomer receives
+ * sq__group_bytes() is the end; the caller may put its own areas after it. */
+#ifndef SQ_GROUP_H
+#define SQ_GROUP_H
+
+#include "config.h"
+#include "layout.h"
+#include "smc.h"
+
+#define SQ_WELCOME_BYTES 1024u
+#define SQ_HANDOVER_BYTES 64u
+
+struct sq__group_mem {
+    size_t ctl_region;                    /* one control table */
+    size_t sg_off[SQ_MAX_SUBGROUPS];      /* first of the subgroup's two shard tables */
+    size_t sg_region[SQ_MAX_SUBGROUPS];   /* one shard table */
+    size_t welcome_off;
+    size_t handover_off;                  /* + SQ_HANDOVER_BYTES * subgroup */
+    size_t state_off[SQ_MAX_SUBGROUPS];
+    size_t end;
+};
+
+/* The first view a joiner is in, as the member of rank 0 writes it into the joiner's memory. */
+struct sq__welcome {
+    uint64_t magic;
+    uint64_t view_id;
+    uint64_t nmembers;
+    uint64_t my_rank;
+    uint64_t adequate;
+    uint32_t ids[SQ_MAX_MEMBERS];
+    uint32_t peers[SQ_MAX_MEMBERS];
+    struct sq__assign assign;    /* the layout of that view */
+    struct sq__assign holders;   /* who held each shard's state before it */
+    uint64_t check;              /* written last: vouches for the rest */
+};
+
+struct sq__group {
+    const struct sq_config *cfg;
+    struct sq__group_mem mem;
+    uint8_t *base;
+    struct sq_transport *t;
+    uint32_t self_peer;
+    uint64_t now_us;
+    sq_deliver_fn deliver;
+    void *deliver_arg;
+    sq_state_save_fn save;
+    sq_state_load_fn load;
+    void *state_arg;
+    const uint32_t *peer_ids; /* configured ids by transport peer */
+
+    struct sq__smc ctl;
+    bool ctl_ready;
+    struct sq__smc shard[SQ_MAX_SUBGROUPS];
+    bool in_shard[SQ_MAX_SUBGROUPS]; /* shard[g] is set up */
+    uint32_t shard_base[SQ_MAX_SUBGROUPS]; /* flat number of shard 0 of each subgroup */
+    struct sq__assign assign;  /* this view's layout (by rank) */
+    struct sq__assign holders; /* who holds each shard's state: the last adequate layout */
+    bool adequate;
+    char inadequate_why[128];
+    /* newcomers: the view whose handover they wait for, and the donor's rank */
+    bool awaiting[SQ_MAX_SUBGROUPS];
+    uint32_t donor_rank[SQ_MAX_SUBGROUPS];
+    uint64_t dropped;  /* my messages the last view change dropped, over all shards */
+    uint64_t removed_mask; /* ranks of the previous view that the last change removed */
+    int failed;
+    char errmsg[192];
+};
+
+/* Computes the memory layout for `cfg`. Returns SQ_ECONFIG if a table is out of range. */
+int sq__group_mem_layout(const struct sq_config *cfg, struct sq__group_mem *mem);
+
+/* Sets `g` up (callbacks, memory, transport) without a view yet. */
+void sq__group_init(struct sq__group *g, const struct sq_config *cfg, uint8_t *base,
+                    struct sq_transport *t, uint32_t self_peer, const uint32_t *peer_ids,
+                    uint64_t now_us);
+
+/* Starts the first view: every configured member, ranks in config order. */
+int sq__group_start_first(struct sq__group *g);
+
+/* A joiner: checks the welcome in its memory; 1 and starts that view if one has arrived, 0 if
+ * not yet, or a negative error (a welcome that makes no sense). */
+int sq__group_try_welcome(struct sq__group *g);
+
+/* Runs every table once (tick, poll), checks for the state handovers this member waits for.
+ * Returns the number of things that happened, or a negative error (see g->errmsg). After it,
+ * check sq__group_phase(). */
+int sq__group_poll(struct sq__group *g, uint64_t now_us);
+
+/* SQ_SMC_RUNNING or CHANGING while the view runs; READY once the control table and every shard
+ * delivered up to their trims (call sq__group_install); STOPPED (see g->ctl.stop_reason). */
+enum sq__smc_phase sq__group_phase(const struct sq__group *g);
+
+/* Installs the decided next view: moves shard state to newcomers (as donor), welcomes joiners
+ * (as rank 0), sets up the new tables. The caller closes removed links before. */
+int sq__group_install(struct sq__group *g);
+
+/* The shard table of subgroup `sg` this member sends in: NULL (and *why set) when it has none:
+ * SQ_EAGAIN while the view is inadequate or changing, SQ_ENOTSUP when it stands by. */
+struct sq__smc *sq__group_shard(struct sq__group *g, uint32_t sg, int *why);
+
+void sq__group_fini(struct sq__group *g);
+
+#endif
