@@ -1,0 +1,729 @@
+/* test_sim_group.c: whole groups with subgroups and shards (src/group.c) on the simulated network,
+ * with crashes, restarts that rejoin, and partitions at random moments, one seed per run. Each
+ * member keeps an application state per shard (a count and a hash of what it delivered there),
+ * which the library hands to members new to a shard. After every run it checks:
+ *   - members that install the same view id agree on its members, its adequacy and its layout;
+ *   - every view keeps a majority of the one before it;
+ *   - for every shard, members that install view v+1 delivered the same messages in view v, in
+ *     the same order; nothing is delivered in an inadequate view;
+ *   - each sender's messages arrive in the order sent, with the right payload, in the right shard;
+ *   - at the end, running members that reach each other share one view, and members of the same
+ *     shard hold the same state (so the handovers carried exactly the right state).
+ * A failure prints its seed; `test_sim_group --seed S -v` replays it. */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "config.h"
+#include "group.h"
+#include "hash.h"
+#include "transport/sim/sim.h"
+#include "seeds.h"
+
+#define MAX_N 7
+#define MAX_VIEWS 24
+#define MAX_SG 3
+#define TICK_US 1000u
+#define HB_TIMEOUT_MS 20u
+
+struct rec {
+    uint32_t incarnation;
+    uint32_t view;
+    uint32_t sg, shard;
+    uint32_t sender; /* member id */
+    uint64_t seq;    /* sender's own message number in that subgroup */
+    uint64_t index;
+};
+
+struct shard_state {
+    uint64_t count, hash;
+};
+
+struct node {
+    uint32_t id;
+    bool crashed;
+    bool stopped;
+    bool joining;
+    int stop_reason;
+    struct sq__group g;
+    uint8_t *mem;
+    size_t mem_bytes;
+    struct rec *log;
+    uint64_t nlog, caplog;
+    uint64_t next_seq[MAX_SG];
+    uint64_t last_seq_from[MAX_SG][MAX_N]; /* last seq delivered from each sender, +1 */
+    struct shard_state state[MAX_SG];
+    uint32_t views[MAX_VIEWS];
+    uint64_t view_members[MAX_VIEWS];
+    uint32_t view_incarnation[MAX_VIEWS];
+    bool view_adequate[MAX_VIEWS];
+    uint32_t view_rank[MAX_VIEWS];
+    struct sq__assign view_assign[MAX_VIEWS];
+    uint32_t nviews;
+    uint32_t incarnation;
+    uint64_t restart_at;
+    struct run *run;
+};
+
+struct run {
+    uint64_t seed;
+    uint32_t n;
+    struct sq_config cfg;
+    uint32_t peer_ids[MAX_N];
+    struct node node[MAX_N];
+    struct sq_sim *sim;
+    char failure[300];
+    bool verbose;
+    bool kill_next_leader;
+    uint64_t rng;
+};
+
+static uint64_t g_views, g_inadequate, g_handovers, g_delivered, g_partitioned, g_removed;
+
+static void fail(struct run *run, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail(struct run *run, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sq_sim_vfail(run->failure, sizeof(run->failure), fmt, ap);
+    va_end(ap);
+}
+
+static uint8_t pbyte(uint32_t sender, uint32_t sg, uint64_t seq, size_t pos)
+{
+    return (uint8_t)(sender * 29u + sg * 13u + seq * 11u + pos * 7u);
+}
+
+static void on_deliver(void *arg, const sq_message *msg)
+{
+    struct node *me = arg;
+    struct run *run = me->run;
+    uint32_t sg = msg->subgroup, s = msg->sender_id;
+    if (msg->size < 8 || sg >= run->cfg.nsubgroups || s >= run->n) {
+        fail(run, "member %u: a malformed delivery (%zu bytes, subgroup %u, sender %u)", me->id,
+             msg->size, sg, s);
+        return;
+    }
+    if (!me->g.adequate || !me->g.in_shard[sg] || me->g.shard[sg].shard != msg->shard) {
+        fail(run, "member %u: a delivery in subgroup %u shard %u, which it does not serve in "
+                  "view %u", me->id, sg, msg->shard, me->g.ctl.view_id);
+        return;
+    }
+    uint64_t seq;
+    memcpy(&seq, msg->data, 8);
+    if (seq + 1 <= me->last_seq_from[sg][s]) {
+        fail(run, "member %u: message %" PRIu64 " of sender %u in subgroup %u out of order",
+             me->id, seq, s, sg);
+        return;
+    }
+    for (size_t i = 8; i < msg->size; i++) {
+        if (((const uint8_t *)msg->data)[i] != pbyte(s, sg, seq, i)) {
+            fail(run, "member %u: message %" PRIu64 " of %u corrupt at %zu", me->id, seq, s, i);
+            return;
+        }
+    }
+    me->last_seq_from[sg][s] = seq + 1;
+    struct shard_state *st = &me->state[sg];
+    st->count++;
+    st->hash = sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(st->hash, s), seq), msg->index);
+    if (me->nlog == me->caplog) {
+        me->caplog = me->caplog ? me->caplog * 2 : 1024;
+        me->log = realloc(me->log, me->caplog * sizeof(struct rec));
+        SQ_ASSERT(me->log != NULL);
+    }
+    me->log[me->nlog++] = (struct rec){me->incarnation, me->g.ctl.view_id, sg, msg->shard, s, seq,
+                                       msg->index};
+    g_delivered++;
+}
+
+static int save_state(void *arg, uint32_t sg, uint32_t shard, void **buf, size_t *size)
+{
+    struct node *me = arg;
+    (void)shard;
+    struct shard_state *copy = malloc(sizeof(*copy));
+    if (copy == NULL) {
+        return -1;
+    }
+    *copy = me->state[sg];
+    *buf = copy;
+    *size = sizeof(*copy);
+    return 0;
+}
+
+static void load_state(void *arg, uint32_t sg, uint32_t shard, const void *buf, size_t size)
+{
+    struct node *me = arg;
+    (void)shard;
+    if (size != sizeof(struct shard_state)) {
+        fail(me->run, "member %u: a state of %zu bytes for subgroup %u", me->id, size, sg);
+        return;
+    }
+    memcpy(&me->state[sg], buf, size);
+    g_handovers++;
+}
+
+static void record_view(struct run *run, struct node *nd)
+{
+    if (nd->nviews == MAX_VIEWS) {
+        fail(run, "member %u: more than %d views", nd->id, MAX_VIEWS);
+        return;
+    }
+    uint64_t mask = 0;
+    for (uint32_t r = 0; r < nd->g.ctl.L.nmembers; r++) {
+        mask |= 1ull << nd->g.ctl.member_ids[r];
+    }
+    uint32_t k = nd->nviews++;
+    nd->views[k] = nd->g.ctl.view_id;
+    nd->view_members[k] = mask;
+    nd->view_incarnation[k] = nd->incarnation;
+    nd->view_adequate[k] = nd->g.adequate;
+    nd->view_rank[k] = nd->g.ctl.my_rank;
+    nd->view_assign[k] = nd->g.assign;
+    /* A member that stopped holding a shard's state starts that shard's count afresh: the
+     * newcomer's load replaces it, and a shard it left is no longer compared. */
+    for (uint32_t s = 0; s < run->cfg.nsubgroups; s++) {
+        if (nd->g.awaiting[s]) {
+            memset(&nd->state[s], 0, sizeof(nd->state[s]));
+        }
+    }
+    g_views++;
+    g_inadequate += !nd->g.adequate;
+}
+
+static void new_incarnation(struct run *run, struct node *nd)
+{
+    nd->g.deliver = on_deliver;
+    nd->g.deliver_arg = nd;
+    nd->g.save = save_state;
+    nd->g.load = load_state;
+    nd->g.state_arg = nd;
+    sq__group_init(&nd->g, &run->cfg, nd->mem, sq__sim_transport(run->sim, nd->id), nd->id,
+                   run->peer_ids, sq__sim_now(run->sim));
+    memset(nd->state, 0, sizeof(nd->state));
+}
+
+static void stop_node(struct run *run, struct node *nd, int reason)
+{
+    nd->stopped = true;
+    nd->stop_reason = reason;
+    g_partitioned += reason == SQ_EPARTITIONED;
+    g_removed += reason == SQ_EREMOVED;
+    if (run->verbose) {
+        printf("  t=%" PRIu64 " member %u stops in view %u: %s\n", sq__sim_now(run->sim), nd->id,
+               nd->g.ctl.view_id, sq_err_name(reason));
+    }
+}
+
+static void poll_node(struct run *run, struct node *nd)
+{
+    if (nd->crashed || nd->stopped) {
+        return;
+    }
+    struct sq_transport *t = sq__sim_transport(run->sim, nd->id);
+    if (nd->joining) {
+        int rc = sq__group_try_welcome(&nd->g);
+        if (rc < 0) {
+            fail(run, "member %u: bad welcome: %s", nd->id, nd->g.errmsg);
+            return;
+        }
+        if (rc == 0) {
+            return;
+        }
+        nd->joining = false;
+        record_view(run, nd);
+        if (run->verbose) {
+            printf("  t=%" PRIu64 " member %u rejoins in view %u\n", sq__sim_now(run->sim),
+                   nd->id, nd->g.ctl.view_id);
+        }
+    }
+    for (int k = 0; k < 64; k++) {
+        uint64_t failed = t->vt->failed_peers(t);
+        for (uint32_t r = 0; r < nd->g.ctl.L.nmembers; r++) {
+            if (r != nd->g.ctl.my_rank && (failed >> nd->g.ctl.member_peers[r]) & 1u) {
+                sq__smc_suspect(&nd->g.ctl, r);
+            }
+        }
+        uint64_t prop_before = nd->g.ctl.prop.ballot;
+        int rc = sq__group_poll(&nd->g, sq__sim_now(run->sim));
+        if (rc == SQ_ESTATE) {
+            stop_node(run, nd, rc); /* its donor failed before handing the state over */
+            return;
+        }
+        if (rc < 0) {
+            fail(run, "member %u poll: %s (%s)", nd->id, sq_strerror(rc), nd->g.errmsg);
+            return;
+        }
+        if (run->kill_next_leader && nd->g.ctl.prop.ballot != prop_before) {
+            run->kill_next_leader = false;
+            nd->crashed = true;
+            for (uint32_t j = 0; j < run->n; j++) {
+                if (j != nd->id && sq__sim_rand_below(&run->rng, 2) == 0) {
+                    sq__sim_cut(run->sim, nd->id, j);
+                }
+            }
+            if (run->verbose) {
+                printf("  t=%" PRIu64 " leader %u crashes just after proposing\n",
+                       sq__sim_now(run->sim), nd->id);
+            }
+            return;
+        }
+        enum sq__smc_phase phase = sq__group_phase(&nd->g);
+        if (phase == SQ_SMC_STOPPED) {
+            stop_node(run, nd, nd->g.ctl.stop_reason);
+            return;
+        }
+        if (phase == SQ_SMC_READY) {
+            const struct sq__smc *c = &nd->g.ctl;
+            for (uint32_t r = 0; r < c->L.nmembers; r++) {
+                uint32_t peer = c->member_peers[r];
+                bool gone = (c->decision.removed >> r) & 1u;
+                if ((gone && !((c->decision.added >> peer) & 1u)) || (c->fence_cut >> r) & 1u) {
+                    t->vt->disconnect(t, peer);
+                }
+            }
+            rc = sq__group_install(&nd->g);
+            if (rc != 0) {
+                fail(run, "member %u install: %s (%s)", nd->id, sq_strerror(rc), nd->g.errmsg);
+                return;
+            }
+            record_view(run, nd);
+            if (run->verbose) {
+                char lay[128] = "";
+                size_t len = 0;
+                for (uint32_t s = 0; s < run->cfg.nsubgroups && len < sizeof(lay) - 8; s++) {
+                    len += (size_t)snprintf(lay + len, sizeof(lay) - len, " sg%u:", s);
+                    for (uint32_t r = 0; r < nd->g.ctl.L.nmembers && len < sizeof(lay) - 4; r++) {
+                        uint8_t k2 = nd->g.assign.shard[s][r];
+                        len += (size_t)snprintf(lay + len, sizeof(lay) - len, "%c",
+                                                k2 == SQ_SHARD_NONE ? '-' : (char)('0' + k2));
+                    }
+                }
+                printf("  t=%" PRIu64 " member %u installs view %u (%u members,%s%s)\n",
+                       sq__sim_now(run->sim), nd->id, nd->g.ctl.view_id, nd->g.ctl.L.nmembers,
+                       lay, nd->g.adequate ? "" : ", inadequate");
+            }
+            rc = 1;
+        }
+        if (rc == 0) {
+            return;
+        }
+    }
+}
+
+static void try_send(struct run *run, struct node *nd, uint64_t *rng)
+{
+    uint32_t sg = (uint32_t)sq__sim_rand_below(rng, run->cfg.nsubgroups);
+    int why = 0;
+    struct sq__smc *sh = sq__group_shard(&nd->g, sg, &why);
+    if (sh == NULL) {
+        return;
+    }
+    uint32_t max = run->cfg.subgroups[sg].max_payload;
+    uint32_t size = 8 + (uint32_t)sq__sim_rand_below(rng, max - 7);
+    void *buf;
+    if (sq__smc_reserve(sh, size, &buf) != 0) {
+        return;
+    }
+    uint64_t seq = nd->next_seq[sg];
+    memcpy(buf, &seq, 8);
+    for (size_t i = 8; i < size; i++) {
+        ((uint8_t *)buf)[i] = pbyte(nd->id, sg, seq, i);
+    }
+    if (sq__smc_commit(sh) == 0) {
+        nd->next_seq[sg]++;
+    }
+}
+
+static uint32_t popcount(uint64_t x)
+{
+    return (uint32_t)__builtin_popcountll(x);
+}
+
+/* Where an incarnation's deliveries in view v start and end in its log. */
+static void log_range(const struct node *nd, uint32_t inc, uint32_t v, uint64_t *lo, uint64_t *hi)
+{
+    uint64_t a = 0;
+    while (a < nd->nlog && (nd->log[a].incarnation != inc || nd->log[a].view < v)) {
+        a++;
+    }
+    uint64_t b = a;
+    while (b < nd->nlog && nd->log[b].incarnation == inc && nd->log[b].view == v) {
+        b++;
+    }
+    *lo = a;
+    *hi = b;
+}
+
+static void check(struct run *run)
+{
+    const uint32_t nsg = run->cfg.nsubgroups;
+    /* Same view id: same members, adequacy and layout; majorities. */
+    int first_at[MAX_VIEWS][2];
+    memset(first_at, -1, sizeof(first_at));
+    uint64_t members_of[MAX_VIEWS] = {0};
+    for (uint32_t i = 0; i < run->n; i++) {
+        struct node *nd = &run->node[i];
+        for (uint32_t k = 0; k < nd->nviews; k++) {
+            uint32_t v = nd->views[k];
+            if (first_at[v][0] < 0) {
+                first_at[v][0] = (int)i;
+                first_at[v][1] = (int)k;
+                members_of[v] = nd->view_members[k];
+                continue;
+            }
+            const struct node *o = &run->node[first_at[v][0]];
+            uint32_t ok = (uint32_t)first_at[v][1];
+            if (o->view_members[ok] != nd->view_members[k] ||
+                o->view_adequate[ok] != nd->view_adequate[k] ||
+                memcmp(&o->view_assign[ok], &nd->view_assign[k], sizeof(struct sq__assign)) != 0) {
+                fail(run, "view %u differs between members %u and %u (members %#" PRIx64 "/%#"
+                          PRIx64 ", adequate %d/%d, or layout)", v, o->id, nd->id,
+                     o->view_members[ok], nd->view_members[k], o->view_adequate[ok],
+                     nd->view_adequate[k]);
+            }
+        }
+    }
+    for (uint32_t v = 1; v < MAX_VIEWS; v++) {
+        uint64_t prev = members_of[v - 1], cur = members_of[v];
+        if (prev != 0 && cur != 0 && popcount(cur & prev) < popcount(prev) / 2 + 1) {
+            fail(run, "view %u (%#" PRIx64 ") keeps no majority of view %u (%#" PRIx64 ")", v, cur,
+                 v - 1, prev);
+        }
+    }
+    /* Per view and shard: everyone that went on to v+1 delivered the same messages in v. */
+    for (uint32_t v = 0; v + 1 < MAX_VIEWS; v++) {
+        for (uint32_t sg = 0; sg < nsg; sg++) {
+            for (uint32_t shard = 0; shard < run->cfg.subgroups[sg].shards; shard++) {
+                const struct node *ref = NULL;
+                uint64_t rcount = 0, rhash = 0;
+                for (uint32_t i = 0; i < run->n; i++) {
+                    const struct node *nd = &run->node[i];
+                    int64_t inc = -1;
+                    for (uint32_t k = 0; k + 1 < nd->nviews; k++) {
+                        if (nd->views[k] == v && nd->views[k + 1] == v + 1 &&
+                            nd->view_incarnation[k] == nd->view_incarnation[k + 1]) {
+                            inc = nd->view_incarnation[k];
+                        }
+                    }
+                    if (inc < 0) {
+                        continue;
+                    }
+                    uint64_t lo, hi, count = 0, h = 0;
+                    log_range(nd, (uint32_t)inc, v, &lo, &hi);
+                    for (uint64_t x = lo; x < hi; x++) {
+                        const struct rec *r = &nd->log[x];
+                        if (r->sg == sg && r->shard == shard) {
+                            count++;
+                            h = sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(h, r->sender), r->seq),
+                                              r->index);
+                        }
+                    }
+                    if (count == 0) {
+                        /* Not in the shard, or nothing sent: members of the shard must agree. */
+                        bool member = false;
+                        for (uint32_t k = 0; k < nd->nviews; k++) {
+                            if (nd->views[k] == v && nd->view_incarnation[k] == inc &&
+                                nd->view_adequate[k]) {
+                                member = nd->view_assign[k].shard[sg][nd->view_rank[k]] == shard;
+                            }
+                        }
+                        if (!member) {
+                            continue;
+                        }
+                    }
+                    if (ref == NULL) {
+                        ref = nd;
+                        rcount = count;
+                        rhash = h;
+                    } else if (count != rcount || h != rhash) {
+                        fail(run, "view %u, subgroup %u shard %u: members %u and %u delivered "
+                                  "different sequences (%" PRIu64 " and %" PRIu64 " messages)",
+                             v, sg, shard, ref->id, nd->id, rcount, count);
+                    }
+                }
+            }
+        }
+    }
+    /* At the end: connected running members share a view and, per shard, the same state. */
+    for (uint32_t i = 0; i < run->n; i++) {
+        for (uint32_t j = i + 1; j < run->n; j++) {
+            struct node *a = &run->node[i], *b = &run->node[j];
+            if (a->crashed || b->crashed || a->stopped || b->stopped || a->joining ||
+                b->joining || sq__sim_is_cut(run->sim, i, j)) {
+                continue;
+            }
+            if (a->g.ctl.view_id != b->g.ctl.view_id || a->g.ctl.phase != SQ_SMC_RUNNING ||
+                b->g.ctl.phase != SQ_SMC_RUNNING) {
+                fail(run, "members %u and %u still connected but in views %u/%u (phases %d/%d)",
+                     i, j, a->g.ctl.view_id, b->g.ctl.view_id, a->g.ctl.phase, b->g.ctl.phase);
+                continue;
+            }
+            for (uint32_t sg = 0; sg < nsg && a->g.adequate; sg++) {
+                if (!a->g.in_shard[sg] || !b->g.in_shard[sg] ||
+                    a->g.shard[sg].shard != b->g.shard[sg].shard) {
+                    continue;
+                }
+                if (a->g.awaiting[sg] || b->g.awaiting[sg]) {
+                    fail(run, "members %u/%u still wait for the state of subgroup %u", i, j, sg);
+                } else if (a->state[sg].count != b->state[sg].count ||
+                           a->state[sg].hash != b->state[sg].hash) {
+                    fail(run, "subgroup %u shard %u: members %u and %u end with different states "
+                              "(%" PRIu64 " and %" PRIu64 " messages)", sg, a->g.shard[sg].shard,
+                         i, j, a->state[sg].count, b->state[sg].count);
+                }
+            }
+        }
+    }
+}
+
+/* A random layout that n members can serve: 1-3 subgroups, 1-3 shards each, min/max sizes. */
+static void make_config(struct run *run, uint64_t *rng)
+{
+    char text[2048];
+    size_t len = (size_t)snprintf(text, sizeof(text), "[self]\nid=0\n[group]\n"
+                                  "heartbeat_timeout_ms=%u\nmax_state_bytes=4096\n",
+                                  HB_TIMEOUT_MS);
+    for (uint32_t i = 0; i < run->n; i++) {
+        len += (size_t)snprintf(text + len, sizeof(text) - len,
+                                "[member.%u]\nhost=sim\nport=%u\n", i, 7000 + i);
+    }
+    uint32_t nsg = 1 + (uint32_t)sq__sim_rand_below(rng, MAX_SG);
+    for (uint32_t s = 0; s < nsg; s++) {
+        uint32_t shards = 1 + (uint32_t)sq__sim_rand_below(rng, 3);
+        while (shards > run->n) {
+            shards--;
+        }
+        uint32_t min = 1 + (uint32_t)sq__sim_rand_below(rng, 2);
+        if (shards * min > run->n) {
+            min = 1;
+        }
+        uint32_t max = sq__sim_rand_below(rng, 2) == 0 ? 0 : min + (uint32_t)sq__sim_rand_below(rng, 3);
+        len += (size_t)snprintf(text + len, sizeof(text) - len,
+                                "[subgroup.sg%u]\nshards=%u\nmin_members=%u\nwindow_size=%u\n"
+                                "max_payload=%u\n", s, shards, min,
+                                1 + (uint32_t)sq__sim_rand_below(rng, 10),
+                                8 + (uint32_t)sq__sim_rand_below(rng, 100));
+        if (max != 0) {
+            len += (size_t)snprintf(text + len, sizeof(text) - len, "max_members=%u\n", max);
+        }
+    }
+    char err[256];
+    if (sq__config_parse_string(&run->cfg, "sim.cfg", text, err, sizeof(err)) != 0) {
+        fail(run, "the generated layout does not parse: %s", err);
+    }
+}
+
+static int run_seed(uint64_t seed, bool verbose)
+{
+    uint64_t rng = seed * 0x9e3779b97f4a7c15ull + 11;
+    struct run *run = calloc(1, sizeof(*run));
+    SQ_ASSERT(run != NULL);
+    run->seed = seed;
+    run->verbose = verbose;
+    run->n = 3 + (uint32_t)sq__sim_rand_below(&rng, 5);
+    run->rng = seed ^ 0x5eed;
+    run->kill_next_leader = sq__sim_rand_below(&rng, 5) == 0;
+    make_config(run, &rng);
+    struct sq_sim_params sp = {
+        .min_delay_us = 5 + (uint32_t)sq__sim_rand_below(&rng, 100),
+        .max_jitter_us = (uint32_t)sq__sim_rand_below(&rng, 400),
+        .loss_permille = (uint32_t)sq__sim_rand_below(&rng, 30),
+        .retransmit_us = 2000,
+        .torn_permille = (uint32_t)sq__sim_rand_below(&rng, 200),
+    };
+    SQ_ASSERT(sq__sim_create(&run->sim, run->n, seed ^ 0xbeef, &sp) == 0);
+    struct sq__group_mem gm;
+    SQ_ASSERT(run->failure[0] != '\0' || sq__group_mem_layout(&run->cfg, &gm) == 0);
+    for (uint32_t i = 0; i < run->n && run->failure[0] == '\0'; i++) {
+        run->peer_ids[i] = i;
+        struct node *nd = &run->node[i];
+        nd->id = i;
+        nd->run = run;
+        nd->mem_bytes = gm.end;
+        nd->mem = calloc(1, gm.end);
+        SQ_ASSERT(nd->mem != NULL);
+        sq__sim_attach(run->sim, i, nd->mem, gm.end);
+    }
+    for (uint32_t i = 0; i < run->n && run->failure[0] == '\0'; i++) {
+        struct node *nd = &run->node[i];
+        new_incarnation(run, nd);
+        if (sq__group_start_first(&nd->g) != 0) {
+            fail(run, "member %u cannot start: %s", i, nd->g.errmsg);
+        }
+        record_view(run, nd);
+    }
+    uint32_t nfaults = (uint32_t)sq__sim_rand_below(&rng, 4);
+    uint64_t fault_at[4];
+    uint32_t fault_kind[4];
+    for (uint32_t f = 0; f < nfaults; f++) {
+        fault_at[f] = 10000 + sq__sim_rand_below(&rng, 290000);
+        fault_kind[f] = (uint32_t)sq__sim_rand_below(&rng, 6);
+    }
+    const uint64_t send_until = 400000, end = 800000;
+    uint32_t send_permille = 100 + (uint32_t)sq__sim_rand_below(&rng, 600);
+    if (verbose) {
+        printf("seed %" PRIu64 ": n=%u subgroups=%u", seed, run->n, run->cfg.nsubgroups);
+        for (uint32_t s = 0; s < run->cfg.nsubgroups; s++) {
+            const struct sq_subgroup_cfg *sg = &run->cfg.subgroups[s];
+            printf(" [%u shards, min %u, max %u, window %u, payload %u]", sg->shards,
+                   sg->min_members, sg->max_members, sg->window_size, sg->max_payload);
+        }
+        printf(" delay=%u+%u loss=%u torn=%u faults=%u\n", sp.min_delay_us, sp.max_jitter_us,
+               sp.loss_permille, sp.torn_permille, nfaults);
+    }
+    uint64_t next_tick = TICK_US;
+    while (run->failure[0] == '\0') {
+        uint64_t next_net = sq__sim_next_time(run->sim);
+        if (next_net <= next_tick) {
+            uint32_t dst = 0;
+            if (sq__sim_step(run->sim, &dst) == 1) {
+                poll_node(run, &run->node[dst]);
+            }
+            continue;
+        }
+        if (next_tick > end) {
+            break;
+        }
+        sq__sim_advance(run->sim, next_tick);
+        uint64_t now = next_tick;
+        next_tick += TICK_US;
+        for (uint32_t f = 0; f < nfaults; f++) {
+            if (!(fault_at[f] > now - TICK_US && fault_at[f] <= now)) {
+                continue;
+            }
+            uint32_t victim = (uint32_t)sq__sim_rand_below(&rng, run->n);
+            struct node *nd = &run->node[victim];
+            if (fault_kind[f] <= 1) {
+                nd->crashed = true;
+                if (fault_kind[f] == 0) {
+                    for (uint32_t j = 0; j < run->n; j++) {
+                        if (j != victim) {
+                            sq__sim_cut(run->sim, victim, j);
+                        }
+                    }
+                }
+                if (verbose) {
+                    printf("  t=%" PRIu64 " crash member %u (%s)\n", now, victim,
+                           fault_kind[f] == 0 ? "links reset" : "silent");
+                }
+            } else if (fault_kind[f] <= 3) {
+                /* kill -9 and a restart that rejoins a little later */
+                if (!nd->crashed && !nd->stopped && !nd->joining) {
+                    nd->crashed = true;
+                    nd->restart_at = now + 5000 + sq__sim_rand_below(&rng, 60000);
+                    for (uint32_t j = 0; j < run->n; j++) {
+                        if (j != victim) {
+                            sq__sim_cut(run->sim, victim, j);
+                        }
+                    }
+                    if (verbose) {
+                        printf("  t=%" PRIu64 " kill member %u, restart at %" PRIu64 "\n", now,
+                               victim, nd->restart_at);
+                    }
+                }
+            } else {
+                uint64_t side = 1 + sq__sim_rand_below(&rng, (1ull << run->n) - 2);
+                uint64_t heal = now + 2000 + sq__sim_rand_below(&rng, 3000u * HB_TIMEOUT_MS);
+                for (uint32_t a = 0; a < run->n; a++) {
+                    for (uint32_t b = 0; b < run->n; b++) {
+                        if (((side >> a) & 1u) && !((side >> b) & 1u)) {
+                            if (fault_kind[f] == 4) {
+                                sq__sim_cut(run->sim, a, b);
+                            } else {
+                                sq__sim_hold(run->sim, a, b, heal);
+                            }
+                        }
+                    }
+                }
+                if (verbose) {
+                    printf("  t=%" PRIu64 " partition %#" PRIx64 " from the rest (%s)\n", now,
+                           side, fault_kind[f] == 4 ? "reset" : "silent, heals");
+                }
+            }
+        }
+        for (uint32_t i = 0; i < run->n && run->failure[0] == '\0'; i++) {
+            struct node *nd = &run->node[i];
+            if (nd->crashed && nd->restart_at != 0 && now >= nd->restart_at) {
+                nd->crashed = false;
+                nd->restart_at = 0;
+                nd->joining = true;
+                nd->incarnation++;
+                sq__group_fini(&nd->g);
+                memset(nd->mem, 0, nd->mem_bytes);
+                new_incarnation(run, nd);
+                sq__sim_reconnect(run->sim, i);
+                if (verbose) {
+                    printf("  t=%" PRIu64 " member %u restarts and asks to join\n", now, i);
+                }
+            }
+            if (nd->joining && !nd->crashed) {
+                /* As on the fabric, a joiner asks only once it reaches every running member. */
+                bool reaches_all = true;
+                for (uint32_t c = 0; c < run->n; c++) {
+                    const struct node *o = &run->node[c];
+                    if (c != i && !o->crashed && !o->stopped && !o->joining &&
+                        sq__sim_is_cut(run->sim, i, c)) {
+                        reaches_all = false;
+                    }
+                }
+                for (uint32_t c = 0; c < run->n && reaches_all; c++) {
+                    struct node *contact = &run->node[c];
+                    /* The join request travels with the joiner's connection: only a
+                     * member it can reach hears it. */
+                    if (c != i && !contact->crashed && !contact->stopped && !contact->joining &&
+                        !sq__sim_is_cut(run->sim, i, c)) {
+                        sq__smc_request_join(&contact->g.ctl, i);
+                        break;
+                    }
+                }
+                poll_node(run, nd);
+                continue;
+            }
+            if (nd->crashed || nd->stopped) {
+                continue;
+            }
+            if (now < send_until && sq__sim_rand_below(&rng, 1000) < send_permille) {
+                try_send(run, nd, &rng);
+            }
+            poll_node(run, nd);
+        }
+    }
+    if (run->failure[0] == '\0') {
+        check(run);
+    }
+    int ok = run->failure[0] == '\0';
+    if (!ok) {
+        fprintf(stderr, "FAIL seed %" PRIu64 ": %s\n  replay: test_sim_group --seed %" PRIu64
+                        " -v\n", seed, run->failure, seed);
+    } else if (verbose) {
+        for (uint32_t i = 0; i < run->n; i++) {
+            struct node *nd = &run->node[i];
+            printf("  member %u: %s, view %u, %" PRIu64 " delivered\n", i,
+                   nd->crashed ? "crashed" : nd->stopped ? sq_err_name(nd->stop_reason)
+                                         : nd->joining ? "joining" : "running",
+                   nd->g.ctl.view_id, nd->nlog);
+        }
+    }
+    for (uint32_t i = 0; i < run->n; i++) {
+        sq__group_fini(&run->node[i].g);
+        free(run->node[i].mem);
+        free(run->node[i].log);
+    }
+    sq__sim_destroy(run->sim);
+    free(run);
+    return ok;
+}
+
+int main(int argc, char **argv)
+{
+    int rc = sq_sim_main(argc, argv, "sim group", run_seed);
+    printf("views installed %" PRIu64 " (inadequate %" PRIu64 "), state handovers %" PRIu64
+           ", messages delivered %" PRIu64 ", members stopped as partitioned %" PRIu64
+           ", as removed %" PRIu64 "\n", g_views, g_inadequate, g_handovers, g_delivered,
+           g_partitioned, g_removed);
+    return rc;
+}
