@@ -15,16 +15,21 @@ fail() { echo "FAIL: $*" >&2; for f in "$WORK"/*.err; do [ -f "$f" ] && { echo "
 # A port base unlikely to collide with another test run: from the pid, in 21000..60000.
 BASE_PORT=$(( 21000 + ($$ * 7) % 39000 ))
 
-# make_configs N [window] [max_payload] [extra [group] lines]: writes $WORK/m<i>.cfg for ids 0..N-1.
+# make_configs N [window] [max_payload] [extra [group] lines] [subgroup sections]: writes
+# $WORK/m<i>.cfg for ids 0..N-1 (by default one subgroup, main, with the window and max_payload).
 make_configs() {
-  local n=$1 window=${2:-256} max=${3:-1024} extra=${4:-}
+  local n=$1 window=${2:-256} max=${3:-1024} extra=${4:-} subgroups=${5:-}
   for ((i = 0; i < n; i++)); do
     {
       printf '[group]\nprovider = tcp\nlog_level = info\n%b\n[self]\nid = %d\n' "$extra" "$i"
       for ((j = 0; j < n; j++)); do
         printf '[member.%d]\nhost = 127.0.0.1\nport = %d\n' "$j" $((BASE_PORT + j))
       done
-      printf '[subgroup.main]\nwindow_size = %d\nmax_payload = %d\n' "$window" "$max"
+      if [ -n "$subgroups" ]; then
+        printf '%b\n' "$subgroups"
+      else
+        printf '[subgroup.main]\nwindow_size = %d\nmax_payload = %d\n' "$window" "$max"
+      fi
     } > "$WORK/m$i.cfg"
   done
 }
