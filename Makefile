@@ -24,6 +24,7 @@ demo: build
 sim-long: build
 	@$(BUILD)/test_sim_mcast --seeds $(SEEDS)
 	@$(BUILD)/test_sim_view --seeds $(SEEDS)
+	@$(BUILD)/test_sim_group --seeds $(SEEDS)
 
 bench: build
 	@$(BUILD)/bench/mcast-bench --squalld $(BUILD)/squalld
