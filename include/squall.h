@@ -28,7 +28,10 @@ extern "C" {
     X(EPARTITIONED, -14, "this member is on the minority side of a partition")                      \
     X(EREMOVED, -15, "this member was removed from the group")                                      \
     X(EVIEWCHANGE, -16, "the view changed: reserve again")                                         \
-    X(ELEFT, -17, "this member left the group")
+    X(ELEFT, -17, "this member left the group")                                                   \
+    X(ENOSPC, -18, "no space left on the device")                                                  \
+    X(ENOTFOUND, -19, "no such entry")                                                            \
+    X(ECORRUPT, -20, "damaged data on disk")
 
 enum {
 #define SQ__ERR_ENUM(name, value, text) SQ_##name = (value),
