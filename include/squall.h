@@ -65,6 +65,8 @@ typedef struct sq_message {
     uint32_t flags;       /* internal: SQ_MSG_ORDERED_CALL for ordered calls */
     uint32_t subgroup;    /* subgroup index, in config file order */
     uint32_t shard;       /* shard of that subgroup; indexes and versions count per shard */
+    uint64_t timestamp;   /* hybrid logical clock, microseconds since the Unix epoch: the
+                             sender's clock, raised so it never goes backwards in the shard */
 } sq_message;
 
 enum { SQ_MSG_ORDERED_CALL = 1 };

@@ -38,6 +38,14 @@ static inline uint64_t sq__mono_ms(void)
     return sq__mono_us() / 1000u;
 }
 
+/* Wall-clock time, microseconds since the Unix epoch: the physical part of hybrid timestamps. */
+static inline uint64_t sq__wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 #define SQ_ALIGN8(x) (((x) + 7u) & ~(size_t)7u)
 #define SQ_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define SQ_MAX(a, b) ((a) > (b) ? (a) : (b))

@@ -27,6 +27,7 @@ struct handover {
     uint64_t shard;
     uint64_t size;
     uint64_t status; /* 0, or 1: the state did not fit max_state_bytes */
+    uint64_t last_ts; /* the shard's last timestamp: the newcomer's clock goes on from it */
     uint64_t state_hash;
     uint64_t check;
 };
@@ -150,7 +151,8 @@ static void hand_over(struct sq__group *g, uint32_t view_id, uint32_t s, uint32_
         size = 0;
     }
     struct handover h = {.magic = HANDOVER_MAGIC, .view_id = view_id, .shard = k, .size = size,
-                         .status = size > g->cfg->max_state_bytes ? 1 : 0};
+                         .status = size > g->cfg->max_state_bytes ? 1 : 0,
+                         .last_ts = g->last_ts[s]};
     if (h.status == 0 && size > 0) {
         memcpy(g->base + g->mem.state_off[s], st, size);
         h.state_hash = sq__fnv1a(SQ_FNV_INIT, st, size);
@@ -245,7 +247,8 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
                                                          (view_id % 2) * g->mem.sg_region[s],
                                         .now_us = g->now_us, .npeers = cfg->nmembers,
                                         .peer_ids = g->peer_ids, .data_only = true,
-                                        .subgroup = s, .shard = k};
+                                        .subgroup = s, .shard = k,
+                                        .last_timestamp = g->last_ts[s]};
             rc = sq__smc_init(&g->shard[s], &sp, g->base + sp.region_offset, g->t, g->deliver,
                               g->deliver_arg);
             if (rc != 0) {
@@ -342,6 +345,7 @@ static int check_handovers(struct sq__group *g)
                 (unsigned long long)h.size, (unsigned long long)h.shard, g->cfg->subgroups[s].name);
         g->awaiting[s] = false;
         g->shard[s].hold = false;
+        g->shard[s].last_timestamp = SQ_MAX(g->shard[s].last_timestamp, h.last_ts);
         events++;
     }
     return events;
@@ -428,6 +432,7 @@ int sq__group_install(struct sq__group *g)
     for (uint32_t s = 0; s < g->cfg->nsubgroups; s++) {
         if (g->in_shard[s]) {
             g->dropped += g->shard[s].dropped;
+            g->last_ts[s] = g->shard[s].last_timestamp;
         }
     }
     if (added != 0 && my_rank == 0) {

@@ -70,6 +70,7 @@ struct sq__group {
     /* newcomers: the view whose handover they wait for, and the donor's rank */
     bool awaiting[SQ_MAX_SUBGROUPS];
     uint32_t donor_rank[SQ_MAX_SUBGROUPS];
+    uint64_t last_ts[SQ_MAX_SUBGROUPS]; /* timestamp of my shard's last delivery, per subgroup */
     uint64_t dropped;  /* my messages the last view change dropped, over all shards */
     uint64_t removed_mask; /* ranks of the previous view that the last change removed */
     int failed;

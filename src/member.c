@@ -843,6 +843,7 @@ static int commit_locked(sq_member *m, uint32_t sg)
         return m->reserve_view[sg] != m->g.ctl.view_id ? SQ_EVIEWCHANGE
                                                        : (sh == NULL ? rc : SQ_ESTATE);
     }
+    sh->stamp = sq__wall_us();
     rc = sq__smc_commit(sh);
     if (rc == 0 && !in_loop_thread(m)) {
         m->t->vt->wake(m->t); /* the loop flushes the write and pushes the header */

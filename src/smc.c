@@ -98,9 +98,10 @@ static_assert(((SQ_SMC_OFF_RECEIVED + 8u * (SQ_SMC_MAX_MEMBERS + SQ_MAX_SUBGROUP
 static_assert(SQ_SMC_MAX_MEMBERS <= 64, "member masks are 64-bit");
 
 /* Trailer fields, relative to the slot's end. */
-#define TR_INDEX (SQ_SMC_TRAILER_BYTES)
-#define TR_SIZE (SQ_SMC_TRAILER_BYTES - 8)
-#define TR_FLAGS (SQ_SMC_TRAILER_BYTES - 12)
+#define TR_TS (SQ_SMC_TRAILER_BYTES)
+#define TR_INDEX (SQ_SMC_TRAILER_BYTES - 8)
+#define TR_SIZE (SQ_SMC_TRAILER_BYTES - 16)
+#define TR_FLAGS (SQ_SMC_TRAILER_BYTES - 20)
 #define TR_TAG 8u
 
 static int set_failed(struct sq__smc *s, int err, const char *fmt, ...)
@@ -132,7 +133,8 @@ int sq__smc_layout(struct sq__smc_layout *L, uint32_t nmembers, uint32_t window_
     L->off_wedged = L->off_prefix + 8u * SQ_MAX_SUBGROUPS;
     L->off_promise = L->off_wedged + 8u;
     L->off_learned = L->off_promise + 8u;
-    L->header_bytes = (L->off_learned + 16u + 63u) & ~(size_t)63u;
+    L->off_persisted = L->off_learned + 8u;
+    L->header_bytes = (L->off_persisted + 16u + 63u) & ~(size_t)63u;
     L->slot_bytes = SQ_ALIGN8((size_t)max_payload) + SQ_SMC_TRAILER_BYTES;
     L->row_bytes = (L->header_bytes + L->slot_bytes * window_size + 63u) & ~(size_t)63u;
     L->table_bytes = L->row_bytes * nmembers;
@@ -188,6 +190,7 @@ int sq__smc_init(struct sq__smc *s, const struct sq__smc_params *p, uint8_t *tab
     s->phase = SQ_SMC_RUNNING;
     s->data_only = p->data_only;
     s->subgroup = p->subgroup;
+    s->last_timestamp = p->last_timestamp;
     s->shard = p->shard;
     memset(s->shard_of, 0xFF, sizeof(s->shard_of));
     make_tags(s);
@@ -295,6 +298,9 @@ int sq__smc_commit(struct sq__smc *s)
     uint8_t *end = slot_end(s, s->my_rank, z);
     uint64_t index = s->next_index;
     uint64_t global = index * s->L.nmembers + s->my_rank;
+    /* A hybrid clock: never behind what this shard already delivered. */
+    store_u64(end - TR_TS,
+              SQ_MAX(s->stamp, s->last_timestamp + (s->last_timestamp != UINT64_MAX)));
     store_u64(end - TR_INDEX, index);
     store_u32(end - TR_SIZE, s->reserved_size);
     store_u32(end - TR_FLAGS, s->reserved_flags);
@@ -485,6 +491,10 @@ static int deliver_upto(struct sq__smc *s, uint64_t stable)
             SQ_ASSERT(index >= i);
             if (index == i) {
                 uint32_t size = load_u32(end - TR_SIZE);
+                /* Every member computes the same timestamp from the same order. */
+                uint64_t next = s->last_timestamp + (s->last_timestamp != UINT64_MAX);
+                uint64_t ts = SQ_MAX(load_u64(end - TR_TS), next);
+                s->last_timestamp = ts;
                 sq_message m = {
                     .sender_id = s->member_ids[r],
                     .sender_rank = r,
@@ -495,6 +505,7 @@ static int deliver_upto(struct sq__smc *s, uint64_t stable)
                     .flags = load_u32(end - TR_FLAGS),
                     .subgroup = s->subgroup,
                     .shard = s->shard,
+                    .timestamp = ts,
                 };
                 s->delivered_real++;
                 s->deliver_slots[r] = z + 1;

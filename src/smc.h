@@ -20,12 +20,13 @@
  *     u64 wedged        1 once this member froze its counters for a view change
  *     u64 promise       view-change ballot this member follows (see view.c)
  *     u64 learned       1 once this member knows the decision (then acc holds it)
+ *     u64 persisted     persistent shards: 1 + the highest version on disk here (0: none)
  *     u64 row_tag       hash(view id, rank), the header's last field: a row whose tag is not this
  *                       view's is stale (the memory is reused every other view) and reads as 0
  *   then window_size slots of slot_size bytes each:
  *     [payload area, align8(max_payload) bytes; a payload of size s is right-aligned, i.e. it
- *      starts align8(s) bytes before the trailer] [trailer: u64 index, u32 size, u32 flags,
- *      u64 tag = hash(view id, sender rank, slot number)]
+ *      starts align8(s) bytes before the trailer] [trailer: u64 timestamp (the sender's hybrid
+ *      clock), u64 index, u32 size, u32 flags, u64 tag = hash(view id, sender rank, slot number)]
  * A sender puts its z-th real message in slot z % window_size and writes the tag last, so a
  * reader that sees the tag knows the whole slot arrived (writes land in address order).
  *
@@ -49,7 +50,7 @@
 /* At most this many global indexes are delivered per poll, so one poll is bounded work. */
 #define SQ_SMC_MAX_DELIVER_BATCH 4096u
 
-#define SQ_SMC_TRAILER_BYTES 24u
+#define SQ_SMC_TRAILER_BYTES 32u
 #define SQ_SMC_OFF_HEARTBEAT 0u
 #define SQ_SMC_OFF_NUM_SENT 8u
 #define SQ_SMC_OFF_DELIVERED 16u
@@ -98,6 +99,7 @@ struct sq__smc_params {
     uint64_t now_us;              /* the caller's clock at the start of the view */
     uint64_t heartbeat_timeout_us; /* suspect a member whose heartbeat stalls this long (0: never) */
     bool data_only;    /* a shard's table: no heartbeats, no view protocol of its own */
+    uint64_t last_timestamp; /* of the shard's last delivery before this view */
     uint32_t subgroup; /* reported in delivered messages */
     uint32_t shard;
 };
@@ -111,6 +113,7 @@ struct sq__smc_layout {
     size_t off_wedged;
     size_t off_promise;
     size_t off_learned;
+    size_t off_persisted;
     size_t slot_bytes;
     size_t row_bytes;
     size_t table_bytes;
@@ -158,6 +161,8 @@ struct sq__smc {
     bool header_dirty;
     bool data_only;
     bool hold; /* a newcomer waiting for its shard's state: receives, delivers nothing */
+    uint64_t stamp;          /* the sender's clock for the next commit (microseconds) */
+    uint64_t last_timestamp; /* of the last delivery: timestamps never go backwards */
     uint32_t subgroup, shard;
     int failed; /* first error, sticky */
     char errmsg[160];

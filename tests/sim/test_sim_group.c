@@ -37,6 +37,7 @@ struct rec {
     uint32_t sender; /* member id */
     uint64_t seq;    /* sender's own message number in that subgroup */
     uint64_t index;
+    uint64_t timestamp;
 };
 
 struct shard_state {
@@ -56,6 +57,7 @@ struct node {
     uint64_t nlog, caplog;
     uint64_t next_seq[MAX_SG];
     uint64_t last_seq_from[MAX_SG][MAX_N]; /* last seq delivered from each sender, +1 */
+    uint64_t last_ts[MAX_SG];              /* timestamp of the last delivery, per subgroup */
     struct shard_state state[MAX_SG];
     uint32_t views[MAX_VIEWS];
     uint64_t view_members[MAX_VIEWS];
@@ -126,17 +128,24 @@ static void on_deliver(void *arg, const sq_message *msg)
             return;
         }
     }
+    if (msg->timestamp <= me->last_ts[sg]) {
+        fail(run, "member %u: timestamp %" PRIu64 " in subgroup %u after %" PRIu64, me->id,
+             msg->timestamp, sg, me->last_ts[sg]);
+        return;
+    }
+    me->last_ts[sg] = msg->timestamp;
     me->last_seq_from[sg][s] = seq + 1;
     struct shard_state *st = &me->state[sg];
     st->count++;
-    st->hash = sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(st->hash, s), seq), msg->index);
+    st->hash = sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(st->hash, s), seq),
+                                           msg->index), msg->timestamp);
     if (me->nlog == me->caplog) {
         me->caplog = me->caplog ? me->caplog * 2 : 1024;
         me->log = realloc(me->log, me->caplog * sizeof(struct rec));
         SQ_ASSERT(me->log != NULL);
     }
     me->log[me->nlog++] = (struct rec){me->incarnation, me->g.ctl.view_id, sg, msg->shard, s, seq,
-                                       msg->index};
+                                       msg->index, msg->timestamp};
     g_delivered++;
 }
 
@@ -204,6 +213,7 @@ static void new_incarnation(struct run *run, struct node *nd)
     sq__group_init(&nd->g, &run->cfg, nd->mem, sq__sim_transport(run->sim, nd->id), nd->id,
                    run->peer_ids, sq__sim_now(run->sim));
     memset(nd->state, 0, sizeof(nd->state));
+    memset(nd->last_ts, 0, sizeof(nd->last_ts));
 }
 
 static void stop_node(struct run *run, struct node *nd, int reason)
@@ -328,6 +338,12 @@ static void try_send(struct run *run, struct node *nd, uint64_t *rng)
     if (sq__smc_reserve(sh, size, &buf) != 0) {
         return;
     }
+    /* Each member's clock is off by up to 50 ms, and some go backwards now and then. */
+    uint64_t skew = (nd->id * 7919u) % 50000u;
+    sh->stamp = sq__sim_now(run->sim) + skew;
+    if (sq__sim_rand_below(rng, 20) == 0 && sh->stamp > 30000) {
+        sh->stamp -= 30000;
+    }
     uint64_t seq = nd->next_seq[sg];
     memcpy(buf, &seq, 8);
     for (size_t i = 8; i < size; i++) {
@@ -418,8 +434,8 @@ static void check(struct run *run)
                         const struct rec *r = &nd->log[x];
                         if (r->sg == sg && r->shard == shard) {
                             count++;
-                            h = sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(h, r->sender), r->seq),
-                                              r->index);
+                            h = sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(
+                                                  h, r->sender), r->seq), r->index), r->timestamp);
                         }
                     }
                     if (count == 0) {

@@ -123,8 +123,8 @@ static void test_layout(void)
     CHECK_EQ_INT(L.off_prefix, 408);
     CHECK_EQ_INT(L.off_wedged, 472);
     CHECK_EQ_INT(L.off_promise, 480);
-    CHECK_EQ_INT(L.slot_bytes, 104 + 24);         /* align8(100) + trailer */
-    CHECK_EQ_INT(L.row_bytes, 512 + 4 * 128);
+    CHECK_EQ_INT(L.slot_bytes, 104 + 32);         /* align8(100) + trailer */
+    CHECK_EQ_INT(L.row_bytes, 1088);              /* 512 + 4 * 136, rounded up to 64 */
     CHECK_EQ_INT(L.table_bytes, 3 * L.row_bytes);
     CHECK_EQ_INT(sq__smc_layout(&L, 0, 4, 100), SQ_EINVAL);
     CHECK_EQ_INT(sq__smc_layout(&L, SQ_SMC_MAX_MEMBERS + 1, 4, 100), SQ_EINVAL);
