@@ -78,8 +78,9 @@ int sq__group_mem_layout(const struct sq_config *cfg, struct sq__group_mem *mem)
     mem->handover_off = off + SQ_WELCOME_BYTES;
     off = mem->handover_off + SQ_HANDOVER_BYTES * SQ_MAX_SUBGROUPS;
     for (uint32_t s = 0; s < cfg->nsubgroups; s++) {
-        mem->state_off[s] = off;
-        off += SQ_ALIGN8(cfg->max_state_bytes);
+        mem->state_off[s][0] = off;
+        mem->state_off[s][1] = off + SQ_ALIGN8(cfg->max_state_bytes);
+        off += 2 * SQ_ALIGN8(cfg->max_state_bytes);
     }
     mem->end = off;
     return 0;
@@ -141,6 +142,7 @@ static void hand_over(struct sq__group *g, uint32_t view_id, uint32_t s, uint32_
                       const uint32_t *peers, const uint32_t *ids, const uint32_t *newcomers,
                       uint32_t nnew)
 {
+    const size_t state_off = g->mem.state_off[s][view_id % 2];
     void *st = NULL;
     size_t size = 0;
     if (g->save != NULL && g->save(g->state_arg, s, k, &st, &size) != 0) {
@@ -154,7 +156,7 @@ static void hand_over(struct sq__group *g, uint32_t view_id, uint32_t s, uint32_
                          .status = size > g->cfg->max_state_bytes ? 1 : 0,
                          .last_ts = g->last_ts[s]};
     if (h.status == 0 && size > 0) {
-        memcpy(g->base + g->mem.state_off[s], st, size);
+        memcpy(g->base + state_off, st, size);
         h.state_hash = sq__fnv1a(SQ_FNV_INIT, st, size);
     } else if (h.status != 0) {
         sq__log(SQ_LOG_ERROR, "the state of shard %u of subgroup %s (%zu bytes) exceeds "
@@ -169,10 +171,14 @@ static void hand_over(struct sq__group *g, uint32_t view_id, uint32_t s, uint32_
         uint32_t peer = peers[newcomers[i]];
         int rc = 0;
         if (h.status == 0 && size > 0) {
-            rc = g->t->vt->write(g->t, peer, g->mem.state_off[s], size);
+            rc = g->t->vt->write(g->t, peer, state_off, size);
         }
         if (rc == 0) {
             rc = g->t->vt->write_copy(g->t, peer, rec, sizeof(h));
+        }
+        if (rc != 0) {
+            /* The newcomer would wait for ever: it leaves in the next view (and may rejoin). */
+            sq__smc_suspect(&g->ctl, newcomers[i]);
         }
         sq__log(rc == 0 ? SQ_LOG_INFO : SQ_LOG_WARN,
                 "handed %zu bytes of shard %u of subgroup %s to member %u in view %u%s", size, k,
@@ -322,15 +328,21 @@ static int check_handovers(struct sq__group *g)
         memcpy(&h, g->base + g->mem.handover_off + SQ_HANDOVER_BYTES * s, sizeof(h));
         if (h.magic != HANDOVER_MAGIC || h.check != handover_check(&h) ||
             h.view_id != g->ctl.view_id || h.shard != g->shard[s].shard) {
-            if ((g->ctl.suspected >> g->donor_rank[s]) & 1u) {
+            uint32_t d = g->donor_rank[s];
+            /* The donor's heartbeat rides behind the state on the same link: while a large
+             * state is on its way, silence is not failure. Others still suspect a dead donor,
+             * and their suspicion reaches this member. */
+            g->ctl.seen_hb_at_us[d] = g->now_us;
+            if ((g->ctl.suspected >> d) & 1u || (g->ctl.decision.removed >> d) & 1u ||
+                (g->ctl.fence_cut >> d) & 1u) {
                 return gfail(g, SQ_ESTATE, "member %u, which was to hand over shard %u of "
                              "subgroup %s, failed first: this member has no state to go on with",
-                             g->ctl.member_ids[g->donor_rank[s]], g->shard[s].shard,
+                             g->ctl.member_ids[d], g->shard[s].shard,
                              g->cfg->subgroups[s].name);
             }
             continue;
         }
-        const uint8_t *st = g->base + g->mem.state_off[s];
+        const uint8_t *st = g->base + g->mem.state_off[s][h.view_id % 2];
         if (h.status != 0 || h.size > g->cfg->max_state_bytes ||
             (h.size > 0 && sq__fnv1a(SQ_FNV_INIT, st, (size_t)h.size) != h.state_hash)) {
             return gfail(g, SQ_EIO, "the state of shard %llu of subgroup %s could not be handed "
@@ -357,11 +369,11 @@ int sq__group_poll(struct sq__group *g, uint64_t now_us)
         return g->failed;
     }
     g->now_us = now_us;
-    sq__smc_tick(&g->ctl, now_us);
-    int events = check_handovers(g);
+    int events = check_handovers(g); /* first: it vouches for a donor that is busy sending */
     if (events < 0) {
         return events;
     }
+    sq__smc_tick(&g->ctl, now_us);
     int rc = sq__smc_poll(&g->ctl);
     if (rc < 0) {
         return gfail(g, rc, "%s", g->ctl.errmsg);

@@ -8,7 +8,8 @@
  *   control tables, two (view v uses copy v % 2)
  *   per subgroup: two shard tables sized for the subgroup's largest shard
  *   welcome block (a joiner learns its first view here), handover records (one per subgroup)
- *   per subgroup: room for max_state_bytes of shard state that a newcomer receives
+ *   per subgroup: two buffers of max_state_bytes for the shard state a newcomer receives (or a
+ *   donor sends); view v uses buffer v % 2, so a handover still in flight is never overwritten
  * sq__group_bytes() is the end; the caller may put its own areas after it. */
 #ifndef SQ_GROUP_H
 #define SQ_GROUP_H
@@ -26,7 +27,7 @@ struct sq__group_mem {
     size_t sg_region[SQ_MAX_SUBGROUPS];   /* one shard table */
     size_t welcome_off;
     size_t handover_off;                  /* + SQ_HANDOVER_BYTES * subgroup */
-    size_t state_off[SQ_MAX_SUBGROUPS];
+    size_t state_off[SQ_MAX_SUBGROUPS][2];
     size_t end;
 };
 

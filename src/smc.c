@@ -152,10 +152,6 @@ int sq__smc_init(struct sq__smc *s, const struct sq__smc_params *p, uint8_t *tab
     if (p->my_rank >= p->nmembers || table == NULL || t == NULL) {
         return SQ_EINVAL;
     }
-    s->slot_global = calloc(p->window_size, sizeof(uint64_t));
-    if (s->slot_global == NULL) {
-        return SQ_ENOMEM;
-    }
     s->my_rank = p->my_rank;
     s->view_id = p->view_id;
     for (uint32_t i = 0; i < p->nmembers; i++) {
@@ -177,6 +173,10 @@ int sq__smc_init(struct sq__smc *s, const struct sq__smc_params *p, uint8_t *tab
             s->peer_ids[s->member_peers[i]] = s->member_ids[i];
             s->npeers = SQ_MAX(s->npeers, s->member_peers[i] + 1);
         }
+    }
+    s->slot_global = calloc(p->window_size, sizeof(uint64_t));
+    if (s->slot_global == NULL) {
+        return SQ_ENOMEM;
     }
     s->table = table;
     s->region_offset = p->region_offset;
