@@ -123,6 +123,30 @@ typedef void (*sq_state_load_fn)(void *arg, uint32_t subgroup, uint32_t shard, c
                                  size_t size);
 int sq_member_on_state(sq_member *m, sq_state_save_fn save, sq_state_load_fn load, void *arg);
 
+/* Persistent subgroups (delivery = persistent): called on the event-loop thread, in order, each
+ * time the shard's persistence frontier advances: every version up to and including `version`
+ * is on disk at every member of the shard (Paxos-durable). Must be registered before start. */
+typedef void (*sq_persisted_fn)(void *arg, uint32_t subgroup, uint32_t shard, uint64_t version);
+int sq_member_on_persisted(sq_member *m, sq_persisted_fn fn, void *arg);
+
+/* Reads this member's log of its shard of a persistent subgroup. `how`: SQ_LOG_EXACT (the entry
+ * with version `key`), SQ_LOG_AT_OR_BEFORE (the latest entry with version <= `key`),
+ * SQ_LOG_AT_TIME (the latest entry with timestamp <= `key`, microseconds since the epoch), or
+ * SQ_LOG_AFTER (the first entry with version > `key`: iterate from 0 with the last version seen).
+ * Fills *rec and copies up to `cap` payload bytes into `buf` (rec->size is the full size).
+ * SQ_ENOTFOUND when there is no such entry, SQ_ENOTSUP for a subgroup that is not persistent
+ * or that this member does not serve. Entries are readable once written to the file, which the
+ * flusher does promptly; durable ones are those up to the persisted frontier. */
+enum { SQ_LOG_EXACT, SQ_LOG_AT_OR_BEFORE, SQ_LOG_AT_TIME, SQ_LOG_AFTER };
+typedef struct sq_record {
+    uint64_t version;
+    uint64_t timestamp;
+    uint32_t sender_id;
+    size_t size;
+} sq_record;
+int sq_member_log_get(sq_member *m, uint32_t subgroup, int how, uint64_t key, sq_record *rec,
+                      void *buf, size_t cap);
+
 /* Joins a running group instead of forming the first view: connects to the configured members,
  * asks to be added, waits for the view that adds it and for the state, then starts. A member that
  * was killed rejoins this way (as a new incarnation). SQ_ETIMEDOUT after `timeout_ms`. */

@@ -22,6 +22,8 @@
 #define DEFAULT_SPIN_US 20
 #define DEFAULT_HEARTBEAT_TIMEOUT_MS 1000
 #define DEFAULT_MAX_STATE_BYTES (1u << 20)
+#define DEFAULT_FLUSH_INTERVAL_MS 100
+#define DEFAULT_SEGMENT_BYTES (64u << 20)
 
 struct parse_state {
     struct sq_config *c;
@@ -189,9 +191,38 @@ static void group_key(struct parse_state *ps, const char *key, const char *value
                      "0..1000000", value);
         }
         c->spin_us = (int)v;
+    } else if (strcmp(key, "data_dir") == 0) {
+        if (!copy_string(c->data_dir, sizeof(c->data_dir), value)) {
+            fail(ps, "key 'data_dir' in [group]: the path must be 1-%zu characters",
+                 sizeof(c->data_dir) - 1);
+        }
+    } else if (strcmp(key, "flush") == 0) {
+        if (strcmp(value, "group_commit") == 0) {
+            c->flush_policy = SQ_FLUSH_GROUP_COMMIT;
+        } else if (strcmp(value, "periodic") == 0) {
+            c->flush_policy = SQ_FLUSH_PERIODIC;
+        } else if (strcmp(value, "none") == 0) {
+            c->flush_policy = SQ_FLUSH_NONE;
+        } else {
+            fail(ps, "key 'flush' in [group]: '%s' is not one of group_commit, periodic, none",
+                 value);
+        }
+    } else if (strcmp(key, "flush_interval_ms") == 0) {
+        if (!parse_u64(value, 1, 60000, &v)) {
+            fail(ps, "key 'flush_interval_ms' in [group]: '%s' is not a number of milliseconds "
+                     "in 1..60000", value);
+        }
+        c->flush_interval_ms = (int)v;
+    } else if (strcmp(key, "segment_bytes") == 0) {
+        if (!parse_u64(value, 1u << 20, 1ull << 32, &v)) {
+            fail(ps, "key 'segment_bytes' in [group]: '%s' is not a size in bytes in "
+                     "1048576..4294967296", value);
+        }
+        c->segment_bytes = v;
     } else {
         fail(ps, "unknown key '%s' in [group] (known: provider, domain, log_level, "
-                 "connect_timeout_ms, heartbeat_timeout_ms, max_state_bytes, spin_us)", key);
+                 "connect_timeout_ms, heartbeat_timeout_ms, max_state_bytes, spin_us, data_dir, "
+                 "flush, flush_interval_ms, segment_bytes)", key);
     }
 }
 
@@ -305,9 +336,17 @@ static void subgroup_key(struct parse_state *ps, const char *section, const char
                  section, value, SQ_MAX_MEMBERS);
         }
         sg->max_members = (uint32_t)v;
+    } else if (strcmp(key, "delivery") == 0) {
+        if (strcmp(value, "atomic") == 0) {
+            sg->persistent = false;
+        } else if (strcmp(value, "persistent") == 0) {
+            sg->persistent = true;
+        } else {
+            fail(ps, "key 'delivery' in [%s]: '%s' is not atomic or persistent", section, value);
+        }
     } else {
         fail(ps, "unknown key '%s' in [%s] (known: window_size, max_payload, shards, min_members, "
-                 "max_members)", key, section);
+                 "max_members, delivery)", key, section);
     }
 }
 
@@ -401,6 +440,9 @@ static void set_defaults(struct sq_config *c)
     c->spin_us = DEFAULT_SPIN_US;
     c->heartbeat_timeout_ms = DEFAULT_HEARTBEAT_TIMEOUT_MS;
     c->max_state_bytes = DEFAULT_MAX_STATE_BYTES;
+    c->flush_policy = SQ_FLUSH_GROUP_COMMIT;
+    c->flush_interval_ms = DEFAULT_FLUSH_INTERVAL_MS;
+    c->segment_bytes = DEFAULT_SEGMENT_BYTES;
     c->nsubgroups = 1;
     struct sq_subgroup_cfg *sg = &c->subgroups[0];
     snprintf(sg->name, sizeof(sg->name), "default");
@@ -451,6 +493,14 @@ static void validate(struct parse_state *ps)
                       sg->min_members, sg->shards * sg->min_members, c->nmembers);
         }
         c->nshards += sg->shards;
+        if (sg->persistent && c->data_dir[0] == '\0' && ps->err_line == 0) {
+            fail_file(ps, sg->line, "[subgroup.%s] is persistent: [group] data_dir (where its "
+                                    "log goes) is required", sg->name);
+        }
+        if (sg->persistent && sg->max_payload > (16u << 20)) {
+            fail_file(ps, sg->line, "[subgroup.%s]: max_payload is above the log's record limit",
+                      sg->name);
+        }
         uint64_t slot = SQ_ALIGN8((uint64_t)sg->max_payload) + 64;
         table += 2 * (uint64_t)sq__config_shard_rows(c, g) * (slot * sg->window_size + 1024);
     }
@@ -458,7 +508,7 @@ static void validate(struct parse_state *ps)
         fail_file(ps, 0, "the subgroups have %u shards in all, more than the %d supported",
                   c->nshards, SQ_MAX_SHARDS);
     }
-    table += (uint64_t)c->nsubgroups * c->max_state_bytes;
+    table += 2 * (uint64_t)c->nsubgroups * c->max_state_bytes;
     if (ps->err_line == 0 && table > SQ_MAX_TABLE_BYTES) {
         fail_file(ps, 0, "the subgroups' window_size x max_payload x members (and max_state_bytes "
                          "per subgroup) need %llu MiB of shared state table, more than the %llu "
@@ -560,6 +610,7 @@ uint64_t sq__config_group_digest(const struct sq_config *c)
         h = sq__fnv1a_u64(h, sg->shards);
         h = sq__fnv1a_u64(h, sg->min_members);
         h = sq__fnv1a_u64(h, sg->max_members);
+        h = sq__fnv1a_u64(h, sg->persistent);
     }
     h = sq__fnv1a_u64(h, c->max_state_bytes);
     return h;

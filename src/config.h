@@ -16,6 +16,8 @@
 #define SQ_MAX_SHARDS 16 /* over all subgroups */
 #define SQ_MAX_NAME 64
 
+enum { SQ_FLUSH_GROUP_COMMIT, SQ_FLUSH_PERIODIC, SQ_FLUSH_NONE };
+
 /* One [subgroup.NAME] section: its shards, their sizes and the multicast window of each. */
 struct sq_subgroup_cfg {
     char name[SQ_MAX_NAME];
@@ -24,6 +26,7 @@ struct sq_subgroup_cfg {
     uint32_t shards;
     uint32_t min_members; /* per shard: fewer makes a view inadequate */
     uint32_t max_members; /* per shard: members beyond shards x max_members stand by */
+    bool persistent;      /* delivery = persistent: every update logged at every member */
     int line;             /* of the section header */
 };
 
@@ -47,6 +50,11 @@ struct sq_config {
     int heartbeat_timeout_ms;
     uint64_t max_state_bytes;
     int spin_us;
+    /* persistence */
+    char data_dir[400];      /* where persistent subgroups keep their logs ("" if none) */
+    int flush_policy;        /* SQ_FLUSH_* */
+    int flush_interval_ms;   /* periodic: how often */
+    uint64_t segment_bytes;  /* log segment size */
     /* [member.N], sorted by id once loaded */
     uint32_t nmembers;
     struct sq_member_addr members[SQ_MAX_MEMBERS];

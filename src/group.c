@@ -20,17 +20,21 @@
 static_assert(sizeof(struct sq__welcome) <= SQ_WELCOME_BYTES, "welcome fits its block");
 static_assert(sizeof(struct sq__welcome) <= SQ_TRANSPORT_MAX_COPY, "welcome is one write_copy");
 
-/* What a donor writes after the state of one subgroup's shard: the view, the size, a check. */
+/* What a donor writes after each chunk of a shard's state: the view, the chunk number, the
+ * size, what it holds, a hash of its bytes, and a check of the whole header (written last). */
 struct handover {
     uint64_t magic;
     uint64_t view_id;
     uint64_t shard;
+    uint64_t seq;
     uint64_t size;
-    uint64_t status; /* 0, or 1: the state did not fit max_state_bytes */
-    uint64_t last_ts; /* the shard's last timestamp: the newcomer's clock goes on from it */
-    uint64_t state_hash;
+    uint64_t flags;   /* CHUNK_LAST: the application state (else: log records) */
+    uint64_t status;  /* 0, or 1: the state did not fit max_state_bytes */
+    uint64_t last_ts; /* with CHUNK_LAST: the shard's last timestamp */
+    uint64_t data_hash;
     uint64_t check;
 };
+#define CHUNK_LAST 1u
 static_assert(sizeof(struct handover) <= SQ_HANDOVER_BYTES, "handover fits its record");
 
 static int gfail(struct sq__group *g, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -95,7 +99,13 @@ void sq__group_init(struct sq__group *g, const struct sq_config *cfg, uint8_t *b
     sq_state_save_fn save = g->save;
     sq_state_load_fn load = g->load;
     void *state_arg = g->state_arg;
+    sq_persisted_fn persisted = g->persisted;
+    void *persisted_arg = g->persisted_arg;
+    struct sq_disk *disk = g->disk;
     memset(g, 0, sizeof(*g));
+    g->persisted = persisted;
+    g->persisted_arg = persisted_arg;
+    g->disk = disk != NULL ? disk : sq__disk_posix();
     g->deliver = deliver;
     g->deliver_arg = deliver_arg;
     g->save = save;
@@ -117,9 +127,12 @@ void sq__group_init(struct sq__group *g, const struct sq_config *cfg, uint8_t *b
     sq__assign_clear(&g->holders);
 }
 
+static void end_donation(struct sq__donation *d);
+
 static void drop_shards(struct sq__group *g)
 {
     for (uint32_t s = 0; s < SQ_MAX_SUBGROUPS; s++) {
+        end_donation(&g->donation[s]);
         if (g->in_shard[s]) {
             sq__smc_fini(&g->shard[s]);
             g->in_shard[s] = false;
@@ -137,54 +150,205 @@ void sq__group_fini(struct sq__group *g)
     }
 }
 
-/* Ships shard (s, k)'s state, as of the old view's last delivery, to its newcomers. */
-static void hand_over(struct sq__group *g, uint32_t view_id, uint32_t s, uint32_t k,
-                      const uint32_t *peers, const uint32_t *ids, const uint32_t *newcomers,
-                      uint32_t nnew)
+/* Becomes the donor of shard (s, k) for its newcomers: takes the application state as of the
+ * old view's last delivery; pump_donation() then sends the log and the state chunk by chunk. */
+static void start_donation(struct sq__group *g, uint32_t view_id, uint32_t s, uint32_t k,
+                           const uint32_t *newcomers, uint32_t nnew)
 {
-    const size_t state_off = g->mem.state_off[s][view_id % 2];
-    void *st = NULL;
-    size_t size = 0;
-    if (g->save != NULL && g->save(g->state_arg, s, k, &st, &size) != 0) {
+    struct sq__donation *d = &g->donation[s];
+    free(d->state);
+    memset(d, 0, sizeof(*d));
+    d->active = true;
+    d->view_id = view_id;
+    d->shard = k;
+    memcpy(d->newcomers, newcomers, nnew * sizeof(uint32_t));
+    d->nnew = nnew;
+    d->last_ts = g->last_ts[s];
+    d->log_end = g->log[s] != NULL ? sq__plog_count(g->log[s]) : 0;
+    if (g->save != NULL && g->save(g->state_arg, s, k, &d->state, &d->state_size) != 0) {
         sq__log(SQ_LOG_ERROR, "the state callback failed for shard %u of subgroup %s: its "
                               "newcomers get no state", k, g->cfg->subgroups[s].name);
-        free(st);
-        st = NULL;
-        size = 0;
+        free(d->state);
+        d->state = NULL;
+        d->state_size = 0;
     }
-    struct handover h = {.magic = HANDOVER_MAGIC, .view_id = view_id, .shard = k, .size = size,
-                         .status = size > g->cfg->max_state_bytes ? 1 : 0,
-                         .last_ts = g->last_ts[s]};
-    if (h.status == 0 && size > 0) {
-        memcpy(g->base + state_off, st, size);
-        h.state_hash = sq__fnv1a(SQ_FNV_INIT, st, size);
-    } else if (h.status != 0) {
+    if (d->state_size > g->cfg->max_state_bytes) {
+        d->state_status = 1;
         sq__log(SQ_LOG_ERROR, "the state of shard %u of subgroup %s (%zu bytes) exceeds "
                               "max_state_bytes (%llu): its newcomers cannot start", k,
-                g->cfg->subgroups[s].name, size, (unsigned long long)g->cfg->max_state_bytes);
+                g->cfg->subgroups[s].name, d->state_size,
+                (unsigned long long)g->cfg->max_state_bytes);
     }
-    free(st);
-    h.check = handover_check(&h);
-    size_t rec = g->mem.handover_off + SQ_HANDOVER_BYTES * s;
-    memcpy(g->base + rec, &h, sizeof(h));
-    for (uint32_t i = 0; i < nnew; i++) {
-        uint32_t peer = peers[newcomers[i]];
-        int rc = 0;
-        if (h.status == 0 && size > 0) {
-            rc = g->t->vt->write(g->t, peer, state_off, size);
+}
+
+static void end_donation(struct sq__donation *d)
+{
+    free(d->state);
+    d->state = NULL;
+    d->active = false;
+}
+
+/* Sends the next chunk to the current newcomer once it took the previous one. */
+static int pump_donation(struct sq__group *g, uint32_t s)
+{
+    struct sq__donation *d = &g->donation[s];
+    int events = 0;
+    while (d->active) {
+        if (d->cur == d->nnew) {
+            end_donation(d);
+            return events + 1;
         }
+        uint32_t nc = d->newcomers[d->cur];
+        uint32_t peer = g->ctl.member_peers[nc];
+        if ((g->ctl.suspected >> nc) & 1u || (g->ctl.decision.removed >> nc) & 1u) {
+            d->cur++; /* it failed: it leaves with the next view */
+            d->pos = 0;
+            d->seq = 0;
+            d->in_flight = d->last_sent = false;
+            continue;
+        }
+        if (d->in_flight) {
+            if (sq__smc_col(&g->ctl, nc, g->ctl.L.off_ack + 8u * s) < d->seq) {
+                return events; /* not taken yet */
+            }
+            d->in_flight = false;
+            events++;
+            if (d->last_sent) {
+                sq__log(SQ_LOG_INFO, "handed shard %u of subgroup %s to member %u in view %u: "
+                                     "%llu log records, %zu bytes of state, %u chunks",
+                        d->shard, g->cfg->subgroups[s].name, g->ctl.member_ids[nc], d->view_id,
+                        (unsigned long long)d->pos, d->state_size, d->seq);
+                d->cur++;
+                d->pos = 0;
+                d->seq = 0;
+                d->last_sent = false;
+            }
+            continue;
+        }
+        /* Build the next chunk in this view's buffer: log records while any are left, then
+         * the application state. */
+        const size_t off = g->mem.state_off[s][d->view_id % 2];
+        uint8_t *buf = g->base + off;
+        const size_t cap = g->cfg->max_state_bytes;
+        struct handover h = {.magic = HANDOVER_MAGIC, .view_id = d->view_id, .shard = d->shard,
+                             .seq = d->seq};
+        size_t len = 0;
+        if (d->pos < d->log_end) {
+            static uint8_t *payload;   /* the event loop's scratch buffer */
+            static size_t payload_cap;
+            while (d->pos < d->log_end) {
+                struct sq__plog_entry e;
+                if (sq__plog_entry_at(g->log[s], d->pos, &e) != 0) {
+                    break; /* not written to the file yet: the flusher is on it */
+                }
+                size_t need = sq__plog_record_bytes(e.size);
+                if (len + need > cap) {
+                    if (len == 0) {
+                        return gfail(g, SQ_EMSGSIZE, "a log record of %u bytes does not fit "
+                                     "max_state_bytes (%llu): raise it to hand the log over",
+                                     e.size, (unsigned long long)cap);
+                    }
+                    break;
+                }
+                if (payload_cap < e.size) {
+                    free(payload);
+                    payload = malloc(e.size);
+                    payload_cap = payload != NULL ? e.size : 0;
+                    if (payload == NULL) {
+                        return gfail(g, SQ_ENOMEM, "no memory to hand the log over");
+                    }
+                }
+                ssize_t r = sq__plog_read(g->log[s], &e, payload, e.size);
+                if (r != (ssize_t)e.size) {
+                    return gfail(g, r < 0 ? (int)r : SQ_EIO, "cannot read the log to hand it "
+                                 "over: %s", sq_strerror(r < 0 ? (int)r : SQ_EIO));
+                }
+                len += sq__plog_encode(buf + len, e.version, e.timestamp, e.sender, payload,
+                                       e.size);
+                d->pos++;
+            }
+            if (len == 0) {
+                return events; /* wait for the flusher */
+            }
+        } else {
+            h.flags = CHUNK_LAST;
+            h.status = (uint64_t)d->state_status;
+            h.last_ts = d->last_ts;
+            if (d->state_status == 0 && d->state_size > 0) {
+                memcpy(buf, d->state, d->state_size);
+                len = d->state_size;
+            }
+            d->last_sent = true;
+        }
+        h.size = len;
+        h.data_hash = sq__fnv1a(SQ_FNV_INIT, buf, len);
+        h.check = handover_check(&h);
+        size_t rec = g->mem.handover_off + SQ_HANDOVER_BYTES * s;
+        memcpy(g->base + rec, &h, sizeof(h));
+        int rc = len > 0 ? g->t->vt->write(g->t, peer, off, len) : 0;
         if (rc == 0) {
             rc = g->t->vt->write_copy(g->t, peer, rec, sizeof(h));
         }
+        d->seq++;
+        d->in_flight = true;
+        d->bytes_sent += len;
+        events++;
         if (rc != 0) {
             /* The newcomer would wait for ever: it leaves in the next view (and may rejoin). */
-            sq__smc_suspect(&g->ctl, newcomers[i]);
+            sq__log(SQ_LOG_WARN, "handing shard %u of subgroup %s to member %u failed: %s",
+                    d->shard, g->cfg->subgroups[s].name, g->ctl.member_ids[nc], sq_strerror(rc));
+            sq__smc_suspect(&g->ctl, nc);
         }
-        sq__log(rc == 0 ? SQ_LOG_INFO : SQ_LOG_WARN,
-                "handed %zu bytes of shard %u of subgroup %s to member %u in view %u%s", size, k,
-                g->cfg->subgroups[s].name, ids[newcomers[i]], view_id,
-                rc == 0 ? "" : ": its link failed");
     }
+    return events;
+}
+
+/* Every delivery of a shard passes here: persistent subgroups log it first. */
+static void group_deliver(void *arg, const sq_message *msg)
+{
+    struct sq__group *g = arg;
+    uint32_t s = msg->subgroup;
+    if (g->log[s] != NULL && !(msg->flags & SQ_MSG_ORDERED_CALL) && g->failed == 0) {
+        int rc = sq__plog_append(g->log[s], msg->version, msg->timestamp, msg->sender_id,
+                                 msg->data, (uint32_t)msg->size);
+        if (rc != 0) {
+            gfail(g, rc, "cannot log version %#llx of shard %u of subgroup %s: %s",
+                  (unsigned long long)msg->version, msg->shard, g->cfg->subgroups[s].name,
+                  sq_strerror(rc));
+            return; /* not delivered: the member stops (poll reports the failure) */
+        }
+        g->appended = true;
+    }
+    if (g->deliver != NULL) {
+        g->deliver(g->deliver_arg, msg);
+    }
+}
+
+/* Opens the log of my shard k of persistent subgroup s (once: shards are sticky). */
+static int open_log(struct sq__group *g, uint32_t s, uint32_t k)
+{
+    char dir[600], err[800] = "";
+    snprintf(dir, sizeof(dir), "%s/member-%u/%s.%u", g->cfg->data_dir,
+             g->peer_ids[g->self_peer], g->cfg->subgroups[s].name, k);
+    int rc = sq__plog_open(&g->log[s], g->disk, dir, g->cfg->segment_bytes, err, sizeof(err));
+    if (rc != 0) {
+        return gfail(g, rc, "%s", err);
+    }
+    if (g->log[s]->recovery[0] != '\0') {
+        sq__log(SQ_LOG_WARN, "log recovery: %s", g->log[s]->recovery);
+    }
+    uint64_t n = sq__plog_count(g->log[s]);
+    if (n > 0) {
+        struct sq__plog_entry last = sq__plog_last(g->log[s]);
+        sq__plog_close(g->log[s]);
+        g->log[s] = NULL;
+        return gfail(g, SQ_ESTATE, "%s holds %llu records from an earlier run (last version "
+                     "%#llx); restarting from an existing log is not supported yet: move the "
+                     "directory away to start this member afresh", dir, (unsigned long long)n,
+                     (unsigned long long)last.version);
+    }
+    atomic_store(&g->durable_next[s], 0);
+    return 0;
 }
 
 /* Sets up view `view_id` over layout `assign` (adequate or not); `holders` says who held each
@@ -233,7 +397,7 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
                 }
             }
             if (nnew > 0 && donor == my_rank) {
-                hand_over(g, view_id, s, k, peers, ids, newcomers, nnew);
+                start_donation(g, view_id, s, k, newcomers, nnew);
             }
             if (assign->shard[s][my_rank] != k) {
                 continue;
@@ -255,8 +419,11 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
                                         .peer_ids = g->peer_ids, .data_only = true,
                                         .subgroup = s, .shard = k,
                                         .last_timestamp = g->last_ts[s]};
-            rc = sq__smc_init(&g->shard[s], &sp, g->base + sp.region_offset, g->t, g->deliver,
-                              g->deliver_arg);
+            if (sg->persistent && g->log[s] == NULL && (rc = open_log(g, s, k)) != 0) {
+                return rc;
+            }
+            rc = sq__smc_init(&g->shard[s], &sp, g->base + sp.region_offset, g->t, group_deliver,
+                              g);
             if (rc != 0) {
                 return gfail(g, rc, "cannot set up shard %u of subgroup %s", k, sg->name);
             }
@@ -266,6 +433,8 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
                 g->shard[s].hold = true; /* deliver nothing before the donor's state is in */
                 g->awaiting[s] = true;
                 g->donor_rank[s] = donor;
+                g->chunks_in[s] = 0;
+                g->records_in[s] = 0;
             } else if (holders->shard[s][my_rank] != k && view_id > 0) {
                 sq__log(SQ_LOG_WARN, "shard %u of subgroup %s starts empty in view %u: none of "
                                      "its earlier members is left to hand its state over", k,
@@ -316,7 +485,8 @@ int sq__group_try_welcome(struct sq__group *g)
     return rc == 0 ? 1 : rc;
 }
 
-/* A newcomer: takes the donor's state once its handover record is in. */
+/* A newcomer: takes the donor's chunks as they come (log records into its log, then the
+ * application state), acknowledging each in its control row. */
 static int check_handovers(struct sq__group *g)
 {
     int events = 0;
@@ -327,7 +497,8 @@ static int check_handovers(struct sq__group *g)
         struct handover h;
         memcpy(&h, g->base + g->mem.handover_off + SQ_HANDOVER_BYTES * s, sizeof(h));
         if (h.magic != HANDOVER_MAGIC || h.check != handover_check(&h) ||
-            h.view_id != g->ctl.view_id || h.shard != g->shard[s].shard) {
+            h.view_id != g->ctl.view_id || h.shard != g->shard[s].shard ||
+            h.seq != g->chunks_in[s]) {
             uint32_t d = g->donor_rank[s];
             /* The donor's heartbeat rides behind the state on the same link: while a large
              * state is on its way, silence is not failure. Others still suspect a dead donor,
@@ -342,25 +513,112 @@ static int check_handovers(struct sq__group *g)
             }
             continue;
         }
-        const uint8_t *st = g->base + g->mem.state_off[s][h.view_id % 2];
-        if (h.status != 0 || h.size > g->cfg->max_state_bytes ||
-            (h.size > 0 && sq__fnv1a(SQ_FNV_INIT, st, (size_t)h.size) != h.state_hash)) {
-            return gfail(g, SQ_EIO, "the state of shard %llu of subgroup %s could not be handed "
-                         "over (%llu bytes; max_state_bytes is %llu)",
-                         (unsigned long long)h.shard, g->cfg->subgroups[s].name,
-                         (unsigned long long)h.size, (unsigned long long)g->cfg->max_state_bytes);
+        const uint8_t *buf = g->base + g->mem.state_off[s][h.view_id % 2];
+        if (h.size > g->cfg->max_state_bytes || sq__fnv1a(SQ_FNV_INIT, buf, (size_t)h.size) !=
+                                                    h.data_hash) {
+            return gfail(g, SQ_EIO, "chunk %llu of shard %llu of subgroup %s arrived damaged",
+                         (unsigned long long)h.seq, (unsigned long long)h.shard,
+                         g->cfg->subgroups[s].name);
         }
-        if (g->load != NULL) {
-            g->load(g->state_arg, s, (uint32_t)h.shard, st, (size_t)h.size);
+        if (!(h.flags & CHUNK_LAST)) {
+            /* Log records, in order, each with its own checksum. */
+            size_t at = 0;
+            while (at < h.size) {
+                struct sq__plog_entry e;
+                const uint8_t *payload;
+                size_t n = sq__plog_decode(buf + at, (size_t)h.size - at, &e, &payload);
+                if (n == 0 || g->log[s] == NULL) {
+                    return gfail(g, SQ_EIO, "chunk %llu of shard %llu of subgroup %s holds a bad "
+                                 "log record at byte %zu", (unsigned long long)h.seq,
+                                 (unsigned long long)h.shard, g->cfg->subgroups[s].name, at);
+                }
+                int rc = sq__plog_append(g->log[s], e.version, e.timestamp, e.sender, payload,
+                                         e.size);
+                if (rc != 0) {
+                    return gfail(g, rc, "cannot log a handed-over record (version %#llx): %s",
+                                 (unsigned long long)e.version, sq_strerror(rc));
+                }
+                g->records_in[s]++;
+                g->appended = true;
+                at += n;
+            }
+        } else {
+            if (h.status != 0) {
+                return gfail(g, SQ_EIO, "the state of shard %llu of subgroup %s could not be "
+                             "handed over: it is larger than max_state_bytes (%llu)",
+                             (unsigned long long)h.shard, g->cfg->subgroups[s].name,
+                             (unsigned long long)g->cfg->max_state_bytes);
+            }
+            if (g->load != NULL) {
+                g->load(g->state_arg, s, (uint32_t)h.shard, buf, (size_t)h.size);
+            }
+            sq__log(SQ_LOG_INFO, "received shard %llu of subgroup %s: %llu log records and %llu "
+                    "bytes of state", (unsigned long long)h.shard, g->cfg->subgroups[s].name,
+                    (unsigned long long)g->records_in[s], (unsigned long long)h.size);
+            g->awaiting[s] = false;
+            g->shard[s].hold = false;
+            g->shard[s].last_timestamp = SQ_MAX(g->shard[s].last_timestamp, h.last_ts);
         }
-        sq__log(SQ_LOG_INFO, "received %llu bytes of state for shard %llu of subgroup %s",
-                (unsigned long long)h.size, (unsigned long long)h.shard, g->cfg->subgroups[s].name);
-        g->awaiting[s] = false;
-        g->shard[s].hold = false;
-        g->shard[s].last_timestamp = SQ_MAX(g->shard[s].last_timestamp, h.last_ts);
+        g->chunks_in[s]++;
+        sq__store_u64(sq__smc_row(&g->ctl, g->ctl.my_rank) + g->ctl.L.off_ack + 8u * s,
+                      g->chunks_in[s]);
+        g->ctl.header_dirty = true;
+        events++;
+        s--; /* the next chunk may be in already */
+    }
+    return events;
+}
+
+/* Puts what the flusher made durable in my shard row, and reports the shard's frontier (the
+ * least over its members) as it advances. */
+static int publish_persistence(struct sq__group *g, uint32_t s)
+{
+    struct sq__smc *sh = &g->shard[s];
+    uint8_t *mine = sq__smc_row(sh, sh->my_rank) + sh->L.off_persisted;
+    uint64_t durable = atomic_load(&g->durable_next[s]);
+    int events = 0;
+    if (durable > sq__load_u64(mine)) {
+        sq__store_u64(mine, durable);
+        sh->header_dirty = true;
+        events++;
+    }
+    uint64_t frontier = UINT64_MAX;
+    for (uint32_t r = 0; r < sh->L.nmembers; r++) {
+        frontier = SQ_MIN(frontier, sq__smc_col(sh, r, sh->L.off_persisted));
+    }
+    if (frontier != UINT64_MAX && frontier > g->frontier[s]) {
+        g->frontier[s] = frontier;
+        if (g->persisted != NULL) {
+            g->persisted(g->persisted_arg, s, sh->shard, frontier - 1);
+        }
         events++;
     }
     return events;
+}
+
+int sq__group_flush_log(struct sq__group *g, uint32_t sg, bool sync)
+{
+    struct sq__plog *log = g->log[sg];
+    if (log == NULL) {
+        return 0;
+    }
+    uint64_t durable = 0;
+    int rc = sq__plog_flush(log, sync, &durable);
+    if (durable > 0) {
+        uint64_t next = sq__plog_version_at(log, durable - 1) + 1;
+        if (next > atomic_load(&g->durable_next[sg])) {
+            atomic_store(&g->durable_next[sg], next);
+        }
+    }
+    return rc;
+}
+
+void sq__group_close_logs(struct sq__group *g)
+{
+    for (uint32_t s = 0; s < SQ_MAX_SUBGROUPS; s++) {
+        sq__plog_close(g->log[s]);
+        g->log[s] = NULL;
+    }
 }
 
 int sq__group_poll(struct sq__group *g, uint64_t now_us)
@@ -372,6 +630,13 @@ int sq__group_poll(struct sq__group *g, uint64_t now_us)
     int events = check_handovers(g); /* first: it vouches for a donor that is busy sending */
     if (events < 0) {
         return events;
+    }
+    for (uint32_t s = 0; s < g->cfg->nsubgroups; s++) {
+        int rc = g->donation[s].active ? pump_donation(g, s) : 0;
+        if (rc < 0) {
+            return rc;
+        }
+        events += rc;
     }
     sq__smc_tick(&g->ctl, now_us);
     int rc = sq__smc_poll(&g->ctl);
@@ -389,6 +654,9 @@ int sq__group_poll(struct sq__group *g, uint64_t now_us)
                          g->cfg->subgroups[s].name, g->shard[s].errmsg);
         }
         events += rc;
+        if (g->log[s] != NULL) {
+            events += publish_persistence(g, s);
+        }
         /* A shard member whose link broke is suspected here too: the whole view changes. */
         for (uint32_t r = 0; r < g->shard[s].L.nmembers; r++) {
             if ((g->shard[s].suspected >> r) & 1u) {
@@ -401,7 +669,7 @@ int sq__group_poll(struct sq__group *g, uint64_t now_us)
             }
         }
     }
-    return events;
+    return g->failed != 0 ? g->failed : events;
 }
 
 enum sq__smc_phase sq__group_phase(const struct sq__group *g)
@@ -411,7 +679,8 @@ enum sq__smc_phase sq__group_phase(const struct sq__group *g)
     }
     for (uint32_t s = 0; s < g->cfg->nsubgroups; s++) {
         /* A newcomer still waiting for its state cannot be a holder in the next view. */
-        if (g->in_shard[s] && (g->shard[s].phase != SQ_SMC_READY || g->awaiting[s])) {
+        if ((g->in_shard[s] && (g->shard[s].phase != SQ_SMC_READY || g->awaiting[s])) ||
+            g->donation[s].active) {
             return SQ_SMC_CHANGING;
         }
     }

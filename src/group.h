@@ -14,12 +14,16 @@
 #ifndef SQ_GROUP_H
 #define SQ_GROUP_H
 
+#include <stdatomic.h>
+
 #include "config.h"
 #include "layout.h"
+#include "persist/disk.h"
+#include "persist/plog.h"
 #include "smc.h"
 
 #define SQ_WELCOME_BYTES 1024u
-#define SQ_HANDOVER_BYTES 64u
+#define SQ_HANDOVER_BYTES 128u
 
 struct sq__group_mem {
     size_t ctl_region;                    /* one control table */
@@ -45,6 +49,26 @@ struct sq__welcome {
     uint64_t check;              /* written last: vouches for the rest */
 };
 
+/* A donor's work for one subgroup: the shard's log (persistent subgroups) and then the
+ * application state, in chunks of up to max_state_bytes, to each newcomer in turn; each chunk
+ * waits for the newcomer's acknowledgement in its control row. */
+struct sq__donation {
+    bool active;
+    uint32_t view_id;
+    uint32_t shard;
+    uint32_t newcomers[SQ_MAX_MEMBERS]; /* control ranks */
+    uint32_t nnew, cur;
+    void *state;        /* the application state at the view boundary */
+    size_t state_size;
+    int state_status;   /* 0, or 1: it does not fit max_state_bytes */
+    uint64_t last_ts;
+    uint64_t log_end;   /* log entries to send: the ones before the view boundary */
+    uint64_t pos;       /* next log entry for the current newcomer */
+    uint32_t seq;       /* chunks sent to the current newcomer */
+    bool in_flight, last_sent;
+    uint64_t bytes_sent;
+};
+
 struct sq__group {
     const struct sq_config *cfg;
     struct sq__group_mem mem;
@@ -57,6 +81,9 @@ struct sq__group {
     sq_state_save_fn save;
     sq_state_load_fn load;
     void *state_arg;
+    sq_persisted_fn persisted;
+    void *persisted_arg;
+    struct sq_disk *disk;     /* where persistent shards keep their logs (NULL: the real one) */
     const uint32_t *peer_ids; /* configured ids by transport peer */
 
     struct sq__smc ctl;
@@ -71,7 +98,17 @@ struct sq__group {
     /* newcomers: the view whose handover they wait for, and the donor's rank */
     bool awaiting[SQ_MAX_SUBGROUPS];
     uint32_t donor_rank[SQ_MAX_SUBGROUPS];
+    uint32_t chunks_in[SQ_MAX_SUBGROUPS]; /* chunks taken so far */
+    uint64_t records_in[SQ_MAX_SUBGROUPS];
+    struct sq__donation donation[SQ_MAX_SUBGROUPS];
     uint64_t last_ts[SQ_MAX_SUBGROUPS]; /* timestamp of my shard's last delivery, per subgroup */
+    /* persistent subgroups: my shard's log (opened when I enter the shard, kept for good), 1 +
+     * the highest version the flusher made durable, and 1 + the highest version durable at
+     * every member of the shard (reported through `persisted`) */
+    struct sq__plog *log[SQ_MAX_SUBGROUPS];
+    _Atomic uint64_t durable_next[SQ_MAX_SUBGROUPS];
+    uint64_t frontier[SQ_MAX_SUBGROUPS];
+    bool appended; /* a delivery went into a log since the caller last looked */
     uint64_t dropped;  /* my messages the last view change dropped, over all shards */
     uint64_t removed_mask; /* ranks of the previous view that the last change removed */
     int failed;
@@ -111,5 +148,13 @@ int sq__group_install(struct sq__group *g);
 struct sq__smc *sq__group_shard(struct sq__group *g, uint32_t sg, int *why);
 
 void sq__group_fini(struct sq__group *g);
+
+/* Writes what my shard of persistent subgroup `sg` appended to its log and, with `sync`, makes it
+ * durable; then tells the loop how far (durable_next). Safe from another thread than the one
+ * polling. Returns 0 or the log's (sticky) error. */
+int sq__group_flush_log(struct sq__group *g, uint32_t sg, bool sync);
+
+/* Closes the logs (after the flusher stopped). */
+void sq__group_close_logs(struct sq__group *g);
 
 #endif

@@ -17,6 +17,8 @@
  *     u64 received[n]   per sender rank: how many of that sender's messages arrived here
  *     u64 prefix[8]     per subgroup: the global index up to which I received everything in
  *                       my shard of it, frozen when I wedge (control table only)
+ *     u64 ack[8]        per subgroup: state chunks a newcomer has taken in this view (control
+ *                       table only; see group.c)
  *     u64 wedged        1 once this member froze its counters for a view change
  *     u64 promise       view-change ballot this member follows (see view.c)
  *     u64 learned       1 once this member knows the decision (then acc holds it)
@@ -61,7 +63,7 @@
 #define SQ_SMC_OFF_PROP 48u
 #define SQ_SMC_OFF_ACC (SQ_SMC_OFF_PROP + 8u * SQ_SMC_VALUE_WORDS)
 #define SQ_SMC_OFF_RECEIVED (SQ_SMC_OFF_ACC + 8u * SQ_SMC_VALUE_WORDS)
-/* After received[n]: prefix[SQ_MAX_SUBGROUPS], wedged, promise, learned, view_tag (see sq__smc_layout). A reader that sees one of
+/* After received[n]: prefix[SQ_MAX_SUBGROUPS], ack[SQ_MAX_SUBGROUPS], wedged, promise, learned, view_tag (see sq__smc_layout). A reader that sees one of
  * them written sees every earlier field of the same header write: wedged vouches for the frozen
  * counters, promise for the accepted value, the view tag for everything. */
 
@@ -110,6 +112,7 @@ struct sq__smc_layout {
     uint32_t max_payload;
     size_t header_bytes;
     size_t off_prefix;
+    size_t off_ack;
     size_t off_wedged;
     size_t off_promise;
     size_t off_learned;

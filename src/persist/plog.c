@@ -238,11 +238,11 @@ static int recover(struct sq__plog *log, char *err, size_t err_size)
                         sq_strerror(rc));
                 break;
             }
-            if (ok == 1 && (e.version <= last_version || e.timestamp < last_ts ||
-                            (first_rec && e.version != names.firsts[s]))) {
+            bool backwards = log->n > 0 && (e.version <= last_version || e.timestamp < last_ts);
+            if (ok == 1 && (backwards || (first_rec && e.version != names.firsts[s]))) {
                 ok = 0;
                 why = "versions or timestamps go backwards";
-                if (!(e.version <= last_version || e.timestamp < last_ts)) {
+                if (!backwards) {
                     why = "the first record does not match the file name";
                 }
                 /* Out of order is never a torn write: always damage. */
@@ -324,6 +324,7 @@ int sq__plog_open(struct sq__plog **out, struct sq_disk *disk, const char *dir,
         return SQ_EINVAL;
     }
     pthread_mutex_init(&log->mu, NULL);
+    pthread_mutex_init(&log->flush_mu, NULL);
     int rc = disk->vt->mkdirs(disk, dir);
     if (rc != 0) {
         fmt_err(err, err_size, "%s: cannot create the log directory: %s", dir, sq_strerror(rc));
@@ -349,11 +350,55 @@ void sq__plog_close(struct sq__plog *log)
         }
     }
     pthread_mutex_destroy(&log->mu);
+    pthread_mutex_destroy(&log->flush_mu);
     free(log->segs);
     free(log->idx);
     free(log->pend);
     free(log->spare);
     free(log);
+}
+
+size_t sq__plog_record_bytes(uint32_t size)
+{
+    return rec_bytes(size);
+}
+
+size_t sq__plog_encode(uint8_t *dst, uint64_t version, uint64_t timestamp, uint32_t sender,
+                       const void *data, uint32_t size)
+{
+    size_t need = rec_bytes(size);
+    memset(dst, 0, SQ_PLOG_HEADER_BYTES);
+    memset(dst + need - 8, 0, 8); /* the padding */
+    st32(dst, REC_MAGIC);
+    dst[4] = SQ_PLOG_FORMAT;
+    dst[6] = SQ_PLOG_HEADER_BYTES;
+    st32(dst + 8, size);
+    st32(dst + 12, sender);
+    st64(dst + 16, version);
+    st64(dst + 24, timestamp);
+    if (size > 0) {
+        memcpy(dst + SQ_PLOG_HEADER_BYTES, data, size);
+    }
+    st32(dst + 40, sq__crc32c(sq__crc32c(0, dst, 40), dst + SQ_PLOG_HEADER_BYTES, size));
+    return need;
+}
+
+size_t sq__plog_decode(const uint8_t *p, size_t avail, struct sq__plog_entry *e,
+                       const uint8_t **payload)
+{
+    if (avail < SQ_PLOG_HEADER_BYTES || ld32(p) != REC_MAGIC || p[4] != SQ_PLOG_FORMAT ||
+        p[6] != SQ_PLOG_HEADER_BYTES) {
+        return 0;
+    }
+    uint32_t len = ld32(p + 8);
+    if (len > SQ_PLOG_MAX_RECORD || avail < rec_bytes(len) ||
+        sq__crc32c(sq__crc32c(0, p, 40), p + SQ_PLOG_HEADER_BYTES, len) != ld32(p + 40)) {
+        return 0;
+    }
+    *e = (struct sq__plog_entry){.version = ld64(p + 16), .timestamp = ld64(p + 24),
+                                 .sender = ld32(p + 12), .size = len};
+    *payload = p + SQ_PLOG_HEADER_BYTES;
+    return rec_bytes(len);
 }
 
 int sq__plog_append(struct sq__plog *log, uint64_t version, uint64_t timestamp, uint32_t sender,
@@ -394,19 +439,7 @@ int sq__plog_append(struct sq__plog *log, uint64_t version, uint64_t timestamp, 
     if (log->n > 0 && timestamp < last.timestamp) {
         timestamp = last.timestamp;
     }
-    uint8_t *r = log->pend + log->pend_len;
-    memset(r, 0, need);
-    st32(r, REC_MAGIC);
-    r[4] = SQ_PLOG_FORMAT;
-    r[6] = SQ_PLOG_HEADER_BYTES;
-    st32(r + 8, size);
-    st32(r + 12, sender);
-    st64(r + 16, version);
-    st64(r + 24, timestamp);
-    if (size > 0) {
-        memcpy(r + SQ_PLOG_HEADER_BYTES, data, size);
-    }
-    st32(r + 40, sq__crc32c(sq__crc32c(0, r, 40), r + SQ_PLOG_HEADER_BYTES, size));
+    sq__plog_encode(log->pend + log->pend_len, version, timestamp, sender, data, size);
     struct sq__plog_segment *seg = &log->segs[log->nsegs - 1];
     struct sq__plog_entry e = {.version = version, .timestamp = timestamp, .sender = sender,
                                .size = size, .segment = log->nsegs - 1, .offset = seg->size};
@@ -421,6 +454,7 @@ int sq__plog_append(struct sq__plog *log, uint64_t version, uint64_t timestamp, 
 
 int sq__plog_flush(struct sq__plog *log, bool sync, uint64_t *durable)
 {
+    pthread_mutex_lock(&log->flush_mu);
     pthread_mutex_lock(&log->mu);
     int rc = log->failed;
     uint64_t first = log->pend_first, end = log->n;
@@ -523,6 +557,7 @@ int sq__plog_flush(struct sq__plog *log, bool sync, uint64_t *durable)
         batch = NULL;
     }
     pthread_mutex_unlock(&log->mu);
+    pthread_mutex_unlock(&log->flush_mu);
     free(batch);
     if (durable != NULL) {
         *durable = synced_now;

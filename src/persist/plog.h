@@ -54,6 +54,7 @@ struct sq__plog {
     char dir[512];
     uint64_t segment_bytes;
     pthread_mutex_t mu;
+    pthread_mutex_t flush_mu; /* one flush at a time */
     struct sq__plog_segment *segs;
     uint32_t nsegs, capsegs;
     struct sq__plog_entry *idx;
@@ -85,6 +86,17 @@ int sq__plog_append(struct sq__plog *log, uint64_t version, uint64_t timestamp, 
  * segment touched). Returns 0 or the (sticky) error. *durable gets the number of entries that
  * are durable now (or written, when !sync). */
 int sq__plog_flush(struct sq__plog *log, bool sync, uint64_t *durable);
+
+/* The record format, for moving records between members: encodes one record into `dst` (which
+ * has room for SQ_PLOG_HEADER_BYTES + align8(size) bytes) and returns its length; decodes the
+ * record at `p` (at most `avail` bytes), checking its checksum, and returns its length (0 when
+ * it is not a whole valid record). */
+size_t sq__plog_encode(uint8_t *dst, uint64_t version, uint64_t timestamp, uint32_t sender,
+                       const void *data, uint32_t size);
+size_t sq__plog_decode(const uint8_t *p, size_t avail, struct sq__plog_entry *e,
+                       const uint8_t **payload);
+/* Bytes a record of `size` payload bytes takes. */
+size_t sq__plog_record_bytes(uint32_t size);
 
 /* Counts and bounds. */
 uint64_t sq__plog_count(struct sq__plog *log);

@@ -8,7 +8,12 @@
  *     the same order; nothing is delivered in an inadequate view;
  *   - each sender's messages arrive in the order sent, with the right payload, in the right shard;
  *   - at the end, running members that reach each other share one view, and members of the same
- *     shard hold the same state (so the handovers carried exactly the right state).
+ *     shard hold the same state (so the handovers carried exactly the right state);
+ *   - persistent subgroups log on simulated disks that lose what was not synced and tear the
+ *     last write when a member crashes; logs are flushed at random moments, so crashes fall
+ *     between append, sync and the table update. Every version a member reported persisted is,
+ *     after recovery, in the log of every member of that shard (same bytes, same timestamp), and
+ *     every log holds exactly what its member delivered, in order.
  * A failure prints its seed; `test_sim_group --seed S -v` replays it. */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -22,6 +27,7 @@
 #include "group.h"
 #include "hash.h"
 #include "transport/sim/sim.h"
+#include "../unit/memdisk.h"
 #include "seeds.h"
 
 #define MAX_N 7
@@ -38,6 +44,17 @@ struct rec {
     uint64_t seq;    /* sender's own message number in that subgroup */
     uint64_t index;
     uint64_t timestamp;
+    uint64_t version;
+    uint32_t size;
+};
+
+/* A persisted report: version V of (sg, shard) was durable at these members' incarnations. */
+struct report {
+    uint32_t sg, shard;
+    uint64_t version;
+    uint32_t nmembers;
+    uint32_t ids[MAX_N];
+    uint32_t incarnations[MAX_N];
 };
 
 struct shard_state {
@@ -68,6 +85,7 @@ struct node {
     uint32_t nviews;
     uint32_t incarnation;
     uint64_t restart_at;
+    struct memdisk *disks[8]; /* by incarnation: a restart brings a fresh disk */
     struct run *run;
 };
 
@@ -82,9 +100,14 @@ struct run {
     bool verbose;
     bool kill_next_leader;
     uint64_t rng;
+    struct report *reports;
+    uint32_t nreports, capreports;
+    uint32_t flush_permille; /* chance per tick that a member flushes its logs */
+    bool flush_sync;         /* group commit (or none: written, never synced) */
 };
 
 static uint64_t g_views, g_inadequate, g_handovers, g_delivered, g_partitioned, g_removed;
+static uint64_t g_reports, g_checked_records;
 
 static void fail(struct run *run, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void fail(struct run *run, const char *fmt, ...)
@@ -145,7 +168,8 @@ static void on_deliver(void *arg, const sq_message *msg)
         SQ_ASSERT(me->log != NULL);
     }
     me->log[me->nlog++] = (struct rec){me->incarnation, me->g.ctl.view_id, sg, msg->shard, s, seq,
-                                       msg->index, msg->timestamp};
+                                       msg->index, msg->timestamp, msg->version,
+                                       (uint32_t)msg->size};
     g_delivered++;
 }
 
@@ -173,6 +197,27 @@ static void load_state(void *arg, uint32_t sg, uint32_t shard, const void *buf, 
     }
     memcpy(&me->state[sg], buf, size);
     g_handovers++;
+}
+
+static void on_persisted(void *arg, uint32_t sg, uint32_t shard, uint64_t version)
+{
+    struct node *me = arg;
+    struct run *run = me->run;
+    if (run->nreports == run->capreports) {
+        run->capreports = run->capreports ? run->capreports * 2 : 256;
+        run->reports = realloc(run->reports, run->capreports * sizeof(struct report));
+        SQ_ASSERT(run->reports != NULL);
+    }
+    struct report *r = &run->reports[run->nreports++];
+    *r = (struct report){.sg = sg, .shard = shard, .version = version};
+    const struct sq__smc *sh = &me->g.shard[sg];
+    for (uint32_t k = 0; k < sh->L.nmembers; k++) {
+        uint32_t id = sh->member_ids[k];
+        r->ids[r->nmembers] = id;
+        r->incarnations[r->nmembers] = id == me->id ? me->incarnation : run->node[id].incarnation;
+        r->nmembers++;
+    }
+    g_reports++;
 }
 
 static void record_view(struct run *run, struct node *nd)
@@ -210,10 +255,27 @@ static void new_incarnation(struct run *run, struct node *nd)
     nd->g.save = save_state;
     nd->g.load = load_state;
     nd->g.state_arg = nd;
+    nd->g.persisted = on_persisted;
+    nd->g.persisted_arg = nd;
+    SQ_ASSERT(nd->incarnation < 8 && nd->disks[nd->incarnation] == NULL);
+    struct memdisk *disk = malloc(sizeof(*disk));
+    SQ_ASSERT(disk != NULL);
+    md_init(disk);
+    nd->disks[nd->incarnation] = disk;
+    nd->g.disk = &disk->base;
     sq__group_init(&nd->g, &run->cfg, nd->mem, sq__sim_transport(run->sim, nd->id), nd->id,
                    run->peer_ids, sq__sim_now(run->sim));
     memset(nd->state, 0, sizeof(nd->state));
     memset(nd->last_ts, 0, sizeof(nd->last_ts));
+}
+
+/* The process dies with the machine: its disk keeps only what was synced, plus perhaps a torn
+ * part of the last write. */
+static void crash_node(struct run *run, struct node *nd)
+{
+    nd->crashed = true;
+    md_crash(nd->disks[nd->incarnation], sq__sim_rand_below(&run->rng, 3) == 0
+                                             ? sq__sim_rand_below(&run->rng, 200) : 0);
 }
 
 static void stop_node(struct run *run, struct node *nd, int reason)
@@ -259,7 +321,7 @@ static void poll_node(struct run *run, struct node *nd)
         }
         uint64_t prop_before = nd->g.ctl.prop.ballot;
         int rc = sq__group_poll(&nd->g, sq__sim_now(run->sim));
-        if (rc == SQ_ESTATE) {
+        if (rc == SQ_ESTATE && nd->g.errmsg[0] != '\0' && strstr(nd->g.errmsg, "hand over")) {
             stop_node(run, nd, rc); /* its donor failed before handing the state over */
             return;
         }
@@ -269,7 +331,7 @@ static void poll_node(struct run *run, struct node *nd)
         }
         if (run->kill_next_leader && nd->g.ctl.prop.ballot != prop_before) {
             run->kill_next_leader = false;
-            nd->crashed = true;
+            crash_node(run, nd);
             for (uint32_t j = 0; j < run->n; j++) {
                 if (j != nd->id && sq__sim_rand_below(&run->rng, 2) == 0) {
                     sq__sim_cut(run->sim, nd->id, j);
@@ -496,13 +558,131 @@ static void check(struct run *run)
     }
 }
 
+/* Power cut for everyone, then recovery: each log holds a prefix of what its member delivered,
+ * and every reported version is in the log of every member the report covered. */
+static void check_logs(struct run *run)
+{
+    static struct sq__plog *logs[MAX_N][8][MAX_SG];
+    memset(logs, 0, sizeof(logs));
+    for (uint32_t i = 0; i < run->n; i++) {
+        struct node *nd = &run->node[i];
+        sq__group_close_logs(&nd->g);
+        for (uint32_t inc = 0; inc <= nd->incarnation && inc < 8; inc++) {
+            struct memdisk *d = nd->disks[inc];
+            if (d == NULL) {
+                continue;
+            }
+            md_crash(d, sq__sim_rand_below(&run->rng, 2) ? sq__sim_rand_below(&run->rng, 100) : 0);
+            for (uint32_t sg = 0; sg < run->cfg.nsubgroups; sg++) {
+                if (!run->cfg.subgroups[sg].persistent) {
+                    continue;
+                }
+                for (uint32_t k = 0; k < run->cfg.subgroups[sg].shards; k++) {
+                    char dir[128], err[600];
+                    snprintf(dir, sizeof(dir), "/sim/member-%u/sg%u.%u", i, sg, k);
+                    struct sq__plog *log = NULL;
+                    if (sq__plog_open(&log, &d->base, dir, 1 << 20, err, sizeof(err)) != 0) {
+                        fail(run, "member %u incarnation %u: log %s does not open: %s", i, inc,
+                             dir, err);
+                        continue;
+                    }
+                    if (sq__plog_count(log) == 0) {
+                        sq__plog_close(log);
+                        continue;
+                    }
+                    if (logs[i][inc][sg] != NULL) {
+                        fail(run, "member %u incarnation %u logged two shards of subgroup %u", i,
+                             inc, sg);
+                    }
+                    logs[i][inc][sg] = log;
+                    /* From this incarnation's first delivery in sg on, the log is a prefix of
+                     * its deliveries (before it: history handed over when it joined). */
+                    uint64_t pos = 0, first_pos = 0;
+                    for (uint64_t x = 0; x < nd->nlog; x++) {
+                        if (nd->log[x].incarnation == inc && nd->log[x].sg == sg) {
+                            struct sq__plog_entry e0;
+                            if (sq__plog_find(log, nd->log[x].version, SQ_PLOG_EXACT, &e0,
+                                              &first_pos) != 0) {
+                                first_pos = sq__plog_count(log); /* all of it lost in a crash */
+                            }
+                            break;
+                        }
+                    }
+                    pos = first_pos;
+                    uint8_t buf[256];
+                    for (uint64_t x = 0; x < nd->nlog && run->failure[0] == '\0'; x++) {
+                        const struct rec *r = &nd->log[x];
+                        if (r->incarnation != inc || r->sg != sg) {
+                            continue;
+                        }
+                        struct sq__plog_entry e;
+                        if (sq__plog_entry_at(log, pos, &e) != 0) {
+                            break; /* lost in the crash: never reported durable (checked below) */
+                        }
+                        ssize_t n = sq__plog_read(log, &e, buf, sizeof(buf));
+                        uint64_t seq = 0;
+                        memcpy(&seq, buf, 8);
+                        bool bytes_ok = n == (ssize_t)r->size && seq == r->seq;
+                        for (ssize_t b = 8; bytes_ok && b < n; b++) {
+                            bytes_ok = buf[b] == pbyte(r->sender, sg, r->seq, (size_t)b);
+                        }
+                        if (e.version != r->version || e.timestamp != r->timestamp ||
+                            e.sender != r->sender || !bytes_ok || r->shard != k) {
+                            fail(run, "member %u incarnation %u: log entry %" PRIu64 " of subgroup "
+                                      "%u (version %#" PRIx64 ") differs from its delivery "
+                                      "(version %#" PRIx64 ")", i, inc, pos, sg, e.version,
+                                 r->version);
+                        }
+                        pos++;
+                        g_checked_records++;
+                    }
+                    if (pos != sq__plog_count(log) && pos > first_pos) {
+                        fail(run, "member %u incarnation %u: the log of subgroup %u holds %" PRIu64
+                                  " entries but only %" PRIu64 " match deliveries", i, inc, sg,
+                             sq__plog_count(log), pos);
+                    }
+                }
+            }
+        }
+    }
+    /* flush = none promises nothing across a power cut: only the prefix check above applies. */
+    for (uint32_t x = 0; run->flush_sync && x < run->nreports && run->failure[0] == '\0'; x++) {
+        const struct report *r = &run->reports[x];
+        struct sq__plog_entry ref = {0};
+        for (uint32_t k = 0; k < r->nmembers; k++) {
+            struct sq__plog *log = logs[r->ids[k]][r->incarnations[k]][r->sg];
+            struct sq__plog_entry e;
+            if (log == NULL || sq__plog_find(log, r->version, SQ_PLOG_EXACT, &e, NULL) != 0) {
+                fail(run, "version %#" PRIx64 " of subgroup %u shard %u was reported persisted "
+                          "but member %u (incarnation %u) lost it", r->version, r->sg, r->shard,
+                     r->ids[k], r->incarnations[k]);
+                break;
+            }
+            if (k == 0) {
+                ref = e;
+            } else if (e.timestamp != ref.timestamp || e.sender != ref.sender ||
+                       e.size != ref.size) {
+                fail(run, "version %#" PRIx64 " of subgroup %u differs between members", r->version,
+                     r->sg);
+            }
+        }
+    }
+    for (uint32_t i = 0; i < MAX_N; i++) {
+        for (uint32_t inc = 0; inc < 8; inc++) {
+            for (uint32_t sg = 0; sg < MAX_SG; sg++) {
+                sq__plog_close(logs[i][inc][sg]);
+            }
+        }
+    }
+}
+
 /* A random layout that n members can serve: 1-3 subgroups, 1-3 shards each, min/max sizes. */
 static void make_config(struct run *run, uint64_t *rng)
 {
     char text[2048];
     size_t len = (size_t)snprintf(text, sizeof(text), "[self]\nid=0\n[group]\n"
-                                  "heartbeat_timeout_ms=%u\nmax_state_bytes=4096\n",
-                                  HB_TIMEOUT_MS);
+                                  "heartbeat_timeout_ms=%u\nmax_state_bytes=4096\n"
+                                  "data_dir=/sim\nsegment_bytes=1048576\n", HB_TIMEOUT_MS);
     for (uint32_t i = 0; i < run->n; i++) {
         len += (size_t)snprintf(text + len, sizeof(text) - len,
                                 "[member.%u]\nhost=sim\nport=%u\n", i, 7000 + i);
@@ -526,6 +706,9 @@ static void make_config(struct run *run, uint64_t *rng)
         if (max != 0) {
             len += (size_t)snprintf(text + len, sizeof(text) - len, "max_members=%u\n", max);
         }
+        if (sq__sim_rand_below(rng, 2) == 0) {
+            len += (size_t)snprintf(text + len, sizeof(text) - len, "delivery=persistent\n");
+        }
     }
     char err[256];
     if (sq__config_parse_string(&run->cfg, "sim.cfg", text, err, sizeof(err)) != 0) {
@@ -543,6 +726,8 @@ static int run_seed(uint64_t seed, bool verbose)
     run->n = 3 + (uint32_t)sq__sim_rand_below(&rng, 5);
     run->rng = seed ^ 0x5eed;
     run->kill_next_leader = sq__sim_rand_below(&rng, 5) == 0;
+    run->flush_permille = 50 + (uint32_t)sq__sim_rand_below(&rng, 900);
+    run->flush_sync = sq__sim_rand_below(&rng, 8) != 0;
     make_config(run, &rng);
     struct sq_sim_params sp = {
         .min_delay_us = 5 + (uint32_t)sq__sim_rand_below(&rng, 100),
@@ -588,8 +773,9 @@ static int run_seed(uint64_t seed, bool verbose)
             printf(" [%u shards, min %u, max %u, window %u, payload %u]", sg->shards,
                    sg->min_members, sg->max_members, sg->window_size, sg->max_payload);
         }
-        printf(" delay=%u+%u loss=%u torn=%u faults=%u\n", sp.min_delay_us, sp.max_jitter_us,
-               sp.loss_permille, sp.torn_permille, nfaults);
+        printf(" delay=%u+%u loss=%u torn=%u faults=%u flush=%u/1000 %s\n", sp.min_delay_us,
+               sp.max_jitter_us, sp.loss_permille, sp.torn_permille, nfaults,
+               run->flush_permille, run->flush_sync ? "synced" : "not synced");
     }
     uint64_t next_tick = TICK_US;
     while (run->failure[0] == '\0') {
@@ -614,7 +800,7 @@ static int run_seed(uint64_t seed, bool verbose)
             uint32_t victim = (uint32_t)sq__sim_rand_below(&rng, run->n);
             struct node *nd = &run->node[victim];
             if (fault_kind[f] <= 1) {
-                nd->crashed = true;
+                crash_node(run, nd);
                 if (fault_kind[f] == 0) {
                     for (uint32_t j = 0; j < run->n; j++) {
                         if (j != victim) {
@@ -629,7 +815,7 @@ static int run_seed(uint64_t seed, bool verbose)
             } else if (fault_kind[f] <= 3) {
                 /* kill -9 and a restart that rejoins a little later */
                 if (!nd->crashed && !nd->stopped && !nd->joining) {
-                    nd->crashed = true;
+                    crash_node(run, nd);
                     nd->restart_at = now + 5000 + sq__sim_rand_below(&rng, 60000);
                     for (uint32_t j = 0; j < run->n; j++) {
                         if (j != victim) {
@@ -669,6 +855,7 @@ static int run_seed(uint64_t seed, bool verbose)
                 nd->joining = true;
                 nd->incarnation++;
                 sq__group_fini(&nd->g);
+                sq__group_close_logs(&nd->g);
                 memset(nd->mem, 0, nd->mem_bytes);
                 new_incarnation(run, nd);
                 sq__sim_reconnect(run->sim, i);
@@ -702,6 +889,14 @@ static int run_seed(uint64_t seed, bool verbose)
             if (nd->crashed || nd->stopped) {
                 continue;
             }
+            if (sq__sim_rand_below(&rng, 1000) < run->flush_permille) {
+                for (uint32_t sg = 0; sg < run->cfg.nsubgroups; sg++) {
+                    int frc = sq__group_flush_log(&nd->g, sg, run->flush_sync);
+                    if (frc != 0) {
+                        fail(run, "member %u: flush: %s", i, sq_strerror(frc));
+                    }
+                }
+            }
             if (now < send_until && sq__sim_rand_below(&rng, 1000) < send_permille) {
                 try_send(run, nd, &rng);
             }
@@ -710,6 +905,9 @@ static int run_seed(uint64_t seed, bool verbose)
     }
     if (run->failure[0] == '\0') {
         check(run);
+    }
+    if (run->failure[0] == '\0') {
+        check_logs(run);
     }
     int ok = run->failure[0] == '\0';
     if (!ok) {
@@ -726,9 +924,17 @@ static int run_seed(uint64_t seed, bool verbose)
     }
     for (uint32_t i = 0; i < run->n; i++) {
         sq__group_fini(&run->node[i].g);
+        sq__group_close_logs(&run->node[i].g);
         free(run->node[i].mem);
         free(run->node[i].log);
+        for (int k = 0; k < 8; k++) {
+            if (run->node[i].disks[k] != NULL) {
+                md_free(run->node[i].disks[k]);
+                free(run->node[i].disks[k]);
+            }
+        }
     }
+    free(run->reports);
     sq__sim_destroy(run->sim);
     free(run);
     return ok;
@@ -739,7 +945,8 @@ int main(int argc, char **argv)
     int rc = sq_sim_main(argc, argv, "sim group", run_seed);
     printf("views installed %" PRIu64 " (inadequate %" PRIu64 "), state handovers %" PRIu64
            ", messages delivered %" PRIu64 ", members stopped as partitioned %" PRIu64
-           ", as removed %" PRIu64 "\n", g_views, g_inadequate, g_handovers, g_delivered,
-           g_partitioned, g_removed);
+           ", as removed %" PRIu64 ", persisted reports %" PRIu64 ", log records checked %" PRIu64
+           "\n", g_views, g_inadequate, g_handovers, g_delivered, g_partitioned, g_removed,
+           g_reports, g_checked_records);
     return rc;
 }
