@@ -132,7 +132,7 @@ rejoin_case() {
   r2=$(grep -o 'delivered=[0-9]* hash=0x[0-9a-f]* view=[0-9]*' "$WORK/m2.out")
   [ "$r2" = "$r0" ] || fail "the rejoined member ended with '$r2', the others with '$r0'"
   grep -q '^view=2 members=0,1,2 ' "$WORK/m2.out" || fail "the restarted member did not join in view 2"
-  grep -q "received 32 bytes of state for shard 0 of subgroup" "$WORK/m2.err" || fail "the joiner did not receive the state"
+  grep -q "received shard 0 of subgroup main: 0 log records and 32 bytes of state" "$WORK/m2.err" || fail "the joiner did not receive the state"
   echo "  rejoined member 2: $r2"
   echo "  view change after the kill: $(view_time "$k1" 1 0 1) ms; from the restart to the view with it: $(view_time "$j1" 2 0 1 2) ms"
   PIDS=()

@@ -81,9 +81,9 @@ for i in 0 1 2 3; do
   wait "$pid" || fail "member $i exited with status $?"
 done
 grep -q '^view=2 members=0,1,3,2 .* shard=0 adequate=1' "$WORK/m2.out" || fail "member 2 did not rejoin shard 0 in view 2"
-grep -q 'received 32 bytes of state for shard 0 of subgroup kv' "$WORK/m2.err" || fail "member 2 got no state for shard 0"
-grep -q 'handed 32 bytes of shard 0 of subgroup kv to member 2' "$WORK/m0.err" || fail "member 0 did not hand shard 0 over"
-grep -q 'handed .* of subgroup all to member 2' "$WORK/m0.err" || fail "nobody handed subgroup all over"
+grep -q 'received shard 0 of subgroup kv: 0 log records and 32 bytes of state' "$WORK/m2.err" || fail "member 2 got no state for shard 0"
+grep -q 'handed shard 0 of subgroup kv to member 2 in view 2: 0 log records, 32 bytes of state' "$WORK/m0.err" || fail "member 0 did not hand shard 0 over"
+grep -q 'handed shard 0 of subgroup all to member 2' "$WORK/m0.err" || fail "nobody handed subgroup all over"
 r0=$(result 0); r1=$(result 1); r2=$(result 2); r3=$(result 3)
 [ "$r0" = "$r2" ] || fail "shard 0 disagrees after the rejoin: member 0 '$r0', member 2 '$r2'"
 [ "$r1" = "$r3" ] || fail "shard 1 disagrees: member 1 '$r1', member 3 '$r3'"
