@@ -137,7 +137,7 @@ int sq_member_on_persisted(sq_member *m, sq_persisted_fn fn, void *arg);
  * SQ_ENOTFOUND when there is no such entry, SQ_ENOTSUP for a subgroup that is not persistent
  * or that this member does not serve. Entries are readable once written to the file, which the
  * flusher does promptly; durable ones are those up to the persisted frontier. */
-enum { SQ_LOG_EXACT, SQ_LOG_AT_OR_BEFORE, SQ_LOG_AT_TIME, SQ_LOG_AFTER };
+enum { SQ_LOG_EXACT, SQ_LOG_AT_OR_BEFORE, SQ_LOG_AT_TIME, SQ_LOG_AFTER, SQ_LOG_FIRST };
 typedef struct sq_record {
     uint64_t version;
     uint64_t timestamp;
@@ -146,6 +146,12 @@ typedef struct sq_record {
 } sq_record;
 int sq_member_log_get(sq_member *m, uint32_t subgroup, int how, uint64_t key, sq_record *rec,
                       void *buf, size_t cap);
+
+/* For tools, without joining the group: opens the logs this member keeps under data_dir (one
+ * per persistent subgroup; a torn last record is cut and reported through the log sink, damage
+ * before it fails with the file and offset), so that sq_member_log_get reads them. Returns the
+ * number of logs opened, or an error (details in sq_member_errmsg). Not with start/join. */
+int sq_member_open_logs(sq_member *m);
 
 /* Joins a running group instead of forming the first view: connects to the configured members,
  * asks to be added, waits for the view that adds it and for the state, then starts. A member that

@@ -328,27 +328,33 @@ static void group_deliver(void *arg, const sq_message *msg)
 static int open_log(struct sq__group *g, uint32_t s, uint32_t k)
 {
     char dir[600], err[800] = "";
-    snprintf(dir, sizeof(dir), "%s/member-%u/%s.%u", g->cfg->data_dir,
-             g->peer_ids[g->self_peer], g->cfg->subgroups[s].name, k);
-    int rc = sq__plog_open(&g->log[s], g->disk, dir, g->cfg->segment_bytes, err, sizeof(err));
+    sq__group_log_dir(g->cfg, g->peer_ids[g->self_peer], s, k, dir, sizeof(dir));
+    struct sq__plog *log = NULL;
+    int rc = sq__plog_open(&log, g->disk, dir, g->cfg->segment_bytes, err, sizeof(err));
     if (rc != 0) {
         return gfail(g, rc, "%s", err);
     }
-    if (g->log[s]->recovery[0] != '\0') {
-        sq__log(SQ_LOG_WARN, "log recovery: %s", g->log[s]->recovery);
+    if (log->recovery[0] != '\0') {
+        sq__log(SQ_LOG_WARN, "log recovery: %s", log->recovery);
     }
-    uint64_t n = sq__plog_count(g->log[s]);
+    uint64_t n = sq__plog_count(log);
     if (n > 0) {
-        struct sq__plog_entry last = sq__plog_last(g->log[s]);
-        sq__plog_close(g->log[s]);
-        g->log[s] = NULL;
+        struct sq__plog_entry last = sq__plog_last(log);
+        sq__plog_close(log);
         return gfail(g, SQ_ESTATE, "%s holds %llu records from an earlier run (last version "
                      "%#llx); restarting from an existing log is not supported yet: move the "
                      "directory away to start this member afresh", dir, (unsigned long long)n,
                      (unsigned long long)last.version);
     }
     atomic_store(&g->durable_next[s], 0);
+    __atomic_store_n(&g->log[s], log, __ATOMIC_RELEASE); /* the flusher thread reads it */
     return 0;
+}
+
+void sq__group_log_dir(const struct sq_config *cfg, uint32_t member_id, uint32_t s, uint32_t k,
+                       char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/member-%u/%s.%u", cfg->data_dir, member_id, cfg->subgroups[s].name, k);
 }
 
 /* Sets up view `view_id` over layout `assign` (adequate or not); `holders` says who held each
@@ -598,7 +604,7 @@ static int publish_persistence(struct sq__group *g, uint32_t s)
 
 int sq__group_flush_log(struct sq__group *g, uint32_t sg, bool sync)
 {
-    struct sq__plog *log = g->log[sg];
+    struct sq__plog *log = __atomic_load_n(&g->log[sg], __ATOMIC_ACQUIRE);
     if (log == NULL) {
         return 0;
     }

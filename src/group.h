@@ -154,6 +154,10 @@ void sq__group_fini(struct sq__group *g);
  * polling. Returns 0 or the log's (sticky) error. */
 int sq__group_flush_log(struct sq__group *g, uint32_t sg, bool sync);
 
+/* Where member `member_id` keeps the log of shard k of subgroup s. */
+void sq__group_log_dir(const struct sq_config *cfg, uint32_t member_id, uint32_t s, uint32_t k,
+                       char *out, size_t cap);
+
 /* Closes the logs (after the flusher stopped). */
 void sq__group_close_logs(struct sq__group *g);
 

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "config.h"
@@ -86,6 +87,16 @@ struct sq_member {
         uint8_t *bytes;
     } *backlog;
     uint32_t nbacklog;
+
+    /* The persistence thread: writes and syncs the logs of persistent subgroups, so that the
+     * event loop never waits for the disk. */
+    pthread_t flusher;
+    bool flusher_started;
+    pthread_mutex_t pmu;   /* guards the two flags below */
+    pthread_cond_t pcv;
+    bool pwork, pstop;
+    _Atomic int persist_failed;
+    bool offline_logs;     /* sq_member_open_logs: logs opened for reading only */
 
     pthread_mutex_t mu; /* guards smc, state and errmsg */
     pthread_cond_t cv;  /* signalled on delivery progress, failure and close */
@@ -171,6 +182,8 @@ int sq_member_open(sq_member **out, const char *config_path, char *err, size_t e
     }
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->cv, NULL);
+    pthread_mutex_init(&m->pmu, NULL);
+    pthread_cond_init(&m->pcv, NULL);
     m->state = ST_OPEN;
     *out = m;
     return 0;
@@ -219,6 +232,16 @@ int sq_member_on_call(sq_member *m, sq_call_fn fn, void *arg)
     if (rc == 0) {
         m->on_call = fn;
         m->on_call_arg = arg;
+    }
+    return rc;
+}
+
+int sq_member_on_persisted(sq_member *m, sq_persisted_fn fn, void *arg)
+{
+    int rc = before_start(m);
+    if (rc == 0) {
+        m->g.persisted = fn;
+        m->g.persisted_arg = arg;
     }
     return rc;
 }
@@ -607,6 +630,20 @@ static void *loop_main(void *arg)
     while (m->state == ST_RUNNING) {
         suspect_failed_links(m);
         int rc = sq__group_poll(&m->g, sq__mono_us());
+        if (m->g.appended) {
+            m->g.appended = false;
+            pthread_mutex_lock(&m->pmu);
+            m->pwork = true;
+            pthread_cond_signal(&m->pcv);
+            pthread_mutex_unlock(&m->pmu);
+        }
+        int prc = atomic_load(&m->persist_failed);
+        if (prc != 0 && rc >= 0) {
+            snprintf(m->g.errmsg, sizeof(m->g.errmsg), "writing the log failed: %s (nothing "
+                     "more is delivered here, since it could not be made durable)",
+                     sq_strerror(prc));
+            rc = prc;
+        }
         if (rc < 0) {
             fail_locked(m, rc);
             break;
@@ -659,9 +696,80 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
+static bool any_persistent(const sq_member *m)
+{
+    for (uint32_t s = 0; s < m->cfg.nsubgroups; s++) {
+        if (m->cfg.subgroups[s].persistent) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The persistence thread. group_commit: write and sync whatever the loop appended, as soon as
+ * it did (appends that come in meanwhile form the next batch); periodic: write as it comes,
+ * sync every flush_interval_ms; none: write, never sync. */
+static void *flusher_main(void *arg)
+{
+    sq_member *m = arg;
+    const int policy = m->cfg.flush_policy;
+    uint64_t next_sync = sq__mono_ms() + (uint64_t)m->cfg.flush_interval_ms;
+    pthread_mutex_lock(&m->pmu);
+    for (;;) {
+        if (!m->pwork && !m->pstop) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            long wait_ms = policy == SQ_FLUSH_PERIODIC ? m->cfg.flush_interval_ms : 100;
+            ts.tv_nsec += (wait_ms % 1000) * 1000000L;
+            ts.tv_sec += wait_ms / 1000 + ts.tv_nsec / 1000000000L;
+            ts.tv_nsec %= 1000000000L;
+            pthread_cond_timedwait(&m->pcv, &m->pmu, &ts);
+        }
+        bool stop = m->pstop;
+        m->pwork = false;
+        pthread_mutex_unlock(&m->pmu);
+        bool sync = policy == SQ_FLUSH_GROUP_COMMIT || stop ||
+                    (policy == SQ_FLUSH_PERIODIC && sq__mono_ms() >= next_sync);
+        if (sync && policy == SQ_FLUSH_PERIODIC) {
+            next_sync = sq__mono_ms() + (uint64_t)m->cfg.flush_interval_ms;
+        }
+        if (policy == SQ_FLUSH_NONE && !stop) {
+            sync = false;
+        }
+        bool progress = false;
+        for (uint32_t s = 0; s < m->cfg.nsubgroups; s++) {
+            uint64_t before = atomic_load(&m->g.durable_next[s]);
+            int rc = sq__group_flush_log(&m->g, s, sync);
+            if (rc != 0 && atomic_load(&m->persist_failed) == 0) {
+                sq__log(SQ_LOG_ERROR, "the log of subgroup %s cannot be written: %s",
+                        m->cfg.subgroups[s].name, sq_strerror(rc));
+                atomic_store(&m->persist_failed, rc);
+                progress = true;
+            }
+            progress |= atomic_load(&m->g.durable_next[s]) != before;
+        }
+        if (progress && !stop) {
+            m->t->vt->wake(m->t); /* the loop publishes what became durable */
+        }
+        pthread_mutex_lock(&m->pmu);
+        if (stop) {
+            break;
+        }
+    }
+    pthread_mutex_unlock(&m->pmu);
+    return NULL;
+}
+
 /* Starts the event loop over the view already set up in m->g. */
 static int run_loop(sq_member *m)
 {
+    if (any_persistent(m)) {
+        if (pthread_create(&m->flusher, NULL, flusher_main, m) != 0) {
+            set_error(m, "cannot start the persistence thread");
+            return SQ_ENOMEM;
+        }
+        m->flusher_started = true;
+    }
     m->g_ready = true;
     m->state = ST_RUNNING;
     tell_transport_view(m);
@@ -1060,6 +1168,15 @@ void sq_member_close(sq_member *m)
         m->t->vt->wake(m->t);
         pthread_join(m->loop, NULL);
     }
+    if (m->flusher_started) {
+        /* A last write and sync: a clean stop leaves every delivered update on disk. */
+        pthread_mutex_lock(&m->pmu);
+        m->pstop = true;
+        pthread_cond_signal(&m->pcv);
+        pthread_mutex_unlock(&m->pmu);
+        pthread_join(m->flusher, NULL);
+    }
+    sq__group_close_logs(&m->g);
     if (m->g_ready) {
         sq__group_fini(&m->g);
     }
@@ -1068,6 +1185,8 @@ void sq_member_close(sq_member *m)
     }
     pthread_cond_destroy(&m->cv);
     pthread_mutex_destroy(&m->mu);
+    pthread_cond_destroy(&m->pcv);
+    pthread_mutex_destroy(&m->pmu);
     for (uint32_t i = 0; i < m->nbacklog; i++) {
         free(m->backlog[i].bytes);
     }
@@ -1209,4 +1328,87 @@ int sq_member_ordered_call_in(sq_member *m, uint32_t subgroup, const void *req, 
     c->id = 0;
     pthread_mutex_unlock(&m->mu);
     return rc;
+}
+
+int sq_member_log_get(sq_member *m, uint32_t subgroup, int how, uint64_t key, sq_record *rec,
+                      void *buf, size_t cap)
+{
+    if (m == NULL || rec == NULL || (buf == NULL && cap > 0) || subgroup >= m->cfg.nsubgroups) {
+        return SQ_EINVAL;
+    }
+    struct sq__plog *log = __atomic_load_n(&m->g.log[subgroup], __ATOMIC_ACQUIRE);
+    if (!m->cfg.subgroups[subgroup].persistent || log == NULL) {
+        return SQ_ENOTSUP;
+    }
+    struct sq__plog_entry e;
+    uint64_t pos = 0;
+    int rc;
+    switch (how) {
+    case SQ_LOG_EXACT:
+        rc = sq__plog_find(log, key, SQ_PLOG_EXACT, &e, NULL);
+        break;
+    case SQ_LOG_AT_OR_BEFORE:
+        rc = sq__plog_find(log, key, SQ_PLOG_AT_OR_BEFORE, &e, NULL);
+        break;
+    case SQ_LOG_AT_TIME:
+        rc = sq__plog_find_time(log, key, &e, NULL);
+        break;
+    case SQ_LOG_AFTER:
+        rc = sq__plog_find(log, key, SQ_PLOG_AT_OR_BEFORE, &e, &pos);
+        rc = sq__plog_entry_at(log, rc == 0 ? pos + 1 : 0, &e);
+        break;
+    case SQ_LOG_FIRST:
+        rc = sq__plog_entry_at(log, 0, &e);
+        break;
+    default:
+        return SQ_EINVAL;
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    ssize_t n = sq__plog_read(log, &e, buf, cap);
+    if (n < 0) {
+        return (int)n;
+    }
+    *rec = (sq_record){.version = e.version, .timestamp = e.timestamp, .sender_id = e.sender,
+                       .size = e.size};
+    return 0;
+}
+
+int sq_member_open_logs(sq_member *m)
+{
+    if (m == NULL || m->state != ST_OPEN || m->offline_logs) {
+        return SQ_ESTATE;
+    }
+    m->offline_logs = true;
+    m->g.disk = sq__disk_posix();
+    int opened = 0;
+    for (uint32_t s = 0; s < m->cfg.nsubgroups; s++) {
+        if (!m->cfg.subgroups[s].persistent) {
+            continue;
+        }
+        for (uint32_t k = 0; k < m->cfg.subgroups[s].shards; k++) {
+            char dir[600], err[800] = "";
+            sq__group_log_dir(&m->cfg, m->cfg.self_id, s, k, dir, sizeof(dir));
+            if (access(dir, F_OK) != 0) {
+                continue;
+            }
+            struct sq__plog *log = NULL;
+            int rc = sq__plog_open(&log, m->g.disk, dir, m->cfg.segment_bytes, err, sizeof(err));
+            if (rc != 0) {
+                set_error(m, "%s", err);
+                return rc;
+            }
+            if (log->recovery[0] != '\0') {
+                sq__log(SQ_LOG_WARN, "log recovery: %s", log->recovery);
+            }
+            if (m->g.log[s] != NULL) {
+                sq__plog_close(log); /* one shard per subgroup: keep the first */
+                continue;
+            }
+            m->g.log[s] = log;
+            opened++;
+        }
+    }
+    return opened;
 }

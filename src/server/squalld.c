@@ -76,6 +76,8 @@ struct run {
     uint32_t view_id;
     uint32_t sg;          /* the subgroup this run sends in and fingerprints */
     _Atomic uint64_t count; /* deliveries in that subgroup, for main to read */
+    _Atomic uint64_t persisted; /* 1 + the highest version persisted at every member (0: none) */
+    uint64_t persisted_printed_ns;
     _Atomic bool my_done_delivered;
     _Atomic bool resend_done; /* a view change dropped my DONE: main sends it again */
     _Atomic bool finished;    /* --finish: the result is frozen */
@@ -180,6 +182,64 @@ static void on_view(void *arg, const sq_view *v)
     check_finished(r);
 }
 
+/* Persistent subgroups: prints the frontier as it advances (at most every 10 ms, and always
+ * before a run's result), so a test that kills the member knows what it was told. */
+static void on_persisted(void *arg, uint32_t subgroup, uint32_t shard, uint64_t version)
+{
+    struct run *r = arg;
+    (void)shard;
+    if (subgroup != r->sg) {
+        return;
+    }
+    atomic_store(&r->persisted, version + 1);
+    uint64_t now = mono_ns();
+    if (now - r->persisted_printed_ns >= 10000000u) {
+        r->persisted_printed_ns = now;
+        printf("persisted version=0x%" PRIx64 "\n", version);
+    }
+}
+
+/* --dump-log: recovers this member's log of the subgroup and prints what it holds. */
+static int dump_log(sq_member *m, uint32_t sg, const char *name, uint64_t upto)
+{
+    int n = sq_member_open_logs(m);
+    if (n < 0) {
+        fprintf(stderr, "squalld: %s\n", sq_member_errmsg(m));
+        return EXIT_FAILED;
+    }
+    static uint8_t buf[16u << 20];
+    sq_record rec;
+    uint64_t records = 0, upto_records = 0, first = 0, last = 0;
+    uint64_t hash = 0xcbf29ce484222325ull;
+    bool has_upto = false;
+    int rc = sq_member_log_get(m, sg, SQ_LOG_FIRST, 0, &rec, buf, sizeof(buf));
+    while (rc == 0) {
+        if (records == 0) {
+            first = rec.version;
+        }
+        last = rec.version;
+        records++;
+        if (rec.version <= upto) {
+            upto_records++;
+            has_upto |= rec.version == upto;
+            uint64_t h = hash;
+            h = (h ^ rec.version) * 0x100000001b3ull;
+            h = (h ^ rec.timestamp) * 0x100000001b3ull;
+            h = (h ^ rec.sender_id) * 0x100000001b3ull;
+            hash = fold(h, buf, rec.size);
+        }
+        rc = sq_member_log_get(m, sg, SQ_LOG_AFTER, rec.version, &rec, buf, sizeof(buf));
+    }
+    if (rc != SQ_ENOTFOUND && rc != SQ_ENOTSUP) {
+        fprintf(stderr, "squalld: reading the log: %s\n", sq_strerror(rc));
+        return EXIT_FAILED;
+    }
+    printf("log member=%u subgroup=%s records=%" PRIu64 " first=0x%" PRIx64 " last=0x%" PRIx64
+           " upto_records=%" PRIu64 " upto_hash=0x%016" PRIx64 " has_upto=%d\n", g_id, name,
+           records, first, last, upto_records, hash, has_upto ? 1 : 0);
+    return EXIT_DONE;
+}
+
 /* The application state a joiner receives: everything the fingerprint depends on, so a member
  * that rejoins ends with the same hash as the others. Little-endian u64s. */
 struct saved {
@@ -266,6 +326,9 @@ static void usage(FILE *out)
             "  --print           print every delivered message\n"
             "  --subgroup NAME   send in, count and fingerprint this subgroup (default: the\n"
             "                    first); results then cover this member's shard of it\n"
+            "  --dump-log        do not join: recover this member's log of the subgroup (a\n"
+            "                    persistent one) and print records=N first=... last=...\n"
+            "  --upto V          with --dump-log: also hash the records up to version V\n"
             "  --join            join a running group (a restarted member) instead of forming\n"
             "                    the first view; it receives the others' state\n"
             "  --query ID        at the end of the run, ask member ID for its fingerprint\n"
@@ -331,7 +394,8 @@ int main(int argc, char **argv)
     const char *config = NULL, *latency_file = NULL, *subgroup = NULL;
     uint64_t send = 0, size = 1024, expect = 0, timeout_s = 600, rate = 0, query = UINT64_MAX;
     uint64_t call_at = UINT64_MAX;
-    bool print_each = false, finish = false, join = false;
+    bool print_each = false, finish = false, join = false, dump = false;
+    uint64_t upto = UINT64_MAX;
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"send", required_argument, NULL, 's'},
         {"size", required_argument, NULL, 'z'},   {"expect", required_argument, NULL, 'e'},
@@ -340,6 +404,7 @@ int main(int argc, char **argv)
         {"finish", no_argument, NULL, 'f'},        {"help", no_argument, NULL, 'h'},
         {"join", no_argument, NULL, 'j'},          {"query", required_argument, NULL, 'q'},
         {"call-at", required_argument, NULL, 'C'}, {"subgroup", required_argument, NULL, 'g'},
+        {"dump-log", no_argument, NULL, 'D'},      {"upto", required_argument, NULL, 'u'},
         {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
@@ -354,6 +419,14 @@ int main(int argc, char **argv)
         case 'f': finish = true; break;
         case 'j': join = true; break;
         case 'g': subgroup = optarg; break;
+        case 'D': dump = true; break;
+        case 'u': {
+            char *end = NULL;
+            errno = 0;
+            upto = strtoull(optarg, &end, 0);
+            ok = errno == 0 && end != optarg && *end == '\0';
+            break;
+        }
         case 'q': ok = parse_count(optarg, &query) && query <= UINT32_MAX; break;
         case 'C': ok = parse_count(optarg, &call_at); break;
         case 'r': ok = parse_count(optarg, &rate); break;
@@ -365,7 +438,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "squalld: bad value '%s' for --%s\n", optarg,
                     c == 's' ? "send" : c == 'z' ? "size" : c == 'e' ? "expect"
                                                 : c == 'r' ? "rate" : c == 'q' ? "query"
-                                                : c == 'C' ? "call-at" : "timeout");
+                                                : c == 'C' ? "call-at" : c == 'u' ? "upto"
+                                                : "timeout");
             return EXIT_USAGE;
         }
     }
@@ -414,6 +488,12 @@ int main(int argc, char **argv)
         }
         run.sg = (uint32_t)sg;
     }
+    if (dump) {
+        int st = dump_log(m, run.sg, subgroup != NULL ? subgroup : "(first)", upto);
+        sq_member_close(m);
+        return st;
+    }
+    sq_member_on_persisted(m, on_persisted, &run);
     sq_member_on_deliver(m, on_deliver, &run);
     sq_member_on_view(m, on_view, &run);
     sq_member_on_state(m, save_state, load_state, &run);
@@ -517,9 +597,14 @@ int main(int argc, char **argv)
         double secs = run.last_ns > run.first_ns ? (double)(run.last_ns - run.first_ns) / 1e9 : 0;
         /* The callbacks stopped touching `run` (finished, or the expected count was reached). */
         printf("member=%u delivered=%" PRIu64 " hash=0x%016" PRIx64 " view=%u elapsed_s=%.3f "
-               "msgs_per_s=%.0f mb_per_s=%.1f\n", g_id, run.delivered, run.hash, run.view_id, secs,
+               "msgs_per_s=%.0f mb_per_s=%.1f", g_id, run.delivered, run.hash, run.view_id, secs,
                secs > 0 ? (double)run.delivered / secs : 0,
                secs > 0 ? (double)run.bytes / secs / 1e6 : 0);
+        uint64_t p = atomic_load(&run.persisted);
+        if (p > 0) {
+            printf(" persisted=0x%" PRIx64, p - 1);
+        }
+        printf("\n");
         if (latency_file != NULL) {
             FILE *f = fopen(latency_file, "wb");
             uint64_t nlat = run.delivered < run.latency_cap ? run.delivered : run.latency_cap;
