@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= 2
 SEEDS ?= 5000
 
-.PHONY: all deps build test demo sim-long bench asan tsan clean format
+.PHONY: all deps build test demo sim-long bench bench-persist asan tsan clean format
 
 all: build
 
@@ -28,6 +28,10 @@ sim-long: build
 
 bench: build
 	@$(BUILD)/bench/mcast-bench --squalld $(BUILD)/squalld
+
+# Persistent against atomic delivery and the disk's fdatasync (logs under DATA_DIR, default /tmp).
+bench-persist: build
+	@$(BUILD)/bench/mcast-bench --persist --data-dir $(or $(DATA_DIR),/tmp) --squalld $(BUILD)/squalld
 
 # The test suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 asan: deps

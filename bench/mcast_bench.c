@@ -3,6 +3,7 @@
  * pairs per case. Never part of `make test`: run `make bench` or build/bench/mcast-bench. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -98,7 +99,7 @@ static double tcp_stream_mb_per_s(size_t chunk)
     return mbps;
 }
 
-static void write_configs(int n, int window, int max_payload)
+static void write_configs(int n, int window, int max_payload, bool persistent)
 {
     for (int i = 0; i < n; i++) {
         char path[512];
@@ -108,7 +109,13 @@ static void write_configs(int n, int window, int max_payload)
         for (int j = 0; j < n; j++) {
             fprintf(f, "[member.%d]\nhost = 127.0.0.1\nport = %d\n", j, g_base_port + j);
         }
+        if (persistent) {
+            fprintf(f, "[group]\ndata_dir = %s/data\n", g_dir);
+        }
         fprintf(f, "[subgroup.bench]\nwindow_size = %d\nmax_payload = %d\n", window, max_payload);
+        if (persistent) {
+            fprintf(f, "delivery = persistent\n");
+        }
         fclose(f);
     }
 }
@@ -125,13 +132,22 @@ struct result {
     double mb_per_s[MAX_MEMBERS];
     char hash[MAX_MEMBERS][40];
     uint32_t p50_us, p99_us;
+    uint32_t persist_p50_us, persist_p99_us; /* send to persisted at every member */
 };
 
-static struct result run_case(int n, bool all_senders, int size, uint64_t total, int window)
+static struct result run_case(int n, bool all_senders, int size, uint64_t total, int window,
+                              bool persistent, int rate)
 {
     struct result res;
     memset(&res, 0, sizeof(res));
-    write_configs(n, window, size);
+    if (persistent) {
+        char cmd[600];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s/data'", g_dir);
+        if (system(cmd) != 0) {
+            return res;
+        }
+    }
+    write_configs(n, window, size, persistent);
     int senders = all_senders ? n : 1;
     pid_t pids[MAX_MEMBERS];
     for (int i = 0; i < n; i++) {
@@ -139,7 +155,9 @@ static struct result run_case(int n, bool all_senders, int size, uint64_t total,
         if (i == 0) {
             share += total - (total / (uint64_t)senders) * (uint64_t)senders;
         }
-        char cfg[512], out[512], lat[512], send[32], sz[32], exp[32];
+        char cfg[512], out[512], lat[512], plat[512], send[32], sz[32], exp[32], rt[32];
+        snprintf(plat, sizeof(plat), "%s/plat%d.bin", g_dir, i);
+        snprintf(rt, sizeof(rt), "%d", rate);
         snprintf(cfg, sizeof(cfg), "%s/m%d.cfg", g_dir, i);
         snprintf(out, sizeof(out), "%s/out%d.txt", g_dir, i);
         snprintf(lat, sizeof(lat), "%s/lat%d.bin", g_dir, i);
@@ -151,8 +169,19 @@ static struct result run_case(int n, bool all_senders, int size, uint64_t total,
             if (freopen(out, "w", stdout) == NULL) {
                 _exit(127);
             }
-            execl(g_squalld, "squalld", "--config", cfg, "--send", send, "--size", sz, "--expect",
-                  exp, "--latency-file", lat, "--timeout", "300", (char *)NULL);
+            const char *argv[24] = {"squalld", "--config", cfg, "--send", send, "--size", sz,
+                                    "--expect", exp, "--latency-file", lat, "--timeout", "300"};
+            int a = 13;
+            if (persistent) {
+                argv[a++] = "--persist-latency-file";
+                argv[a++] = plat;
+            }
+            if (rate > 0) {
+                argv[a++] = "--rate";
+                argv[a++] = rt;
+            }
+            argv[a] = NULL;
+            execv(g_squalld, (char *const *)argv);
             perror("exec squalld");
             _exit(127);
         }
@@ -218,10 +247,101 @@ static struct result run_case(int n, bool all_senders, int size, uint64_t total,
         res.p50_us = lat[total / 2];
         res.p99_us = lat[(total * 99) / 100];
     }
+    if (ok && persistent) {
+        /* Each sender measured its own messages: pool them. */
+        size_t have = 0;
+        for (int i = 0; i < n; i++) {
+            char path[512];
+            snprintf(path, sizeof(path), "%s/plat%d.bin", g_dir, i);
+            FILE *f = fopen(path, "rb");
+            if (f != NULL) {
+                have += fread(lat + have, sizeof(uint32_t), total - have, f);
+                fclose(f);
+            }
+        }
+        if (have > 0) {
+            qsort(lat, have, sizeof(uint32_t), cmp_u32);
+            res.persist_p50_us = lat[have / 2];
+            res.persist_p99_us = lat[(have * 99) / 100];
+        }
+    }
     free(lat);
     free(one);
     res.ok = ok;
     return res;
+}
+
+/* The disk's own cost: append 1 KiB and fdatasync, `n` times, in the same directory the logs
+ * go to. */
+static void fdatasync_us(int n, uint32_t *p50, uint32_t *p99)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/fdatasync.ref", g_dir);
+    int fd = open(path, O_CREAT | O_RDWR | O_TRUNC, 0644);
+    uint32_t *t = calloc((size_t)n, sizeof(uint32_t));
+    char buf[1024];
+    memset(buf, 'x', sizeof(buf));
+    for (int i = 0; fd >= 0 && t != NULL && i < n; i++) {
+        double a = now_s();
+        if (write(fd, buf, sizeof(buf)) != (ssize_t)sizeof(buf) || fdatasync(fd) != 0) {
+            break;
+        }
+        t[i] = (uint32_t)((now_s() - a) * 1e6);
+    }
+    if (t != NULL) {
+        qsort(t, (size_t)n, sizeof(uint32_t), cmp_u32);
+        *p50 = t[n / 2];
+        *p99 = t[(n * 99) / 100];
+    }
+    free(t);
+    if (fd >= 0) {
+        close(fd);
+    }
+    unlink(path);
+}
+
+/* Persistent against atomic delivery, with the raw fdatasync cost as the reference. */
+static int persist_suite(int members, int window)
+{
+    uint32_t fs50 = 0, fs99 = 0;
+    fdatasync_us(2000, &fs50, &fs99);
+    printf("case=fdatasync size=1024 samples=2000 p50_us=%u p99_us=%u\n", fs50, fs99);
+    fflush(stdout);
+    int failures = 0;
+    /* one sender at a steady 2,000/s: latency; every sender flat out: throughput */
+    const struct {
+        const char *senders;
+        int rate;
+        uint64_t total;
+    } cases[2] = {{"one", 2000, 20000}, {"all", 0, 150000}};
+    for (int c = 0; c < 2; c++) {
+        bool all = strcmp(cases[c].senders, "all") == 0;
+        struct result a = run_case(members, all, 1024, cases[c].total, window, false, cases[c].rate);
+        g_base_port += members;
+        struct result p = run_case(members, all, 1024, cases[c].total, window, true, cases[c].rate);
+        g_base_port += members;
+        if (!a.ok || !p.ok) {
+            printf("case=persist members=%d senders=%s size=1024 ok=0 error=see_%s\n", members,
+                   cases[c].senders, g_dir);
+            failures++;
+            continue;
+        }
+        double am = a.msgs_per_s[0], pm = p.msgs_per_s[0];
+        for (int i = 1; i < members; i++) {
+            am = a.msgs_per_s[i] < am ? a.msgs_per_s[i] : am;
+            pm = p.msgs_per_s[i] < pm ? p.msgs_per_s[i] : pm;
+        }
+        printf("case=persist members=%d senders=%s size=1024 messages=%" PRIu64 " rate=%d ok=1 "
+               "atomic_msgs_per_s=%.0f persistent_msgs_per_s=%.0f throughput_ratio=%.3f "
+               "atomic_delivery_p50_us=%u persistent_delivery_p50_us=%u persist_p50_us=%u "
+               "persist_p99_us=%u fdatasync_p50_us=%u fdatasync_p99_us=%u "
+               "persist_p50_per_fdatasync_p50=%.2f\n",
+               members, cases[c].senders, cases[c].total, cases[c].rate, am, pm,
+               am > 0 ? pm / am : 0, a.p50_us, p.p50_us, p.persist_p50_us, p.persist_p99_us, fs50,
+               fs99, fs50 > 0 ? (double)p.persist_p50_us / fs50 : 0);
+        fflush(stdout);
+    }
+    return failures;
 }
 
 int main(int argc, char **argv)
@@ -233,7 +353,10 @@ int main(int argc, char **argv)
         {"members", required_argument, NULL, 'n'}, {"senders", required_argument, NULL, 's'},
         {"size", required_argument, NULL, 'z'},    {"count", required_argument, NULL, 'c'},
         {"window", required_argument, NULL, 'w'},  {"squalld", required_argument, NULL, 'd'},
+        {"persist", no_argument, NULL, 'p'},       {"data-dir", required_argument, NULL, 'D'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    bool persist = false;
+    const char *data_parent = "/tmp";
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -243,12 +366,17 @@ int main(int argc, char **argv)
         case 'c': count = strtoull(optarg, NULL, 10); break;
         case 'w': window = atoi(optarg); break;
         case 'd': g_squalld = optarg; break;
+        case 'p': persist = true; break;
+        case 'D': data_parent = optarg; break;
         default:
             fprintf(c == 'h' ? stdout : stderr,
                     "usage: mcast-bench [--members N] [--senders all|one] [--size BYTES]\n"
                     "                   [--count MESSAGES] [--window SLOTS] [--squalld PATH]\n"
+                    "       mcast-bench --persist [--data-dir DIR] [--members N] [--squalld PATH]\n"
                     "With no case options it runs every case: senders all and one, sizes 64,\n"
-                    "1024 and 10240, on --members (default 3) members.\n");
+                    "1024 and 10240, on --members (default 3) members. --persist compares\n"
+                    "persistent with atomic delivery and with the disk's own fdatasync, with the\n"
+                    "logs in DIR (default /tmp).\n");
             return c == 'h' ? 0 : 2;
         }
     }
@@ -263,13 +391,24 @@ int main(int argc, char **argv)
         fprintf(stderr, "mcast-bench: cannot run %s (pass --squalld PATH)\n", g_squalld);
         return 2;
     }
-    snprintf(g_dir, sizeof(g_dir), "/tmp/squall-bench-XXXXXX");
+    snprintf(g_dir, sizeof(g_dir), "%s/squall-bench-XXXXXX", data_parent);
     if (mkdtemp(g_dir) == NULL) {
         perror("mkdtemp");
         return 1;
     }
     srand((unsigned)getpid());
     g_base_port = 20000 + (rand() % 20000);
+    if (persist) {
+        int f = persist_suite(members, window);
+        if (f == 0) {
+            char cmd[600];
+            snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
+            if (system(cmd) != 0) {
+                fprintf(stderr, "mcast-bench: could not remove %s\n", g_dir);
+            }
+        }
+        return f == 0 ? 0 : 1;
+    }
 
     int sizes[3] = {64, 1024, 10240};
     int nsizes = 3;
@@ -290,7 +429,7 @@ int main(int argc, char **argv)
         for (int mi = 0; mi < nmodes; mi++) {
             uint64_t total = count ? count : sizes[si] >= 10240 ? 300000 : 1000000;
             bool all = strcmp(modes[mi], "all") == 0;
-            struct result r = run_case(members, all, sizes[si], total, window);
+            struct result r = run_case(members, all, sizes[si], total, window, false, 0);
             g_base_port += members; /* fresh ports: the previous case's may be in TIME_WAIT */
             if (!r.ok) {
                 printf("case=mcast members=%d senders=%s size=%d ok=0 error=see_%s\n", members,

@@ -77,6 +77,11 @@ struct run {
     uint32_t sg;          /* the subgroup this run sends in and fingerprints */
     _Atomic uint64_t count; /* deliveries in that subgroup, for main to read */
     _Atomic uint64_t persisted; /* 1 + the highest version persisted at every member (0: none) */
+    /* --persist-latency-file: my own messages waiting for the frontier, and their latencies */
+    uint64_t *pend_version, *pend_sent_ns;
+    uint64_t pend_head, pend_tail, pend_cap;
+    uint32_t *plat_us;
+    uint64_t nplat;
     uint64_t persisted_printed_ns;
     _Atomic bool my_done_delivered;
     _Atomic bool resend_done; /* a view change dropped my DONE: main sends it again */
@@ -132,6 +137,14 @@ static void on_deliver(void *arg, const sq_message *msg)
     if (r->print_each) {
         printf("deliver sender=%u index=%" PRIu64 " version=%" PRIu64 " size=%zu\n",
                msg->sender_id, msg->index, msg->version, msg->size);
+    }
+    if (r->pend_cap > 0 && msg->sender_id == g_id && msg->size >= 8 &&
+        r->pend_tail < r->pend_cap) {
+        uint64_t sent;
+        memcpy(&sent, msg->data, 8);
+        r->pend_version[r->pend_tail] = msg->version;
+        r->pend_sent_ns[r->pend_tail] = sent;
+        r->pend_tail++;
     }
     r->delivered++;
     atomic_store(&r->count, r->delivered);
@@ -193,6 +206,11 @@ static void on_persisted(void *arg, uint32_t subgroup, uint32_t shard, uint64_t 
     }
     atomic_store(&r->persisted, version + 1);
     uint64_t now = mono_ns();
+    while (r->pend_head < r->pend_tail && r->pend_version[r->pend_head] <= version) {
+        uint64_t sent = r->pend_sent_ns[r->pend_head++];
+        uint64_t us = now > sent ? (now - sent) / 1000u : 0;
+        r->plat_us[r->nplat++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+    }
     if (now - r->persisted_printed_ns >= 10000000u) {
         r->persisted_printed_ns = now;
         printf("persisted version=0x%" PRIx64 "\n", version);
@@ -324,6 +342,9 @@ static void usage(FILE *out)
             "  --latency-file F  write each delivery's send-to-delivery latency (u32 microseconds,\n"
             "                    little-endian, in delivery order) to F\n"
             "  --print           print every delivered message\n"
+            "  --persist-latency-file F  persistent subgroups: write the latency from sending\n"
+            "                    each of this member's messages to its being persisted at every\n"
+            "                    member (u32 microseconds, little-endian) to F\n"
             "  --subgroup NAME   send in, count and fingerprint this subgroup (default: the\n"
             "                    first); results then cover this member's shard of it\n"
             "  --dump-log        do not join: recover this member's log of the subgroup (a\n"
@@ -392,6 +413,7 @@ static void fill(void *buf, uint64_t size, uint64_t i)
 int main(int argc, char **argv)
 {
     const char *config = NULL, *latency_file = NULL, *subgroup = NULL;
+    const char *persist_latency_file = NULL;
     uint64_t send = 0, size = 1024, expect = 0, timeout_s = 600, rate = 0, query = UINT64_MAX;
     uint64_t call_at = UINT64_MAX;
     bool print_each = false, finish = false, join = false, dump = false;
@@ -405,6 +427,7 @@ int main(int argc, char **argv)
         {"join", no_argument, NULL, 'j'},          {"query", required_argument, NULL, 'q'},
         {"call-at", required_argument, NULL, 'C'}, {"subgroup", required_argument, NULL, 'g'},
         {"dump-log", no_argument, NULL, 'D'},      {"upto", required_argument, NULL, 'u'},
+        {"persist-latency-file", required_argument, NULL, 'P'},
         {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
@@ -420,6 +443,7 @@ int main(int argc, char **argv)
         case 'j': join = true; break;
         case 'g': subgroup = optarg; break;
         case 'D': dump = true; break;
+        case 'P': persist_latency_file = optarg; break;
         case 'u': {
             char *end = NULL;
             errno = 0;
@@ -492,6 +516,16 @@ int main(int argc, char **argv)
         int st = dump_log(m, run.sg, subgroup != NULL ? subgroup : "(first)", upto);
         sq_member_close(m);
         return st;
+    }
+    if (persist_latency_file != NULL && send > 0) {
+        run.pend_cap = send;
+        run.pend_version = calloc(send, sizeof(uint64_t));
+        run.pend_sent_ns = calloc(send, sizeof(uint64_t));
+        run.plat_us = calloc(send, sizeof(uint32_t));
+        if (run.pend_version == NULL || run.pend_sent_ns == NULL || run.plat_us == NULL) {
+            fprintf(stderr, "squalld: no memory for %" PRIu64 " latency samples\n", send);
+            return EXIT_FAILED;
+        }
     }
     sq_member_on_persisted(m, on_persisted, &run);
     sq_member_on_deliver(m, on_deliver, &run);
@@ -616,6 +650,22 @@ int main(int argc, char **argv)
                 fclose(f);
             }
         }
+        if (persist_latency_file != NULL) {
+            /* Give the frontier a moment to cover my last messages. */
+            for (int k = 0; k < 200 && run.pend_head < run.pend_tail; k++) {
+                usleep(10000);
+            }
+            FILE *f = fopen(persist_latency_file, "wb");
+            uint64_t n = run.nplat;
+            if (f == NULL || fwrite(run.plat_us, sizeof(uint32_t), n, f) != n) {
+                fprintf(stderr, "squalld: cannot write %s: %s\n", persist_latency_file,
+                        strerror(errno));
+                status = EXIT_FAILED;
+            }
+            if (f != NULL) {
+                fclose(f);
+            }
+        }
         if (query != UINT64_MAX) {
             char answer[SQ_QUERY_MAX_BYTES + 1];
             size_t len = 0;
@@ -641,5 +691,8 @@ int main(int argc, char **argv)
     }
     sq_member_close(m);
     free(run.latency_us);
+    free(run.pend_version);
+    free(run.pend_sent_ns);
+    free(run.plat_us);
     return status;
 }
