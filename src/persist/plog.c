@@ -204,7 +204,9 @@ static int recover(struct sq__plog *log, char *err, size_t err_size)
         fmt_err(err, err_size, "%s: cannot list the log directory: %s", log->dir, sq_strerror(rc));
         return rc;
     }
-    qsort(names.firsts, names.n, sizeof(uint64_t), cmp_u64);
+    if (names.n > 1) {
+        qsort(names.firsts, names.n, sizeof(uint64_t), cmp_u64);
+    }
     uint8_t *buf = NULL;
     size_t cap = 0;
     uint64_t last_version = 0, last_ts = 0;

@@ -183,7 +183,7 @@ static void test_damage(void)
     /* A flipped byte in a record of the last segment, with records after it. */
     int h = md_find(&md, "/x/seg-0000000100000001.sqlog");
     CHECK(h >= 0);
-    char last[64];
+    char last[600];
     int hl = -1;
     for (int i = 0; i < MD_FILES; i++) {
         if (md.files[i].used && (hl < 0 || strcmp(md.files[i].path, md.files[hl].path) > 0)) {
