@@ -204,8 +204,35 @@ static int pump_donation(struct sq__group *g, uint32_t s)
             d->cur++; /* it failed: it leaves with the next view */
             d->pos = 0;
             d->seq = 0;
-            d->in_flight = d->last_sent = false;
+            d->in_flight = d->last_sent = d->started = d->diverged = false;
+            d->sent_records = 0;
             continue;
+        }
+        if (!d->started) {
+            /* Where the newcomer's log ends: in its control row of this view. */
+            if (!sq__smc_row_valid(&g->ctl, nc)) {
+                return events;
+            }
+            uint64_t have = sq__smc_col(&g->ctl, nc, g->ctl.L.off_have + 8u * s);
+            uint64_t have_ts = sq__smc_col(&g->ctl, nc, g->ctl.L.off_have_ts + 8u * s);
+            d->pos = 0;
+            if (have > 0) {
+                struct sq__plog_entry e;
+                uint64_t p = 0;
+                if (g->log[s] != NULL &&
+                    sq__plog_find(g->log[s], have - 1, SQ_PLOG_EXACT, &e, &p) == 0 &&
+                    e.timestamp == have_ts && p < d->log_end) {
+                    d->pos = p + 1;
+                } else {
+                    d->diverged = true;
+                    d->pos = d->log_end;
+                    sq__log(SQ_LOG_ERROR, "member %u's log of shard %u of subgroup %s ends at "
+                            "version %#llx, which is not in this member's log: it cannot rejoin "
+                            "with that log", g->ctl.member_ids[nc], d->shard,
+                            g->cfg->subgroups[s].name, (unsigned long long)(have - 1));
+                }
+            }
+            d->started = true;
         }
         if (d->in_flight) {
             if (sq__smc_col(&g->ctl, nc, g->ctl.L.off_ack + 8u * s) < d->seq) {
@@ -217,11 +244,12 @@ static int pump_donation(struct sq__group *g, uint32_t s)
                 sq__log(SQ_LOG_INFO, "handed shard %u of subgroup %s to member %u in view %u: "
                                      "%llu log records, %zu bytes of state, %u chunks",
                         d->shard, g->cfg->subgroups[s].name, g->ctl.member_ids[nc], d->view_id,
-                        (unsigned long long)d->pos, d->state_size, d->seq);
+                        (unsigned long long)d->sent_records, d->state_size, d->seq);
                 d->cur++;
                 d->pos = 0;
                 d->seq = 0;
-                d->last_sent = false;
+                d->last_sent = d->started = d->diverged = false;
+                d->sent_records = 0;
             }
             continue;
         }
@@ -266,13 +294,14 @@ static int pump_donation(struct sq__group *g, uint32_t s)
                 len += sq__plog_encode(buf + len, e.version, e.timestamp, e.sender, payload,
                                        e.size);
                 d->pos++;
+                d->sent_records++;
             }
             if (len == 0) {
                 return events; /* wait for the flusher */
             }
         } else {
             h.flags = CHUNK_LAST;
-            h.status = (uint64_t)d->state_status;
+            h.status = d->diverged ? 2u : (uint64_t)d->state_status;
             h.last_ts = d->last_ts;
             if (d->state_status == 0 && d->state_size > 0) {
                 memcpy(buf, d->state, d->state_size);
@@ -324,8 +353,10 @@ static void group_deliver(void *arg, const sq_message *msg)
     }
 }
 
-/* Opens the log of my shard k of persistent subgroup s (once: shards are sticky). */
-static int open_log(struct sq__group *g, uint32_t s, uint32_t k)
+/* Opens the log of my shard k of persistent subgroup s (once: shards are sticky). A log from
+ * an earlier run is kept only when a donor will bring it up to date (this member rejoins a
+ * running group); forming a group on it would reuse its versions. */
+static int open_log(struct sq__group *g, uint32_t s, uint32_t k, bool have_donor)
 {
     char dir[600], err[800] = "";
     sq__group_log_dir(g->cfg, g->peer_ids[g->self_peer], s, k, dir, sizeof(dir));
@@ -338,12 +369,21 @@ static int open_log(struct sq__group *g, uint32_t s, uint32_t k)
         sq__log(SQ_LOG_WARN, "log recovery: %s", log->recovery);
     }
     uint64_t n = sq__plog_count(log);
+    if (n > 0 && have_donor) {
+        struct sq__plog_entry last = sq__plog_last(log);
+        sq__log(SQ_LOG_INFO, "%s holds %llu records up to version %#llx: rejoining, it asks only "
+                "for what came after", dir, (unsigned long long)n, (unsigned long long)last.version);
+        atomic_store(&g->durable_next[s], last.version + 1);
+        __atomic_store_n(&g->log[s], log, __ATOMIC_RELEASE);
+        return 0;
+    }
     if (n > 0) {
         struct sq__plog_entry last = sq__plog_last(log);
         sq__plog_close(log);
         return gfail(g, SQ_ESTATE, "%s holds %llu records from an earlier run (last version "
-                     "%#llx); restarting from an existing log is not supported yet: move the "
-                     "directory away to start this member afresh", dir, (unsigned long long)n,
+                     "%#llx); forming a group on an existing log is not supported yet (a member "
+                     "that rejoins a running group keeps its log): move the directory away to "
+                     "start this member afresh", dir, (unsigned long long)n,
                      (unsigned long long)last.version);
     }
     atomic_store(&g->durable_next[s], 0);
@@ -425,8 +465,19 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
                                         .peer_ids = g->peer_ids, .data_only = true,
                                         .subgroup = s, .shard = k,
                                         .last_timestamp = g->last_ts[s]};
-            if (sg->persistent && g->log[s] == NULL && (rc = open_log(g, s, k)) != 0) {
+            bool newcomer = holders->shard[s][my_rank] != k && donor != UINT32_MAX;
+            if (sg->persistent && g->log[s] == NULL &&
+                (rc = open_log(g, s, k, newcomer)) != 0) {
                 return rc;
+            }
+            if (newcomer && g->log[s] != NULL) {
+                /* Tell the donor where my log ends, so it sends only what comes after. */
+                uint8_t *row = sq__smc_row(&g->ctl, my_rank);
+                struct sq__plog_entry last = sq__plog_last(g->log[s]);
+                bool any = sq__plog_count(g->log[s]) > 0;
+                sq__store_u64(row + g->ctl.L.off_have + 8u * s, any ? last.version + 1 : 0);
+                sq__store_u64(row + g->ctl.L.off_have_ts + 8u * s, any ? last.timestamp : 0);
+                g->ctl.header_dirty = true;
             }
             rc = sq__smc_init(&g->shard[s], &sp, g->base + sp.region_offset, g->t, group_deliver,
                               g);
@@ -549,6 +600,12 @@ static int check_handovers(struct sq__group *g)
                 at += n;
             }
         } else {
+            if (h.status == 2) {
+                return gfail(g, SQ_ECORRUPT, "this member's log of shard %llu of subgroup %s does "
+                             "not match the group's history (its last version is not in the "
+                             "donor's log): move the log directory away and rejoin afresh",
+                             (unsigned long long)h.shard, g->cfg->subgroups[s].name);
+            }
             if (h.status != 0) {
                 return gfail(g, SQ_EIO, "the state of shard %llu of subgroup %s could not be "
                              "handed over: it is larger than max_state_bytes (%llu)",

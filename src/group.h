@@ -66,7 +66,10 @@ struct sq__donation {
     uint64_t pos;       /* next log entry for the current newcomer */
     uint32_t seq;       /* chunks sent to the current newcomer */
     bool in_flight, last_sent;
+    bool started;       /* the current newcomer's log end is known: pos starts after it */
+    bool diverged;      /* the current newcomer's log is not a prefix of mine */
     uint64_t bytes_sent;
+    uint64_t sent_records; /* to the current newcomer */
 };
 
 struct sq__group {

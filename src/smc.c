@@ -91,7 +91,7 @@ static inline uint8_t *slot_end(const struct sq__smc *s, uint32_t rank, uint64_t
            (size_t)(slot_no % s->L.window_size) * s->L.slot_bytes + s->L.slot_bytes;
 }
 
-static_assert(((SQ_SMC_OFF_RECEIVED + 8u * (SQ_SMC_MAX_MEMBERS + 2 * SQ_MAX_SUBGROUPS) + 40u + 63u) &
+static_assert(((SQ_SMC_OFF_RECEIVED + 8u * (SQ_SMC_MAX_MEMBERS + 4 * SQ_MAX_SUBGROUPS) + 40u + 63u) &
                ~63u) <=
                   SQ_TRANSPORT_MAX_COPY,
               "the row header must fit one write_copy");
@@ -131,7 +131,9 @@ int sq__smc_layout(struct sq__smc_layout *L, uint32_t nmembers, uint32_t window_
     L->max_payload = max_payload;
     L->off_prefix = SQ_SMC_OFF_RECEIVED + 8u * nmembers;
     L->off_ack = L->off_prefix + 8u * SQ_MAX_SUBGROUPS;
-    L->off_wedged = L->off_ack + 8u * SQ_MAX_SUBGROUPS;
+    L->off_have = L->off_ack + 8u * SQ_MAX_SUBGROUPS;
+    L->off_have_ts = L->off_have + 8u * SQ_MAX_SUBGROUPS;
+    L->off_wedged = L->off_have_ts + 8u * SQ_MAX_SUBGROUPS;
     L->off_promise = L->off_wedged + 8u;
     L->off_learned = L->off_promise + 8u;
     L->off_persisted = L->off_learned + 8u;

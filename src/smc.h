@@ -19,6 +19,8 @@
  *                       my shard of it, frozen when I wedge (control table only)
  *     u64 ack[8]        per subgroup: state chunks a newcomer has taken in this view (control
  *                       table only; see group.c)
+ *     u64 have[8]       per subgroup: a newcomer's log already holds versions up to have - 1
+ *     u64 have_ts[8]    ... and the timestamp of that last version (0, 0: its log is empty)
  *     u64 wedged        1 once this member froze its counters for a view change
  *     u64 promise       view-change ballot this member follows (see view.c)
  *     u64 learned       1 once this member knows the decision (then acc holds it)
@@ -63,7 +65,7 @@
 #define SQ_SMC_OFF_PROP 48u
 #define SQ_SMC_OFF_ACC (SQ_SMC_OFF_PROP + 8u * SQ_SMC_VALUE_WORDS)
 #define SQ_SMC_OFF_RECEIVED (SQ_SMC_OFF_ACC + 8u * SQ_SMC_VALUE_WORDS)
-/* After received[n]: prefix[SQ_MAX_SUBGROUPS], ack[SQ_MAX_SUBGROUPS], wedged, promise, learned, view_tag (see sq__smc_layout). A reader that sees one of
+/* After received[n]: prefix, ack, have, have_ts (SQ_MAX_SUBGROUPS each), wedged, promise, learned, view_tag (see sq__smc_layout). A reader that sees one of
  * them written sees every earlier field of the same header write: wedged vouches for the frozen
  * counters, promise for the accepted value, the view tag for everything. */
 
@@ -113,6 +115,8 @@ struct sq__smc_layout {
     size_t header_bytes;
     size_t off_prefix;
     size_t off_ack;
+    size_t off_have;
+    size_t off_have_ts;
     size_t off_wedged;
     size_t off_promise;
     size_t off_learned;

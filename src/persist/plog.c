@@ -305,6 +305,11 @@ static int recover(struct sq__plog *log, char *err, size_t err_size)
     }
     free(buf);
     free(names.firsts);
+    /* What survived a process crash may still sit in the page cache: make it durable, since it
+     * is counted as such from here on. */
+    if (rc == 0 && log->nsegs > 0) {
+        rc = log->disk->vt->datasync(log->disk, log->segs[log->nsegs - 1].handle);
+    }
     log->written = log->synced = log->n;
     log->pend_first = log->n;
     return rc;

@@ -7,6 +7,7 @@
 #      group from its logs is not built yet): nothing is appended to a log it cannot extend.
 #   3. In a running group, a member is killed and comes back on an empty disk: it receives the
 #      shard's log (and state) from a survivor, and at the end its log equals the others'.
+#   4. The same, but it comes back on its own log: it receives only what it missed.
 SQUALLD=$1
 . "$(dirname "$0")/lib.sh"
 HB_MS=${SQ_TEST_HEARTBEAT_MS:-500}
@@ -100,4 +101,37 @@ for i in 1 2; do
     fail "member $i's log differs at the end: '${r[0]}' / '${r[$i]}'"
 done
 echo "  $(grep -o 'received shard 0 of subgroup orders: [0-9]* log records' "$WORK/m2.err"); every log: $(field "${r[0]}" records) records"
+PIDS=()
+rm -rf "$WORK/data"
+
+echo "case 4: a member killed and restarted on its own log receives only what it missed"
+BASE_PORT=$((BASE_PORT + 10))
+setup
+for i in 0 1 2; do start_member "$i" --send 20000 --size 300 --rate 10000 --finish --timeout 60; done
+wait_view0
+sleep 0.8
+kill -9 "$PID_2"
+for ((t = 0; t < 200; t++)); do grep -q '^view=1 ' "$WORK/m0.out" && break; sleep 0.05; done
+had=$(dump 2 0 | grep -o ' records=[0-9]*' | cut -d= -f2)
+[ "${had:-0}" -gt 0 ] || fail "member 2 had logged nothing before it was killed"
+mv "$WORK/m2.out" "$WORK/m2.killed.out"
+mv "$WORK/m2.err" "$WORK/m2.killed.err"
+start_member 2 --send 2000 --size 300 --rate 10000 --finish --timeout 60
+for i in 0 1 2; do
+  pid=$(eval echo "\$PID_$i")
+  wait "$pid" || fail "member $i exited with status $?"
+done
+got=$(grep -o 'received shard 0 of subgroup orders: [0-9]* log records' "$WORK/m2.err" | grep -o '[0-9]* log' | cut -d' ' -f1)
+[ -n "$got" ] || fail "member 2 did not rejoin with its log"
+grep -q "holds $had records up to version" "$WORK/m2.err" || fail "member 2 did not keep its $had records"
+r=()
+for i in 0 1 2; do r+=("$(dump "$i" 0xffffffffffffffff)"); done
+for i in 1 2; do
+  [ "$(field "${r[$i]}" upto_hash)" = "$(field "${r[0]}" upto_hash)" ] &&
+  [ "$(field "${r[$i]}" records)" = "$(field "${r[0]}" records)" ] ||
+    fail "member $i's log differs at the end: '${r[0]}' / '${r[$i]}'"
+done
+total=$(field "${r[0]}" records)
+[ $((had + got)) -le "$total" ] && [ "$got" -lt $((total - had + 1)) ] || fail "member 2 kept $had, received $got, of $total"
+echo "  member 2 kept $had records, received $got it had missed; every log: $total records"
 echo "ok"

@@ -85,7 +85,8 @@ struct node {
     uint32_t nviews;
     uint32_t incarnation;
     uint64_t restart_at;
-    struct memdisk *disks[8]; /* by incarnation: a restart brings a fresh disk */
+    struct memdisk *disks[8]; /* by incarnation: a restart keeps its disk, or gets a fresh one */
+    bool keep_disk;           /* the next restart keeps the disk (and the log on it) */
     struct run *run;
 };
 
@@ -258,9 +259,14 @@ static void new_incarnation(struct run *run, struct node *nd)
     nd->g.persisted = on_persisted;
     nd->g.persisted_arg = nd;
     SQ_ASSERT(nd->incarnation < 8 && nd->disks[nd->incarnation] == NULL);
-    struct memdisk *disk = malloc(sizeof(*disk));
-    SQ_ASSERT(disk != NULL);
-    md_init(disk);
+    struct memdisk *disk;
+    if (nd->keep_disk && nd->incarnation > 0) {
+        disk = nd->disks[nd->incarnation - 1]; /* the same machine comes back */
+    } else {
+        disk = malloc(sizeof(*disk));
+        SQ_ASSERT(disk != NULL);
+        md_init(disk);
+    }
     nd->disks[nd->incarnation] = disk;
     nd->g.disk = &disk->base;
     sq__group_init(&nd->g, &run->cfg, nd->mem, sq__sim_transport(run->sim, nd->id), nd->id,
@@ -298,6 +304,11 @@ static void poll_node(struct run *run, struct node *nd)
     struct sq_transport *t = sq__sim_transport(run->sim, nd->id);
     if (nd->joining) {
         int rc = sq__group_try_welcome(&nd->g);
+        if (rc == SQ_ESTATE && strstr(nd->g.errmsg, "from an earlier run") != NULL) {
+            /* Back on an old log of a shard nobody can bring up to date: it refuses. */
+            stop_node(run, nd, rc);
+            return;
+        }
         if (rc < 0) {
             fail(run, "member %u: bad welcome: %s", nd->id, nd->g.errmsg);
             return;
@@ -558,11 +569,72 @@ static void check(struct run *run)
     }
 }
 
+static int cmp_version(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* From an incarnation's first delivery in sg on, the log on its disk is a prefix of its
+ * deliveries (before it: what an earlier incarnation logged, or history handed over). */
+static void check_prefix(struct run *run, struct node *nd, uint32_t inc, uint32_t sg, uint32_t k,
+                         struct sq__plog *log)
+{
+    const uint32_t i = nd->id;
+    /* From this incarnation's first delivery in sg on, the log is a prefix of
+     * its deliveries (before it: history handed over when it joined). */
+    uint64_t pos = 0, first_pos = 0;
+    for (uint64_t x = 0; x < nd->nlog; x++) {
+        if (nd->log[x].incarnation == inc && nd->log[x].sg == sg && nd->log[x].shard == k) {
+            struct sq__plog_entry e0;
+            if (sq__plog_find(log, nd->log[x].version, SQ_PLOG_EXACT, &e0,
+                              &first_pos) != 0) {
+                first_pos = sq__plog_count(log); /* all of it lost in a crash */
+            }
+            break;
+        }
+    }
+    pos = first_pos;
+    uint8_t buf[256];
+    for (uint64_t x = 0; x < nd->nlog && run->failure[0] == '\0'; x++) {
+        const struct rec *r = &nd->log[x];
+        if (r->incarnation != inc || r->sg != sg || r->shard != k) {
+            continue;
+        }
+        struct sq__plog_entry e;
+        if (sq__plog_entry_at(log, pos, &e) != 0) {
+            break; /* lost in the crash: never reported durable (checked below) */
+        }
+        ssize_t n = sq__plog_read(log, &e, buf, sizeof(buf));
+        uint64_t seq = 0;
+        memcpy(&seq, buf, 8);
+        bool bytes_ok = n == (ssize_t)r->size && seq == r->seq;
+        for (ssize_t b = 8; bytes_ok && b < n; b++) {
+            bytes_ok = buf[b] == pbyte(r->sender, sg, r->seq, (size_t)b);
+        }
+        if (e.version != r->version || e.timestamp != r->timestamp ||
+            e.sender != r->sender || !bytes_ok) {
+            fail(run, "member %u incarnation %u: log entry %" PRIu64 " of subgroup "
+                      "%u (version %#" PRIx64 ") differs from its delivery "
+                      "(version %#" PRIx64 ")", i, inc, pos, sg, e.version,
+                 r->version);
+        }
+        pos++;
+        g_checked_records++;
+    }
+    if (pos != sq__plog_count(log) && pos > first_pos) {
+        fail(run, "member %u incarnation %u: the log of subgroup %u holds %" PRIu64
+                  " entries but only %" PRIu64 " match deliveries", i, inc, sg,
+             sq__plog_count(log), pos);
+    }
+}
+
 /* Power cut for everyone, then recovery: each log holds a prefix of what its member delivered,
  * and every reported version is in the log of every member the report covered. */
 static void check_logs(struct run *run)
 {
-    static struct sq__plog *logs[MAX_N][8][MAX_SG];
+    /* by member, incarnation, subgroup and shard; incarnations that share a disk share logs */
+    static struct sq__plog *logs[MAX_N][8][MAX_SG][3];
     memset(logs, 0, sizeof(logs));
     for (uint32_t i = 0; i < run->n; i++) {
         struct node *nd = &run->node[i];
@@ -572,90 +644,95 @@ static void check_logs(struct run *run)
             if (d == NULL) {
                 continue;
             }
-            md_crash(d, sq__sim_rand_below(&run->rng, 2) ? sq__sim_rand_below(&run->rng, 100) : 0);
+            bool shared = inc > 0 && d == nd->disks[inc - 1];
+            if (shared) {
+                memcpy(logs[i][inc], logs[i][inc - 1], sizeof(logs[i][inc]));
+            } else {
+                md_crash(d, sq__sim_rand_below(&run->rng, 2) ? sq__sim_rand_below(&run->rng, 100)
+                                                            : 0);
+            }
             for (uint32_t sg = 0; sg < run->cfg.nsubgroups; sg++) {
                 if (!run->cfg.subgroups[sg].persistent) {
                     continue;
                 }
                 for (uint32_t k = 0; k < run->cfg.subgroups[sg].shards; k++) {
-                    char dir[128], err[600];
-                    snprintf(dir, sizeof(dir), "/sim/member-%u/sg%u.%u", i, sg, k);
-                    struct sq__plog *log = NULL;
-                    if (sq__plog_open(&log, &d->base, dir, 1 << 20, err, sizeof(err)) != 0) {
-                        fail(run, "member %u incarnation %u: log %s does not open: %s", i, inc,
-                             dir, err);
-                        continue;
-                    }
-                    if (sq__plog_count(log) == 0) {
-                        sq__plog_close(log);
-                        continue;
-                    }
-                    if (logs[i][inc][sg] != NULL) {
-                        fail(run, "member %u incarnation %u logged two shards of subgroup %u", i,
-                             inc, sg);
-                    }
-                    logs[i][inc][sg] = log;
-                    /* From this incarnation's first delivery in sg on, the log is a prefix of
-                     * its deliveries (before it: history handed over when it joined). */
-                    uint64_t pos = 0, first_pos = 0;
-                    for (uint64_t x = 0; x < nd->nlog; x++) {
-                        if (nd->log[x].incarnation == inc && nd->log[x].sg == sg) {
-                            struct sq__plog_entry e0;
-                            if (sq__plog_find(log, nd->log[x].version, SQ_PLOG_EXACT, &e0,
-                                              &first_pos) != 0) {
-                                first_pos = sq__plog_count(log); /* all of it lost in a crash */
-                            }
-                            break;
-                        }
-                    }
-                    pos = first_pos;
-                    uint8_t buf[256];
-                    for (uint64_t x = 0; x < nd->nlog && run->failure[0] == '\0'; x++) {
-                        const struct rec *r = &nd->log[x];
-                        if (r->incarnation != inc || r->sg != sg) {
+                    if (!shared) {
+                        char dir[128], err[600];
+                        snprintf(dir, sizeof(dir), "/sim/member-%u/sg%u.%u", i, sg, k);
+                        struct sq__plog *log = NULL;
+                        if (sq__plog_open(&log, &d->base, dir, 1 << 20, err, sizeof(err)) != 0) {
+                            fail(run, "member %u incarnation %u: log %s does not open: %s", i,
+                                 inc, dir, err);
                             continue;
                         }
-                        struct sq__plog_entry e;
-                        if (sq__plog_entry_at(log, pos, &e) != 0) {
-                            break; /* lost in the crash: never reported durable (checked below) */
+                        if (sq__plog_count(log) == 0) {
+                            sq__plog_close(log);
+                            continue;
                         }
-                        ssize_t n = sq__plog_read(log, &e, buf, sizeof(buf));
-                        uint64_t seq = 0;
-                        memcpy(&seq, buf, 8);
-                        bool bytes_ok = n == (ssize_t)r->size && seq == r->seq;
-                        for (ssize_t b = 8; bytes_ok && b < n; b++) {
-                            bytes_ok = buf[b] == pbyte(r->sender, sg, r->seq, (size_t)b);
-                        }
-                        if (e.version != r->version || e.timestamp != r->timestamp ||
-                            e.sender != r->sender || !bytes_ok || r->shard != k) {
-                            fail(run, "member %u incarnation %u: log entry %" PRIu64 " of subgroup "
-                                      "%u (version %#" PRIx64 ") differs from its delivery "
-                                      "(version %#" PRIx64 ")", i, inc, pos, sg, e.version,
-                                 r->version);
-                        }
-                        pos++;
-                        g_checked_records++;
+                        logs[i][inc][sg][k] = log;
                     }
-                    if (pos != sq__plog_count(log) && pos > first_pos) {
-                        fail(run, "member %u incarnation %u: the log of subgroup %u holds %" PRIu64
-                                  " entries but only %" PRIu64 " match deliveries", i, inc, sg,
-                             sq__plog_count(log), pos);
+                    /* The last incarnation to write on a disk: its deliveries are the tail. */
+                    bool last_on_disk = inc == nd->incarnation || inc + 1 >= 8 ||
+                                        nd->disks[inc + 1] != d;
+                    if (last_on_disk && logs[i][inc][sg][k] != NULL) {
+                        check_prefix(run, nd, inc, sg, k, logs[i][inc][sg][k]);
                     }
                 }
             }
         }
     }
-    /* flush = none promises nothing across a power cut: only the prefix check above applies. */
+    /* Every version delivered anywhere, per subgroup and shard, sorted. */
+    static uint64_t *known[MAX_SG][3];
+    static uint64_t nknown[MAX_SG][3];
+    memset(nknown, 0, sizeof(nknown));
+    for (uint32_t sg = 0; sg < MAX_SG; sg++) {
+        for (uint32_t k = 0; k < 3; k++) {
+            uint64_t total = 0;
+            for (uint32_t i = 0; i < run->n; i++) {
+                total += run->node[i].nlog;
+            }
+            known[sg][k] = malloc((total + 1) * sizeof(uint64_t));
+            SQ_ASSERT(known[sg][k] != NULL);
+        }
+    }
+    for (uint32_t i = 0; i < run->n; i++) {
+        for (uint64_t x = 0; x < run->node[i].nlog; x++) {
+            const struct rec *r = &run->node[i].log[x];
+            known[r->sg][r->shard][nknown[r->sg][r->shard]++] = r->version;
+        }
+    }
+    for (uint32_t sg = 0; sg < MAX_SG; sg++) {
+        for (uint32_t k = 0; k < 3; k++) {
+            qsort(known[sg][k], nknown[sg][k], sizeof(uint64_t), cmp_version);
+        }
+    }
+    /* A report says every version up to V is on disk at every member it covers; V itself may
+     * be one nobody sent (versions are sparse). Check the latest delivered one at or below V.
+     * flush = none promises nothing across a power cut: only the prefix check above applies. */
     for (uint32_t x = 0; run->flush_sync && x < run->nreports && run->failure[0] == '\0'; x++) {
         const struct report *r = &run->reports[x];
+        const uint64_t *kv = known[r->sg][r->shard];
+        uint64_t lo = 0, hi = nknown[r->sg][r->shard];
+        while (lo < hi) {
+            uint64_t mid = lo + (hi - lo) / 2;
+            if (kv[mid] <= r->version) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if (lo == 0) {
+            continue;
+        }
+        uint64_t want = kv[lo - 1];
         struct sq__plog_entry ref = {0};
         for (uint32_t k = 0; k < r->nmembers; k++) {
-            struct sq__plog *log = logs[r->ids[k]][r->incarnations[k]][r->sg];
+            struct sq__plog *log = logs[r->ids[k]][r->incarnations[k]][r->sg][r->shard];
             struct sq__plog_entry e;
-            if (log == NULL || sq__plog_find(log, r->version, SQ_PLOG_EXACT, &e, NULL) != 0) {
+            if (log == NULL || sq__plog_find(log, want, SQ_PLOG_EXACT, &e, NULL) != 0) {
                 fail(run, "version %#" PRIx64 " of subgroup %u shard %u was reported persisted "
-                          "but member %u (incarnation %u) lost it", r->version, r->sg, r->shard,
-                     r->ids[k], r->incarnations[k]);
+                          "(frontier %#" PRIx64 ") but member %u (incarnation %u) lost it", want,
+                     r->sg, r->shard, r->version, r->ids[k], r->incarnations[k]);
                 break;
             }
             if (k == 0) {
@@ -667,10 +744,19 @@ static void check_logs(struct run *run)
             }
         }
     }
+    for (uint32_t sg = 0; sg < MAX_SG; sg++) {
+        for (uint32_t k = 0; k < 3; k++) {
+            free(known[sg][k]);
+        }
+    }
     for (uint32_t i = 0; i < MAX_N; i++) {
         for (uint32_t inc = 0; inc < 8; inc++) {
             for (uint32_t sg = 0; sg < MAX_SG; sg++) {
-                sq__plog_close(logs[i][inc][sg]);
+                for (uint32_t k = 0; k < 3; k++) {
+                    if (inc == 0 || logs[i][inc][sg][k] != logs[i][inc - 1][sg][k]) {
+                        sq__plog_close(logs[i][inc][sg][k]);
+                    }
+                }
             }
         }
     }
@@ -854,6 +940,7 @@ static int run_seed(uint64_t seed, bool verbose)
                 nd->restart_at = 0;
                 nd->joining = true;
                 nd->incarnation++;
+                nd->keep_disk = sq__sim_rand_below(&rng, 2) == 0;
                 sq__group_fini(&nd->g);
                 sq__group_close_logs(&nd->g);
                 memset(nd->mem, 0, nd->mem_bytes);
@@ -863,7 +950,7 @@ static int run_seed(uint64_t seed, bool verbose)
                     printf("  t=%" PRIu64 " member %u restarts and asks to join\n", now, i);
                 }
             }
-            if (nd->joining && !nd->crashed) {
+            if (nd->joining && !nd->crashed && !nd->stopped) {
                 /* As on the fabric, a joiner asks only once it reaches every running member. */
                 bool reaches_all = true;
                 for (uint32_t c = 0; c < run->n; c++) {
@@ -928,9 +1015,10 @@ static int run_seed(uint64_t seed, bool verbose)
         free(run->node[i].mem);
         free(run->node[i].log);
         for (int k = 0; k < 8; k++) {
-            if (run->node[i].disks[k] != NULL) {
-                md_free(run->node[i].disks[k]);
-                free(run->node[i].disks[k]);
+            struct memdisk *d = run->node[i].disks[k];
+            if (d != NULL && (k == 0 || d != run->node[i].disks[k - 1])) {
+                md_free(d);
+                free(d);
             }
         }
     }

@@ -118,15 +118,16 @@ static void test_layout(void)
 {
     struct sq__smc_layout L;
     CHECK_EQ_INT(sq__smc_layout(&L, 3, 4, 100), 0);
-    /* 48 + 2 * 168 (proposal, acceptance) + 3 * 8 (received) + 64 (prefixes) + 64 (acks)
-     * + 40 (wedged, promise, learned, persisted, tag) = 576 */
-    CHECK_EQ_INT(L.header_bytes, 576);
+    /* 48 + 2 * 168 (proposal, acceptance) + 3 * 8 (received) + 4 * 64 (prefixes, acks, have,
+     * have_ts) + 40 (wedged, promise, learned, persisted, tag) = 704 */
+    CHECK_EQ_INT(L.header_bytes, 704);
     CHECK_EQ_INT(L.off_prefix, 408);
     CHECK_EQ_INT(L.off_ack, 472);
-    CHECK_EQ_INT(L.off_wedged, 536);
-    CHECK_EQ_INT(L.off_promise, 544);
+    CHECK_EQ_INT(L.off_have, 536);
+    CHECK_EQ_INT(L.off_wedged, 664);
+    CHECK_EQ_INT(L.off_promise, 672);
     CHECK_EQ_INT(L.slot_bytes, 104 + 32);         /* align8(100) + trailer */
-    CHECK_EQ_INT(L.row_bytes, 1152);              /* 576 + 4 * 136, rounded up to 64 */
+    CHECK_EQ_INT(L.row_bytes, 1280);              /* 704 + 4 * 136, rounded up to 64 */
     CHECK_EQ_INT(L.table_bytes, 3 * L.row_bytes);
     CHECK_EQ_INT(sq__smc_layout(&L, 0, 4, 100), SQ_EINVAL);
     CHECK_EQ_INT(sq__smc_layout(&L, SQ_SMC_MAX_MEMBERS + 1, 4, 100), SQ_EINVAL);
