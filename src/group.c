@@ -167,10 +167,12 @@ static void start_donation(struct sq__group *g, uint32_t view_id, uint32_t s, ui
     d->log_end = g->log[s] != NULL ? sq__plog_count(g->log[s]) : 0;
     if (g->save != NULL && g->save(g->state_arg, s, k, &d->state, &d->state_size) != 0) {
         sq__log(SQ_LOG_ERROR, "the state callback failed for shard %u of subgroup %s: its "
-                              "newcomers get no state", k, g->cfg->subgroups[s].name);
+                              "newcomers cannot start", k, g->cfg->subgroups[s].name);
         free(d->state);
         d->state = NULL;
         d->state_size = 0;
+        d->state_status = 3;
+        return;
     }
     if (d->state_size > g->cfg->max_state_bytes) {
         d->state_status = 1;
@@ -219,9 +221,13 @@ static int pump_donation(struct sq__group *g, uint32_t s)
             if (have > 0) {
                 struct sq__plog_entry e;
                 uint64_t p = 0;
-                if (g->log[s] != NULL &&
-                    sq__plog_find(g->log[s], have - 1, SQ_PLOG_EXACT, &e, &p) == 0 &&
-                    e.timestamp == have_ts && p < d->log_end) {
+                bool found = g->log[s] != NULL &&
+                             sq__plog_find(g->log[s], have - 1, SQ_PLOG_EXACT, &e, &p) == 0;
+                if (!found && g->log[s] != NULL && sq__plog_last(g->log[s]).version >= have - 1 &&
+                    sq__plog_written(g->log[s]) < sq__plog_count(g->log[s])) {
+                    return events; /* it may be among what the flusher has not written yet */
+                }
+                if (found && e.timestamp == have_ts && p < d->log_end) {
                     d->pos = p + 1;
                 } else {
                     d->diverged = true;
@@ -337,7 +343,10 @@ static void group_deliver(void *arg, const sq_message *msg)
 {
     struct sq__group *g = arg;
     uint32_t s = msg->subgroup;
-    if (g->log[s] != NULL && !(msg->flags & SQ_MSG_ORDERED_CALL) && g->failed == 0) {
+    if (g->log[s] != NULL && g->failed != 0) {
+        return; /* the log failed: nothing more reaches the application unlogged */
+    }
+    if (g->log[s] != NULL && !(msg->flags & SQ_MSG_ORDERED_CALL)) {
         int rc = sq__plog_append(g->log[s], msg->version, msg->timestamp, msg->sender_id,
                                  msg->data, (uint32_t)msg->size);
         if (rc != 0) {
@@ -600,6 +609,11 @@ static int check_handovers(struct sq__group *g)
                 at += n;
             }
         } else {
+            if (h.status == 3) {
+                return gfail(g, SQ_EIO, "the member handing over shard %llu of subgroup %s "
+                             "could not save its state (its state callback failed)",
+                             (unsigned long long)h.shard, g->cfg->subgroups[s].name);
+            }
             if (h.status == 2) {
                 return gfail(g, SQ_ECORRUPT, "this member's log of shard %llu of subgroup %s does "
                              "not match the group's history (its last version is not in the "
@@ -637,6 +651,9 @@ static int check_handovers(struct sq__group *g)
 static int publish_persistence(struct sq__group *g, uint32_t s)
 {
     struct sq__smc *sh = &g->shard[s];
+    if (g->awaiting[s]) {
+        return 0; /* until the donor confirmed my log and brought it up to date, it counts 0 */
+    }
     uint8_t *mine = sq__smc_row(sh, sh->my_rank) + sh->L.off_persisted;
     uint64_t durable = atomic_load(&g->durable_next[s]);
     int events = 0;
@@ -659,7 +676,7 @@ static int publish_persistence(struct sq__group *g, uint32_t s)
     return events;
 }
 
-int sq__group_flush_log(struct sq__group *g, uint32_t sg, bool sync)
+int sq__group_flush_log(struct sq__group *g, uint32_t sg, bool sync, bool written_is_durable)
 {
     struct sq__plog *log = __atomic_load_n(&g->log[sg], __ATOMIC_ACQUIRE);
     if (log == NULL) {
@@ -667,6 +684,9 @@ int sq__group_flush_log(struct sq__group *g, uint32_t sg, bool sync)
     }
     uint64_t durable = 0;
     int rc = sq__plog_flush(log, sync, &durable);
+    if (written_is_durable) {
+        durable = sq__plog_written(log); /* flush = none: the promise is only this much */
+    }
     if (durable > 0) {
         uint64_t next = sq__plog_version_at(log, durable - 1) + 1;
         if (next > atomic_load(&g->durable_next[sg])) {

@@ -155,7 +155,7 @@ void sq__group_fini(struct sq__group *g);
 /* Writes what my shard of persistent subgroup `sg` appended to its log and, with `sync`, makes it
  * durable; then tells the loop how far (durable_next). Safe from another thread than the one
  * polling. Returns 0 or the log's (sticky) error. */
-int sq__group_flush_log(struct sq__group *g, uint32_t sg, bool sync);
+int sq__group_flush_log(struct sq__group *g, uint32_t sg, bool sync, bool written_is_durable);
 
 /* Where member `member_id` keeps the log of shard k of subgroup s. */
 void sq__group_log_dir(const struct sq_config *cfg, uint32_t member_id, uint32_t s, uint32_t k,

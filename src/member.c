@@ -739,7 +739,7 @@ static void *flusher_main(void *arg)
         bool progress = false;
         for (uint32_t s = 0; s < m->cfg.nsubgroups; s++) {
             uint64_t before = atomic_load(&m->g.durable_next[s]);
-            int rc = sq__group_flush_log(&m->g, s, sync);
+            int rc = sq__group_flush_log(&m->g, s, sync, policy == SQ_FLUSH_NONE);
             if (rc != 0 && atomic_load(&m->persist_failed) == 0) {
                 sq__log(SQ_LOG_ERROR, "the log of subgroup %s cannot be written: %s",
                         m->cfg.subgroups[s].name, sq_strerror(rc));
@@ -788,7 +788,7 @@ static int run_loop(sq_member *m)
 
 static int open_transport(sq_member *m, int timeout_ms, bool join)
 {
-    if (m == NULL || m->state != ST_OPEN || m->t != NULL) {
+    if (m == NULL || m->state != ST_OPEN || m->t != NULL || m->offline_logs) {
         return SQ_ESTATE;
     }
     if (timeout_ms >= 0) {

@@ -494,6 +494,12 @@ static int deliver_upto(struct sq__smc *s, uint64_t stable)
             SQ_ASSERT(index >= i);
             if (index == i) {
                 uint32_t size = load_u32(end - TR_SIZE);
+                if (s->delivered_real >= UINT32_MAX) {
+                    /* The version's low half counts a view's messages: it must not wrap. */
+                    set_failed(s, SQ_ESTATE, "2^32 messages in one view: versions would wrap "
+                               "(a view change resets the count)");
+                    break;
+                }
                 /* Every member computes the same timestamp from the same order. */
                 uint64_t next = s->last_timestamp + (s->last_timestamp != UINT64_MAX);
                 uint64_t ts = SQ_MAX(load_u64(end - TR_TS), next);
@@ -655,7 +661,7 @@ int sq__smc_poll(struct sq__smc *s)
             return rc;
         }
     }
-    return events;
+    return s->failed != 0 ? s->failed : events;
 }
 
 void sq__smc_decide_shard(struct sq__smc *shard, uint64_t ballot, uint64_t removed_peers,

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -145,10 +146,25 @@ static int px_unlink(struct sq_disk *d, const char *path)
     return unlink(path) == 0 || errno == ENOENT ? 0 : err_of(errno);
 }
 
+static int px_lock(struct sq_disk *d, const char *path)
+{
+    (void)d;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        return err_of(errno);
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(fd);
+        return e == EWOULDBLOCK ? SQ_EBUSY : err_of(e);
+    }
+    return fd;
+}
+
 static const struct sq_disk_vtable posix_vtable = {
     .mkdirs = px_mkdirs, .list = px_list, .open = px_open, .close = px_close,
     .pread = px_pread, .pwrite = px_pwrite, .datasync = px_datasync, .truncate = px_truncate,
-    .size = px_size, .syncdir = px_syncdir, .unlink = px_unlink,
+    .size = px_size, .syncdir = px_syncdir, .unlink = px_unlink, .lock = px_lock,
 };
 
 static struct sq_disk posix_disk = {.vt = &posix_vtable};

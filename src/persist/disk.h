@@ -27,6 +27,9 @@ struct sq_disk_vtable {
     int (*size)(struct sq_disk *d, int h, uint64_t *len);
     int (*syncdir)(struct sq_disk *d, const char *path); /* makes a new file's name durable */
     int (*unlink)(struct sq_disk *d, const char *path);
+    /* Takes an exclusive lock on `path` (created if needed) for as long as the returned handle
+     * is open (close it with close()); SQ_EBUSY when another process holds it. */
+    int (*lock)(struct sq_disk *d, const char *path);
 };
 
 struct sq_disk {

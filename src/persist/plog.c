@@ -101,6 +101,10 @@ static int check_record(struct sq__plog *log, int h, uint64_t off, uint64_t size
     if (r < 0) {
         return (int)r;
     }
+    if ((size_t)r != sizeof(hdr)) {
+        *why = "a record header is cut short";
+        return 0;
+    }
     if (ld32(hdr) != REC_MAGIC || hdr[4] != SQ_PLOG_FORMAT || hdr[5] != 0 ||
         hdr[6] != SQ_PLOG_HEADER_BYTES || hdr[7] != 0) {
         *why = "no record header (bad magic or format)";
@@ -127,6 +131,10 @@ static int check_record(struct sq__plog *log, int h, uint64_t off, uint64_t size
         r = log->disk->vt->pread(log->disk, h, *buf, len, off + SQ_PLOG_HEADER_BYTES);
         if (r < 0) {
             return (int)r;
+        }
+        if ((size_t)r != len) {
+            *why = "a record is cut short";
+            return 0;
         }
     }
     uint32_t crc = sq__crc32c(sq__crc32c(0, hdr, 40), *buf, len);
@@ -176,17 +184,30 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* After a bad record at `off` of the last segment: is there a valid record further on? */
+/* After a bad record at `off` of the last segment: is there a valid record further on, with
+ * something other than zeros before it? (Returns 1.) A run of zeros up to the next valid record
+ * is what a power cut leaves when the pages of an unsynced write reach the disk out of order:
+ * nothing from `off` on was ever synced, so it is a torn tail, not damage (returns 0). */
 static int valid_after(struct sq__plog *log, int h, uint64_t off, uint64_t size, uint8_t **buf,
                        size_t *cap)
 {
-    for (uint64_t o = off + 8; o + SQ_PLOG_HEADER_BYTES <= size; o += 8) {
+    bool zeros = true;
+    for (uint64_t o = off; o + SQ_PLOG_HEADER_BYTES <= size; o += 8) {
         struct sq__plog_entry e;
         const char *why;
-        int rc = check_record(log, h, o, size, buf, cap, &e, &why);
-        if (rc != 0) {
-            return rc; /* 1: found one; < 0: error */
+        int rc = o == off ? 0 : check_record(log, h, o, size, buf, cap, &e, &why);
+        if (rc < 0) {
+            return rc;
         }
+        if (rc == 1) {
+            return zeros ? 0 : 1;
+        }
+        uint64_t word = 0;
+        ssize_t r = log->disk->vt->pread(log->disk, h, &word, 8, o);
+        if (r < 0) {
+            return (int)r;
+        }
+        zeros &= word == 0;
     }
     return 0;
 }
@@ -332,11 +353,25 @@ int sq__plog_open(struct sq__plog **out, struct sq_disk *disk, const char *dir,
     }
     pthread_mutex_init(&log->mu, NULL);
     pthread_mutex_init(&log->flush_mu, NULL);
+    log->lock_handle = -1;
     int rc = disk->vt->mkdirs(disk, dir);
     if (rc != 0) {
         fmt_err(err, err_size, "%s: cannot create the log directory: %s", dir, sq_strerror(rc));
     } else {
-        rc = recover(log, err, err_size);
+        /* One process per log: a second one (a member started twice, or a tool reading a live
+         * member's log) would cut or extend what the other writes. */
+        char lock[600];
+        snprintf(lock, sizeof(lock), "%s/LOCK", dir);
+        int h = disk->vt->lock(disk, lock);
+        if (h == SQ_EBUSY) {
+            rc = SQ_EBUSY;
+            fmt_err(err, err_size, "%s: another process is using this log (stop it first)", dir);
+        } else if (h >= 0) {
+            log->lock_handle = h;
+        }
+        if (rc == 0) {
+            rc = recover(log, err, err_size);
+        }
     }
     if (rc != 0) {
         sq__plog_close(log);
@@ -355,6 +390,9 @@ void sq__plog_close(struct sq__plog *log)
         if (log->segs[s].handle >= 0) {
             log->disk->vt->close(log->disk, log->segs[s].handle);
         }
+    }
+    if (log->lock_handle >= 0) {
+        log->disk->vt->close(log->disk, log->lock_handle);
     }
     pthread_mutex_destroy(&log->mu);
     pthread_mutex_destroy(&log->flush_mu);
@@ -557,7 +595,7 @@ int sq__plog_flush(struct sq__plog *log, bool sync, uint64_t *durable)
     } else if (rc != 0 && log->failed == 0) {
         log->failed = rc; /* a failed write leaves the file in doubt: stop appending */
     }
-    synced_now = sync ? log->synced : log->written;
+    synced_now = log->synced;
     if (log->spare == NULL) {
         log->spare = batch; /* keep the buffer for the next swap */
         log->spare_cap = batch_cap;
@@ -576,6 +614,14 @@ uint64_t sq__plog_count(struct sq__plog *log)
 {
     pthread_mutex_lock(&log->mu);
     uint64_t n = log->n;
+    pthread_mutex_unlock(&log->mu);
+    return n;
+}
+
+uint64_t sq__plog_written(struct sq__plog *log)
+{
+    pthread_mutex_lock(&log->mu);
+    uint64_t n = log->written;
     pthread_mutex_unlock(&log->mu);
     return n;
 }

@@ -67,6 +67,7 @@ struct sq__plog {
     uint8_t *spare;      /* the flusher's buffer, swapped with pend */
     size_t spare_cap;
     int failed;          /* first write error: sticky */
+    int lock_handle;     /* the directory's lock (-1: none) */
     char recovery[768];  /* what opening found and did ("" when the log was clean) */
 };
 
@@ -84,7 +85,7 @@ int sq__plog_append(struct sq__plog *log, uint64_t version, uint64_t timestamp, 
 
 /* Writes what was appended to the files and, if `sync`, makes it durable (one fdatasync per
  * segment touched). Returns 0 or the (sticky) error. *durable gets the number of entries that
- * are durable now (or written, when !sync). */
+ * are durable (synced) now. */
 int sq__plog_flush(struct sq__plog *log, bool sync, uint64_t *durable);
 
 /* The record format, for moving records between members: encodes one record into `dst` (which
@@ -101,6 +102,7 @@ size_t sq__plog_record_bytes(uint32_t size);
 /* Counts and bounds. */
 uint64_t sq__plog_count(struct sq__plog *log);
 uint64_t sq__plog_synced(struct sq__plog *log);
+uint64_t sq__plog_written(struct sq__plog *log); /* in the files, perhaps not synced */
 /* Version of entry number k (0-based), or 0 past the end. */
 uint64_t sq__plog_version_at(struct sq__plog *log, uint64_t k);
 /* The last entry (version 0 when the log is empty). */

@@ -978,7 +978,7 @@ static int run_seed(uint64_t seed, bool verbose)
             }
             if (sq__sim_rand_below(&rng, 1000) < run->flush_permille) {
                 for (uint32_t sg = 0; sg < run->cfg.nsubgroups; sg++) {
-                    int frc = sq__group_flush_log(&nd->g, sg, run->flush_sync);
+                    int frc = sq__group_flush_log(&nd->g, sg, run->flush_sync, !run->flush_sync);
                     if (frc != 0) {
                         fail(run, "member %u: flush: %s", i, sq_strerror(frc));
                     }

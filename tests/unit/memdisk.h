@@ -178,10 +178,17 @@ static int md_unlink(struct sq_disk *d, const char *path)
     return 0;
 }
 
+static int md_lock(struct sq_disk *d, const char *path)
+{
+    (void)d;
+    (void)path;
+    return SQ_ENOTSUP; /* one process: nothing to exclude (the log then keeps no lock handle) */
+}
+
 static const struct sq_disk_vtable md_vtable = {
     .mkdirs = md_mkdirs, .list = md_list, .open = md_open, .close = md_close,
     .pread = md_pread, .pwrite = md_pwrite, .datasync = md_datasync, .truncate = md_truncate,
-    .size = md_size, .syncdir = md_syncdir, .unlink = md_unlink,
+    .size = md_size, .syncdir = md_syncdir, .unlink = md_unlink, .lock = md_lock,
 };
 
 static void md_init(struct memdisk *m)

@@ -133,6 +133,40 @@ static void test_torn_tail(void)
     md_free(&md);
 }
 
+static void test_zero_hole(void)
+{
+    /* A power cut wrote the later pages of an unsynced batch but not the first: zeros, then
+     * valid records. Nothing from the hole on was synced: a torn tail, not damage. */
+    struct memdisk md;
+    md_init(&md);
+    struct sq__plog *log;
+    char err[256] = "";
+    CHECK_EQ_INT(sq__plog_open(&log, &md.base, "/z", 1 << 20, err, sizeof(err)), 0);
+    fill(log, 0, 50);
+    CHECK_EQ_INT(sq__plog_flush(log, true, NULL), 0);
+    fill(log, 50, 5);
+    CHECK_EQ_INT(sq__plog_flush(log, false, NULL), 0);
+    sq__plog_close(log);
+    int h = md_find(&md, "/z/seg-0000000100000001.sqlog");
+    CHECK(h >= 0);
+    struct md_file *f = &md.files[h];
+    memset(f->data + f->synced_size, 0, 104); /* record 50 never reached the disk */
+    CHECK_EQ_INT(sq__plog_open(&log, &md.base, "/z", 1 << 20, err, sizeof(err)), 0);
+    CHECK_CONTAINS(log->recovery, "cut a torn record");
+    CHECK_EQ_INT(sq__plog_count(log), 50);
+    verify(log, 50);
+    sq__plog_close(log);
+    /* Garbage (not zeros) before valid records is damage. */
+    CHECK_EQ_INT(sq__plog_open(&log, &md.base, "/z", 1 << 20, err, sizeof(err)), 0);
+    fill(log, 50, 5);
+    CHECK_EQ_INT(sq__plog_flush(log, true, NULL), 0);
+    sq__plog_close(log);
+    f = &md.files[md_find(&md, "/z/seg-0000000100000001.sqlog")];
+    f->data[f->size - 104 * 4 - 50] ^= 0x5a;
+    CHECK_EQ_INT(sq__plog_open(&log, &md.base, "/z", 1 << 20, err, sizeof(err)), SQ_ECORRUPT);
+    md_free(&md);
+}
+
 static void test_lost_unsynced(void)
 {
     struct memdisk md;
@@ -243,6 +277,10 @@ static void test_posix(void)
     CHECK_EQ_INT(sq__plog_open(&log, sq__disk_posix(), sub, 8192, err, sizeof(err)), 0);
     fill(log, 0, 400);
     CHECK_EQ_INT(sq__plog_flush(log, true, NULL), 0);
+    /* A second opener of a log in use is refused (the lock is per open file description). */
+    struct sq__plog *twice = NULL;
+    CHECK_EQ_INT(sq__plog_open(&twice, sq__disk_posix(), sub, 8192, err, sizeof(err)), SQ_EBUSY);
+    CHECK_CONTAINS(err, "another process is using this log");
     sq__plog_close(log);
     CHECK_EQ_INT(sq__plog_open(&log, sq__disk_posix(), sub, 8192, err, sizeof(err)), 0);
     CHECK_EQ_INT(sq__plog_count(log), 400);
@@ -278,6 +316,7 @@ int main(void)
     test_roundtrip_and_indexes();
     test_torn_tail();
     test_lost_unsynced();
+    test_zero_hole();
     test_damage();
     test_full_disk();
     test_posix();
