@@ -513,7 +513,9 @@ int main(int argc, char **argv)
         run.sg = (uint32_t)sg;
     }
     if (dump) {
-        int st = dump_log(m, run.sg, subgroup != NULL ? subgroup : "(first)", upto);
+        char index[16];
+        snprintf(index, sizeof(index), "%u", run.sg);
+        int st = dump_log(m, run.sg, subgroup != NULL ? subgroup : index, upto);
         sq_member_close(m);
         return st;
     }
