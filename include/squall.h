@@ -69,7 +69,10 @@ typedef struct sq_message {
                              sender's clock, raised so it never goes backwards in the shard */
 } sq_message;
 
-enum { SQ_MSG_ORDERED_CALL = 1 };
+/* SQ_MSG_REPLAYED: a group restarted from its logs hands every logged update of a persistent
+ * subgroup to the application again, in order, before anything new, so it can rebuild its
+ * state; these are not new deliveries. */
+enum { SQ_MSG_ORDERED_CALL = 1, SQ_MSG_REPLAYED = 2 };
 
 /* Called once per message, in the same total order at every member, on the member's event-loop
  * thread. It may call sq_member_send with SQ_SEND_NONBLOCK (a blocking send from here returns

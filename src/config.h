@@ -64,6 +64,15 @@ struct sq_config {
     uint32_t nshards; /* over all subgroups */
 };
 
+/* What a member's logs hold when it starts, exchanged while the first view forms so that a
+ * group restarted from its logs goes on from them (see group.c). */
+struct sq_log_tail {
+    uint32_t view_next;               /* 1 + the highest view id in this member's logs (0: none) */
+    uint8_t shard[SQ_MAX_SUBGROUPS];  /* per subgroup: the shard its log is of (0xFF: none) */
+    uint32_t pad;
+    uint64_t last[SQ_MAX_SUBGROUPS];  /* per subgroup: 1 + its log's last version (0: empty) */
+};
+
 /* Loads and validates a configuration file. On error returns SQ_ECONFIG (or SQ_EIO when the file
  * cannot be read) and writes "file:line: ..." naming the key to `err`. */
 int sq__config_load(struct sq_config *c, const char *path, char *err, size_t err_size);

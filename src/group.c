@@ -106,6 +106,9 @@ void sq__group_init(struct sq__group *g, const struct sq_config *cfg, uint8_t *b
     g->persisted = persisted;
     g->persisted_arg = persisted_arg;
     g->disk = disk != NULL ? disk : sq__disk_posix();
+    for (uint32_t s = 0; s < SQ_MAX_SUBGROUPS; s++) {
+        g->log_shard[s] = UINT32_MAX;
+    }
     g->deliver = deliver;
     g->deliver_arg = deliver_arg;
     g->save = save;
@@ -365,23 +368,35 @@ static void group_deliver(void *arg, const sq_message *msg)
 /* Opens the log of my shard k of persistent subgroup s (once: shards are sticky). A log from
  * an earlier run is kept only when a donor will bring it up to date (this member rejoins a
  * running group); forming a group on it would reuse its versions. */
-static int open_log(struct sq__group *g, uint32_t s, uint32_t k, bool have_donor)
+static int open_log(struct sq__group *g, uint32_t s, uint32_t k, bool have_donor, bool holder)
 {
     char dir[600], err[800] = "";
     sq__group_log_dir(g->cfg, g->peer_ids[g->self_peer], s, k, dir, sizeof(dir));
-    struct sq__plog *log = NULL;
-    int rc = sq__plog_open(&log, g->disk, dir, g->cfg->segment_bytes, err, sizeof(err));
-    if (rc != 0) {
-        return gfail(g, rc, "%s", err);
+    struct sq__plog *log = g->log[s];
+    if (log != NULL && g->log_shard[s] != k) {
+        /* Found at start, but of another shard than the layout gives me: not this history. */
+        sq__plog_close(log);
+        __atomic_store_n(&g->log[s], NULL, __ATOMIC_RELEASE);
+        log = NULL;
     }
-    if (log->recovery[0] != '\0') {
-        sq__log(SQ_LOG_WARN, "log recovery: %s", log->recovery);
+    if (log == NULL) {
+        int rc = sq__plog_open(&log, g->disk, dir, g->cfg->segment_bytes, err, sizeof(err));
+        if (rc != 0) {
+            return gfail(g, rc, "%s", err);
+        }
+        if (log->recovery[0] != '\0') {
+            sq__log(SQ_LOG_WARN, "log recovery: %s", log->recovery);
+        }
     }
+    g->log_shard[s] = k;
+    g->log_ok[s] = true;
     uint64_t n = sq__plog_count(log);
-    if (n > 0 && have_donor) {
+    if (n > 0 && (have_donor || holder)) {
         struct sq__plog_entry last = sq__plog_last(log);
-        sq__log(SQ_LOG_INFO, "%s holds %llu records up to version %#llx: rejoining, it asks only "
-                "for what came after", dir, (unsigned long long)n, (unsigned long long)last.version);
+        sq__log(SQ_LOG_INFO, "%s holds %llu records up to version %#llx: %s", dir,
+                (unsigned long long)n, (unsigned long long)last.version,
+                holder ? "the group goes on from it"
+                       : "this member asks only for what came after");
         atomic_store(&g->durable_next[s], last.version + 1);
         __atomic_store_n(&g->log[s], log, __ATOMIC_RELEASE);
         return 0;
@@ -389,15 +404,22 @@ static int open_log(struct sq__group *g, uint32_t s, uint32_t k, bool have_donor
     if (n > 0) {
         struct sq__plog_entry last = sq__plog_last(log);
         sq__plog_close(log);
+        __atomic_store_n(&g->log[s], NULL, __ATOMIC_RELEASE);
         return gfail(g, SQ_ESTATE, "%s holds %llu records from an earlier run (last version "
-                     "%#llx); forming a group on an existing log is not supported yet (a member "
-                     "that rejoins a running group keeps its log): move the directory away to "
-                     "start this member afresh", dir, (unsigned long long)n,
-                     (unsigned long long)last.version);
+                     "%#llx), but no member can bring it up to date and it is not the longest "
+                     "log of its shard: move the directory away to start this member afresh",
+                     dir, (unsigned long long)n, (unsigned long long)last.version);
     }
     atomic_store(&g->durable_next[s], 0);
     __atomic_store_n(&g->log[s], log, __ATOMIC_RELEASE); /* the flusher thread reads it */
     return 0;
+}
+
+void sq__group_adopt_log(struct sq__group *g, uint32_t s, uint32_t k, struct sq__plog *log)
+{
+    g->log_shard[s] = k;
+    g->log_ok[s] = false;
+    __atomic_store_n(&g->log[s], log, __ATOMIC_RELEASE);
 }
 
 void sq__group_log_dir(const struct sq_config *cfg, uint32_t member_id, uint32_t s, uint32_t k,
@@ -475,8 +497,9 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
                                         .subgroup = s, .shard = k,
                                         .last_timestamp = g->last_ts[s]};
             bool newcomer = holders->shard[s][my_rank] != k && donor != UINT32_MAX;
-            if (sg->persistent && g->log[s] == NULL &&
-                (rc = open_log(g, s, k, newcomer)) != 0) {
+            bool holder = holders->shard[s][my_rank] == k;
+            if (sg->persistent && (g->log[s] == NULL || !g->log_ok[s]) &&
+                (rc = open_log(g, s, k, newcomer, holder)) != 0) {
                 return rc;
             }
             if (newcomer && g->log[s] != NULL) {
@@ -511,18 +534,93 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
     return 0;
 }
 
-int sq__group_start_first(struct sq__group *g)
+int sq__group_start_first(struct sq__group *g, const struct sq_log_tail *tails)
 {
     uint32_t n = g->cfg->nmembers, ids[SQ_MAX_MEMBERS], peers[SQ_MAX_MEMBERS];
     for (uint32_t i = 0; i < n; i++) {
         ids[i] = g->cfg->members[i].id;
         peers[i] = i;
     }
-    struct sq__assign none, assign;
-    sq__assign_clear(&none);
-    bool adequate = sq__assign_shards(g->cfg, n, &none, &assign, g->inadequate_why,
+    struct sq__assign kept, holders, assign;
+    sq__assign_clear(&kept);
+    sq__assign_clear(&holders);
+    uint32_t view_id = 0;
+    for (uint32_t r = 0; tails != NULL && r < n; r++) {
+        view_id = SQ_MAX(view_id, tails[r].view_next);
+    }
+    if (view_id > 0) {
+        /* A restart: members keep the shards of their logs; the longest log of each shard holds
+         * its history (logs are prefixes of one another: every delivered update was received
+         * by every member of its view). */
+        for (uint32_t s = 0; s < g->cfg->nsubgroups; s++) {
+            if (!g->cfg->subgroups[s].persistent) {
+                continue;
+            }
+            uint64_t longest[SQ_MAX_SHARDS] = {0};
+            for (uint32_t r = 0; r < n; r++) {
+                uint8_t k = tails[r].shard[s];
+                if (k < g->cfg->subgroups[s].shards) {
+                    kept.shard[s][r] = k;
+                    longest[k] = SQ_MAX(longest[k], tails[r].last[s]);
+                }
+            }
+            for (uint32_t r = 0; r < n; r++) {
+                uint8_t k = tails[r].shard[s];
+                if (k < g->cfg->subgroups[s].shards && longest[k] > 0 &&
+                    tails[r].last[s] == longest[k]) {
+                    holders.shard[s][r] = k;
+                }
+            }
+        }
+        sq__log(SQ_LOG_INFO, "restarting from the logs: the first view is %u", view_id);
+    }
+    bool adequate = sq__assign_shards(g->cfg, n, &kept, &assign, g->inadequate_why,
                                       sizeof(g->inadequate_why));
-    return setup_view(g, 0, n, ids, peers, g->self_peer, &assign, &none, adequate);
+    /* A log found at start: the shard clock goes on from it. */
+    for (uint32_t s = 0; s < g->cfg->nsubgroups; s++) {
+        if (g->log[s] != NULL && sq__plog_count(g->log[s]) > 0) {
+            g->last_ts[s] = sq__plog_last(g->log[s]).timestamp;
+        }
+    }
+    /* Rebuild the application's state from the logs, every record in order, flagged, before
+     * the first view: a donor's state then includes it. */
+    for (uint32_t s = 0; view_id > 0 && s < g->cfg->nsubgroups; s++) {
+        struct sq__plog *log = g->log[s];
+        if (log == NULL || g->deliver == NULL || assign.shard[s][g->self_peer] != g->log_shard[s]) {
+            continue;
+        }
+        uint64_t count = sq__plog_count(log);
+        uint8_t *buf = NULL;
+        size_t cap = 0;
+        for (uint64_t p = 0; p < count; p++) {
+            struct sq__plog_entry e;
+            if (sq__plog_entry_at(log, p, &e) != 0) {
+                break;
+            }
+            if (cap < e.size) {
+                free(buf);
+                buf = malloc(e.size);
+                cap = buf != NULL ? e.size : 0;
+                if (buf == NULL) {
+                    return gfail(g, SQ_ENOMEM, "no memory to replay the log");
+                }
+            }
+            ssize_t got = sq__plog_read(log, &e, buf, e.size);
+            if (got != (ssize_t)e.size) {
+                free(buf);
+                return gfail(g, SQ_EIO, "cannot replay the log of subgroup %s",
+                             g->cfg->subgroups[s].name);
+            }
+            sq_message m = {.sender_id = e.sender, .index = p, .version = e.version,
+                            .data = buf, .size = e.size, .flags = SQ_MSG_REPLAYED,
+                            .subgroup = s, .shard = g->log_shard[s], .timestamp = e.timestamp};
+            g->deliver(g->deliver_arg, &m);
+        }
+        free(buf);
+        sq__log(SQ_LOG_INFO, "replayed %llu logged updates of subgroup %s",
+                (unsigned long long)count, g->cfg->subgroups[s].name);
+    }
+    return setup_view(g, view_id, n, ids, peers, g->self_peer, &assign, &holders, adequate);
 }
 
 int sq__group_try_welcome(struct sq__group *g)

@@ -109,6 +109,8 @@ struct sq__group {
      * the highest version the flusher made durable, and 1 + the highest version durable at
      * every member of the shard (reported through `persisted`) */
     struct sq__plog *log[SQ_MAX_SUBGROUPS];
+    uint32_t log_shard[SQ_MAX_SUBGROUPS]; /* the shard log[s] is of */
+    bool log_ok[SQ_MAX_SUBGROUPS];        /* log[s] was checked against the layout */
     _Atomic uint64_t durable_next[SQ_MAX_SUBGROUPS];
     uint64_t frontier[SQ_MAX_SUBGROUPS];
     bool appended; /* a delivery went into a log since the caller last looked */
@@ -126,8 +128,16 @@ void sq__group_init(struct sq__group *g, const struct sq_config *cfg, uint8_t *b
                     struct sq_transport *t, uint32_t self_peer, const uint32_t *peer_ids,
                     uint64_t now_us);
 
-/* Starts the first view: every configured member, ranks in config order. */
-int sq__group_start_first(struct sq__group *g);
+/* Starts the first view: every configured member, ranks in config order. With `tails` (each
+ * member's log tail, by rank, from the hellos) and logs from an earlier run somewhere, the group
+ * restarts from them: its first view id follows the highest one logged, each member keeps the
+ * shard its log is of, the longest log of each shard is the reference (members holding it
+ * replay it to the application, flagged SQ_MSG_REPLAYED) and the others receive what they lack
+ * from it. */
+int sq__group_start_first(struct sq__group *g, const struct sq_log_tail *tails);
+
+/* Hands the group a log this member found when it started (before the first view). */
+void sq__group_adopt_log(struct sq__group *g, uint32_t s, uint32_t k, struct sq__plog *log);
 
 /* A joiner: checks the welcome in its memory; 1 and starts that view if one has arrived, 0 if
  * not yet, or a negative error (a welcome that makes no sense). */

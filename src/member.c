@@ -97,6 +97,8 @@ struct sq_member {
     bool pwork, pstop;
     _Atomic int persist_failed;
     bool offline_logs;     /* sq_member_open_logs: logs opened for reading only */
+    struct sq__plog *found[SQ_MAX_SUBGROUPS]; /* logs found at start, handed to the group */
+    uint32_t found_shard[SQ_MAX_SUBGROUPS];
 
     pthread_mutex_t mu; /* guards smc, state and errmsg */
     pthread_cond_t cv;  /* signalled on delivery progress, failure and close */
@@ -127,6 +129,12 @@ static void add_call_reply(sq_member *m, struct pending_call *c, uint32_t peer, 
 static void on_deliver(void *arg, const sq_message *msg)
 {
     sq_member *m = arg;
+    if (msg->flags & SQ_MSG_REPLAYED) {
+        if (m->deliver != NULL) {
+            m->deliver(m->deliver_arg, msg); /* rebuilding state at a restart: not a delivery */
+        }
+        return;
+    }
     if (msg->flags & SQ_MSG_ORDERED_CALL) {
         handle_call(m, msg);
         return;
@@ -812,19 +820,78 @@ static void init_group(sq_member *m)
     m->g.deliver = on_deliver;
     m->g.deliver_arg = m;
     sq__group_init(&m->g, &m->cfg, m->table, m->t, m->self_peer, m->peer_ids, sq__mono_us());
+    for (uint32_t s = 0; s < m->cfg.nsubgroups; s++) {
+        if (m->found[s] != NULL) {
+            sq__group_adopt_log(&m->g, s, m->found_shard[s], m->found[s]);
+            m->found[s] = NULL;
+        }
+    }
+}
+
+/* Before connecting: opens the logs this member kept from an earlier run (recovering them) and
+ * sums them up for the hellos, so that a restarted group can go on from them. */
+static int find_logs(sq_member *m)
+{
+    struct sq_log_tail tail;
+    memset(&tail, 0, sizeof(tail));
+    memset(tail.shard, 0xFF, sizeof(tail.shard));
+    for (uint32_t s = 0; s < m->cfg.nsubgroups; s++) {
+        if (!m->cfg.subgroups[s].persistent) {
+            continue;
+        }
+        for (uint32_t k = 0; k < m->cfg.subgroups[s].shards; k++) {
+            char dir[600], err[800] = "";
+            sq__group_log_dir(&m->cfg, m->cfg.self_id, s, k, dir, sizeof(dir));
+            if (access(dir, F_OK) != 0) {
+                continue;
+            }
+            struct sq__plog *log = NULL;
+            int rc = sq__plog_open(&log, sq__disk_posix(), dir, m->cfg.segment_bytes, err,
+                                   sizeof(err));
+            if (rc != 0) {
+                set_error(m, "%s", err);
+                return rc;
+            }
+            if (log->recovery[0] != '\0') {
+                sq__log(SQ_LOG_WARN, "log recovery: %s", log->recovery);
+            }
+            uint64_t last = sq__plog_count(log) > 0 ? sq__plog_last(log).version + 1 : 0;
+            if (last == 0 || last <= tail.last[s]) {
+                sq__plog_close(log); /* empty, or older than another shard's log here */
+                continue;
+            }
+            sq__plog_close(m->found[s]);
+            m->found[s] = log;
+            m->found_shard[s] = k;
+            tail.shard[s] = (uint8_t)k;
+            tail.last[s] = last;
+            tail.view_next = SQ_MAX(tail.view_next, (uint32_t)((last - 1) >> 32) + 1);
+        }
+    }
+    sq__fabric_set_log_tail(&tail);
+    return 0;
 }
 
 int sq_member_start(sq_member *m, int timeout_ms)
 {
-    int rc = open_transport(m, timeout_ms, false);
+    if (m == NULL || m->state != ST_OPEN || m->t != NULL || m->offline_logs) {
+        return SQ_ESTATE;
+    }
+    int rc = find_logs(m);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = open_transport(m, timeout_ms, false);
     if (rc != 0) {
         return rc;
     }
     if (m->t->vt->joining(m->t)) {
         return join_group(m); /* restarted while the others run: come back as a joiner */
     }
+    struct sq_log_tail tails[SQ_MAX_MEMBERS];
+    sq__fabric_log_tails(m->t, tails);
     init_group(m);
-    rc = sq__group_start_first(&m->g);
+    rc = sq__group_start_first(&m->g, tails);
     if (rc != 0) {
         m->t->vt->destroy(m->t);
         m->t = NULL;
@@ -836,7 +903,14 @@ int sq_member_start(sq_member *m, int timeout_ms)
 
 int sq_member_join(sq_member *m, int timeout_ms)
 {
-    int rc = open_transport(m, timeout_ms, true);
+    if (m == NULL || m->state != ST_OPEN || m->t != NULL || m->offline_logs) {
+        return SQ_ESTATE;
+    }
+    int rc = find_logs(m);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = open_transport(m, timeout_ms, true);
     if (rc != 0) {
         return rc;
     }
@@ -1177,6 +1251,9 @@ void sq_member_close(sq_member *m)
         pthread_join(m->flusher, NULL);
     }
     sq__group_close_logs(&m->g);
+    for (uint32_t s = 0; s < SQ_MAX_SUBGROUPS; s++) {
+        sq__plog_close(m->found[s]); /* found at start, never handed over (start failed) */
+    }
     if (m->g_ready) {
         sq__group_fini(&m->g);
     }

@@ -838,7 +838,7 @@ static int run_seed(uint64_t seed, bool verbose)
     for (uint32_t i = 0; i < run->n && run->failure[0] == '\0'; i++) {
         struct node *nd = &run->node[i];
         new_incarnation(run, nd);
-        if (sq__group_start_first(&nd->g) != 0) {
+        if (sq__group_start_first(&nd->g, NULL) != 0) {
             fail(run, "member %u cannot start: %s", i, nd->g.errmsg);
         }
         record_view(run, nd);

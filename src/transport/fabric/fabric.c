@@ -44,7 +44,7 @@
 #define MR_KEY_BASE 0x5c000u
 
 #define HELLO_MAGIC 0x4c4c5153u /* "SQLL" */
-#define HELLO_VERSION 3u
+#define HELLO_VERSION 4u
 
 /* Exchanged as connection private data, both ways. Little-endian on the wire (the build is
  * little-endian only, see common.h). */
@@ -62,11 +62,15 @@ struct hello {
     uint32_t view_id; /* with HELLO_RUNNING: the current view... */
     uint64_t view_peers; /* ...and its members, by peer index */
     uint64_t incarnation; /* random per process: tells a restarted member from a stale probe */
+    struct sq_log_tail tail; /* what this member's logs hold (a restart goes on from them) */
 };
-static_assert(sizeof(struct hello) == 72, "hello is a wire format");
+static_assert(sizeof(struct hello) == 152, "hello is a wire format");
 
 #define HELLO_JOINING 1u
 #define HELLO_RUNNING 2u
+
+/* This member's log tail: set before the transport starts, read-only after. */
+static struct sq_log_tail g_my_tail = {.shard = {0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF}};
 
 enum reject_reason {
     REJ_NONE,
@@ -150,6 +154,7 @@ struct fabric {
     bool have_contact;
     int spin_us;
     struct peer peers[SQ_MAX_MEMBERS];
+    struct sq_log_tail tails[SQ_MAX_MEMBERS]; /* by rank, from the hellos */
     char *err;
     size_t err_size;
 };
@@ -667,6 +672,7 @@ static void make_hello(const struct fabric *f, struct hello *h)
     h->view_id = f->view_id;
     h->view_peers = f->view_peers;
     h->incarnation = f->incarnation;
+    h->tail = g_my_tail;
 }
 
 /* Checks a peer's hello; returns the reject reason (REJ_NONE if good). */
@@ -777,6 +783,7 @@ static int start_connect(struct fabric *f, struct peer *p)
 
 static void mark_up(struct fabric *f, struct peer *p, const struct hello *h)
 {
+    f->tails[p->rank] = h->tail;
     p->remote_key = h->mr_key;
     p->remote_base = h->mr_addr;
     p->incarnation = h->incarnation;
@@ -816,7 +823,8 @@ static int on_connected(struct fabric *f, struct fi_eq_cm_entry *e, size_t datal
     } else if (p->state == P_ACCEPTING) {
         struct hello h = {.mr_key = p->remote_key,
                           .mr_addr = p->remote_base,
-                          .incarnation = p->incarnation};
+                          .incarnation = p->incarnation,
+                          .tail = f->tails[p->rank]};
         mark_up(f, p, &h);
         if (f->running) {
             f->joined |= 1ull << p->rank;
@@ -853,6 +861,7 @@ static int on_connreq(struct fabric *f, struct fi_eq_cm_entry *e, size_t datalen
             p->remote_key = h.mr_key;
             p->remote_base = h.mr_addr;
             p->incarnation = h.incarnation;
+            f->tails[h.rank] = h.tail;
             fi_freeinfo(e->info);
             return 0;
         }
@@ -1026,6 +1035,18 @@ static int establish(struct fabric *f)
             }
         }
     }
+}
+
+void sq__fabric_set_log_tail(const struct sq_log_tail *mine)
+{
+    g_my_tail = *mine;
+}
+
+void sq__fabric_log_tails(struct sq_transport *t, struct sq_log_tail *by_rank)
+{
+    struct fabric *f = (struct fabric *)t;
+    memcpy(by_rank, f->tails, sizeof(f->tails));
+    by_rank[f->base.my_rank] = g_my_tail;
 }
 
 /* A number no earlier process of this member used: random, never 0 (0 means "no link"). */

@@ -21,4 +21,9 @@
 int sq__fabric_create(struct sq_transport **out, const struct sq_config *cfg, uint8_t *table,
                       size_t table_bytes, bool join, char *err, size_t err_size);
 
+/* The log tails exchanged in the hellos: this member's (set before sq__fabric_create), and each
+ * peer's by rank once the group formed (all zero for a peer not heard from). */
+void sq__fabric_set_log_tail(const struct sq_log_tail *mine);
+void sq__fabric_log_tails(struct sq_transport *t, struct sq_log_tail *by_rank);
+
 #endif
