@@ -664,10 +664,6 @@ static int check_handovers(struct sq__group *g)
             h.view_id != g->ctl.view_id || h.shard != g->shard[s].shard ||
             h.seq != g->chunks_in[s]) {
             uint32_t d = g->donor_rank[s];
-            /* The donor's heartbeat rides behind the state on the same link: while a large
-             * state is on its way, silence is not failure. Others still suspect a dead donor,
-             * and their suspicion reaches this member. */
-            g->ctl.seen_hb_at_us[d] = g->now_us;
             if ((g->ctl.suspected >> d) & 1u || (g->ctl.decision.removed >> d) & 1u ||
                 (g->ctl.fence_cut >> d) & 1u) {
                 return gfail(g, SQ_ESTATE, "member %u, which was to hand over shard %u of "
@@ -735,6 +731,9 @@ static int check_handovers(struct sq__group *g)
             g->shard[s].last_timestamp = SQ_MAX(g->shard[s].last_timestamp, h.last_ts);
         }
         g->chunks_in[s]++;
+        /* The donor's heartbeat rides behind its chunks on the same link: a chunk that arrives
+         * is as good a sign of life. (A dead donor sends none, and is suspected as usual.) */
+        g->ctl.seen_hb_at_us[g->donor_rank[s]] = g->now_us;
         sq__store_u64(sq__smc_row(&g->ctl, g->ctl.my_rank) + g->ctl.L.off_ack + 8u * s,
                       g->chunks_in[s]);
         g->ctl.header_dirty = true;

@@ -332,6 +332,12 @@ static void poll_node(struct run *run, struct node *nd)
         }
         uint64_t prop_before = nd->g.ctl.prop.ballot;
         int rc = sq__group_poll(&nd->g, sq__sim_now(run->sim));
+        if (rc == SQ_ECORRUPT && strstr(nd->g.errmsg, "does not match the group's history")) {
+            /* Back on the old log of a shard that started over after losing every holder: the
+             * histories cannot be merged, and it says so. */
+            stop_node(run, nd, rc);
+            return;
+        }
         if (rc == SQ_ESTATE && nd->g.errmsg[0] != '\0' && strstr(nd->g.errmsg, "hand over")) {
             stop_node(run, nd, rc); /* its donor failed before handing the state over */
             return;
@@ -369,6 +375,10 @@ static void poll_node(struct run *run, struct node *nd)
                 }
             }
             rc = sq__group_install(&nd->g);
+            if (rc == SQ_ESTATE && strstr(nd->g.errmsg, "from an earlier run") != NULL) {
+                stop_node(run, nd, rc); /* back on an old log nobody can bring up to date */
+                return;
+            }
             if (rc != 0) {
                 fail(run, "member %u install: %s (%s)", nd->id, sq_strerror(rc), nd->g.errmsg);
                 return;
