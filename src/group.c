@@ -153,6 +153,21 @@ void sq__group_fini(struct sq__group *g)
     }
 }
 
+/* Reads entry e's payload into g->scratch, growing it as needed: 0, SQ_ENOMEM or SQ_EIO. */
+static int read_payload(struct sq__group *g, struct sq__plog *log, const struct sq__plog_entry *e)
+{
+    if (g->scratch_cap < e->size) {
+        uint8_t *p = realloc(g->scratch, e->size);
+        if (p == NULL) {
+            return SQ_ENOMEM;
+        }
+        g->scratch = p;
+        g->scratch_cap = e->size;
+    }
+    ssize_t r = sq__plog_read(log, e, g->scratch, e->size);
+    return r == (ssize_t)e->size ? 0 : r < 0 ? (int)r : SQ_EIO;
+}
+
 /* Becomes the donor of shard (s, k) for its newcomers: takes the application state as of the
  * old view's last delivery; pump_donation() then sends the log and the state chunk by chunk. */
 static void start_donation(struct sq__group *g, uint32_t view_id, uint32_t s, uint32_t k,
@@ -271,8 +286,6 @@ static int pump_donation(struct sq__group *g, uint32_t s)
                              .seq = d->seq};
         size_t len = 0;
         if (d->pos < d->log_end) {
-            static uint8_t *payload;   /* the event loop's scratch buffer */
-            static size_t payload_cap;
             while (d->pos < d->log_end) {
                 struct sq__plog_entry e;
                 if (sq__plog_entry_at(g->log[s], d->pos, &e) != 0) {
@@ -287,20 +300,12 @@ static int pump_donation(struct sq__group *g, uint32_t s)
                     }
                     break;
                 }
-                if (payload_cap < e.size) {
-                    free(payload);
-                    payload = malloc(e.size);
-                    payload_cap = payload != NULL ? e.size : 0;
-                    if (payload == NULL) {
-                        return gfail(g, SQ_ENOMEM, "no memory to hand the log over");
-                    }
+                int rc = read_payload(g, g->log[s], &e);
+                if (rc != 0) {
+                    return gfail(g, rc, "cannot read the log to hand it over: %s",
+                                 sq_strerror(rc));
                 }
-                ssize_t r = sq__plog_read(g->log[s], &e, payload, e.size);
-                if (r != (ssize_t)e.size) {
-                    return gfail(g, r < 0 ? (int)r : SQ_EIO, "cannot read the log to hand it "
-                                 "over: %s", sq_strerror(r < 0 ? (int)r : SQ_EIO));
-                }
-                len += sq__plog_encode(buf + len, e.version, e.timestamp, e.sender, payload,
+                len += sq__plog_encode(buf + len, e.version, e.timestamp, e.sender, g->scratch,
                                        e.size);
                 d->pos++;
                 d->sent_records++;
@@ -380,12 +385,10 @@ static int open_log(struct sq__group *g, uint32_t s, uint32_t k, bool have_donor
         log = NULL;
     }
     if (log == NULL) {
-        int rc = sq__plog_open(&log, g->disk, dir, g->cfg->segment_bytes, err, sizeof(err));
+        int rc = sq__group_open_shard_log(g->cfg, g->disk, g->peer_ids[g->self_peer], s, k, &log,
+                                          err, sizeof(err));
         if (rc != 0) {
             return gfail(g, rc, "%s", err);
-        }
-        if (log->recovery[0] != '\0') {
-            sq__log(SQ_LOG_WARN, "log recovery: %s", log->recovery);
         }
     }
     g->log_shard[s] = k;
@@ -420,6 +423,19 @@ void sq__group_adopt_log(struct sq__group *g, uint32_t s, uint32_t k, struct sq_
     g->log_shard[s] = k;
     g->log_ok[s] = false;
     __atomic_store_n(&g->log[s], log, __ATOMIC_RELEASE);
+}
+
+int sq__group_open_shard_log(const struct sq_config *cfg, struct sq_disk *disk,
+                             uint32_t member_id, uint32_t s, uint32_t k, struct sq__plog **out,
+                             char *err, size_t err_size)
+{
+    char dir[600];
+    sq__group_log_dir(cfg, member_id, s, k, dir, sizeof(dir));
+    int rc = sq__plog_open(out, disk, dir, cfg->segment_bytes, err, err_size);
+    if (rc == 0 && (*out)->recovery[0] != '\0') {
+        sq__log(SQ_LOG_WARN, "log recovery: %s", (*out)->recovery);
+    }
+    return rc;
 }
 
 void sq__group_log_dir(const struct sq_config *cfg, uint32_t member_id, uint32_t s, uint32_t k,
@@ -590,33 +606,21 @@ int sq__group_start_first(struct sq__group *g, const struct sq_log_tail *tails)
             continue;
         }
         uint64_t count = sq__plog_count(log);
-        uint8_t *buf = NULL;
-        size_t cap = 0;
         for (uint64_t p = 0; p < count; p++) {
             struct sq__plog_entry e;
             if (sq__plog_entry_at(log, p, &e) != 0) {
                 break;
             }
-            if (cap < e.size) {
-                free(buf);
-                buf = malloc(e.size);
-                cap = buf != NULL ? e.size : 0;
-                if (buf == NULL) {
-                    return gfail(g, SQ_ENOMEM, "no memory to replay the log");
-                }
-            }
-            ssize_t got = sq__plog_read(log, &e, buf, e.size);
-            if (got != (ssize_t)e.size) {
-                free(buf);
-                return gfail(g, SQ_EIO, "cannot replay the log of subgroup %s",
-                             g->cfg->subgroups[s].name);
+            int rc = read_payload(g, log, &e);
+            if (rc != 0) {
+                return gfail(g, rc, "cannot replay the log of subgroup %s: %s",
+                             g->cfg->subgroups[s].name, sq_strerror(rc));
             }
             sq_message m = {.sender_id = e.sender, .index = p, .version = e.version,
-                            .data = buf, .size = e.size, .flags = SQ_MSG_REPLAYED,
+                            .data = g->scratch, .size = e.size, .flags = SQ_MSG_REPLAYED,
                             .subgroup = s, .shard = g->log_shard[s], .timestamp = e.timestamp};
             g->deliver(g->deliver_arg, &m);
         }
-        free(buf);
         sq__log(SQ_LOG_INFO, "replayed %llu logged updates of subgroup %s",
                 (unsigned long long)count, g->cfg->subgroups[s].name);
     }
@@ -795,6 +799,9 @@ int sq__group_flush_log(struct sq__group *g, uint32_t sg, bool sync, bool writte
 
 void sq__group_close_logs(struct sq__group *g)
 {
+    free(g->scratch);
+    g->scratch = NULL;
+    g->scratch_cap = 0;
     for (uint32_t s = 0; s < SQ_MAX_SUBGROUPS; s++) {
         sq__plog_close(g->log[s]);
         g->log[s] = NULL;

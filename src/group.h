@@ -114,6 +114,8 @@ struct sq__group {
     _Atomic uint64_t durable_next[SQ_MAX_SUBGROUPS];
     uint64_t frontier[SQ_MAX_SUBGROUPS];
     bool appended; /* a delivery went into a log since the caller last looked */
+    uint8_t *scratch; /* one payload read back from a log (handover, replay); grows as needed */
+    size_t scratch_cap;
     uint64_t dropped;  /* my messages the last view change dropped, over all shards */
     uint64_t removed_mask; /* ranks of the previous view that the last change removed */
     int failed;
@@ -166,6 +168,13 @@ void sq__group_fini(struct sq__group *g);
  * durable; then tells the loop how far (durable_next). Safe from another thread than the one
  * polling. Returns 0 or the log's (sticky) error. */
 int sq__group_flush_log(struct sq__group *g, uint32_t sg, bool sync, bool written_is_durable);
+
+/* Opens (and recovers) member `member_id`'s log of shard k of subgroup s, creating it if
+ * needed, and reports what recovery cut in the log sink. Returns 0 or an error described in
+ * `err` (damage names the file and offset). */
+int sq__group_open_shard_log(const struct sq_config *cfg, struct sq_disk *disk,
+                             uint32_t member_id, uint32_t s, uint32_t k, struct sq__plog **out,
+                             char *err, size_t err_size);
 
 /* Where member `member_id` keeps the log of shard k of subgroup s. */
 void sq__group_log_dir(const struct sq_config *cfg, uint32_t member_id, uint32_t s, uint32_t k,

@@ -828,6 +828,24 @@ static void init_group(sq_member *m)
     }
 }
 
+/* Opens this member's log of shard k of subgroup s if an earlier run left one: 1 (and *out),
+ * 0 when there is none, or an error (with the member's error message set). */
+static int open_kept_log(sq_member *m, uint32_t s, uint32_t k, struct sq__plog **out)
+{
+    char dir[600], err[800] = "";
+    sq__group_log_dir(&m->cfg, m->cfg.self_id, s, k, dir, sizeof(dir));
+    if (access(dir, F_OK) != 0) {
+        return 0;
+    }
+    int rc = sq__group_open_shard_log(&m->cfg, sq__disk_posix(), m->cfg.self_id, s, k, out, err,
+                                      sizeof(err));
+    if (rc != 0) {
+        set_error(m, "%s", err);
+        return rc;
+    }
+    return 1;
+}
+
 /* Before connecting: opens the logs this member kept from an earlier run (recovering them) and
  * sums them up for the hellos, so that a restarted group can go on from them. */
 static int find_logs(sq_member *m)
@@ -840,20 +858,13 @@ static int find_logs(sq_member *m)
             continue;
         }
         for (uint32_t k = 0; k < m->cfg.subgroups[s].shards; k++) {
-            char dir[600], err[800] = "";
-            sq__group_log_dir(&m->cfg, m->cfg.self_id, s, k, dir, sizeof(dir));
-            if (access(dir, F_OK) != 0) {
-                continue;
-            }
             struct sq__plog *log = NULL;
-            int rc = sq__plog_open(&log, sq__disk_posix(), dir, m->cfg.segment_bytes, err,
-                                   sizeof(err));
-            if (rc != 0) {
-                set_error(m, "%s", err);
-                return rc;
-            }
-            if (log->recovery[0] != '\0') {
-                sq__log(SQ_LOG_WARN, "log recovery: %s", log->recovery);
+            int rc = open_kept_log(m, s, k, &log);
+            if (rc <= 0) {
+                if (rc < 0) {
+                    return rc;
+                }
+                continue;
             }
             uint64_t last = sq__plog_count(log) > 0 ? sq__plog_last(log).version + 1 : 0;
             if (last == 0 || last <= tail.last[s]) {
@@ -1458,26 +1469,19 @@ int sq_member_open_logs(sq_member *m)
         return SQ_ESTATE;
     }
     m->offline_logs = true;
-    m->g.disk = sq__disk_posix();
     int opened = 0;
     for (uint32_t s = 0; s < m->cfg.nsubgroups; s++) {
         if (!m->cfg.subgroups[s].persistent) {
             continue;
         }
         for (uint32_t k = 0; k < m->cfg.subgroups[s].shards; k++) {
-            char dir[600], err[800] = "";
-            sq__group_log_dir(&m->cfg, m->cfg.self_id, s, k, dir, sizeof(dir));
-            if (access(dir, F_OK) != 0) {
-                continue;
-            }
             struct sq__plog *log = NULL;
-            int rc = sq__plog_open(&log, m->g.disk, dir, m->cfg.segment_bytes, err, sizeof(err));
-            if (rc != 0) {
-                set_error(m, "%s", err);
-                return rc;
-            }
-            if (log->recovery[0] != '\0') {
-                sq__log(SQ_LOG_WARN, "log recovery: %s", log->recovery);
+            int rc = open_kept_log(m, s, k, &log);
+            if (rc <= 0) {
+                if (rc < 0) {
+                    return rc;
+                }
+                continue;
             }
             if (m->g.log[s] != NULL) {
                 sq__plog_close(log); /* one shard per subgroup: keep the first */

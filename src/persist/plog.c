@@ -650,25 +650,33 @@ struct sq__plog_entry sq__plog_last(struct sq__plog *log)
     return e;
 }
 
-int sq__plog_find(struct sq__plog *log, uint64_t version, enum sq__plog_match how,
-                  struct sq__plog_entry *out, uint64_t *pos)
+/* Under the lock: how many written entries have a key (version, or timestamp) <= `key`. Both
+ * keys only grow along the log, so this is a binary search. */
+static uint64_t count_upto(const struct sq__plog *log, uint64_t key, bool by_time)
 {
-    pthread_mutex_lock(&log->mu);
-    /* The last written entry with version <= `version`. */
     uint64_t lo = 0, hi = log->written;
     while (lo < hi) {
         uint64_t mid = lo + (hi - lo) / 2;
-        if (log->idx[mid].version <= version) {
+        uint64_t k = by_time ? log->idx[mid].timestamp : log->idx[mid].version;
+        if (k <= key) {
             lo = mid + 1;
         } else {
             hi = mid;
         }
     }
+    return lo;
+}
+
+int sq__plog_find(struct sq__plog *log, uint64_t version, enum sq__plog_match how,
+                  struct sq__plog_entry *out, uint64_t *pos)
+{
+    pthread_mutex_lock(&log->mu);
+    uint64_t n = count_upto(log, version, false);
     int rc = SQ_ENOTFOUND;
-    if (lo > 0 && (how == SQ_PLOG_AT_OR_BEFORE || log->idx[lo - 1].version == version)) {
-        *out = log->idx[lo - 1];
+    if (n > 0 && (how == SQ_PLOG_AT_OR_BEFORE || log->idx[n - 1].version == version)) {
+        *out = log->idx[n - 1];
         if (pos != NULL) {
-            *pos = lo - 1;
+            *pos = n - 1;
         }
         rc = 0;
     }
@@ -680,20 +688,12 @@ int sq__plog_find_time(struct sq__plog *log, uint64_t ts, struct sq__plog_entry 
                        uint64_t *pos)
 {
     pthread_mutex_lock(&log->mu);
-    uint64_t lo = 0, hi = log->written;
-    while (lo < hi) {
-        uint64_t mid = lo + (hi - lo) / 2;
-        if (log->idx[mid].timestamp <= ts) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
+    uint64_t n = count_upto(log, ts, true);
     int rc = SQ_ENOTFOUND;
-    if (lo > 0) {
-        *out = log->idx[lo - 1];
+    if (n > 0) {
+        *out = log->idx[n - 1];
         if (pos != NULL) {
-            *pos = lo - 1;
+            *pos = n - 1;
         }
         rc = 0;
     }

@@ -28,6 +28,23 @@ wait_view0() {
 }
 dump() { "$SQUALLD" --config "$WORK/m$1.cfg" --dump-log --upto "$2" 2>>"$WORK/dump$1.err"; }
 field() { echo " $1" | grep -o " $2=[0-9a-fx]*" | cut -d= -f2; }
+# wait_all: members 0-2 all end with status 0.
+wait_all() {
+  for i in 0 1 2; do
+    local pid; pid=$(eval echo "\$PID_$i")
+    wait "$pid" || fail "member $i exited with status $?: $(tail -3 "$WORK/m$i.err")"
+  done
+}
+# logs_equal_at_end: every member's whole log has the same records (sets r to the dump lines).
+logs_equal_at_end() {
+  r=()
+  for i in 0 1 2; do r+=("$(dump "$i" 0xffffffffffffffff)"); done
+  for i in 1 2; do
+    [ "$(field "${r[$i]}" upto_hash)" = "$(field "${r[0]}" upto_hash)" ] &&
+    [ "$(field "${r[$i]}" records)" = "$(field "${r[0]}" records)" ] ||
+      fail "member $i's log differs at the end: '${r[0]}' / '${r[$i]}'"
+  done
+}
 
 echo "case 1: kill -9 all 3 members mid-stream; the recovered logs hold every version reported persisted"
 setup
@@ -69,10 +86,7 @@ BASE_PORT=$((BASE_PORT + 10))
 make_configs 3 64 512 "heartbeat_timeout_ms = $HB_MS\ndata_dir = $WORK/data" "$LAYOUT"
 lastview=$(( $(for l in "${lines[@]}"; do printf '%d\n' "$(field "$l" last)"; done | sort -n | tail -1) >> 32 ))
 for i in 0 1 2; do start_member "$i" --send 3000 --size 300 --rate 10000 --finish --timeout 60; done
-for i in 0 1 2; do
-  pid=$(eval echo "\$PID_$i")
-  wait "$pid" || fail "member $i exited with status $? after the restart: $(tail -3 "$WORK/m$i.err")"
-done
+wait_all
 first=$(grep -o '^view=[0-9]*' "$WORK/m0.out" | head -1 | cut -d= -f2)
 [ "$first" -gt "$lastview" ] || fail "the restarted group's first view $first does not follow the logged view $lastview"
 grep -q 'replayed [0-9]* logged updates of subgroup orders' "$WORK/m0.err" || fail "member 0 replayed nothing"
@@ -104,19 +118,10 @@ for ((t = 0; t < 200; t++)); do grep -q '^view=1 ' "$WORK/m0.out" && break; slee
 rm -rf "$WORK/data/member-2"
 mv "$WORK/m2.out" "$WORK/m2.killed.out"
 start_member 2 --send 2000 --size 300 --rate 10000 --finish --timeout 60
-for i in 0 1 2; do
-  pid=$(eval echo "\$PID_$i")
-  wait "$pid" || fail "member $i exited with status $?"
-done
+wait_all
 grep -q 'received shard 0 of subgroup orders: [1-9][0-9]* log records' "$WORK/m2.err" ||
   fail "member 2 received no log records"
-r=()
-for i in 0 1 2; do r+=("$(dump "$i" 0xffffffffffffffff)"); done
-for i in 1 2; do
-  [ "$(field "${r[$i]}" upto_hash)" = "$(field "${r[0]}" upto_hash)" ] &&
-  [ "$(field "${r[$i]}" records)" = "$(field "${r[0]}" records)" ] ||
-    fail "member $i's log differs at the end: '${r[0]}' / '${r[$i]}'"
-done
+logs_equal_at_end
 echo "  $(grep -o 'received shard 0 of subgroup orders: [0-9]* log records' "$WORK/m2.err"); every log: $(field "${r[0]}" records) records"
 PIDS=()
 rm -rf "$WORK/data"
@@ -134,20 +139,11 @@ had=$(dump 2 0 | grep -o ' records=[0-9]*' | cut -d= -f2)
 mv "$WORK/m2.out" "$WORK/m2.killed.out"
 mv "$WORK/m2.err" "$WORK/m2.killed.err"
 start_member 2 --send 2000 --size 300 --rate 10000 --finish --timeout 60
-for i in 0 1 2; do
-  pid=$(eval echo "\$PID_$i")
-  wait "$pid" || fail "member $i exited with status $?"
-done
+wait_all
 got=$(grep -o 'received shard 0 of subgroup orders: [0-9]* log records' "$WORK/m2.err" | grep -o '[0-9]* log' | cut -d' ' -f1)
 [ -n "$got" ] || fail "member 2 did not rejoin with its log"
 grep -q "holds $had records up to version" "$WORK/m2.err" || fail "member 2 did not keep its $had records"
-r=()
-for i in 0 1 2; do r+=("$(dump "$i" 0xffffffffffffffff)"); done
-for i in 1 2; do
-  [ "$(field "${r[$i]}" upto_hash)" = "$(field "${r[0]}" upto_hash)" ] &&
-  [ "$(field "${r[$i]}" records)" = "$(field "${r[0]}" records)" ] ||
-    fail "member $i's log differs at the end: '${r[0]}' / '${r[$i]}'"
-done
+logs_equal_at_end
 total=$(field "${r[0]}" records)
 [ $((had + got)) -le "$total" ] && [ "$got" -lt $((total - had + 1)) ] || fail "member 2 kept $had, received $got, of $total"
 echo "  member 2 kept $had records, received $got it had missed; every log: $total records"
