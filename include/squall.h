@@ -31,7 +31,11 @@ extern "C" {
     X(ELEFT, -17, "this member left the group")                                                   \
     X(ENOSPC, -18, "no space left on the device")                                                  \
     X(ENOTFOUND, -19, "no such entry")                                                            \
-    X(ECORRUPT, -20, "damaged data on disk")
+    X(ECORRUPT, -20, "damaged data on disk")                                                      \
+    X(ECONFLICT, -21, "the key is not at the expected version")                                   \
+    X(EPROTO, -22, "malformed or unknown protocol frame")                                        \
+    X(ENOPOOL, -23, "no object pool holds this key")                                              \
+    X(EEXIST, -24, "already exists")
 
 enum {
 #define SQ__ERR_ENUM(name, value, text) SQ_##name = (value),

@@ -254,8 +254,16 @@ static void member_key(struct parse_state *ps, const char *section, const char *
             fail(ps, "key 'port' in [%s]: '%s' is not a port number (1-65535)", section, value);
         }
         m->port = (uint32_t)v;
+    } else if (strcmp(key, "client_port") == 0) {
+        if (m->client_port != 0) {
+            fail(ps, "key 'client_port' in [%s] given twice", section);
+        } else if (!parse_u64(value, 1, 65535, &v)) {
+            fail(ps, "key 'client_port' in [%s]: '%s' is not a port number (1-65535)", section,
+                 value);
+        }
+        m->client_port = (uint32_t)v;
     } else {
-        fail(ps, "unknown key '%s' in [%s] (known: host, port)", key, section);
+        fail(ps, "unknown key '%s' in [%s] (known: host, port, client_port)", key, section);
     }
 }
 
@@ -344,9 +352,20 @@ static void subgroup_key(struct parse_state *ps, const char *section, const char
         } else {
             fail(ps, "key 'delivery' in [%s]: '%s' is not atomic or persistent", section, value);
         }
+    } else if (strcmp(key, "store") == 0) {
+        if (strcmp(value, "volatile") == 0) {
+            sg->store = SQ_STORE_VOLATILE + 1;
+        } else if (strcmp(value, "persistent") == 0) {
+            sg->store = SQ_STORE_PERSISTENT + 1;
+        } else if (strcmp(value, "trigger") == 0) {
+            sg->store = SQ_STORE_TRIGGER + 1;
+        } else {
+            fail(ps, "key 'store' in [%s]: '%s' is not volatile, persistent or trigger", section,
+                 value);
+        }
     } else {
         fail(ps, "unknown key '%s' in [%s] (known: window_size, max_payload, shards, min_members, "
-                 "max_members, delivery)", key, section);
+                 "max_members, delivery, store)", key, section);
     }
 }
 
@@ -493,6 +512,17 @@ static void validate(struct parse_state *ps)
                       sg->min_members, sg->shards * sg->min_members, c->nmembers);
         }
         c->nshards += sg->shards;
+        struct sq_subgroup_cfg *w = &c->subgroups[g];
+        /* store is kept +1 while parsing so that 0 means "not given" */
+        if (w->store == 0) {
+            w->store = w->persistent ? SQ_STORE_PERSISTENT : SQ_STORE_VOLATILE;
+        } else {
+            w->store -= 1;
+        }
+        if (w->store == SQ_STORE_PERSISTENT && !w->persistent && ps->err_line == 0) {
+            fail_file(ps, sg->line, "[subgroup.%s]: store = persistent needs delivery = "
+                                    "persistent", sg->name);
+        }
         if (sg->persistent && c->data_dir[0] == '\0' && ps->err_line == 0) {
             fail_file(ps, sg->line, "[subgroup.%s] is persistent: [group] data_dir (where its "
                                     "log goes) is required", sg->name);
@@ -611,6 +641,7 @@ uint64_t sq__config_group_digest(const struct sq_config *c)
         h = sq__fnv1a_u64(h, sg->min_members);
         h = sq__fnv1a_u64(h, sg->max_members);
         h = sq__fnv1a_u64(h, sg->persistent);
+        h = sq__fnv1a_u64(h, (uint64_t)sg->store);
     }
     h = sq__fnv1a_u64(h, c->max_state_bytes);
     return h;

@@ -18,6 +18,10 @@
 
 enum { SQ_FLUSH_GROUP_COMMIT, SQ_FLUSH_PERIODIC, SQ_FLUSH_NONE };
 
+/* Key-value store types (store = ... in [subgroup.NAME]; see src/kv/store.h). The default follows
+ * the delivery: persistent for delivery = persistent, volatile otherwise. */
+enum { SQ_STORE_VOLATILE = 0, SQ_STORE_PERSISTENT = 1, SQ_STORE_TRIGGER = 2 };
+
 /* One [subgroup.NAME] section: its shards, their sizes and the multicast window of each. */
 struct sq_subgroup_cfg {
     char name[SQ_MAX_NAME];
@@ -27,6 +31,7 @@ struct sq_subgroup_cfg {
     uint32_t min_members; /* per shard: fewer makes a view inadequate */
     uint32_t max_members; /* per shard: members beyond shards x max_members stand by */
     bool persistent;      /* delivery = persistent: every update logged at every member */
+    int store;            /* key-value store type of the subgroup's pools: SQ_STORE_* */
     int line;             /* of the section header */
 };
 
@@ -34,6 +39,7 @@ struct sq_member_addr {
     uint32_t id;
     char host[SQ_MAX_HOST];
     uint32_t port; /* 0 until set */
+    uint32_t client_port; /* key-value clients connect here (0: this member serves none) */
     int line;      /* line of the section header, for error messages */
 };
 

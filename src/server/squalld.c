@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "squall.h"
+#include "server/kvserver.h"
 
 /* Exit statuses: documented in usage() and README.md. */
 #define EXIT_DONE 0
@@ -422,6 +423,62 @@ static void fill(void *buf, uint64_t size, uint64_t i)
     }
 }
 
+/* Key-value mode: the member serves clients on its client port until SIGINT or SIGTERM (a clean
+ * leave) or until it fails. Prints "kv ready client_port=P members=N" once it serves. */
+static int serve_kv(sq_member *m, const char *config, bool join)
+{
+    char err[512] = "";
+    struct sq_kv_server *kv = NULL;
+    int rc = sq__kv_server_create(&kv, m, config, err, sizeof(err));
+    if (rc != 0) {
+        fprintf(stderr, "squalld: %s\n", err[0] ? err : sq_strerror(rc));
+        sq_member_close(m);
+        return EXIT_USAGE;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    rc = join ? sq_member_join(m, -1) : sq_member_start(m, -1);
+    if (rc != 0) {
+        fprintf(stderr, "squalld: member %u cannot %s: %s\n", g_id, join ? "join" : "start",
+                sq_member_errmsg(m));
+        sq_member_close(m);
+        sq__kv_server_destroy(kv);
+        return rc == SQ_ECONFIG ? EXIT_USAGE : EXIT_FAILED;
+    }
+    rc = sq__kv_server_start(kv, err, sizeof(err));
+    if (rc != 0) {
+        fprintf(stderr, "squalld: %s\n", err);
+        (void)sq_member_leave(m, 5000);
+        sq_member_close(m);
+        sq__kv_server_destroy(kv);
+        return EXIT_FAILED;
+    }
+    printf("kv ready member=%u members=%u\n", g_id, sq_member_count(m));
+    int status = EXIT_DONE;
+    while (!g_stop) {
+        if (sq_member_failure(m) != 0) {
+            fprintf(stderr, "squalld: %s\n", sq_member_errmsg(m));
+            status = exit_status_of(m);
+            break;
+        }
+        usleep(100000);
+    }
+    sq__kv_server_stop(kv);
+    if (g_stop && sq_member_failure(m) == 0) {
+        rc = sq_member_leave(m, 5000);
+        if (rc != 0) {
+            fprintf(stderr, "squalld: member %u: clean leave: %s\n", g_id, sq_strerror(rc));
+        }
+    }
+    sq_member_close(m);
+    sq__kv_server_destroy(kv);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     const char *config = NULL, *latency_file = NULL, *subgroup = NULL;
@@ -529,6 +586,17 @@ int main(int argc, char **argv)
         snprintf(index, sizeof(index), "%u", run.sg);
         int st = dump_log(m, run.sg, subgroup != NULL ? subgroup : index, upto);
         sq_member_close(m);
+        return st;
+    }
+    if (sq__kv_config_serves(config)) {
+        if (send > 0 || expect > 0 || finish || latency_file != NULL || call_at != UINT64_MAX ||
+            query != UINT64_MAX || persist_latency_file != NULL || print_each) {
+            fprintf(stderr, "squalld: this member serves key-value clients (client_port is set): "
+                            "the workload options are for plain groups\n");
+            sq_member_close(m);
+            return EXIT_USAGE;
+        }
+        int st = serve_kv(m, config, join);
         return st;
     }
     if (persist_latency_file != NULL && send > 0) {

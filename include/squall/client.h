@@ -1,0 +1,140 @@
+/* squall/client.h: the client library of squall's key-value store, for programs outside the
+ * group. A client speaks the binary protocol (src/kv/wire.h) over TCP to any member, which relays
+ * each request to the shard that holds the key. */
+#ifndef SQUALL_CLIENT_H
+#define SQUALL_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "squall.h" /* error codes: SQ_ECONFLICT, SQ_ENOTFOUND, ... and sq_strerror */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sq_client sq_client;
+
+/* Connects to one of `members`, a comma-separated list of host:port (the members' client
+ * ports). When the member fails, the client moves to the next one and retries what was in
+ * flight with the same request ids, so every put is applied once. `timeout_ms` bounds each
+ * call (including retries); <= 0 means 10 s. On error *out is NULL and `err` says why. */
+int sq_client_open(sq_client **out, const char *members, int timeout_ms, char *err,
+                   size_t err_size);
+
+/* Stops the client's I/O thread, closes the connection and frees the client. Outstanding
+ * asynchronous calls complete with SQ_ECLOSED first. Safe on NULL. */
+void sq_client_close(sq_client *c);
+
+/* The id of the member this client is connected to, or UINT32_MAX. */
+uint32_t sq_client_member(const sq_client *c);
+
+/* The outcome of one call. `value` is owned by the library: valid until the callback returns
+ * (asynchronous calls) or until the next call on the same sq_kv_result (blocking calls, which
+ * reuse and finally free it in sq_kv_result_free). */
+typedef struct sq_kv_result {
+    int status;          /* 0 or a negative SQ_E* code */
+    uint64_t version;    /* put/remove: the new version; get: the entry's; conflict: current */
+    uint64_t timestamp;  /* the entry's hybrid logical clock time, microseconds since epoch */
+    int deleted;         /* get at a version or time: the key was removed there */
+    uint32_t count;      /* get --size: the value's size; list/history: the number of items */
+    void *value;         /* get: the value; list/history/pool list: the items (see below) */
+    size_t size;
+    char message[256];   /* a one-line reason when status != 0 */
+    size_t cap_;         /* internal */
+} sq_kv_result;
+
+/* Frees what a blocking call left in `r` (safe to call more than once). */
+void sq_kv_result_free(sq_kv_result *r);
+
+/* Options of puts and removes. */
+typedef struct sq_put_opts {
+    int if_version;      /* 1: only if the key is still at `version` (0 = must not exist) */
+    uint64_t version;
+    int if_absent;       /* 1: only if the key does not exist (or was removed) */
+} sq_put_opts;
+
+/* Options of gets. */
+typedef struct sq_get_opts {
+    int at_version;      /* the latest entry at or before `version` */
+    uint64_t version;
+    int at_time;         /* the latest entry at or before `time_us` */
+    uint64_t time_us;
+    int stable;          /* only what every replica holds: sees every put completed before */
+    int size_only;       /* only the size (in result.count) */
+} sq_get_opts;
+
+/* Puts `value` under `key` (a path under a pool: "/orders/42"). On success r->version and
+ * r->timestamp are the new entry's. A conditional put that fails returns SQ_ECONFLICT with the
+ * key's current version in r->version (0 when it does not exist). Returns r->status. */
+int sq_client_put(sq_client *c, const char *key, const void *value, size_t size,
+                  const sq_put_opts *opts, sq_kv_result *r);
+int sq_client_get(sq_client *c, const char *key, const sq_get_opts *opts, sq_kv_result *r);
+/* Removes `key`: a tombstone with its own version. SQ_ENOTFOUND if it does not exist. */
+int sq_client_remove(sq_client *c, const char *key, const sq_put_opts *opts, sq_kv_result *r);
+
+/* One entry of a list, history or pool list, decoded from r->value by sq_kv_next_item. */
+typedef struct sq_kv_item {
+    const char *key;     /* not NUL-terminated: key_len bytes */
+    size_t key_len;
+    uint64_t version;    /* pool list: the subgroup index */
+    uint64_t timestamp;  /* pool list: the store type (SQ_STORE_*: 0 volatile, 1 persistent,
+                            2 trigger) */
+    uint32_t size;       /* the value's size; pool list: the number of shards */
+    int deleted;
+} sq_kv_item;
+/* Iterates the items of r->value: *pos starts at 0. 1 with an item, 0 at the end, or
+ * SQ_EPROTO. */
+int sq_kv_next_item(const sq_kv_result *r, size_t *pos, sq_kv_item *item);
+
+/* Keys under `prefix` with their latest version (as of `time_us` when at_time is 1); removed
+ * keys are left out. Sorted by key. */
+int sq_client_list(sq_client *c, const char *prefix, int at_time, uint64_t time_us,
+                   sq_kv_result *r);
+/* Every version of `key`, oldest first (removals have deleted = 1). */
+int sq_client_history(sq_client *c, const char *key, sq_kv_result *r);
+
+/* Creates the pool `path` ("/orders") on a subgroup whose store type is `store` ("volatile",
+ * "persistent" or "trigger"), or on the subgroup called `store` when one has that name;
+ * `shards` 0 means all the subgroup's shards. SQ_EEXIST if it exists. Pools are kept in the
+ * group's metadata subgroup and survive restarts. */
+int sq_client_pool_create(sq_client *c, const char *path, const char *store, uint32_t shards,
+                          sq_kv_result *r);
+int sq_client_pool_list(sq_client *c, sq_kv_result *r);
+
+/* The member's view of the group: view, members, shards, frontiers; text, or JSON. */
+int sq_client_status(sq_client *c, int json, sq_kv_result *r);
+
+/* Watches: every update of `target` (a key, or a prefix ending in '/'), in version order per
+ * shard, from version `from_version` on (0: from the beginning the store keeps). The callback
+ * runs on the client's I/O thread; `key` and `value` are valid during the callback only. After
+ * a member failure the client watches again from the version after the last one it delivered,
+ * so nothing is missed. Returns a watch id (> 0) in *watch_id. */
+typedef struct sq_kv_event {
+    const char *key;
+    size_t key_len;
+    uint64_t version;
+    uint64_t timestamp;
+    int deleted;
+    const void *value;
+    size_t size;
+} sq_kv_event;
+typedef void (*sq_watch_fn)(void *arg, const sq_kv_event *ev);
+int sq_client_watch(sq_client *c, const char *target, uint64_t from_version, sq_watch_fn fn,
+                    void *arg, uint64_t *watch_id);
+int sq_client_unwatch(sq_client *c, uint64_t watch_id);
+
+/* Asynchronous calls: the callback runs once, on the client's I/O thread, with the result (its
+ * value valid during the callback only). A call that returns an error never runs its callback.
+ * At most SQ_CLIENT_MAX_INFLIGHT calls may be outstanding (SQ_EAGAIN beyond). */
+#define SQ_CLIENT_MAX_INFLIGHT 4096
+typedef void (*sq_kv_done_fn)(void *arg, const sq_kv_result *r);
+int sq_client_put_async(sq_client *c, const char *key, const void *value, size_t size,
+                        const sq_put_opts *opts, sq_kv_done_fn done, void *arg);
+int sq_client_get_async(sq_client *c, const char *key, const sq_get_opts *opts,
+                        sq_kv_done_fn done, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

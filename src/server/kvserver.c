@@ -1,0 +1,2282 @@
+/* kvserver.c: the key-value service of a squalld member.
+ *
+ * Threads. The member's event-loop thread delivers operations: it applies them to the shard's
+ * store (src/kv/store.c) and hands the answers for this member's clients, and the updates for
+ * watchers, to the service thread through a queue. The service thread owns every client
+ * connection (epoll): it decodes frames, answers reads from the stores, multicasts writes into
+ * the key's shard, or relays a request to a member of that shard over that member's client port.
+ * `mu` guards what both threads touch; member calls are never made while holding it (the loop
+ * thread holds the member's lock while it runs our callbacks).
+ *
+ * Writes are applied in the shard's total order, so every replica gives the same answer to a
+ * conditional put; the answer goes back once the op is delivered (volatile and trigger stores:
+ * every member of the shard has it) or persisted at every member (persistent stores). A stable
+ * read multicasts a barrier and answers at the barrier's place in the order. */
+#include "server/kvserver.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "common.h"
+#include "config.h"
+#include "hash.h"
+#include "kv/store.h"
+#include "kv/wire.h"
+#include "log.h"
+
+#define MAX_POOLS 64
+#define MAX_POOL_PATH 255
+#define ENTRY_BUCKETS 8192u
+#define WATCH_BUCKETS (1u << 17)
+#define MAX_OUTBUF (256u << 20)  /* a client this far behind is dropped */
+#define REQUEST_TIMEOUT_MS 60000 /* a request still in flight after this is failed */
+#define LOG_WAIT_MS 2000         /* how long a read waits for a delivered entry to reach the log */
+
+struct buf {
+    uint8_t *p;
+    size_t len, cap;
+};
+
+struct conn {
+    struct conn *next;
+    uint64_t id;
+    int fd;
+    bool relay;       /* ours, to another member's client port */
+    uint32_t member;  /* relay: that member */
+    bool want_out;
+    bool dead;
+    struct buf in, out;
+    size_t out_off;
+};
+
+struct pool {
+    char path[MAX_POOL_PATH + 1];
+    uint16_t len;
+    uint32_t sg;
+    uint32_t shards;
+};
+
+/* Gathers the answers of one request fanned out to every shard of a pool (list, prefix
+ * watch). */
+struct agg {
+    uint64_t origin, client, req_id;
+    uint8_t op;
+    int remaining;
+    int status;
+    char msg[200];
+    struct buf items;
+    uint32_t nitems;
+};
+
+/* A request in flight: a local op waiting for its delivery (opbuf), or a relayed request
+ * waiting for another member's answer (via). */
+struct entry {
+    struct entry *next;   /* hash chain by (client, req_id) */
+    struct entry *onext;  /* outbox */
+    uint64_t client, req_id;
+    uint64_t origin;      /* connection the answer goes to */
+    uint64_t via;         /* relay connection, or 0 for a local op */
+    struct agg *agg;
+    uint8_t op;
+    bool watch;           /* relayed watch: stays until unwatched */
+    bool queued;          /* in the outbox */
+    uint32_t sg;
+    uint8_t *opbuf;
+    size_t oplen;
+    uint64_t created_ms;
+};
+
+/* Handed from the loop thread to the service thread. */
+enum { DONE_ANSWER, DONE_EVENT };
+struct done {
+    struct done *next;
+    uint8_t kind;
+    uint8_t op;          /* answers: the client op (put, remove, get, pool create) */
+    uint32_t sg;
+    uint64_t client, req_id;
+    uint64_t msg_version; /* the delivered op's version: persistence is awaited up to it */
+    int status;
+    uint32_t flags;       /* SQ_KV_F_DELETED */
+    uint64_t version, timestamp;
+    uint32_t count;
+    char *key;
+    uint16_t key_len;
+    void *value;
+    uint32_t size;
+};
+
+struct watch {
+    struct watch *next; /* bucket */
+    uint64_t conn, client, req_id;
+    uint32_t sg;
+    char *target;
+    uint16_t len;
+    bool prefix;
+    uint64_t live_after; /* events up to this version were replayed */
+};
+
+struct sq_kv_server {
+    sq_member *m;
+    struct sq_config cfg;
+    uint32_t my_id;
+    int meta;
+    uint32_t client_port;
+    pthread_mutex_t mu;
+    /* under mu */
+    struct sq_kv_store *store[SQ_MAX_SUBGROUPS];
+    uint32_t store_shard[SQ_MAX_SUBGROUPS];
+    uint32_t view_id, nmembers, adequate;
+    uint32_t ids[SQ_MAX_MEMBERS];
+    uint32_t my_shard[SQ_MAX_SUBGROUPS];
+    uint32_t shard_of[SQ_MAX_SUBGROUPS * SQ_MAX_MEMBERS];
+    bool have_view;
+    uint64_t persisted[SQ_MAX_SUBGROUPS]; /* 1 + the frontier */
+    struct pool pools[MAX_POOLS];
+    uint32_t npools;
+    struct done *wait_head[SQ_MAX_SUBGROUPS], *wait_tail[SQ_MAX_SUBGROUPS];
+    struct done *ready_head, *ready_tail;
+    bool resend;
+    uint64_t nwatches;
+    /* service thread */
+    int lfd, efd, ep;
+    pthread_t thread;
+    bool started;
+    atomic_bool stop;
+    struct conn *conns;
+    uint64_t next_conn;
+    struct entry *ents[ENTRY_BUCKETS];
+    struct entry *outbox, *outbox_tail;
+    struct watch **wb;
+    uint8_t *logbuf;
+    size_t logcap;
+    uint64_t last_sweep_ms;
+};
+
+/* ---- small buffers ---- */
+
+static int buf_reserve(struct buf *b, size_t n)
+{
+    if (b->len + n <= b->cap) {
+        return 0;
+    }
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + n) {
+        cap *= 2;
+    }
+    uint8_t *p = realloc(b->p, cap);
+    if (p == NULL) {
+        return SQ_ENOMEM;
+    }
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static int buf_add(struct buf *b, const void *data, size_t n)
+{
+    int rc = buf_reserve(b, n);
+    if (rc == 0 && n > 0) {
+        memcpy(b->p + b->len, data, n);
+        b->len += n;
+    }
+    return rc;
+}
+
+static void buf_free(struct buf *b)
+{
+    free(b->p);
+    *b = (struct buf){0};
+}
+
+static void wake(struct sq_kv_server *s)
+{
+    uint64_t one = 1;
+    ssize_t w = write(s->efd, &one, sizeof(one));
+    (void)w; /* a full counter still wakes the thread */
+}
+
+/* ---- connections ---- */
+
+static struct conn *conn_by_id(struct sq_kv_server *s, uint64_t id)
+{
+    for (struct conn *c = s->conns; c != NULL; c = c->next) {
+        if (c->id == id && !c->dead) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+static void conn_arm(struct sq_kv_server *s, struct conn *c, bool out)
+{
+    if (c->want_out == out) {
+        return;
+    }
+    c->want_out = out;
+    struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.u64 = c->id};
+    epoll_ctl(s->ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+static void conn_flush(struct sq_kv_server *s, struct conn *c)
+{
+    while (c->out_off < c->out.len) {
+        ssize_t n = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                c->dead = true;
+            }
+            break;
+        }
+        c->out_off += (size_t)n;
+    }
+    if (c->out_off == c->out.len) {
+        c->out.len = 0;
+        c->out_off = 0;
+    } else if (c->out_off > (1u << 20)) {
+        memmove(c->out.p, c->out.p + c->out_off, c->out.len - c->out_off);
+        c->out.len -= c->out_off;
+        c->out_off = 0;
+    }
+    if (!c->dead) {
+        conn_arm(s, c, c->out.len > 0);
+    }
+}
+
+/* Queues a frame on a connection (flushed by the service loop). */
+static void conn_send(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
+{
+    if (c == NULL || c->dead) {
+        return;
+    }
+    size_t n = sq__kv_frame_bytes(f);
+    if (c->out.len + n > MAX_OUTBUF || buf_reserve(&c->out, n) != 0) {
+        sq__log(SQ_LOG_WARN, "kv: dropping a client %" PRIu64 " that does not read its answers",
+                c->id);
+        c->dead = true;
+        return;
+    }
+    long w = sq__kv_encode(f, c->out.p + c->out.len, n);
+    SQ_ASSERT(w == (long)n);
+    c->out.len += n;
+    conn_arm(s, c, true);
+}
+
+static void reply_err(struct sq_kv_server *s, uint64_t conn, uint8_t op, uint64_t client,
+                      uint64_t req, int status, uint64_t version, const char *fmt, ...)
+    __attribute__((format(printf, 8, 9)));
+static void reply_err(struct sq_kv_server *s, uint64_t conn, uint8_t op, uint64_t client,
+                      uint64_t req, int status, uint64_t version, const char *fmt, ...)
+{
+    char msg[SQ_KV_MAX_STR];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    struct sq_kv_frame f = {.op = op, .status = status, .req_id = req, .client = client,
+                            .version = version, .str = msg,
+                            .str_len = (uint16_t)(n < 0 ? 0 : SQ_MIN((size_t)n, sizeof(msg) - 1))};
+    conn_send(s, conn_by_id(s, conn), &f);
+}
+
+/* ---- requests in flight ---- */
+
+static uint32_t ent_bucket(uint64_t client, uint64_t req)
+{
+    return (uint32_t)(sq__mix64(client ^ (req * 0x9e3779b97f4a7c15ull)) % ENTRY_BUCKETS);
+}
+
+static struct entry *entry_add(struct sq_kv_server *s, uint64_t client, uint64_t req, uint8_t op,
+                               uint64_t origin, uint64_t via)
+{
+    struct entry *e = calloc(1, sizeof(*e));
+    if (e == NULL) {
+        return NULL;
+    }
+    *e = (struct entry){.client = client, .req_id = req, .op = op, .origin = origin, .via = via,
+                        .created_ms = sq__mono_ms()};
+    uint32_t b = ent_bucket(client, req);
+    e->next = s->ents[b];
+    s->ents[b] = e;
+    return e;
+}
+
+static void outbox_remove(struct sq_kv_server *s, struct entry *e)
+{
+    struct entry **pp = &s->outbox;
+    s->outbox_tail = NULL;
+    while (*pp != NULL) {
+        if (*pp == e) {
+            *pp = e->onext;
+            continue;
+        }
+        s->outbox_tail = *pp;
+        pp = &(*pp)->onext;
+    }
+    e->queued = false;
+}
+
+static void entry_free(struct sq_kv_server *s, struct entry *e)
+{
+    uint32_t b = ent_bucket(e->client, e->req_id);
+    for (struct entry **pp = &s->ents[b]; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == e) {
+            *pp = e->next;
+            break;
+        }
+    }
+    if (e->queued) {
+        outbox_remove(s, e);
+    }
+    free(e->opbuf);
+    free(e);
+}
+
+static void outbox_push(struct sq_kv_server *s, struct entry *e)
+{
+    if (e->queued) {
+        return;
+    }
+    e->queued = true;
+    e->onext = NULL;
+    if (s->outbox_tail != NULL) {
+        s->outbox_tail->onext = e;
+    } else {
+        s->outbox = e;
+    }
+    s->outbox_tail = e;
+}
+
+/* ---- pools and routing (under mu) ---- */
+
+static const struct pool *pool_of_key(const struct sq_kv_server *s, const char *key, size_t len)
+{
+    const struct pool *best = NULL;
+    for (uint32_t i = 0; i < s->npools; i++) {
+        const struct pool *p = &s->pools[i];
+        if (len > (size_t)p->len + 1 && memcmp(key, p->path, p->len) == 0 && key[p->len] == '/' &&
+            (best == NULL || p->len > best->len)) {
+            best = p;
+        }
+    }
+    return best;
+}
+
+/* A prefix for list or watch: inside one pool ("/orders/" or "/orders/2026-"). */
+static const struct pool *pool_of_prefix(const struct sq_kv_server *s, const char *pre,
+                                         size_t len)
+{
+    const struct pool *best = NULL;
+    for (uint32_t i = 0; i < s->npools; i++) {
+        const struct pool *p = &s->pools[i];
+        if (len >= (size_t)p->len + 1 && memcmp(pre, p->path, p->len) == 0 &&
+            pre[p->len] == '/' && (best == NULL || p->len > best->len)) {
+            best = p;
+        }
+    }
+    return best;
+}
+
+/* The key's shard: XXH64 of the whole key (seed 0) modulo the pool's shards. */
+static uint32_t shard_of_key(const struct pool *p, const char *key, size_t len)
+{
+    return (uint32_t)(XXH64(key, len, 0) % p->shards);
+}
+
+/* A member serving (sg, shard): UINT32_MAX when none; `pick` spreads relayed requests. */
+static uint32_t server_of(const struct sq_kv_server *s, uint32_t sg, uint32_t shard,
+                          uint64_t pick)
+{
+    uint32_t cands[SQ_MAX_MEMBERS], n = 0;
+    for (uint32_t r = 0; r < s->nmembers; r++) {
+        if (s->shard_of[sg * s->nmembers + r] == shard) {
+            cands[n++] = s->ids[r];
+        }
+    }
+    return n == 0 ? UINT32_MAX : cands[pick % n];
+}
+
+static bool valid_path(const char *p, size_t len, bool pool)
+{
+    if (len < 2 || p[0] != '/' || (pool && (p[len - 1] == '/' || len > MAX_POOL_PATH))) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] == '\0' || (i > 0 && p[i] == '/' && p[i - 1] == '/')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static const char *store_name(int t)
+{
+    return t == SQ_STORE_PERSISTENT ? "persistent" : t == SQ_STORE_TRIGGER ? "trigger"
+                                                                         : "volatile";
+}
+
+/* ---- the loop thread: deliveries, views, state, persistence ---- */
+
+static struct sq_kv_store *store_for(struct sq_kv_server *s, uint32_t sg, uint32_t shard)
+{
+    if (s->store[sg] != NULL && s->store_shard[sg] != shard) {
+        sq__kv_store_destroy(s->store[sg]); /* moved to another shard: its state comes next */
+        s->store[sg] = NULL;
+    }
+    if (s->store[sg] == NULL) {
+        if (sq__kv_store_create(&s->store[sg], s->cfg.subgroups[sg].store) != 0) {
+            return NULL;
+        }
+        s->store_shard[sg] = shard;
+    }
+    return s->store[sg];
+}
+
+static void done_ready(struct sq_kv_server *s, struct done *d)
+{
+    d->next = NULL;
+    if (s->ready_tail != NULL) {
+        s->ready_tail->next = d;
+    } else {
+        s->ready_head = d;
+    }
+    s->ready_tail = d;
+}
+
+/* An answer for one of this member's clients: at once, or once persisted everywhere. */
+static void done_answer(struct sq_kv_server *s, struct done *d)
+{
+    uint32_t sg = d->sg;
+    if (s->cfg.subgroups[sg].persistent && s->persisted[sg] <= d->msg_version) {
+        d->next = NULL;
+        if (s->wait_tail[sg] != NULL) {
+            s->wait_tail[sg]->next = d;
+        } else {
+            s->wait_head[sg] = d;
+        }
+        s->wait_tail[sg] = d;
+        return;
+    }
+    done_ready(s, d);
+}
+
+static void apply_pool(struct sq_kv_server *s, const struct sq_kv_op *op, int *status)
+{
+    uint32_t sg = op->arg & 0xff, shards = op->arg >> 16;
+    *status = 0;
+    if (s->npools >= MAX_POOLS) {
+        *status = SQ_ENOSPC;
+        return;
+    }
+    if (op->key_len > MAX_POOL_PATH || sg >= s->cfg.nsubgroups || shards == 0 ||
+        shards > s->cfg.subgroups[sg].shards) {
+        *status = SQ_EINVAL;
+        return;
+    }
+    for (uint32_t i = 0; i < s->npools; i++) {
+        const struct pool *p = &s->pools[i];
+        size_t m = SQ_MIN((size_t)p->len, (size_t)op->key_len);
+        if (memcmp(p->path, op->key, m) == 0 &&
+            (p->len == op->key_len || (p->len < op->key_len && op->key[p->len] == '/') ||
+             (op->key_len < p->len && p->path[op->key_len] == '/'))) {
+            *status = SQ_EEXIST; /* the same pool, or one nested in the other */
+            return;
+        }
+    }
+    struct pool *p = &s->pools[s->npools++];
+    memcpy(p->path, op->key, op->key_len);
+    p->path[op->key_len] = '\0';
+    p->len = op->key_len;
+    p->sg = sg;
+    p->shards = shards;
+}
+
+static void on_deliver(void *arg, const sq_message *msg)
+{
+    struct sq_kv_server *s = arg;
+    struct sq_kv_op op;
+    if (sq__kv_op_decode(msg->data, msg->size, &op) != 0) {
+        return; /* not ours (nulls carry no payload) */
+    }
+    bool replayed = (msg->flags & SQ_MSG_REPLAYED) != 0;
+    bool mine = !replayed && op.origin == s->my_id;
+    /* Key-value versions are the shard's versions plus one, so that 0 never names an entry:
+     * "if-version 0" means "must not exist" and watches from 0 see everything. */
+    uint64_t version = msg->version + 1;
+    pthread_mutex_lock(&s->mu);
+    struct done *d = NULL;
+    if (mine) {
+        d = calloc(1, sizeof(*d));
+        if (d != NULL) {
+            *d = (struct done){.kind = DONE_ANSWER, .sg = msg->subgroup, .client = op.client,
+                               .req_id = op.req_id, .msg_version = msg->version};
+        }
+    }
+    if (op.kind == SQ_KV_POOL_CREATE) {
+        int status = 0;
+        if ((int)msg->subgroup == s->meta) {
+            apply_pool(s, &op, &status);
+        } else {
+            status = SQ_EINVAL;
+        }
+        if (status == 0) {
+            sq__log(SQ_LOG_INFO, "kv: pool %.*s on subgroup %s, %u shards", (int)op.key_len,
+                    op.key, s->cfg.subgroups[op.arg & 0xff].name, op.arg >> 16);
+        }
+        if (d != NULL) {
+            d->op = SQ_KV_OP_POOL_CREATE;
+            d->status = status;
+            d->version = version;
+            d->timestamp = msg->timestamp;
+        }
+        goto out;
+    }
+    struct sq_kv_store *st = store_for(s, msg->subgroup, msg->shard);
+    if (st == NULL) {
+        if (d != NULL) {
+            d->status = SQ_ENOMEM;
+        }
+        goto out;
+    }
+    struct sq_kv_applied a;
+    int rc = sq__kv_store_apply(st, &op, version, msg->timestamp, &a);
+    if (rc != 0) {
+        /* Out of memory: this replica can no longer follow the shard. Stopping is the only
+         * safe thing; the others go on without it. */
+        sq__log(SQ_LOG_ERROR, "kv: cannot apply an update (%s): stopping", sq_strerror(rc));
+        abort();
+    }
+    if (d != NULL) {
+        d->op = op.kind == SQ_KV_PUT ? SQ_KV_OP_PUT : op.kind == SQ_KV_REMOVE ? SQ_KV_OP_REMOVE
+                                                                              : SQ_KV_OP_GET;
+        d->status = a.status;
+        d->version = a.version;
+        d->timestamp = a.timestamp;
+        if (op.kind == SQ_KV_BARRIER) {
+            /* A stable read: answered from the state at the barrier's place in the order. */
+            struct sq_kv_version v;
+            const void *val;
+            size_t vsize;
+            int how = (op.flags & SQ_KV_F_AT_VERSION) ? SQ_KV_AT_VERSION
+                      : (op.flags & SQ_KV_F_AT_TIME) ? SQ_KV_AT_TIME : SQ_KV_LATEST;
+            d->status = sq__kv_store_get(st, op.key, op.key_len, how, op.expect, &v, &val, &vsize);
+            if (d->status == 0) {
+                d->version = v.version;
+                d->timestamp = v.timestamp;
+                d->count = v.size;
+                if (v.deleted) {
+                    d->status = SQ_ENOTFOUND;
+                    d->flags = SQ_KV_F_DELETED;
+                } else if (val != NULL && !(op.flags & SQ_KV_F_SIZE_ONLY)) {
+                    d->value = malloc(vsize > 0 ? vsize : 1);
+                    if (d->value == NULL) {
+                        d->status = SQ_ENOMEM;
+                    } else {
+                        memcpy(d->value, val, vsize);
+                        d->size = (uint32_t)vsize;
+                    }
+                } else if (val == NULL && !(op.flags & SQ_KV_F_SIZE_ONLY)) {
+                    /* an older version: the service thread reads it from the log */
+                    d->flags |= 1u << 31;
+                }
+            } else {
+                d->version = 0;
+            }
+            d->key = malloc(op.key_len > 0 ? op.key_len : 1);
+            if (d->key != NULL) {
+                memcpy(d->key, op.key, op.key_len);
+                d->key_len = op.key_len;
+            }
+            d->flags |= op.flags & SQ_KV_F_SIZE_ONLY;
+        }
+    }
+    if (!replayed && (op.kind == SQ_KV_PUT || op.kind == SQ_KV_REMOVE) && a.status == 0 &&
+        !a.duplicate && s->nwatches > 0) {
+        struct done *ev = calloc(1, sizeof(*ev));
+        if (ev != NULL) {
+            *ev = (struct done){.kind = DONE_EVENT, .sg = msg->subgroup, .version = version,
+                                .timestamp = msg->timestamp,
+                                .flags = op.kind == SQ_KV_REMOVE ? SQ_KV_F_DELETED : 0};
+            ev->key = malloc(op.key_len > 0 ? op.key_len : 1);
+            ev->value = malloc(op.value_len > 0 ? op.value_len : 1);
+            if (ev->key == NULL || ev->value == NULL) {
+                free(ev->key);
+                free(ev->value);
+                free(ev);
+            } else {
+                memcpy(ev->key, op.key, op.key_len);
+                ev->key_len = op.key_len;
+                if (op.kind == SQ_KV_PUT && op.value_len > 0) {
+                    memcpy(ev->value, op.value, op.value_len);
+                }
+                ev->size = op.kind == SQ_KV_PUT ? op.value_len : 0;
+                done_ready(s, ev);
+            }
+        }
+    }
+out:
+    if (d != NULL) {
+        done_answer(s, d);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (mine || s->ready_head != NULL) {
+        wake(s);
+    }
+}
+
+static void on_persisted(void *arg, uint32_t sg, uint32_t shard, uint64_t version)
+{
+    struct sq_kv_server *s = arg;
+    (void)shard;
+    bool any = false;
+    pthread_mutex_lock(&s->mu);
+    s->persisted[sg] = version + 1;
+    while (s->wait_head[sg] != NULL && s->wait_head[sg]->msg_version <= version) {
+        struct done *d = s->wait_head[sg];
+        s->wait_head[sg] = d->next;
+        if (s->wait_head[sg] == NULL) {
+            s->wait_tail[sg] = NULL;
+        }
+        done_ready(s, d);
+        any = true;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (any) {
+        wake(s);
+    }
+}
+
+static void on_view(void *arg, const sq_view *v)
+{
+    struct sq_kv_server *s = arg;
+    pthread_mutex_lock(&s->mu);
+    s->view_id = v->view_id;
+    s->nmembers = v->nmembers;
+    s->adequate = (uint32_t)v->adequate;
+    memcpy(s->ids, v->member_ids, v->nmembers * sizeof(uint32_t));
+    memcpy(s->my_shard, v->my_shard, v->nsubgroups * sizeof(uint32_t));
+    memcpy(s->shard_of, v->shard_of, (size_t)v->nsubgroups * v->nmembers * sizeof(uint32_t));
+    for (uint32_t g = 0; g < v->nsubgroups; g++) {
+        if (v->my_shard[g] == SQ_NO_SHARD && s->store[g] != NULL) {
+            sq__kv_store_destroy(s->store[g]);
+            s->store[g] = NULL;
+        }
+    }
+    s->have_view = true;
+    s->resend = true; /* ops the change dropped go again (at most once: dedup) */
+    pthread_mutex_unlock(&s->mu);
+    printf("view=%u members=", v->view_id);
+    for (uint32_t i = 0; i < v->nmembers; i++) {
+        printf("%s%u", i ? "," : "", v->member_ids[i]);
+    }
+    printf(" my_rank=%u adequate=%d\n", v->my_rank, v->adequate);
+    wake(s);
+}
+
+/* Pool table state (metadata subgroup): "SQPL" u32 n, then n x (u16 len, u32 sg, u32 shards,
+ * path). */
+static int save_state(void *arg, uint32_t sg, uint32_t shard, void **buf, size_t *size)
+{
+    struct sq_kv_server *s = arg;
+    int rc = 0;
+    pthread_mutex_lock(&s->mu);
+    if ((int)sg == s->meta) {
+        uint8_t *p = malloc(8 + (size_t)s->npools * (10 + MAX_POOL_PATH));
+        if (p == NULL) {
+            rc = SQ_ENOMEM;
+        } else {
+            size_t o = 0;
+            memcpy(p, "SQPL", 4);
+            memcpy(p + 4, &s->npools, 4); /* members share endianness (DESIGN.md) */
+            o = 8;
+            for (uint32_t i = 0; i < s->npools; i++) {
+                memcpy(p + o, &s->pools[i].len, 2);
+                memcpy(p + o + 2, &s->pools[i].sg, 4);
+                memcpy(p + o + 6, &s->pools[i].shards, 4);
+                memcpy(p + o + 10, s->pools[i].path, s->pools[i].len);
+                o += 10u + s->pools[i].len;
+            }
+            *buf = p;
+            *size = o;
+        }
+    } else {
+        struct sq_kv_store *st = store_for(s, sg, shard);
+        rc = st == NULL ? SQ_ENOMEM : sq__kv_store_save(st, buf, size);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static void load_state(void *arg, uint32_t sg, uint32_t shard, const void *buf, size_t size)
+{
+    struct sq_kv_server *s = arg;
+    const uint8_t *p = buf;
+    pthread_mutex_lock(&s->mu);
+    if ((int)sg == s->meta) {
+        uint32_t n = 0;
+        if (size >= 8 && memcmp(p, "SQPL", 4) == 0) {
+            memcpy(&n, p + 4, 4);
+        }
+        size_t o = 8;
+        s->npools = 0;
+        for (uint32_t i = 0; i < n && i < MAX_POOLS && o + 10 <= size; i++) {
+            struct pool *pl = &s->pools[s->npools];
+            memcpy(&pl->len, p + o, 2);
+            memcpy(&pl->sg, p + o + 2, 4);
+            memcpy(&pl->shards, p + o + 6, 4);
+            if (pl->len > MAX_POOL_PATH || o + 10 + pl->len > size) {
+                break;
+            }
+            memcpy(pl->path, p + o + 10, pl->len);
+            pl->path[pl->len] = '\0';
+            o += 10u + pl->len;
+            s->npools++;
+        }
+    } else {
+        struct sq_kv_store *st = store_for(s, sg, shard);
+        int rc = st == NULL ? SQ_ENOMEM : sq__kv_store_load(st, buf, size);
+        if (rc != 0) {
+            sq__log(SQ_LOG_ERROR, "kv: the state received for subgroup %s is unusable: %s",
+                    s->cfg.subgroups[sg].name, sq_strerror(rc));
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- the service thread: answering ---- */
+
+/* Reads the value of an older version from this member's log (it may still be on its way to
+ * the file: the flusher writes promptly). */
+static int read_logged(struct sq_kv_server *s, uint32_t sg, uint64_t version, const void **val,
+                       uint32_t *len)
+{
+    uint64_t deadline = sq__mono_ms() + LOG_WAIT_MS;
+    for (;;) {
+        sq_record rec;
+        int rc = sq_member_log_get(s->m, sg, SQ_LOG_EXACT, version - 1, &rec, s->logbuf,
+                                   s->logcap);
+        if (rc == 0) {
+            struct sq_kv_op op;
+            if (rec.size > s->logcap || sq__kv_op_decode(s->logbuf, rec.size, &op) != 0) {
+                return SQ_ECORRUPT;
+            }
+            *val = op.value;
+            *len = op.value_len;
+            return 0;
+        }
+        if (rc != SQ_ENOTFOUND || sq__mono_ms() > deadline) {
+            return rc;
+        }
+        usleep(1000);
+    }
+}
+
+static void answer_get(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f,
+                       uint32_t sg)
+{
+    int how = (f->flags & SQ_KV_F_AT_VERSION) ? SQ_KV_AT_VERSION
+              : (f->flags & SQ_KV_F_AT_TIME) ? SQ_KV_AT_TIME : SQ_KV_LATEST;
+    uint64_t at = how == SQ_KV_AT_TIME ? f->time : f->version;
+    struct sq_kv_version v;
+    const void *val = NULL;
+    size_t vsize = 0;
+    void *copy = NULL;
+    pthread_mutex_lock(&s->mu);
+    struct sq_kv_store *st = s->store[sg];
+    int rc = st == NULL ? SQ_ESTATE : sq__kv_store_get(st, f->key, f->key_len, how, at, &v, &val,
+                                                       &vsize);
+    if (rc == 0 && val != NULL && !(f->flags & SQ_KV_F_SIZE_ONLY)) {
+        copy = malloc(vsize > 0 ? vsize : 1);
+        if (copy == NULL) {
+            rc = SQ_ENOMEM;
+        } else {
+            memcpy(copy, val, vsize);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    struct sq_kv_frame a = {.op = SQ_KV_OP_GET, .req_id = f->req_id, .client = f->client};
+    if (rc == SQ_ENOTFOUND) {
+        reply_err(s, c->id, SQ_KV_OP_GET, f->client, f->req_id, rc, 0, "%.*s: %s",
+                  (int)f->key_len, f->key, how == SQ_KV_LATEST ? "no such key"
+                                               : "no version of the key at or before that point");
+        goto out;
+    }
+    if (rc != 0) {
+        reply_err(s, c->id, SQ_KV_OP_GET, f->client, f->req_id, rc, 0, "%s", sq_strerror(rc));
+        goto out;
+    }
+    a.version = v.version;
+    a.time = v.timestamp;
+    a.count = v.size;
+    if (v.deleted) {
+        a.status = SQ_ENOTFOUND;
+        a.flags = SQ_KV_F_DELETED;
+        static const char m1[] = "the key was removed at that point";
+        static const char m2[] = "the key was removed";
+        a.str = how == SQ_KV_LATEST ? m2 : m1;
+        a.str_len = (uint16_t)strlen(a.str);
+    } else if (!(f->flags & SQ_KV_F_SIZE_ONLY)) {
+        if (copy != NULL) {
+            a.value = copy;
+            a.value_len = (uint32_t)vsize;
+        } else {
+            uint32_t len = 0;
+            rc = read_logged(s, sg, v.version, &a.value, &len);
+            if (rc != 0) {
+                reply_err(s, c->id, SQ_KV_OP_GET, f->client, f->req_id, rc, v.version,
+                          "reading version 0x%" PRIx64 " from the log: %s", v.version,
+                          sq_strerror(rc));
+                goto out;
+            }
+            a.value_len = len;
+        }
+    } else {
+        a.flags = SQ_KV_F_SIZE_ONLY;
+    }
+    conn_send(s, c, &a);
+out:
+    free(copy);
+}
+
+struct collect {
+    struct buf *b;
+    uint32_t n;
+    int rc;
+};
+
+static void collect_item(void *arg, const char *key, uint16_t key_len,
+                         const struct sq_kv_version *v)
+{
+    struct collect *co = arg;
+    if (co->rc != 0 || buf_reserve(co->b, SQ_KV_ITEM_HEADER_BYTES + key_len) != 0) {
+        co->rc = SQ_ENOMEM;
+        return;
+    }
+    struct sq_kv_item_raw it = {.version = v->version, .timestamp = v->timestamp,
+                                .size = v->size, .flags = v->deleted, .key = key,
+                                .key_len = key_len};
+    co->b->len += sq__kv_item_encode(&it, co->b->p + co->b->len);
+    co->n++;
+}
+
+/* Items of this member's shard for list or history; appended to `b`. */
+static int local_items(struct sq_kv_server *s, const struct sq_kv_frame *f, uint32_t sg,
+                       struct buf *b, uint32_t *n, char *why, size_t why_size)
+{
+    int rc = 0;
+    pthread_mutex_lock(&s->mu);
+    struct sq_kv_store *st = s->store[sg];
+    if (st == NULL) {
+        rc = SQ_ESTATE;
+        snprintf(why, why_size, "member %u does not serve that shard now", s->my_id);
+    } else if (f->op == SQ_KV_OP_LIST) {
+        if ((f->flags & SQ_KV_F_AT_TIME) && sq__kv_store_type(st) != SQ_KV_STORE_PERSISTENT) {
+            rc = SQ_ENOTSUP;
+            snprintf(why, why_size, "listing as of a time needs a persistent pool");
+        } else {
+            struct collect co = {b, 0, 0};
+            sq__kv_store_each(st, f->key, f->key_len, false, (f->flags & SQ_KV_F_AT_TIME) != 0,
+                              f->time, collect_item, &co);
+            rc = co.rc;
+            *n += co.n;
+        }
+    } else {
+        const struct sq_kv_version *vs;
+        uint32_t nv = 0;
+        rc = sq__kv_store_history(st, f->key, f->key_len, &vs, &nv);
+        if (rc == SQ_ENOTFOUND) {
+            snprintf(why, why_size, "%.*s: no such key", (int)f->key_len, f->key);
+        }
+        struct collect co = {b, 0, 0};
+        for (uint32_t i = 0; rc == 0 && i < nv; i++) {
+            collect_item(&co, f->key, f->key_len, &vs[i]);
+            rc = co.rc;
+        }
+        *n += co.n;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static int cmp_items(const void *a, const void *b)
+{
+    const uint8_t *x = *(const uint8_t *const *)a, *y = *(const uint8_t *const *)b;
+    uint16_t lx = (uint16_t)(x[20] | (x[21] << 8)), ly = (uint16_t)(y[20] | (y[21] << 8));
+    int c = memcmp(x + SQ_KV_ITEM_HEADER_BYTES, y + SQ_KV_ITEM_HEADER_BYTES, SQ_MIN(lx, ly));
+    return c != 0 ? c : (lx > ly) - (lx < ly);
+}
+
+/* Answers a list (items sorted by key) or a history (items in version order). */
+static void send_items(struct sq_kv_server *s, uint64_t conn, const struct sq_kv_frame *f,
+                       struct buf *b, uint32_t n)
+{
+    struct buf sorted = {0};
+    const struct buf *out = b;
+    if (f->op == SQ_KV_OP_LIST && n > 1) {
+        const uint8_t **ptrs = malloc(n * sizeof(*ptrs));
+        if (ptrs == NULL || buf_reserve(&sorted, b->len) != 0) {
+            free(ptrs);
+            reply_err(s, conn, f->op, f->client, f->req_id, SQ_ENOMEM, 0, "out of memory");
+            return;
+        }
+        size_t pos = 0;
+        struct sq_kv_item_raw it;
+        for (uint32_t i = 0; i < n && sq__kv_item_next(b->p, b->len, &pos, &it) == 0; i++) {
+            ptrs[i] = (const uint8_t *)it.key - SQ_KV_ITEM_HEADER_BYTES;
+        }
+        qsort(ptrs, n, sizeof(*ptrs), cmp_items);
+        for (uint32_t i = 0; i < n; i++) {
+            uint16_t l = (uint16_t)(ptrs[i][20] | (ptrs[i][21] << 8));
+            buf_add(&sorted, ptrs[i], SQ_KV_ITEM_HEADER_BYTES + l);
+        }
+        free(ptrs);
+        out = &sorted;
+    }
+    if (out->len > SQ_KV_MAX_VALUE) {
+        reply_err(s, conn, f->op, f->client, f->req_id, SQ_EMSGSIZE, 0,
+                  "%u entries do not fit in one answer: use a longer prefix", n);
+    } else {
+        struct sq_kv_frame a = {.op = f->op, .req_id = f->req_id, .client = f->client,
+                                .count = n, .value = out->p, .value_len = (uint32_t)out->len};
+        conn_send(s, conn_by_id(s, conn), &a);
+    }
+    buf_free(&sorted);
+}
+
+/* ---- watches ---- */
+
+static uint32_t watch_bucket(uint32_t sg, const char *t, size_t len, bool prefix)
+{
+    return (uint32_t)((XXH64(t, len, sg * 2u + prefix)) & (WATCH_BUCKETS - 1));
+}
+
+static void send_event(struct sq_kv_server *s, const struct watch *w, const char *key,
+                       uint16_t key_len, uint64_t version, uint64_t ts, bool deleted,
+                       const void *val, uint32_t size)
+{
+    struct sq_kv_frame ev = {.op = SQ_KV_OP_EVENT, .req_id = w->req_id, .client = w->client,
+                             .version = version, .time = ts,
+                             .flags = deleted ? SQ_KV_F_DELETED : 0, .key = key,
+                             .key_len = key_len, .value = val, .value_len = size};
+    conn_send(s, conn_by_id(s, w->conn), &ev);
+}
+
+static void dispatch_event(struct sq_kv_server *s, const struct done *d)
+{
+    /* the key itself, then every prefix of it that ends in '/' */
+    for (size_t len = d->key_len; len > 0; len--) {
+        bool prefix = len < d->key_len;
+        if (prefix && d->key[len - 1] != '/') {
+            continue;
+        }
+        for (struct watch *w = s->wb[watch_bucket(d->sg, d->key, len, prefix)]; w != NULL;
+             w = w->next) {
+            if (w->sg == d->sg && w->prefix == prefix && w->len == len &&
+                memcmp(w->target, d->key, len) == 0 && d->version > w->live_after) {
+                send_event(s, w, d->key, d->key_len, d->version, d->timestamp,
+                           (d->flags & SQ_KV_F_DELETED) != 0, d->value, d->size);
+            }
+        }
+    }
+}
+
+struct replay_item {
+    uint64_t version, ts;
+    uint8_t deleted;
+    uint16_t key_len;
+    char *key;
+    void *value; /* the latest value, copied; NULL: read from the log */
+    uint32_t size;
+};
+
+struct replay {
+    struct replay_item *it;
+    size_t n, cap;
+    uint64_t from;
+    const struct sq_kv_store *st;
+    int rc;
+};
+
+static void replay_add(struct replay *r, const char *key, uint16_t key_len,
+                       const struct sq_kv_version *v, const void *val, size_t vsize)
+{
+    if (r->rc != 0) {
+        return;
+    }
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 64;
+        struct replay_item *p = realloc(r->it, cap * sizeof(*p));
+        if (p == NULL) {
+            r->rc = SQ_ENOMEM;
+            return;
+        }
+        r->it = p;
+        r->cap = cap;
+    }
+    struct replay_item *x = &r->it[r->n];
+    *x = (struct replay_item){.version = v->version, .ts = v->timestamp, .deleted = v->deleted,
+                              .key_len = key_len, .size = v->size};
+    x->key = malloc(key_len > 0 ? key_len : 1);
+    if (x->key == NULL) {
+        r->rc = SQ_ENOMEM;
+        return;
+    }
+    memcpy(x->key, key, key_len);
+    if (val != NULL) {
+        x->value = malloc(vsize > 0 ? vsize : 1);
+        if (x->value == NULL) {
+            free(x->key);
+            r->rc = SQ_ENOMEM;
+            return;
+        }
+        memcpy(x->value, val, vsize);
+        x->size = (uint32_t)vsize;
+    }
+    r->n++;
+}
+
+/* Every version of the key after r->from (its latest value copied from memory). */
+static void replay_key(void *arg, const char *key, uint16_t key_len,
+                       const struct sq_kv_version *unused)
+{
+    struct replay *r = arg;
+    (void)unused;
+    const struct sq_kv_version *vs;
+    uint32_t n = 0;
+    if (sq__kv_store_history(r->st, key, key_len, &vs, &n) != 0) {
+        return;
+    }
+    struct sq_kv_version latest;
+    const void *val;
+    size_t vsize;
+    (void)sq__kv_store_get(r->st, key, key_len, SQ_KV_LATEST, 0, &latest, &val, &vsize);
+    for (uint32_t i = 0; i < n; i++) {
+        if (vs[i].version > r->from) {
+            bool last = i == n - 1;
+            replay_add(r, key, key_len, &vs[i], last ? val : NULL, last ? vsize : 0);
+        }
+    }
+}
+
+static int cmp_replay(const void *a, const void *b)
+{
+    const struct replay_item *x = a, *y = b;
+    return (x->version > y->version) - (x->version < y->version);
+}
+
+/* Registers a watch on this member's shard and replays what it missed; `ack` sends the watch's
+ * answer (a fanned-out watch is acknowledged by the aggregate). Returns 0 or the error, which
+ * was answered when `ack`. */
+static int watch_local(struct sq_kv_server *s, uint64_t conn, const struct sq_kv_frame *f,
+                       uint32_t sg, bool ack, char *why, size_t why_size)
+{
+    bool prefix = f->key_len > 0 && f->key[f->key_len - 1] == '/';
+    struct watch *w = calloc(1, sizeof(*w));
+    char *t = malloc(f->key_len > 0 ? f->key_len : 1);
+    if (w == NULL || t == NULL) {
+        free(w);
+        free(t);
+        snprintf(why, why_size, "out of memory");
+        if (ack) {
+            reply_err(s, conn, SQ_KV_OP_WATCH, f->client, f->req_id, SQ_ENOMEM, 0, "%s", why);
+        }
+        return SQ_ENOMEM;
+    }
+    memcpy(t, f->key, f->key_len);
+    *w = (struct watch){.conn = conn, .client = f->client, .req_id = f->req_id, .sg = sg,
+                        .target = t, .len = f->key_len, .prefix = prefix};
+    struct replay r = {.from = f->version};
+    pthread_mutex_lock(&s->mu);
+    const struct sq_kv_store *st = s->store[sg];
+    if (st == NULL) {
+        pthread_mutex_unlock(&s->mu);
+        free(w);
+        free(t);
+        snprintf(why, why_size, "member %u does not serve that shard now", s->my_id);
+        if (ack) {
+            reply_err(s, conn, SQ_KV_OP_WATCH, f->client, f->req_id, SQ_ESTATE, 0, "%s", why);
+        }
+        return SQ_ESTATE;
+    }
+    r.st = st;
+    w->live_after = sq__kv_store_last(st);
+    if (prefix) {
+        sq__kv_store_each(st, f->key, f->key_len, true, false, 0, replay_key, &r);
+    } else {
+        replay_key(&r, f->key, f->key_len, NULL);
+    }
+    s->nwatches++;
+    pthread_mutex_unlock(&s->mu);
+    uint32_t b = watch_bucket(sg, t, f->key_len, prefix);
+    w->next = s->wb[b];
+    s->wb[b] = w;
+    if (ack) {
+        struct sq_kv_frame a = {.op = SQ_KV_OP_WATCH, .req_id = f->req_id, .client = f->client,
+                                .version = w->live_after};
+        conn_send(s, conn_by_id(s, conn), &a);
+    }
+    qsort(r.it, r.n, sizeof(*r.it), cmp_replay);
+    for (size_t i = 0; i < r.n; i++) {
+        struct replay_item *x = &r.it[i];
+        const void *val = x->value;
+        uint32_t size = x->size;
+        if (val == NULL && !x->deleted && size > 0) {
+            if (read_logged(s, sg, x->version, &val, &size) != 0) {
+                continue; /* gone from the log (a member that started from a state) */
+            }
+        }
+        send_event(s, w, x->key, x->key_len, x->version, x->ts, x->deleted, val,
+                   x->deleted ? 0 : size);
+    }
+    for (size_t i = 0; i < r.n; i++) {
+        free(r.it[i].key);
+        free(r.it[i].value);
+    }
+    free(r.it);
+    return 0;
+}
+
+/* Removes the watches of a connection (all, or the one with req_id when one is true). */
+static void unwatch(struct sq_kv_server *s, uint64_t conn, bool one, uint64_t client,
+                    uint64_t req_id)
+{
+    uint64_t removed = 0;
+    for (uint32_t b = 0; b < WATCH_BUCKETS; b++) {
+        for (struct watch **pw = &s->wb[b]; *pw != NULL;) {
+            struct watch *w = *pw;
+            if (w->conn == conn && (!one || (w->req_id == req_id && w->client == client))) {
+                *pw = w->next;
+                free(w->target);
+                free(w);
+                removed++;
+            } else {
+                pw = &w->next;
+            }
+        }
+    }
+    if (removed > 0) {
+        pthread_mutex_lock(&s->mu);
+        s->nwatches -= removed;
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+/* ---- relaying ---- */
+
+static struct conn *conn_new(struct sq_kv_server *s, int fd, bool relay, uint32_t member)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        close(fd);
+        return NULL;
+    }
+    c->id = ++s->next_conn;
+    c->fd = fd;
+    c->relay = relay;
+    c->member = member;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct epoll_event ev = {.events = EPOLLIN | (relay ? EPOLLOUT : 0), .data.u64 = c->id};
+    c->want_out = relay;
+    if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        close(fd);
+        free(c);
+        return NULL;
+    }
+    c->next = s->conns;
+    s->conns = c;
+    return c;
+}
+
+static struct conn *relay_conn(struct sq_kv_server *s, uint32_t member)
+{
+    for (struct conn *c = s->conns; c != NULL; c = c->next) {
+        if (c->relay && c->member == member && !c->dead) {
+            return c;
+        }
+    }
+    int r = sq__config_rank_of(&s->cfg, member);
+    if (r < 0 || s->cfg.members[r].client_port == 0) {
+        return NULL;
+    }
+    char port[16];
+    snprintf(port, sizeof(port), "%u", s->cfg.members[r].client_port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    if (getaddrinfo(s->cfg.members[r].host, port, &hints, &ai) != 0 || ai == NULL) {
+        return NULL;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        freeaddrinfo(ai);
+        return NULL;
+    }
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
+        freeaddrinfo(ai);
+        close(fd);
+        return NULL;
+    }
+    freeaddrinfo(ai);
+    return conn_new(s, fd, true, member);
+}
+
+/* Sends the request on to `member`, which answers from its shard; the answer comes back to
+ * `origin` (or into `agg`). */
+static void relay(struct sq_kv_server *s, uint64_t origin, const struct sq_kv_frame *f,
+                  uint32_t member, struct agg *agg)
+{
+    struct conn *rc = relay_conn(s, member);
+    struct entry *e = rc != NULL ? entry_add(s, f->client, f->req_id, f->op, origin, rc->id)
+                                 : NULL;
+    if (e == NULL) {
+        if (agg != NULL) {
+            agg->remaining--;
+            agg->status = SQ_EPEER;
+        } else {
+            reply_err(s, origin, f->op, f->client, f->req_id, SQ_EPEER, 0,
+                      "member %u, which serves that key, cannot be reached", member);
+        }
+        return;
+    }
+    e->agg = agg;
+    e->watch = f->op == SQ_KV_OP_WATCH;
+    struct sq_kv_frame g = *f;
+    g.flags |= SQ_KV_F_LOCAL;
+    conn_send(s, rc, &g);
+}
+
+static void agg_finish(struct sq_kv_server *s, struct agg *agg)
+{
+    if (agg->status != 0) {
+        reply_err(s, agg->origin, agg->op, agg->client, agg->req_id, agg->status, 0, "%s",
+                  agg->msg[0] ? agg->msg : sq_strerror(agg->status));
+    } else if (agg->op == SQ_KV_OP_LIST) {
+        struct sq_kv_frame f = {.op = agg->op, .client = agg->client, .req_id = agg->req_id};
+        send_items(s, agg->origin, &f, &agg->items, agg->nitems);
+    } else {
+        struct sq_kv_frame a = {.op = agg->op, .req_id = agg->req_id, .client = agg->client};
+        conn_send(s, conn_by_id(s, agg->origin), &a);
+    }
+    buf_free(&agg->items);
+    free(agg);
+}
+
+static void agg_part(struct sq_kv_server *s, struct agg *agg, const struct sq_kv_frame *a)
+{
+    if (a->status != 0 && agg->status == 0) {
+        agg->status = a->status;
+        snprintf(agg->msg, sizeof(agg->msg), "%.*s", (int)SQ_MIN(a->str_len, 190u), a->str);
+    } else if (a->status == 0 && agg->op == SQ_KV_OP_LIST) {
+        if (buf_add(&agg->items, a->value, a->value_len) != 0) {
+            agg->status = SQ_ENOMEM;
+        }
+        agg->nitems += a->count;
+    }
+    if (--agg->remaining == 0) {
+        agg_finish(s, agg);
+    }
+}
+
+/* An answer or event from a member we relayed to. */
+static void relay_answer(struct sq_kv_server *s, struct conn *rc, const struct sq_kv_frame *a)
+{
+    uint32_t b = ent_bucket(a->client, a->req_id);
+    for (struct entry *e = s->ents[b], *next; e != NULL; e = next) {
+        next = e->next;
+        if (e->via != rc->id || e->client != a->client || e->req_id != a->req_id) {
+            continue;
+        }
+        if (a->op == SQ_KV_OP_EVENT) {
+            conn_send(s, conn_by_id(s, e->origin), a);
+            continue;
+        }
+        if (e->agg != NULL) {
+            struct agg *agg = e->agg;
+            e->agg = NULL;
+            if (!e->watch || a->status != 0) {
+                entry_free(s, e);
+            }
+            agg_part(s, agg, a);
+        } else {
+            conn_send(s, conn_by_id(s, e->origin), a);
+            if (!e->watch || a->status != 0) {
+                entry_free(s, e);
+            }
+        }
+    }
+}
+
+/* ---- requests from clients ---- */
+
+static void send_op(struct sq_kv_server *s, struct entry *e)
+{
+    int rc = sq_member_send_in(s->m, e->sg, e->opbuf, e->oplen, SQ_SEND_NONBLOCK);
+    if (rc == 0) {
+        return;
+    }
+    if (rc == SQ_EAGAIN) {
+        outbox_push(s, e);
+        return;
+    }
+    int status = rc == SQ_ENOTSUP ? SQ_ESTATE : rc;
+    reply_err(s, e->origin, e->op, e->client, e->req_id, status, 0,
+              "member %u cannot send into the shard: %s", s->my_id, sq_strerror(rc));
+    entry_free(s, e);
+}
+
+/* Multicasts an op into this member's shard of `sg`; the answer comes at its delivery. */
+static void local_op(struct sq_kv_server *s, uint64_t conn, const struct sq_kv_frame *f,
+                     uint32_t sg, const struct sq_kv_op *op)
+{
+    struct entry *e = entry_add(s, f->client, f->req_id, f->op, conn, 0);
+    size_t n = sq__kv_op_bytes(op);
+    if (e == NULL || (e->opbuf = malloc(n)) == NULL) {
+        if (e != NULL) {
+            entry_free(s, e);
+        }
+        reply_err(s, conn, f->op, f->client, f->req_id, SQ_ENOMEM, 0, "out of memory");
+        return;
+    }
+    sq__kv_op_encode(op, e->opbuf);
+    e->oplen = n;
+    e->sg = sg;
+    send_op(s, e);
+}
+
+static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
+{
+    char why[300] = "";
+    bool prefix_watch = f->op == SQ_KV_OP_WATCH && f->key_len > 0 &&
+                        f->key[f->key_len - 1] == '/';
+    bool fan = f->op == SQ_KV_OP_LIST || prefix_watch;
+    if (!valid_path(f->key, f->key_len, false) ||
+        (!fan && f->key[f->key_len - 1] == '/')) {
+        reply_err(s, c->id, f->op, f->client, f->req_id, SQ_EINVAL, 0,
+                  "'%.*s' is not a key: keys are paths such as /orders/42 (no '//', no NUL)",
+                  (int)SQ_MIN(f->key_len, 200u), f->key);
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    const struct pool *pp = fan ? pool_of_prefix(s, f->key, f->key_len)
+                                : pool_of_key(s, f->key, f->key_len);
+    struct pool p = pp != NULL ? *pp : (struct pool){0};
+    uint32_t my_shard = pp != NULL ? s->my_shard[p.sg] : SQ_NO_SHARD;
+    int store = pp != NULL ? s->cfg.subgroups[p.sg].store : 0;
+    uint32_t max_payload = pp != NULL ? s->cfg.subgroups[p.sg].max_payload : 0;
+    uint32_t targets[SQ_MAX_SHARDS], ntargets = 0;
+    uint32_t servers[SQ_MAX_SHARDS];
+    if (pp != NULL) {
+        uint32_t first = fan ? 0 : shard_of_key(&p, f->key, f->key_len);
+        uint32_t last = fan ? p.shards - 1 : first;
+        for (uint32_t k = first; k <= last; k++) {
+            targets[ntargets] = k;
+            servers[ntargets++] = server_of(s, p.sg, k, f->req_id);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (pp == NULL) {
+        reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ENOPOOL, 0,
+                  "no pool holds '%.*s' (create one with: squall pool create PATH TYPE)",
+                  (int)SQ_MIN(f->key_len, 200u), f->key);
+        return;
+    }
+    /* what the pool's store type allows */
+    const char *refuse = NULL;
+    if (store == SQ_STORE_TRIGGER && f->op != SQ_KV_OP_PUT && f->op != SQ_KV_OP_WATCH) {
+        refuse = "trigger pools keep nothing: only put and watch";
+    } else if (store == SQ_STORE_TRIGGER && (f->flags & (SQ_KV_F_IF_VERSION | SQ_KV_F_IF_ABSENT))) {
+        refuse = "trigger pools keep no versions: conditional puts need a volatile or "
+                 "persistent pool";
+    } else if (store == SQ_STORE_VOLATILE && f->op == SQ_KV_OP_GET &&
+               (f->flags & (SQ_KV_F_AT_VERSION | SQ_KV_F_AT_TIME))) {
+        refuse = "volatile pools keep only the latest value: reading at a version or time "
+                 "needs a persistent pool";
+    }
+    if (refuse != NULL) {
+        reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ENOTSUP, 0, "%s", refuse);
+        return;
+    }
+    if (f->op == SQ_KV_OP_PUT &&
+        (size_t)f->value_len + SQ_KV_OP_HEADER_BYTES + f->key_len > max_payload) {
+        reply_err(s, c->id, f->op, f->client, f->req_id, SQ_EMSGSIZE, 0,
+                  "a value of %u bytes is over this pool's limit of %zu bytes for this key",
+                  f->value_len, (size_t)max_payload - SQ_KV_OP_HEADER_BYTES - f->key_len);
+        return;
+    }
+    struct agg *agg = NULL;
+    if (fan) {
+        agg = calloc(1, sizeof(*agg));
+        if (agg == NULL) {
+            reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ENOMEM, 0, "out of memory");
+            return;
+        }
+        *agg = (struct agg){.origin = c->id, .client = f->client, .req_id = f->req_id,
+                            .op = f->op, .remaining = (int)ntargets};
+    }
+    for (uint32_t i = 0; i < ntargets; i++) {
+        bool mine = targets[i] == my_shard;
+        if (!mine) {
+            if ((f->flags & SQ_KV_F_LOCAL) || servers[i] == UINT32_MAX) {
+                /* relayed to us on a view that has changed since, or nobody serves it */
+                int st = SQ_ESTATE;
+                snprintf(why, sizeof(why), "%s", servers[i] == UINT32_MAX
+                         ? "no member serves the key's shard now (the view is changing)"
+                         : "this member does not serve the key's shard now");
+                if (agg != NULL) {
+                    agg->status = st;
+                    snprintf(agg->msg, sizeof(agg->msg), "%.190s", why);
+                    if (--agg->remaining == 0) {
+                        agg_finish(s, agg);
+                    }
+                } else {
+                    reply_err(s, c->id, f->op, f->client, f->req_id, st, 0, "%s", why);
+                }
+                continue;
+            }
+            relay(s, c->id, f, servers[i], agg);
+            if (agg != NULL && agg->remaining == 0) {
+                agg_finish(s, agg);
+            }
+            continue;
+        }
+        /* this member's shard */
+        struct sq_kv_frame sub = {.op = f->op, .status = 0, .req_id = f->req_id,
+                                  .client = f->client};
+        switch (f->op) {
+        case SQ_KV_OP_PUT:
+        case SQ_KV_OP_REMOVE: {
+            struct sq_kv_op op = {
+                .kind = f->op == SQ_KV_OP_PUT ? SQ_KV_PUT : SQ_KV_REMOVE,
+                .flags = (uint8_t)(((f->flags & SQ_KV_F_IF_VERSION) ? SQ_KV_OPF_IF_VERSION : 0) |
+                                   ((f->flags & SQ_KV_F_IF_ABSENT) ? SQ_KV_OPF_IF_ABSENT : 0)),
+                .client = f->client, .req_id = f->req_id, .expect = f->version,
+                .origin = s->my_id, .key = f->key, .key_len = f->key_len,
+                .value = f->value, .value_len = f->op == SQ_KV_OP_PUT ? f->value_len : 0};
+            /* while the view is inadequate the op waits in the outbox */
+            local_op(s, c->id, f, p.sg, &op);
+            break;
+        }
+        case SQ_KV_OP_GET:
+            if (f->flags & SQ_KV_F_STABLE) {
+                struct sq_kv_op op = {.kind = SQ_KV_BARRIER,
+                                      .flags = (uint8_t)(f->flags & (SQ_KV_F_AT_VERSION |
+                                                                     SQ_KV_F_AT_TIME |
+                                                                     SQ_KV_F_SIZE_ONLY)),
+                                      .client = f->client, .req_id = f->req_id,
+                                      .expect = (f->flags & SQ_KV_F_AT_TIME) ? f->time
+                                                                             : f->version,
+                                      .origin = s->my_id, .key = f->key,
+                                      .key_len = f->key_len};
+                local_op(s, c->id, f, p.sg, &op);
+            } else {
+                answer_get(s, c, f, p.sg);
+            }
+            break;
+        case SQ_KV_OP_HISTORY:
+        case SQ_KV_OP_LIST: {
+            struct buf b = {0};
+            uint32_t n = 0;
+            int rc = local_items(s, f, p.sg, &b, &n, why, sizeof(why));
+            if (agg != NULL) {
+                sub.status = rc;
+                sub.str = why;
+                sub.str_len = (uint16_t)strlen(why);
+                sub.value = b.p;
+                sub.value_len = (uint32_t)b.len;
+                sub.count = n;
+                agg_part(s, agg, &sub);
+            } else if (rc != 0) {
+                reply_err(s, c->id, f->op, f->client, f->req_id, rc, 0, "%s",
+                          why[0] ? why : sq_strerror(rc));
+            } else {
+                send_items(s, c->id, f, &b, n);
+            }
+            buf_free(&b);
+            break;
+        }
+        case SQ_KV_OP_WATCH:
+            if (agg != NULL) {
+                /* each shard acknowledges through the aggregate; events go straight out */
+                sub.status = watch_local(s, c->id, f, p.sg, false, why, sizeof(why));
+                sub.str = why;
+                sub.str_len = (uint16_t)strlen(why);
+                agg_part(s, agg, &sub);
+            } else {
+                (void)watch_local(s, c->id, f, p.sg, true, why, sizeof(why));
+            }
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+static void pool_create(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
+{
+    if (!valid_path(f->key, f->key_len, true)) {
+        reply_err(s, c->id, f->op, f->client, f->req_id, SQ_EINVAL, 0,
+                  "'%.*s' is not a pool path: /name[/name...], at most %d bytes, no trailing '/'",
+                  (int)SQ_MIN(f->key_len, 200u), f->key, MAX_POOL_PATH);
+        return;
+    }
+    char want[SQ_KV_MAX_STR + 1];
+    memcpy(want, f->str, f->str_len);
+    want[f->str_len] = '\0';
+    int sg = -1;
+    for (uint32_t g = 0; g < s->cfg.nsubgroups && sg < 0; g++) {
+        if ((int)g != s->meta && strcmp(s->cfg.subgroups[g].name, want) == 0) {
+            sg = (int)g;
+        }
+    }
+    for (uint32_t g = 0; g < s->cfg.nsubgroups && sg < 0; g++) {
+        if ((int)g != s->meta && strcmp(store_name(s->cfg.subgroups[g].store), want) == 0) {
+            sg = (int)g;
+        }
+    }
+    if (sg < 0) {
+        char names[400] = "";
+        size_t o = 0;
+        for (uint32_t g = 0; g < s->cfg.nsubgroups && o < sizeof(names) - 80; g++) {
+            if ((int)g != s->meta) {
+                o += (size_t)snprintf(names + o, sizeof(names) - o, "%s%s (%s)", o ? ", " : "",
+                                      s->cfg.subgroups[g].name,
+                                      store_name(s->cfg.subgroups[g].store));
+            }
+        }
+        reply_err(s, c->id, f->op, f->client, f->req_id, SQ_EINVAL, 0,
+                  "'%s' is neither a store type (volatile, persistent, trigger) nor a subgroup "
+                  "of this group; subgroups: %s", want, names[0] ? names : "none");
+        return;
+    }
+    uint32_t shards = f->count == 0 ? s->cfg.subgroups[sg].shards : f->count;
+    if (shards > s->cfg.subgroups[sg].shards) {
+        reply_err(s, c->id, f->op, f->client, f->req_id, SQ_EINVAL, 0,
+                  "subgroup %s has %u shards: a pool on it can use at most that many",
+                  s->cfg.subgroups[sg].name, s->cfg.subgroups[sg].shards);
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    uint32_t meta_shard = s->my_shard[s->meta];
+    uint32_t server = server_of(s, (uint32_t)s->meta, 0, f->req_id);
+    pthread_mutex_unlock(&s->mu);
+    if (meta_shard == SQ_NO_SHARD) {
+        if (server == UINT32_MAX || (f->flags & SQ_KV_F_LOCAL)) {
+            reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ESTATE, 0,
+                      "no member serves the metadata subgroup now");
+        } else {
+            relay(s, c->id, f, server, NULL);
+        }
+        return;
+    }
+    struct sq_kv_op op = {.kind = SQ_KV_POOL_CREATE, .client = f->client, .req_id = f->req_id,
+                          .origin = s->my_id, .arg = (uint32_t)sg | (shards << 16),
+                          .key = f->key, .key_len = f->key_len};
+    local_op(s, c->id, f, (uint32_t)s->meta, &op);
+}
+
+static void pool_list(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
+{
+    struct buf b = {0};
+    uint32_t n = 0;
+    pthread_mutex_lock(&s->mu);
+    for (uint32_t i = 0; i < s->npools; i++) {
+        const struct pool *p = &s->pools[i];
+        if (buf_reserve(&b, SQ_KV_ITEM_HEADER_BYTES + p->len) != 0) {
+            break;
+        }
+        struct sq_kv_item_raw it = {.version = p->sg,
+                                    .timestamp = (uint64_t)s->cfg.subgroups[p->sg].store,
+                                    .size = p->shards, .key = p->path, .key_len = p->len};
+        b.len += sq__kv_item_encode(&it, b.p + b.len);
+        n++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    struct sq_kv_frame a = {.op = f->op, .req_id = f->req_id, .client = f->client, .count = n,
+                            .value = b.p, .value_len = (uint32_t)b.len};
+    conn_send(s, c, &a);
+    buf_free(&b);
+}
+
+static void status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
+{
+    bool json = (f->flags & SQ_KV_F_JSON) != 0;
+    struct buf b = {0};
+    char line[1024];
+    int n;
+#define OUT(...)                                                                                   \
+    do {                                                                                           \
+        n = snprintf(line, sizeof(line), __VA_ARGS__);                                             \
+        buf_add(&b, line, (size_t)SQ_MIN((size_t)(n > 0 ? n : 0), sizeof(line) - 1));            \
+    } while (0)
+    pthread_mutex_lock(&s->mu);
+    if (json) {
+        OUT("{\"member\":%u,\"view\":%u,\"adequate\":%s,\"members\":[", s->my_id, s->view_id,
+            s->adequate ? "true" : "false");
+    } else {
+        OUT("member %u, view %u (%s), members", s->my_id, s->view_id,
+            s->adequate ? "adequate" : "INADEQUATE: a shard is below min_members");
+    }
+    for (uint32_t r = 0; r < s->nmembers; r++) {
+        uint32_t mr = (uint32_t)sq__config_rank_of(&s->cfg, s->ids[r]);
+        if (json) {
+            OUT("%s{\"id\":%u,\"client\":\"%s:%u\"}", r ? "," : "", s->ids[r],
+                s->cfg.members[mr].host, s->cfg.members[mr].client_port);
+        } else {
+            OUT(" %u (%s:%u)", s->ids[r], s->cfg.members[mr].host,
+                s->cfg.members[mr].client_port);
+        }
+    }
+    OUT(json ? "],\"subgroups\":[" : "\n");
+    for (uint32_t g = 0; g < s->cfg.nsubgroups; g++) {
+        const struct sq_subgroup_cfg *sg = &s->cfg.subgroups[g];
+        const char *kind = (int)g == s->meta ? "metadata" : store_name(sg->store);
+        if (json) {
+            OUT("%s{\"name\":\"%s\",\"store\":\"%s\",\"shards\":[", g ? "," : "", sg->name, kind);
+        } else {
+            OUT("subgroup %s (%s, %s delivery, %u shard%s):", sg->name, kind,
+                sg->persistent ? "persistent" : "atomic", sg->shards, sg->shards > 1 ? "s" : "");
+        }
+        for (uint32_t k = 0; k < sg->shards; k++) {
+            OUT(json ? "%s{\"shard\":%u,\"members\":[" : "%s shard %u: members", k ? "," : "",
+                k);
+            uint32_t cnt = 0;
+            for (uint32_t r = 0; r < s->nmembers; r++) {
+                if (s->shard_of[g * s->nmembers + r] == k) {
+                    OUT(json ? "%s%u" : "%s%u", json ? (cnt ? "," : "") : " ", s->ids[r]);
+                    cnt++;
+                }
+            }
+            OUT(json ? "]}" : ";");
+        }
+        uint64_t last = s->store[g] != NULL ? sq__kv_store_last(s->store[g]) : 0;
+        uint64_t keys = s->store[g] != NULL ? sq__kv_store_keys(s->store[g]) : 0;
+        if (json) {
+            OUT("],\"my_shard\":%d,\"last_version\":\"0x%" PRIx64 "\",\"keys\":%" PRIu64,
+                s->my_shard[g] == SQ_NO_SHARD ? -1 : (int)s->my_shard[g], last, keys);
+            if (sg->persistent) {
+                OUT(",\"persisted\":\"0x%" PRIx64 "\"",
+                    s->persisted[g] ? s->persisted[g] - 1 : 0);
+            }
+            OUT("}");
+        } else {
+            if (s->my_shard[g] == SQ_NO_SHARD) {
+                OUT(" this member stands by\n");
+            } else {
+                OUT(" this member: shard %u, last version 0x%" PRIx64 ", %" PRIu64 " keys",
+                    s->my_shard[g], last, keys);
+                if (sg->persistent) {
+                    OUT(", persisted at every member up to 0x%" PRIx64,
+                        s->persisted[g] ? s->persisted[g] - 1 : 0);
+                }
+                OUT("\n");
+            }
+        }
+    }
+    OUT(json ? "],\"pools\":[" : "");
+    for (uint32_t i = 0; i < s->npools; i++) {
+        const struct pool *p = &s->pools[i];
+        const struct sq_subgroup_cfg *sg = &s->cfg.subgroups[p->sg];
+        if (json) {
+            OUT("%s{\"path\":\"%s\",\"subgroup\":\"%s\",\"store\":\"%s\",\"shards\":%u}",
+                i ? "," : "", p->path, sg->name, store_name(sg->store), p->shards);
+        } else {
+            OUT("pool %s: subgroup %s (%s), %u shard%s\n", p->path, sg->name,
+                store_name(sg->store), p->shards, p->shards > 1 ? "s" : "");
+        }
+    }
+    if (!json && s->npools == 0) {
+        OUT("no pools yet (squall pool create PATH TYPE)\n");
+    }
+    OUT(json ? "]}\n" : "");
+    pthread_mutex_unlock(&s->mu);
+#undef OUT
+    struct sq_kv_frame a = {.op = f->op, .req_id = f->req_id, .client = f->client,
+                            .value = b.p, .value_len = (uint32_t)b.len};
+    conn_send(s, c, &a);
+    buf_free(&b);
+}
+
+static void handle_frame(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
+{
+    if (c->relay) {
+        relay_answer(s, c, f);
+        return;
+    }
+    switch (f->op) {
+    case SQ_KV_OP_HELLO: {
+        char who[64];
+        int n = snprintf(who, sizeof(who), "member=%u", s->my_id);
+        struct sq_kv_frame a = {.op = f->op, .req_id = f->req_id, .client = f->client,
+                                .str = who, .str_len = (uint16_t)n};
+        conn_send(s, c, &a);
+        break;
+    }
+    case SQ_KV_OP_STATUS:
+        status(s, c, f);
+        break;
+    case SQ_KV_OP_POOL_LIST:
+        pool_list(s, c, f);
+        break;
+    case SQ_KV_OP_POOL_CREATE:
+        pool_create(s, c, f);
+        break;
+    case SQ_KV_OP_PUT:
+    case SQ_KV_OP_GET:
+    case SQ_KV_OP_REMOVE:
+    case SQ_KV_OP_LIST:
+    case SQ_KV_OP_HISTORY:
+    case SQ_KV_OP_WATCH:
+        key_request(s, c, f);
+        break;
+    case SQ_KV_OP_UNWATCH: {
+        unwatch(s, c->id, true, f->client, f->version);
+        for (uint32_t b = 0; b < ENTRY_BUCKETS; b++) {
+            for (struct entry *e = s->ents[b], *next; e != NULL; e = next) {
+                next = e->next;
+                if (e->watch && e->origin == c->id && e->client == f->client &&
+                    e->req_id == f->version) {
+                    struct sq_kv_frame u = *f;
+                    u.flags |= SQ_KV_F_LOCAL;
+                    conn_send(s, conn_by_id(s, e->via), &u);
+                    entry_free(s, e);
+                }
+            }
+        }
+        struct sq_kv_frame a = {.op = f->op, .req_id = f->req_id, .client = f->client};
+        conn_send(s, c, &a);
+        break;
+    }
+    default:
+        reply_err(s, c->id, f->op, f->client, f->req_id, SQ_EPROTO, 0,
+                  "operation %u is not a request", f->op);
+        break;
+    }
+}
+
+/* A connection is gone: what waited on it is answered or dropped. */
+static void conn_close(struct sq_kv_server *s, struct conn *c)
+{
+    if (c->fd >= 0) {
+        epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+        c->fd = -1;
+    }
+    c->dead = true;
+    if (!c->relay) {
+        unwatch(s, c->id, false, 0, 0);
+    }
+    for (uint32_t b = 0; b < ENTRY_BUCKETS; b++) {
+        for (struct entry *e = s->ents[b], *next; e != NULL; e = next) {
+            next = e->next;
+            if (c->relay && e->via == c->id) {
+                struct sq_kv_frame a = {.op = e->op, .status = SQ_EPEER, .req_id = e->req_id,
+                                        .client = e->client};
+                char msg[96];
+                a.str_len = (uint16_t)snprintf(msg, sizeof(msg),
+                                               "member %u failed while serving the request",
+                                               c->member);
+                a.str = msg;
+                struct agg *agg = e->agg;
+                uint64_t origin = e->origin;
+                entry_free(s, e);
+                if (agg != NULL) {
+                    agg_part(s, agg, &a);
+                } else {
+                    conn_send(s, conn_by_id(s, origin), &a);
+                }
+            } else if (!c->relay && e->origin == c->id) {
+                if (e->watch && e->via != 0) {
+                    struct sq_kv_frame u = {.op = SQ_KV_OP_UNWATCH, .flags = SQ_KV_F_LOCAL,
+                                            .client = e->client, .version = e->req_id};
+                    conn_send(s, conn_by_id(s, e->via), &u);
+                }
+                if (e->agg == NULL) {
+                    entry_free(s, e);
+                }
+            }
+        }
+    }
+}
+
+/* Answers and events handed over by the loop thread. */
+static void process_dones(struct sq_kv_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    struct done *d = s->ready_head;
+    s->ready_head = s->ready_tail = NULL;
+    bool resend = s->resend;
+    s->resend = false;
+    pthread_mutex_unlock(&s->mu);
+    if (resend) {
+        for (uint32_t b = 0; b < ENTRY_BUCKETS; b++) {
+            for (struct entry *e = s->ents[b]; e != NULL; e = e->next) {
+                if (e->opbuf != NULL) {
+                    outbox_push(s, e);
+                }
+            }
+        }
+    }
+    while (d != NULL) {
+        struct done *next = d->next;
+        if (d->kind == DONE_EVENT) {
+            dispatch_event(s, d);
+        } else {
+            uint32_t b = ent_bucket(d->client, d->req_id);
+            for (struct entry *e = s->ents[b], *en; e != NULL; e = en) {
+                en = e->next;
+                if (e->opbuf == NULL || e->via != 0 || e->client != d->client ||
+                    e->req_id != d->req_id) {
+                    continue;
+                }
+                struct sq_kv_frame a = {.op = e->op, .status = d->status, .req_id = e->req_id,
+                                        .client = e->client, .version = d->version,
+                                        .time = d->timestamp, .count = d->count,
+                                        .flags = d->flags & (SQ_KV_F_DELETED | SQ_KV_F_SIZE_ONLY),
+                                        .value = d->value, .value_len = d->size};
+                char msg[200] = "";
+                if (d->status == 0 && (d->flags & (1u << 31))) {
+                    uint32_t len = 0;
+                    int rc = read_logged(s, d->sg, d->version, &a.value, &len);
+                    a.value_len = len;
+                    if (rc != 0) {
+                        a.status = rc;
+                        snprintf(msg, sizeof(msg), "reading version 0x%" PRIx64 ": %s",
+                                 d->version, sq_strerror(rc));
+                    }
+                } else if (d->status == SQ_ECONFLICT) {
+                    if (d->version == 0) {
+                        snprintf(msg, sizeof(msg), "the key does not exist");
+                    } else {
+                        snprintf(msg, sizeof(msg), "the key is at version 0x%" PRIx64,
+                                 d->version);
+                    }
+                } else if (d->status == SQ_ENOTFOUND) {
+                    snprintf(msg, sizeof(msg), "no such key");
+                } else if (d->status == SQ_EEXIST) {
+                    snprintf(msg, sizeof(msg), "that pool exists, or overlaps an existing one");
+                } else if (d->status != 0) {
+                    snprintf(msg, sizeof(msg), "%s", sq_strerror(d->status));
+                }
+                a.str = msg;
+                a.str_len = (uint16_t)strlen(msg);
+                conn_send(s, conn_by_id(s, e->origin), &a);
+                entry_free(s, e);
+            }
+        }
+        free(d->key);
+        free(d->value);
+        free(d);
+        d = next;
+    }
+}
+
+static void flush_outbox(struct sq_kv_server *s)
+{
+    while (s->outbox != NULL) {
+        struct entry *e = s->outbox;
+        s->outbox = e->onext;
+        if (s->outbox == NULL) {
+            s->outbox_tail = NULL;
+        }
+        e->queued = false;
+        int rc = sq_member_send_in(s->m, e->sg, e->opbuf, e->oplen, SQ_SEND_NONBLOCK);
+        if (rc == SQ_EAGAIN) {
+            /* the window is full or the view is changing: keep the order, retry soon */
+            e->queued = true;
+            e->onext = s->outbox;
+            s->outbox = e;
+            if (s->outbox_tail == NULL) {
+                s->outbox_tail = e;
+            }
+            return;
+        }
+        if (rc != 0) {
+            reply_err(s, e->origin, e->op, e->client, e->req_id,
+                      rc == SQ_ENOTSUP ? SQ_ESTATE : rc, 0,
+                      "member %u cannot send into the shard: %s", s->my_id, sq_strerror(rc));
+            entry_free(s, e);
+        }
+    }
+}
+
+/* Once a second: requests that waited too long are failed; closed connections are freed. */
+static void sweep(struct sq_kv_server *s)
+{
+    uint64_t now = sq__mono_ms();
+    if (now - s->last_sweep_ms < 1000) {
+        return;
+    }
+    s->last_sweep_ms = now;
+    for (uint32_t b = 0; b < ENTRY_BUCKETS; b++) {
+        for (struct entry *e = s->ents[b], *next; e != NULL; e = next) {
+            next = e->next;
+            if (!e->watch && e->agg == NULL && now - e->created_ms > REQUEST_TIMEOUT_MS) {
+                reply_err(s, e->origin, e->op, e->client, e->req_id, SQ_ETIMEDOUT, 0,
+                          "not delivered within %d s (is the shard below min_members?)",
+                          REQUEST_TIMEOUT_MS / 1000);
+                entry_free(s, e);
+            }
+        }
+    }
+    for (struct conn **pc = &s->conns; *pc != NULL;) {
+        struct conn *c = *pc;
+        if (c->dead) {
+            if (c->fd >= 0) {
+                conn_close(s, c);
+            }
+            *pc = c->next;
+            buf_free(&c->in);
+            buf_free(&c->out);
+            free(c);
+        } else {
+            pc = &c->next;
+        }
+    }
+}
+
+static void conn_read(struct sq_kv_server *s, struct conn *c)
+{
+    for (;;) {
+        if (buf_reserve(&c->in, 65536) != 0) {
+            c->dead = true;
+            return;
+        }
+        ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
+        if (n == 0) {
+            c->dead = true;
+            break;
+        }
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                c->dead = true;
+            }
+            break;
+        }
+        c->in.len += (size_t)n;
+        size_t off = 0;
+        for (;;) {
+            long need = sq__kv_frame_need(c->in.p + off, c->in.len - off);
+            char why[128] = "";
+            struct sq_kv_frame f;
+            if (need < 0 || (need > 0 && (size_t)need <= c->in.len - off &&
+                             sq__kv_decode(c->in.p + off, (size_t)need, &f, why,
+                                           sizeof(why)) != 0)) {
+                /* The stream cannot be trusted past a bad frame: say why, then close. */
+                struct sq_kv_frame a = {.op = SQ_KV_OP_HELLO, .status = SQ_EPROTO};
+                if (why[0] == '\0') {
+                    snprintf(why, sizeof(why), "impossible frame length");
+                }
+                a.str = why;
+                a.str_len = (uint16_t)strlen(why);
+                if (c->in.len - off >= 24) {
+                    memcpy(&a.req_id, c->in.p + off + 16, 8);
+                }
+                conn_send(s, c, &a);
+                conn_flush(s, c);
+                sq__log(SQ_LOG_WARN, "kv: closing a client connection: %s", why);
+                c->dead = true;
+                return;
+            }
+            if (need == 0 || (size_t)need > c->in.len - off) {
+                break;
+            }
+            handle_frame(s, c, &f);
+            off += (size_t)need;
+            if (c->dead) {
+                return;
+            }
+        }
+        if (off > 0) {
+            memmove(c->in.p, c->in.p + off, c->in.len - off);
+            c->in.len -= off;
+        }
+        if (c->in.cap > (1u << 20) && c->in.len < 65536) {
+            uint8_t *p = realloc(c->in.p, 65536);
+            if (p != NULL) {
+                c->in.p = p;
+                c->in.cap = 65536;
+            }
+        }
+    }
+}
+
+static void *service_main(void *arg)
+{
+    struct sq_kv_server *s = arg;
+    struct epoll_event evs[64];
+    while (!atomic_load(&s->stop)) {
+        int timeout = s->outbox != NULL ? 1 : 500;
+        int n = epoll_wait(s->ep, evs, 64, timeout);
+        for (int i = 0; i < n; i++) {
+            uint64_t id = evs[i].data.u64;
+            if (id == 0) {
+                for (;;) {
+                    int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                    if (fd < 0) {
+                        break;
+                    }
+                    conn_new(s, fd, false, 0);
+                }
+                continue;
+            }
+            if (id == 1) {
+                uint64_t v;
+                ssize_t r = read(s->efd, &v, sizeof(v));
+                (void)r;
+                continue;
+            }
+            struct conn *c = conn_by_id(s, id);
+            if (c == NULL) {
+                continue;
+            }
+            if (evs[i].events & EPOLLIN) {
+                conn_read(s, c);
+            }
+            if (!c->dead && (evs[i].events & EPOLLOUT)) {
+                conn_flush(s, c);
+            }
+            if (!c->dead && (evs[i].events & (EPOLLERR | EPOLLHUP)) &&
+                !(evs[i].events & EPOLLIN)) {
+                c->dead = true;
+            }
+            if (c->dead) {
+                conn_close(s, c);
+            }
+        }
+        process_dones(s);
+        flush_outbox(s);
+        for (struct conn *c = s->conns; c != NULL; c = c->next) {
+            if (!c->dead && c->out.len > c->out_off) {
+                conn_flush(s, c);
+            }
+            if (c->dead && c->fd >= 0) {
+                conn_close(s, c);
+            }
+        }
+        sweep(s);
+    }
+    return NULL;
+}
+
+int sq__kv_config_serves(const char *config_path)
+{
+    static struct sq_config cfg; /* large: not on the stack; called once, from main */
+    char err[256];
+    if (sq__config_load(&cfg, config_path, err, sizeof(err)) != 0) {
+        return 0;
+    }
+    int r = sq__config_rank_of(&cfg, cfg.self_id);
+    return r >= 0 && cfg.members[r].client_port != 0;
+}
+
+int sq__kv_server_create(struct sq_kv_server **out, sq_member *m, const char *config_path,
+                         char *err, size_t err_size)
+{
+    *out = NULL;
+    struct sq_kv_server *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return SQ_ENOMEM;
+    }
+    s->lfd = s->efd = s->ep = -1;
+    int rc = sq__config_load(&s->cfg, config_path, err, err_size);
+    if (rc != 0) {
+        free(s);
+        return rc;
+    }
+    s->m = m;
+    s->my_id = s->cfg.self_id;
+    int r = sq__config_rank_of(&s->cfg, s->my_id);
+    s->client_port = s->cfg.members[r].client_port;
+    s->meta = sq__config_subgroup(&s->cfg, "meta");
+    const struct sq_subgroup_cfg *meta = s->meta >= 0 ? &s->cfg.subgroups[s->meta] : NULL;
+    if (s->client_port == 0) {
+        snprintf(err, err_size, "%s: [member.%u] has no client_port", config_path, s->my_id);
+        rc = SQ_ECONFIG;
+    } else if (meta == NULL || !meta->persistent || meta->shards != 1 ||
+               (meta->max_members != 0 && meta->max_members < s->cfg.nmembers)) {
+        snprintf(err, err_size, "%s: the key-value service needs [subgroup.meta] with delivery "
+                 "= persistent, one shard and every member (it keeps the pool table)",
+                 config_path);
+        rc = SQ_ECONFIG;
+    }
+    for (uint32_t g = 0; rc == 0 && g < s->cfg.nsubgroups; g++) {
+        s->logcap = SQ_MAX(s->logcap, (size_t)s->cfg.subgroups[g].max_payload);
+    }
+    if (rc == 0) {
+        s->logbuf = malloc(s->logcap);
+        s->wb = calloc(WATCH_BUCKETS, sizeof(*s->wb));
+        s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        s->ep = epoll_create1(EPOLL_CLOEXEC);
+        if (s->logbuf == NULL || s->wb == NULL) {
+            rc = SQ_ENOMEM;
+        } else if (s->efd < 0 || s->ep < 0) {
+            snprintf(err, err_size, "eventfd/epoll: %s", strerror(errno));
+            rc = SQ_EIO;
+        }
+    }
+    if (rc != 0) {
+        sq__kv_server_destroy(s);
+        return rc;
+    }
+    pthread_mutex_init(&s->mu, NULL);
+    s->next_conn = 1; /* 0 is the listener, 1 the wake-up */
+    for (uint32_t g = 0; g < SQ_MAX_SUBGROUPS; g++) {
+        s->my_shard[g] = SQ_NO_SHARD;
+    }
+    sq_member_on_deliver(m, on_deliver, s);
+    sq_member_on_view(m, on_view, s);
+    sq_member_on_state(m, save_state, load_state, s);
+    sq_member_on_persisted(m, on_persisted, s);
+    *out = s;
+    return 0;
+}
+
+int sq__kv_server_start(struct sq_kv_server *s, char *err, size_t err_size)
+{
+    int r = sq__config_rank_of(&s->cfg, s->my_id);
+    char port[16];
+    snprintf(port, sizeof(port), "%u", s->client_port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE},
+                    *ai = NULL;
+    int gai = getaddrinfo(s->cfg.members[r].host, port, &hints, &ai);
+    if (gai != 0 || ai == NULL) {
+        snprintf(err, err_size, "client address %s:%s: %s", s->cfg.members[r].host, port,
+                 gai_strerror(gai));
+        return SQ_ECONFIG;
+    }
+    s->lfd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (s->lfd >= 0) {
+        setsockopt(s->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    }
+    if (s->lfd < 0 || bind(s->lfd, ai->ai_addr, ai->ai_addrlen) != 0 ||
+        listen(s->lfd, 128) != 0) {
+        snprintf(err, err_size, "cannot listen on client port %s:%s: %s",
+                 s->cfg.members[r].host, port, strerror(errno));
+        freeaddrinfo(ai);
+        return SQ_EIO;
+    }
+    freeaddrinfo(ai);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 0};
+    epoll_ctl(s->ep, EPOLL_CTL_ADD, s->lfd, &ev);
+    ev.data.u64 = 1;
+    epoll_ctl(s->ep, EPOLL_CTL_ADD, s->efd, &ev);
+    if (pthread_create(&s->thread, NULL, service_main, s) != 0) {
+        snprintf(err, err_size, "cannot start the service thread");
+        return SQ_ENOMEM;
+    }
+    s->started = true;
+    return 0;
+}
+
+void sq__kv_server_stop(struct sq_kv_server *s)
+{
+    if (s == NULL || !s->started) {
+        return;
+    }
+    atomic_store(&s->stop, true);
+    wake(s);
+    pthread_join(s->thread, NULL);
+    s->started = false;
+    for (struct conn *c = s->conns; c != NULL; c = c->next) {
+        if (c->fd >= 0) {
+            conn_flush(s, c);
+            close(c->fd);
+            c->fd = -1;
+        }
+    }
+}
+
+void sq__kv_server_destroy(struct sq_kv_server *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    sq__kv_server_stop(s);
+    while (s->conns != NULL) {
+        struct conn *c = s->conns;
+        s->conns = c->next;
+        if (c->fd >= 0) {
+            close(c->fd);
+        }
+        buf_free(&c->in);
+        buf_free(&c->out);
+        free(c);
+    }
+    for (uint32_t b = 0; b < ENTRY_BUCKETS; b++) {
+        while (s->ents[b] != NULL) {
+            struct entry *e = s->ents[b];
+            s->ents[b] = e->next;
+            if (e->agg != NULL && e->agg->remaining <= 1) {
+                buf_free(&e->agg->items);
+                free(e->agg);
+            } else if (e->agg != NULL) {
+                e->agg->remaining--;
+            }
+            free(e->opbuf);
+            free(e);
+        }
+    }
+    if (s->wb != NULL) {
+        for (uint32_t b = 0; b < WATCH_BUCKETS; b++) {
+            while (s->wb[b] != NULL) {
+                struct watch *w = s->wb[b];
+                s->wb[b] = w->next;
+                free(w->target);
+                free(w);
+            }
+        }
+    }
+    struct done *lists[SQ_MAX_SUBGROUPS + 1];
+    lists[0] = s->ready_head;
+    for (uint32_t g = 0; g < SQ_MAX_SUBGROUPS; g++) {
+        lists[g + 1] = s->wait_head[g];
+    }
+    for (uint32_t i = 0; i <= SQ_MAX_SUBGROUPS; i++) {
+        for (struct done *d = lists[i], *next; d != NULL; d = next) {
+            next = d->next;
+            free(d->key);
+            free(d->value);
+            free(d);
+        }
+    }
+    for (uint32_t g = 0; g < SQ_MAX_SUBGROUPS; g++) {
+        sq__kv_store_destroy(s->store[g]);
+    }
+    if (s->lfd >= 0) {
+        close(s->lfd);
+    }
+    if (s->efd >= 0) {
+        close(s->efd);
+    }
+    if (s->ep >= 0) {
+        close(s->ep);
+    }
+    free(s->wb);
+    free(s->logbuf);
+    if (s->m != NULL) {
+        pthread_mutex_destroy(&s->mu);
+    }
+    free(s);
+}

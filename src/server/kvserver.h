@@ -1,0 +1,35 @@
+/* kvserver.h: the key-value service of a squalld member: object pools over the member's
+ * subgroups, the client protocol on the member's client port, relaying to the shard that holds
+ * a key, and watches. */
+#ifndef SQ_KVSERVER_H
+#define SQ_KVSERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "squall.h"
+
+struct sq_kv_server;
+
+/* Creates the service for member `m` (opened from `config_path`, not started yet) and registers
+ * its delivery, view, state and persistence callbacks on `m`. The config must give this member
+ * a client_port and have a [subgroup.meta] (persistent, one shard, every member) for the pool
+ * table. SQ_ECONFIG with the reason in `err`. */
+int sq__kv_server_create(struct sq_kv_server **out, sq_member *m, const char *config_path,
+                         char *err, size_t err_size);
+
+/* Whether the member configured in `config_path` serves clients (its [member.ID] has a
+ * client_port); false when the file cannot be read (sq_member_open reports that). */
+int sq__kv_config_serves(const char *config_path);
+
+/* Listens on the client port and starts the service thread; call once the member has started or
+ * joined. */
+int sq__kv_server_start(struct sq_kv_server *s, char *err, size_t err_size);
+
+/* Stops the service thread and closes every client connection. Call before sq_member_close; the
+ * object is freed by sq__kv_server_destroy after the member is closed (callbacks may run until
+ * then). */
+void sq__kv_server_stop(struct sq_kv_server *s);
+void sq__kv_server_destroy(struct sq_kv_server *s);
+
+#endif
