@@ -678,6 +678,8 @@ static void on_view(void *arg, const sq_view *v)
         if (v->my_shard[g] == SQ_NO_SHARD && s->store[g] != NULL) {
             sq__kv_store_destroy(s->store[g]);
             s->store[g] = NULL;
+        } else if (v->my_shard[g] != SQ_NO_SHARD && (int)g != s->meta) {
+            (void)store_for(s, g, v->my_shard[g]); /* empty until deliveries or a state */
         }
     }
     s->have_view = true;
@@ -1671,19 +1673,19 @@ static void status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_fr
             OUT("],\"my_shard\":%d,\"last_version\":\"0x%" PRIx64 "\",\"keys\":%" PRIu64,
                 s->my_shard[g] == SQ_NO_SHARD ? -1 : (int)s->my_shard[g], last, keys);
             if (sg->persistent) {
-                OUT(",\"persisted\":\"0x%" PRIx64 "\"",
-                    s->persisted[g] ? s->persisted[g] - 1 : 0);
+                OUT(",\"persisted\":\"0x%" PRIx64 "\"", s->persisted[g]);
             }
             OUT("}");
         } else {
             if (s->my_shard[g] == SQ_NO_SHARD) {
                 OUT(" this member stands by\n");
+            } else if ((int)g == s->meta) {
+                OUT(" %u pools\n", s->npools);
             } else {
                 OUT(" this member: shard %u, last version 0x%" PRIx64 ", %" PRIu64 " keys",
                     s->my_shard[g], last, keys);
                 if (sg->persistent) {
-                    OUT(", persisted at every member up to 0x%" PRIx64,
-                        s->persisted[g] ? s->persisted[g] - 1 : 0);
+                    OUT(", persisted at every member up to 0x%" PRIx64, s->persisted[g]);
                 }
                 OUT("\n");
             }

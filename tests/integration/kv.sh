@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# kv.sh: the key-value store on 3 real squalld members on 127.0.0.1, started by
+# tools/squall-local, driven by the squall CLI and kv_check (the client library). Cases:
+#   1. pools: create (persistent, volatile, trigger), list, duplicates and bad types refused
+#   2. put, conditional put (stale version, must-not-exist), get, history, ls, rm
+#   3. a get as of time T returns the value current at T
+#   4. bad input: long keys, values over the limit, unknown pools, missing versions, a
+#      malformed frame: each a clear error, and the member keeps serving
+#   5. 4 clients x 1000 conditional increments of one counter: exactly 4000, 4000 versions, and
+#      a watch from version 0 saw every one in order
+#   6. watches: a prefix watch from version 0 sees earlier and later updates in version order;
+#      a trigger pool keeps nothing but reaches watchers
+#   7. kill -9 of a member during a write stream, then its restart: no acknowledged put is lost,
+#      and the restarted member holds them all
+#   8. every member stops, the group starts again from its logs: pools and persistent data are
+#      back, volatile data is gone
+SQUALLD=$1
+SQUALL=$2
+KV_CHECK=$3
+. "$(dirname "$0")/lib.sh"
+LOCAL="$(cd "$(dirname "$0")/../.." && pwd)/tools/squall-local"
+DIR="$WORK/local"
+export SQUALLD SQUALL
+stop_local() {
+  "$LOCAL" down --dir "$DIR" >/dev/null 2>&1 || true
+  for f in "$DIR"/m*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null; done
+  cleanup
+}
+trap stop_local EXIT
+fail() {
+  echo "FAIL: $*" >&2
+  for f in "$DIR"/m*.err; do [ -f "$f" ] && { echo "--- $f"; tail -n 15 "$f"; }; done
+  exit 1
+}
+
+"$LOCAL" up 3 --dir "$DIR" --base-port "$BASE_PORT" > "$WORK/up.out" 2>&1 ||
+  fail "squall-local up: $(cat "$WORK/up.out")"
+MEMBERS=$(cat "$DIR/members")
+export SQUALL_MEMBERS=$MEMBERS
+sq() { "$SQUALL" "$@"; }
+# expect_status N CMD...: runs the CLI and checks its exit status.
+expect_status() {
+  local want=$1; shift
+  local out rc=0
+  out=$("$SQUALL" "$@" 2>&1) || rc=$?
+  [ "$rc" = "$want" ] || fail "squall ${*:1:3} exited $rc, expected $want: ${out:0:300}"
+  LAST_OUT=$out
+}
+field() { echo " $1" | grep -o " $2=[^ ]*" | head -1 | cut -d= -f2; }
+
+echo "== 1. pools"
+expect_status 0 pool create /orders persistent
+expect_status 0 pool create /cache volatile
+expect_status 0 pool create /events trigger
+expect_status 4 pool create /orders volatile
+expect_status 4 pool create /orders/sub volatile
+expect_status 1 pool create /nope durable
+echo "$LAST_OUT" | grep -q "neither a store type" || fail "bad store type message: $LAST_OUT"
+n=$(sq pool ls | wc -l)
+[ "$n" = 3 ] || fail "pool ls shows $n pools"
+
+echo "== 2. put, conditional put, get, history, ls, rm"
+v1=$(field "$(sq put /orders/42 '{"qty": 3}')" version)
+v2=$(field "$(sq put /orders/42 '{"qty": 4}' --if-version "$v1")" version)
+[ -n "$v2" ] || fail "conditional put at the current version failed"
+expect_status 4 put /orders/42 '{"qty": 5}' --if-version "$v1"
+echo "$LAST_OUT" | grep -q "$v2" || fail "a conflict does not name the current version: $LAST_OUT"
+expect_status 4 put /orders/42 x --if-absent
+[ "$(sq get /orders/42)" = '{"qty": 4}' ] || fail "get after the failed conditional puts"
+[ "$(sq get /orders/42 --version "$v1")" = '{"qty": 3}' ] || fail "get at version $v1"
+[ "$(sq history /orders/42 | wc -l)" = 2 ] || fail "history of /orders/42: $(sq history /orders/42)"
+sq put /orders/43 a > /dev/null
+[ "$(sq ls /orders/ | wc -l)" = 2 ] || fail "ls /orders/: $(sq ls /orders/)"
+vr=$(field "$(sq rm /orders/43)" version)
+[ -n "$vr" ] || fail "rm gave no version"
+expect_status 3 get /orders/43
+expect_status 3 rm /orders/43
+[ "$(sq ls /orders/ | wc -l)" = 1 ] || fail "ls after rm: $(sq ls /orders/)"
+[ "$(sq history /orders/43 | tail -1 | grep -c deleted)" = 1 ] || fail "history shows no removal"
+expect_status 0 put /cache/a 1
+expect_status 4 put /cache/a 2 --if-absent
+[ "$(sq get /cache/a --stable)" = 1 ] || fail "stable get in a volatile pool"
+
+echo "== 3. get as of a time"
+sq put /orders/t first > /dev/null
+sleep 0.05
+T=$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)
+sleep 0.05
+sq put /orders/t second > /dev/null
+[ "$(sq get /orders/t --at "$T")" = first ] || fail "get --at $T: $(sq get /orders/t --at "$T" 2>&1)"
+[ "$(sq get /orders/t)" = second ] || fail "latest value"
+expect_status 3 get /orders/t --at 2001-01-01T00:00:00Z
+lsT=$(sq ls /orders/ --at "$T" | grep -c '^/orders/t ')
+[ "$lsT" = 1 ] || fail "ls --at T does not show /orders/t"
+
+echo "== 4. bad input"
+long=$(head -c 1100 /dev/zero | tr '\0' k)
+expect_status 1 get "/orders/$long"
+echo "$LAST_OUT" | grep -q "1024 bytes" || fail "long key message: $LAST_OUT"
+expect_status 3 put /nowhere/1 x
+echo "$LAST_OUT" | grep -q "no pool" || fail "unknown pool message: $LAST_OUT"
+head -c 1100000 /dev/zero > "$WORK/big"
+expect_status 1 put /orders/big - < "$WORK/big"
+echo "$LAST_OUT" | grep -q "limit" || fail "oversized value message: $LAST_OUT"
+expect_status 3 get /orders/t --version "$v1"
+expect_status 1 get /events/x
+expect_status 2 get /orders/42 --version banana
+expect_status 2 get /orders/42 --at yesterday
+CP0=${MEMBERS%%,*}
+# garbage on a client connection: the member says why and closes it, and keeps serving
+exec 3<>"/dev/tcp/${CP0%:*}/${CP0#*:}"
+printf 'GET / HTTP/1.1\r\nHost: x\r\n\r\n' >&3
+timeout 5 cat <&3 > "$WORK/garbage.out" || true
+exec 3<&-
+grep -q "bad magic\|impossible frame" "$WORK/garbage.out" || fail "no reason for a malformed frame"
+SQUALL_MEMBERS=$CP0 expect_status 0 status
+
+echo "== 5. 4 clients x 1000 conditional increments"
+"$KV_CHECK" counter "$MEMBERS" /orders/counter 4 1000 > "$WORK/counter.out" 2>&1 ||
+  fail "counter: $(cat "$WORK/counter.out")"
+cat "$WORK/counter.out"
+
+echo "== 6. watches"
+sq put /orders/w/1 one > /dev/null
+"$SQUALL" watch /orders/w/ --from 0 --count 4 > "$WORK/watch.out" 2>&1 &
+WPID=$!
+PIDS+=("$WPID")
+"$SQUALL" watch /events/ --count 2 > "$WORK/trigger.out" 2>&1 &
+TPID=$!
+PIDS+=("$TPID")
+sleep 0.5
+sq put /orders/w/2 two > /dev/null
+sq rm /orders/w/1 > /dev/null
+sq put /orders/w/3 three > /dev/null
+sq put /events/e1 hello > /dev/null
+sq put /events/e2 world > /dev/null
+for ((t = 0; t < 100; t++)); do kill -0 "$WPID" 2>/dev/null || kill -0 "$TPID" 2>/dev/null || break; sleep 0.1; done
+wait "$WPID" || fail "watch exited with $?: $(cat "$WORK/watch.out")"
+wait "$TPID" || fail "trigger watch exited with $?: $(cat "$WORK/trigger.out")"
+keys=$(awk '{print $1}' "$WORK/watch.out" | tr '\n' ' ')
+[ "$keys" = "/orders/w/1 /orders/w/2 /orders/w/1 /orders/w/3 " ] || fail "prefix watch saw: $(cat "$WORK/watch.out")"
+grep -q deleted "$WORK/watch.out" || fail "the watch did not show the removal"
+awk '{print $2}' "$WORK/watch.out" | cut -d= -f2 | sort -c || fail "watch not in version order"
+[ "$(grep -c hello "$WORK/trigger.out")" = 1 ] || fail "trigger watch: $(cat "$WORK/trigger.out")"
+
+echo "== 7. kill -9 of a member during a write stream"
+"$KV_CHECK" writer "$MEMBERS" /orders/k- 3000 "$WORK/acked" > "$WORK/writer.out" 2>&1 &
+KPID=$!
+PIDS+=("$KPID")
+for ((t = 0; t < 100; t++)); do
+  [ -f "$WORK/acked" ] && [ "$(wc -l < "$WORK/acked")" -ge 500 ] && break
+  sleep 0.05
+done
+"$LOCAL" kill 1 --dir "$DIR" > /dev/null || fail "squall-local kill 1"
+sleep 1
+"$LOCAL" restart 1 --dir "$DIR" > "$WORK/restart.out" 2>&1 || fail "restart: $(cat "$WORK/restart.out")"
+wait "$KPID" || fail "writer: $(cat "$WORK/writer.out")"
+cat "$WORK/writer.out"
+"$KV_CHECK" verify "$MEMBERS" "$WORK/acked" || fail "acknowledged puts lost"
+# the restarted member answers from its own state
+CP1=$(echo "$MEMBERS" | cut -d, -f2)
+"$KV_CHECK" verify "$CP1" "$WORK/acked" || fail "the restarted member misses acknowledged puts"
+
+echo "== 8. the whole group stops and starts again from its logs"
+before=$(sq get /orders/counter)
+"$LOCAL" down --dir "$DIR" > /dev/null || fail "squall-local down"
+"$LOCAL" up 3 --dir "$DIR" --base-port "$BASE_PORT" > "$WORK/up2.out" 2>&1 ||
+  fail "second up: $(cat "$WORK/up2.out")"
+[ "$(sq pool ls | wc -l)" = 3 ] || fail "pools after the restart: $(sq pool ls)"
+[ "$(sq get /orders/counter)" = "$before" ] || fail "the counter after the restart"
+"$KV_CHECK" verify "$MEMBERS" "$WORK/acked" || fail "acknowledged puts lost in the restart"
+expect_status 3 get /cache/a
+echo "PASS"

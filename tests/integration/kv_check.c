@@ -1,0 +1,270 @@
+/* kv_check.c: client-side workloads and checks for the key-value integration tests, through
+ * the client library (include/squall/client.h).
+ *   kv_check counter MEMBERS KEY CLIENTS INCREMENTS
+ *       CLIENTS threads each add 1 to the counter at KEY INCREMENTS times with conditional puts
+ *       (retrying on conflict) while a watch from version 0 follows the key; checks the final
+ *       value, the history and that the watch saw every version in order.
+ *   kv_check writer MEMBERS PREFIX COUNT ACKED_FILE
+ *       puts PREFIXi = "value-i" for i < COUNT one after the other, appending "KEY VERSION" to
+ *       ACKED_FILE once each put is acknowledged; keeps going through member failures.
+ *   kv_check verify MEMBERS ACKED_FILE
+ *       every acknowledged put is there: a stable get returns its version and value. */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "squall/client.h"
+
+static const char *g_members;
+static const char *g_key;
+static long g_increments;
+static atomic_long g_conflicts;
+
+static int fail(const char *what, const sq_kv_result *r)
+{
+    fprintf(stderr, "kv_check: %s: %s (%s) %s\n", what, sq_err_name(r->status),
+            sq_strerror(r->status), r->message);
+    return 1;
+}
+
+static void *incrementer(void *arg)
+{
+    (void)arg;
+    sq_client *c = NULL;
+    char err[256];
+    if (sq_client_open(&c, g_members, 30000, err, sizeof(err)) != 0) {
+        fprintf(stderr, "kv_check: %s\n", err);
+        return (void *)1;
+    }
+    sq_kv_result r = {0};
+    long done = 0;
+    while (done < g_increments) {
+        long value = 0;
+        uint64_t version = 0;
+        int rc = sq_client_get(c, g_key, NULL, &r);
+        if (rc == 0) {
+            char buf[32] = "";
+            memcpy(buf, r.value, r.size < sizeof(buf) - 1 ? r.size : sizeof(buf) - 1);
+            value = strtol(buf, NULL, 10);
+            version = r.version;
+        } else if (rc != SQ_ENOTFOUND) {
+            fail("get", &r);
+            sq_kv_result_free(&r);
+            sq_client_close(c);
+            return (void *)1;
+        }
+        char next[32];
+        int n = snprintf(next, sizeof(next), "%ld", value + 1);
+        sq_put_opts o = {.if_version = 1, .version = version};
+        rc = sq_client_put(c, g_key, next, (size_t)n, &o, &r);
+        if (rc == SQ_ECONFLICT) {
+            atomic_fetch_add(&g_conflicts, 1);
+            continue;
+        }
+        if (rc != 0) {
+            fail("conditional put", &r);
+            sq_kv_result_free(&r);
+            sq_client_close(c);
+            return (void *)1;
+        }
+        done++;
+    }
+    sq_kv_result_free(&r);
+    sq_client_close(c);
+    return NULL;
+}
+
+struct watched {
+    pthread_mutex_t mu;
+    long events;
+    uint64_t last_version;
+    long bad;
+};
+
+static void on_event(void *arg, const sq_kv_event *ev)
+{
+    struct watched *w = arg;
+    char buf[32] = "";
+    memcpy(buf, ev->value, ev->size < sizeof(buf) - 1 ? ev->size : sizeof(buf) - 1);
+    pthread_mutex_lock(&w->mu);
+    w->events++;
+    if (ev->version <= w->last_version || strtol(buf, NULL, 10) != w->events || ev->deleted) {
+        if (w->bad++ < 5) {
+            fprintf(stderr, "kv_check: watch event %ld: version 0x%" PRIx64 " after 0x%" PRIx64
+                    ", value '%s'\n", w->events, ev->version, w->last_version, buf);
+        }
+    }
+    w->last_version = ev->version;
+    pthread_mutex_unlock(&w->mu);
+}
+
+static int counter(int clients)
+{
+    sq_client *c = NULL;
+    char err[256];
+    if (sq_client_open(&c, g_members, 30000, err, sizeof(err)) != 0) {
+        fprintf(stderr, "kv_check: %s\n", err);
+        return 1;
+    }
+    struct watched w = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    uint64_t wid = 0;
+    int rc = sq_client_watch(c, g_key, 0, on_event, &w, &wid);
+    if (rc != 0) {
+        fprintf(stderr, "kv_check: watch: %s\n", sq_strerror(rc));
+        return 1;
+    }
+    pthread_t th[64];
+    for (int i = 0; i < clients; i++) {
+        pthread_create(&th[i], NULL, incrementer, NULL);
+    }
+    int bad = 0;
+    for (int i = 0; i < clients; i++) {
+        void *res;
+        pthread_join(th[i], &res);
+        bad |= res != NULL;
+    }
+    if (bad) {
+        return 1;
+    }
+    sq_kv_result r = {0};
+    sq_get_opts stable = {.stable = 1};
+    if (sq_client_get(c, g_key, &stable, &r) != 0) {
+        return fail("final get", &r);
+    }
+    char buf[32] = "";
+    memcpy(buf, r.value, r.size < sizeof(buf) - 1 ? r.size : sizeof(buf) - 1);
+    long final = strtol(buf, NULL, 10);
+    if (sq_client_history(c, g_key, &r) != 0) {
+        return fail("history", &r);
+    }
+    long versions = 0;
+    size_t pos = 0;
+    sq_kv_item it;
+    uint64_t prev = 0;
+    while (sq_kv_next_item(&r, &pos, &it) == 1) {
+        if (it.version <= prev) {
+            fprintf(stderr, "kv_check: history not in version order\n");
+            return 1;
+        }
+        prev = it.version;
+        versions++;
+    }
+    /* The watch may trail the last put by a moment. */
+    long expect = (long)clients * g_increments;
+    for (int i = 0; i < 500; i++) {
+        pthread_mutex_lock(&w.mu);
+        long got = w.events;
+        pthread_mutex_unlock(&w.mu);
+        if (got >= expect) {
+            break;
+        }
+        usleep(10000);
+    }
+    sq_client_unwatch(c, wid);
+    printf("counter final=%ld versions=%ld watched=%ld watch_out_of_order=%ld conflicts=%ld\n",
+           final, versions, w.events, w.bad, atomic_load(&g_conflicts));
+    sq_kv_result_free(&r);
+    sq_client_close(c);
+    return final == expect && versions == expect && w.events == expect && w.bad == 0 ? 0 : 1;
+}
+
+static int writer(const char *prefix, long count, const char *acked)
+{
+    FILE *f = fopen(acked, "w");
+    sq_client *c = NULL;
+    char err[256];
+    if (f == NULL || sq_client_open(&c, g_members, 30000, err, sizeof(err)) != 0) {
+        fprintf(stderr, "kv_check: cannot start the writer: %s\n", f == NULL ? acked : err);
+        return 1;
+    }
+    sq_kv_result r = {0};
+    long acks = 0, errors = 0;
+    for (long i = 0; i < count; i++) {
+        char key[256], val[64];
+        snprintf(key, sizeof(key), "%s%ld", prefix, i);
+        int n = snprintf(val, sizeof(val), "value-%ld", i);
+        if (sq_client_put(c, key, val, (size_t)n, NULL, &r) == 0) {
+            fprintf(f, "%s 0x%" PRIx64 "\n", key, r.version);
+            fflush(f);
+            acks++;
+        } else if (errors++ < 5) {
+            fail(key, &r);
+        }
+    }
+    printf("writer acked=%ld errors=%ld\n", acks, errors);
+    fclose(f);
+    sq_kv_result_free(&r);
+    sq_client_close(c);
+    return 0;
+}
+
+static int verify(const char *acked)
+{
+    FILE *f = fopen(acked, "r");
+    sq_client *c = NULL;
+    char err[256];
+    if (f == NULL || sq_client_open(&c, g_members, 30000, err, sizeof(err)) != 0) {
+        fprintf(stderr, "kv_check: cannot verify: %s\n", f == NULL ? acked : err);
+        return 1;
+    }
+    sq_kv_result r = {0};
+    char key[256];
+    uint64_t version;
+    long checked = 0, lost = 0;
+    sq_get_opts stable = {.stable = 1};
+    while (fscanf(f, "%255s %" SCNx64, key, &version) == 2) {
+        char want[300];
+        /* the index is what follows the prefix's last non-digit */
+        const char *d = key + strlen(key);
+        while (d > key && d[-1] >= '0' && d[-1] <= '9') {
+            d--;
+        }
+        int n = snprintf(want, sizeof(want), "value-%s", d);
+        int rc = sq_client_get(c, key, &stable, &r);
+        if (rc != 0 || r.version != version || r.size != (size_t)n ||
+            memcmp(r.value, want, (size_t)n) != 0) {
+            if (lost++ < 5) {
+                fprintf(stderr, "kv_check: acknowledged %s at 0x%" PRIx64 " but got %s at 0x%"
+                        PRIx64 "\n", key, version, sq_err_name(rc), r.version);
+            }
+        }
+        checked++;
+    }
+    printf("verify checked=%ld lost=%ld\n", checked, lost);
+    fclose(f);
+    sq_kv_result_free(&r);
+    sq_client_close(c);
+    return lost == 0 && checked > 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 6 && strcmp(argv[1], "counter") == 0) {
+        g_members = argv[2];
+        g_key = argv[3];
+        g_increments = atol(argv[5]);
+        int clients = atoi(argv[4]);
+        if (clients < 1 || clients > 64 || g_increments < 1) {
+            fprintf(stderr, "kv_check: 1..64 clients and at least one increment\n");
+            return 2;
+        }
+        return counter(clients);
+    }
+    if (argc == 6 && strcmp(argv[1], "writer") == 0) {
+        g_members = argv[2];
+        return writer(argv[3], atol(argv[4]), argv[5]);
+    }
+    if (argc == 4 && strcmp(argv[1], "verify") == 0) {
+        g_members = argv[2];
+        return verify(argv[3]);
+    }
+    fprintf(stderr, "usage: kv_check counter MEMBERS KEY CLIENTS INCREMENTS\n"
+                    "       kv_check writer MEMBERS PREFIX COUNT ACKED_FILE\n"
+                    "       kv_check verify MEMBERS ACKED_FILE\n");
+    return 2;
+}
