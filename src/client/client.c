@@ -25,6 +25,7 @@
 #define CALL_BUCKETS 4096u
 #define RETRY_MS 50          /* between attempts after a retriable answer or a lost member */
 #define CONNECT_TIMEOUT_MS 1000
+#define SQ_CLIENT_WATCH_SHARDS 16 /* the most shards a subgroup has (config.h SQ_MAX_SHARDS) */
 
 struct call {
     struct call *next;
@@ -37,7 +38,9 @@ struct call {
     sq_watch_fn wfn;
     void *warg;
     bool watch, acked, sent;
-    uint64_t next_from; /* watches: the version after the last event delivered */
+    /* watches: by shard, the version after the last event delivered (versions count per
+     * shard); sent again, in the request's value, when the client watches again */
+    uint64_t next_from[SQ_CLIENT_WATCH_SHARDS];
     uint64_t deadline_ms;
     uint64_t retry_at_ms;
 };
@@ -161,11 +164,14 @@ static void queue_frame(sq_client *c, struct call *k)
     }
 }
 
-/* A watch asks again from the version after the last event it delivered. */
+/* A watch asks again, per shard, from the version after the last event it delivered. */
 static void watch_from(struct call *k)
 {
-    for (int i = 0; i < 8; i++) {
-        k->frame[32 + i] = (uint8_t)(k->next_from >> (8 * i));
+    uint8_t *p = k->frame + k->len - 8u * SQ_CLIENT_WATCH_SHARDS;
+    for (int s = 0; s < SQ_CLIENT_WATCH_SHARDS; s++) {
+        for (int i = 0; i < 8; i++) {
+            p[8 * s + i] = (uint8_t)(k->next_from[s] >> (8 * i));
+        }
     }
 }
 
@@ -277,11 +283,12 @@ static void on_frame(sq_client *c, const struct sq_kv_frame *f)
         return; /* an answer to a call already given up on, or an unwatched watch */
     }
     if (f->op == SQ_KV_OP_EVENT) {
-        if (!k->watch || f->version < k->next_from) {
+        uint32_t shard = f->count < SQ_CLIENT_WATCH_SHARDS ? f->count : 0;
+        if (!k->watch || f->version < k->next_from[shard]) {
             pthread_mutex_unlock(&c->mu);
             return; /* already delivered before a reconnect */
         }
-        k->next_from = f->version + 1;
+        k->next_from[shard] = f->version + 1;
         sq_watch_fn fn = k->wfn;
         void *arg = k->warg;
         pthread_mutex_unlock(&c->mu);
@@ -615,7 +622,9 @@ static int submit(sq_client *c, struct sq_kv_frame *f, sq_kv_done_fn done, void 
     k->wfn = wfn;
     k->warg = warg;
     k->watch = wfn != NULL;
-    k->next_from = f->version;
+    for (int i = 0; i < SQ_CLIENT_WATCH_SHARDS; i++) {
+        k->next_from[i] = f->version;
+    }
     k->deadline_ms = now_ms() + (uint64_t)c->timeout_ms;
     struct call **pc = &c->calls[k->req_id % CALL_BUCKETS];
     k->next = *pc;
@@ -874,6 +883,14 @@ int sq_client_watch(sq_client *c, const char *target, uint64_t from_version, sq_
         return SQ_EINVAL;
     }
     f.version = from_version;
+    uint8_t from[8 * SQ_CLIENT_WATCH_SHARDS];
+    for (int s = 0; s < SQ_CLIENT_WATCH_SHARDS; s++) {
+        for (int i = 0; i < 8; i++) {
+            from[8 * s + i] = (uint8_t)(from_version >> (8 * i));
+        }
+    }
+    f.value = from;
+    f.value_len = sizeof(from);
     sq_kv_result r = {0};
     uint64_t id = 0;
     int rc = call_wait(c, &f, &r, fn, arg, &id);

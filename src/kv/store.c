@@ -507,22 +507,53 @@ void sq__kv_store_each(const struct sq_kv_store *s, const char *prefix, uint16_t
 #define VER_BYTES 21u
 #define ANSWER_BYTES 28u
 
+/* Keys by name and clients by id: a saved store depends only on what the store holds, not on
+ * the order its hash chains happen to be in (which differs between a store that applied the ops
+ * and one that loaded them), so every replica saves the same bytes for the same state. */
+static int cmp_key(const void *a, const void *b)
+{
+    const struct key *x = *(const struct key *const *)a, *y = *(const struct key *const *)b;
+    int c = memcmp(x->name, y->name, x->len < y->len ? x->len : y->len);
+    return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+static int cmp_client(const void *a, const void *b)
+{
+    const struct client *x = *(const struct client *const *)a;
+    const struct client *y = *(const struct client *const *)b;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
 int sq__kv_store_save(const struct sq_kv_store *s, void **buf, size_t *size)
 {
     size_t need = 24;
+    size_t nk = 0, nc = 0;
+    const struct key **keys = malloc((s->nkeys > 0 ? s->nkeys : 1) * sizeof(*keys));
+    const struct client **clients = malloc((s->nclients > 0 ? s->nclients : 1) * sizeof(*clients));
+    if (keys == NULL || clients == NULL) {
+        free(keys);
+        free(clients);
+        return SQ_ENOMEM;
+    }
     for (uint64_t b = 0; b < s->nbuckets; b++) {
         for (const struct key *k = s->buckets[b]; k != NULL; k = k->next) {
             need += 11 + (size_t)k->len + (k->value ? k->size : 0) + (size_t)k->nhist * VER_BYTES;
+            keys[nk++] = k;
         }
     }
     need += 8;
     for (uint64_t b = 0; b < CBUCKETS; b++) {
         for (const struct client *c = s->cbuckets[b]; c != NULL; c = c->next) {
             need += 24 + (size_t)c->n * ANSWER_BYTES;
+            clients[nc++] = c;
         }
     }
+    qsort(keys, nk, sizeof(*keys), cmp_key);
+    qsort(clients, nc, sizeof(*clients), cmp_client);
     uint8_t *p = malloc(need);
     if (p == NULL) {
+        free(keys);
+        free(clients);
         return SQ_ENOMEM;
     }
     uint8_t *q = p;
@@ -531,46 +562,46 @@ int sq__kv_store_save(const struct sq_kv_store *s, void **buf, size_t *size)
     st64(q + 8, s->last);
     st64(q + 16, s->nkeys);
     q += 24;
-    for (uint64_t b = 0; b < s->nbuckets; b++) {
-        for (const struct key *k = s->buckets[b]; k != NULL; k = k->next) {
-            st16(q, k->len);
-            st32(q + 2, k->nhist);
-            st32(q + 6, k->value ? k->size : 0);
-            q[10] = k->value != NULL;
-            q += 11;
-            memcpy(q, k->name, k->len);
-            q += k->len;
-            if (k->value != NULL && k->size > 0) {
-                memcpy(q, k->value, k->size);
-                q += k->size;
-            }
-            for (uint32_t i = 0; i < k->nhist; i++) {
-                st64(q, k->hist[i].version);
-                st64(q + 8, k->hist[i].timestamp);
-                st32(q + 16, k->hist[i].size);
-                q[20] = k->hist[i].deleted;
-                q += VER_BYTES;
-            }
+    for (size_t i = 0; i < nk; i++) {
+        const struct key *k = keys[i];
+        st16(q, k->len);
+        st32(q + 2, k->nhist);
+        st32(q + 6, k->value ? k->size : 0);
+        q[10] = k->value != NULL;
+        q += 11;
+        memcpy(q, k->name, k->len);
+        q += k->len;
+        if (k->value != NULL && k->size > 0) {
+            memcpy(q, k->value, k->size);
+            q += k->size;
+        }
+        for (uint32_t j = 0; j < k->nhist; j++) {
+            st64(q, k->hist[j].version);
+            st64(q + 8, k->hist[j].timestamp);
+            st32(q + 16, k->hist[j].size);
+            q[20] = k->hist[j].deleted;
+            q += VER_BYTES;
         }
     }
     st64(q, s->nclients);
     q += 8;
-    for (uint64_t b = 0; b < CBUCKETS; b++) {
-        for (const struct client *c = s->cbuckets[b]; c != NULL; c = c->next) {
-            st64(q, c->id);
-            st64(q + 8, c->last_used);
-            st32(q + 16, c->n);
-            st32(q + 20, c->head);
-            q += 24;
-            for (uint32_t i = 0; i < c->n; i++) {
-                st64(q, c->ring[i].req_id);
-                st32(q + 8, (uint32_t)c->ring[i].status);
-                st64(q + 12, c->ring[i].version);
-                st64(q + 20, c->ring[i].timestamp);
-                q += ANSWER_BYTES;
-            }
+    for (size_t i = 0; i < nc; i++) {
+        const struct client *c = clients[i];
+        st64(q, c->id);
+        st64(q + 8, c->last_used);
+        st32(q + 16, c->n);
+        st32(q + 20, c->head);
+        q += 24;
+        for (uint32_t j = 0; j < c->n; j++) {
+            st64(q, c->ring[j].req_id);
+            st32(q + 8, (uint32_t)c->ring[j].status);
+            st64(q + 12, c->ring[j].version);
+            st64(q + 20, c->ring[j].timestamp);
+            q += ANSWER_BYTES;
         }
     }
+    free(keys);
+    free(clients);
     *buf = p;
     *size = (size_t)(q - p);
     return 0;
@@ -599,6 +630,9 @@ int sq__kv_store_load(struct sq_kv_store *s, const void *buf, size_t size)
             goto bad;
         }
         uint64_t hash = XXH64(p, len, 0);
+        if (find(s, (const char *)p, len, hash) != NULL) {
+            goto bad; /* a key saved twice */
+        }
         struct key *k = insert(s, (const char *)p, len, hash);
         if (k == NULL) {
             rc = SQ_ENOMEM;
@@ -649,7 +683,10 @@ int sq__kv_store_load(struct sq_kv_store *s, const void *buf, size_t size)
         c->n = ld32(p + 16);
         c->head = ld32(p + 20);
         p += 24;
+        /* a ring that is not full has its head right after its answers (remember() fills
+         * slots 0, 1, ... in order); each client once */
         if (c->n > SQ_KV_DEDUP_PER_CLIENT || c->head >= SQ_KV_DEDUP_PER_CLIENT ||
+            (c->n < SQ_KV_DEDUP_PER_CLIENT && c->head != c->n) || client_find(s, c->id) != NULL ||
             (size_t)(end - p) < (size_t)c->n * ANSWER_BYTES) {
             free(c);
             goto bad;

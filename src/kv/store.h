@@ -69,7 +69,7 @@ struct sq_kv_store;
 
 /* Creates an empty store of type SQ_KV_STORE_*: volatile keeps each key's latest value,
  * persistent also each key's versions (values of older ones are read from the log), trigger
- * keeps nothing but the at-most-once table. */
+ * keeps no values: only each key's latest version and the at-most-once table. */
 int sq__kv_store_create(struct sq_kv_store **out, int type);
 void sq__kv_store_destroy(struct sq_kv_store *s);
 int sq__kv_store_type(const struct sq_kv_store *s);

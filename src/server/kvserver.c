@@ -129,6 +129,7 @@ struct watch {
     uint16_t len;
     bool prefix;
     uint64_t live_after; /* events up to this version were replayed */
+    uint32_t shard;      /* events carry it: versions count per shard */
 };
 
 struct sq_kv_server {
@@ -753,11 +754,23 @@ static void load_state(void *arg, uint32_t sg, uint32_t shard, const void *buf, 
             s->npools++;
         }
     } else {
-        struct sq_kv_store *st = store_for(s, sg, shard);
-        int rc = st == NULL ? SQ_ENOMEM : sq__kv_store_load(st, buf, size);
-        if (rc != 0) {
-            sq__log(SQ_LOG_ERROR, "kv: the state received for subgroup %s is unusable: %s",
-                    s->cfg.subgroups[sg].name, sq_strerror(rc));
+        /* into a fresh store, swapped in only when the whole state loaded */
+        struct sq_kv_store *st = NULL;
+        int rc = sq__kv_store_create(&st, s->cfg.subgroups[sg].store);
+        if (rc == 0) {
+            rc = sq__kv_store_load(st, buf, size);
+        }
+        if (rc == 0) {
+            sq__kv_store_destroy(s->store[sg]);
+            s->store[sg] = st;
+            s->store_shard[sg] = shard;
+        } else {
+            sq__kv_store_destroy(st);
+            /* Serving an empty or stale shard would be silent divergence: stop instead; the
+             * others go on without this member. */
+            sq__log(SQ_LOG_ERROR, "kv: the state received for subgroup %s is unusable (%s): "
+                    "stopping", s->cfg.subgroups[sg].name, sq_strerror(rc));
+            abort();
         }
     }
     pthread_mutex_unlock(&s->mu);
@@ -975,7 +988,7 @@ static void send_event(struct sq_kv_server *s, const struct watch *w, const char
                        const void *val, uint32_t size)
 {
     struct sq_kv_frame ev = {.op = SQ_KV_OP_EVENT, .req_id = w->req_id, .client = w->client,
-                             .version = version, .time = ts,
+                             .version = version, .time = ts, .count = w->shard,
                              .flags = deleted ? SQ_KV_F_DELETED : 0, .key = key,
                              .key_len = key_len, .value = val, .value_len = size};
     conn_send(s, conn_by_id(s, w->conn), &ev);
@@ -1055,7 +1068,7 @@ static void replay_add(struct replay *r, const char *key, uint16_t key_len,
     r->n++;
 }
 
-/* Every version of the key after r->from (its latest value copied from memory). */
+/* Every version of the key from r->from on (its latest value copied from memory). */
 static void replay_key(void *arg, const char *key, uint16_t key_len,
                        const struct sq_kv_version *unused)
 {
@@ -1071,7 +1084,7 @@ static void replay_key(void *arg, const char *key, uint16_t key_len,
     size_t vsize;
     (void)sq__kv_store_get(r->st, key, key_len, SQ_KV_LATEST, 0, &latest, &val, &vsize);
     for (uint32_t i = 0; i < n; i++) {
-        if (vs[i].version > r->from) {
+        if (vs[i].version >= r->from) {
             bool last = i == n - 1;
             replay_add(r, key, key_len, &vs[i], last ? val : NULL, last ? vsize : 0);
         }
@@ -1120,6 +1133,7 @@ static int watch_local(struct sq_kv_server *s, uint64_t conn, const struct sq_kv
     }
     r.st = st;
     w->live_after = sq__kv_store_last(st);
+    w->shard = s->store_shard[sg];
     if (prefix) {
         sq__kv_store_each(st, f->key, f->key_len, true, false, 0, replay_key, &r);
     } else {
@@ -1387,6 +1401,10 @@ static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_
     if (pp != NULL) {
         uint32_t first = fan ? 0 : shard_of_key(&p, f->key, f->key_len);
         uint32_t last = fan ? p.shards - 1 : first;
+        if (fan && (f->flags & SQ_KV_F_LOCAL)) {
+            /* a member fanning out asks each shard for its own part only */
+            first = last = my_shard != SQ_NO_SHARD && my_shard < p.shards ? my_shard : 0;
+        }
         for (uint32_t k = first; k <= last; k++) {
             targets[ntargets] = k;
             servers[ntargets++] = server_of(s, p.sg, k, f->req_id);
@@ -1513,17 +1531,28 @@ static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_
             buf_free(&b);
             break;
         }
-        case SQ_KV_OP_WATCH:
+        case SQ_KV_OP_WATCH: {
+            /* A watch may carry one first version per shard (a client watching again after a
+             * failure): u64 little-endian values, by shard, in the value. */
+            struct sq_kv_frame wf = *f;
+            const uint8_t *from = f->value;
+            if (f->value_len >= 8u * (targets[i] + 1)) {
+                wf.version = 0;
+                for (int b = 7; b >= 0; b--) {
+                    wf.version = (wf.version << 8) | from[8u * targets[i] + (unsigned)b];
+                }
+            }
             if (agg != NULL) {
                 /* each shard acknowledges through the aggregate; events go straight out */
-                sub.status = watch_local(s, c->id, f, p.sg, false, why, sizeof(why));
+                sub.status = watch_local(s, c->id, &wf, p.sg, false, why, sizeof(why));
                 sub.str = why;
                 sub.str_len = (uint16_t)strlen(why);
                 agg_part(s, agg, &sub);
             } else {
-                (void)watch_local(s, c->id, f, p.sg, true, why, sizeof(why));
+                (void)watch_local(s, c->id, &wf, p.sg, true, why, sizeof(why));
             }
             break;
+        }
         default:
             break;
         }

@@ -135,6 +135,8 @@ sq put /orders/w/3 three > /dev/null
 sq put /events/e1 hello > /dev/null
 sq put /events/e2 world > /dev/null
 for ((t = 0; t < 100; t++)); do kill -0 "$WPID" 2>/dev/null || kill -0 "$TPID" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$WPID" 2>/dev/null && fail "the prefix watch saw only: $(cat "$WORK/watch.out")"
+kill -0 "$TPID" 2>/dev/null && fail "the trigger watch saw only: $(cat "$WORK/trigger.out")"
 wait "$WPID" || fail "watch exited with $?: $(cat "$WORK/watch.out")"
 wait "$TPID" || fail "trigger watch exited with $?: $(cat "$WORK/trigger.out")"
 keys=$(awk '{print $1}' "$WORK/watch.out" | tr '\n' ' ')
@@ -170,4 +172,34 @@ before=$(sq get /orders/counter)
 [ "$(sq get /orders/counter)" = "$before" ] || fail "the counter after the restart"
 "$KV_CHECK" verify "$MEMBERS" "$WORK/acked" || fail "acknowledged puts lost in the restart"
 expect_status 3 get /cache/a
+
+echo "== 9. a pool of 2 shards: members relay to the key's shard, lists and watches fan out"
+"$LOCAL" down --dir "$DIR" > /dev/null || fail "squall-local down"
+DIR="$WORK/local2"
+"$LOCAL" up 3 --dir "$DIR" --base-port "$((BASE_PORT + 10))" --shards 2 > "$WORK/up3.out" 2>&1 ||
+  fail "up with 2 shards: $(cat "$WORK/up3.out")"
+MEMBERS=$(cat "$DIR/members")
+export SQUALL_MEMBERS=$MEMBERS
+expect_status 0 pool create /s volatile
+"$SQUALL" watch /s/ --count 40 > "$WORK/watch2.out" 2>&1 &
+WPID=$!
+PIDS+=("$WPID")
+sleep 0.5
+for m in ${MEMBERS//,/ }; do   # every member takes puts for keys of both shards
+  for ((i = 0; i < 10; i++)); do
+    SQUALL_MEMBERS=$m "$SQUALL" put "/s/$m-$i" "v$i" > /dev/null || fail "put via $m"
+  done
+done
+for m in ${MEMBERS//,/ }; do
+  n=$(SQUALL_MEMBERS=$m "$SQUALL" ls /s/ | wc -l)
+  [ "$n" = 30 ] || fail "ls /s/ via $m lists $n keys"
+  SQUALL_MEMBERS=$m "$SQUALL" ls /s/ | awk '{print $1}' | sort -c || fail "ls not sorted"
+  [ "$(SQUALL_MEMBERS=$m "$SQUALL" get "/s/${MEMBERS%%,*}-7")" = v7 ] || fail "get via $m"
+  SQUALL_MEMBERS=$m expect_status 4 put "/s/${MEMBERS%%,*}-3" x --if-absent
+done
+"$SQUALL" status | grep -q "shard 1: members" || fail "status shows no second shard"
+for ((i = 0; i < 10; i++)); do "$SQUALL" put "/s/extra-$i" x > /dev/null; done
+for ((t = 0; t < 100; t++)); do kill -0 "$WPID" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$WPID" 2>/dev/null && fail "the watch over 2 shards saw $(wc -l < "$WORK/watch2.out") of 40 updates"
+wait "$WPID" || fail "watch over 2 shards exited with $?"
 echo "PASS"
