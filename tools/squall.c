@@ -394,7 +394,8 @@ static int fail(const struct cli *cli, int rc, const char *detail, const sq_kv_r
         n < (int)sizeof(reason)) {
         n += snprintf(reason + n, sizeof(reason) - (size_t)n, ": %s", detail);
     }
-    if (rc == SQ_ECONFLICT && conflict != NULL && n < (int)sizeof(reason)) {
+    if (rc == SQ_ECONFLICT && conflict != NULL && (detail == NULL || detail[0] == 0) &&
+        n < (int)sizeof(reason)) {
         if (conflict->version != 0) {
             snprintf(reason + n, sizeof(reason) - (size_t)n, "; current version 0x%" PRIx64,
                      conflict->version);
