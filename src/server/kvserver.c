@@ -96,6 +96,7 @@ struct entry {
     uint8_t op;
     bool watch;           /* relayed watch: stays until unwatched */
     bool queued;          /* in the outbox */
+    bool delivered;       /* a local op delivered, waiting to be persisted: never resent */
     uint32_t sg;
     uint8_t *opbuf;
     size_t oplen;
@@ -103,7 +104,7 @@ struct entry {
 };
 
 /* Handed from the loop thread to the service thread. */
-enum { DONE_ANSWER, DONE_EVENT };
+enum { DONE_ANSWER, DONE_EVENT, DONE_DELIVERED };
 struct done {
     struct done *next;
     uint8_t kind;
@@ -634,6 +635,16 @@ static void on_deliver(void *arg, const sq_message *msg)
         }
     }
 out:
+    if (d != NULL && s->cfg.subgroups[msg->subgroup].persistent) {
+        /* Tell the service thread now that the op is in the order, so that a view change
+         * before it is persisted does not send it again. */
+        struct done *mark = calloc(1, sizeof(*mark));
+        if (mark != NULL) {
+            *mark = (struct done){.kind = DONE_DELIVERED, .client = op.client,
+                                  .req_id = op.req_id};
+            done_ready(s, mark);
+        }
+    }
     if (d != NULL) {
         done_answer(s, d);
     }
@@ -1298,7 +1309,8 @@ static void agg_part(struct sq_kv_server *s, struct agg *agg, const struct sq_kv
 {
     if (a->status != 0 && agg->status == 0) {
         agg->status = a->status;
-        snprintf(agg->msg, sizeof(agg->msg), "%.*s", (int)SQ_MIN(a->str_len, 190u), a->str);
+        snprintf(agg->msg, sizeof(agg->msg), "%.*s", (int)SQ_MIN(a->str_len, 190u),
+                 a->str != NULL ? a->str : "");
     } else if (a->status == 0 && agg->op == SQ_KV_OP_LIST) {
         if (buf_add(&agg->items, a->value, a->value_len) != 0) {
             agg->status = SQ_ENOMEM;
@@ -1840,6 +1852,12 @@ static void conn_close(struct sq_kv_server *s, struct conn *c)
                 }
                 if (e->agg == NULL) {
                     entry_free(s, e);
+                } else if (e->watch) {
+                    struct agg *agg = e->agg;
+                    struct sq_kv_frame a = {.op = e->op, .status = SQ_ECLOSED,
+                                            .req_id = e->req_id, .client = e->client};
+                    entry_free(s, e);
+                    agg_part(s, agg, &a); /* answers nobody: the connection is gone */
                 }
             }
         }
@@ -1855,19 +1873,18 @@ static void process_dones(struct sq_kv_server *s)
     bool resend = s->resend;
     s->resend = false;
     pthread_mutex_unlock(&s->mu);
-    if (resend) {
-        for (uint32_t b = 0; b < ENTRY_BUCKETS; b++) {
-            for (struct entry *e = s->ents[b]; e != NULL; e = e->next) {
-                if (e->opbuf != NULL) {
-                    outbox_push(s, e);
-                }
-            }
-        }
-    }
     while (d != NULL) {
         struct done *next = d->next;
         if (d->kind == DONE_EVENT) {
             dispatch_event(s, d);
+        } else if (d->kind == DONE_DELIVERED) {
+            for (struct entry *e = s->ents[ent_bucket(d->client, d->req_id)]; e != NULL;
+                 e = e->next) {
+                if (e->opbuf != NULL && e->via == 0 && e->client == d->client &&
+                    e->req_id == d->req_id) {
+                    e->delivered = true;
+                }
+            }
         } else {
             uint32_t b = ent_bucket(d->client, d->req_id);
             for (struct entry *e = s->ents[b], *en; e != NULL; e = en) {
@@ -1915,6 +1932,19 @@ static void process_dones(struct sq_kv_server *s)
         free(d->value);
         free(d);
         d = next;
+    }
+    if (resend) {
+        /* A view change drops the ops that were sent but not delivered in the old view (the
+         * view is installed after the old view's last delivery, whose marks came first): send
+         * those again. An op sent since the change may go twice; the at-most-once table
+         * answers the second with the first's answer. */
+        for (uint32_t b = 0; b < ENTRY_BUCKETS; b++) {
+            for (struct entry *e = s->ents[b]; e != NULL; e = e->next) {
+                if (e->opbuf != NULL && !e->delivered) {
+                    outbox_push(s, e);
+                }
+            }
+        }
     }
 }
 
@@ -2056,7 +2086,7 @@ static void *service_main(void *arg)
     struct sq_kv_server *s = arg;
     struct epoll_event evs[64];
     while (!atomic_load(&s->stop)) {
-        int timeout = s->outbox != NULL ? 1 : 500;
+        int timeout = s->outbox != NULL ? 2 : 500;
         int n = epoll_wait(s->ep, evs, 64, timeout);
         for (int i = 0; i < n; i++) {
             uint64_t id = evs[i].data.u64;
