@@ -126,8 +126,11 @@ int sq_client_unwatch(sq_client *c, uint64_t watch_id);
 
 /* Asynchronous calls: the callback runs once, on the client's I/O thread, with the result (its
  * value valid during the callback only). A call that returns an error never runs its callback.
- * At most SQ_CLIENT_MAX_INFLIGHT calls may be outstanding (SQ_EAGAIN beyond). */
-#define SQ_CLIENT_MAX_INFLIGHT 4096
+ * At most SQ_CLIENT_MAX_INFLIGHT calls may be outstanding (SQ_EAGAIN beyond): each shard
+ * remembers a client's last 64 answers, and keeping fewer than half that in flight is what
+ * makes a retry after a failure find its first answer (applied once). Use several clients for
+ * more concurrency. */
+#define SQ_CLIENT_MAX_INFLIGHT 32
 typedef void (*sq_kv_done_fn)(void *arg, const sq_kv_result *r);
 int sq_client_put_async(sq_client *c, const char *key, const void *value, size_t size,
                         const sq_put_opts *opts, sq_kv_done_fn done, void *arg);

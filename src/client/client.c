@@ -66,6 +66,7 @@ struct sq_client {
     bool stop;
     struct call *calls[CALL_BUCKETS];
     uint32_t ncalls;
+    uint32_t nwatching; /* established watches among ncalls: they do not count as in flight */
     struct buf out, in;
     uint64_t next_connect_ms;
 };
@@ -152,6 +153,7 @@ static void call_unlink(sq_client *c, struct call *k)
     if (*pc == k) {
         *pc = k->next;
         c->ncalls--;
+        c->nwatching -= k->watch && k->acked;
     }
 }
 
@@ -313,6 +315,7 @@ static void on_frame(sq_client *c, const struct sq_kv_frame *f)
     void *arg = k->arg;
     if (k->watch && f->status == 0) {
         k->acked = true; /* the watch stays; its first answer completes sq_client_watch */
+        c->nwatching++;
         k->done = NULL;
     } else {
         call_unlink(c, k);
@@ -599,7 +602,7 @@ static int submit(sq_client *c, struct sq_kv_frame *f, sq_kv_done_fn done, void 
         return SQ_ENOMEM;
     }
     pthread_mutex_lock(&c->mu);
-    if (c->ncalls >= SQ_CLIENT_MAX_INFLIGHT) {
+    if (c->ncalls - c->nwatching >= SQ_CLIENT_MAX_INFLIGHT) {
         pthread_mutex_unlock(&c->mu);
         free(k);
         return SQ_EAGAIN;
