@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= 2
 SEEDS ?= 5000
 
-.PHONY: all deps build test demo sim-long bench bench-persist asan tsan clean format
+.PHONY: all deps build test demo sim-long bench bench-persist bench-kv asan tsan clean format
 
 all: build
 
@@ -32,6 +32,11 @@ bench: build
 # Persistent against atomic delivery and the disk's fdatasync (logs under DATA_DIR, default /tmp).
 bench-persist: build
 	@$(BUILD)/bench/mcast-bench --persist --data-dir $(or $(DATA_DIR),/tmp) --squalld $(BUILD)/squalld
+
+# Key-value put, get and conditional put on three local members, against a loopback TCP echo
+# (THREADS, SECONDS_PER_CASE: see bench/kv-bench.sh).
+bench-kv: build
+	@BUILD_DIR=$(BUILD) bench/kv-bench.sh
 
 # The test suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 asan: deps

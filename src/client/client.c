@@ -38,6 +38,7 @@ struct call {
     sq_watch_fn wfn;
     void *warg;
     bool watch, acked, sent;
+    bool cancelled;     /* unwatched: no more events, never registered again */
     /* watches: by shard, the version after the last event delivered (versions count per
      * shard); sent again, in the request's value, when the client watches again */
     uint64_t next_from[SQ_CLIENT_WATCH_SHARDS];
@@ -67,6 +68,8 @@ struct sq_client {
     struct call *calls[CALL_BUCKETS];
     uint32_t ncalls;
     uint32_t nwatching; /* established watches among ncalls: they do not count as in flight */
+    struct call *in_callback; /* the watch whose callback the I/O thread runs now */
+    pthread_cond_t cb_done;   /* signalled when that callback returns */
     struct buf out, in;
     uint64_t next_connect_ms;
 };
@@ -228,6 +231,16 @@ static int try_connect(sq_client *c, uint32_t i)
     return fd;
 }
 
+/* Asks the member who it is (request id 0, answered with "member=ID"). */
+static void queue_hello(sq_client *c)
+{
+    struct sq_kv_frame f = {.op = SQ_KV_OP_HELLO, .client = c->client_id};
+    if (buf_reserve(&c->out, SQ_KV_HEADER_BYTES) == 0) {
+        long n = sq__kv_encode(&f, c->out.p + c->out.len, SQ_KV_HEADER_BYTES);
+        c->out.len += n > 0 ? (size_t)n : 0;
+    }
+}
+
 /* Connects (the I/O thread, without mu) and queues every call again. */
 static void connect_next(sq_client *c)
 {
@@ -242,9 +255,10 @@ static void connect_next(sq_client *c)
     }
     c->fd = fd;
     c->connected = true;
+    queue_hello(c);
     for (uint32_t b = 0; b < CALL_BUCKETS; b++) {
         for (struct call *k = c->calls[b]; k != NULL; k = k->next) {
-            if (k->retry_at_ms == 0) {
+            if (k->retry_at_ms == 0 && !k->cancelled) {
                 if (k->watch) {
                     watch_from(k);
                 }
@@ -258,7 +272,7 @@ static void connect_next(sq_client *c)
 static bool retriable(int status)
 {
     return status == SQ_EPEER || status == SQ_ESTATE || status == SQ_EAGAIN ||
-           status == SQ_ECLOSED || status == SQ_EVIEWCHANGE;
+           status == SQ_EVIEWCHANGE;
 }
 
 static void fill_result(sq_kv_result *r, const struct sq_kv_frame *f)
@@ -275,9 +289,18 @@ static void fill_result(sq_kv_result *r, const struct sq_kv_frame *f)
 static void on_frame(sq_client *c, const struct sq_kv_frame *f)
 {
     pthread_mutex_lock(&c->mu);
-    if (f->op == SQ_KV_OP_HELLO && f->status == SQ_EPROTO) {
+    if (f->op == SQ_KV_OP_HELLO && f->req_id == 0) {
+        unsigned id = 0;
+        if (f->status == 0 && f->str_len > 7 && f->str_len < 40) {
+            char who[40];
+            memcpy(who, f->str, f->str_len);
+            who[f->str_len] = '\0';
+            if (sscanf(who, "member=%u", &id) == 1) {
+                c->member_id = id;
+            }
+        }
         pthread_mutex_unlock(&c->mu);
-        return; /* the member refused a frame: the calls answer by timing out or by retry */
+        return; /* or the member refused a frame: the calls answer by timing out or retry */
     }
     struct call *k = *slot_of(c, f->req_id);
     if (k == NULL) {
@@ -286,21 +309,30 @@ static void on_frame(sq_client *c, const struct sq_kv_frame *f)
     }
     if (f->op == SQ_KV_OP_EVENT) {
         uint32_t shard = f->count < SQ_CLIENT_WATCH_SHARDS ? f->count : 0;
-        if (!k->watch || f->version < k->next_from[shard]) {
+        if (!k->watch || k->cancelled || f->version < k->next_from[shard]) {
             pthread_mutex_unlock(&c->mu);
-            return; /* already delivered before a reconnect */
+            return; /* unwatched, or already delivered before a reconnect */
         }
         k->next_from[shard] = f->version + 1;
         sq_watch_fn fn = k->wfn;
         void *arg = k->warg;
+        c->in_callback = k;
         pthread_mutex_unlock(&c->mu);
         sq_kv_event ev = {.key = f->key, .key_len = f->key_len, .version = f->version,
                           .timestamp = f->time, .deleted = (f->flags & SQ_KV_F_DELETED) != 0,
                           .value = f->value, .size = f->value_len};
         fn(arg, &ev);
+        pthread_mutex_lock(&c->mu);
+        c->in_callback = NULL;
+        pthread_cond_broadcast(&c->cb_done);
+        pthread_mutex_unlock(&c->mu);
         return;
     }
     uint64_t now = now_ms();
+    if (k->cancelled) {
+        pthread_mutex_unlock(&c->mu);
+        return; /* an unwatched watch: sq_client_unwatch removes it */
+    }
     if (retriable(f->status) && (k->acked || now < k->deadline_ms)) {
         k->sent = false;
         k->retry_at_ms = now + RETRY_MS;
@@ -346,7 +378,7 @@ static void expire(sq_client *c)
                 dead = k;
                 continue;
             }
-            if (k->retry_at_ms != 0 && now >= k->retry_at_ms) {
+            if (k->retry_at_ms != 0 && now >= k->retry_at_ms && !k->cancelled) {
                 k->retry_at_ms = 0;
                 if (k->watch) {
                     watch_from(k);
@@ -520,6 +552,7 @@ int sq_client_open(sq_client **out, const char *members, int timeout_ms, char *e
         return SQ_EIO;
     }
     pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cb_done, NULL);
     /* One connection attempt over the list now, so that a wrong address fails at once. */
     for (uint32_t i = 0; i < c->nmembers && !c->connected; i++) {
         int fd = try_connect(c, c->cur);
@@ -529,6 +562,9 @@ int sq_client_open(sq_client **out, const char *members, int timeout_ms, char *e
         } else {
             c->cur = (c->cur + 1) % c->nmembers;
         }
+    }
+    if (c->connected) {
+        queue_hello(c);
     }
     if (!c->connected) {
         snprintf(err, err_size, "no member answers at %s", members);
@@ -557,8 +593,8 @@ uint32_t sq_client_member(const sq_client *c)
 
 void sq_client_close(sq_client *c)
 {
-    if (c == NULL) {
-        return;
+    if (c == NULL || pthread_equal(pthread_self(), c->io)) {
+        return; /* not from a callback: the I/O thread cannot wait for itself */
     }
     pthread_mutex_lock(&c->mu);
     c->stop = true;
@@ -586,7 +622,27 @@ void sq_client_close(sq_client *c)
     free(c->out.p);
     free(c->in.p);
     pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cb_done);
     free(c);
+}
+
+/* The lowest request id still waiting for its answer (watches excluded), or next_req + 1.
+ * Request ids in flight stay within SQ_CLIENT_MAX_INFLIGHT of each other, so a retry always
+ * falls in a shard's window of remembered answers. */
+static uint64_t oldest_request(const sq_client *c)
+{
+    uint64_t oldest = c->next_req + 1;
+    if (c->ncalls == c->nwatching) {
+        return oldest;
+    }
+    for (uint32_t b = 0; b < CALL_BUCKETS; b++) {
+        for (const struct call *k = c->calls[b]; k != NULL; k = k->next) {
+            if (!k->watch && k->req_id < oldest) {
+                oldest = k->req_id;
+            }
+        }
+    }
+    return oldest;
 }
 
 /* Queues one request; `done` runs once with its result. */
@@ -602,7 +658,8 @@ static int submit(sq_client *c, struct sq_kv_frame *f, sq_kv_done_fn done, void 
         return SQ_ENOMEM;
     }
     pthread_mutex_lock(&c->mu);
-    if (c->ncalls - c->nwatching >= SQ_CLIENT_MAX_INFLIGHT) {
+    if (c->ncalls - c->nwatching >= SQ_CLIENT_MAX_INFLIGHT ||
+        c->next_req + 1 - oldest_request(c) >= SQ_CLIENT_MAX_INFLIGHT) {
         pthread_mutex_unlock(&c->mu);
         free(k);
         return SQ_EAGAIN;
@@ -641,6 +698,8 @@ static int submit(sq_client *c, struct sq_kv_frame *f, sq_kv_done_fn done, void 
     wake(c);
     return 0;
 }
+
+static int bad_arg(sq_kv_result *r, int rc, const char *what);
 
 /* Blocking calls wait for the asynchronous result here. */
 struct waiter {
@@ -688,10 +747,20 @@ static int call_wait(sq_client *c, struct sq_kv_frame *f, sq_kv_result *r, sq_wa
     if (c == NULL || r == NULL) {
         return SQ_EINVAL;
     }
+    if (pthread_equal(pthread_self(), c->io)) {
+        return bad_arg(r, SQ_EBUSY, "blocking calls cannot be made from a callback (the "
+                                    "client's I/O thread would wait for itself)");
+    }
     struct waiter w = {.r = r};
     pthread_mutex_init(&w.mu, NULL);
     pthread_cond_init(&w.cv, NULL);
-    int rc = submit(c, f, waiter_done, &w, wfn, warg, req_out);
+    /* A blocking call waits for room among the calls in flight (other threads' calls). */
+    uint64_t give_up = now_ms() + (uint64_t)c->timeout_ms;
+    int rc;
+    while ((rc = submit(c, f, waiter_done, &w, wfn, warg, req_out)) == SQ_EAGAIN &&
+           now_ms() < give_up) {
+        usleep(1000);
+    }
     if (rc == 0) {
         pthread_mutex_lock(&w.mu);
         while (!w.done) {
@@ -909,9 +978,21 @@ int sq_client_unwatch(sq_client *c, uint64_t watch_id)
     if (c == NULL) {
         return SQ_EINVAL;
     }
+    if (pthread_equal(pthread_self(), c->io)) {
+        return SQ_EBUSY; /* from a callback: it would wait for itself */
+    }
+    /* No event reaches the callback once this returns: the watch is marked first (the I/O
+     * thread drops its events and never registers it again), a callback already running is
+     * waited for, and then the member is told. */
     pthread_mutex_lock(&c->mu);
     struct call *k = *slot_of(c, watch_id);
-    bool ok = k != NULL && k->watch;
+    bool ok = k != NULL && k->watch && !k->cancelled;
+    if (ok) {
+        k->cancelled = true;
+        while (c->in_callback == k) {
+            pthread_cond_wait(&c->cb_done, &c->mu);
+        }
+    }
     pthread_mutex_unlock(&c->mu);
     if (!ok) {
         return SQ_ENOTFOUND;
@@ -920,7 +1001,8 @@ int sq_client_unwatch(sq_client *c, uint64_t watch_id)
     sq_kv_result r = {0};
     int rc = call_wait(c, &f, &r, NULL, NULL, NULL);
     sq_kv_result_free(&r);
-    /* The I/O thread delivered every event before the answer; from here on none arrives. */
+    /* Even when the member did not answer, the watch is gone here; the member drops its side
+     * when the connection closes. */
     pthread_mutex_lock(&c->mu);
     k = *slot_of(c, watch_id);
     if (k != NULL && k->watch) {

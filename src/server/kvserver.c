@@ -648,8 +648,9 @@ out:
     if (d != NULL) {
         done_answer(s, d);
     }
+    bool ready = s->ready_head != NULL;
     pthread_mutex_unlock(&s->mu);
-    if (mine || s->ready_head != NULL) {
+    if (ready) {
         wake(s);
     }
 }
@@ -690,9 +691,10 @@ static void on_view(void *arg, const sq_view *v)
         if (v->my_shard[g] == SQ_NO_SHARD && s->store[g] != NULL) {
             sq__kv_store_destroy(s->store[g]);
             s->store[g] = NULL;
-        } else if (v->my_shard[g] != SQ_NO_SHARD && (int)g != s->meta) {
-            (void)store_for(s, g, v->my_shard[g]); /* empty until deliveries or a state */
         }
+        /* A member new to a shard gets its store with the state (load_state) or its first
+         * delivery; until then reads answer SQ_ESTATE, which clients retry, rather than from
+         * an empty store. */
     }
     s->have_view = true;
     s->resend = true; /* ops the change dropped go again (at most once: dedup) */
@@ -1160,7 +1162,9 @@ static int watch_local(struct sq_kv_server *s, uint64_t conn, const struct sq_kv
                                 .version = w->live_after};
         conn_send(s, conn_by_id(s, conn), &a);
     }
-    qsort(r.it, r.n, sizeof(*r.it), cmp_replay);
+    if (r.n > 1) {
+        qsort(r.it, r.n, sizeof(*r.it), cmp_replay);
+    }
     for (size_t i = 0; i < r.n; i++) {
         struct replay_item *x = &r.it[i];
         const void *val = x->value;
@@ -1221,6 +1225,7 @@ static struct conn *conn_new(struct sq_kv_server *s, int fd, bool relay, uint32_
     c->member = member;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
     struct epoll_event ev = {.events = EPOLLIN | (relay ? EPOLLOUT : 0), .data.u64 = c->id};
     c->want_out = relay;
     if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
@@ -1289,8 +1294,14 @@ static void relay(struct sq_kv_server *s, uint64_t origin, const struct sq_kv_fr
     conn_send(s, rc, &g);
 }
 
+static void drop_watch(struct sq_kv_server *s, uint64_t conn, uint64_t client, uint64_t req_id);
+
 static void agg_finish(struct sq_kv_server *s, struct agg *agg)
 {
+    if (agg->status != 0 && agg->op == SQ_KV_OP_WATCH) {
+        /* a watch is all shards or nothing: the client will ask again */
+        drop_watch(s, agg->origin, agg->client, agg->req_id);
+    }
     if (agg->status != 0) {
         reply_err(s, agg->origin, agg->op, agg->client, agg->req_id, agg->status, 0, "%s",
                   agg->msg[0] ? agg->msg : sq_strerror(agg->status));
@@ -1355,6 +1366,10 @@ static void relay_answer(struct sq_kv_server *s, struct conn *rc, const struct s
 
 static void send_op(struct sq_kv_server *s, struct entry *e)
 {
+    if (s->outbox != NULL) {
+        outbox_push(s, e); /* behind older ops, so that one connection's ops keep their order */
+        return;
+    }
     int rc = sq_member_send_in(s->m, e->sg, e->opbuf, e->oplen, SQ_SEND_NONBLOCK);
     if (rc == 0) {
         return;
@@ -1388,6 +1403,34 @@ static void local_op(struct sq_kv_server *s, uint64_t conn, const struct sq_kv_f
     send_op(s, e);
 }
 
+/* Removes the watch (client, req_id) of a connection: here and at the members it was relayed
+ * to (an aggregate still waiting for them is answered, to nobody). */
+static void drop_watch(struct sq_kv_server *s, uint64_t conn, uint64_t client, uint64_t req_id)
+{
+    unwatch(s, conn, true, client, req_id);
+    /* The aggregates are answered after the loop: finishing one may call back here. */
+    struct agg *aggs[SQ_MAX_SHARDS * 2];
+    uint32_t naggs = 0;
+    struct entry *e = s->ents[ent_bucket(client, req_id)], *next;
+    for (; e != NULL; e = next) {
+        next = e->next;
+        if (e->watch && e->origin == conn && e->client == client && e->req_id == req_id) {
+            struct sq_kv_frame u = {.op = SQ_KV_OP_UNWATCH, .flags = SQ_KV_F_LOCAL,
+                                    .client = client, .version = req_id};
+            conn_send(s, conn_by_id(s, e->via), &u);
+            if (e->agg != NULL && naggs < SQ_ARRAY_LEN(aggs)) {
+                aggs[naggs++] = e->agg; /* one part per entry */
+            }
+            entry_free(s, e);
+        }
+    }
+    for (uint32_t i = 0; i < naggs; i++) {
+        struct sq_kv_frame a = {.op = SQ_KV_OP_WATCH, .status = SQ_ECLOSED, .client = client,
+                                .req_id = req_id};
+        agg_part(s, aggs[i], &a);
+    }
+}
+
 static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
 {
     char why[300] = "";
@@ -1400,6 +1443,10 @@ static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_
                   "'%.*s' is not a key: keys are paths such as /orders/42 (no '//', no NUL)",
                   (int)SQ_MIN(f->key_len, 200u), f->key);
         return;
+    }
+    if (f->op == SQ_KV_OP_WATCH) {
+        /* a client watching again (after an error) replaces what it had registered */
+        drop_watch(s, c->id, f->client, f->req_id);
     }
     pthread_mutex_lock(&s->mu);
     const struct pool *pp = fan ? pool_of_prefix(s, f->key, f->key_len)
@@ -1789,19 +1836,7 @@ static void handle_frame(struct sq_kv_server *s, struct conn *c, const struct sq
         key_request(s, c, f);
         break;
     case SQ_KV_OP_UNWATCH: {
-        unwatch(s, c->id, true, f->client, f->version);
-        for (uint32_t b = 0; b < ENTRY_BUCKETS; b++) {
-            for (struct entry *e = s->ents[b], *next; e != NULL; e = next) {
-                next = e->next;
-                if (e->watch && e->origin == c->id && e->client == f->client &&
-                    e->req_id == f->version) {
-                    struct sq_kv_frame u = *f;
-                    u.flags |= SQ_KV_F_LOCAL;
-                    conn_send(s, conn_by_id(s, e->via), &u);
-                    entry_free(s, e);
-                }
-            }
-        }
+        drop_watch(s, c->id, f->client, f->version);
         struct sq_kv_frame a = {.op = f->op, .req_id = f->req_id, .client = f->client};
         conn_send(s, c, &a);
         break;
@@ -1934,6 +1969,21 @@ static void process_dones(struct sq_kv_server *s)
         d = next;
     }
     if (resend) {
+        /* Relays to members the view removed are closed (a partitioned host sends no FIN):
+         * what waited on them is answered SQ_EPEER and retried by the clients. */
+        pthread_mutex_lock(&s->mu);
+        uint32_t n = s->nmembers, ids[SQ_MAX_MEMBERS];
+        memcpy(ids, s->ids, sizeof(ids));
+        pthread_mutex_unlock(&s->mu);
+        for (struct conn *c = s->conns; c != NULL; c = c->next) {
+            bool member = false;
+            for (uint32_t r = 0; r < n && c->relay; r++) {
+                member |= ids[r] == c->member;
+            }
+            if (c->relay && !member && !c->dead) {
+                conn_close(s, c);
+            }
+        }
         /* A view change drops the ops that were sent but not delivered in the old view (the
          * view is installed after the old view's last delivery, whose marks came first): send
          * those again. An op sent since the change may go twice; the at-most-once table
@@ -1988,11 +2038,21 @@ static void sweep(struct sq_kv_server *s)
     for (uint32_t b = 0; b < ENTRY_BUCKETS; b++) {
         for (struct entry *e = s->ents[b], *next; e != NULL; e = next) {
             next = e->next;
-            if (!e->watch && e->agg == NULL && now - e->created_ms > REQUEST_TIMEOUT_MS) {
-                reply_err(s, e->origin, e->op, e->client, e->req_id, SQ_ETIMEDOUT, 0,
-                          "not delivered within %d s (is the shard below min_members?)",
-                          REQUEST_TIMEOUT_MS / 1000);
+            if (!e->watch && now - e->created_ms > REQUEST_TIMEOUT_MS) {
+                struct agg *agg = e->agg;
+                uint64_t origin = e->origin, client = e->client, req = e->req_id;
+                uint8_t op = e->op;
                 entry_free(s, e);
+                if (agg != NULL) {
+                    struct sq_kv_frame a = {.op = op, .status = SQ_ETIMEDOUT, .client = client,
+                                            .req_id = req};
+                    agg_part(s, agg, &a);
+                } else {
+                    reply_err(s, origin, op, client, req, SQ_ETIMEDOUT, 0,
+                              "not answered within %d s (is the shard below min_members?)",
+                              REQUEST_TIMEOUT_MS / 1000);
+                }
+                next = s->ents[b]; /* the chain may have changed: start it over */
             }
         }
     }
@@ -2214,6 +2274,15 @@ int sq__kv_server_create(struct sq_kv_server **out, sq_member *m, const char *co
 
 int sq__kv_server_start(struct sq_kv_server *s, char *err, size_t err_size)
 {
+    /* Started or joined: the shards this member serves now have their state (a joiner's came
+     * before sq_member_join returned; a new group starts empty or from its logs). */
+    pthread_mutex_lock(&s->mu);
+    for (uint32_t g = 0; g < s->cfg.nsubgroups; g++) {
+        if ((int)g != s->meta && s->my_shard[g] != SQ_NO_SHARD) {
+            (void)store_for(s, g, s->my_shard[g]);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
     int r = sq__config_rank_of(&s->cfg, s->my_id);
     char port[16];
     snprintf(port, sizeof(port), "%u", s->client_port);

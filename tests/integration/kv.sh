@@ -17,6 +17,7 @@
 SQUALLD=$1
 SQUALL=$2
 KV_CHECK=$3
+trap '' PIPE # a member that closes a connection we write to must not kill the test
 . "$(dirname "$0")/lib.sh"
 LOCAL="$(cd "$(dirname "$0")/../.." && pwd)/tools/squall-local"
 DIR="$WORK/local"
