@@ -23,6 +23,7 @@
 
 #define MAX_MEMBERS 32
 #define CALL_BUCKETS 4096u
+#define WATCH_BUCKETS 65536u /* established watches: a client may hold 100,000s */
 #define RETRY_MS 50          /* between attempts after a retriable answer or a lost member */
 #define CONNECT_TIMEOUT_MS 1000
 #define SQ_CLIENT_WATCH_SHARDS 16 /* the most shards a subgroup has (config.h SQ_MAX_SHARDS) */
@@ -65,7 +66,9 @@ struct sq_client {
     pthread_t io;
     int wake[2];
     bool stop;
-    struct call *calls[CALL_BUCKETS];
+    struct call *calls[CALL_BUCKETS];     /* requests, and watches not yet established */
+    struct call **watches;                /* established watches, WATCH_BUCKETS chains */
+    uint32_t nretry;                      /* established watches waiting to ask again */
     uint32_t ncalls;
     uint32_t nwatching; /* established watches among ncalls: they do not count as in flight */
     struct call *in_callback; /* the watch whose callback the I/O thread runs now */
@@ -147,8 +150,22 @@ static struct call **slot_of(sq_client *c, uint64_t req)
     while (*pc != NULL && (*pc)->req_id != req) {
         pc = &(*pc)->next;
     }
+    if (*pc != NULL) {
+        return pc;
+    }
+    pc = &c->watches[req % WATCH_BUCKETS];
+    while (*pc != NULL && (*pc)->req_id != req) {
+        pc = &(*pc)->next;
+    }
     return pc;
 }
+
+/* Every call: requests and both kinds of watch (the watches only when `watches`). */
+#define FOR_EACH_CALL(c, k, watches_too)                                                          \
+    for (uint32_t b_ = 0; b_ < CALL_BUCKETS + ((watches_too) ? WATCH_BUCKETS : 0); b_++)          \
+        for (struct call *k = b_ < CALL_BUCKETS ? (c)->calls[b_]                                  \
+                                                : (c)->watches[b_ - CALL_BUCKETS];                \
+             k != NULL; k = k->next)
 
 static void call_unlink(sq_client *c, struct call *k)
 {
@@ -157,6 +174,7 @@ static void call_unlink(sq_client *c, struct call *k)
         *pc = k->next;
         c->ncalls--;
         c->nwatching -= k->watch && k->acked;
+        c->nretry -= k->acked && k->retry_at_ms != 0;
     }
 }
 
@@ -192,10 +210,8 @@ static void disconnect(sq_client *c)
     c->member_id = UINT32_MAX;
     c->out.len = c->out.off = 0;
     c->in.len = c->in.off = 0;
-    for (uint32_t b = 0; b < CALL_BUCKETS; b++) {
-        for (struct call *k = c->calls[b]; k != NULL; k = k->next) {
-            k->sent = false;
-        }
+    FOR_EACH_CALL(c, k, true) {
+        k->sent = false;
     }
     c->cur = (c->cur + 1) % c->nmembers;
 }
@@ -256,14 +272,12 @@ static void connect_next(sq_client *c)
     c->fd = fd;
     c->connected = true;
     queue_hello(c);
-    for (uint32_t b = 0; b < CALL_BUCKETS; b++) {
-        for (struct call *k = c->calls[b]; k != NULL; k = k->next) {
-            if (k->retry_at_ms == 0 && !k->cancelled) {
-                if (k->watch) {
-                    watch_from(k);
-                }
-                queue_frame(c, k);
+    FOR_EACH_CALL(c, k, true) {
+        if (k->retry_at_ms == 0 && !k->cancelled) {
+            if (k->watch) {
+                watch_from(k);
             }
+            queue_frame(c, k);
         }
     }
     pthread_mutex_unlock(&c->mu);
@@ -335,6 +349,7 @@ static void on_frame(sq_client *c, const struct sq_kv_frame *f)
     }
     if (retriable(f->status) && (k->acked || now < k->deadline_ms)) {
         k->sent = false;
+        c->nretry += k->acked && k->retry_at_ms == 0;
         k->retry_at_ms = now + RETRY_MS;
         pthread_mutex_unlock(&c->mu);
         return;
@@ -346,7 +361,13 @@ static void on_frame(sq_client *c, const struct sq_kv_frame *f)
     sq_kv_done_fn done = k->done;
     void *arg = k->arg;
     if (k->watch && f->status == 0) {
-        k->acked = true; /* the watch stays; its first answer completes sq_client_watch */
+        /* The watch stays, among the established ones (which nothing needs to scan); its
+         * first answer completes sq_client_watch. */
+        struct call **pc = slot_of(c, k->req_id);
+        *pc = k->next;
+        k->next = c->watches[k->req_id % WATCH_BUCKETS];
+        c->watches[k->req_id % WATCH_BUCKETS] = k;
+        k->acked = true;
         c->nwatching++;
         k->done = NULL;
     } else {
@@ -386,6 +407,18 @@ static void expire(sq_client *c)
                 queue_frame(c, k);
             }
             pc = &k->next;
+        }
+    }
+    for (uint32_t b = 0; c->nretry > 0 && b < WATCH_BUCKETS; b++) {
+        for (struct call *k = c->watches[b]; k != NULL; k = k->next) {
+            if (k->retry_at_ms != 0 && now >= k->retry_at_ms) {
+                k->retry_at_ms = 0;
+                c->nretry--;
+                if (!k->cancelled) {
+                    watch_from(k);
+                    queue_frame(c, k);
+                }
+            }
         }
     }
     pthread_mutex_unlock(&c->mu);
@@ -507,7 +540,11 @@ int sq_client_open(sq_client **out, const char *members, int timeout_ms, char *e
         return SQ_EINVAL;
     }
     sq_client *c = calloc(1, sizeof(*c));
-    if (c == NULL) {
+    if (c != NULL) {
+        c->watches = calloc(WATCH_BUCKETS, sizeof(*c->watches));
+    }
+    if (c == NULL || c->watches == NULL) {
+        free(c);
         return SQ_ENOMEM;
     }
     c->fd = -1;
@@ -530,6 +567,7 @@ int sq_client_open(sq_client **out, const char *members, int timeout_ms, char *e
             plen == 0 || plen >= sizeof(port) || *pe != '\0' || pn < 1 || pn > 65535) {
             snprintf(err, err_size, "'%.*s' is not host:port (in the member list '%s')",
                      (int)len, p, members);
+            free(c->watches);
             free(c);
             return SQ_EINVAL;
         }
@@ -547,6 +585,7 @@ int sq_client_open(sq_client **out, const char *members, int timeout_ms, char *e
     c->client_id |= 1; /* 0 means "no client" to the members */
     c->cur = (uint32_t)(c->client_id >> 8) % c->nmembers; /* spread clients over members */
     if (pipe2(c->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
+        free(c->watches);
         free(c);
         snprintf(err, err_size, "pipe: %s", strerror(errno));
         return SQ_EIO;
@@ -571,6 +610,7 @@ int sq_client_open(sq_client **out, const char *members, int timeout_ms, char *e
         close(c->wake[0]);
         close(c->wake[1]);
         pthread_mutex_destroy(&c->mu);
+        free(c->watches);
         free(c);
         return SQ_ECLOSED;
     }
@@ -579,6 +619,7 @@ int sq_client_open(sq_client **out, const char *members, int timeout_ms, char *e
         close(c->wake[0]);
         close(c->wake[1]);
         pthread_mutex_destroy(&c->mu);
+        free(c->watches);
         free(c);
         return SQ_ENOMEM;
     }
@@ -601,10 +642,11 @@ void sq_client_close(sq_client *c)
     pthread_mutex_unlock(&c->mu);
     wake(c);
     pthread_join(c->io, NULL);
-    for (uint32_t b = 0; b < CALL_BUCKETS; b++) {
-        while (c->calls[b] != NULL) {
-            struct call *k = c->calls[b];
-            c->calls[b] = k->next;
+    for (uint32_t b = 0; b < CALL_BUCKETS + WATCH_BUCKETS; b++) {
+        struct call **head = b < CALL_BUCKETS ? &c->calls[b] : &c->watches[b - CALL_BUCKETS];
+        while (*head != NULL) {
+            struct call *k = *head;
+            *head = k->next;
             if (k->done != NULL) {
                 sq_kv_result r = {.status = SQ_ECLOSED};
                 snprintf(r.message, sizeof(r.message), "the client was closed");
@@ -620,6 +662,7 @@ void sq_client_close(sq_client *c)
     close(c->wake[0]);
     close(c->wake[1]);
     free(c->out.p);
+    free(c->watches);
     free(c->in.p);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cb_done);

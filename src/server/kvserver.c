@@ -61,6 +61,7 @@ struct conn {
     uint32_t member;  /* relay: that member */
     bool want_out;
     bool dead;
+    struct watch *watches; /* registered by this client connection */
     struct buf in, out;
     size_t out_off;
 };
@@ -123,7 +124,8 @@ struct done {
 };
 
 struct watch {
-    struct watch *next; /* bucket */
+    struct watch *next, **pprev;   /* bucket chain */
+    struct watch *cnext, **cpprev; /* its connection's watches */
     uint64_t conn, client, req_id;
     uint32_t sg;
     char *target;
@@ -1117,6 +1119,11 @@ static int watch_local(struct sq_kv_server *s, uint64_t conn, const struct sq_kv
                        uint32_t sg, bool ack, char *why, size_t why_size)
 {
     bool prefix = f->key_len > 0 && f->key[f->key_len - 1] == '/';
+    struct conn *owner = conn_by_id(s, conn);
+    if (owner == NULL) {
+        snprintf(why, why_size, "the client's connection is closed");
+        return SQ_ECLOSED; /* nobody to send events to */
+    }
     struct watch *w = calloc(1, sizeof(*w));
     char *t = malloc(f->key_len > 0 ? f->key_len : 1);
     if (w == NULL || t == NULL) {
@@ -1156,7 +1163,17 @@ static int watch_local(struct sq_kv_server *s, uint64_t conn, const struct sq_kv
     pthread_mutex_unlock(&s->mu);
     uint32_t b = watch_bucket(sg, t, f->key_len, prefix);
     w->next = s->wb[b];
+    w->pprev = &s->wb[b];
+    if (w->next != NULL) {
+        w->next->pprev = &w->next;
+    }
     s->wb[b] = w;
+    w->cnext = owner->watches;
+    w->cpprev = &owner->watches;
+    if (w->cnext != NULL) {
+        w->cnext->cpprev = &w->cnext;
+    }
+    owner->watches = w;
     if (ack) {
         struct sq_kv_frame a = {.op = SQ_KV_OP_WATCH, .req_id = f->req_id, .client = f->client,
                                 .version = w->live_after};
@@ -1190,17 +1207,25 @@ static void unwatch(struct sq_kv_server *s, uint64_t conn, bool one, uint64_t cl
                     uint64_t req_id)
 {
     uint64_t removed = 0;
-    for (uint32_t b = 0; b < WATCH_BUCKETS; b++) {
-        for (struct watch **pw = &s->wb[b]; *pw != NULL;) {
-            struct watch *w = *pw;
-            if (w->conn == conn && (!one || (w->req_id == req_id && w->client == client))) {
-                *pw = w->next;
-                free(w->target);
-                free(w);
-                removed++;
-            } else {
-                pw = &w->next;
+    struct conn *c = NULL;
+    for (struct conn *x = s->conns; x != NULL && c == NULL; x = x->next) {
+        c = x->id == conn ? x : NULL; /* a closing connection too */
+    }
+    struct watch *w = c != NULL ? c->watches : NULL, *next;
+    for (; w != NULL; w = next) {
+        next = w->cnext;
+        if (!one || (w->req_id == req_id && w->client == client)) {
+            *w->pprev = w->next;
+            if (w->next != NULL) {
+                w->next->pprev = w->pprev;
             }
+            *w->cpprev = w->cnext;
+            if (w->cnext != NULL) {
+                w->cnext->cpprev = w->cpprev;
+            }
+            free(w->target);
+            free(w);
+            removed++;
         }
     }
     if (removed > 0) {
