@@ -26,6 +26,7 @@
 #include "config.h"
 #include "group.h"
 #include "hash.h"
+#include "kv/store.h"
 #include "transport/sim/sim.h"
 #include "../unit/memdisk.h"
 #include "seeds.h"
@@ -76,6 +77,7 @@ struct node {
     uint64_t last_seq_from[MAX_SG][MAX_N]; /* last seq delivered from each sender, +1 */
     uint64_t last_ts[MAX_SG];              /* timestamp of the last delivery, per subgroup */
     struct shard_state state[MAX_SG];
+    struct sq_kv_store *kv[MAX_SG]; /* a key-value store fed by the same deliveries */
     uint32_t views[MAX_VIEWS];
     uint64_t view_members[MAX_VIEWS];
     uint32_t view_incarnation[MAX_VIEWS];
@@ -124,6 +126,41 @@ static uint8_t pbyte(uint32_t sender, uint32_t sg, uint64_t seq, size_t pos)
     return (uint8_t)(sender * 29u + sg * 13u + seq * 11u + pos * 7u);
 }
 
+/* Empties a member's key-value store of a subgroup (a new incarnation, or a shard whose state
+ * comes by handover). The subgroup index picks the store type, so all three are exercised. */
+static void kv_reset(struct node *nd, uint32_t sg)
+{
+    sq__kv_store_destroy(nd->kv[sg]);
+    nd->kv[sg] = NULL;
+    int rc = sq__kv_store_create(&nd->kv[sg], (int)(sg % 3));
+    SQ_ASSERT(rc == 0);
+}
+
+/* Every delivery is also a key-value op, derived from (sender, seq): puts, conditional puts
+ * (must not exist, or at a version that may or may not be current), removes and repeated
+ * request ids. Replicas must end with byte-identical stores: the store is deterministic and
+ * its state survives handovers. */
+static void kv_apply(struct node *me, const sq_message *msg, uint32_t s, uint64_t seq)
+{
+    char key[16];
+    int klen = snprintf(key, sizeof(key), "/k/%u", (unsigned)((seq * 7 + s) % 5));
+    uint64_t value = seq;
+    struct sq_kv_op op = {.kind = seq % 5 == 4 ? SQ_KV_REMOVE : SQ_KV_PUT, .client = s + 1,
+                          .req_id = seq % 11 == 10 ? seq - 1 : seq, .origin = s, .key = key,
+                          .key_len = (uint16_t)klen, .value = &value,
+                          .value_len = seq % 5 == 4 ? 0 : sizeof(value)};
+    if (seq % 3 == 1) {
+        op.flags = SQ_KV_OPF_IF_VERSION;
+        op.expect = seq % 2 ? 0 : msg->version - seq % 4; /* sometimes right, mostly not */
+    }
+    struct sq_kv_applied a;
+    int rc = sq__kv_store_apply(me->kv[msg->subgroup], &op, msg->version + 1, msg->timestamp, &a);
+    if (rc != 0) {
+        fail(me->run, "member %u: the key-value store failed to apply: %s", me->id,
+             sq_strerror(rc));
+    }
+}
+
 static void on_deliver(void *arg, const sq_message *msg)
 {
     struct node *me = arg;
@@ -163,6 +200,7 @@ static void on_deliver(void *arg, const sq_message *msg)
     st->count++;
     st->hash = sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(st->hash, s), seq),
                                            msg->index), msg->timestamp);
+    kv_apply(me, msg, s, seq);
     if (me->nlog == me->caplog) {
         me->caplog = me->caplog ? me->caplog * 2 : 1024;
         me->log = realloc(me->log, me->caplog * sizeof(struct rec));
@@ -178,13 +216,21 @@ static int save_state(void *arg, uint32_t sg, uint32_t shard, void **buf, size_t
 {
     struct node *me = arg;
     (void)shard;
-    struct shard_state *copy = malloc(sizeof(*copy));
-    if (copy == NULL) {
+    void *kv = NULL;
+    size_t kv_size = 0;
+    if (sq__kv_store_save(me->kv[sg], &kv, &kv_size) != 0) {
         return -1;
     }
-    *copy = me->state[sg];
+    uint8_t *copy = malloc(sizeof(struct shard_state) + kv_size);
+    if (copy == NULL) {
+        free(kv);
+        return -1;
+    }
+    memcpy(copy, &me->state[sg], sizeof(struct shard_state));
+    memcpy(copy + sizeof(struct shard_state), kv, kv_size);
+    free(kv);
     *buf = copy;
-    *size = sizeof(*copy);
+    *size = sizeof(struct shard_state) + kv_size;
     return 0;
 }
 
@@ -192,11 +238,17 @@ static void load_state(void *arg, uint32_t sg, uint32_t shard, const void *buf, 
 {
     struct node *me = arg;
     (void)shard;
-    if (size != sizeof(struct shard_state)) {
+    if (size < sizeof(struct shard_state)) {
         fail(me->run, "member %u: a state of %zu bytes for subgroup %u", me->id, size, sg);
         return;
     }
-    memcpy(&me->state[sg], buf, size);
+    memcpy(&me->state[sg], buf, sizeof(struct shard_state));
+    int rc = sq__kv_store_load(me->kv[sg], (const uint8_t *)buf + sizeof(struct shard_state),
+                               size - sizeof(struct shard_state));
+    if (rc != 0) {
+        fail(me->run, "member %u: the key-value state of subgroup %u does not load: %s", me->id,
+             sg, sq_strerror(rc));
+    }
     g_handovers++;
 }
 
@@ -243,6 +295,7 @@ static void record_view(struct run *run, struct node *nd)
     for (uint32_t s = 0; s < run->cfg.nsubgroups; s++) {
         if (nd->g.awaiting[s]) {
             memset(&nd->state[s], 0, sizeof(nd->state[s]));
+            kv_reset(nd, s);
         }
     }
     g_views++;
@@ -273,6 +326,9 @@ static void new_incarnation(struct run *run, struct node *nd)
                    run->peer_ids, sq__sim_now(run->sim));
     memset(nd->state, 0, sizeof(nd->state));
     memset(nd->last_ts, 0, sizeof(nd->last_ts));
+    for (uint32_t sg = 0; sg < MAX_SG; sg++) {
+        kv_reset(nd, sg);
+    }
 }
 
 /* The process dies with the machine: its disk keeps only what was synced, plus perhaps a torn
@@ -573,6 +629,19 @@ static void check(struct run *run)
                     fail(run, "subgroup %u shard %u: members %u and %u end with different states "
                               "(%" PRIu64 " and %" PRIu64 " messages)", sg, a->g.shard[sg].shard,
                          i, j, a->state[sg].count, b->state[sg].count);
+                } else {
+                    void *sa = NULL, *sb = NULL;
+                    size_t na = 0, nb = 0;
+                    int ra = sq__kv_store_save(a->kv[sg], &sa, &na);
+                    int rb = sq__kv_store_save(b->kv[sg], &sb, &nb);
+                    if (ra != 0 || rb != 0 || na != nb || memcmp(sa, sb, na) != 0) {
+                        fail(run, "subgroup %u shard %u: members %u and %u end with different "
+                                  "key-value stores (%" PRIu64 " and %" PRIu64 " keys)", sg,
+                             a->g.shard[sg].shard, i, j, sq__kv_store_keys(a->kv[sg]),
+                             sq__kv_store_keys(b->kv[sg]));
+                    }
+                    free(sa);
+                    free(sb);
                 }
             }
         }
@@ -777,7 +846,7 @@ static void make_config(struct run *run, uint64_t *rng)
 {
     char text[2048];
     size_t len = (size_t)snprintf(text, sizeof(text), "[self]\nid=0\n[group]\n"
-                                  "heartbeat_timeout_ms=%u\nmax_state_bytes=4096\n"
+                                  "heartbeat_timeout_ms=%u\nmax_state_bytes=1048576\n"
                                   "data_dir=/sim\nsegment_bytes=1048576\n", HB_TIMEOUT_MS);
     for (uint32_t i = 0; i < run->n; i++) {
         len += (size_t)snprintf(text + len, sizeof(text) - len,
@@ -1024,6 +1093,9 @@ static int run_seed(uint64_t seed, bool verbose)
         sq__group_close_logs(&run->node[i].g);
         free(run->node[i].mem);
         free(run->node[i].log);
+        for (uint32_t sg = 0; sg < MAX_SG; sg++) {
+            sq__kv_store_destroy(run->node[i].kv[sg]);
+        }
         for (int k = 0; k < 8; k++) {
             struct memdisk *d = run->node[i].disks[k];
             if (d != NULL && (k == 0 || d != run->node[i].disks[k - 1])) {
