@@ -815,6 +815,12 @@ static int read_logged(struct sq_kv_server *s, uint32_t sg, uint64_t version, co
         if (rc != SQ_ENOTFOUND || sq__mono_ms() > deadline) {
             return rc;
         }
+        /* Wait only when the log ends before it (not written yet); an entry after it means
+         * the log will never have it (a member that started from a handed-over state). */
+        if (version >= 2 &&
+            sq_member_log_get(s->m, sg, SQ_LOG_AFTER, version - 1, &rec, NULL, 0) == 0) {
+            return SQ_ENOTFOUND;
+        }
         usleep(1000);
     }
 }
