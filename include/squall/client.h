@@ -33,15 +33,15 @@ uint32_t sq_client_member(const sq_client *c);
  * (asynchronous calls) or until the next call on the same sq_kv_result (blocking calls, which
  * reuse and finally free it in sq_kv_result_free). */
 typedef struct sq_kv_result {
-    int status;          /* 0 or a negative SQ_E* code */
-    uint64_t version;    /* put/remove: the new version; get: the entry's; conflict: current */
-    uint64_t timestamp;  /* the entry's hybrid logical clock time, microseconds since epoch */
-    int deleted;         /* get at a version or time: the key was removed there */
-    uint32_t count;      /* get --size: the value's size; list/history: the number of items */
-    void *value;         /* get: the value; list/history/pool list: the items (see below) */
+    int status;         /* 0 or a negative SQ_E* code */
+    uint64_t version;   /* put/remove: the new version; get: the entry's; conflict: current */
+    uint64_t timestamp; /* the entry's hybrid logical clock time, microseconds since epoch */
+    int deleted;        /* get at a version or time: the key was removed there */
+    uint32_t count;     /* get --size: the value's size; list/history: the number of items */
+    void *value;        /* get: the value; list/history/pool list: the items (see below) */
     size_t size;
-    char message[256];   /* a one-line reason when status != 0 */
-    size_t cap_;         /* internal */
+    char message[256]; /* a one-line reason when status != 0 */
+    size_t cap_;       /* internal */
 } sq_kv_result;
 
 /* Frees what a blocking call left in `r` (safe to call more than once). */
@@ -49,19 +49,19 @@ void sq_kv_result_free(sq_kv_result *r);
 
 /* Options of puts and removes. */
 typedef struct sq_put_opts {
-    int if_version;      /* 1: only if the key is still at `version` (0 = must not exist) */
+    int if_version; /* 1: only if the key is still at `version` (0 = must not exist) */
     uint64_t version;
-    int if_absent;       /* 1: only if the key does not exist (or was removed) */
+    int if_absent; /* 1: only if the key does not exist (or was removed) */
 } sq_put_opts;
 
 /* Options of gets. */
 typedef struct sq_get_opts {
-    int at_version;      /* the latest entry at or before `version` */
+    int at_version; /* the latest entry at or before `version` */
     uint64_t version;
-    int at_time;         /* the latest entry at or before `time_us` */
+    int at_time; /* the latest entry at or before `time_us` */
     uint64_t time_us;
-    int stable;          /* only what every replica holds: sees every put completed before */
-    int size_only;       /* only the size (in result.count) */
+    int stable;    /* only what every replica holds: sees every put completed before */
+    int size_only; /* only the size (in result.count) */
 } sq_get_opts;
 
 /* Puts `value` under `key` (a path under a pool: "/orders/42"). On success r->version and
@@ -75,12 +75,12 @@ int sq_client_remove(sq_client *c, const char *key, const sq_put_opts *opts, sq_
 
 /* One entry of a list, history or pool list, decoded from r->value by sq_kv_next_item. */
 typedef struct sq_kv_item {
-    const char *key;     /* not NUL-terminated: key_len bytes */
+    const char *key; /* not NUL-terminated: key_len bytes */
     size_t key_len;
-    uint64_t version;    /* pool list: the subgroup index */
-    uint64_t timestamp;  /* pool list: the store type (SQ_STORE_*: 0 volatile, 1 persistent,
-                            2 trigger) */
-    uint32_t size;       /* the value's size; pool list: the number of shards */
+    uint64_t version;   /* pool list: the subgroup index */
+    uint64_t timestamp; /* pool list: the store type (SQ_STORE_*: 0 volatile, 1 persistent,
+                           2 trigger) */
+    uint32_t size;      /* the value's size; pool list: the number of shards */
     int deleted;
 } sq_kv_item;
 /* Iterates the items of r->value: *pos starts at 0. 1 with an item, 0 at the end, or
@@ -134,8 +134,8 @@ int sq_client_unwatch(sq_client *c, uint64_t watch_id);
 typedef void (*sq_kv_done_fn)(void *arg, const sq_kv_result *r);
 int sq_client_put_async(sq_client *c, const char *key, const void *value, size_t size,
                         const sq_put_opts *opts, sq_kv_done_fn done, void *arg);
-int sq_client_get_async(sq_client *c, const char *key, const sq_get_opts *opts,
-                        sq_kv_done_fn done, void *arg);
+int sq_client_get_async(sq_client *c, const char *key, const sq_get_opts *opts, sq_kv_done_fn done,
+                        void *arg);
 
 #ifdef __cplusplus
 }

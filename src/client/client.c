@@ -39,7 +39,7 @@ struct call {
     sq_watch_fn wfn;
     void *warg;
     bool watch, acked, sent;
-    bool cancelled;     /* unwatched: no more events, never registered again */
+    bool cancelled; /* unwatched: no more events, never registered again */
     /* watches: by shard, the version after the last event delivered (versions count per
      * shard); sent again, in the request's value, when the client watches again */
     uint64_t next_from[SQ_CLIENT_WATCH_SHARDS];
@@ -66,11 +66,11 @@ struct sq_client {
     pthread_t io;
     int wake[2];
     bool stop;
-    struct call *calls[CALL_BUCKETS];     /* requests, and watches not yet established */
-    struct call **watches;                /* established watches, WATCH_BUCKETS chains */
-    uint32_t nretry;                      /* established watches waiting to ask again */
+    struct call *calls[CALL_BUCKETS]; /* requests, and watches not yet established */
+    struct call **watches;            /* established watches, WATCH_BUCKETS chains */
+    uint32_t nretry;                  /* established watches waiting to ask again */
     uint32_t ncalls;
-    uint32_t nwatching; /* established watches among ncalls: they do not count as in flight */
+    uint32_t nwatching;       /* established watches among ncalls: they do not count as in flight */
     struct call *in_callback; /* the watch whose callback the I/O thread runs now */
     pthread_cond_t cb_done;   /* signalled when that callback returns */
     struct buf out, in;
@@ -137,8 +137,12 @@ int sq_kv_next_item(const sq_kv_result *r, size_t *pos, sq_kv_item *item)
     if (rc != 0) {
         return rc;
     }
-    *item = (sq_kv_item){.key = it.key, .key_len = it.key_len, .version = it.version,
-                         .timestamp = it.timestamp, .size = it.size, .deleted = it.flags & 1};
+    *item = (sq_kv_item){.key = it.key,
+                         .key_len = it.key_len,
+                         .version = it.version,
+                         .timestamp = it.timestamp,
+                         .size = it.size,
+                         .deleted = it.flags & 1};
     return 1;
 }
 
@@ -161,10 +165,10 @@ static struct call **slot_of(sq_client *c, uint64_t req)
 }
 
 /* Every call: requests and both kinds of watch (the watches only when `watches`). */
-#define FOR_EACH_CALL(c, k, watches_too)                                                          \
-    for (uint32_t b_ = 0; b_ < CALL_BUCKETS + ((watches_too) ? WATCH_BUCKETS : 0); b_++)          \
-        for (struct call *k = b_ < CALL_BUCKETS ? (c)->calls[b_]                                  \
-                                                : (c)->watches[b_ - CALL_BUCKETS];                \
+#define FOR_EACH_CALL(c, k, watches_too)                                                           \
+    for (uint32_t b_ = 0; b_ < CALL_BUCKETS + ((watches_too) ? WATCH_BUCKETS : 0); b_++)           \
+        for (struct call *k = b_ < CALL_BUCKETS ? (c)->calls[b_]                                   \
+                                                : (c)->watches[b_ - CALL_BUCKETS];                 \
              k != NULL; k = k->next)
 
 static void call_unlink(sq_client *c, struct call *k)
@@ -210,7 +214,8 @@ static void disconnect(sq_client *c)
     c->member_id = UINT32_MAX;
     c->out.len = c->out.off = 0;
     c->in.len = c->in.off = 0;
-    FOR_EACH_CALL(c, k, true) {
+    FOR_EACH_CALL(c, k, true)
+    {
         k->sent = false;
     }
     c->cur = (c->cur + 1) % c->nmembers;
@@ -272,7 +277,8 @@ static void connect_next(sq_client *c)
     c->fd = fd;
     c->connected = true;
     queue_hello(c);
-    FOR_EACH_CALL(c, k, true) {
+    FOR_EACH_CALL(c, k, true)
+    {
         if (k->retry_at_ms == 0 && !k->cancelled) {
             if (k->watch) {
                 watch_from(k);
@@ -291,9 +297,13 @@ static bool retriable(int status)
 
 static void fill_result(sq_kv_result *r, const struct sq_kv_frame *f)
 {
-    *r = (sq_kv_result){.status = f->status, .version = f->version, .timestamp = f->time,
-                        .deleted = (f->flags & SQ_KV_F_DELETED) != 0, .count = f->count,
-                        .value = (void *)f->value, .size = f->value_len};
+    *r = (sq_kv_result){.status = f->status,
+                        .version = f->version,
+                        .timestamp = f->time,
+                        .deleted = (f->flags & SQ_KV_F_DELETED) != 0,
+                        .count = f->count,
+                        .value = (void *)f->value,
+                        .size = f->value_len};
     size_t n = f->str_len < sizeof(r->message) - 1 ? f->str_len : sizeof(r->message) - 1;
     memcpy(r->message, f->str, n);
     r->message[n] = '\0';
@@ -332,9 +342,13 @@ static void on_frame(sq_client *c, const struct sq_kv_frame *f)
         void *arg = k->warg;
         c->in_callback = k;
         pthread_mutex_unlock(&c->mu);
-        sq_kv_event ev = {.key = f->key, .key_len = f->key_len, .version = f->version,
-                          .timestamp = f->time, .deleted = (f->flags & SQ_KV_F_DELETED) != 0,
-                          .value = f->value, .size = f->value_len};
+        sq_kv_event ev = {.key = f->key,
+                          .key_len = f->key_len,
+                          .version = f->version,
+                          .timestamp = f->time,
+                          .deleted = (f->flags & SQ_KV_F_DELETED) != 0,
+                          .value = f->value,
+                          .size = f->value_len};
         fn(arg, &ev);
         pthread_mutex_lock(&c->mu);
         c->in_callback = NULL;
@@ -464,8 +478,7 @@ static void read_frames(sq_client *c)
             if (need == 0 || (need > 0 && (size_t)need > c->in.len - c->in.off)) {
                 break;
             }
-            if (need < 0 ||
-                sq__kv_decode(c->in.p + c->in.off, (size_t)need, &f, NULL, 0) != 0) {
+            if (need < 0 || sq__kv_decode(c->in.p + c->in.off, (size_t)need, &f, NULL, 0) != 0) {
                 pthread_mutex_lock(&c->mu);
                 disconnect(c); /* a member that sends garbage: try another */
                 pthread_mutex_unlock(&c->mu);
@@ -531,8 +544,7 @@ static void *io_main(void *arg)
 
 /* ---- public calls ---- */
 
-int sq_client_open(sq_client **out, const char *members, int timeout_ms, char *err,
-                   size_t err_size)
+int sq_client_open(sq_client **out, const char *members, int timeout_ms, char *err, size_t err_size)
 {
     *out = NULL;
     if (members == NULL || members[0] == '\0') {
@@ -563,10 +575,10 @@ int sq_client_open(sq_client **out, const char *members, int timeout_ms, char *e
         }
         char *pe = NULL;
         long pn = strtol(port, &pe, 10);
-        if (c->nmembers == MAX_MEMBERS || colon == NULL || hlen == 0 || hlen >= 256 ||
-            plen == 0 || plen >= sizeof(port) || *pe != '\0' || pn < 1 || pn > 65535) {
-            snprintf(err, err_size, "'%.*s' is not host:port (in the member list '%s')",
-                     (int)len, p, members);
+        if (c->nmembers == MAX_MEMBERS || colon == NULL || hlen == 0 || hlen >= 256 || plen == 0 ||
+            plen >= sizeof(port) || *pe != '\0' || pn < 1 || pn > 65535) {
+            snprintf(err, err_size, "'%.*s' is not host:port (in the member list '%s')", (int)len,
+                     p, members);
             free(c->watches);
             free(c);
             return SQ_EINVAL;
@@ -582,7 +594,7 @@ int sq_client_open(sq_client **out, const char *members, int timeout_ms, char *e
     if (getrandom(&c->client_id, sizeof(c->client_id), 0) != sizeof(c->client_id)) {
         c->client_id = (uint64_t)now_ms() ^ ((uint64_t)getpid() << 32);
     }
-    c->client_id |= 1; /* 0 means "no client" to the members */
+    c->client_id |= 1;                                    /* 0 means "no client" to the members */
     c->cur = (uint32_t)(c->client_id >> 8) % c->nmembers; /* spread clients over members */
     if (pipe2(c->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
         free(c->watches);
@@ -791,8 +803,9 @@ static int call_wait(sq_client *c, struct sq_kv_frame *f, sq_kv_result *r, sq_wa
         return SQ_EINVAL;
     }
     if (pthread_equal(pthread_self(), c->io)) {
-        return bad_arg(r, SQ_EBUSY, "blocking calls cannot be made from a callback (the "
-                                    "client's I/O thread would wait for itself)");
+        return bad_arg(r, SQ_EBUSY,
+                       "blocking calls cannot be made from a callback (the "
+                       "client's I/O thread would wait for itself)");
     }
     struct waiter w = {.r = r};
     pthread_mutex_init(&w.mu, NULL);
@@ -919,8 +932,8 @@ int sq_client_get(sq_client *c, const char *key, const sq_get_opts *opts, sq_kv_
     return call_wait(c, &f, r, NULL, NULL, NULL);
 }
 
-int sq_client_get_async(sq_client *c, const char *key, const sq_get_opts *opts,
-                        sq_kv_done_fn done, void *arg)
+int sq_client_get_async(sq_client *c, const char *key, const sq_get_opts *opts, sq_kv_done_fn done,
+                        void *arg)
 {
     struct sq_kv_frame f;
     if (c == NULL || done == NULL || key_frame(&f, SQ_KV_OP_GET, key) != 0) {
@@ -940,8 +953,7 @@ int sq_client_remove(sq_client *c, const char *key, const sq_put_opts *opts, sq_
     return call_wait(c, &f, r, NULL, NULL, NULL);
 }
 
-int sq_client_list(sq_client *c, const char *prefix, int at_time, uint64_t time_us,
-                   sq_kv_result *r)
+int sq_client_list(sq_client *c, const char *prefix, int at_time, uint64_t time_us, sq_kv_result *r)
 {
     struct sq_kv_frame f;
     if (key_frame(&f, SQ_KV_OP_LIST, prefix) != 0) {
@@ -969,8 +981,9 @@ int sq_client_pool_create(sq_client *c, const char *path, const char *store, uin
     struct sq_kv_frame f;
     size_t slen = store != NULL ? strlen(store) : 0;
     if (key_frame(&f, SQ_KV_OP_POOL_CREATE, path) != 0 || slen == 0 || slen > SQ_KV_MAX_STR) {
-        return bad_arg(r, SQ_EINVAL, "pool create needs a path such as /orders and a store "
-                                     "type (volatile, persistent, trigger) or subgroup name");
+        return bad_arg(r, SQ_EINVAL,
+                       "pool create needs a path such as /orders and a store "
+                       "type (volatile, persistent, trigger) or subgroup name");
     }
     f.str = store;
     f.str_len = (uint16_t)slen;

@@ -13,7 +13,7 @@ struct key {
     uint64_t hash;
     char *name;
     uint16_t len;
-    void *value;      /* the latest value (NULL for trigger stores and removals) */
+    void *value; /* the latest value (NULL for trigger stores and removals) */
     uint32_t size;
     struct sq_kv_version *hist; /* oldest first; volatile stores keep only the latest */
     uint32_t nhist, caphist;
@@ -68,8 +68,7 @@ static uint16_t ld16(const uint8_t *p)
 }
 static uint32_t ld32(const uint8_t *p)
 {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 static uint64_t ld64(const uint8_t *p)
 {
@@ -108,10 +107,15 @@ int sq__kv_op_decode(const void *buf, size_t len, struct sq_kv_op *op)
         SQ_KV_OP_HEADER_BYTES + (size_t)ld16(p + 2) + ld32(p + 4) != len) {
         return SQ_EPROTO;
     }
-    *op = (struct sq_kv_op){.kind = p[0], .flags = p[1], .key_len = ld16(p + 2),
-                            .value_len = ld32(p + 4), .client = ld64(p + 8),
-                            .req_id = ld64(p + 16), .expect = ld64(p + 24),
-                            .origin = ld32(p + 32), .arg = ld32(p + 36)};
+    *op = (struct sq_kv_op){.kind = p[0],
+                            .flags = p[1],
+                            .key_len = ld16(p + 2),
+                            .value_len = ld32(p + 4),
+                            .client = ld64(p + 8),
+                            .req_id = ld64(p + 16),
+                            .expect = ld64(p + 24),
+                            .origin = ld32(p + 32),
+                            .arg = ld32(p + 36)};
     op->key = (const char *)p + SQ_KV_OP_HEADER_BYTES;
     op->value = op->key + op->key_len;
     return 0;
@@ -191,8 +195,7 @@ uint64_t sq__kv_store_keys(const struct sq_kv_store *s)
     return s->nkeys;
 }
 
-static struct key *find(const struct sq_kv_store *s, const char *name, uint16_t len,
-                        uint64_t hash)
+static struct key *find(const struct sq_kv_store *s, const char *name, uint16_t len, uint64_t hash)
 {
     for (struct key *k = s->buckets[hash & (s->nbuckets - 1)]; k != NULL; k = k->next) {
         if (k->hash == hash && k->len == len && memcmp(k->name, name, len) == 0) {
@@ -375,8 +378,10 @@ int sq__kv_store_apply(struct sq_kv_store *s, const struct sq_kv_op *op, uint64_
     }
     const struct answer *a = answered(s, op->client, op->req_id);
     if (op->client != 0 && a != NULL) {
-        *out = (struct sq_kv_applied){.status = a->status, .version = a->version,
-                                      .timestamp = a->timestamp, .duplicate = true};
+        *out = (struct sq_kv_applied){.status = a->status,
+                                      .version = a->version,
+                                      .timestamp = a->timestamp,
+                                      .duplicate = true};
         s->last = version;
         return 0;
     }
@@ -395,7 +400,8 @@ int sq__kv_store_apply(struct sq_kv_store *s, const struct sq_kv_op *op, uint64_
         status = SQ_ENOTFOUND;
     }
     if (status != 0) {
-        *out = (struct sq_kv_applied){.status = status, .version = cur_version,
+        *out = (struct sq_kv_applied){.status = status,
+                                      .version = cur_version,
                                       .timestamp = cur != NULL ? cur->timestamp : 0};
     } else {
         bool created = false;
@@ -406,7 +412,8 @@ int sq__kv_store_apply(struct sq_kv_store *s, const struct sq_kv_op *op, uint64_
             }
             created = true;
         }
-        struct sq_kv_version v = {.version = version, .timestamp = timestamp,
+        struct sq_kv_version v = {.version = version,
+                                  .timestamp = timestamp,
                                   .size = op->kind == SQ_KV_PUT ? op->value_len : 0,
                                   .deleted = op->kind == SQ_KV_REMOVE};
         int rc = add_version(s, k, &v, op->value);
@@ -446,8 +453,7 @@ static long search(const struct key *k, bool by_time, uint64_t at)
 }
 
 int sq__kv_store_get(const struct sq_kv_store *s, const char *key, uint16_t key_len, int how,
-                     uint64_t at, struct sq_kv_version *v, const void **value,
-                     size_t *value_size)
+                     uint64_t at, struct sq_kv_version *v, const void **value, size_t *value_size)
 {
     const struct key *k = find(s, key, key_len, XXH64(key, key_len, 0));
     *value = NULL;
@@ -487,8 +493,7 @@ void sq__kv_store_each(const struct sq_kv_store *s, const char *prefix, uint16_t
 {
     for (uint64_t b = 0; b < s->nbuckets; b++) {
         for (const struct key *k = s->buckets[b]; k != NULL; k = k->next) {
-            if (k->len < prefix_len || memcmp(k->name, prefix, prefix_len) != 0 ||
-                k->nhist == 0) {
+            if (k->len < prefix_len || memcmp(k->name, prefix, prefix_len) != 0 || k->nhist == 0) {
                 continue;
             }
             long i = at_time ? search(k, true, time) : (long)k->nhist - 1;
@@ -625,8 +630,8 @@ int sq__kv_store_load(struct sq_kv_store *s, const void *buf, size_t size)
         uint32_t nhist = ld32(p + 2), vsize = ld32(p + 6);
         bool has_value = p[10] != 0;
         p += 11;
-        if ((size_t)(end - p) < (size_t)len + (has_value ? vsize : 0) +
-                                    (size_t)nhist * VER_BYTES || nhist == 0) {
+        if ((size_t)(end - p) < (size_t)len + (has_value ? vsize : 0) + (size_t)nhist * VER_BYTES ||
+            nhist == 0) {
             goto bad;
         }
         uint64_t hash = XXH64(p, len, 0);
@@ -656,8 +661,10 @@ int sq__kv_store_load(struct sq_kv_store *s, const void *buf, size_t size)
         }
         k->nhist = k->caphist = nhist;
         for (uint32_t j = 0; j < nhist; j++) {
-            k->hist[j] = (struct sq_kv_version){.version = ld64(p), .timestamp = ld64(p + 8),
-                                                .size = ld32(p + 16), .deleted = p[20] != 0};
+            k->hist[j] = (struct sq_kv_version){.version = ld64(p),
+                                                .timestamp = ld64(p + 8),
+                                                .size = ld32(p + 16),
+                                                .deleted = p[20] != 0};
             p += VER_BYTES;
         }
     }
@@ -692,8 +699,7 @@ int sq__kv_store_load(struct sq_kv_store *s, const void *buf, size_t size)
             goto bad;
         }
         for (uint32_t j = 0; j < c->n; j++) {
-            c->ring[j] = (struct answer){ld64(p), (int32_t)ld32(p + 8), ld64(p + 12),
-                                         ld64(p + 20)};
+            c->ring[j] = (struct answer){ld64(p), (int32_t)ld32(p + 8), ld64(p + 12), ld64(p + 20)};
             p += ANSWER_BYTES;
         }
         c->next = s->cbuckets[c->id % CBUCKETS];

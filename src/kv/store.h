@@ -44,10 +44,10 @@ int sq__kv_op_decode(const void *buf, size_t len, struct sq_kv_op *op);
 
 /* What applying one op did (the answer to its client). */
 struct sq_kv_applied {
-    int status;         /* 0, SQ_ECONFLICT, SQ_ENOTFOUND (remove of a missing key) */
-    uint64_t version;   /* of the new entry; for a conflict the key's current version */
+    int status;       /* 0, SQ_ECONFLICT, SQ_ENOTFOUND (remove of a missing key) */
+    uint64_t version; /* of the new entry; for a conflict the key's current version */
     uint64_t timestamp;
-    bool duplicate;     /* (client, req_id) was applied before: this is its first answer */
+    bool duplicate; /* (client, req_id) was applied before: this is its first answer */
 };
 
 /* One version of a key. */
@@ -90,8 +90,7 @@ uint64_t sq__kv_store_last(const struct sq_kv_store *s);
  * version; a removal is returned with v->deleted = 1. */
 enum { SQ_KV_LATEST, SQ_KV_AT_VERSION, SQ_KV_AT_TIME };
 int sq__kv_store_get(const struct sq_kv_store *s, const char *key, uint16_t key_len, int how,
-                     uint64_t at, struct sq_kv_version *v, const void **value,
-                     size_t *value_size);
+                     uint64_t at, struct sq_kv_version *v, const void **value, size_t *value_size);
 
 /* Every version of a key, oldest first: *versions points into the store (valid until the next
  * apply). SQ_ENOTFOUND for an unknown key. */

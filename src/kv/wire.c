@@ -33,8 +33,7 @@ static uint16_t ld16(const uint8_t *p)
 }
 static uint32_t ld32(const uint8_t *p)
 {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 static uint64_t ld64(const uint8_t *p)
 {
@@ -173,8 +172,10 @@ int sq__kv_item_next(const void *buf, size_t len, size_t *pos, struct sq_kv_item
     if (klen > SQ_KV_MAX_KEY || len - *pos - SQ_KV_ITEM_HEADER_BYTES < klen || p[22] > 1) {
         return SQ_EPROTO;
     }
-    *it = (struct sq_kv_item_raw){.version = ld64(p), .timestamp = ld64(p + 8),
-                                  .size = ld32(p + 16), .flags = p[22],
+    *it = (struct sq_kv_item_raw){.version = ld64(p),
+                                  .timestamp = ld64(p + 8),
+                                  .size = ld32(p + 16),
+                                  .flags = p[22],
                                   .key = (const char *)p + SQ_KV_ITEM_HEADER_BYTES,
                                   .key_len = klen};
     *pos += SQ_KV_ITEM_HEADER_BYTES + klen;

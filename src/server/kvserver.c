@@ -57,8 +57,8 @@ struct conn {
     struct conn *next;
     uint64_t id;
     int fd;
-    bool relay;       /* ours, to another member's client port */
-    uint32_t member;  /* relay: that member */
+    bool relay;      /* ours, to another member's client port */
+    uint32_t member; /* relay: that member */
     bool want_out;
     bool dead;
     struct watch *watches; /* registered by this client connection */
@@ -88,16 +88,16 @@ struct agg {
 /* A request in flight: a local op waiting for its delivery (opbuf), or a relayed request
  * waiting for another member's answer (via). */
 struct entry {
-    struct entry *next;   /* hash chain by (client, req_id) */
-    struct entry *onext;  /* outbox */
+    struct entry *next;  /* hash chain by (client, req_id) */
+    struct entry *onext; /* outbox */
     uint64_t client, req_id;
-    uint64_t origin;      /* connection the answer goes to */
-    uint64_t via;         /* relay connection, or 0 for a local op */
+    uint64_t origin; /* connection the answer goes to */
+    uint64_t via;    /* relay connection, or 0 for a local op */
     struct agg *agg;
     uint8_t op;
-    bool watch;           /* relayed watch: stays until unwatched */
-    bool queued;          /* in the outbox */
-    bool delivered;       /* a local op delivered, waiting to be persisted: never resent */
+    bool watch;     /* relayed watch: stays until unwatched */
+    bool queued;    /* in the outbox */
+    bool delivered; /* a local op delivered, waiting to be persisted: never resent */
     uint32_t sg;
     uint8_t *opbuf;
     size_t oplen;
@@ -109,12 +109,12 @@ enum { DONE_ANSWER, DONE_EVENT, DONE_DELIVERED };
 struct done {
     struct done *next;
     uint8_t kind;
-    uint8_t op;          /* answers: the client op (put, remove, get, pool create) */
+    uint8_t op; /* answers: the client op (put, remove, get, pool create) */
     uint32_t sg;
     uint64_t client, req_id;
     uint64_t msg_version; /* the delivered op's version: persistence is awaited up to it */
     int status;
-    uint32_t flags;       /* SQ_KV_F_DELETED */
+    uint32_t flags; /* SQ_KV_F_DELETED */
     uint64_t version, timestamp;
     uint32_t count;
     char *key;
@@ -295,8 +295,12 @@ static void reply_err(struct sq_kv_server *s, uint64_t conn, uint8_t op, uint64_
     va_start(ap, fmt);
     int n = vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    struct sq_kv_frame f = {.op = op, .status = status, .req_id = req, .client = client,
-                            .version = version, .str = msg,
+    struct sq_kv_frame f = {.op = op,
+                            .status = status,
+                            .req_id = req,
+                            .client = client,
+                            .version = version,
+                            .str = msg,
                             .str_len = (uint16_t)(n < 0 ? 0 : SQ_MIN((size_t)n, sizeof(msg) - 1))};
     conn_send(s, conn_by_id(s, conn), &f);
 }
@@ -315,7 +319,11 @@ static struct entry *entry_add(struct sq_kv_server *s, uint64_t client, uint64_t
     if (e == NULL) {
         return NULL;
     }
-    *e = (struct entry){.client = client, .req_id = req, .op = op, .origin = origin, .via = via,
+    *e = (struct entry){.client = client,
+                        .req_id = req,
+                        .op = op,
+                        .origin = origin,
+                        .via = via,
                         .created_ms = sq__mono_ms()};
     uint32_t b = ent_bucket(client, req);
     e->next = s->ents[b];
@@ -385,14 +393,13 @@ static const struct pool *pool_of_key(const struct sq_kv_server *s, const char *
 }
 
 /* A prefix for list or watch: inside one pool ("/orders/" or "/orders/2026-"). */
-static const struct pool *pool_of_prefix(const struct sq_kv_server *s, const char *pre,
-                                         size_t len)
+static const struct pool *pool_of_prefix(const struct sq_kv_server *s, const char *pre, size_t len)
 {
     const struct pool *best = NULL;
     for (uint32_t i = 0; i < s->npools; i++) {
         const struct pool *p = &s->pools[i];
-        if (len >= (size_t)p->len + 1 && memcmp(pre, p->path, p->len) == 0 &&
-            pre[p->len] == '/' && (best == NULL || p->len > best->len)) {
+        if (len >= (size_t)p->len + 1 && memcmp(pre, p->path, p->len) == 0 && pre[p->len] == '/' &&
+            (best == NULL || p->len > best->len)) {
             best = p;
         }
     }
@@ -406,8 +413,7 @@ static uint32_t shard_of_key(const struct pool *p, const char *key, size_t len)
 }
 
 /* A member serving (sg, shard): UINT32_MAX when none; `pick` spreads relayed requests. */
-static uint32_t server_of(const struct sq_kv_server *s, uint32_t sg, uint32_t shard,
-                          uint64_t pick)
+static uint32_t server_of(const struct sq_kv_server *s, uint32_t sg, uint32_t shard, uint64_t pick)
 {
     uint32_t cands[SQ_MAX_MEMBERS], n = 0;
     for (uint32_t r = 0; r < s->nmembers; r++) {
@@ -433,8 +439,7 @@ static bool valid_path(const char *p, size_t len, bool pool)
 
 static const char *store_name(int t)
 {
-    return t == SQ_STORE_PERSISTENT ? "persistent" : t == SQ_STORE_TRIGGER ? "trigger"
-                                                                         : "volatile";
+    return t == SQ_STORE_PERSISTENT ? "persistent" : t == SQ_STORE_TRIGGER ? "trigger" : "volatile";
 }
 
 /* ---- the loop thread: deliveries, views, state, persistence ---- */
@@ -530,8 +535,11 @@ static void on_deliver(void *arg, const sq_message *msg)
     if (mine) {
         d = calloc(1, sizeof(*d));
         if (d != NULL) {
-            *d = (struct done){.kind = DONE_ANSWER, .sg = msg->subgroup, .client = op.client,
-                               .req_id = op.req_id, .msg_version = msg->version};
+            *d = (struct done){.kind = DONE_ANSWER,
+                               .sg = msg->subgroup,
+                               .client = op.client,
+                               .req_id = op.req_id,
+                               .msg_version = msg->version};
         }
     }
     if (op.kind == SQ_KV_POOL_CREATE) {
@@ -542,8 +550,8 @@ static void on_deliver(void *arg, const sq_message *msg)
             status = SQ_EINVAL;
         }
         if (status == 0) {
-            sq__log(SQ_LOG_INFO, "kv: pool %.*s on subgroup %s, %u shards", (int)op.key_len,
-                    op.key, s->cfg.subgroups[op.arg & 0xff].name, op.arg >> 16);
+            sq__log(SQ_LOG_INFO, "kv: pool %.*s on subgroup %s, %u shards", (int)op.key_len, op.key,
+                    s->cfg.subgroups[op.arg & 0xff].name, op.arg >> 16);
         }
         if (d != NULL) {
             d->op = SQ_KV_OP_POOL_CREATE;
@@ -569,8 +577,9 @@ static void on_deliver(void *arg, const sq_message *msg)
         abort();
     }
     if (d != NULL) {
-        d->op = op.kind == SQ_KV_PUT ? SQ_KV_OP_PUT : op.kind == SQ_KV_REMOVE ? SQ_KV_OP_REMOVE
-                                                                              : SQ_KV_OP_GET;
+        d->op = op.kind == SQ_KV_PUT      ? SQ_KV_OP_PUT
+                : op.kind == SQ_KV_REMOVE ? SQ_KV_OP_REMOVE
+                                          : SQ_KV_OP_GET;
         d->status = a.status;
         d->version = a.version;
         d->timestamp = a.timestamp;
@@ -580,7 +589,8 @@ static void on_deliver(void *arg, const sq_message *msg)
             const void *val;
             size_t vsize;
             int how = (op.flags & SQ_KV_F_AT_VERSION) ? SQ_KV_AT_VERSION
-                      : (op.flags & SQ_KV_F_AT_TIME) ? SQ_KV_AT_TIME : SQ_KV_LATEST;
+                      : (op.flags & SQ_KV_F_AT_TIME)  ? SQ_KV_AT_TIME
+                                                      : SQ_KV_LATEST;
             d->status = sq__kv_store_get(st, op.key, op.key_len, how, op.expect, &v, &val, &vsize);
             if (d->status == 0) {
                 d->version = v.version;
@@ -616,7 +626,9 @@ static void on_deliver(void *arg, const sq_message *msg)
         !a.duplicate && s->nwatches > 0) {
         struct done *ev = calloc(1, sizeof(*ev));
         if (ev != NULL) {
-            *ev = (struct done){.kind = DONE_EVENT, .sg = msg->subgroup, .version = version,
+            *ev = (struct done){.kind = DONE_EVENT,
+                                .sg = msg->subgroup,
+                                .version = version,
                                 .timestamp = msg->timestamp,
                                 .flags = op.kind == SQ_KV_REMOVE ? SQ_KV_F_DELETED : 0};
             ev->key = malloc(op.key_len > 0 ? op.key_len : 1);
@@ -642,8 +654,7 @@ out:
          * before it is persisted does not send it again. */
         struct done *mark = calloc(1, sizeof(*mark));
         if (mark != NULL) {
-            *mark = (struct done){.kind = DONE_DELIVERED, .client = op.client,
-                                  .req_id = op.req_id};
+            *mark = (struct done){.kind = DONE_DELIVERED, .client = op.client, .req_id = op.req_id};
             done_ready(s, mark);
         }
     }
@@ -783,8 +794,10 @@ static void load_state(void *arg, uint32_t sg, uint32_t shard, const void *buf, 
             sq__kv_store_destroy(st);
             /* Serving an empty or stale shard would be silent divergence: stop instead; the
              * others go on without this member. */
-            sq__log(SQ_LOG_ERROR, "kv: the state received for subgroup %s is unusable (%s): "
-                    "stopping", s->cfg.subgroups[sg].name, sq_strerror(rc));
+            sq__log(SQ_LOG_ERROR,
+                    "kv: the state received for subgroup %s is unusable (%s): "
+                    "stopping",
+                    s->cfg.subgroups[sg].name, sq_strerror(rc));
             abort();
         }
     }
@@ -801,8 +814,7 @@ static int read_logged(struct sq_kv_server *s, uint32_t sg, uint64_t version, co
     uint64_t deadline = sq__mono_ms() + LOG_WAIT_MS;
     for (;;) {
         sq_record rec;
-        int rc = sq_member_log_get(s->m, sg, SQ_LOG_EXACT, version - 1, &rec, s->logbuf,
-                                   s->logcap);
+        int rc = sq_member_log_get(s->m, sg, SQ_LOG_EXACT, version - 1, &rec, s->logbuf, s->logcap);
         if (rc == 0) {
             struct sq_kv_op op;
             if (rec.size > s->logcap || sq__kv_op_decode(s->logbuf, rec.size, &op) != 0) {
@@ -829,7 +841,8 @@ static void answer_get(struct sq_kv_server *s, struct conn *c, const struct sq_k
                        uint32_t sg)
 {
     int how = (f->flags & SQ_KV_F_AT_VERSION) ? SQ_KV_AT_VERSION
-              : (f->flags & SQ_KV_F_AT_TIME) ? SQ_KV_AT_TIME : SQ_KV_LATEST;
+              : (f->flags & SQ_KV_F_AT_TIME)  ? SQ_KV_AT_TIME
+                                              : SQ_KV_LATEST;
     uint64_t at = how == SQ_KV_AT_TIME ? f->time : f->version;
     struct sq_kv_version v;
     const void *val = NULL;
@@ -837,8 +850,8 @@ static void answer_get(struct sq_kv_server *s, struct conn *c, const struct sq_k
     void *copy = NULL;
     pthread_mutex_lock(&s->mu);
     struct sq_kv_store *st = s->store[sg];
-    int rc = st == NULL ? SQ_ESTATE : sq__kv_store_get(st, f->key, f->key_len, how, at, &v, &val,
-                                                       &vsize);
+    int rc = st == NULL ? SQ_ESTATE
+                        : sq__kv_store_get(st, f->key, f->key_len, how, at, &v, &val, &vsize);
     if (rc == 0 && val != NULL && !(f->flags & SQ_KV_F_SIZE_ONLY)) {
         copy = malloc(vsize > 0 ? vsize : 1);
         if (copy == NULL) {
@@ -850,9 +863,10 @@ static void answer_get(struct sq_kv_server *s, struct conn *c, const struct sq_k
     pthread_mutex_unlock(&s->mu);
     struct sq_kv_frame a = {.op = SQ_KV_OP_GET, .req_id = f->req_id, .client = f->client};
     if (rc == SQ_ENOTFOUND) {
-        reply_err(s, c->id, SQ_KV_OP_GET, f->client, f->req_id, rc, 0, "%.*s: %s",
-                  (int)f->key_len, f->key, how == SQ_KV_LATEST ? "no such key"
-                                               : "no version of the key at or before that point");
+        reply_err(s, c->id, SQ_KV_OP_GET, f->client, f->req_id, rc, 0, "%.*s: %s", (int)f->key_len,
+                  f->key,
+                  how == SQ_KV_LATEST ? "no such key"
+                                      : "no version of the key at or before that point");
         goto out;
     }
     if (rc != 0) {
@@ -906,8 +920,11 @@ static void collect_item(void *arg, const char *key, uint16_t key_len,
         co->rc = SQ_ENOMEM;
         return;
     }
-    struct sq_kv_item_raw it = {.version = v->version, .timestamp = v->timestamp,
-                                .size = v->size, .flags = v->deleted, .key = key,
+    struct sq_kv_item_raw it = {.version = v->version,
+                                .timestamp = v->timestamp,
+                                .size = v->size,
+                                .flags = v->deleted,
+                                .key = key,
                                 .key_len = key_len};
     co->b->len += sq__kv_item_encode(&it, co->b->p + co->b->len);
     co->n++;
@@ -990,8 +1007,12 @@ static void send_items(struct sq_kv_server *s, uint64_t conn, const struct sq_kv
         reply_err(s, conn, f->op, f->client, f->req_id, SQ_EMSGSIZE, 0,
                   "%u entries do not fit in one answer: use a longer prefix", n);
     } else {
-        struct sq_kv_frame a = {.op = f->op, .req_id = f->req_id, .client = f->client,
-                                .count = n, .value = out->p, .value_len = (uint32_t)out->len};
+        struct sq_kv_frame a = {.op = f->op,
+                                .req_id = f->req_id,
+                                .client = f->client,
+                                .count = n,
+                                .value = out->p,
+                                .value_len = (uint32_t)out->len};
         conn_send(s, conn_by_id(s, conn), &a);
     }
     buf_free(&sorted);
@@ -1008,10 +1029,17 @@ static void send_event(struct sq_kv_server *s, const struct watch *w, const char
                        uint16_t key_len, uint64_t version, uint64_t ts, bool deleted,
                        const void *val, uint32_t size)
 {
-    struct sq_kv_frame ev = {.op = SQ_KV_OP_EVENT, .req_id = w->req_id, .client = w->client,
-                             .version = version, .time = ts, .count = w->shard,
-                             .flags = deleted ? SQ_KV_F_DELETED : 0, .key = key,
-                             .key_len = key_len, .value = val, .value_len = size};
+    struct sq_kv_frame ev = {.op = SQ_KV_OP_EVENT,
+                             .req_id = w->req_id,
+                             .client = w->client,
+                             .version = version,
+                             .time = ts,
+                             .count = w->shard,
+                             .flags = deleted ? SQ_KV_F_DELETED : 0,
+                             .key = key,
+                             .key_len = key_len,
+                             .value = val,
+                             .value_len = size};
     conn_send(s, conn_by_id(s, w->conn), &ev);
 }
 
@@ -1068,8 +1096,11 @@ static void replay_add(struct replay *r, const char *key, uint16_t key_len,
         r->cap = cap;
     }
     struct replay_item *x = &r->it[r->n];
-    *x = (struct replay_item){.version = v->version, .ts = v->timestamp, .deleted = v->deleted,
-                              .key_len = key_len, .size = v->size};
+    *x = (struct replay_item){.version = v->version,
+                              .ts = v->timestamp,
+                              .deleted = v->deleted,
+                              .key_len = key_len,
+                              .size = v->size};
     x->key = malloc(key_len > 0 ? key_len : 1);
     if (x->key == NULL) {
         r->rc = SQ_ENOMEM;
@@ -1142,8 +1173,13 @@ static int watch_local(struct sq_kv_server *s, uint64_t conn, const struct sq_kv
         return SQ_ENOMEM;
     }
     memcpy(t, f->key, f->key_len);
-    *w = (struct watch){.conn = conn, .client = f->client, .req_id = f->req_id, .sg = sg,
-                        .target = t, .len = f->key_len, .prefix = prefix};
+    *w = (struct watch){.conn = conn,
+                        .client = f->client,
+                        .req_id = f->req_id,
+                        .sg = sg,
+                        .target = t,
+                        .len = f->key_len,
+                        .prefix = prefix};
     struct replay r = {.from = f->version};
     pthread_mutex_lock(&s->mu);
     const struct sq_kv_store *st = s->store[sg];
@@ -1181,7 +1217,9 @@ static int watch_local(struct sq_kv_server *s, uint64_t conn, const struct sq_kv
     }
     owner->watches = w;
     if (ack) {
-        struct sq_kv_frame a = {.op = SQ_KV_OP_WATCH, .req_id = f->req_id, .client = f->client,
+        struct sq_kv_frame a = {.op = SQ_KV_OP_WATCH,
+                                .req_id = f->req_id,
+                                .client = f->client,
                                 .version = w->live_after};
         conn_send(s, conn_by_id(s, conn), &a);
     }
@@ -1306,8 +1344,7 @@ static void relay(struct sq_kv_server *s, uint64_t origin, const struct sq_kv_fr
                   uint32_t member, struct agg *agg)
 {
     struct conn *rc = relay_conn(s, member);
-    struct entry *e = rc != NULL ? entry_add(s, f->client, f->req_id, f->op, origin, rc->id)
-                                 : NULL;
+    struct entry *e = rc != NULL ? entry_add(s, f->client, f->req_id, f->op, origin, rc->id) : NULL;
     if (e == NULL) {
         if (agg != NULL) {
             agg->remaining--;
@@ -1446,8 +1483,10 @@ static void drop_watch(struct sq_kv_server *s, uint64_t conn, uint64_t client, u
     for (; e != NULL; e = next) {
         next = e->next;
         if (e->watch && e->origin == conn && e->client == client && e->req_id == req_id) {
-            struct sq_kv_frame u = {.op = SQ_KV_OP_UNWATCH, .flags = SQ_KV_F_LOCAL,
-                                    .client = client, .version = req_id};
+            struct sq_kv_frame u = {.op = SQ_KV_OP_UNWATCH,
+                                    .flags = SQ_KV_F_LOCAL,
+                                    .client = client,
+                                    .version = req_id};
             conn_send(s, conn_by_id(s, e->via), &u);
             if (e->agg != NULL && naggs < SQ_ARRAY_LEN(aggs)) {
                 aggs[naggs++] = e->agg; /* one part per entry */
@@ -1456,8 +1495,8 @@ static void drop_watch(struct sq_kv_server *s, uint64_t conn, uint64_t client, u
         }
     }
     for (uint32_t i = 0; i < naggs; i++) {
-        struct sq_kv_frame a = {.op = SQ_KV_OP_WATCH, .status = SQ_ECLOSED, .client = client,
-                                .req_id = req_id};
+        struct sq_kv_frame a = {
+            .op = SQ_KV_OP_WATCH, .status = SQ_ECLOSED, .client = client, .req_id = req_id};
         agg_part(s, aggs[i], &a);
     }
 }
@@ -1465,11 +1504,9 @@ static void drop_watch(struct sq_kv_server *s, uint64_t conn, uint64_t client, u
 static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
 {
     char why[300] = "";
-    bool prefix_watch = f->op == SQ_KV_OP_WATCH && f->key_len > 0 &&
-                        f->key[f->key_len - 1] == '/';
+    bool prefix_watch = f->op == SQ_KV_OP_WATCH && f->key_len > 0 && f->key[f->key_len - 1] == '/';
     bool fan = f->op == SQ_KV_OP_LIST || prefix_watch;
-    if (!valid_path(f->key, f->key_len, false) ||
-        (!fan && f->key[f->key_len - 1] == '/')) {
+    if (!valid_path(f->key, f->key_len, false) || (!fan && f->key[f->key_len - 1] == '/')) {
         reply_err(s, c->id, f->op, f->client, f->req_id, SQ_EINVAL, 0,
                   "'%.*s' is not a key: keys are paths such as /orders/42 (no '//', no NUL)",
                   (int)SQ_MIN(f->key_len, 200u), f->key);
@@ -1480,8 +1517,8 @@ static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_
         drop_watch(s, c->id, f->client, f->req_id);
     }
     pthread_mutex_lock(&s->mu);
-    const struct pool *pp = fan ? pool_of_prefix(s, f->key, f->key_len)
-                                : pool_of_key(s, f->key, f->key_len);
+    const struct pool *pp =
+        fan ? pool_of_prefix(s, f->key, f->key_len) : pool_of_key(s, f->key, f->key_len);
     struct pool p = pp != NULL ? *pp : (struct pool){0};
     uint32_t my_shard = pp != NULL ? s->my_shard[p.sg] : SQ_NO_SHARD;
     int store = pp != NULL ? s->cfg.subgroups[p.sg].store : 0;
@@ -1537,8 +1574,11 @@ static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_
             reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ENOMEM, 0, "out of memory");
             return;
         }
-        *agg = (struct agg){.origin = c->id, .client = f->client, .req_id = f->req_id,
-                            .op = f->op, .remaining = (int)ntargets};
+        *agg = (struct agg){.origin = c->id,
+                            .client = f->client,
+                            .req_id = f->req_id,
+                            .op = f->op,
+                            .remaining = (int)ntargets};
     }
     for (uint32_t i = 0; i < ntargets; i++) {
         bool mine = targets[i] == my_shard;
@@ -1546,9 +1586,10 @@ static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_
             if ((f->flags & SQ_KV_F_LOCAL) || servers[i] == UINT32_MAX) {
                 /* relayed to us on a view that has changed since, or nobody serves it */
                 int st = SQ_ESTATE;
-                snprintf(why, sizeof(why), "%s", servers[i] == UINT32_MAX
-                         ? "no member serves the key's shard now (the view is changing)"
-                         : "this member does not serve the key's shard now");
+                snprintf(why, sizeof(why), "%s",
+                         servers[i] == UINT32_MAX
+                             ? "no member serves the key's shard now (the view is changing)"
+                             : "this member does not serve the key's shard now");
                 if (agg != NULL) {
                     agg->status = st;
                     snprintf(agg->msg, sizeof(agg->msg), "%.190s", why);
@@ -1567,8 +1608,8 @@ static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_
             continue;
         }
         /* this member's shard */
-        struct sq_kv_frame sub = {.op = f->op, .status = 0, .req_id = f->req_id,
-                                  .client = f->client};
+        struct sq_kv_frame sub = {
+            .op = f->op, .status = 0, .req_id = f->req_id, .client = f->client};
         switch (f->op) {
         case SQ_KV_OP_PUT:
         case SQ_KV_OP_REMOVE: {
@@ -1576,24 +1617,30 @@ static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_
                 .kind = f->op == SQ_KV_OP_PUT ? SQ_KV_PUT : SQ_KV_REMOVE,
                 .flags = (uint8_t)(((f->flags & SQ_KV_F_IF_VERSION) ? SQ_KV_OPF_IF_VERSION : 0) |
                                    ((f->flags & SQ_KV_F_IF_ABSENT) ? SQ_KV_OPF_IF_ABSENT : 0)),
-                .client = f->client, .req_id = f->req_id, .expect = f->version,
-                .origin = s->my_id, .key = f->key, .key_len = f->key_len,
-                .value = f->value, .value_len = f->op == SQ_KV_OP_PUT ? f->value_len : 0};
+                .client = f->client,
+                .req_id = f->req_id,
+                .expect = f->version,
+                .origin = s->my_id,
+                .key = f->key,
+                .key_len = f->key_len,
+                .value = f->value,
+                .value_len = f->op == SQ_KV_OP_PUT ? f->value_len : 0};
             /* while the view is inadequate the op waits in the outbox */
             local_op(s, c->id, f, p.sg, &op);
             break;
         }
         case SQ_KV_OP_GET:
             if (f->flags & SQ_KV_F_STABLE) {
-                struct sq_kv_op op = {.kind = SQ_KV_BARRIER,
-                                      .flags = (uint8_t)(f->flags & (SQ_KV_F_AT_VERSION |
-                                                                     SQ_KV_F_AT_TIME |
-                                                                     SQ_KV_F_SIZE_ONLY)),
-                                      .client = f->client, .req_id = f->req_id,
-                                      .expect = (f->flags & SQ_KV_F_AT_TIME) ? f->time
-                                                                             : f->version,
-                                      .origin = s->my_id, .key = f->key,
-                                      .key_len = f->key_len};
+                struct sq_kv_op op = {
+                    .kind = SQ_KV_BARRIER,
+                    .flags = (uint8_t)(f->flags &
+                                       (SQ_KV_F_AT_VERSION | SQ_KV_F_AT_TIME | SQ_KV_F_SIZE_ONLY)),
+                    .client = f->client,
+                    .req_id = f->req_id,
+                    .expect = (f->flags & SQ_KV_F_AT_TIME) ? f->time : f->version,
+                    .origin = s->my_id,
+                    .key = f->key,
+                    .key_len = f->key_len};
                 local_op(s, c->id, f, p.sg, &op);
             } else {
                 answer_get(s, c, f, p.sg);
@@ -1683,7 +1730,8 @@ static void pool_create(struct sq_kv_server *s, struct conn *c, const struct sq_
         }
         reply_err(s, c->id, f->op, f->client, f->req_id, SQ_EINVAL, 0,
                   "'%s' is neither a store type (volatile, persistent, trigger) nor a subgroup "
-                  "of this group; subgroups: %s", want, names[0] ? names : "none");
+                  "of this group; subgroups: %s",
+                  want, names[0] ? names : "none");
         return;
     }
     uint32_t shards = f->count == 0 ? s->cfg.subgroups[sg].shards : f->count;
@@ -1706,9 +1754,13 @@ static void pool_create(struct sq_kv_server *s, struct conn *c, const struct sq_
         }
         return;
     }
-    struct sq_kv_op op = {.kind = SQ_KV_POOL_CREATE, .client = f->client, .req_id = f->req_id,
-                          .origin = s->my_id, .arg = (uint32_t)sg | (shards << 16),
-                          .key = f->key, .key_len = f->key_len};
+    struct sq_kv_op op = {.kind = SQ_KV_POOL_CREATE,
+                          .client = f->client,
+                          .req_id = f->req_id,
+                          .origin = s->my_id,
+                          .arg = (uint32_t)sg | (shards << 16),
+                          .key = f->key,
+                          .key_len = f->key_len};
     local_op(s, c->id, f, (uint32_t)s->meta, &op);
 }
 
@@ -1724,13 +1776,19 @@ static void pool_list(struct sq_kv_server *s, struct conn *c, const struct sq_kv
         }
         struct sq_kv_item_raw it = {.version = p->sg,
                                     .timestamp = (uint64_t)s->cfg.subgroups[p->sg].store,
-                                    .size = p->shards, .key = p->path, .key_len = p->len};
+                                    .size = p->shards,
+                                    .key = p->path,
+                                    .key_len = p->len};
         b.len += sq__kv_item_encode(&it, b.p + b.len);
         n++;
     }
     pthread_mutex_unlock(&s->mu);
-    struct sq_kv_frame a = {.op = f->op, .req_id = f->req_id, .client = f->client, .count = n,
-                            .value = b.p, .value_len = (uint32_t)b.len};
+    struct sq_kv_frame a = {.op = f->op,
+                            .req_id = f->req_id,
+                            .client = f->client,
+                            .count = n,
+                            .value = b.p,
+                            .value_len = (uint32_t)b.len};
     conn_send(s, c, &a);
     buf_free(&b);
 }
@@ -1744,7 +1802,7 @@ static void status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_fr
 #define OUT(...)                                                                                   \
     do {                                                                                           \
         n = snprintf(line, sizeof(line), __VA_ARGS__);                                             \
-        buf_add(&b, line, (size_t)SQ_MIN((size_t)(n > 0 ? n : 0), sizeof(line) - 1));            \
+        buf_add(&b, line, (size_t)SQ_MIN((size_t)(n > 0 ? n : 0), sizeof(line) - 1));              \
     } while (0)
     pthread_mutex_lock(&s->mu);
     if (json) {
@@ -1760,8 +1818,7 @@ static void status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_fr
             OUT("%s{\"id\":%u,\"client\":\"%s:%u\"}", r ? "," : "", s->ids[r],
                 s->cfg.members[mr].host, s->cfg.members[mr].client_port);
         } else {
-            OUT(" %u (%s:%u)", s->ids[r], s->cfg.members[mr].host,
-                s->cfg.members[mr].client_port);
+            OUT(" %u (%s:%u)", s->ids[r], s->cfg.members[mr].host, s->cfg.members[mr].client_port);
         }
     }
     OUT(json ? "],\"subgroups\":[" : "\n");
@@ -1775,8 +1832,7 @@ static void status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_fr
                 sg->persistent ? "persistent" : "atomic", sg->shards, sg->shards > 1 ? "s" : "");
         }
         for (uint32_t k = 0; k < sg->shards; k++) {
-            OUT(json ? "%s{\"shard\":%u,\"members\":[" : "%s shard %u: members", k ? "," : "",
-                k);
+            OUT(json ? "%s{\"shard\":%u,\"members\":[" : "%s shard %u: members", k ? "," : "", k);
             uint32_t cnt = 0;
             for (uint32_t r = 0; r < s->nmembers; r++) {
                 if (s->shard_of[g * s->nmembers + r] == k) {
@@ -1818,8 +1874,8 @@ static void status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_fr
             OUT("%s{\"path\":\"%s\",\"subgroup\":\"%s\",\"store\":\"%s\",\"shards\":%u}",
                 i ? "," : "", p->path, sg->name, store_name(sg->store), p->shards);
         } else {
-            OUT("pool %s: subgroup %s (%s), %u shard%s\n", p->path, sg->name,
-                store_name(sg->store), p->shards, p->shards > 1 ? "s" : "");
+            OUT("pool %s: subgroup %s (%s), %u shard%s\n", p->path, sg->name, store_name(sg->store),
+                p->shards, p->shards > 1 ? "s" : "");
         }
     }
     if (!json && s->npools == 0) {
@@ -1828,8 +1884,11 @@ static void status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_fr
     OUT(json ? "]}\n" : "");
     pthread_mutex_unlock(&s->mu);
 #undef OUT
-    struct sq_kv_frame a = {.op = f->op, .req_id = f->req_id, .client = f->client,
-                            .value = b.p, .value_len = (uint32_t)b.len};
+    struct sq_kv_frame a = {.op = f->op,
+                            .req_id = f->req_id,
+                            .client = f->client,
+                            .value = b.p,
+                            .value_len = (uint32_t)b.len};
     conn_send(s, c, &a);
     buf_free(&b);
 }
@@ -1844,8 +1903,11 @@ static void handle_frame(struct sq_kv_server *s, struct conn *c, const struct sq
     case SQ_KV_OP_HELLO: {
         char who[64];
         int n = snprintf(who, sizeof(who), "member=%u", s->my_id);
-        struct sq_kv_frame a = {.op = f->op, .req_id = f->req_id, .client = f->client,
-                                .str = who, .str_len = (uint16_t)n};
+        struct sq_kv_frame a = {.op = f->op,
+                                .req_id = f->req_id,
+                                .client = f->client,
+                                .str = who,
+                                .str_len = (uint16_t)n};
         conn_send(s, c, &a);
         break;
     }
@@ -1895,12 +1957,11 @@ static void conn_close(struct sq_kv_server *s, struct conn *c)
         for (struct entry *e = s->ents[b], *next; e != NULL; e = next) {
             next = e->next;
             if (c->relay && e->via == c->id) {
-                struct sq_kv_frame a = {.op = e->op, .status = SQ_EPEER, .req_id = e->req_id,
-                                        .client = e->client};
+                struct sq_kv_frame a = {
+                    .op = e->op, .status = SQ_EPEER, .req_id = e->req_id, .client = e->client};
                 char msg[96];
-                a.str_len = (uint16_t)snprintf(msg, sizeof(msg),
-                                               "member %u failed while serving the request",
-                                               c->member);
+                a.str_len = (uint16_t)snprintf(
+                    msg, sizeof(msg), "member %u failed while serving the request", c->member);
                 a.str = msg;
                 struct agg *agg = e->agg;
                 uint64_t origin = e->origin;
@@ -1912,16 +1973,20 @@ static void conn_close(struct sq_kv_server *s, struct conn *c)
                 }
             } else if (!c->relay && e->origin == c->id) {
                 if (e->watch && e->via != 0) {
-                    struct sq_kv_frame u = {.op = SQ_KV_OP_UNWATCH, .flags = SQ_KV_F_LOCAL,
-                                            .client = e->client, .version = e->req_id};
+                    struct sq_kv_frame u = {.op = SQ_KV_OP_UNWATCH,
+                                            .flags = SQ_KV_F_LOCAL,
+                                            .client = e->client,
+                                            .version = e->req_id};
                     conn_send(s, conn_by_id(s, e->via), &u);
                 }
                 if (e->agg == NULL) {
                     entry_free(s, e);
                 } else if (e->watch) {
                     struct agg *agg = e->agg;
-                    struct sq_kv_frame a = {.op = e->op, .status = SQ_ECLOSED,
-                                            .req_id = e->req_id, .client = e->client};
+                    struct sq_kv_frame a = {.op = e->op,
+                                            .status = SQ_ECLOSED,
+                                            .req_id = e->req_id,
+                                            .client = e->client};
                     entry_free(s, e);
                     agg_part(s, agg, &a); /* answers nobody: the connection is gone */
                 }
@@ -1959,11 +2024,16 @@ static void process_dones(struct sq_kv_server *s)
                     e->req_id != d->req_id) {
                     continue;
                 }
-                struct sq_kv_frame a = {.op = e->op, .status = d->status, .req_id = e->req_id,
-                                        .client = e->client, .version = d->version,
-                                        .time = d->timestamp, .count = d->count,
+                struct sq_kv_frame a = {.op = e->op,
+                                        .status = d->status,
+                                        .req_id = e->req_id,
+                                        .client = e->client,
+                                        .version = d->version,
+                                        .time = d->timestamp,
+                                        .count = d->count,
                                         .flags = d->flags & (SQ_KV_F_DELETED | SQ_KV_F_SIZE_ONLY),
-                                        .value = d->value, .value_len = d->size};
+                                        .value = d->value,
+                                        .value_len = d->size};
                 char msg[200] = "";
                 if (d->status == 0 && (d->flags & (1u << 31))) {
                     uint32_t len = 0;
@@ -1971,15 +2041,14 @@ static void process_dones(struct sq_kv_server *s)
                     a.value_len = len;
                     if (rc != 0) {
                         a.status = rc;
-                        snprintf(msg, sizeof(msg), "reading version 0x%" PRIx64 ": %s",
-                                 d->version, sq_strerror(rc));
+                        snprintf(msg, sizeof(msg), "reading version 0x%" PRIx64 ": %s", d->version,
+                                 sq_strerror(rc));
                     }
                 } else if (d->status == SQ_ECONFLICT) {
                     if (d->version == 0) {
                         snprintf(msg, sizeof(msg), "the key does not exist");
                     } else {
-                        snprintf(msg, sizeof(msg), "the key is at version 0x%" PRIx64,
-                                 d->version);
+                        snprintf(msg, sizeof(msg), "the key is at version 0x%" PRIx64, d->version);
                     }
                 } else if (d->status == SQ_ENOTFOUND) {
                     snprintf(msg, sizeof(msg), "no such key");
@@ -2050,9 +2119,8 @@ static void flush_outbox(struct sq_kv_server *s)
             return;
         }
         if (rc != 0) {
-            reply_err(s, e->origin, e->op, e->client, e->req_id,
-                      rc == SQ_ENOTSUP ? SQ_ESTATE : rc, 0,
-                      "member %u cannot send into the shard: %s", s->my_id, sq_strerror(rc));
+            reply_err(s, e->origin, e->op, e->client, e->req_id, rc == SQ_ENOTSUP ? SQ_ESTATE : rc,
+                      0, "member %u cannot send into the shard: %s", s->my_id, sq_strerror(rc));
             entry_free(s, e);
         }
     }
@@ -2075,8 +2143,8 @@ static void sweep(struct sq_kv_server *s)
                 uint8_t op = e->op;
                 entry_free(s, e);
                 if (agg != NULL) {
-                    struct sq_kv_frame a = {.op = op, .status = SQ_ETIMEDOUT, .client = client,
-                                            .req_id = req};
+                    struct sq_kv_frame a = {
+                        .op = op, .status = SQ_ETIMEDOUT, .client = client, .req_id = req};
                     agg_part(s, agg, &a);
                 } else {
                     reply_err(s, origin, op, client, req, SQ_ETIMEDOUT, 0,
@@ -2130,9 +2198,9 @@ static void conn_read(struct sq_kv_server *s, struct conn *c)
             long need = sq__kv_frame_need(c->in.p + off, c->in.len - off);
             char why[128] = "";
             struct sq_kv_frame f;
-            if (need < 0 || (need > 0 && (size_t)need <= c->in.len - off &&
-                             sq__kv_decode(c->in.p + off, (size_t)need, &f, why,
-                                           sizeof(why)) != 0)) {
+            if (need < 0 ||
+                (need > 0 && (size_t)need <= c->in.len - off &&
+                 sq__kv_decode(c->in.p + off, (size_t)need, &f, why, sizeof(why)) != 0)) {
                 /* The stream cannot be trusted past a bad frame: say why, then close. */
                 struct sq_kv_frame a = {.op = SQ_KV_OP_HELLO, .status = SQ_EPROTO};
                 if (why[0] == '\0') {
@@ -2207,8 +2275,7 @@ static void *service_main(void *arg)
             if (!c->dead && (evs[i].events & EPOLLOUT)) {
                 conn_flush(s, c);
             }
-            if (!c->dead && (evs[i].events & (EPOLLERR | EPOLLHUP)) &&
-                !(evs[i].events & EPOLLIN)) {
+            if (!c->dead && (evs[i].events & (EPOLLERR | EPOLLHUP)) && !(evs[i].events & EPOLLIN)) {
                 c->dead = true;
             }
             if (c->dead) {
@@ -2266,7 +2333,8 @@ int sq__kv_server_create(struct sq_kv_server **out, sq_member *m, const char *co
         rc = SQ_ECONFIG;
     } else if (meta == NULL || !meta->persistent || meta->shards != 1 ||
                (meta->max_members != 0 && meta->max_members < s->cfg.nmembers)) {
-        snprintf(err, err_size, "%s: the key-value service needs [subgroup.meta] with delivery "
+        snprintf(err, err_size,
+                 "%s: the key-value service needs [subgroup.meta] with delivery "
                  "= persistent, one shard and every member (it keeps the pool table)",
                  config_path);
         rc = SQ_ECONFIG;
@@ -2317,7 +2385,8 @@ int sq__kv_server_start(struct sq_kv_server *s, char *err, size_t err_size)
     int r = sq__config_rank_of(&s->cfg, s->my_id);
     char port[16];
     snprintf(port, sizeof(port), "%u", s->client_port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE},
                     *ai = NULL;
     int gai = getaddrinfo(s->cfg.members[r].host, port, &hints, &ai);
@@ -2331,10 +2400,9 @@ int sq__kv_server_start(struct sq_kv_server *s, char *err, size_t err_size)
     if (s->lfd >= 0) {
         setsockopt(s->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     }
-    if (s->lfd < 0 || bind(s->lfd, ai->ai_addr, ai->ai_addrlen) != 0 ||
-        listen(s->lfd, 128) != 0) {
-        snprintf(err, err_size, "cannot listen on client port %s:%s: %s",
-                 s->cfg.members[r].host, port, strerror(errno));
+    if (s->lfd < 0 || bind(s->lfd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(s->lfd, 128) != 0) {
+        snprintf(err, err_size, "cannot listen on client port %s:%s: %s", s->cfg.members[r].host,
+                 port, strerror(errno));
         freeaddrinfo(ai);
         return SQ_EIO;
     }

@@ -95,8 +95,10 @@ static void on_event(void *arg, const sq_kv_event *ev)
     w->events++;
     if (ev->version <= w->last_version || strtol(buf, NULL, 10) != w->events || ev->deleted) {
         if (w->bad++ < 5) {
-            fprintf(stderr, "kv_check: watch event %ld: version 0x%" PRIx64 " after 0x%" PRIx64
-                    ", value '%s'\n", w->events, ev->version, w->last_version, buf);
+            fprintf(stderr,
+                    "kv_check: watch event %ld: version 0x%" PRIx64 " after 0x%" PRIx64
+                    ", value '%s'\n",
+                    w->events, ev->version, w->last_version, buf);
         }
     }
     w->last_version = ev->version;
@@ -229,8 +231,9 @@ static int verify(const char *acked)
         if (rc != 0 || r.version != version || r.size != (size_t)n ||
             memcmp(r.value, want, (size_t)n) != 0) {
             if (lost++ < 5) {
-                fprintf(stderr, "kv_check: acknowledged %s at 0x%" PRIx64 " but got %s at 0x%"
-                        PRIx64 "\n", key, version, sq_err_name(rc), r.version);
+                fprintf(stderr,
+                        "kv_check: acknowledged %s at 0x%" PRIx64 " but got %s at 0x%" PRIx64 "\n",
+                        key, version, sq_err_name(rc), r.version);
             }
         }
         checked++;
