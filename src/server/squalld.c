@@ -343,7 +343,10 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: squalld --config FILE [options]\n"
-            "  Runs one squall group member as described by FILE (see README.md).\n"
+            "  Runs one squall group member as described by FILE (see README.md). When the\n"
+            "  member's [member.ID] has a client_port, it serves the key-value store to clients\n"
+            "  (the squall tool, include/squall/client.h) there and prints \"kv ready\" once it\n"
+            "  does; the workload options below are then refused.\n"
             "workload options (tests, benchmarks, demos):\n"
             "  --send N          send N messages from this member\n"
             "  --size BYTES      payload size of each message (default 1024; >= 8 carries a\n"
