@@ -6,6 +6,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "le.h"
 #include "squall.h"
 
 struct key {
@@ -45,36 +46,6 @@ struct sq_kv_store {
 
 #define CBUCKETS (SQ_KV_DEDUP_CLIENTS * 2)
 
-static void st16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-static void st32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-static void st64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-static uint16_t ld16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-static uint32_t ld32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-static uint64_t ld64(const uint8_t *p)
-{
-    return (uint64_t)ld32(p) | ((uint64_t)ld32(p + 4) << 32);
-}
-
 size_t sq__kv_op_bytes(const struct sq_kv_op *op)
 {
     return SQ_KV_OP_HEADER_BYTES + (size_t)op->key_len + op->value_len;
@@ -85,13 +56,13 @@ void sq__kv_op_encode(const struct sq_kv_op *op, void *out)
     uint8_t *p = out;
     p[0] = op->kind;
     p[1] = op->flags;
-    st16(p + 2, op->key_len);
-    st32(p + 4, op->value_len);
-    st64(p + 8, op->client);
-    st64(p + 16, op->req_id);
-    st64(p + 24, op->expect);
-    st32(p + 32, op->origin);
-    st32(p + 36, op->arg);
+    sq__st16(p + 2, op->key_len);
+    sq__st32(p + 4, op->value_len);
+    sq__st64(p + 8, op->client);
+    sq__st64(p + 16, op->req_id);
+    sq__st64(p + 24, op->expect);
+    sq__st32(p + 32, op->origin);
+    sq__st32(p + 36, op->arg);
     if (op->key_len > 0) {
         memcpy(p + SQ_KV_OP_HEADER_BYTES, op->key, op->key_len);
     }
@@ -104,18 +75,18 @@ int sq__kv_op_decode(const void *buf, size_t len, struct sq_kv_op *op)
 {
     const uint8_t *p = buf;
     if (len < SQ_KV_OP_HEADER_BYTES || p[0] < SQ_KV_PUT || p[0] > SQ_KV_POOL_CREATE ||
-        SQ_KV_OP_HEADER_BYTES + (size_t)ld16(p + 2) + ld32(p + 4) != len) {
+        SQ_KV_OP_HEADER_BYTES + (size_t)sq__ld16(p + 2) + sq__ld32(p + 4) != len) {
         return SQ_EPROTO;
     }
     *op = (struct sq_kv_op){.kind = p[0],
                             .flags = p[1],
-                            .key_len = ld16(p + 2),
-                            .value_len = ld32(p + 4),
-                            .client = ld64(p + 8),
-                            .req_id = ld64(p + 16),
-                            .expect = ld64(p + 24),
-                            .origin = ld32(p + 32),
-                            .arg = ld32(p + 36)};
+                            .key_len = sq__ld16(p + 2),
+                            .value_len = sq__ld32(p + 4),
+                            .client = sq__ld64(p + 8),
+                            .req_id = sq__ld64(p + 16),
+                            .expect = sq__ld64(p + 24),
+                            .origin = sq__ld32(p + 32),
+                            .arg = sq__ld32(p + 36)};
     op->key = (const char *)p + SQ_KV_OP_HEADER_BYTES;
     op->value = op->key + op->key_len;
     return 0;
@@ -562,16 +533,16 @@ int sq__kv_store_save(const struct sq_kv_store *s, void **buf, size_t *size)
         return SQ_ENOMEM;
     }
     uint8_t *q = p;
-    st32(q, SAVE_MAGIC);
-    st32(q + 4, (1u << 8) | (uint32_t)s->type);
-    st64(q + 8, s->last);
-    st64(q + 16, s->nkeys);
+    sq__st32(q, SAVE_MAGIC);
+    sq__st32(q + 4, (1u << 8) | (uint32_t)s->type);
+    sq__st64(q + 8, s->last);
+    sq__st64(q + 16, s->nkeys);
     q += 24;
     for (size_t i = 0; i < nk; i++) {
         const struct key *k = keys[i];
-        st16(q, k->len);
-        st32(q + 2, k->nhist);
-        st32(q + 6, k->value ? k->size : 0);
+        sq__st16(q, k->len);
+        sq__st32(q + 2, k->nhist);
+        sq__st32(q + 6, k->value ? k->size : 0);
         q[10] = k->value != NULL;
         q += 11;
         memcpy(q, k->name, k->len);
@@ -581,27 +552,27 @@ int sq__kv_store_save(const struct sq_kv_store *s, void **buf, size_t *size)
             q += k->size;
         }
         for (uint32_t j = 0; j < k->nhist; j++) {
-            st64(q, k->hist[j].version);
-            st64(q + 8, k->hist[j].timestamp);
-            st32(q + 16, k->hist[j].size);
+            sq__st64(q, k->hist[j].version);
+            sq__st64(q + 8, k->hist[j].timestamp);
+            sq__st32(q + 16, k->hist[j].size);
             q[20] = k->hist[j].deleted;
             q += VER_BYTES;
         }
     }
-    st64(q, s->nclients);
+    sq__st64(q, s->nclients);
     q += 8;
     for (size_t i = 0; i < nc; i++) {
         const struct client *c = clients[i];
-        st64(q, c->id);
-        st64(q + 8, c->last_used);
-        st32(q + 16, c->n);
-        st32(q + 20, c->head);
+        sq__st64(q, c->id);
+        sq__st64(q + 8, c->last_used);
+        sq__st32(q + 16, c->n);
+        sq__st32(q + 20, c->head);
         q += 24;
         for (uint32_t j = 0; j < c->n; j++) {
-            st64(q, c->ring[j].req_id);
-            st32(q + 8, (uint32_t)c->ring[j].status);
-            st64(q + 12, c->ring[j].version);
-            st64(q + 20, c->ring[j].timestamp);
+            sq__st64(q, c->ring[j].req_id);
+            sq__st32(q + 8, (uint32_t)c->ring[j].status);
+            sq__st64(q + 12, c->ring[j].version);
+            sq__st64(q + 20, c->ring[j].timestamp);
             q += ANSWER_BYTES;
         }
     }
@@ -615,19 +586,19 @@ int sq__kv_store_save(const struct sq_kv_store *s, void **buf, size_t *size)
 int sq__kv_store_load(struct sq_kv_store *s, const void *buf, size_t size)
 {
     const uint8_t *p = buf, *end = p + size;
-    if (size < 24 || ld32(p) != SAVE_MAGIC || ld32(p + 4) != ((1u << 8) | (uint32_t)s->type)) {
+    if (size < 24 || sq__ld32(p) != SAVE_MAGIC || sq__ld32(p + 4) != ((1u << 8) | (uint32_t)s->type)) {
         return SQ_EPROTO;
     }
     clear(s);
-    uint64_t last = ld64(p + 8), nkeys = ld64(p + 16);
+    uint64_t last = sq__ld64(p + 8), nkeys = sq__ld64(p + 16);
     p += 24;
     int rc = SQ_EPROTO;
     for (uint64_t i = 0; i < nkeys; i++) {
         if (end - p < 11) {
             goto bad;
         }
-        uint16_t len = ld16(p);
-        uint32_t nhist = ld32(p + 2), vsize = ld32(p + 6);
+        uint16_t len = sq__ld16(p);
+        uint32_t nhist = sq__ld32(p + 2), vsize = sq__ld32(p + 6);
         bool has_value = p[10] != 0;
         p += 11;
         if ((size_t)(end - p) < (size_t)len + (has_value ? vsize : 0) + (size_t)nhist * VER_BYTES ||
@@ -661,9 +632,9 @@ int sq__kv_store_load(struct sq_kv_store *s, const void *buf, size_t size)
         }
         k->nhist = k->caphist = nhist;
         for (uint32_t j = 0; j < nhist; j++) {
-            k->hist[j] = (struct sq_kv_version){.version = ld64(p),
-                                                .timestamp = ld64(p + 8),
-                                                .size = ld32(p + 16),
+            k->hist[j] = (struct sq_kv_version){.version = sq__ld64(p),
+                                                .timestamp = sq__ld64(p + 8),
+                                                .size = sq__ld32(p + 16),
                                                 .deleted = p[20] != 0};
             p += VER_BYTES;
         }
@@ -671,7 +642,7 @@ int sq__kv_store_load(struct sq_kv_store *s, const void *buf, size_t size)
     if (end - p < 8) {
         goto bad;
     }
-    uint64_t nclients = ld64(p);
+    uint64_t nclients = sq__ld64(p);
     p += 8;
     if (nclients > SQ_KV_DEDUP_CLIENTS) {
         goto bad;
@@ -685,10 +656,10 @@ int sq__kv_store_load(struct sq_kv_store *s, const void *buf, size_t size)
             rc = SQ_ENOMEM;
             goto bad;
         }
-        c->id = ld64(p);
-        c->last_used = ld64(p + 8);
-        c->n = ld32(p + 16);
-        c->head = ld32(p + 20);
+        c->id = sq__ld64(p);
+        c->last_used = sq__ld64(p + 8);
+        c->n = sq__ld32(p + 16);
+        c->head = sq__ld32(p + 20);
         p += 24;
         /* a ring that is not full has its head right after its answers (remember() fills
          * slots 0, 1, ... in order); each client once */
@@ -699,7 +670,7 @@ int sq__kv_store_load(struct sq_kv_store *s, const void *buf, size_t size)
             goto bad;
         }
         for (uint32_t j = 0; j < c->n; j++) {
-            c->ring[j] = (struct answer){ld64(p), (int32_t)ld32(p + 8), ld64(p + 12), ld64(p + 20)};
+            c->ring[j] = (struct answer){sq__ld64(p), (int32_t)sq__ld32(p + 8), sq__ld64(p + 12), sq__ld64(p + 20)};
             p += ANSWER_BYTES;
         }
         c->next = s->cbuckets[c->id % CBUCKETS];

@@ -5,40 +5,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "le.h"
 #include "squall.h"
 
 static_assert(SQ_KV_HEADER_BYTES == 60, "the frame header is 60 bytes on the wire");
 static_assert(SQ_KV_ITEM_HEADER_BYTES == 24, "an item header is 24 bytes on the wire");
-
-static void st16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-static void st32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-static void st64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-static uint16_t ld16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-static uint32_t ld32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-static uint64_t ld64(const uint8_t *p)
-{
-    return (uint64_t)ld32(p) | ((uint64_t)ld32(p + 4) << 32);
-}
 
 size_t sq__kv_frame_bytes(const struct sq_kv_frame *f)
 {
@@ -53,20 +24,20 @@ long sq__kv_encode(const struct sq_kv_frame *f, void *out, size_t cap)
     }
     uint8_t *p = out;
     size_t total = sq__kv_frame_bytes(f);
-    st32(p, (uint32_t)(total - 4));
-    st16(p + 4, SQ_KV_MAGIC);
+    sq__st32(p, (uint32_t)(total - 4));
+    sq__st16(p + 4, SQ_KV_MAGIC);
     p[6] = SQ_KV_PROTO;
     p[7] = f->op;
-    st32(p + 8, f->flags);
-    st32(p + 12, (uint32_t)f->status);
-    st64(p + 16, f->req_id);
-    st64(p + 24, f->client);
-    st64(p + 32, f->version);
-    st64(p + 40, f->time);
-    st32(p + 48, f->count);
-    st16(p + 52, f->key_len);
-    st16(p + 54, f->str_len);
-    st32(p + 56, f->value_len);
+    sq__st32(p + 8, f->flags);
+    sq__st32(p + 12, (uint32_t)f->status);
+    sq__st64(p + 16, f->req_id);
+    sq__st64(p + 24, f->client);
+    sq__st64(p + 32, f->version);
+    sq__st64(p + 40, f->time);
+    sq__st32(p + 48, f->count);
+    sq__st16(p + 52, f->key_len);
+    sq__st16(p + 54, f->str_len);
+    sq__st32(p + 56, f->value_len);
     uint8_t *q = p + SQ_KV_HEADER_BYTES;
     if (f->key_len > 0) {
         memcpy(q, f->key, f->key_len);
@@ -87,7 +58,7 @@ long sq__kv_frame_need(const void *buf, size_t len)
     if (len < 4) {
         return 0;
     }
-    uint32_t rest = ld32(buf);
+    uint32_t rest = sq__ld32(buf);
     if (rest < SQ_KV_HEADER_BYTES - 4 || rest > SQ_KV_MAX_FRAME - 4) {
         return SQ_EPROTO;
     }
@@ -100,23 +71,23 @@ int sq__kv_decode(const void *buf, size_t len, struct sq_kv_frame *f, char *why,
     const char *reason = NULL;
     if (len < SQ_KV_HEADER_BYTES) {
         reason = "frame shorter than its 60-byte header";
-    } else if (ld32(p) != len - 4) {
+    } else if (sq__ld32(p) != len - 4) {
         reason = "frame length does not match";
-    } else if (ld16(p + 4) != SQ_KV_MAGIC) {
+    } else if (sq__ld16(p + 4) != SQ_KV_MAGIC) {
         reason = "bad magic (not a squall client frame)";
     } else if (p[6] != SQ_KV_PROTO) {
         reason = "unsupported protocol version";
     } else if (p[7] == 0 || p[7] > SQ_KV_OP_MAX) {
         reason = "unknown operation";
-    } else if ((ld32(p + 8) & ~(uint32_t)SQ_KV_F_MASK) != 0) {
+    } else if ((sq__ld32(p + 8) & ~(uint32_t)SQ_KV_F_MASK) != 0) {
         reason = "unknown flags";
-    } else if (ld16(p + 52) > SQ_KV_MAX_KEY) {
+    } else if (sq__ld16(p + 52) > SQ_KV_MAX_KEY) {
         reason = "key longer than 1024 bytes";
-    } else if (ld16(p + 54) > SQ_KV_MAX_STR) {
+    } else if (sq__ld16(p + 54) > SQ_KV_MAX_STR) {
         reason = "string field longer than 512 bytes";
-    } else if (ld32(p + 56) > SQ_KV_MAX_VALUE) {
+    } else if (sq__ld32(p + 56) > SQ_KV_MAX_VALUE) {
         reason = "value larger than 16 MiB";
-    } else if (SQ_KV_HEADER_BYTES + (size_t)ld16(p + 52) + ld16(p + 54) + ld32(p + 56) != len) {
+    } else if (SQ_KV_HEADER_BYTES + (size_t)sq__ld16(p + 52) + sq__ld16(p + 54) + sq__ld32(p + 56) != len) {
         reason = "field lengths do not add up to the frame length";
     }
     if (reason != NULL) {
@@ -127,16 +98,16 @@ int sq__kv_decode(const void *buf, size_t len, struct sq_kv_frame *f, char *why,
     }
     *f = (struct sq_kv_frame){
         .op = p[7],
-        .flags = ld32(p + 8),
-        .status = (int32_t)ld32(p + 12),
-        .req_id = ld64(p + 16),
-        .client = ld64(p + 24),
-        .version = ld64(p + 32),
-        .time = ld64(p + 40),
-        .count = ld32(p + 48),
-        .key_len = ld16(p + 52),
-        .str_len = ld16(p + 54),
-        .value_len = ld32(p + 56),
+        .flags = sq__ld32(p + 8),
+        .status = (int32_t)sq__ld32(p + 12),
+        .req_id = sq__ld64(p + 16),
+        .client = sq__ld64(p + 24),
+        .version = sq__ld64(p + 32),
+        .time = sq__ld64(p + 40),
+        .count = sq__ld32(p + 48),
+        .key_len = sq__ld16(p + 52),
+        .str_len = sq__ld16(p + 54),
+        .value_len = sq__ld32(p + 56),
     };
     f->key = (const char *)p + SQ_KV_HEADER_BYTES;
     f->str = f->key + f->key_len;
@@ -147,10 +118,10 @@ int sq__kv_decode(const void *buf, size_t len, struct sq_kv_frame *f, char *why,
 size_t sq__kv_item_encode(const struct sq_kv_item_raw *it, void *out)
 {
     uint8_t *p = out;
-    st64(p, it->version);
-    st64(p + 8, it->timestamp);
-    st32(p + 16, it->size);
-    st16(p + 20, it->key_len);
+    sq__st64(p, it->version);
+    sq__st64(p + 8, it->timestamp);
+    sq__st32(p + 16, it->size);
+    sq__st16(p + 20, it->key_len);
     p[22] = it->flags;
     p[23] = 0;
     if (it->key_len > 0) {
@@ -168,13 +139,13 @@ int sq__kv_item_next(const void *buf, size_t len, size_t *pos, struct sq_kv_item
         return SQ_EPROTO;
     }
     const uint8_t *p = (const uint8_t *)buf + *pos;
-    uint16_t klen = ld16(p + 20);
+    uint16_t klen = sq__ld16(p + 20);
     if (klen > SQ_KV_MAX_KEY || len - *pos - SQ_KV_ITEM_HEADER_BYTES < klen || p[22] > 1) {
         return SQ_EPROTO;
     }
-    *it = (struct sq_kv_item_raw){.version = ld64(p),
-                                  .timestamp = ld64(p + 8),
-                                  .size = ld32(p + 16),
+    *it = (struct sq_kv_item_raw){.version = sq__ld64(p),
+                                  .timestamp = sq__ld64(p + 8),
+                                  .size = sq__ld32(p + 16),
                                   .flags = p[22],
                                   .key = (const char *)p + SQ_KV_ITEM_HEADER_BYTES,
                                   .key_len = klen};

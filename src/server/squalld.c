@@ -36,6 +36,17 @@ static void on_signal(int sig)
     g_stop = 1;
 }
 
+/* SIGINT and SIGTERM ask for a clean leave; a closed socket is an error, not a signal. */
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
 static uint64_t mono_ns(void)
 {
     struct timespec ts;
@@ -438,12 +449,7 @@ static int serve_kv(sq_member *m, const char *config, bool join)
         sq_member_close(m);
         return EXIT_USAGE;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    install_signals();
     rc = join ? sq_member_join(m, -1) : sq_member_start(m, -1);
     if (rc != 0) {
         fprintf(stderr, "squalld: member %u cannot %s: %s\n", g_id, join ? "join" : "start",
@@ -618,12 +624,7 @@ int main(int argc, char **argv)
     sq_member_on_state(m, save_state, load_state, &run);
     sq_member_on_query(m, on_query, &run);
     sq_member_on_call(m, on_call, &run);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    install_signals();
 
     rc = join ? sq_member_join(m, -1) : sq_member_start(m, -1);
     if (rc != 0) {
