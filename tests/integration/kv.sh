@@ -48,6 +48,9 @@ expect_status() {
   LAST_OUT=$out
 }
 field() { echo " $1" | grep -o " $2=[^ ]*" | head -1 | cut -d= -f2; }
+# reaped PID: a process we waited for leaves PIDS, so that the cleanup never kills a process
+# that reused its pid (pid_max may be as low as 32768)
+reaped() { local p keep=(); for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done; PIDS=("${keep[@]}"); }
 
 echo "== 1. pools"
 expect_status 0 pool create /orders persistent
@@ -145,7 +148,9 @@ for ((t = 0; t < 100; t++)); do kill -0 "$WPID" 2>/dev/null || kill -0 "$TPID" 2
 kill -0 "$WPID" 2>/dev/null && fail "the prefix watch saw only: $(cat "$WORK/watch.out")"
 kill -0 "$TPID" 2>/dev/null && fail "the trigger watch saw only: $(cat "$WORK/trigger.out")"
 wait "$WPID" || fail "watch exited with $?: $(cat "$WORK/watch.out")"
+reaped "$WPID"
 wait "$TPID" || fail "trigger watch exited with $?: $(cat "$WORK/trigger.out")"
+reaped "$TPID"
 keys=$(awk '{print $1}' "$WORK/watch.out" | tr '\n' ' ')
 [ "$keys" = "/orders/w/1 /orders/w/2 /orders/w/1 /orders/w/3 " ] || fail "prefix watch saw: $(cat "$WORK/watch.out")"
 grep -q deleted "$WORK/watch.out" || fail "the watch did not show the removal"
@@ -165,6 +170,7 @@ done
 sleep 1
 "$LOCAL" restart 1 --dir "$DIR" > "$WORK/restart.out" 2>&1 || fail "restart: $(cat "$WORK/restart.out")"
 wait "$KPID" || fail "writer: $(cat "$WORK/writer.out")"
+reaped "$KPID"
 cat "$WORK/writer.out"
 "$KV_CHECK" verify "$MEMBERS" "$WORK/acked" || fail "acknowledged puts lost"
 # the restarted member answers from its own state
@@ -210,4 +216,5 @@ for ((i = 0; i < 10; i++)); do "$SQUALL" put "/s/extra-$i" x > /dev/null; done
 for ((t = 0; t < 100; t++)); do kill -0 "$WPID" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$WPID" 2>/dev/null && fail "the watch over 2 shards saw $(wc -l < "$WORK/watch2.out") of 40 updates"
 wait "$WPID" || fail "watch over 2 shards exited with $?"
+reaped "$WPID"
 echo "PASS"

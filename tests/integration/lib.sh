@@ -4,7 +4,10 @@ set -u
 PIDS=()
 WORK=$(mktemp -d /tmp/squall-it-XXXXXX)
 cleanup() {
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  # Only processes that are still this shell's unreaped jobs: a pid we already waited for may
+  # belong to someone else by now (pid_max can be as low as 32768).
+  local live; live=" $(jobs -p | tr '\n' ' ') "
+  for p in "${PIDS[@]}"; do [[ $live == *" $p "* ]] && { kill -9 "$p" 2>/dev/null || true; }; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   if [ "${KEEP_WORK:-0}" = 1 ]; then echo "work dir kept: $WORK"; else rm -rf "$WORK"; fi
 }
