@@ -158,8 +158,16 @@ awk '{print $2}' "$WORK/watch.out" | cut -d= -f2 | sort -c || fail "watch not in
 [ "$(grep -c '^/events/e[12] ' "$WORK/trigger.out")" = 2 ] || fail "trigger watch: $(cat "$WORK/trigger.out")"
 expect_status 1 history /events/e1
 
-echo "== 7. kill -9 of a member during a write stream"
-"$KV_CHECK" writer "$MEMBERS" /orders/k- 3000 "$WORK/acked" > "$WORK/writer.out" 2>&1 &
+echo "== 7. kill -9 of a member during a write stream, with watches through it"
+CP1=$(echo "$MEMBERS" | cut -d, -f2)
+# one watch only through member 1 (it waits for the restart), one through any member (it moves)
+"$SQUALL" --member "$CP1" watch /orders/k/ --from 0 --count 3000 > "$WORK/kw1.out" 2>&1 &
+KW1=$!
+PIDS+=("$KW1")
+"$SQUALL" watch /orders/k/ --from 0 --count 3000 > "$WORK/kw2.out" 2>&1 &
+KW2=$!
+PIDS+=("$KW2")
+"$KV_CHECK" writer "$MEMBERS" /orders/k/ 3000 "$WORK/acked" > "$WORK/writer.out" 2>&1 &
 KPID=$!
 PIDS+=("$KPID")
 for ((t = 0; t < 100; t++)); do
@@ -174,8 +182,21 @@ reaped "$KPID"
 cat "$WORK/writer.out"
 "$KV_CHECK" verify "$MEMBERS" "$WORK/acked" || fail "acknowledged puts lost"
 # the restarted member answers from its own state
-CP1=$(echo "$MEMBERS" | cut -d, -f2)
 "$KV_CHECK" verify "$CP1" "$WORK/acked" || fail "the restarted member misses acknowledged puts"
+# both watches saw each of the 3000 puts once, in version order, across the failure
+for w in KW1 KW2; do
+  pid=${!w}
+  for ((t = 0; t < 200; t++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && fail "watch $w saw $(wc -l < "$WORK/${w,,}.out") of 3000 puts"
+  wait "$pid" || fail "watch $w exited with $?: $(tail -3 "$WORK/${w,,}.out")"
+  reaped "$pid"
+  out="$WORK/${w,,}.out"
+  [ "$(awk '{print $1}' "$out" | sort -u | wc -l)" = 3000 ] || fail "watch $w: $(awk '{print $1}' "$out" | sort -u | wc -l) distinct keys"
+  awk '{print $2}' "$out" | cut -d= -f2 | while read -r v; do printf '%d\n' "$v"; done |
+    sort -c -n -u || fail "watch $w: versions not strictly increasing"
+done
+echo "   both watches saw all 3000 puts in order"
+
 
 echo "== 8. the whole group stops and starts again from its logs"
 before=$(sq get /orders/counter)
