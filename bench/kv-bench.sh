@@ -55,7 +55,7 @@ port_busy() { # port_busy P: some socket uses one of the ports P..P+2, P+100..P+
 }
 started=0
 for attempt in 1 2 3 4 5; do
-  base=$((20000 + ($$ * 7919 + attempt * 4099) % 39800)) # ports stay within 20000..59902
+  base=$((20000 + ($$ * 7919 + attempt * 4099) % 12000)) # 20000..32101: below the ephemeral ports
   if port_busy "$base"; then
     continue
   fi

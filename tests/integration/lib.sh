@@ -15,8 +15,10 @@ trap cleanup EXIT
 
 fail() { echo "FAIL: $*" >&2; for f in "$WORK"/*.err; do [ -f "$f" ] && { echo "--- $f"; tail -n 20 "$f"; }; done; exit 1; }
 
-# A port base unlikely to collide with another test run: from the pid, in 21000..60000.
-BASE_PORT=$(( 21000 + ($$ * 7) % 39000 ))
+# A port base unlikely to collide with another test run: from the pid, in 10000..32000,
+# below the ephemeral range (32768 and up), where the many short client connections of a test
+# leave TIME_WAIT ports that a member could not listen on.
+BASE_PORT=$(( 10000 + ($$ * 7) % 22000 ))
 
 # make_configs N [window] [max_payload] [extra [group] lines] [subgroup sections]: writes
 # $WORK/m<i>.cfg for ids 0..N-1 (by default one subgroup, main, with the window and max_payload).
