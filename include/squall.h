@@ -96,6 +96,9 @@ typedef struct sq_view {
     uint32_t nsubgroups;
     const uint32_t *my_shard;    /* by subgroup: my shard, or SQ_NO_SHARD (standing by) */
     const uint32_t *shard_of;    /* by subgroup * nmembers + rank: each member's shard */
+    uint32_t awaiting_state;     /* bit s: this member is new to its shard of subgroup s and
+                                    receives the shard's state (sq_state_load_fn) before it
+                                    delivers anything there */
 } sq_view;
 
 #define SQ_NO_SHARD 0xFFFFFFFFu

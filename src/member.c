@@ -332,7 +332,11 @@ static void report_view(sq_member *m, const uint32_t *removed, uint32_t nremoved
                 (unsigned long long)dropped);
     }
     if (m->on_view != NULL) {
-        sq_view v = {.view_id = c->view_id, .nmembers = c->L.nmembers,
+        uint32_t awaiting = 0;
+        for (uint32_t s = 0; s < m->cfg.nsubgroups; s++) {
+            awaiting |= (uint32_t)m->g.awaiting[s] << s;
+        }
+        sq_view v = {.view_id = c->view_id, .nmembers = c->L.nmembers, .awaiting_state = awaiting,
                      .member_ids = c->member_ids, .my_rank = c->my_rank,
                      .nremoved = nremoved, .removed_ids = removed, .dropped = dropped,
                      .adequate = m->g.adequate, .nsubgroups = m->cfg.nsubgroups,

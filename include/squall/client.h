@@ -23,7 +23,8 @@ int sq_client_open(sq_client **out, const char *members, int timeout_ms, char *e
                    size_t err_size);
 
 /* Stops the client's I/O thread, closes the connection and frees the client. Outstanding
- * asynchronous calls complete with SQ_ECLOSED first. Safe on NULL. */
+ * asynchronous calls complete with SQ_ECLOSED first. Safe on NULL. Not from a callback (there
+ * it returns without closing). */
 void sq_client_close(sq_client *c);
 
 /* The id of the member this client is connected to, or UINT32_MAX. */
@@ -66,7 +67,8 @@ typedef struct sq_get_opts {
 
 /* Puts `value` under `key` (a path under a pool: "/orders/42"). On success r->version and
  * r->timestamp are the new entry's. A conditional put that fails returns SQ_ECONFLICT with the
- * key's current version in r->version (0 when it does not exist). Returns r->status. */
+ * key's current version in r->version (0 when it never existed; the removal's version after a
+ * remove). Returns r->status. */
 int sq_client_put(sq_client *c, const char *key, const void *value, size_t size,
                   const sq_put_opts *opts, sq_kv_result *r);
 int sq_client_get(sq_client *c, const char *key, const sq_get_opts *opts, sq_kv_result *r);

@@ -33,19 +33,23 @@
 #define SQ_KV_MAX_FRAME (SQ_KV_HEADER_BYTES + SQ_KV_MAX_KEY + SQ_KV_MAX_STR + SQ_KV_MAX_VALUE)
 
 enum {
-    SQ_KV_OP_HELLO = 1,       /* answer: str = "member=ID" */
+    SQ_KV_OP_HELLO = 1,       /* answer: str = "member=ID"; also the op of the SQ_EPROTO
+                                 answer to a malformed frame (req_id copied when readable) */
     SQ_KV_OP_PUT = 2,         /* key, value; IF_VERSION / IF_ABSENT make it conditional */
     SQ_KV_OP_GET = 3,         /* key; AT_VERSION / AT_TIME / STABLE / SIZE_ONLY */
     SQ_KV_OP_REMOVE = 4,      /* key; IF_VERSION */
     SQ_KV_OP_LIST = 5,        /* key = prefix; AT_TIME; answer: items */
     SQ_KV_OP_HISTORY = 6,     /* key; answer: items (one per version, oldest first) */
-    SQ_KV_OP_WATCH = 7,       /* key, or a prefix ending in '/'; version = first version wanted */
+    SQ_KV_OP_WATCH = 7,       /* key, or a prefix ending in '/'; version = first version wanted;
+                                 value (optional): 16 x u64, the first version per shard (a
+                                 client watching again); answer: version = last applied */
     SQ_KV_OP_UNWATCH = 8,     /* version = req_id of the watch */
     SQ_KV_OP_POOL_CREATE = 9, /* key = path; str = store type or subgroup name; count = shards */
     SQ_KV_OP_POOL_LIST = 10,  /* answer: items (key = path, version = subgroup, size = shards,
                                  timestamp = store type) */
     SQ_KV_OP_STATUS = 11,     /* answer: value = text (JSON with SQ_KV_F_JSON) */
-    SQ_KV_OP_EVENT = 12,      /* member to client: one update for a watch (req_id = the watch's) */
+    SQ_KV_OP_EVENT = 12,      /* member to client: one update for a watch (req_id = the watch's,
+                                 count = the shard: versions count per shard) */
     SQ_KV_OP_MAX = 12,
 };
 

@@ -71,6 +71,7 @@ struct pool {
     uint16_t len;
     uint32_t sg;
     uint32_t shards;
+    uint64_t client, req_id; /* the request that created it: a retry of it is not a conflict */
 };
 
 /* Gathers the answers of one request fanned out to every shard of a pool (list, prefix
@@ -150,6 +151,7 @@ struct sq_kv_server {
     uint32_t my_shard[SQ_MAX_SUBGROUPS];
     uint32_t shard_of[SQ_MAX_SUBGROUPS * SQ_MAX_MEMBERS];
     bool have_view;
+    bool meta_ready; /* the pool table is this member's (not waiting for a newcomer's state) */
     uint64_t persisted[SQ_MAX_SUBGROUPS]; /* 1 + the frontier */
     struct pool pools[MAX_POOLS];
     uint32_t npools;
@@ -491,6 +493,12 @@ static void apply_pool(struct sq_kv_server *s, const struct sq_kv_op *op, int *s
 {
     uint32_t sg = op->arg & 0xff, shards = op->arg >> 16;
     *status = 0;
+    for (uint32_t i = 0; i < s->npools; i++) {
+        const struct pool *p = &s->pools[i];
+        if (op->client != 0 && p->client == op->client && p->req_id == op->req_id) {
+            return; /* a retry of the request that created it (applied once) */
+        }
+    }
     if (s->npools >= MAX_POOLS) {
         *status = SQ_ENOSPC;
         return;
@@ -516,6 +524,8 @@ static void apply_pool(struct sq_kv_server *s, const struct sq_kv_op *op, int *s
     p->len = op->key_len;
     p->sg = sg;
     p->shards = shards;
+    p->client = op->client;
+    p->req_id = op->req_id;
 }
 
 static void on_deliver(void *arg, const sq_message *msg)
@@ -701,13 +711,20 @@ static void on_view(void *arg, const sq_view *v)
     memcpy(s->my_shard, v->my_shard, v->nsubgroups * sizeof(uint32_t));
     memcpy(s->shard_of, v->shard_of, (size_t)v->nsubgroups * v->nmembers * sizeof(uint32_t));
     for (uint32_t g = 0; g < v->nsubgroups; g++) {
-        if (v->my_shard[g] == SQ_NO_SHARD && s->store[g] != NULL) {
+        if ((int)g == s->meta) {
+            s->meta_ready = !(v->awaiting_state & (1u << g)) && v->my_shard[g] != SQ_NO_SHARD;
+            continue;
+        }
+        if (v->my_shard[g] == SQ_NO_SHARD || (v->awaiting_state & (1u << g))) {
+            /* A member new to a shard gets its store with the state (load_state); until then
+             * reads answer SQ_ESTATE, which clients retry, rather than from an empty store. */
             sq__kv_store_destroy(s->store[g]);
             s->store[g] = NULL;
+        } else {
+            /* the first view, a restart from the logs (replayed already), or a shard that
+             * starts empty: what this member has is the shard's state */
+            (void)store_for(s, g, v->my_shard[g]);
         }
-        /* A member new to a shard gets its store with the state (load_state) or its first
-         * delivery; until then reads answer SQ_ESTATE, which clients retry, rather than from
-         * an empty store. */
     }
     s->have_view = true;
     s->resend = true; /* ops the change dropped go again (at most once: dedup) */
@@ -721,14 +738,14 @@ static void on_view(void *arg, const sq_view *v)
 }
 
 /* Pool table state (metadata subgroup): "SQPL" u32 n, then n x (u16 len, u32 sg, u32 shards,
- * path). */
+ * u64 creator client, u64 creator request, path). */
 static int save_state(void *arg, uint32_t sg, uint32_t shard, void **buf, size_t *size)
 {
     struct sq_kv_server *s = arg;
     int rc = 0;
     pthread_mutex_lock(&s->mu);
     if ((int)sg == s->meta) {
-        uint8_t *p = malloc(8 + (size_t)s->npools * (10 + MAX_POOL_PATH));
+        uint8_t *p = malloc(8 + (size_t)s->npools * (26 + MAX_POOL_PATH));
         if (p == NULL) {
             rc = SQ_ENOMEM;
         } else {
@@ -740,8 +757,10 @@ static int save_state(void *arg, uint32_t sg, uint32_t shard, void **buf, size_t
                 memcpy(p + o, &s->pools[i].len, 2);
                 memcpy(p + o + 2, &s->pools[i].sg, 4);
                 memcpy(p + o + 6, &s->pools[i].shards, 4);
-                memcpy(p + o + 10, s->pools[i].path, s->pools[i].len);
-                o += 10u + s->pools[i].len;
+                memcpy(p + o + 10, &s->pools[i].client, 8);
+                memcpy(p + o + 18, &s->pools[i].req_id, 8);
+                memcpy(p + o + 26, s->pools[i].path, s->pools[i].len);
+                o += 26u + s->pools[i].len;
             }
             *buf = p;
             *size = o;
@@ -766,19 +785,23 @@ static void load_state(void *arg, uint32_t sg, uint32_t shard, const void *buf, 
         }
         size_t o = 8;
         s->npools = 0;
-        for (uint32_t i = 0; i < n && i < MAX_POOLS && o + 10 <= size; i++) {
+        for (uint32_t i = 0; i < n && i < MAX_POOLS && o + 26 <= size; i++) {
             struct pool *pl = &s->pools[s->npools];
             memcpy(&pl->len, p + o, 2);
             memcpy(&pl->sg, p + o + 2, 4);
             memcpy(&pl->shards, p + o + 6, 4);
-            if (pl->len > MAX_POOL_PATH || o + 10 + pl->len > size) {
+            memcpy(&pl->client, p + o + 10, 8);
+            memcpy(&pl->req_id, p + o + 18, 8);
+            if (pl->len > MAX_POOL_PATH || o + 26 + pl->len > size ||
+                pl->sg >= s->cfg.nsubgroups) {
                 break;
             }
-            memcpy(pl->path, p + o + 10, pl->len);
+            memcpy(pl->path, p + o + 26, pl->len);
             pl->path[pl->len] = '\0';
-            o += 10u + pl->len;
+            o += 26u + pl->len;
             s->npools++;
         }
+        s->meta_ready = true;
     } else {
         /* into a fresh store, swapped in only when the whole state loaded */
         struct sq_kv_store *st = NULL;
@@ -1517,6 +1540,14 @@ static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_
         drop_watch(s, c->id, f->client, f->req_id);
     }
     pthread_mutex_lock(&s->mu);
+    bool meta_ready = s->meta_ready;
+    pthread_mutex_unlock(&s->mu);
+    if (!meta_ready) {
+        reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ESTATE, 0,
+                  "member %u is still receiving the pool table", s->my_id);
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
     const struct pool *pp =
         fan ? pool_of_prefix(s, f->key, f->key_len) : pool_of_key(s, f->key, f->key_len);
     struct pool p = pp != NULL ? *pp : (struct pool){0};
@@ -1769,6 +1800,12 @@ static void pool_list(struct sq_kv_server *s, struct conn *c, const struct sq_kv
     struct buf b = {0};
     uint32_t n = 0;
     pthread_mutex_lock(&s->mu);
+    if (!s->meta_ready) {
+        pthread_mutex_unlock(&s->mu);
+        reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ESTATE, 0,
+                  "member %u is still receiving the pool table", s->my_id);
+        return;
+    }
     for (uint32_t i = 0; i < s->npools; i++) {
         const struct pool *p = &s->pools[i];
         if (buf_reserve(&b, SQ_KV_ITEM_HEADER_BYTES + p->len) != 0) {
@@ -2052,6 +2089,8 @@ static void process_dones(struct sq_kv_server *s)
                     }
                 } else if (d->status == SQ_ENOTFOUND) {
                     snprintf(msg, sizeof(msg), "no such key");
+                } else if (d->status == SQ_ENOSPC && e->op == SQ_KV_OP_POOL_CREATE) {
+                    snprintf(msg, sizeof(msg), "a group holds at most %d pools", MAX_POOLS);
                 } else if (d->status == SQ_EEXIST) {
                     snprintf(msg, sizeof(msg), "that pool exists, or overlaps an existing one");
                 } else if (d->status != 0) {
@@ -2297,6 +2336,17 @@ static void *service_main(void *arg)
     return NULL;
 }
 
+bool sq__kv_server_ready(struct sq_kv_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    bool ready = s->have_view && s->meta_ready;
+    for (uint32_t g = 0; ready && g < s->cfg.nsubgroups; g++) {
+        ready = (int)g == s->meta || s->my_shard[g] == SQ_NO_SHARD || s->store[g] != NULL;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return ready;
+}
+
 int sq__kv_config_serves(const char *config_path)
 {
     static struct sq_config cfg; /* large: not on the stack; called once, from main */
@@ -2373,15 +2423,6 @@ int sq__kv_server_create(struct sq_kv_server **out, sq_member *m, const char *co
 
 int sq__kv_server_start(struct sq_kv_server *s, char *err, size_t err_size)
 {
-    /* Started or joined: the shards this member serves now have their state (a joiner's came
-     * before sq_member_join returned; a new group starts empty or from its logs). */
-    pthread_mutex_lock(&s->mu);
-    for (uint32_t g = 0; g < s->cfg.nsubgroups; g++) {
-        if ((int)g != s->meta && s->my_shard[g] != SQ_NO_SHARD) {
-            (void)store_for(s, g, s->my_shard[g]);
-        }
-    }
-    pthread_mutex_unlock(&s->mu);
     int r = sq__config_rank_of(&s->cfg, s->my_id);
     char port[16];
     snprintf(port, sizeof(port), "%u", s->client_port);

@@ -4,6 +4,7 @@
 #ifndef SQ_KVSERVER_H
 #define SQ_KVSERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,6 +26,10 @@ int sq__kv_config_serves(const char *config_path);
 /* Listens on the client port and starts the service thread; call once the member has started or
  * joined. */
 int sq__kv_server_start(struct sq_kv_server *s, char *err, size_t err_size);
+
+/* Whether this member holds the pool table and the state of every shard it serves (a member
+ * that just joined receives them after sq_member_join returns). */
+bool sq__kv_server_ready(struct sq_kv_server *s);
 
 /* Stops the service thread and closes every client connection. Call before sq_member_close; the
  * object is freed by sq__kv_server_destroy after the member is closed (callbacks may run until

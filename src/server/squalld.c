@@ -357,7 +357,8 @@ static void usage(FILE *out)
             "  Runs one squall group member as described by FILE (see README.md). When the\n"
             "  member's [member.ID] has a client_port, it serves the key-value store to clients\n"
             "  (the squall tool, include/squall/client.h) there and prints \"kv ready\" once it\n"
-            "  does; the workload options below are then refused.\n"
+            "  does; --send, --expect, --finish, --print, --latency-file, --persist-latency-file,\n"
+            "  --query and --call-at are then refused (--join and --dump-log still work).\n"
             "workload options (tests, benchmarks, demos):\n"
             "  --send N          send N messages from this member\n"
             "  --size BYTES      payload size of each message (default 1024; >= 8 carries a\n"
@@ -438,7 +439,7 @@ static void fill(void *buf, uint64_t size, uint64_t i)
 }
 
 /* Key-value mode: the member serves clients on its client port until SIGINT or SIGTERM (a clean
- * leave) or until it fails. Prints "kv ready client_port=P members=N" once it serves. */
+ * leave) or until it fails. Prints "kv ready member=ID members=N" once it serves. */
 static int serve_kv(sq_member *m, const char *config, bool join)
 {
     char err[512] = "";
@@ -465,6 +466,11 @@ static int serve_kv(sq_member *m, const char *config, bool join)
         sq_member_close(m);
         sq__kv_server_destroy(kv);
         return EXIT_FAILED;
+    }
+    /* A member that joined receives the pool table and its shards' state just after: "ready"
+     * means it has them (requests before that are answered SQ_ESTATE, which clients retry). */
+    for (int i = 0; i < 3000 && !sq__kv_server_ready(kv) && !g_stop; i++) {
+        usleep(10000);
     }
     printf("kv ready member=%u members=%u\n", g_id, sq_member_count(m));
     int status = EXIT_DONE;
