@@ -438,6 +438,20 @@ static void fill(void *buf, uint64_t size, uint64_t i)
     }
 }
 
+/* Starts (or joins) the group; on failure says why, closes the member and returns the exit
+ * status. */
+static int start_or_join(sq_member *m, bool join)
+{
+    int rc = join ? sq_member_join(m, -1) : sq_member_start(m, -1);
+    if (rc == 0) {
+        return 0;
+    }
+    fprintf(stderr, "squalld: member %u cannot %s: %s\n", g_id, join ? "join" : "start",
+            sq_member_errmsg(m));
+    sq_member_close(m);
+    return rc == SQ_ECONFIG ? EXIT_USAGE : EXIT_FAILED;
+}
+
 /* Key-value mode: the member serves clients on its client port until SIGINT or SIGTERM (a clean
  * leave) or until it fails. Prints "kv ready member=ID members=N" once it serves. */
 static int serve_kv(sq_member *m, const char *config, bool join)
@@ -451,13 +465,10 @@ static int serve_kv(sq_member *m, const char *config, bool join)
         return EXIT_USAGE;
     }
     install_signals();
-    rc = join ? sq_member_join(m, -1) : sq_member_start(m, -1);
+    rc = start_or_join(m, join);
     if (rc != 0) {
-        fprintf(stderr, "squalld: member %u cannot %s: %s\n", g_id, join ? "join" : "start",
-                sq_member_errmsg(m));
-        sq_member_close(m);
         sq__kv_server_destroy(kv);
-        return rc == SQ_ECONFIG ? EXIT_USAGE : EXIT_FAILED;
+        return rc;
     }
     rc = sq__kv_server_start(kv, err, sizeof(err));
     if (rc != 0) {
@@ -632,12 +643,9 @@ int main(int argc, char **argv)
     sq_member_on_call(m, on_call, &run);
     install_signals();
 
-    rc = join ? sq_member_join(m, -1) : sq_member_start(m, -1);
+    rc = start_or_join(m, join);
     if (rc != 0) {
-        fprintf(stderr, "squalld: member %u cannot %s: %s\n", g_id, join ? "join" : "start",
-                sq_member_errmsg(m));
-        sq_member_close(m);
-        return rc == SQ_ECONFIG ? EXIT_USAGE : EXIT_FAILED;
+        return rc;
     }
     uint64_t start_ns = mono_ns();
     bool bounded = expect > 0 || finish;
