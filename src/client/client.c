@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kv/buf.h"
 #include "kv/wire.h"
 
 #define MAX_MEMBERS 32
@@ -47,10 +48,6 @@ struct call {
     uint64_t retry_at_ms;
 };
 
-struct buf {
-    uint8_t *p;
-    size_t len, cap, off;
-};
 
 struct sq_client {
     char host[MAX_MEMBERS][256];
@@ -71,9 +68,11 @@ struct sq_client {
     uint32_t nretry;                  /* established watches waiting to ask again */
     uint32_t ncalls;
     uint32_t nwatching;       /* established watches among ncalls: they do not count as in flight */
+    uint64_t win_base;        /* requests in flight (watches excluded): bit i of win_mask is */
+    uint64_t win_mask;        /* request win_base + i, all within SQ_CLIENT_MAX_INFLIGHT ids */
     struct call *in_callback; /* the watch whose callback the I/O thread runs now */
     pthread_cond_t cb_done;   /* signalled when that callback returns */
-    struct buf out, in;
+    struct sq__buf out, in;
     uint64_t next_connect_ms;
 };
 
@@ -82,32 +81,6 @@ static uint64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static int buf_reserve(struct buf *b, size_t n)
-{
-    if (b->len + n <= b->cap) {
-        return 0;
-    }
-    if (b->off > 0) {
-        memmove(b->p, b->p + b->off, b->len - b->off);
-        b->len -= b->off;
-        b->off = 0;
-        if (b->len + n <= b->cap) {
-            return 0;
-        }
-    }
-    size_t cap = b->cap ? b->cap : 65536;
-    while (cap < b->len + n) {
-        cap *= 2;
-    }
-    uint8_t *p = realloc(b->p, cap);
-    if (p == NULL) {
-        return SQ_ENOMEM;
-    }
-    b->p = p;
-    b->cap = cap;
-    return 0;
 }
 
 static void wake(sq_client *c)
@@ -171,12 +144,41 @@ static struct call **slot_of(sq_client *c, uint64_t req)
                                                 : (c)->watches[b_ - CALL_BUCKETS];                 \
              k != NULL; k = k->next)
 
+/* The window of request ids in flight, kept as calls start and end (no scan on the hot path):
+ * ids stay within SQ_CLIENT_MAX_INFLIGHT of each other, so a retry always falls in a shard's
+ * window of remembered answers. */
+static uint64_t oldest_request(const sq_client *c)
+{
+    return c->win_mask != 0 ? c->win_base : c->next_req + 1;
+}
+
+static void window_add(sq_client *c, uint64_t id)
+{
+    if (c->win_mask == 0) {
+        c->win_base = id;
+    }
+    c->win_mask |= 1ull << (id - c->win_base);
+}
+
+static void window_done(sq_client *c, const struct call *k)
+{
+    if (k->watch || k->req_id < c->win_base || k->req_id - c->win_base >= 64) {
+        return;
+    }
+    c->win_mask &= ~(1ull << (k->req_id - c->win_base));
+    while (c->win_mask != 0 && !(c->win_mask & 1)) {
+        c->win_mask >>= 1;
+        c->win_base++;
+    }
+}
+
 static void call_unlink(sq_client *c, struct call *k)
 {
     struct call **pc = slot_of(c, k->req_id);
     if (*pc == k) {
         *pc = k->next;
         c->ncalls--;
+        window_done(c, k);
         c->nwatching -= k->watch && k->acked;
         c->nretry -= k->acked && k->retry_at_ms != 0;
     }
@@ -184,7 +186,7 @@ static void call_unlink(sq_client *c, struct call *k)
 
 static void queue_frame(sq_client *c, struct call *k)
 {
-    if (c->connected && buf_reserve(&c->out, k->len) == 0) {
+    if (c->connected && sq__buf_reserve(&c->out, k->len) == 0) {
         memcpy(c->out.p + c->out.len, k->frame, k->len);
         c->out.len += k->len;
         k->sent = true;
@@ -256,7 +258,7 @@ static int try_connect(sq_client *c, uint32_t i)
 static void queue_hello(sq_client *c)
 {
     struct sq_kv_frame f = {.op = SQ_KV_OP_HELLO, .client = c->client_id};
-    if (buf_reserve(&c->out, SQ_KV_HEADER_BYTES) == 0) {
+    if (sq__buf_reserve(&c->out, SQ_KV_HEADER_BYTES) == 0) {
         long n = sq__kv_encode(&f, c->out.p + c->out.len, SQ_KV_HEADER_BYTES);
         c->out.len += n > 0 ? (size_t)n : 0;
     }
@@ -409,6 +411,7 @@ static void expire(sq_client *c)
             if (!k->acked && now >= k->deadline_ms) {
                 *pc = k->next;
                 c->ncalls--;
+                window_done(c, k);
                 k->next = dead;
                 dead = k;
                 continue;
@@ -452,7 +455,7 @@ static void expire(sq_client *c)
 static void read_frames(sq_client *c)
 {
     for (;;) {
-        if (buf_reserve(&c->in, 65536) != 0) {
+        if (sq__buf_reserve(&c->in, 65536) != 0) {
             pthread_mutex_lock(&c->mu);
             disconnect(c);
             pthread_mutex_unlock(&c->mu);
@@ -681,25 +684,6 @@ void sq_client_close(sq_client *c)
     free(c);
 }
 
-/* The lowest request id still waiting for its answer (watches excluded), or next_req + 1.
- * Request ids in flight stay within SQ_CLIENT_MAX_INFLIGHT of each other, so a retry always
- * falls in a shard's window of remembered answers. */
-static uint64_t oldest_request(const sq_client *c)
-{
-    uint64_t oldest = c->next_req + 1;
-    if (c->ncalls == c->nwatching) {
-        return oldest;
-    }
-    for (uint32_t b = 0; b < CALL_BUCKETS; b++) {
-        for (const struct call *k = c->calls[b]; k != NULL; k = k->next) {
-            if (!k->watch && k->req_id < oldest) {
-                oldest = k->req_id;
-            }
-        }
-    }
-    return oldest;
-}
-
 /* Queues one request; `done` runs once with its result. */
 static int submit(sq_client *c, struct sq_kv_frame *f, sq_kv_done_fn done, void *arg,
                   sq_watch_fn wfn, void *warg, uint64_t *req_out)
@@ -745,6 +729,9 @@ static int submit(sq_client *c, struct sq_kv_frame *f, sq_kv_done_fn done, void 
     k->next = *pc;
     *pc = k;
     c->ncalls++;
+    if (!k->watch) {
+        window_add(c, k->req_id);
+    }
     queue_frame(c, k);
     if (req_out != NULL) {
         *req_out = k->req_id;

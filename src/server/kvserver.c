@@ -36,6 +36,7 @@
 #include "common.h"
 #include "config.h"
 #include "hash.h"
+#include "kv/buf.h"
 #include "kv/store.h"
 #include "kv/wire.h"
 #include "log.h"
@@ -48,10 +49,6 @@
 #define REQUEST_TIMEOUT_MS 60000 /* a request still in flight after this is failed */
 #define LOG_WAIT_MS 2000         /* how long a read waits for a delivered entry to reach the log */
 
-struct buf {
-    uint8_t *p;
-    size_t len, cap;
-};
 
 struct conn {
     struct conn *next;
@@ -62,8 +59,7 @@ struct conn {
     bool want_out;
     bool dead;
     struct watch *watches; /* registered by this client connection */
-    struct buf in, out;
-    size_t out_off;
+    struct sq__buf in, out; /* out.off: what was sent already */
 };
 
 struct pool {
@@ -82,7 +78,7 @@ struct agg {
     int remaining;
     int status;
     char msg[200];
-    struct buf items;
+    struct sq__buf items;
     uint32_t nitems;
 };
 
@@ -110,7 +106,7 @@ enum { DONE_ANSWER, DONE_EVENT, DONE_DELIVERED };
 struct done {
     struct done *next;
     uint8_t kind;
-    uint8_t op; /* answers: the client op (put, remove, get, pool create) */
+    bool from_log; /* a stable read of an older version: the value is read from the log */
     uint32_t sg;
     uint64_t client, req_id;
     uint64_t msg_version; /* the delivered op's version: persistence is awaited up to it */
@@ -174,42 +170,6 @@ struct sq_kv_server {
     uint64_t last_sweep_ms;
 };
 
-/* ---- small buffers ---- */
-
-static int buf_reserve(struct buf *b, size_t n)
-{
-    if (b->len + n <= b->cap) {
-        return 0;
-    }
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + n) {
-        cap *= 2;
-    }
-    uint8_t *p = realloc(b->p, cap);
-    if (p == NULL) {
-        return SQ_ENOMEM;
-    }
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
-static int buf_add(struct buf *b, const void *data, size_t n)
-{
-    int rc = buf_reserve(b, n);
-    if (rc == 0 && n > 0) {
-        memcpy(b->p + b->len, data, n);
-        b->len += n;
-    }
-    return rc;
-}
-
-static void buf_free(struct buf *b)
-{
-    free(b->p);
-    *b = (struct buf){0};
-}
-
 static void wake(struct sq_kv_server *s)
 {
     uint64_t one = 1;
@@ -241,8 +201,8 @@ static void conn_arm(struct sq_kv_server *s, struct conn *c, bool out)
 
 static void conn_flush(struct sq_kv_server *s, struct conn *c)
 {
-    while (c->out_off < c->out.len) {
-        ssize_t n = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+    while (c->out.off < c->out.len) {
+        ssize_t n = send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
@@ -252,15 +212,15 @@ static void conn_flush(struct sq_kv_server *s, struct conn *c)
             }
             break;
         }
-        c->out_off += (size_t)n;
+        c->out.off += (size_t)n;
     }
-    if (c->out_off == c->out.len) {
+    if (c->out.off == c->out.len) {
         c->out.len = 0;
-        c->out_off = 0;
-    } else if (c->out_off > (1u << 20)) {
-        memmove(c->out.p, c->out.p + c->out_off, c->out.len - c->out_off);
-        c->out.len -= c->out_off;
-        c->out_off = 0;
+        c->out.off = 0;
+    } else if (c->out.off > (1u << 20)) {
+        memmove(c->out.p, c->out.p + c->out.off, c->out.len - c->out.off);
+        c->out.len -= c->out.off;
+        c->out.off = 0;
     }
     if (!c->dead) {
         conn_arm(s, c, c->out.len > 0);
@@ -274,7 +234,7 @@ static void conn_send(struct sq_kv_server *s, struct conn *c, const struct sq_kv
         return;
     }
     size_t n = sq__kv_frame_bytes(f);
-    if (c->out.len + n > MAX_OUTBUF || buf_reserve(&c->out, n) != 0) {
+    if (c->out.len + n > MAX_OUTBUF || sq__buf_reserve(&c->out, n) != 0) {
         sq__log(SQ_LOG_WARN, "kv: dropping a client %" PRIu64 " that does not read its answers",
                 c->id);
         c->dead = true;
@@ -564,7 +524,6 @@ static void on_deliver(void *arg, const sq_message *msg)
                     s->cfg.subgroups[op.arg & 0xff].name, op.arg >> 16);
         }
         if (d != NULL) {
-            d->op = SQ_KV_OP_POOL_CREATE;
             d->status = status;
             d->version = version;
             d->timestamp = msg->timestamp;
@@ -587,9 +546,6 @@ static void on_deliver(void *arg, const sq_message *msg)
         abort();
     }
     if (d != NULL) {
-        d->op = op.kind == SQ_KV_PUT      ? SQ_KV_OP_PUT
-                : op.kind == SQ_KV_REMOVE ? SQ_KV_OP_REMOVE
-                                          : SQ_KV_OP_GET;
         d->status = a.status;
         d->version = a.version;
         d->timestamp = a.timestamp;
@@ -619,15 +575,10 @@ static void on_deliver(void *arg, const sq_message *msg)
                     }
                 } else if (val == NULL && !(op.flags & SQ_KV_F_SIZE_ONLY)) {
                     /* an older version: the service thread reads it from the log */
-                    d->flags |= 1u << 31;
+                    d->from_log = true;
                 }
             } else {
                 d->version = 0;
-            }
-            d->key = malloc(op.key_len > 0 ? op.key_len : 1);
-            if (d->key != NULL) {
-                memcpy(d->key, op.key, op.key_len);
-                d->key_len = op.key_len;
             }
             d->flags |= op.flags & SQ_KV_F_SIZE_ONLY;
         }
@@ -930,7 +881,7 @@ out:
 }
 
 struct collect {
-    struct buf *b;
+    struct sq__buf *b;
     uint32_t n;
     int rc;
 };
@@ -939,7 +890,7 @@ static void collect_item(void *arg, const char *key, uint16_t key_len,
                          const struct sq_kv_version *v)
 {
     struct collect *co = arg;
-    if (co->rc != 0 || buf_reserve(co->b, SQ_KV_ITEM_HEADER_BYTES + key_len) != 0) {
+    if (co->rc != 0 || sq__buf_reserve(co->b, SQ_KV_ITEM_HEADER_BYTES + key_len) != 0) {
         co->rc = SQ_ENOMEM;
         return;
     }
@@ -955,7 +906,7 @@ static void collect_item(void *arg, const char *key, uint16_t key_len,
 
 /* Items of this member's shard for list or history; appended to `b`. */
 static int local_items(struct sq_kv_server *s, const struct sq_kv_frame *f, uint32_t sg,
-                       struct buf *b, uint32_t *n, char *why, size_t why_size)
+                       struct sq__buf *b, uint32_t *n, char *why, size_t why_size)
 {
     int rc = 0;
     pthread_mutex_lock(&s->mu);
@@ -1002,13 +953,13 @@ static int cmp_items(const void *a, const void *b)
 
 /* Answers a list (items sorted by key) or a history (items in version order). */
 static void send_items(struct sq_kv_server *s, uint64_t conn, const struct sq_kv_frame *f,
-                       struct buf *b, uint32_t n)
+                       struct sq__buf *b, uint32_t n)
 {
-    struct buf sorted = {0};
-    const struct buf *out = b;
+    struct sq__buf sorted = {0};
+    const struct sq__buf *out = b;
     if (f->op == SQ_KV_OP_LIST && n > 1) {
         const uint8_t **ptrs = malloc(n * sizeof(*ptrs));
-        if (ptrs == NULL || buf_reserve(&sorted, b->len) != 0) {
+        if (ptrs == NULL || sq__buf_reserve(&sorted, b->len) != 0) {
             free(ptrs);
             reply_err(s, conn, f->op, f->client, f->req_id, SQ_ENOMEM, 0, "out of memory");
             return;
@@ -1021,7 +972,7 @@ static void send_items(struct sq_kv_server *s, uint64_t conn, const struct sq_kv
         qsort(ptrs, n, sizeof(*ptrs), cmp_items);
         for (uint32_t i = 0; i < n; i++) {
             uint16_t l = (uint16_t)(ptrs[i][20] | (ptrs[i][21] << 8));
-            buf_add(&sorted, ptrs[i], SQ_KV_ITEM_HEADER_BYTES + l);
+            sq__buf_add(&sorted, ptrs[i], SQ_KV_ITEM_HEADER_BYTES + l);
         }
         free(ptrs);
         out = &sorted;
@@ -1038,7 +989,7 @@ static void send_items(struct sq_kv_server *s, uint64_t conn, const struct sq_kv
                                 .value_len = (uint32_t)out->len};
         conn_send(s, conn_by_id(s, conn), &a);
     }
-    buf_free(&sorted);
+    sq__buf_free(&sorted);
 }
 
 /* ---- watches ---- */
@@ -1403,7 +1354,7 @@ static void agg_finish(struct sq_kv_server *s, struct agg *agg)
         struct sq_kv_frame a = {.op = agg->op, .req_id = agg->req_id, .client = agg->client};
         conn_send(s, conn_by_id(s, agg->origin), &a);
     }
-    buf_free(&agg->items);
+    sq__buf_free(&agg->items);
     free(agg);
 }
 
@@ -1414,7 +1365,7 @@ static void agg_part(struct sq_kv_server *s, struct agg *agg, const struct sq_kv
         snprintf(agg->msg, sizeof(agg->msg), "%.*s", (int)SQ_MIN(a->str_len, 190u),
                  a->str != NULL ? a->str : "");
     } else if (a->status == 0 && agg->op == SQ_KV_OP_LIST) {
-        if (buf_add(&agg->items, a->value, a->value_len) != 0) {
+        if (sq__buf_add(&agg->items, a->value, a->value_len) != 0) {
             agg->status = SQ_ENOMEM;
         }
         agg->nitems += a->count;
@@ -1679,7 +1630,7 @@ static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_
             break;
         case SQ_KV_OP_HISTORY:
         case SQ_KV_OP_LIST: {
-            struct buf b = {0};
+            struct sq__buf b = {0};
             uint32_t n = 0;
             int rc = local_items(s, f, p.sg, &b, &n, why, sizeof(why));
             if (agg != NULL) {
@@ -1696,7 +1647,7 @@ static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_
             } else {
                 send_items(s, c->id, f, &b, n);
             }
-            buf_free(&b);
+            sq__buf_free(&b);
             break;
         }
         case SQ_KV_OP_WATCH: {
@@ -1797,7 +1748,7 @@ static void pool_create(struct sq_kv_server *s, struct conn *c, const struct sq_
 
 static void pool_list(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
 {
-    struct buf b = {0};
+    struct sq__buf b = {0};
     uint32_t n = 0;
     pthread_mutex_lock(&s->mu);
     if (!s->meta_ready) {
@@ -1808,7 +1759,7 @@ static void pool_list(struct sq_kv_server *s, struct conn *c, const struct sq_kv
     }
     for (uint32_t i = 0; i < s->npools; i++) {
         const struct pool *p = &s->pools[i];
-        if (buf_reserve(&b, SQ_KV_ITEM_HEADER_BYTES + p->len) != 0) {
+        if (sq__buf_reserve(&b, SQ_KV_ITEM_HEADER_BYTES + p->len) != 0) {
             break;
         }
         struct sq_kv_item_raw it = {.version = p->sg,
@@ -1827,19 +1778,19 @@ static void pool_list(struct sq_kv_server *s, struct conn *c, const struct sq_kv
                             .value = b.p,
                             .value_len = (uint32_t)b.len};
     conn_send(s, c, &a);
-    buf_free(&b);
+    sq__buf_free(&b);
 }
 
 static void status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
 {
     bool json = (f->flags & SQ_KV_F_JSON) != 0;
-    struct buf b = {0};
+    struct sq__buf b = {0};
     char line[1024];
     int n;
 #define OUT(...)                                                                                   \
     do {                                                                                           \
         n = snprintf(line, sizeof(line), __VA_ARGS__);                                             \
-        buf_add(&b, line, (size_t)SQ_MIN((size_t)(n > 0 ? n : 0), sizeof(line) - 1));              \
+        sq__buf_add(&b, line, (size_t)SQ_MIN((size_t)(n > 0 ? n : 0), sizeof(line) - 1));              \
     } while (0)
     pthread_mutex_lock(&s->mu);
     if (json) {
@@ -1927,7 +1878,7 @@ static void status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_fr
                             .value = b.p,
                             .value_len = (uint32_t)b.len};
     conn_send(s, c, &a);
-    buf_free(&b);
+    sq__buf_free(&b);
 }
 
 static void handle_frame(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
@@ -2072,7 +2023,7 @@ static void process_dones(struct sq_kv_server *s)
                                         .value = d->value,
                                         .value_len = d->size};
                 char msg[200] = "";
-                if (d->status == 0 && (d->flags & (1u << 31))) {
+                if (d->status == 0 && d->from_log) {
                     uint32_t len = 0;
                     int rc = read_logged(s, d->sg, d->version, &a.value, &len);
                     a.value_len = len;
@@ -2201,8 +2152,8 @@ static void sweep(struct sq_kv_server *s)
                 conn_close(s, c);
             }
             *pc = c->next;
-            buf_free(&c->in);
-            buf_free(&c->out);
+            sq__buf_free(&c->in);
+            sq__buf_free(&c->out);
             free(c);
         } else {
             pc = &c->next;
@@ -2213,7 +2164,7 @@ static void sweep(struct sq_kv_server *s)
 static void conn_read(struct sq_kv_server *s, struct conn *c)
 {
     for (;;) {
-        if (buf_reserve(&c->in, 65536) != 0) {
+        if (sq__buf_reserve(&c->in, 65536) != 0) {
             c->dead = true;
             return;
         }
@@ -2324,7 +2275,7 @@ static void *service_main(void *arg)
         process_dones(s);
         flush_outbox(s);
         for (struct conn *c = s->conns; c != NULL; c = c->next) {
-            if (!c->dead && c->out.len > c->out_off) {
+            if (!c->dead && c->out.len > c->out.off) {
                 conn_flush(s, c);
             }
             if (c->dead && c->fd >= 0) {
@@ -2490,8 +2441,8 @@ void sq__kv_server_destroy(struct sq_kv_server *s)
         if (c->fd >= 0) {
             close(c->fd);
         }
-        buf_free(&c->in);
-        buf_free(&c->out);
+        sq__buf_free(&c->in);
+        sq__buf_free(&c->out);
         free(c);
     }
     for (uint32_t b = 0; b < ENTRY_BUCKETS; b++) {
@@ -2499,7 +2450,7 @@ void sq__kv_server_destroy(struct sq_kv_server *s)
             struct entry *e = s->ents[b];
             s->ents[b] = e->next;
             if (e->agg != NULL && e->agg->remaining <= 1) {
-                buf_free(&e->agg->items);
+                sq__buf_free(&e->agg->items);
                 free(e->agg);
             } else if (e->agg != NULL) {
                 e->agg->remaining--;
