@@ -31,10 +31,13 @@ struct handover {
     uint64_t flags;   /* CHUNK_LAST: the application state (else: log records) */
     uint64_t status;  /* 0, or 1: the state did not fit max_state_bytes */
     uint64_t last_ts; /* with CHUNK_LAST: the shard's last timestamp */
+    uint64_t keep_next; /* with CHUNK_CUT: 1 + the last version the newcomer keeps (0: none)... */
+    uint64_t keep_ts;   /* ...and that record's timestamp, which must match */
     uint64_t data_hash;
     uint64_t check;
 };
 #define CHUNK_LAST 1u
+#define CHUNK_CUT 2u /* first chunk only: the newcomer's log goes past the shard's history */
 static_assert(sizeof(struct handover) <= SQ_HANDOVER_BYTES, "handover fits its record");
 
 static int gfail(struct sq__group *g, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -248,12 +251,34 @@ static int pump_donation(struct sq__group *g, uint32_t s)
                 if (found && e.timestamp == have_ts && p < d->log_end) {
                     d->pos = p + 1;
                 } else {
+                    /* Its log goes past the shard's history: records it delivered before the
+                     * group restarted without it, which the group never persisted. It keeps
+                     * what it shares with my log (every log is a prefix of the history up to
+                     * such a suffix): up to my latest record at or before its last one. */
                     d->diverged = true;
-                    d->pos = d->log_end;
-                    sq__log(SQ_LOG_ERROR, "member %u's log of shard %u of subgroup %s ends at "
-                            "version %#llx, which is not in this member's log: it cannot rejoin "
-                            "with that log", g->ctl.member_ids[nc], d->shard,
-                            g->cfg->subgroups[s].name, (unsigned long long)(have - 1));
+                    d->keep_next = 0;
+                    d->keep_ts = 0;
+                    d->pos = 0;
+                    uint64_t q = 0;
+                    if (g->log[s] != NULL &&
+                        sq__plog_find(g->log[s], have - 1, SQ_PLOG_AT_OR_BEFORE, &e, &q) == 0) {
+                        if (e.version == have - 1) {
+                            q = q > 0 ? q - 1 : UINT64_MAX; /* same version, other record */
+                        }
+                        if (q != UINT64_MAX && d->log_end > 0) {
+                            q = SQ_MIN(q, d->log_end - 1);
+                            if (sq__plog_entry_at(g->log[s], q, &e) == 0) {
+                                d->keep_next = e.version + 1;
+                                d->keep_ts = e.timestamp;
+                                d->pos = q + 1;
+                            }
+                        }
+                    }
+                    sq__log(SQ_LOG_WARN, "member %u's log of shard %u of subgroup %s ends at "
+                            "version %#llx, past this shard's history: it keeps the records up "
+                            "to version %#llx and drops the rest", g->ctl.member_ids[nc],
+                            d->shard, g->cfg->subgroups[s].name, (unsigned long long)(have - 1),
+                            (unsigned long long)(d->keep_next ? d->keep_next - 1 : 0));
                 }
             }
             d->started = true;
@@ -284,6 +309,11 @@ static int pump_donation(struct sq__group *g, uint32_t s)
         const size_t cap = g->cfg->max_state_bytes;
         struct handover h = {.magic = HANDOVER_MAGIC, .view_id = d->view_id, .shard = d->shard,
                              .seq = d->seq};
+        if (d->diverged && d->seq == 0) {
+            h.flags |= CHUNK_CUT;
+            h.keep_next = d->keep_next;
+            h.keep_ts = d->keep_ts;
+        }
         size_t len = 0;
         if (d->pos < d->log_end) {
             while (d->pos < d->log_end) {
@@ -314,8 +344,8 @@ static int pump_donation(struct sq__group *g, uint32_t s)
                 return events; /* wait for the flusher */
             }
         } else {
-            h.flags = CHUNK_LAST;
-            h.status = d->diverged ? 2u : (uint64_t)d->state_status;
+            h.flags |= CHUNK_LAST;
+            h.status = (uint64_t)d->state_status;
             h.last_ts = d->last_ts;
             if (d->state_status == 0 && d->state_size > 0) {
                 memcpy(buf, d->state, d->state_size);
@@ -653,6 +683,50 @@ int sq__group_try_welcome(struct sq__group *g)
     return rc == 0 ? 1 : rc;
 }
 
+/* A newcomer whose log goes past the shard's history (see pump_donation): cuts it back to the
+ * record the donor names, which must be there with the same timestamp. */
+static int cut_log(struct sq__group *g, uint32_t s, const struct handover *h)
+{
+    struct sq__plog *log = g->log[s];
+    char dir[600];
+    sq__group_log_dir(g->cfg, g->peer_ids[g->self_peer], s, (uint32_t)h->shard, dir, sizeof(dir));
+    if (log == NULL) {
+        return gfail(g, SQ_EIO, "told to cut a log of shard %llu of subgroup %s that is not open",
+                     (unsigned long long)h->shard, g->cfg->subgroups[s].name);
+    }
+    uint64_t keep = 0;
+    if (h->keep_next > 0) {
+        struct sq__plog_entry e;
+        if (sq__plog_find(log, h->keep_next - 1, SQ_PLOG_EXACT, &e, &keep) != 0 ||
+            e.timestamp != h->keep_ts) {
+            return gfail(g, SQ_ECORRUPT, "%s does not match the group's history even before "
+                         "version %#llx (this log is not of this group?): move the directory "
+                         "away and start this member again", dir,
+                         (unsigned long long)(h->keep_next - 1));
+        }
+        keep++;
+    }
+    uint64_t n = sq__plog_count(log);
+    if (keep >= n) {
+        return 0;
+    }
+    uint64_t first = sq__plog_version_at(log, keep), last = sq__plog_last(log).version;
+    int rc = sq__plog_truncate(log, keep);
+    if (rc != 0) {
+        return gfail(g, rc, "cannot cut %s back to the group's history: %s", dir,
+                     sq_strerror(rc));
+    }
+    /* What the flusher reported durable may have counted the records cut: start over from the
+     * cut (a stale raise by a flush in flight stays below every record still to come, whose
+     * versions are all above the cut ones). */
+    atomic_store(&g->durable_next[s], h->keep_next);
+    sq__log(SQ_LOG_WARN, "%s: cut %llu records (versions %#llx to %#llx) that this member "
+            "delivered but the group, restarted without it, never persisted; it keeps %llu",
+            dir, (unsigned long long)(n - keep), (unsigned long long)first,
+            (unsigned long long)last, (unsigned long long)keep);
+    return 0;
+}
+
 /* A newcomer: takes the donor's chunks as they come (log records into its log, then the
  * application state), acknowledging each in its control row. */
 static int check_handovers(struct sq__group *g)
@@ -684,6 +758,12 @@ static int check_handovers(struct sq__group *g)
                          (unsigned long long)h.seq, (unsigned long long)h.shard,
                          g->cfg->subgroups[s].name);
         }
+        if (h.flags & CHUNK_CUT) {
+            int rc = cut_log(g, s, &h);
+            if (rc != 0) {
+                return rc;
+            }
+        }
         if (!(h.flags & CHUNK_LAST)) {
             /* Log records, in order, each with its own checksum. */
             size_t at = 0;
@@ -710,12 +790,6 @@ static int check_handovers(struct sq__group *g)
             if (h.status == 3) {
                 return gfail(g, SQ_EIO, "the member handing over shard %llu of subgroup %s "
                              "could not save its state (its state callback failed)",
-                             (unsigned long long)h.shard, g->cfg->subgroups[s].name);
-            }
-            if (h.status == 2) {
-                return gfail(g, SQ_ECORRUPT, "this member's log of shard %llu of subgroup %s does "
-                             "not match the group's history (its last version is not in the "
-                             "donor's log): move the log directory away and rejoin afresh",
                              (unsigned long long)h.shard, g->cfg->subgroups[s].name);
             }
             if (h.status != 0) {

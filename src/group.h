@@ -67,7 +67,9 @@ struct sq__donation {
     uint32_t seq;       /* chunks sent to the current newcomer */
     bool in_flight, last_sent;
     bool started;       /* the current newcomer's log end is known: pos starts after it */
-    bool diverged;      /* the current newcomer's log is not a prefix of mine */
+    bool diverged;      /* the current newcomer's log goes past mine: it cuts it back to... */
+    uint64_t keep_next; /* ...1 + this version (0: all of it), whose timestamp is keep_ts */
+    uint64_t keep_ts;
     uint64_t bytes_sent;
     uint64_t sent_records; /* to the current newcomer */
 };

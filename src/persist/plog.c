@@ -610,6 +610,66 @@ int sq__plog_flush(struct sq__plog *log, bool sync, uint64_t *durable)
     return rc;
 }
 
+int sq__plog_truncate(struct sq__plog *log, uint64_t keep)
+{
+    int rc = sq__plog_flush(log, false, NULL); /* nothing stays pending: files hold it all */
+    if (rc != 0) {
+        return rc;
+    }
+    pthread_mutex_lock(&log->flush_mu);
+    pthread_mutex_lock(&log->mu);
+    if (keep >= log->n) {
+        pthread_mutex_unlock(&log->mu);
+        pthread_mutex_unlock(&log->flush_mu);
+        return 0;
+    }
+    SQ_ASSERT(log->pend_len == 0 && log->written == log->n);
+    const struct sq__plog_entry cut = log->idx[keep];
+    /* Segments after the cut go; the cut's own segment is shortened, or goes too when the cut
+     * is at its start (a segment's file name is its first version). */
+    uint32_t first_gone = cut.offset == 0 ? cut.segment : cut.segment + 1;
+    bool unlinked = false;
+    for (uint32_t s = log->nsegs; rc == 0 && s-- > first_gone;) {
+        struct sq__plog_segment *seg = &log->segs[s];
+        if (seg->handle >= 0) {
+            log->disk->vt->close(log->disk, seg->handle);
+            seg->handle = -1;
+            char path[600];
+            seg_path(log, seg->first_version, path, sizeof(path));
+            rc = log->disk->vt->unlink(log->disk, path);
+            unlinked = true;
+        }
+    }
+    if (rc == 0) {
+        log->nsegs = first_gone;
+    }
+    if (rc == 0 && cut.offset > 0) {
+        struct sq__plog_segment *seg = &log->segs[cut.segment];
+        if (seg->handle >= 0) {
+            rc = log->disk->vt->truncate(log->disk, seg->handle, cut.offset);
+            if (rc == 0) {
+                rc = log->disk->vt->datasync(log->disk, seg->handle);
+            }
+        }
+        seg->size = cut.offset;
+        seg->dirty = false;
+    }
+    if (rc == 0 && unlinked) {
+        rc = log->disk->vt->syncdir(log->disk, log->dir);
+    }
+    if (rc == 0) {
+        log->n = keep;
+        log->written = keep;
+        log->synced = SQ_MIN(log->synced, keep);
+        log->pend_first = keep;
+    } else if (log->failed == 0) {
+        log->failed = rc;
+    }
+    pthread_mutex_unlock(&log->mu);
+    pthread_mutex_unlock(&log->flush_mu);
+    return rc;
+}
+
 uint64_t sq__plog_count(struct sq__plog *log)
 {
     pthread_mutex_lock(&log->mu);

@@ -88,6 +88,12 @@ int sq__plog_append(struct sq__plog *log, uint64_t version, uint64_t timestamp, 
  * are durable (synced) now. */
 int sq__plog_flush(struct sq__plog *log, bool sync, uint64_t *durable);
 
+/* Cuts the log back to its first `keep` entries (a suffix that the group's history does not
+ * hold: records a member delivered but the group, restarted without it, never persisted). Writes
+ * out what was appended first, then shortens or removes the segment files and makes that
+ * durable. Called by the appending thread. Returns 0 or an error (the log is then failed). */
+int sq__plog_truncate(struct sq__plog *log, uint64_t keep);
+
 /* The record format, for moving records between members: encodes one record into `dst` (which
  * has room for SQ_PLOG_HEADER_BYTES + align8(size) bytes) and returns its length; decodes the
  * record at `p` (at most `avail` bytes), checking its checksum, and returns its length (0 when

@@ -103,6 +103,68 @@ static void test_roundtrip_and_indexes(void)
     md_free(&md);
 }
 
+/* Cutting a suffix: within a segment, at a segment's start, and everything; the cut is durable
+ * (it holds across a crash that loses unsynced writes) and the log goes on after it. */
+static void test_truncate(void)
+{
+    struct memdisk md;
+    md_init(&md);
+    struct sq__plog *log;
+    char err[256] = "";
+    CHECK_EQ_INT(sq__plog_open(&log, &md.base, "/c", 4096, err, sizeof(err)), 0);
+    fill(log, 0, 300);
+    CHECK_EQ_INT(sq__plog_flush(log, true, NULL), 0);
+    fill(log, 300, 20); /* appended, not yet written: the cut writes them out first */
+    uint32_t segs_before = log->nsegs;
+    CHECK(segs_before > 4);
+    CHECK_EQ_INT(sq__plog_truncate(log, 310), 0);
+    CHECK_EQ_INT(sq__plog_count(log), 310);
+    CHECK_EQ_INT(sq__plog_truncate(log, 400), 0); /* beyond the end: nothing to do */
+    CHECK_EQ_INT(sq__plog_count(log), 310);
+    CHECK_EQ_INT(sq__plog_truncate(log, 120), 0);
+    CHECK_EQ_INT(sq__plog_count(log), 120);
+    CHECK(log->nsegs < segs_before);
+    CHECK_EQ_INT((long long)sq__plog_last(log).version, (long long)((1ull << 32) + 120));
+    struct sq__plog_entry e;
+    CHECK_EQ_INT(sq__plog_find(log, (1ull << 32) + 121, SQ_PLOG_EXACT, &e, NULL), SQ_ENOTFOUND);
+    CHECK_EQ_INT(sq__plog_find_time(log, 1000000, &e, NULL), 0);
+    CHECK_EQ_INT((long long)e.version, (long long)((1ull << 32) + 120));
+    /* a new history goes on from the cut, in a later view */
+    CHECK_EQ_INT(sq__plog_append(log, (5ull << 32) + 1, 5000, 1, "new", 3), 0);
+    CHECK_EQ_INT(sq__plog_flush(log, true, NULL), 0);
+    sq__plog_close(log);
+    md_crash(&md, 0);
+    CHECK_EQ_INT(sq__plog_open(&log, &md.base, "/c", 4096, err, sizeof(err)), 0);
+    CHECK(log->recovery[0] == '\0');
+    CHECK_EQ_INT(sq__plog_count(log), 121);
+    verify(log, 120);
+    CHECK_EQ_INT((long long)sq__plog_last(log).version, (long long)((5ull << 32) + 1));
+    /* a cut at a segment's first record removes that segment's file too */
+    uint32_t s = log->idx[120].segment;
+    uint64_t first_of_seg = 0;
+    while (first_of_seg < 120 && log->idx[first_of_seg].segment != s) {
+        first_of_seg++;
+    }
+    if (log->idx[120].offset == 0) {
+        first_of_seg = 120;
+    }
+    CHECK_EQ_INT(sq__plog_truncate(log, first_of_seg), 0);
+    CHECK_EQ_INT(log->nsegs, s);
+    CHECK_EQ_INT(sq__plog_truncate(log, 0), 0);
+    CHECK_EQ_INT(sq__plog_count(log), 0);
+    CHECK_EQ_INT(log->nsegs, 0);
+    fill(log, 0, 3);
+    CHECK_EQ_INT(sq__plog_flush(log, true, NULL), 0);
+    sq__plog_close(log);
+    md_crash(&md, 0);
+    CHECK_EQ_INT(sq__plog_open(&log, &md.base, "/c", 4096, err, sizeof(err)), 0);
+    CHECK(log->recovery[0] == '\0');
+    CHECK_EQ_INT(sq__plog_count(log), 3);
+    verify(log, 3);
+    sq__plog_close(log);
+    md_free(&md);
+}
+
 static void test_torn_tail(void)
 {
     struct memdisk md;
@@ -314,6 +376,7 @@ static void test_posix(void)
 int main(void)
 {
     test_roundtrip_and_indexes();
+    test_truncate();
     test_torn_tail();
     test_lost_unsynced();
     test_zero_hole();
