@@ -19,6 +19,7 @@
 #define DEFAULT_WINDOW 256u
 #define DEFAULT_MAX_PAYLOAD 10240u
 #define DEFAULT_CONNECT_TIMEOUT_MS 30000
+#define DEFAULT_RESTART_WAIT_MS 2000
 #define DEFAULT_SPIN_US 20
 #define DEFAULT_HEARTBEAT_TIMEOUT_MS 1000
 #define DEFAULT_MAX_STATE_BYTES (1u << 20)
@@ -173,6 +174,12 @@ static void group_key(struct parse_state *ps, const char *key, const char *value
                      "milliseconds in 1..3600000", value);
         }
         c->connect_timeout_ms = (int)v;
+    } else if (strcmp(key, "restart_wait_ms") == 0) {
+        if (!parse_u64(value, 0, 3600000, &v)) {
+            fail(ps, "key 'restart_wait_ms' in [group]: '%s' is not a number of "
+                     "milliseconds in 0..3600000", value);
+        }
+        c->restart_wait_ms = (int)v;
     } else if (strcmp(key, "heartbeat_timeout_ms") == 0) {
         if (!parse_u64(value, 10, 600000, &v)) {
             fail(ps, "key 'heartbeat_timeout_ms' in [group]: '%s' is not a number of "
@@ -221,8 +228,8 @@ static void group_key(struct parse_state *ps, const char *key, const char *value
         c->segment_bytes = v;
     } else {
         fail(ps, "unknown key '%s' in [group] (known: provider, domain, log_level, "
-                 "connect_timeout_ms, heartbeat_timeout_ms, max_state_bytes, spin_us, data_dir, "
-                 "flush, flush_interval_ms, segment_bytes)", key);
+                 "connect_timeout_ms, restart_wait_ms, heartbeat_timeout_ms, max_state_bytes, "
+                 "spin_us, data_dir, flush, flush_interval_ms, segment_bytes)", key);
     }
 }
 
@@ -456,6 +463,7 @@ static void set_defaults(struct sq_config *c)
     snprintf(c->provider, sizeof(c->provider), "%s", DEFAULT_PROVIDER);
     c->log_level = SQ_LOG_INFO;
     c->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
+    c->restart_wait_ms = DEFAULT_RESTART_WAIT_MS;
     c->spin_us = DEFAULT_SPIN_US;
     c->heartbeat_timeout_ms = DEFAULT_HEARTBEAT_TIMEOUT_MS;
     c->max_state_bytes = DEFAULT_MAX_STATE_BYTES;

@@ -53,6 +53,7 @@ struct sq_config {
     char domain[64];
     int log_level;
     int connect_timeout_ms;
+    int restart_wait_ms;     /* restart from the disks: how long a majority waits for the rest */
     int heartbeat_timeout_ms;
     uint64_t max_state_bytes;
     int spin_us;
@@ -70,13 +71,19 @@ struct sq_config {
     uint32_t nshards; /* over all subgroups */
 };
 
-/* What a member's logs hold when it starts, exchanged while the first view forms so that a
- * group restarted from its logs goes on from them (see group.c). */
+/* What a member's logs and view file hold when it starts, exchanged while the first view forms
+ * so that a group restarted from its logs goes on from them (see group.c and restart.h). */
 struct sq_log_tail {
     uint32_t view_next;               /* 1 + the highest view id in this member's logs (0: none) */
     uint8_t shard[SQ_MAX_SUBGROUPS];  /* per subgroup: the shard its log is of (0xFF: none) */
     uint32_t pad;
     uint64_t last[SQ_MAX_SUBGROUPS];  /* per subgroup: 1 + its log's last version (0: empty) */
+    /* From the view file: the last view this member was in when it stopped. */
+    uint32_t vf_view;    /* 1 + that view's id (0: no view file, a member that never ran) */
+    uint32_t vf_members; /* its members, by configured rank */
+    uint16_t vf_held;    /* persistent shards (flat numbers) some member held in it */
+    uint16_t vf_mine;    /* persistent shards whose whole history this member held in it */
+    uint32_t vf_pad;
 };
 
 /* Loads and validates a configuration file. On error returns SQ_ECONFIG (or SQ_EIO when the file

@@ -580,24 +580,22 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
     return 0;
 }
 
-int sq__group_start_first(struct sq__group *g, const struct sq_log_tail *tails)
+/* The first view over members `peers` (n of them, tails by the same index): its id and layout.
+ * Members keep the shards of their logs; the longest log of each shard holds its history (logs
+ * are prefixes of one another: every delivered update was received by every member of its view,
+ * and an update that only a member missing now delivered was never persisted). */
+static void plan_first(struct sq__group *g, uint32_t n, const struct sq_log_tail *tails,
+                       uint32_t *view_id, struct sq__assign *assign, struct sq__assign *holders,
+                       bool *adequate)
 {
-    uint32_t n = g->cfg->nmembers, ids[SQ_MAX_MEMBERS], peers[SQ_MAX_MEMBERS];
-    for (uint32_t i = 0; i < n; i++) {
-        ids[i] = g->cfg->members[i].id;
-        peers[i] = i;
-    }
-    struct sq__assign kept, holders, assign;
+    struct sq__assign kept;
     sq__assign_clear(&kept);
-    sq__assign_clear(&holders);
-    uint32_t view_id = 0;
+    sq__assign_clear(holders);
+    *view_id = 0;
     for (uint32_t r = 0; tails != NULL && r < n; r++) {
-        view_id = SQ_MAX(view_id, tails[r].view_next);
+        *view_id = SQ_MAX(*view_id, tails[r].view_next);
     }
-    if (view_id > 0) {
-        /* A restart: members keep the shards of their logs; the longest log of each shard holds
-         * its history (logs are prefixes of one another: every delivered update was received
-         * by every member of its view). */
+    if (*view_id > 0) {
         for (uint32_t s = 0; s < g->cfg->nsubgroups; s++) {
             if (!g->cfg->subgroups[s].persistent) {
                 continue;
@@ -614,25 +612,28 @@ int sq__group_start_first(struct sq__group *g, const struct sq_log_tail *tails)
                 uint8_t k = tails[r].shard[s];
                 if (k < g->cfg->subgroups[s].shards && longest[k] > 0 &&
                     tails[r].last[s] == longest[k]) {
-                    holders.shard[s][r] = k;
+                    holders->shard[s][r] = k;
                 }
             }
         }
-        sq__log(SQ_LOG_INFO, "restarting from the logs: the first view is %u", view_id);
     }
-    bool adequate = sq__assign_shards(g->cfg, n, &kept, &assign, g->inadequate_why,
-                                      sizeof(g->inadequate_why));
-    /* A log found at start: the shard clock goes on from it. */
+    *adequate = sq__assign_shards(g->cfg, n, &kept, assign, g->inadequate_why,
+                                  sizeof(g->inadequate_why));
+}
+
+/* Before the first view of a restart: the shard clocks go on from the logs, and the members
+ * holding a shard's history replay it to the application, every record in order, flagged (a
+ * donor's state then includes it). */
+static int replay_logs(struct sq__group *g, uint32_t my_rank, const struct sq__assign *assign)
+{
     for (uint32_t s = 0; s < g->cfg->nsubgroups; s++) {
         if (g->log[s] != NULL && sq__plog_count(g->log[s]) > 0) {
             g->last_ts[s] = sq__plog_last(g->log[s]).timestamp;
         }
     }
-    /* Rebuild the application's state from the logs, every record in order, flagged, before
-     * the first view: a donor's state then includes it. */
-    for (uint32_t s = 0; view_id > 0 && s < g->cfg->nsubgroups; s++) {
+    for (uint32_t s = 0; s < g->cfg->nsubgroups; s++) {
         struct sq__plog *log = g->log[s];
-        if (log == NULL || g->deliver == NULL || assign.shard[s][g->self_peer] != g->log_shard[s]) {
+        if (log == NULL || g->deliver == NULL || assign->shard[s][my_rank] != g->log_shard[s]) {
             continue;
         }
         uint64_t count = sq__plog_count(log);
@@ -654,7 +655,91 @@ int sq__group_start_first(struct sq__group *g, const struct sq_log_tail *tails)
         sq__log(SQ_LOG_INFO, "replayed %llu logged updates of subgroup %s",
                 (unsigned long long)count, g->cfg->subgroups[s].name);
     }
+    return 0;
+}
+
+int sq__group_start_first(struct sq__group *g, const struct sq_log_tail *tails)
+{
+    uint32_t n = g->cfg->nmembers, ids[SQ_MAX_MEMBERS], peers[SQ_MAX_MEMBERS];
+    for (uint32_t i = 0; i < n; i++) {
+        ids[i] = g->cfg->members[i].id;
+        peers[i] = i;
+    }
+    struct sq__assign holders, assign;
+    uint32_t view_id;
+    bool adequate;
+    plan_first(g, n, tails, &view_id, &assign, &holders, &adequate);
+    if (view_id > 0) {
+        sq__log(SQ_LOG_INFO, "restarting from the logs: the first view is %u", view_id);
+        int rc = replay_logs(g, g->self_peer, &assign);
+        if (rc != 0) {
+            return rc;
+        }
+    }
     return setup_view(g, view_id, n, ids, peers, g->self_peer, &assign, &holders, adequate);
+}
+
+int sq__group_start_restart(struct sq__group *g, uint32_t present, const struct sq_log_tail *tails)
+{
+    uint32_t n = 0, ids[SQ_MAX_MEMBERS], peers[SQ_MAX_MEMBERS], my_rank = UINT32_MAX;
+    struct sq_log_tail rt[SQ_MAX_MEMBERS];
+    uint32_t view_id = 0;
+    for (uint32_t p = 0; p < g->cfg->nmembers; p++) {
+        if ((present >> p) & 1u) {
+            my_rank = p == g->self_peer ? n : my_rank;
+            ids[n] = g->cfg->members[p].id;
+            peers[n] = p;
+            rt[n] = tails[p];
+            view_id = SQ_MAX(view_id, tails[p].vf_view);
+            n++;
+        }
+    }
+    if (my_rank == UINT32_MAX) {
+        return gfail(g, SQ_EINVAL, "a restart without this member");
+    }
+    struct sq__assign holders, assign;
+    uint32_t logged;
+    bool adequate;
+    plan_first(g, n, rt, &logged, &assign, &holders, &adequate);
+    /* After every view a member present knew of or logged in, and one more: a view only members
+     * missing now installed (they crashed in the middle of a view change) may have logged in it. */
+    view_id = SQ_MAX(view_id, logged) + 1;
+    struct sq__welcome w;
+    memset(&w, 0, sizeof(w));
+    w.magic = WELCOME_MAGIC;
+    w.view_id = view_id;
+    w.nmembers = n;
+    w.adequate = adequate;
+    w.restart = 1;
+    memcpy(w.ids, ids, n * sizeof(uint32_t));
+    memcpy(w.peers, peers, n * sizeof(uint32_t));
+    w.assign = assign;
+    w.holders = holders;
+    for (uint32_t r = 0; r < n; r++) {
+        if (r == my_rank) {
+            continue;
+        }
+        w.my_rank = r;
+        w.check = welcome_check(&w);
+        memcpy(g->base + g->mem.welcome_off, &w, sizeof(w));
+        int rc = g->t->vt->write_copy(g->t, peers[r], g->mem.welcome_off, sizeof(w));
+        if (rc != 0) {
+            return gfail(g, rc, "cannot send the first view to member %u: %s", ids[r],
+                         sq_strerror(rc));
+        }
+    }
+    memset(g->base + g->mem.welcome_off, 0, sizeof(w));
+    int rc = g->t->vt->flush(g->t);
+    if (rc != 0) {
+        return gfail(g, rc, "cannot send the first view: %s", sq_strerror(rc));
+    }
+    sq__log(SQ_LOG_INFO, "restarting the group from its disks with %u of %u members: the first "
+            "view is %u", n, g->cfg->nmembers, view_id);
+    rc = replay_logs(g, my_rank, &assign);
+    if (rc != 0) {
+        return rc;
+    }
+    return setup_view(g, view_id, n, ids, peers, my_rank, &assign, &holders, adequate);
 }
 
 int sq__group_try_welcome(struct sq__group *g)
@@ -677,6 +762,13 @@ int sq__group_try_welcome(struct sq__group *g)
     }
     if (!w.adequate) {
         snprintf(g->inadequate_why, sizeof(g->inadequate_why), "a shard is below min_members");
+    }
+    if (w.restart) {
+        /* The first view of a restart from the disks: holders replay their logs first. */
+        int rc = replay_logs(g, (uint32_t)w.my_rank, &w.assign);
+        if (rc != 0) {
+            return rc;
+        }
     }
     int rc = setup_view(g, (uint32_t)w.view_id, (uint32_t)w.nmembers, w.ids, w.peers,
                         (uint32_t)w.my_rank, &w.assign, &w.holders, w.adequate != 0);

@@ -46,6 +46,7 @@ struct sq__welcome {
     uint32_t peers[SQ_MAX_MEMBERS];
     struct sq__assign assign;    /* the layout of that view */
     struct sq__assign holders;   /* who held each shard's state before it */
+    uint64_t restart;            /* 1: the first view of a restart from the disks */
     uint64_t check;              /* written last: vouches for the rest */
 };
 
@@ -139,6 +140,11 @@ void sq__group_init(struct sq__group *g, const struct sq_config *cfg, uint8_t *b
  * replay it to the application, flagged SQ_MSG_REPLAYED) and the others receive what they lack
  * from it. */
 int sq__group_start_first(struct sq__group *g, const struct sq_log_tail *tails);
+
+/* A restart from the disks, led by this member (see restart.h): starts the first view over the
+ * members in `present` (by configured rank; tails by the same), after writing it into the
+ * welcome block of every other one of them. */
+int sq__group_start_restart(struct sq__group *g, uint32_t present, const struct sq_log_tail *tails);
 
 /* Hands the group a log this member found when it started (before the first view). */
 void sq__group_adopt_log(struct sq__group *g, uint32_t s, uint32_t k, struct sq__plog *log);

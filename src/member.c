@@ -15,6 +15,7 @@
 #include "hash.h"
 #include "log.h"
 #include "p2p.h"
+#include "restart.h"
 #include "smc.h"
 #include "transport/fabric/fabric.h"
 
@@ -99,6 +100,16 @@ struct sq_member {
     bool offline_logs;     /* sq_member_open_logs: logs opened for reading only */
     struct sq__plog *found[SQ_MAX_SUBGROUPS]; /* logs found at start, handed to the group */
     uint32_t found_shard[SQ_MAX_SUBGROUPS];
+    /* The view file (restart.h): what it says now, whether a view installed since it was last
+     * written, and, per subgroup, a handed-over log not yet durable (and 1 + its last version). */
+    struct sq__viewfile vf;
+    bool vf_dirty;
+    bool vf_pending[SQ_MAX_SUBGROUPS];
+    uint64_t vf_want[SQ_MAX_SUBGROUPS];
+    /* The first view of a restart from the disks: until every member of it has written its row
+     * here, no view change may follow (two would-be leaders could otherwise each go on with
+     * part of the group). */
+    bool restart_guard;
 
     pthread_mutex_t mu; /* guards smc, state and errmsg */
     pthread_cond_t cv;  /* signalled on delivery progress, failure and close */
@@ -356,6 +367,87 @@ static void tell_transport_view(sq_member *m)
 
 /* Every shard delivered up to its trim: close the links of the members that left and start the
  * next view in the other copy of every table. */
+static bool any_persistent(const sq_member *m);
+
+/* A view was set up: the view file is rewritten, and the shards that wait for a handover are
+ * not this member's whole history until the handed-over log is durable. */
+static void note_view(sq_member *m)
+{
+    m->vf_dirty = true;
+    for (uint32_t s = 0; s < m->cfg.nsubgroups; s++) {
+        m->vf_pending[s] = m->g.awaiting[s];
+        m->vf_want[s] = 0;
+    }
+}
+
+/* Writes the view file when what it should say changed (restart.h). Called by the loop thread
+ * (or before it starts); 0 or the write error. */
+static int save_view(sq_member *m)
+{
+    if (!any_persistent(m) || !m->g.ctl_ready) {
+        return 0;
+    }
+    bool pending = false;
+    for (uint32_t s = 0; s < m->cfg.nsubgroups; s++) {
+        pending |= m->vf_pending[s];
+    }
+    if (!m->vf_dirty && !pending) {
+        return 0;
+    }
+    const struct sq__smc *c = &m->g.ctl;
+    struct sq__viewfile vf = {.view_next = c->view_id + 1};
+    for (uint32_t r = 0; r < c->L.nmembers; r++) {
+        vf.members |= 1u << c->member_peers[r];
+    }
+    for (uint32_t s = 0; s < m->cfg.nsubgroups; s++) {
+        if (!m->cfg.subgroups[s].persistent) {
+            continue;
+        }
+        for (uint32_t r = 0; r < c->L.nmembers; r++) {
+            uint8_t k = m->g.holders.shard[s][r];
+            if (k != SQ_SHARD_NONE && m->g.shard_base[s] + k < 16) {
+                vf.held |= (uint16_t)(1u << (m->g.shard_base[s] + k));
+            }
+        }
+        uint8_t k = m->g.holders.shard[s][c->my_rank];
+        if (k == SQ_SHARD_NONE || m->g.shard_base[s] + k >= 16) {
+            continue;
+        }
+        if (m->vf_pending[s]) {
+            struct sq__plog *log = m->g.log[s];
+            if (m->g.awaiting[s] || log == NULL) {
+                continue;
+            }
+            if (m->vf_want[s] == 0) {
+                m->vf_want[s] = sq__plog_count(log) > 0 ? sq__plog_last(log).version + 1 : 1;
+            }
+            if (sq__plog_count(log) > 0 && atomic_load(&m->g.durable_next[s]) < m->vf_want[s]) {
+                continue;
+            }
+            m->vf_pending[s] = false;
+            m->vf_dirty = true;
+        }
+        vf.mine |= (uint16_t)(1u << (m->g.shard_base[s] + k));
+    }
+    if (!m->vf_dirty) {
+        return 0;
+    }
+    m->vf_dirty = false;
+    if (memcmp(&vf, &m->vf, sizeof(vf)) == 0) {
+        return 0;
+    }
+    char path[700], err[900];
+    sq__viewfile_path(&m->cfg, m->cfg.self_id, path, sizeof(path));
+    int rc = sq__viewfile_write(path, &vf, err, sizeof(err));
+    if (rc != 0) {
+        sq__log(SQ_LOG_ERROR, "%s", err);
+        snprintf(m->g.errmsg, sizeof(m->g.errmsg), "cannot write the view file (see the log)");
+        return rc;
+    }
+    m->vf = vf;
+    return 0;
+}
+
 static int install_next_view(sq_member *m)
 {
     struct sq__smc *c = &m->g.ctl;
@@ -402,7 +494,8 @@ static int install_next_view(sq_member *m)
     m->rank = m->g.ctl.my_rank;
     tell_transport_view(m);
     report_view(m, removed, nremoved, m->g.dropped);
-    return 0;
+    note_view(m);
+    return save_view(m);
 }
 
 static void broadcast(sq_member *m)
@@ -635,6 +728,31 @@ static int serve_p2p(sq_member *m)
     return events;
 }
 
+/* The restart guard: lifted once every member of the first view wrote its row here; a
+ * suspicion before that ends this member (see restart_guard). */
+static int check_restart_guard(sq_member *m)
+{
+    const struct sq__smc *c = &m->g.ctl;
+    uint32_t missing = UINT32_MAX;
+    for (uint32_t r = 0; r < c->L.nmembers && missing == UINT32_MAX; r++) {
+        if (r != c->my_rank && !sq__smc_row_valid(c, r)) {
+            missing = r;
+        }
+    }
+    if (missing == UINT32_MAX) {
+        m->restart_guard = false;
+        sq__log(SQ_LOG_INFO, "every member took the first view of the restart");
+        return 0;
+    }
+    if (c->suspected != 0 || c->phase != SQ_SMC_RUNNING) {
+        snprintf(m->g.errmsg, sizeof(m->g.errmsg), "the restart did not complete: member %u "
+                 "never took its first view (it may have followed another member's restart, or "
+                 "failed); start this member again", c->member_ids[missing]);
+        return SQ_ESTATE;
+    }
+    return 0;
+}
+
 static void *loop_main(void *arg)
 {
     sq_member *m = arg;
@@ -655,6 +773,17 @@ static void *loop_main(void *arg)
                      "more is delivered here, since it could not be made durable)",
                      sq_strerror(prc));
             rc = prc;
+        }
+        if (rc < 0) {
+            fail_locked(m, rc);
+            break;
+        }
+        if (rc >= 0) {
+            int vrc = save_view(m);
+            rc = vrc != 0 ? vrc : rc;
+        }
+        if (rc >= 0 && m->restart_guard) {
+            rc = check_restart_guard(m);
         }
         if (rc < 0) {
             fail_locked(m, rc);
@@ -775,6 +904,12 @@ static void *flusher_main(void *arg)
 /* Starts the event loop over the view already set up in m->g. */
 static int run_loop(sq_member *m)
 {
+    note_view(m);
+    int vrc = save_view(m);
+    if (vrc != 0) {
+        set_error(m, "%s", m->g.errmsg);
+        return vrc;
+    }
     if (any_persistent(m)) {
         if (pthread_create(&m->flusher, NULL, flusher_main, m) != 0) {
             set_error(m, "cannot start the persistence thread");
@@ -818,6 +953,8 @@ static int open_transport(sq_member *m, int timeout_ms, bool join)
 }
 
 static int join_group(sq_member *m);
+static int await_welcome(sq_member *m);
+static int restart_group(sq_member *m);
 
 static void init_group(sq_member *m)
 {
@@ -883,6 +1020,21 @@ static int find_logs(sq_member *m)
             tail.view_next = SQ_MAX(tail.view_next, (uint32_t)((last - 1) >> 32) + 1);
         }
     }
+    if (any_persistent(m)) {
+        char path[700], err[900] = "";
+        sq__viewfile_path(&m->cfg, m->cfg.self_id, path, sizeof(path));
+        int rc = sq__viewfile_read(path, &m->vf, err, sizeof(err));
+        if (rc < 0) {
+            set_error(m, "%s", err);
+            return rc;
+        }
+        if (rc > 0) {
+            tail.vf_view = m->vf.view_next;
+            tail.vf_members = m->vf.members;
+            tail.vf_held = m->vf.held;
+            tail.vf_mine = m->vf.mine;
+        }
+    }
     sq__fabric_set_log_tail(&tail);
     return 0;
 }
@@ -902,6 +1054,9 @@ int sq_member_start(sq_member *m, int timeout_ms)
     }
     if (m->t->vt->joining(m->t)) {
         return join_group(m); /* restarted while the others run: come back as a joiner */
+    }
+    if (sq__fabric_restarting(m->t)) {
+        return restart_group(m);
     }
     struct sq_log_tail tails[SQ_MAX_MEMBERS];
     sq__fabric_log_tails(m->t, tails);
@@ -932,13 +1087,112 @@ int sq_member_join(sq_member *m, int timeout_ms)
     return join_group(m);
 }
 
+/* A member that was given the first view of a restart links up with every other member of it
+ * (the higher rank of each pair connects) before it runs. */
+static int link_view(sq_member *m, uint64_t deadline)
+{
+    uint32_t need = 0;
+    for (uint32_t r = 0; r < m->g.ctl.L.nmembers; r++) {
+        need |= 1u << m->g.ctl.member_peers[r];
+    }
+    while ((need & ~sq__fabric_linked(m->t)) != 0) {
+        if (sq__mono_ms() >= deadline) {
+            set_error(m, "could not link with every member of the restarted group within %d ms",
+                      m->cfg.connect_timeout_ms);
+            return SQ_ETIMEDOUT;
+        }
+        int rc = sq__fabric_form_step(m->t, 20);
+        if (rc != 0) {
+            set_error(m, "%s", "transport set-up failed while restarting");
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* The group restarts from its members' disks (restart.h). The lowest-ranked member linked here
+ * leads: once the members linked may restart the group, it waits restart_wait_ms for the rest
+ * (or until every configured member is here), then starts the first view over the members linked
+ * and sends it to them. The others wait for it, or join if they find the group running. */
+static int restart_group(sq_member *m)
+{
+    const uint64_t start = sq__mono_ms();
+    const uint64_t deadline = start + (uint64_t)m->cfg.connect_timeout_ms;
+    const uint32_t all = m->cfg.nmembers >= 32 ? UINT32_MAX : (1u << m->cfg.nmembers) - 1;
+    uint64_t ready_since = 0;
+    char why[256] = "";
+    init_group(m);
+    sq__log(SQ_LOG_INFO, "member %u restarts from its disks (last view %d): waiting for a "
+            "majority of the group", m->cfg.self_id, (int)m->vf.view_next - 1);
+    for (;;) {
+        if (sq__fabric_join_ready(m->t)) {
+            sq__log(SQ_LOG_INFO, "the group runs already: joining it");
+            return await_welcome(m);
+        }
+        int rc = sq__group_try_welcome(&m->g);
+        if (rc < 0) {
+            set_error(m, "%s", m->g.errmsg);
+            return rc;
+        }
+        if (rc > 0) {
+            m->rank = m->g.ctl.my_rank;
+            m->restart_guard = true;
+            sq__log(SQ_LOG_INFO, "member %u takes the first view %u of the restart (%u members)",
+                    m->cfg.self_id, m->g.ctl.view_id, m->g.ctl.L.nmembers);
+            rc = link_view(m, deadline);
+            return rc != 0 ? rc : run_loop(m);
+        }
+        uint32_t linked = sq__fabric_linked(m->t);
+        uint32_t leader = (uint32_t)__builtin_ctz(linked);
+        if (leader == m->self_peer && !m->t->vt->joining(m->t)) {
+            struct sq_log_tail tails[SQ_MAX_MEMBERS];
+            sq__fabric_log_tails(m->t, tails);
+            bool restart = false;
+            if (sq__restart_check(&m->cfg, linked, tails, &restart, why, sizeof(why)) == 1) {
+                uint64_t now = sq__mono_ms();
+                ready_since = ready_since ? ready_since : now;
+                if (linked == all || now - ready_since >= (uint64_t)m->cfg.restart_wait_ms) {
+                    rc = sq__group_start_restart(&m->g, linked, tails);
+                    if (rc != 0) {
+                        set_error(m, "%s", m->g.errmsg);
+                        return rc;
+                    }
+                    m->rank = m->g.ctl.my_rank;
+                    m->restart_guard = true;
+                    return run_loop(m);
+                }
+            } else {
+                ready_since = 0;
+            }
+        } else {
+            snprintf(why, sizeof(why), "waiting for member %u to send the first view",
+                     m->cfg.members[leader].id);
+        }
+        if (sq__mono_ms() >= deadline) {
+            set_error(m, "the group did not restart within %d ms: %s", m->cfg.connect_timeout_ms,
+                      why);
+            return SQ_ETIMEDOUT;
+        }
+        rc = sq__fabric_form_step(m->t, 20);
+        if (rc != 0) {
+            set_error(m, "transport set-up failed while restarting (%s)", sq_strerror(rc));
+            return rc;
+        }
+    }
+}
+
 /* Connected as a joiner: our connections asked the members to add us. */
 static int join_group(sq_member *m)
 {
-    int rc;
-    /* Our connections asked the members to add us; the donor's welcome says when they have. */
-    uint64_t deadline = sq__mono_ms() + (uint64_t)m->cfg.connect_timeout_ms;
     init_group(m);
+    return await_welcome(m);
+}
+
+/* A joiner with its group set up: the donor's welcome says when the members added us. */
+static int await_welcome(sq_member *m)
+{
+    int rc;
+    uint64_t deadline = sq__mono_ms() + (uint64_t)m->cfg.connect_timeout_ms;
     while ((rc = sq__group_try_welcome(&m->g)) == 0) {
         if (sq__mono_ms() >= deadline) {
             set_error(m, "member %u connected but was not added to the group within %d ms",

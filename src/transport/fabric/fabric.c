@@ -44,7 +44,7 @@
 #define MR_KEY_BASE 0x5c000u
 
 #define HELLO_MAGIC 0x4c4c5153u /* "SQLL" */
-#define HELLO_VERSION 4u
+#define HELLO_VERSION 5u
 
 /* Exchanged as connection private data, both ways. Little-endian on the wire (the build is
  * little-endian only, see common.h). */
@@ -64,7 +64,7 @@ struct hello {
     uint64_t incarnation; /* random per process: tells a restarted member from a stale probe */
     struct sq_log_tail tail; /* what this member's logs hold (a restart goes on from them) */
 };
-static_assert(sizeof(struct hello) == 152, "hello is a wire format");
+static_assert(sizeof(struct hello) == 168, "hello is a wire format");
 
 #define HELLO_JOINING 1u
 #define HELLO_RUNNING 2u
@@ -145,6 +145,7 @@ struct fabric {
     bool rx_seen; /* a peer's write completed since the last wait() returned */
     uint64_t failed; /* peers whose link failed (bit = config rank) */
     bool joining;    /* this member joins a running group */
+    bool restarting; /* forming from views some member kept on disk: the caller forms view 0 */
     bool running;    /* the group runs: accept members that (re)join */
     uint32_t view_id;
     uint64_t view_peers;
@@ -931,6 +932,35 @@ static int on_eq_error(struct fabric *f)
     return 0;
 }
 
+/* Some member linked to us (or we) kept a view file: the group restarts from its disks, and the
+ * caller decides when it may (restart.h), so set-up returns early. */
+static bool restart_seen(const struct fabric *f)
+{
+    if (g_my_tail.vf_view > 0) {
+        return true;
+    }
+    for (uint32_t r = 0; r < f->base.nmembers; r++) {
+        if (f->peers[r].state == P_UP && f->tails[r].vf_view > 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Joining: every member of the running view a member told us about is reachable (my own old
+ * incarnation may still be listed: the join removes it). */
+static bool join_ready(const struct fabric *f)
+{
+    if (!f->joining || !f->have_contact) {
+        return false;
+    }
+    uint64_t need = f->contact_peers & ~(1ull << f->base.my_rank), have = 0;
+    for (uint32_t r = 0; r < f->base.nmembers; r++) {
+        have |= (uint64_t)(f->peers[r].state == P_UP) << r;
+    }
+    return (need & ~have) == 0;
+}
+
 /* Forming: every member is connected (probes that came back up count as connections too). */
 static bool forming_done(const struct fabric *f)
 {
@@ -942,41 +972,71 @@ static bool forming_done(const struct fabric *f)
     return true;
 }
 
+/* One round of set-up: (re)connects to members not linked yet, then handles the connection
+ * events that come within `wait_ms`. */
+static int form_round(struct fabric *f, int wait_ms)
+{
+    const uint32_t n = f->base.nmembers, me = f->base.my_rank;
+    for (uint32_t r = 0; r < n; r++) {
+        struct peer *p = &f->peers[r];
+        if (r != me && p->state == P_IDLE && sq__mono_ms() >= p->retry_at_ms) {
+            /* Lower ranks: the connections of the first view. Higher ranks: a probe that a
+             * forming member refuses and a running one accepts (this member restarted). */
+            int rc = start_connect(f, p);
+            if (rc != 0) {
+                return rc;
+            }
+        }
+    }
+    union {
+        struct fi_eq_cm_entry e;
+        uint8_t raw[sizeof(struct fi_eq_cm_entry) + 256];
+    } buf;
+    uint32_t event = 0;
+    ssize_t rd = fi_eq_sread(f->eq, &event, &buf, sizeof(buf), wait_ms, 0);
+    if (rd == -FI_EAGAIN || rd == -FI_ETIMEDOUT) {
+        return 0;
+    }
+    if (rd == -FI_EAVAIL) {
+        return on_eq_error(f);
+    }
+    if (rd < 0) {
+        return fail(f, SQ_ETRANSPORT, "event queue: %s", fi_strerror((int)-rd));
+    }
+    size_t datalen = (size_t)rd > sizeof(buf.e) ? (size_t)rd - sizeof(buf.e) : 0;
+    if (event == FI_CONNREQ) {
+        return on_connreq(f, &buf.e, datalen);
+    }
+    if (event == FI_CONNECTED) {
+        return on_connected(f, &buf.e, datalen);
+    }
+    if (event == FI_SHUTDOWN) {
+        struct peer *p = peer_of_ep(f, buf.e.fid);
+        if (p != NULL) {
+            sq__log(SQ_LOG_WARN, "member %u closed its connection during set-up", p->id);
+            fi_close(&p->ep->fid);
+            p->ep = NULL;
+            p->state = P_IDLE;
+            p->retry_at_ms = sq__mono_ms() + RETRY_MS;
+        }
+    }
+    return 0;
+}
+
 static int establish(struct fabric *f)
 {
     uint64_t deadline = sq__mono_ms() + (uint64_t)f->cfg->connect_timeout_ms;
     const uint32_t n = f->base.nmembers, me = f->base.my_rank;
     for (;;) {
-        uint32_t up = 0;
-        for (uint32_t r = 0; r < n; r++) {
-            struct peer *p = &f->peers[r];
-            if (r == me) {
-                continue;
-            }
-            if (p->state == P_UP) {
-                up++;
-            } else if (p->state == P_IDLE && sq__mono_ms() >= p->retry_at_ms) {
-                /* Lower ranks: the connections of the first view. Higher ranks: a probe that
-                 * a forming member refuses and a running one accepts (this member restarted). */
-                int rc = start_connect(f, p);
-                if (rc != 0) {
-                    return rc;
-                }
-            }
+        if (!f->joining && restart_seen(f)) {
+            f->restarting = true;
+            return 0;
         }
         if (!f->joining && forming_done(f)) {
             return 0;
         }
-        if (f->joining && f->have_contact) {
-            /* Joining: every member of the running view must be reachable (my own old
-             * incarnation may still be listed: the join removes it). */
-            uint64_t need = f->contact_peers & ~(1ull << me), have = 0;
-            for (uint32_t r = 0; r < n; r++) {
-                have |= (uint64_t)(f->peers[r].state == P_UP) << r;
-            }
-            if ((need & ~have) == 0) {
-                return 0;
-            }
+        if (join_ready(f)) {
+            return 0;
         }
         if (sq__mono_ms() >= deadline) {
             char missing[256] = "";
@@ -994,47 +1054,42 @@ static int establish(struct fabric *f)
                                      "member(s) %s",
                         f->cfg->connect_timeout_ms, missing);
         }
-        union {
-            struct fi_eq_cm_entry e;
-            uint8_t raw[sizeof(struct fi_eq_cm_entry) + 256];
-        } buf;
-        uint32_t event = 0;
-        ssize_t rd = fi_eq_sread(f->eq, &event, &buf, sizeof(buf), RETRY_MS, 0);
-        if (rd == -FI_EAGAIN || rd == -FI_ETIMEDOUT) {
-            continue;
-        }
-        if (rd == -FI_EAVAIL) {
-            int rc = on_eq_error(f);
-            if (rc != 0) {
-                return rc;
-            }
-            continue;
-        }
-        if (rd < 0) {
-            return fail(f, SQ_ETRANSPORT, "event queue: %s", fi_strerror((int)-rd));
-        }
-        size_t datalen = (size_t)rd > sizeof(buf.e) ? (size_t)rd - sizeof(buf.e) : 0;
-        if (event == FI_CONNREQ) {
-            int rc = on_connreq(f, &buf.e, datalen);
-            if (rc != 0) {
-                return rc;
-            }
-        } else if (event == FI_CONNECTED) {
-            int rc = on_connected(f, &buf.e, datalen);
-            if (rc != 0) {
-                return rc;
-            }
-        } else if (event == FI_SHUTDOWN) {
-            struct peer *p = peer_of_ep(f, buf.e.fid);
-            if (p != NULL) {
-                sq__log(SQ_LOG_WARN, "member %u closed its connection during set-up", p->id);
-                fi_close(&p->ep->fid);
-                p->ep = NULL;
-                p->state = P_IDLE;
-                p->retry_at_ms = sq__mono_ms() + RETRY_MS;
-            }
+        int rc = form_round(f, RETRY_MS);
+        if (rc != 0) {
+            return rc;
         }
     }
+}
+
+bool sq__fabric_restarting(struct sq_transport *t)
+{
+    return ((struct fabric *)t)->restarting;
+}
+
+int sq__fabric_form_step(struct sq_transport *t, int wait_ms)
+{
+    struct fabric *f = (struct fabric *)t;
+    int rc = form_round(f, wait_ms);
+    if (rc != 0) {
+        return rc;
+    }
+    (void)drain_cq(f); /* RMA writes that landed (a welcome) complete on the CQ */
+    return 0;
+}
+
+uint32_t sq__fabric_linked(struct sq_transport *t)
+{
+    struct fabric *f = (struct fabric *)t;
+    uint32_t up = 1u << f->base.my_rank;
+    for (uint32_t r = 0; r < f->base.nmembers; r++) {
+        up |= (uint32_t)(f->peers[r].state == P_UP) << r;
+    }
+    return up;
+}
+
+bool sq__fabric_join_ready(struct sq_transport *t)
+{
+    return join_ready((struct fabric *)t);
 }
 
 void sq__fabric_set_log_tail(const struct sq_log_tail *mine)

@@ -26,4 +26,14 @@ int sq__fabric_create(struct sq_transport **out, const struct sq_config *cfg, ui
 void sq__fabric_set_log_tail(const struct sq_log_tail *mine);
 void sq__fabric_log_tails(struct sq_transport *t, struct sq_log_tail *by_rank);
 
+/* Restarting from disks (restart.h): sq__fabric_create returns as soon as it sees that some member
+ * kept a view file, and the caller forms the first view itself with these: whether it did so;
+ * one round of set-up (connects, connection events within `wait_ms`); the ranks linked now (this
+ * member's included); and whether a member reported a running group, every member of whose view
+ * is linked now (then join it: the transport is in joining mode). */
+bool sq__fabric_restarting(struct sq_transport *t);
+int sq__fabric_form_step(struct sq_transport *t, int wait_ms);
+uint32_t sq__fabric_linked(struct sq_transport *t);
+bool sq__fabric_join_ready(struct sq_transport *t);
+
 #endif

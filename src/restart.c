@@ -1,0 +1,175 @@
+/* restart.c: the view file and the rule for restarting a group from a majority. See restart.h. */
+#include "restart.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "le.h"
+#include "persist/disk.h"
+
+#define VF_MAGIC 0x46565153u /* "SQVF" */
+#define VF_FORMAT 1u
+#define VF_BYTES 32u
+
+/* Layout, little-endian: 0 u32 magic, 4 u16 format, 6 u16 bytes, 8 u32 view_next, 12 u32
+ * members, 16 u16 held, 18 u16 mine, 20 u32 reserved, 24 u32 CRC-32C of bytes 0..23, 28 u32
+ * reserved. */
+
+void sq__viewfile_path(const struct sq_config *cfg, uint32_t member_id, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/member-%u/view", cfg->data_dir, member_id);
+}
+
+int sq__viewfile_read(const char *path, struct sq__viewfile *out, char *err, size_t err_size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) {
+            return 0;
+        }
+        snprintf(err, err_size, "%s: cannot open the view file: %s", path, strerror(errno));
+        return SQ_EIO;
+    }
+    uint8_t b[VF_BYTES + 1];
+    ssize_t n = read(fd, b, sizeof(b));
+    close(fd);
+    if (n != (ssize_t)VF_BYTES || sq__ld32(b) != VF_MAGIC || sq__ld16(b + 4) != VF_FORMAT ||
+        sq__ld16(b + 6) != VF_BYTES || sq__ld32(b + 24) != sq__crc32c(0, b, 24)) {
+        snprintf(err, err_size, "%s: the view file is damaged (%zd bytes, or a bad checksum): "
+                 "this member cannot tell which views it was in; move it away only if the "
+                 "member's logs go too", path, n);
+        return SQ_ECORRUPT;
+    }
+    out->view_next = sq__ld32(b + 8);
+    out->members = sq__ld32(b + 12);
+    out->held = sq__ld16(b + 16);
+    out->mine = sq__ld16(b + 18);
+    return 1;
+}
+
+int sq__viewfile_write(const char *path, const struct sq__viewfile *vf, char *err, size_t err_size)
+{
+    uint8_t b[VF_BYTES];
+    memset(b, 0, sizeof(b));
+    sq__st32(b, VF_MAGIC);
+    sq__st16(b + 4, VF_FORMAT);
+    sq__st16(b + 6, VF_BYTES);
+    sq__st32(b + 8, vf->view_next);
+    sq__st32(b + 12, vf->members);
+    sq__st16(b + 16, vf->held);
+    sq__st16(b + 18, vf->mine);
+    sq__st32(b + 24, sq__crc32c(0, b, 24));
+    char tmp[700], dir[700];
+    snprintf(tmp, sizeof(tmp), "%s.new", path);
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash != NULL) {
+        *slash = '\0';
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int rc = 0;
+    if (fd < 0 || write(fd, b, sizeof(b)) != (ssize_t)sizeof(b) || fdatasync(fd) != 0) {
+        rc = errno == ENOSPC ? SQ_ENOSPC : SQ_EIO;
+    }
+    int e = errno;
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (rc == 0 && rename(tmp, path) != 0) {
+        rc = SQ_EIO;
+        e = errno;
+    }
+    if (rc == 0) {
+        int dfd = open(slash != NULL ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0 || fsync(dfd) != 0) {
+            rc = SQ_EIO;
+            e = errno;
+        }
+        if (dfd >= 0) {
+            close(dfd);
+        }
+    }
+    if (rc != 0) {
+        snprintf(err, err_size, "%s: cannot write the view file: %s", path, strerror(e));
+    }
+    return rc;
+}
+
+/* Appends ", id" (or "id") to a list. */
+static void add_id(char *buf, size_t cap, size_t *len, uint32_t id)
+{
+    if (*len < cap) {
+        *len += (size_t)snprintf(buf + *len, cap - *len, "%s%u", *len ? ", " : "", id);
+    }
+}
+
+int sq__restart_check(const struct sq_config *cfg, uint32_t present,
+                      const struct sq_log_tail *tails, bool *restart, char *why, size_t why_size)
+{
+    const uint32_t n = cfg->nmembers;
+    const uint32_t all = n >= 32 ? UINT32_MAX : (1u << n) - 1;
+    present &= all;
+    uint32_t last = 0; /* 1 + the latest view known to a member present */
+    uint32_t members = 0;
+    for (uint32_t r = 0; r < n; r++) {
+        if ((present >> r) & 1u && tails[r].vf_view > last) {
+            last = tails[r].vf_view;
+            members = tails[r].vf_members & all;
+        }
+    }
+    why[0] = '\0';
+    *restart = last > 0;
+    if (last == 0) {
+        if (present == all) {
+            return 1;
+        }
+        char missing[256] = "";
+        size_t len = 0;
+        for (uint32_t r = 0; r < n; r++) {
+            if (!((present >> r) & 1u)) {
+                add_id(missing, sizeof(missing), &len, cfg->members[r].id);
+            }
+        }
+        snprintf(why, why_size, "a new group starts with every configured member; waiting for "
+                 "member(s) %s", missing);
+        return 0;
+    }
+    uint32_t need = (uint32_t)__builtin_popcount(members) / 2 + 1;
+    uint32_t have = (uint32_t)__builtin_popcount(members & present);
+    if (have < need) {
+        char missing[256] = "";
+        size_t len = 0;
+        for (uint32_t r = 0; r < n; r++) {
+            if ((members >> r) & 1u && !((present >> r) & 1u)) {
+                add_id(missing, sizeof(missing), &len, cfg->members[r].id);
+            }
+        }
+        snprintf(why, why_size, "restarting needs %u of the %u members of view %u, the last one "
+                 "the group had; %u are here (missing: %s)", need,
+                 (unsigned)__builtin_popcount(members), last - 1, have, missing);
+        return 0;
+    }
+    uint32_t held = 0, whole = 0;
+    for (uint32_t r = 0; r < n; r++) {
+        if ((present >> r) & 1u && tails[r].vf_view == last) {
+            held |= tails[r].vf_held;
+            whole |= tails[r].vf_mine;
+        }
+    }
+    uint32_t flat = 0;
+    for (uint32_t s = 0; s < cfg->nsubgroups; s++) {
+        for (uint32_t k = 0; k < cfg->subgroups[s].shards; k++, flat++) {
+            if (flat < 16 && (held >> flat) & 1u && !((whole >> flat) & 1u)) {
+                snprintf(why, why_size, "no member here held the whole history of shard %u of "
+                         "subgroup %s in view %u: waiting for one of that shard's members",
+                         k, cfg->subgroups[s].name, last - 1);
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
