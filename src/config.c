@@ -408,6 +408,40 @@ static int on_key(void *user, const char *section, const char *key, const char *
     return ps->err_line == before || before != 0 ? 1 : 0;
 }
 
+static struct sq_subgroup_cfg *subgroup_slot(struct parse_state *ps, const char *section,
+                                             const char *name);
+
+/* A section header: a subgroup exists even when its section sets nothing (the parser calls us
+ * only for keys), and a section nobody knows is an error even when it is empty. */
+static void note_section(struct parse_state *ps, const char *buf)
+{
+    char section[160];
+    const char *end = strchr(buf, ']');
+    if (end == NULL) {
+        return; /* the parser reports the syntax error */
+    }
+    buf++;
+    while (*buf == ' ' || *buf == '\t') {
+        buf++;
+    }
+    size_t n = (size_t)(end - buf);
+    while (n > 0 && (buf[n - 1] == ' ' || buf[n - 1] == '\t')) {
+        n--;
+    }
+    if (n >= sizeof(section)) {
+        fail(ps, "section name too long");
+        return;
+    }
+    memcpy(section, buf, n);
+    section[n] = '\0';
+    if (strncmp(section, "subgroup.", 9) == 0) {
+        (void)subgroup_slot(ps, section, section + 9);
+    } else if (strcmp(section, "group") != 0 && strcmp(section, "self") != 0 &&
+               strncmp(section, "member.", 7) != 0) {
+        fail(ps, "unknown section [%s] (known: group, self, member.ID, subgroup.NAME)", section);
+    }
+}
+
 static void note_line(struct parse_state *ps, const char *buf)
 {
     ps->line++;
@@ -416,6 +450,7 @@ static void note_line(struct parse_state *ps, const char *buf)
     }
     if (*buf == '[') {
         ps->section_line = ps->line;
+        note_section(ps, buf);
     }
 }
 

@@ -69,6 +69,14 @@ static void test_subgroups(void)
     CHECK_EQ_INT(c.subgroups[1].max_payload, 10240);
     CHECK_EQ_INT(sq__config_subgroup(&c, "meta"), 1);
     CHECK_EQ_INT(sq__config_subgroup(&c, "nope"), -1);
+    /* a subgroup whose section sets nothing exists all the same, with the defaults */
+    const char *empty = "[self]\nid=0\n[member.0]\nhost=h\nport=1\n[member.1]\nhost=h\nport=2\n"
+                        "[subgroup.cache]\n[subgroup.orders]\nshards=2\n[subgroup.last]\n";
+    CHECK_EQ_INT(sq__config_parse_string(&c, "sg.cfg", empty, err, sizeof(err)), 0);
+    CHECK_EQ_INT(c.nsubgroups, 3);
+    CHECK_EQ_INT(c.nshards, 4);
+    CHECK(strcmp(c.subgroups[0].name, "cache") == 0 && c.subgroups[0].shards == 1);
+    CHECK(strcmp(c.subgroups[2].name, "last") == 0);
 }
 
 static void test_defaults_and_digest(void)
@@ -100,7 +108,9 @@ struct bad_case {
 
 static const struct bad_case BAD[] = {
     {"[self]\nid=0\n[member.0]\nhost=h\nport=1\n[group]\nbogus = 1\n", "bad.cfg:7: unknown key 'bogus' in [group]"},
-    {"[self]\nid=0\n[member.0]\nhost=h\nport=1\n[nosuch]\nx=1\n", "bad.cfg:7: unknown section [nosuch]"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=1\n[nosuch]\nx=1\n", "bad.cfg:6: unknown section [nosuch]"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=1\n[nosuch]\n", "bad.cfg:6: unknown section [nosuch]"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=1\n[group]\nrestart_wait_ms = -1\n", "bad.cfg:7: key 'restart_wait_ms' in [group]"},
     {"[self]\nid=0\n[member.0]\nhost=h\nport=70000\n", "bad.cfg:5: key 'port' in [member.0]: '70000' is not a port number"},
     {"[self]\nid=0\n[member.0]\nhost=h\nport=-1\n", "key 'port'"},
     {"[self]\nid=0\n[member.0]\nhost=h\nport=12ab\n", "'12ab' is not a port number"},

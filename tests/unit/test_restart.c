@@ -1,0 +1,153 @@
+/* test_restart.c: the rule for restarting a group from its members' disks (a majority of the
+ * last view, a whole-history holder of every persistent shard held in it) and the view file
+ * (round trip, absent, damaged). */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "squall.h"
+#include "restart.h"
+#include "test.h"
+
+static struct sq_config cfg3(const char *subgroups)
+{
+    char text[2048], err[256] = "";
+    snprintf(text, sizeof(text),
+             "[group]\ndata_dir = /tmp/x\n[self]\nid = 10\n"
+             "[member.10]\nhost = 127.0.0.1\nport = 1\n[member.11]\nhost = 127.0.0.1\nport = 2\n"
+             "[member.12]\nhost = 127.0.0.1\nport = 3\n%s", subgroups);
+    struct sq_config c;
+    int rc = sq__config_parse_string(&c, "t.cfg", text, err, sizeof(err));
+    if (rc != 0) {
+        fprintf(stderr, "config: %s\n", err);
+    }
+    CHECK_EQ_INT(rc, 0);
+    return c;
+}
+
+/* A member that was in view `view` (members mask), held `held`, whole history `mine`. */
+static struct sq_log_tail vt(uint32_t view, uint32_t members, uint16_t held, uint16_t mine)
+{
+    struct sq_log_tail t;
+    memset(&t, 0, sizeof(t));
+    memset(t.shard, 0xFF, sizeof(t.shard));
+    t.vf_view = view + 1;
+    t.vf_members = members;
+    t.vf_held = held;
+    t.vf_mine = mine;
+    return t;
+}
+
+static void test_rule(void)
+{
+    struct sq_config c = cfg3("[subgroup.orders]\ndelivery = persistent\n");
+    char why[256];
+    bool restart = true;
+    struct sq_log_tail t[SQ_MAX_MEMBERS];
+    memset(t, 0, sizeof(t));
+    /* a group that never ran needs everyone */
+    CHECK_EQ_INT(sq__restart_check(&c, 0x7, t, &restart, why, sizeof(why)), 1);
+    CHECK(!restart);
+    CHECK_EQ_INT(sq__restart_check(&c, 0x3, t, &restart, why, sizeof(why)), 0);
+    CHECK_CONTAINS(why, "waiting for member(s) 12");
+    /* every member was in view 4 = {10, 11, 12}: two of them restart it, one cannot */
+    for (int r = 0; r < 3; r++) {
+        t[r] = vt(4, 0x7, 0x1, 0x1);
+    }
+    CHECK_EQ_INT(sq__restart_check(&c, 0x5, t, &restart, why, sizeof(why)), 1);
+    CHECK(restart);
+    CHECK_EQ_INT(sq__restart_check(&c, 0x2, t, &restart, why, sizeof(why)), 0);
+    CHECK_CONTAINS(why, "needs 2 of the 3 members of view 4");
+    CHECK_CONTAINS(why, "missing: 10, 12");
+    /* 12 left in view 5 = {10, 11}, which went on: 11 and 12 are a configured majority, not
+     * one of view 5, and 12's older view changes nothing */
+    t[0] = vt(5, 0x3, 0x1, 0x1);
+    t[1] = vt(5, 0x3, 0x1, 0x1);
+    CHECK_EQ_INT(sq__restart_check(&c, 0x6, t, &restart, why, sizeof(why)), 0);
+    CHECK_CONTAINS(why, "needs 2 of the 2 members of view 5");
+    CHECK_CONTAINS(why, "missing: 10");
+    CHECK_EQ_INT(sq__restart_check(&c, 0x3, t, &restart, why, sizeof(why)), 1);
+    CHECK_EQ_INT(sq__restart_check(&c, 0x7, t, &restart, why, sizeof(why)), 1);
+    /* a member of view 5 that was still receiving the shard's log does not hold its history */
+    t[1] = vt(5, 0x3, 0x1, 0x0);
+    t[0] = vt(5, 0x3, 0x1, 0x0);
+    CHECK_EQ_INT(sq__restart_check(&c, 0x7, t, &restart, why, sizeof(why)), 0);
+    CHECK_CONTAINS(why, "whole history of shard 0 of subgroup orders in view 5");
+    /* ... nor does a member that held it in an older view */
+    t[2] = vt(4, 0x7, 0x1, 0x1);
+    CHECK_EQ_INT(sq__restart_check(&c, 0x7, t, &restart, why, sizeof(why)), 0);
+    t[0] = vt(5, 0x3, 0x1, 0x1);
+    CHECK_EQ_INT(sq__restart_check(&c, 0x7, t, &restart, why, sizeof(why)), 1);
+}
+
+static void test_shards(void)
+{
+    /* flat shards: cache 0 (volatile), orders 1 and 2 (persistent, 2 shards) */
+    struct sq_config c = cfg3("[subgroup.cache]\n[subgroup.orders]\ndelivery = persistent\n"
+                              "shards = 2\nmin_members = 1\n");
+    char why[256];
+    bool restart;
+    struct sq_log_tail t[SQ_MAX_MEMBERS];
+    memset(t, 0, sizeof(t));
+    t[0] = vt(7, 0x7, 0x6, 0x2); /* shard 0 of orders */
+    t[1] = vt(7, 0x7, 0x6, 0x2);
+    t[2] = vt(7, 0x7, 0x6, 0x4); /* shard 1 of orders */
+    CHECK_EQ_INT(sq__restart_check(&c, 0x3, t, &restart, why, sizeof(why)), 0);
+    CHECK_CONTAINS(why, "shard 1 of subgroup orders in view 7");
+    CHECK_EQ_INT(sq__restart_check(&c, 0x6, t, &restart, why, sizeof(why)), 1);
+    CHECK_EQ_INT(sq__restart_check(&c, 0x5, t, &restart, why, sizeof(why)), 1);
+    CHECK_EQ_INT(sq__restart_check(&c, 0x4, t, &restart, why, sizeof(why)), 0);
+    CHECK_CONTAINS(why, "needs 2 of the 3");
+}
+
+static void test_viewfile(void)
+{
+    char dir[] = "/tmp/squall-vf-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[256], err[512] = "";
+    snprintf(path, sizeof(path), "%s/view", dir);
+    struct sq__viewfile in = {.view_next = 42, .members = 0x5, .held = 0x3, .mine = 0x1}, out;
+    memset(&out, 0, sizeof(out));
+    CHECK_EQ_INT(sq__viewfile_read(path, &out, err, sizeof(err)), 0); /* none yet */
+    CHECK_EQ_INT(sq__viewfile_write(path, &in, err, sizeof(err)), 0);
+    CHECK_EQ_INT(sq__viewfile_read(path, &out, err, sizeof(err)), 1);
+    CHECK(memcmp(&in, &out, sizeof(in)) == 0);
+    in.view_next = 43;
+    CHECK_EQ_INT(sq__viewfile_write(path, &in, err, sizeof(err)), 0); /* replaced */
+    CHECK_EQ_INT(sq__viewfile_read(path, &out, err, sizeof(err)), 1);
+    CHECK_EQ_INT(out.view_next, 43);
+    /* every flipped byte is caught */
+    for (int off = 0; off < 32; off++) {
+        int fd = open(path, O_RDWR);
+        uint8_t b;
+        CHECK(pread(fd, &b, 1, off) == 1);
+        b ^= 0x10;
+        CHECK(pwrite(fd, &b, 1, off) == 1);
+        int rc = sq__viewfile_read(path, &out, err, sizeof(err));
+        if (off < 28) {
+            CHECK_EQ_INT(rc, SQ_ECORRUPT);
+        }
+        b ^= 0x10;
+        CHECK(pwrite(fd, &b, 1, off) == 1);
+        close(fd);
+    }
+    CHECK_CONTAINS(err, "the view file is damaged");
+    CHECK(truncate(path, 20) == 0);
+    CHECK_EQ_INT(sq__viewfile_read(path, &out, err, sizeof(err)), SQ_ECORRUPT);
+    /* a directory that is not there: the write says so */
+    snprintf(path, sizeof(path), "%s/nope/view", dir);
+    CHECK_EQ_INT(sq__viewfile_write(path, &in, err, sizeof(err)), SQ_EIO);
+    CHECK_CONTAINS(err, "cannot write the view file");
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
+int main(void)
+{
+    test_rule();
+    test_shards();
+    test_viewfile();
+    return sq_test_done("test_restart");
+}
