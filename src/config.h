@@ -83,6 +83,8 @@ struct sq_log_tail {
     uint32_t vf_members; /* its members, by configured rank */
     uint16_t vf_held;    /* persistent shards (flat numbers) some member held in it */
     uint16_t vf_mine;    /* persistent shards whose whole history this member held in it */
+    uint32_t vf_acc_view;    /* 1 + the id of a later view it accepted but did not install... */
+    uint32_t vf_acc_members; /* ...and that view's members (0, 0: none) */
     uint32_t vf_pad;
 };
 

@@ -105,7 +105,12 @@ void sq__group_init(struct sq__group *g, const struct sq_config *cfg, uint8_t *b
     sq_persisted_fn persisted = g->persisted;
     void *persisted_arg = g->persisted_arg;
     struct sq_disk *disk = g->disk;
+    int (*on_accept)(void *, const struct sq__vc_value *) = g->on_accept;
+    void *on_accept_arg = g->on_accept_arg;
     memset(g, 0, sizeof(*g));
+    g->on_accept = on_accept;
+    g->on_accept_arg = on_accept_arg;
+    pthread_mutex_init(&g->durable_mu, NULL);
     g->persisted = persisted;
     g->persisted_arg = persisted_arg;
     g->disk = disk != NULL ? disk : sq__disk_posix();
@@ -481,6 +486,9 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
                       const struct sq__assign *holders, bool adequate)
 {
     const struct sq_config *cfg = g->cfg;
+    if (g->clock_us != NULL) {
+        g->now_us = g->clock_us();
+    }
     struct sq__smc_params cp = {.nmembers = n, .my_rank = my_rank, .window_size = CTL_WINDOW,
                                 .max_payload = CTL_PAYLOAD, .view_id = view_id,
                                 .member_ids = ids, .member_peers = peers,
@@ -494,6 +502,8 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
     }
     g->ctl_ready = true;
     g->ctl.nsubgroups = cfg->nsubgroups;
+    g->ctl.on_accept = g->on_accept;
+    g->ctl.on_accept_arg = g->on_accept_arg;
     g->assign = *assign;
     g->adequate = adequate;
     g->holders = adequate ? *assign : *holders;
@@ -585,8 +595,8 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
  * are prefixes of one another: every delivered update was received by every member of its view,
  * and an update that only a member missing now delivered was never persisted). */
 static void plan_first(struct sq__group *g, uint32_t n, const struct sq_log_tail *tails,
-                       uint32_t *view_id, struct sq__assign *assign, struct sq__assign *holders,
-                       bool *adequate)
+                       const uint16_t *whole, uint32_t *view_id, struct sq__assign *assign,
+                       struct sq__assign *holders, bool *adequate)
 {
     struct sq__assign kept;
     sq__assign_clear(&kept);
@@ -600,18 +610,34 @@ static void plan_first(struct sq__group *g, uint32_t n, const struct sq_log_tail
             if (!g->cfg->subgroups[s].persistent) {
                 continue;
             }
+            /* With `whole` (a restart from a majority): only the members that held a shard's
+             * whole history in the last view count for it, when there are any; a longer log
+             * elsewhere ends in updates that were never persisted (delivered by a member that
+             * missed an earlier restart), and its member cuts them when it receives the shard. */
             uint64_t longest[SQ_MAX_SHARDS] = {0};
+            bool by_whole[SQ_MAX_SHARDS] = {false};
             for (uint32_t r = 0; r < n; r++) {
                 uint8_t k = tails[r].shard[s];
-                if (k < g->cfg->subgroups[s].shards) {
-                    kept.shard[s][r] = k;
-                    longest[k] = SQ_MAX(longest[k], tails[r].last[s]);
+                uint32_t flat = g->shard_base[s] + k;
+                if (k < g->cfg->subgroups[s].shards && whole != NULL && flat < 16 &&
+                    (whole[r] >> flat) & 1u) {
+                    by_whole[k] = true;
                 }
             }
             for (uint32_t r = 0; r < n; r++) {
                 uint8_t k = tails[r].shard[s];
-                if (k < g->cfg->subgroups[s].shards && longest[k] > 0 &&
-                    tails[r].last[s] == longest[k]) {
+                if (k < g->cfg->subgroups[s].shards) {
+                    kept.shard[s][r] = k;
+                    if (!by_whole[k] || (whole[r] >> (g->shard_base[s] + k)) & 1u) {
+                        longest[k] = SQ_MAX(longest[k], tails[r].last[s]);
+                    }
+                }
+            }
+            for (uint32_t r = 0; r < n; r++) {
+                uint8_t k = tails[r].shard[s];
+                if (k < g->cfg->subgroups[s].shards && (longest[k] > 0 || by_whole[k]) &&
+                    tails[r].last[s] == longest[k] &&
+                    (!by_whole[k] || (whole[r] >> (g->shard_base[s] + k)) & 1u)) {
                     holders->shard[s][r] = k;
                 }
             }
@@ -668,7 +694,7 @@ int sq__group_start_first(struct sq__group *g, const struct sq_log_tail *tails)
     struct sq__assign holders, assign;
     uint32_t view_id;
     bool adequate;
-    plan_first(g, n, tails, &view_id, &assign, &holders, &adequate);
+    plan_first(g, n, tails, NULL, &view_id, &assign, &holders, &adequate);
     if (view_id > 0) {
         sq__log(SQ_LOG_INFO, "restarting from the logs: the first view is %u", view_id);
         int rc = replay_logs(g, g->self_peer, &assign);
@@ -683,7 +709,7 @@ int sq__group_start_restart(struct sq__group *g, uint32_t present, const struct 
 {
     uint32_t n = 0, ids[SQ_MAX_MEMBERS], peers[SQ_MAX_MEMBERS], my_rank = UINT32_MAX;
     struct sq_log_tail rt[SQ_MAX_MEMBERS];
-    uint32_t view_id = 0;
+    uint32_t view_id = 0, accepted = 0;
     for (uint32_t p = 0; p < g->cfg->nmembers; p++) {
         if ((present >> p) & 1u) {
             my_rank = p == g->self_peer ? n : my_rank;
@@ -691,19 +717,23 @@ int sq__group_start_restart(struct sq__group *g, uint32_t present, const struct 
             peers[n] = p;
             rt[n] = tails[p];
             view_id = SQ_MAX(view_id, tails[p].vf_view);
+            accepted = SQ_MAX(accepted, tails[p].vf_acc_view);
             n++;
         }
     }
     if (my_rank == UINT32_MAX) {
         return gfail(g, SQ_EINVAL, "a restart without this member");
     }
+    uint16_t whole[SQ_MAX_MEMBERS];
+    for (uint32_t r = 0; r < n; r++) {
+        whole[r] = rt[r].vf_view == view_id && view_id > 0 ? rt[r].vf_mine : 0;
+    }
     struct sq__assign holders, assign;
     uint32_t logged;
     bool adequate;
-    plan_first(g, n, rt, &logged, &assign, &holders, &adequate);
-    /* After every view a member present knew of or logged in, and one more: a view only members
-     * missing now installed (they crashed in the middle of a view change) may have logged in it. */
-    view_id = SQ_MAX(view_id, logged) + 1;
+    plan_first(g, n, rt, whole, &logged, &assign, &holders, &adequate);
+    /* After every view a member present installed, accepted or logged in, and one more. */
+    view_id = SQ_MAX(SQ_MAX(view_id, accepted), logged) + 1;
     struct sq__welcome w;
     memset(&w, 0, sizeof(w));
     w.magic = WELCOME_MAGIC;
@@ -742,6 +772,21 @@ int sq__group_start_restart(struct sq__group *g, uint32_t present, const struct 
     return setup_view(g, view_id, n, ids, peers, my_rank, &assign, &holders, adequate);
 }
 
+bool sq__group_peek_welcome(struct sq__group *g, uint32_t *peers)
+{
+    struct sq__welcome w;
+    memcpy(&w, g->base + g->mem.welcome_off, sizeof(w));
+    if (w.magic != WELCOME_MAGIC || w.check != welcome_check(&w) || !w.restart ||
+        w.nmembers == 0 || w.nmembers > g->cfg->nmembers) {
+        return false;
+    }
+    *peers = 0;
+    for (uint32_t r = 0; r < w.nmembers; r++) {
+        *peers |= w.peers[r] < 32 ? 1u << w.peers[r] : 0;
+    }
+    return true;
+}
+
 int sq__group_try_welcome(struct sq__group *g)
 {
     struct sq__welcome w;
@@ -763,6 +808,7 @@ int sq__group_try_welcome(struct sq__group *g)
     if (!w.adequate) {
         snprintf(g->inadequate_why, sizeof(g->inadequate_why), "a shard is below min_members");
     }
+    g->restart_view = w.restart != 0;
     if (w.restart) {
         /* The first view of a restart from the disks: holders replay their logs first. */
         int rc = replay_logs(g, (uint32_t)w.my_rank, &w.assign);
@@ -803,15 +849,16 @@ static int cut_log(struct sq__group *g, uint32_t s, const struct handover *h)
         return 0;
     }
     uint64_t first = sq__plog_version_at(log, keep), last = sq__plog_last(log).version;
+    /* What the flusher reported durable counted the records cut: start over from the cut, with
+     * no flush in between. */
+    pthread_mutex_lock(&g->durable_mu);
     int rc = sq__plog_truncate(log, keep);
+    atomic_store(&g->durable_next[s], h->keep_next);
+    pthread_mutex_unlock(&g->durable_mu);
     if (rc != 0) {
         return gfail(g, rc, "cannot cut %s back to the group's history: %s", dir,
                      sq_strerror(rc));
     }
-    /* What the flusher reported durable may have counted the records cut: start over from the
-     * cut (a stale raise by a flush in flight stays below every record still to come, whose
-     * versions are all above the cut ones). */
-    atomic_store(&g->durable_next[s], h->keep_next);
     sq__log(SQ_LOG_WARN, "%s: cut %llu records (versions %#llx to %#llx) that this member "
             "delivered but the group, restarted without it, never persisted; it keeps %llu",
             dir, (unsigned long long)(n - keep), (unsigned long long)first,
@@ -950,6 +997,8 @@ int sq__group_flush_log(struct sq__group *g, uint32_t sg, bool sync, bool writte
         return 0;
     }
     uint64_t durable = 0;
+    /* Not while a log is cut (cut_log): the count would name records the cut replaced. */
+    pthread_mutex_lock(&g->durable_mu);
     int rc = sq__plog_flush(log, sync, &durable);
     if (written_is_durable) {
         durable = sq__plog_written(log); /* flush = none: the promise is only this much */
@@ -960,6 +1009,7 @@ int sq__group_flush_log(struct sq__group *g, uint32_t sg, bool sync, bool writte
             atomic_store(&g->durable_next[sg], next);
         }
     }
+    pthread_mutex_unlock(&g->durable_mu);
     return rc;
 }
 

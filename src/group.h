@@ -90,6 +90,9 @@ struct sq__group {
     sq_persisted_fn persisted;
     void *persisted_arg;
     struct sq_disk *disk;     /* where persistent shards keep their logs (NULL: the real one) */
+    uint64_t (*clock_us)(void); /* if set, read when a view is set up (replaying a log takes time) */
+    int (*on_accept)(void *arg, const struct sq__vc_value *v); /* handed to each control table */
+    void *on_accept_arg;
     const uint32_t *peer_ids; /* configured ids by transport peer */
 
     struct sq__smc ctl;
@@ -117,6 +120,8 @@ struct sq__group {
     _Atomic uint64_t durable_next[SQ_MAX_SUBGROUPS];
     uint64_t frontier[SQ_MAX_SUBGROUPS];
     bool appended; /* a delivery went into a log since the caller last looked */
+    bool restart_view; /* the view was set up from a restart welcome */
+    pthread_mutex_t durable_mu; /* the flusher's update of durable_next versus cutting a log */
     uint8_t *scratch; /* one payload read back from a log (handover, replay); grows as needed */
     size_t scratch_cap;
     uint64_t dropped;  /* my messages the last view change dropped, over all shards */
@@ -148,6 +153,9 @@ int sq__group_start_restart(struct sq__group *g, uint32_t present, const struct 
 
 /* Hands the group a log this member found when it started (before the first view). */
 void sq__group_adopt_log(struct sq__group *g, uint32_t s, uint32_t k, struct sq__plog *log);
+
+/* A restart welcome in this member's memory (not yet taken): true, and its members by peer. */
+bool sq__group_peek_welcome(struct sq__group *g, uint32_t *peers);
 
 /* A joiner: checks the welcome in its memory; 1 and starts that view if one has arrived, 0 if
  * not yet, or a negative error (a welcome that makes no sense). */

@@ -110,6 +110,7 @@ struct sq_member {
      * here, no view change may follow (two would-be leaders could otherwise each go on with
      * part of the group). */
     bool restart_guard;
+    uint64_t restart_guard_until_ms; /* a member of that view not there by then ends this one */
 
     pthread_mutex_t mu; /* guards smc, state and errmsg */
     pthread_cond_t cv;  /* signalled on delivery progress, failure and close */
@@ -375,8 +376,11 @@ static void note_view(sq_member *m)
 {
     m->vf_dirty = true;
     for (uint32_t s = 0; s < m->cfg.nsubgroups; s++) {
-        m->vf_pending[s] = m->g.awaiting[s];
-        m->vf_want[s] = 0;
+        if (m->g.awaiting[s] && !m->vf_pending[s]) {
+            m->vf_want[s] = 0;
+        }
+        /* a handed-over log counts only once durable, even if a view installs before that */
+        m->vf_pending[s] |= m->g.awaiting[s];
     }
 }
 
@@ -433,6 +437,10 @@ static int save_view(sq_member *m)
         return 0;
     }
     m->vf_dirty = false;
+    if (m->vf.acc_view > vf.view_next) {
+        vf.acc_view = m->vf.acc_view; /* accepted, not installed yet */
+        vf.acc_members = m->vf.acc_members;
+    }
     if (memcmp(&vf, &m->vf, sizeof(vf)) == 0) {
         return 0;
     }
@@ -442,6 +450,39 @@ static int save_view(sq_member *m)
     if (rc != 0) {
         sq__log(SQ_LOG_ERROR, "%s", err);
         snprintf(m->g.errmsg, sizeof(m->g.errmsg), "cannot write the view file (see the log)");
+        return rc;
+    }
+    m->vf = vf;
+    return 0;
+}
+
+/* Before this member accepts a proposed next view (the loop thread, in a poll): it records the
+ * view and its members in its view file, durably, so that a restart from a majority knows of it
+ * even if only members missing then installed it (restart.h). */
+static int record_accept(void *arg, const struct sq__vc_value *v)
+{
+    sq_member *m = arg;
+    const struct sq__smc *c = &m->g.ctl;
+    struct sq__viewfile vf = m->vf;
+    vf.acc_view = c->view_id + 2;
+    vf.acc_members = (uint32_t)v->added;
+    for (uint32_t r = 0; r < c->L.nmembers; r++) {
+        if (!((v->removed >> r) & 1u)) {
+            vf.acc_members |= 1u << c->member_peers[r];
+        }
+    }
+    if (vf.acc_view == m->vf.acc_view && vf.acc_members == m->vf.acc_members) {
+        return 0;
+    }
+    char path[700], err[900];
+    sq__viewfile_path(&m->cfg, m->cfg.self_id, path, sizeof(path));
+    int rc = sq__viewfile_write(path, &vf, err, sizeof(err));
+    if (rc != 0) {
+        sq__log(SQ_LOG_ERROR, "%s", err);
+        if (m->g.failed == 0) {
+            m->g.failed = rc;
+            snprintf(m->g.errmsg, sizeof(m->g.errmsg), "cannot write the view file (see the log)");
+        }
         return rc;
     }
     m->vf = vf;
@@ -492,6 +533,7 @@ static int install_next_view(sq_member *m)
         return rc;
     }
     m->rank = m->g.ctl.my_rank;
+    m->restart_guard = false; /* a view change completed: every member of the last one took it */
     tell_transport_view(m);
     report_view(m, removed, nremoved, m->g.dropped);
     note_view(m);
@@ -744,7 +786,7 @@ static int check_restart_guard(sq_member *m)
         sq__log(SQ_LOG_INFO, "every member took the first view of the restart");
         return 0;
     }
-    if (c->suspected != 0 || c->phase != SQ_SMC_RUNNING) {
+    if (c->suspected != 0 || sq__mono_ms() >= m->restart_guard_until_ms) {
         snprintf(m->g.errmsg, sizeof(m->g.errmsg), "the restart did not complete: member %u "
                  "never took its first view (it may have followed another member's restart, or "
                  "failed); start this member again", c->member_ids[missing]);
@@ -753,12 +795,29 @@ static int check_restart_guard(sq_member *m)
     return 0;
 }
 
+/* Before each poll under the restart guard: a member of the first view that has not written its
+ * row yet may still be replaying its log or linking up; it is not suspected for that (the
+ * guard's deadline bounds the wait). */
+static void hold_restart_heartbeats(sq_member *m)
+{
+    struct sq__smc *c = &m->g.ctl;
+    uint64_t now = sq__mono_us();
+    for (uint32_t r = 0; r < c->L.nmembers; r++) {
+        if (r != c->my_rank && !sq__smc_row_valid(c, r)) {
+            c->seen_hb_at_us[r] = now;
+        }
+    }
+}
+
 static void *loop_main(void *arg)
 {
     sq_member *m = arg;
     pthread_mutex_lock(&m->mu);
     while (m->state == ST_RUNNING) {
         suspect_failed_links(m);
+        if (m->restart_guard) {
+            hold_restart_heartbeats(m);
+        }
         int rc = sq__group_poll(&m->g, sq__mono_us());
         if (m->g.appended) {
             m->g.appended = false;
@@ -956,11 +1015,16 @@ static int join_group(sq_member *m);
 static int await_welcome(sq_member *m);
 static int restart_group(sq_member *m);
 
+static int record_accept(void *arg, const struct sq__vc_value *v);
+
 static void init_group(sq_member *m)
 {
     m->g.deliver = on_deliver;
     m->g.deliver_arg = m;
+    m->g.on_accept = any_persistent(m) ? record_accept : NULL;
+    m->g.on_accept_arg = m;
     sq__group_init(&m->g, &m->cfg, m->table, m->t, m->self_peer, m->peer_ids, sq__mono_us());
+    m->g.clock_us = sq__mono_us; /* a view set up after a long wait or replay starts fresh */
     for (uint32_t s = 0; s < m->cfg.nsubgroups; s++) {
         if (m->found[s] != NULL) {
             sq__group_adopt_log(&m->g, s, m->found_shard[s], m->found[s]);
@@ -1033,6 +1097,8 @@ static int find_logs(sq_member *m)
             tail.vf_members = m->vf.members;
             tail.vf_held = m->vf.held;
             tail.vf_mine = m->vf.mine;
+            tail.vf_acc_view = m->vf.acc_view;
+            tail.vf_acc_members = m->vf.acc_members;
         }
     }
     sq__fabric_set_log_tail(&tail);
@@ -1119,8 +1185,8 @@ static int restart_group(sq_member *m)
     const uint64_t start = sq__mono_ms();
     const uint64_t deadline = start + (uint64_t)m->cfg.connect_timeout_ms;
     const uint32_t all = m->cfg.nmembers >= 32 ? UINT32_MAX : (1u << m->cfg.nmembers) - 1;
-    uint64_t ready_since = 0;
-    char why[256] = "";
+    uint64_t ready_since = 0, said_at = 0;
+    char why[256] = "", said[256] = "";
     init_group(m);
     sq__log(SQ_LOG_INFO, "member %u restarts from its disks (last view %d): waiting for a "
             "majority of the group", m->cfg.self_id, (int)m->vf.view_next - 1);
@@ -1129,14 +1195,31 @@ static int restart_group(sq_member *m)
             sq__log(SQ_LOG_INFO, "the group runs already: joining it");
             return await_welcome(m);
         }
+        uint32_t view_peers = 0;
+        if (sq__group_peek_welcome(&m->g, &view_peers)) {
+            /* Close the links to members outside that view first: a member that also believed
+             * it led (links not all-to-all) could otherwise write its rows into this memory. */
+            uint32_t other = sq__fabric_linked(m->t) & ~view_peers & ~(1u << m->self_peer);
+            for (uint32_t p = 0; p < m->cfg.nmembers; p++) {
+                if ((other >> p) & 1u) {
+                    m->t->vt->disconnect(m->t, p);
+                }
+            }
+        }
         int rc = sq__group_try_welcome(&m->g);
         if (rc < 0) {
             set_error(m, "%s", m->g.errmsg);
             return rc;
         }
+        if (rc > 0 && !m->g.restart_view) {
+            m->rank = m->g.ctl.my_rank; /* a running group welcomed us as a joiner */
+            sq__log(SQ_LOG_INFO, "member %u joined view %u", m->cfg.self_id, m->g.ctl.view_id);
+            return run_loop(m);
+        }
         if (rc > 0) {
             m->rank = m->g.ctl.my_rank;
             m->restart_guard = true;
+            m->restart_guard_until_ms = sq__mono_ms() + (uint64_t)m->cfg.connect_timeout_ms;
             sq__log(SQ_LOG_INFO, "member %u takes the first view %u of the restart (%u members)",
                     m->cfg.self_id, m->g.ctl.view_id, m->g.ctl.L.nmembers);
             rc = link_view(m, deadline);
@@ -1159,19 +1242,30 @@ static int restart_group(sq_member *m)
                     }
                     m->rank = m->g.ctl.my_rank;
                     m->restart_guard = true;
+                    m->restart_guard_until_ms =
+                        sq__mono_ms() + (uint64_t)m->cfg.connect_timeout_ms;
                     return run_loop(m);
                 }
             } else {
                 ready_since = 0;
             }
+        } else if (m->t->vt->joining(m->t)) {
+            snprintf(why, sizeof(why), "the group runs already: joining it once linked with "
+                     "every member of its view");
         } else {
             snprintf(why, sizeof(why), "waiting for member %u to send the first view",
                      m->cfg.members[leader].id);
         }
-        if (sq__mono_ms() >= deadline) {
+        uint64_t now = sq__mono_ms();
+        if (now >= deadline) {
             set_error(m, "the group did not restart within %d ms: %s", m->cfg.connect_timeout_ms,
                       why);
             return SQ_ETIMEDOUT;
+        }
+        if (why[0] != '\0' && (strcmp(why, said) != 0 || now - said_at >= 5000)) {
+            sq__log(SQ_LOG_INFO, "restart: %s", why); /* what it waits for, as it changes */
+            snprintf(said, sizeof(said), "%s", why);
+            said_at = now;
         }
         rc = sq__fabric_form_step(m->t, 20);
         if (rc != 0) {

@@ -16,8 +16,8 @@
 #define VF_BYTES 32u
 
 /* Layout, little-endian: 0 u32 magic, 4 u16 format, 6 u16 bytes, 8 u32 view_next, 12 u32
- * members, 16 u16 held, 18 u16 mine, 20 u32 reserved, 24 u32 CRC-32C of bytes 0..23, 28 u32
- * reserved. */
+ * members, 16 u16 held, 18 u16 mine, 20 u32 acc_view, 24 u32 acc_members, 28 u32 CRC-32C of
+ * bytes 0..27. */
 
 void sq__viewfile_path(const struct sq_config *cfg, uint32_t member_id, char *out, size_t cap)
 {
@@ -38,7 +38,7 @@ int sq__viewfile_read(const char *path, struct sq__viewfile *out, char *err, siz
     ssize_t n = read(fd, b, sizeof(b));
     close(fd);
     if (n != (ssize_t)VF_BYTES || sq__ld32(b) != VF_MAGIC || sq__ld16(b + 4) != VF_FORMAT ||
-        sq__ld16(b + 6) != VF_BYTES || sq__ld32(b + 24) != sq__crc32c(0, b, 24)) {
+        sq__ld16(b + 6) != VF_BYTES || sq__ld32(b + 28) != sq__crc32c(0, b, 28)) {
         snprintf(err, err_size, "%s: the view file is damaged (%zd bytes, or a bad checksum): "
                  "this member cannot tell which views it was in; move it away only if the "
                  "member's logs go too", path, n);
@@ -48,6 +48,8 @@ int sq__viewfile_read(const char *path, struct sq__viewfile *out, char *err, siz
     out->members = sq__ld32(b + 12);
     out->held = sq__ld16(b + 16);
     out->mine = sq__ld16(b + 18);
+    out->acc_view = sq__ld32(b + 20);
+    out->acc_members = sq__ld32(b + 24);
     return 1;
 }
 
@@ -62,7 +64,9 @@ int sq__viewfile_write(const char *path, const struct sq__viewfile *vf, char *er
     sq__st32(b + 12, vf->members);
     sq__st16(b + 16, vf->held);
     sq__st16(b + 18, vf->mine);
-    sq__st32(b + 24, sq__crc32c(0, b, 24));
+    sq__st32(b + 20, vf->acc_view);
+    sq__st32(b + 24, vf->acc_members);
+    sq__st32(b + 28, sq__crc32c(0, b, 28));
     char tmp[700], dir[700];
     snprintf(tmp, sizeof(tmp), "%s.new", path);
     snprintf(dir, sizeof(dir), "%s", path);
@@ -70,12 +74,20 @@ int sq__viewfile_write(const char *path, const struct sq__viewfile *vf, char *er
     if (slash != NULL) {
         *slash = '\0';
     }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    int rc = 0;
-    if (fd < 0 || write(fd, b, sizeof(b)) != (ssize_t)sizeof(b) || fdatasync(fd) != 0) {
-        rc = errno == ENOSPC ? SQ_ENOSPC : SQ_EIO;
-    }
+    /* The member's directory exists once it opened a log; a member in no persistent shard has
+     * none yet. */
+    int rc = slash != NULL ? sq__disk_posix()->vt->mkdirs(sq__disk_posix(), dir) : 0;
     int e = errno;
+    int fd = rc == 0 ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
+    if (rc == 0) {
+        ssize_t w = fd < 0 ? -1 : write(fd, b, sizeof(b));
+        if (fd < 0 || w != (ssize_t)sizeof(b) || fdatasync(fd) != 0) {
+            e = (fd >= 0 && w >= 0 && w != (ssize_t)sizeof(b)) ? ENOSPC : errno;
+            rc = e == ENOSPC ? SQ_ENOSPC : SQ_EIO;
+        }
+    } else {
+        rc = SQ_EIO;
+    }
     if (fd >= 0) {
         close(fd);
     }
@@ -138,20 +150,48 @@ int sq__restart_check(const struct sq_config *cfg, uint32_t present,
                  "member(s) %s", missing);
         return 0;
     }
+    /* Members that know nothing of the group's views (a wiped disk) do not count. */
+    uint32_t knowing = 0;
+    for (uint32_t r = 0; r < n; r++) {
+        knowing |= (uint32_t)(tails[r].vf_view > 0) << r;
+    }
     uint32_t need = (uint32_t)__builtin_popcount(members) / 2 + 1;
-    uint32_t have = (uint32_t)__builtin_popcount(members & present);
+    uint32_t have = (uint32_t)__builtin_popcount(members & present & knowing);
     if (have < need) {
         char missing[256] = "";
         size_t len = 0;
         for (uint32_t r = 0; r < n; r++) {
-            if ((members >> r) & 1u && !((present >> r) & 1u)) {
+            if ((members >> r) & 1u && !((present & knowing) >> r & 1u)) {
                 add_id(missing, sizeof(missing), &len, cfg->members[r].id);
             }
         }
         snprintf(why, why_size, "restarting needs %u of the %u members of view %u, the last one "
-                 "the group had; %u are here (missing: %s)", need,
+                 "the group had, with their disks; %u are here (missing: %s)", need,
                  (unsigned)__builtin_popcount(members), last - 1, have, missing);
         return 0;
+    }
+    /* A later view accepted (and perhaps installed by members missing now): a majority of it
+     * too. */
+    for (uint32_t r = 0; r < n; r++) {
+        if (!((present >> r) & 1u) || tails[r].vf_acc_view <= last) {
+            continue;
+        }
+        uint32_t acc = tails[r].vf_acc_members & all;
+        uint32_t need2 = (uint32_t)__builtin_popcount(acc) / 2 + 1;
+        if ((uint32_t)__builtin_popcount(acc & present & knowing) < need2) {
+            char missing[256] = "";
+            size_t len = 0;
+            for (uint32_t q = 0; q < n; q++) {
+                if ((acc >> q) & 1u && !((present & knowing) >> q & 1u)) {
+                    add_id(missing, sizeof(missing), &len, cfg->members[q].id);
+                }
+            }
+            snprintf(why, why_size, "member %u accepted view %u, which members missing now may "
+                     "have installed: restarting needs %u of its %u members (missing: %s)",
+                     cfg->members[r].id, tails[r].vf_acc_view - 1, need2,
+                     (unsigned)__builtin_popcount(acc), missing);
+            return 0;
+        }
     }
     uint32_t held = 0, whole = 0;
     for (uint32_t r = 0; r < n; r++) {

@@ -3,12 +3,15 @@
  * Every member that keeps logs also keeps a view file (<data_dir>/member-<id>/view): the last
  * view it installed, that view's members, the persistent shards that had a holder in it and the
  * ones whose whole history this member held. It is rewritten, atomically (a new file, synced,
- * then renamed over the old one), at each view and when a newcomer's handed-over log is durable.
+ * then renamed over the old one), at each view, when a newcomer's handed-over log is durable,
+ * and before the member accepts a proposed next view (which it records with its members).
  *
  * When the group starts again, its members exchange these in their hellos. Let V be the latest
  * view any of them knows. The group may restart when the members present include
- *   - a majority of V's members (a later view would have needed a majority of V to agree, so at
- *     least one of them would know it), and
+ *   - a majority of V's members (a later view would have needed a majority of V to accept it,
+ *     so at least one of them would know it), and a majority of every later view that a member
+ *     present accepted but did not install (it may have been installed by members missing now;
+ *     only members with a view file count), and
  *   - for every persistent shard held in V, a member that held its whole history in V (every
  *     update reported persisted was on disk at every member of its shard, and a member new to
  *     a shard holds it only once the handed-over log is durable).
@@ -31,6 +34,8 @@ struct sq__viewfile {
     uint32_t members;   /* by configured rank */
     uint16_t held;      /* flat persistent shard numbers */
     uint16_t mine;
+    uint32_t acc_view;    /* 1 + the id of the next view this member accepted, if not installed */
+    uint32_t acc_members; /* its members */
 };
 
 /* <data_dir>/member-<id>/view */

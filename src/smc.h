@@ -188,6 +188,10 @@ struct sq__smc {
     int stop_reason;    /* SQ_EPARTITIONED, SQ_EREMOVED or SQ_ELEFT once phase is STOPPED */
     uint64_t dropped;   /* my real messages beyond the trim: never delivered */
     uint64_t vc_adopted; /* times this member, leading, carried an earlier leader's value */
+    /* If set, called before this member accepts a proposal (a next view): nonzero (an error)
+     * and it does not accept it. The member records on disk what it accepts (restart.h). */
+    int (*on_accept)(void *arg, const struct sq__vc_value *v);
+    void *on_accept_arg;
     bool leaving;
     uint64_t fence_since_us; /* when this member began waiting for the rows of the next view */
     uint64_t fence_cut;      /* ranks whose links the caller must close at installation */

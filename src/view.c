@@ -169,7 +169,8 @@ static int follow(struct sq__smc *s, uint32_t leader, uint64_t ballot)
     }
     struct sq__vc_value prop;
     if (s->promise == ballot && read_value(s, leader, SQ_SMC_OFF_PROP, &prop) &&
-        prop.ballot == ballot && !same(&prop, &s->acc)) {
+        prop.ballot == ballot && !same(&prop, &s->acc) &&
+        (s->on_accept == NULL || s->on_accept(s->on_accept_arg, &prop) == 0)) {
         s->acc = prop;
         write_value(s, SQ_SMC_OFF_ACC, &prop);
         changed = 1;

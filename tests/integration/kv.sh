@@ -13,7 +13,8 @@
 #   7. kill -9 of a member during a write stream, then its restart: no acknowledged put is lost,
 #      and the restarted member holds them all
 #   8. every member stops, the group starts again from its logs: pools and persistent data are
-#      back, volatile data is gone
+#      back, volatile data is gone; then every member is killed, two of them restart the group
+#      from their disks, and the third joins it later holding every acknowledged put
 SQUALLD=$1
 SQUALL=$2
 KV_CHECK=$3
@@ -207,6 +208,25 @@ before=$(sq get /orders/counter)
 [ "$(sq get /orders/counter)" = "$before" ] || fail "the counter after the restart"
 "$KV_CHECK" verify "$MEMBERS" "$WORK/acked" || fail "acknowledged puts lost in the restart"
 expect_status 3 get /cache/a
+
+echo "== 8b. every member killed; a majority of the last view restarts the group, the last joins"
+for i in 0 1 2; do "$LOCAL" kill "$i" --dir "$DIR" > /dev/null || fail "kill $i"; done
+sleep 0.3
+# members 1 and 2 were in every view to the end (member 0 went first): they restart it
+"$LOCAL" restart 1 2 --dir "$DIR" > "$WORK/restart12.out" 2>&1 ||
+  fail "restart 1 2: $(cat "$WORK/restart12.out")"
+grep -q 'restarting the group from its disks with 2 of 3 members' "$DIR/m1.err" ||
+  fail "member 1 did not restart the group with 2 of 3: $(tail -3 "$DIR/m1.err")"
+M12=$(echo "$MEMBERS" | cut -d, -f2,3)
+[ "$(SQUALL_MEMBERS=$M12 "$SQUALL" get /orders/counter)" = "$before" ] || fail "the counter after the majority restart"
+"$KV_CHECK" verify "$M12" "$WORK/acked" || fail "acknowledged puts lost in the majority restart"
+SQUALL_MEMBERS=$M12 expect_status 0 put /orders/after-restart yes
+"$LOCAL" restart 0 --dir "$DIR" > "$WORK/restart0.out" 2>&1 || fail "restart 0: $(cat "$WORK/restart0.out")"
+M0=$(echo "$MEMBERS" | cut -d, -f1)
+[ "$(SQUALL_MEMBERS=$M0 "$SQUALL" get --stable /orders/after-restart)" = yes ] ||
+  fail "member 0 does not see the put made after the restart"
+"$KV_CHECK" verify "$M0" "$WORK/acked" || fail "member 0 lost acknowledged puts"
+echo "   members 1 and 2 restarted the group; member 0 joined and holds every acknowledged put"
 
 echo "== 9. a pool of 2 shards: members relay to the key's shard, lists and watches fan out"
 "$LOCAL" down --dir "$DIR" > /dev/null || fail "squall-local down"

@@ -13,6 +13,8 @@
 #      view {0, 1}: member 2 knows nothing of what 0 and 1 persisted without it, so they must
 #      not restart (they give up, naming member 0). With member 0 back, the group restarts and
 #      nothing reported persisted is lost.
+#   4. A member that stands by (in no persistent shard: the shard is full) writes its view file
+#      all the same, and the group restarts.
 SQUALLD=$1
 . "$(dirname "$0")/lib.sh"
 HB_MS=${SQ_TEST_HEARTBEAT_MS:-500}
@@ -156,4 +158,20 @@ grep -q 'restarting the group from its disks with 3 of 3 members' "$WORK/m0.err"
 holds_all "$best" 0 1 2
 end=$(logs_equal 0 1 2)
 echo "  without member 0: '$why'; with it: everything up to $best (member 2's log ended at $l2) in every log, $(field "$end" records) records"
+
+echo "case 4: a member in no persistent shard keeps a view file too, and the group restarts"
+retire 0 1 2
+rm -rf "$WORK/data"
+LAYOUT="$LAYOUT\nmax_members = 2\n[subgroup.main]\nwindow_size = 64\nmax_payload = 512"
+configs 20000
+for i in 0 1 2; do start_member "$i" --subgroup main --send 300 --size 300 --finish --timeout 60; done
+wait_ok 0 1 2
+for i in 0 1 2; do [ -f "$WORK/data/member-$i/view" ] || fail "member $i wrote no view file"; done
+[ -d "$WORK/data/member-2/orders.0" ] && fail "member 2 holds a log although the shard has 2 members"
+retire 0 1 2
+for i in 0 1 2; do start_member "$i" --subgroup main --send 300 --size 300 --finish --timeout 60; done
+wait_ok 0 1 2
+grep -q 'restarting the group from its disks with 3 of 3 members' "$WORK/m0.err" ||
+  fail "the group with a stand-by member did not restart from its disks"
+echo "  the stand-by member (no log) wrote its view file, and the group restarted"
 echo "ok"

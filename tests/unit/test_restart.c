@@ -79,6 +79,41 @@ static void test_rule(void)
     CHECK_EQ_INT(sq__restart_check(&c, 0x7, t, &restart, why, sizeof(why)), 0);
     t[0] = vt(5, 0x3, 0x1, 0x1);
     CHECK_EQ_INT(sq__restart_check(&c, 0x7, t, &restart, why, sizeof(why)), 1);
+    /* a member whose disk was wiped knows no view: it does not count toward the majority */
+    memset(&t[1], 0, sizeof(t[1]));
+    CHECK_EQ_INT(sq__restart_check(&c, 0x3, t, &restart, why, sizeof(why)), 0);
+    CHECK_CONTAINS(why, "needs 2 of the 2 members of view 5");
+    CHECK_CONTAINS(why, "missing: 11");
+}
+
+/* A view change that members accepted but only members missing now installed. View 4 was
+ * {10, 11, 12}; 10, 11 and 12 accepted view 5 = {10, 11}; 10 and 11 installed it and went on,
+ * 12 crashed first. 12 with a member that knows only view 4 is a majority of view 4, but not of
+ * view 5, which 12 accepted: they must wait. */
+static void test_accepted(void)
+{
+    struct sq_config c = cfg3("[subgroup.orders]\ndelivery = persistent\n");
+    char why[256];
+    bool restart;
+    struct sq_log_tail t[SQ_MAX_MEMBERS];
+    memset(t, 0, sizeof(t));
+    t[0] = vt(4, 0x7, 0x1, 0x1);
+    t[1] = vt(5, 0x3, 0x1, 0x1);
+    t[2] = vt(4, 0x7, 0x1, 0x1);
+    t[2].vf_acc_view = 6; /* accepted view 5 */
+    t[2].vf_acc_members = 0x3;
+    t[0].vf_acc_view = 6;
+    t[0].vf_acc_members = 0x3;
+    /* 11 installed view 5: it is the last view, 10 (accepted) and 11 are a majority of it */
+    CHECK_EQ_INT(sq__restart_check(&c, 0x3, t, &restart, why, sizeof(why)), 1);
+    /* without 11, only 10 and 12 know view 4; both accepted view 5 = {10, 11}: 10 is one of 2 */
+    CHECK_EQ_INT(sq__restart_check(&c, 0x5, t, &restart, why, sizeof(why)), 0);
+    CHECK_CONTAINS(why, "accepted view 5");
+    CHECK_CONTAINS(why, "needs 2 of its 2 members (missing: 11)");
+    /* an accepted view that is already installed adds nothing */
+    t[1].vf_acc_view = 6;
+    t[1].vf_acc_members = 0x3;
+    CHECK_EQ_INT(sq__restart_check(&c, 0x3, t, &restart, why, sizeof(why)), 1);
 }
 
 static void test_shards(void)
@@ -107,7 +142,8 @@ static void test_viewfile(void)
     CHECK(mkdtemp(dir) != NULL);
     char path[256], err[512] = "";
     snprintf(path, sizeof(path), "%s/view", dir);
-    struct sq__viewfile in = {.view_next = 42, .members = 0x5, .held = 0x3, .mine = 0x1}, out;
+    struct sq__viewfile in = {.view_next = 42, .members = 0x5, .held = 0x3, .mine = 0x1,
+                              .acc_view = 43, .acc_members = 0x4}, out;
     memset(&out, 0, sizeof(out));
     CHECK_EQ_INT(sq__viewfile_read(path, &out, err, sizeof(err)), 0); /* none yet */
     CHECK_EQ_INT(sq__viewfile_write(path, &in, err, sizeof(err)), 0);
@@ -124,10 +160,7 @@ static void test_viewfile(void)
         CHECK(pread(fd, &b, 1, off) == 1);
         b ^= 0x10;
         CHECK(pwrite(fd, &b, 1, off) == 1);
-        int rc = sq__viewfile_read(path, &out, err, sizeof(err));
-        if (off < 28) {
-            CHECK_EQ_INT(rc, SQ_ECORRUPT);
-        }
+        CHECK_EQ_INT(sq__viewfile_read(path, &out, err, sizeof(err)), SQ_ECORRUPT);
         b ^= 0x10;
         CHECK(pwrite(fd, &b, 1, off) == 1);
         close(fd);
@@ -135,9 +168,13 @@ static void test_viewfile(void)
     CHECK_CONTAINS(err, "the view file is damaged");
     CHECK(truncate(path, 20) == 0);
     CHECK_EQ_INT(sq__viewfile_read(path, &out, err, sizeof(err)), SQ_ECORRUPT);
-    /* a directory that is not there: the write says so */
-    snprintf(path, sizeof(path), "%s/nope/view", dir);
-    CHECK_EQ_INT(sq__viewfile_write(path, &in, err, sizeof(err)), SQ_EIO);
+    /* a member directory not there yet (a member in no persistent shard) is made */
+    snprintf(path, sizeof(path), "%s/member-7/view", dir);
+    CHECK_EQ_INT(sq__viewfile_write(path, &in, err, sizeof(err)), 0);
+    CHECK_EQ_INT(sq__viewfile_read(path, &out, err, sizeof(err)), 1);
+    /* a path that cannot be a directory: the write says so */
+    snprintf(path, sizeof(path), "%s/member-7/view/x/view", dir);
+    CHECK(sq__viewfile_write(path, &in, err, sizeof(err)) < 0);
     CHECK_CONTAINS(err, "cannot write the view file");
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
@@ -147,6 +184,7 @@ static void test_viewfile(void)
 int main(void)
 {
     test_rule();
+    test_accepted();
     test_shards();
     test_viewfile();
     return sq_test_done("test_restart");

@@ -64,7 +64,7 @@ struct hello {
     uint64_t incarnation; /* random per process: tells a restarted member from a stale probe */
     struct sq_log_tail tail; /* what this member's logs hold (a restart goes on from them) */
 };
-static_assert(sizeof(struct hello) == 168, "hello is a wire format");
+static_assert(sizeof(struct hello) == 176, "hello is a wire format");
 
 #define HELLO_JOINING 1u
 #define HELLO_RUNNING 2u
@@ -1073,8 +1073,8 @@ int sq__fabric_form_step(struct sq_transport *t, int wait_ms)
     if (rc != 0) {
         return rc;
     }
-    (void)drain_cq(f); /* RMA writes that landed (a welcome) complete on the CQ */
-    return 0;
+    rc = drain_cq(f); /* completions of the writes posted (a welcome sent) */
+    return rc < 0 ? rc : 0;
 }
 
 uint32_t sq__fabric_linked(struct sq_transport *t)
