@@ -53,6 +53,12 @@ struct sq_member {
     uint32_t peer_ids[SQ_MAX_MEMBERS]; /* configured ids by transport peer index */
     uint32_t self_peer;
     uint64_t pending_joins; /* peers that asked to join and are not in a view yet */
+    /* Links from peers of the current view: the member itself, admitted through another member
+     * before its link to this one came up, or a restarted process. Its row tells: a heartbeat
+     * that moves is the member; one that stays still for two periods, a process that is gone. */
+    uint64_t doubtful_joins;
+    uint64_t doubt_hb[SQ_MAX_MEMBERS];
+    uint64_t doubt_since_us[SQ_MAX_MEMBERS];
     size_t p2p_off;                    /* after the group's memory: the point-to-point rings */
     struct sq__p2p p2p;
     bool p2p_ready;
@@ -548,19 +554,68 @@ static void broadcast(sq_member *m)
 }
 
 /* Turns links the transport saw fail into suspicions of the members behind them. */
-static void suspect_failed_links(sq_member *m)
+static void admit_join(sq_member *m, uint32_t p)
 {
-    uint64_t joined = m->t->vt->joined(m->t);
-    for (uint32_t p = 0; p < m->cfg.nmembers; p++) {
-        if ((joined >> p) & 1u) {
-            sq__log(SQ_LOG_INFO, "member %u asks to join", m->peer_ids[p]);
-            m->pending_joins |= 1ull << p;
-            fail_queries_to(m, p);
-            sq__p2p_reset_peer(&m->p2p, p); /* a new incarnation: start both rings afresh */
+    sq__log(SQ_LOG_INFO, "member %u asks to join", m->peer_ids[p]);
+    m->pending_joins |= 1ull << p;
+    fail_queries_to(m, p);
+    sq__p2p_reset_peer(&m->p2p, p); /* a new incarnation: start both rings afresh */
+}
+
+static int rank_of_peer(const struct sq__smc *c, uint32_t p)
+{
+    for (uint32_t r = 0; r < c->L.nmembers; r++) {
+        if (c->member_peers[r] == p) {
+            return (int)r;
         }
     }
+    return -1;
+}
+
+/* Links that came up since the last look: joins, unless the peer is in the view (see
+ * doubtful_joins). */
+static void note_joins(sq_member *m)
+{
+    const struct sq__smc *c = &m->g.ctl;
+    uint64_t now = sq__mono_us();
+    uint64_t joined = m->t->vt->joined(m->t);
+    for (uint32_t p = 0; p < m->cfg.nmembers; p++) {
+        if (!((joined >> p) & 1u)) {
+            continue;
+        }
+        int r = rank_of_peer(c, p);
+        if (r >= 0 && (uint32_t)r != c->my_rank) {
+            m->doubtful_joins |= 1ull << p;
+            m->doubt_hb[p] = sq__smc_col(c, (uint32_t)r, SQ_SMC_OFF_HEARTBEAT);
+            m->doubt_since_us[p] = now;
+        } else {
+            admit_join(m, p);
+        }
+    }
+    uint64_t wait_us = 2000ull * (uint64_t)SQ_MAX(m->cfg.heartbeat_timeout_ms / 5, 1);
+    for (uint32_t p = 0; p < m->cfg.nmembers; p++) {
+        if (!((m->doubtful_joins >> p) & 1u)) {
+            continue;
+        }
+        int r = rank_of_peer(c, p);
+        if (r >= 0 && sq__smc_row_valid(c, (uint32_t)r) &&
+            sq__smc_col(c, (uint32_t)r, SQ_SMC_OFF_HEARTBEAT) != m->doubt_hb[p]) {
+            m->doubtful_joins &= ~(1ull << p); /* the member itself: its link to me came late */
+            sq__log(SQ_LOG_DEBUG, "member %u linked up; it is in the view already",
+                    m->peer_ids[p]);
+        } else if (r < 0 || now - m->doubt_since_us[p] >= wait_us) {
+            m->doubtful_joins &= ~(1ull << p); /* a new process: the one in the view is gone */
+            admit_join(m, p);
+        }
+    }
+}
+
+static void suspect_failed_links(sq_member *m)
+{
+    note_joins(m);
     uint64_t failed = m->t->vt->failed_peers(m->t);
     m->pending_joins &= ~failed; /* a joiner that went away again is not waited for */
+    m->doubtful_joins &= ~failed;
     /* Asked again in every view until a view adds it: a request that arrives while a change is
      * already fixed would otherwise be lost with that view. */
     for (uint32_t p = 0; p < m->cfg.nmembers; p++) {
