@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= 2
 SEEDS ?= 5000
 
-.PHONY: all deps build test demo sim-long bench bench-persist bench-kv asan tsan clean format
+.PHONY: all deps build test demo sim-long restart-soak bench bench-persist bench-kv asan tsan clean format
 
 all: build
 
@@ -37,6 +37,10 @@ bench-persist: build
 # (THREADS, SECONDS_PER_CASE: see bench/kv-bench.sh).
 bench-kv: build
 	@BUILD_DIR=$(BUILD) bench/kv-bench.sh
+
+# Whole-group crashes and restarts from a majority, ROUNDS times, with a writer (not in test).
+restart-soak: build
+	@BUILD_DIR=$(BUILD) tests/soak/restart-soak.sh $(or $(ROUNDS),10) $(SEED)
 
 # The test suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 asan: deps
