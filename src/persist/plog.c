@@ -391,6 +391,10 @@ void sq__plog_close(struct sq__plog *log)
             log->disk->vt->close(log->disk, log->segs[s].handle);
         }
     }
+    for (uint32_t k = 0; k < log->ncut; k++) {
+        log->disk->vt->close(log->disk, log->cut_handles[k]);
+    }
+    free(log->cut_handles);
     if (log->lock_handle >= 0) {
         log->disk->vt->close(log->disk, log->lock_handle);
     }
@@ -632,7 +636,13 @@ int sq__plog_truncate(struct sq__plog *log, uint64_t keep)
     for (uint32_t s = log->nsegs; rc == 0 && s-- > first_gone;) {
         struct sq__plog_segment *seg = &log->segs[s];
         if (seg->handle >= 0) {
-            log->disk->vt->close(log->disk, seg->handle);
+            int *h = realloc(log->cut_handles, (log->ncut + 1) * sizeof(int));
+            if (h == NULL) {
+                rc = SQ_ENOMEM;
+                break;
+            }
+            log->cut_handles = h;
+            log->cut_handles[log->ncut++] = seg->handle;
             seg->handle = -1;
             char path[600];
             seg_path(log, seg->first_version, path, sizeof(path));

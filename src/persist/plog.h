@@ -68,6 +68,9 @@ struct sq__plog {
     size_t spare_cap;
     int failed;          /* first write error: sticky */
     int lock_handle;     /* the directory's lock (-1: none) */
+    int *cut_handles;    /* files of segments a cut removed: open until close, so that a reader
+                          * holding an entry of theirs reads old bytes, never another file */
+    uint32_t ncut;
     char recovery[768];  /* what opening found and did ("" when the log was clean) */
 };
 
