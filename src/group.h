@@ -90,7 +90,7 @@ struct sq__group {
     sq_persisted_fn persisted;
     void *persisted_arg;
     struct sq_disk *disk;     /* where persistent shards keep their logs (NULL: the real one) */
-    uint64_t (*clock_us)(void); /* if set, read when a view is set up (replaying a log takes time) */
+    uint64_t (*clock_us)(void); /* if set, read when a view is set up (a replay takes time) */
     int (*on_accept)(void *arg, const struct sq__vc_value *v); /* handed to each control table */
     void *on_accept_arg;
     const uint32_t *peer_ids; /* configured ids by transport peer */

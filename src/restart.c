@@ -193,11 +193,20 @@ int sq__restart_check(const struct sq_config *cfg, uint32_t present,
             return 0;
         }
     }
+    /* A later view accepted by a member present: a holder counts only if it is in that view
+     * too (it then keeps its shard in it, and since it did not install it, nothing was
+     * persisted in that shard there; a holder the view removed knows nothing of it). */
+    uint32_t in_later = all;
+    for (uint32_t r = 0; r < n; r++) {
+        if ((present >> r) & 1u && tails[r].vf_acc_view > last) {
+            in_later &= tails[r].vf_acc_members;
+        }
+    }
     uint32_t held = 0, whole = 0;
     for (uint32_t r = 0; r < n; r++) {
         if ((present >> r) & 1u && tails[r].vf_view == last) {
             held |= tails[r].vf_held;
-            whole |= tails[r].vf_mine;
+            whole |= (in_later >> r) & 1u ? tails[r].vf_mine : 0u;
         }
     }
     uint32_t flat = 0;

@@ -14,7 +14,9 @@
  *     only members with a view file count), and
  *   - for every persistent shard held in V, a member that held its whole history in V (every
  *     update reported persisted was on disk at every member of its shard, and a member new to
- *     a shard holds it only once the handed-over log is durable).
+ *     a shard holds it only once the handed-over log is durable), and that is a member of every
+ *     later view accepted (it keeps its shard there, and did not install it, so nothing was
+ *     persisted in that shard in it).
  * A group that never ran (no view file anywhere) still needs every configured member.
  * The lowest-ranked member present leads: once the condition holds it waits restart_wait_ms for
  * the others, then sends each member present the first view (a welcome). The longest log of each

@@ -110,10 +110,53 @@ static void test_accepted(void)
     CHECK_EQ_INT(sq__restart_check(&c, 0x5, t, &restart, why, sizeof(why)), 0);
     CHECK_CONTAINS(why, "accepted view 5");
     CHECK_CONTAINS(why, "needs 2 of its 2 members (missing: 11)");
+    t[0] = vt(4, 0x7, 0x1, 0x1);
+    t[1] = vt(5, 0x3, 0x1, 0x1);
+    t[2] = vt(4, 0x7, 0x1, 0x1);
+    t[2].vf_acc_view = 6;
+    t[2].vf_acc_members = 0x3;
     /* an accepted view that is already installed adds nothing */
     t[1].vf_acc_view = 6;
     t[1].vf_acc_members = 0x3;
     CHECK_EQ_INT(sq__restart_check(&c, 0x3, t, &restart, why, sizeof(why)), 1);
+}
+
+/* 7 members, a persistent shard of at most 2 (10 and 11 in view 4). View 5 removed 10; 11 kept
+ * the shard and 12 joined it; 11 and 12 installed view 5 and may have persisted updates there,
+ * then everyone crashed before the others installed it. 10 (the shard's whole history in view
+ * 4) with 13..16 (which accepted view 5) are a majority of both views, yet none of them has what
+ * was persisted in view 5: 10 must not count as the shard's holder, since view 5 removed it. */
+static void test_removed_holder(void)
+{
+    char text[2048], err[256] = "";
+    size_t len = (size_t)snprintf(text, sizeof(text), "[group]\ndata_dir = /tmp/x\n[self]\nid = 10\n"
+                                  "[subgroup.orders]\ndelivery = persistent\nmax_members = 2\n");
+    for (int i = 0; i < 7; i++) {
+        len += (size_t)snprintf(text + len, sizeof(text) - len,
+                                "[member.%d]\nhost = 127.0.0.1\nport = %d\n", 10 + i, 1 + i);
+    }
+    struct sq_config c;
+    CHECK_EQ_INT(sq__config_parse_string(&c, "t.cfg", text, err, sizeof(err)), 0);
+    char why[256];
+    bool restart;
+    struct sq_log_tail t[SQ_MAX_MEMBERS];
+    memset(t, 0, sizeof(t));
+    t[0] = vt(4, 0x7f, 0x1, 0x1);
+    for (int r = 3; r < 7; r++) {
+        t[r] = vt(4, 0x7f, 0x1, 0x0);
+        t[r].vf_acc_view = 6;
+        t[r].vf_acc_members = 0x7e;
+    }
+    CHECK_EQ_INT(sq__restart_check(&c, 0x79, t, &restart, why, sizeof(why)), 0);
+    CHECK_CONTAINS(why, "whole history of shard 0 of subgroup orders in view 4");
+    /* with 11, which installed view 5, that view is the last one and 11 holds the shard */
+    t[1] = vt(5, 0x7e, 0x1, 0x1);
+    CHECK_EQ_INT(sq__restart_check(&c, 0x7b, t, &restart, why, sizeof(why)), 1);
+    /* had 13 held the shard in view 4 too, it would count: it is in view 5 and did not install
+     * it, so the shard persisted nothing there */
+    memset(&t[1], 0, sizeof(t[1]));
+    t[3].vf_mine = 0x1;
+    CHECK_EQ_INT(sq__restart_check(&c, 0x79, t, &restart, why, sizeof(why)), 1);
 }
 
 static void test_shards(void)
@@ -185,6 +228,7 @@ int main(void)
 {
     test_rule();
     test_accepted();
+    test_removed_holder();
     test_shards();
     test_viewfile();
     return sq_test_done("test_restart");
