@@ -1048,7 +1048,7 @@ int sq__group_poll(struct sq__group *g, uint64_t now_us)
     }
     events += rc;
     for (uint32_t s = 0; s < g->cfg->nsubgroups; s++) {
-        if (!g->in_shard[s]) {
+        if (!g->in_shard[s] || g->gate) {
             continue;
         }
         rc = sq__smc_poll(&g->shard[s]);

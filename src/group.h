@@ -121,6 +121,7 @@ struct sq__group {
     uint64_t frontier[SQ_MAX_SUBGROUPS];
     bool appended; /* a delivery went into a log since the caller last looked */
     bool restart_view; /* the view was set up from a restart welcome */
+    bool gate; /* shards neither deliver nor persist (the caller's restart guard is up) */
     pthread_mutex_t durable_mu; /* the flusher's update of durable_next versus cutting a log */
     uint8_t *scratch; /* one payload read back from a log (handover, replay); grows as needed */
     size_t scratch_cap;

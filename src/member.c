@@ -55,7 +55,8 @@ struct sq_member {
     uint64_t pending_joins; /* peers that asked to join and are not in a view yet */
     /* Links from peers of the current view: the member itself, admitted through another member
      * before its link to this one came up, or a restarted process. Its row tells: a heartbeat
-     * that moves is the member; one that stays still for two periods, a process that is gone. */
+     * that moves is the member; one that stays still for a heartbeat timeout, a process that
+     * is gone. */
     uint64_t doubtful_joins;
     uint64_t doubt_hb[SQ_MAX_MEMBERS];
     uint64_t doubt_since_us[SQ_MAX_MEMBERS];
@@ -376,6 +377,19 @@ static void tell_transport_view(sq_member *m)
  * next view in the other copy of every table. */
 static bool any_persistent(const sq_member *m);
 
+/* After a blocking write on the loop thread: heartbeats that did not move meanwhile were not
+ * looked for, so their clocks start again (the others were likely writing too). */
+static void pause_heartbeats(sq_member *m)
+{
+    if (!m->g.ctl_ready) {
+        return;
+    }
+    uint64_t now = sq__mono_us();
+    for (uint32_t r = 0; r < m->g.ctl.L.nmembers; r++) {
+        m->g.ctl.seen_hb_at_us[r] = now;
+    }
+}
+
 /* A view was set up: the view file is rewritten, and the shards that wait for a handover are
  * not this member's whole history until the handed-over log is durable. */
 static void note_view(sq_member *m)
@@ -453,6 +467,7 @@ static int save_view(sq_member *m)
     char path[700], err[900];
     sq__viewfile_path(&m->cfg, m->cfg.self_id, path, sizeof(path));
     int rc = sq__viewfile_write(path, &vf, err, sizeof(err));
+    pause_heartbeats(m);
     if (rc != 0) {
         sq__log(SQ_LOG_ERROR, "%s", err);
         snprintf(m->g.errmsg, sizeof(m->g.errmsg), "cannot write the view file (see the log)");
@@ -483,6 +498,7 @@ static int record_accept(void *arg, const struct sq__vc_value *v)
     char path[700], err[900];
     sq__viewfile_path(&m->cfg, m->cfg.self_id, path, sizeof(path));
     int rc = sq__viewfile_write(path, &vf, err, sizeof(err));
+    pause_heartbeats(m);
     if (rc != 0) {
         sq__log(SQ_LOG_ERROR, "%s", err);
         if (m->g.failed == 0) {
@@ -540,6 +556,7 @@ static int install_next_view(sq_member *m)
     }
     m->rank = m->g.ctl.my_rank;
     m->restart_guard = false; /* a view change completed: every member of the last one took it */
+    m->g.gate = false;
     tell_transport_view(m);
     report_view(m, removed, nremoved, m->g.dropped);
     note_view(m);
@@ -592,7 +609,9 @@ static void note_joins(sq_member *m)
             admit_join(m, p);
         }
     }
-    uint64_t wait_us = 2000ull * (uint64_t)SQ_MAX(m->cfg.heartbeat_timeout_ms / 5, 1);
+    /* As long as a heartbeat may stay still before suspicion: the member itself may still be
+     * linking up with the others and writing its view file before its first heartbeat. */
+    uint64_t wait_us = 1000ull * (uint64_t)m->cfg.heartbeat_timeout_ms;
     for (uint32_t p = 0; p < m->cfg.nmembers; p++) {
         if (!((m->doubtful_joins >> p) & 1u)) {
             continue;
@@ -837,9 +856,13 @@ static int check_restart_guard(sq_member *m)
         }
     }
     if (missing == UINT32_MAX) {
+        /* Every member wrote its row, so each has the view in its view file (run_loop writes it
+         * before the first row goes out): from now on a restart from a majority knows of it,
+         * and the shards may deliver and persist in it. */
         m->restart_guard = false;
+        m->g.gate = false;
         sq__log(SQ_LOG_INFO, "every member took the first view of the restart");
-        return 0;
+        return 1;
     }
     if (c->suspected != 0 || sq__mono_ms() >= m->restart_guard_until_ms) {
         snprintf(m->g.errmsg, sizeof(m->g.errmsg), "the restart did not complete: member %u "
@@ -897,7 +920,8 @@ static void *loop_main(void *arg)
             rc = vrc != 0 ? vrc : rc;
         }
         if (rc >= 0 && m->restart_guard) {
-            rc = check_restart_guard(m);
+            int grc = check_restart_guard(m);
+            rc = grc < 0 ? grc : rc + grc;
         }
         if (rc < 0) {
             fail_locked(m, rc);
@@ -1274,6 +1298,7 @@ static int restart_group(sq_member *m)
         if (rc > 0) {
             m->rank = m->g.ctl.my_rank;
             m->restart_guard = true;
+            m->g.gate = true;
             m->restart_guard_until_ms = sq__mono_ms() + (uint64_t)m->cfg.connect_timeout_ms;
             sq__log(SQ_LOG_INFO, "member %u takes the first view %u of the restart (%u members)",
                     m->cfg.self_id, m->g.ctl.view_id, m->g.ctl.L.nmembers);
@@ -1297,6 +1322,7 @@ static int restart_group(sq_member *m)
                     }
                     m->rank = m->g.ctl.my_rank;
                     m->restart_guard = true;
+                    m->g.gate = true;
                     m->restart_guard_until_ms =
                         sq__mono_ms() + (uint64_t)m->cfg.connect_timeout_ms;
                     return run_loop(m);

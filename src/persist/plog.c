@@ -668,6 +668,7 @@ int sq__plog_truncate(struct sq__plog *log, uint64_t keep)
         rc = log->disk->vt->syncdir(log->disk, log->dir);
     }
     if (rc == 0) {
+        log->cuts++;
         log->n = keep;
         log->written = keep;
         log->synced = SQ_MIN(log->synced, keep);
@@ -786,9 +787,18 @@ ssize_t sq__plog_read(struct sq__plog *log, const struct sq__plog_entry *e, void
 {
     pthread_mutex_lock(&log->mu);
     int h = e->segment < log->nsegs ? log->segs[e->segment].handle : -1;
+    bool was_cut = log->cuts > 0;
     pthread_mutex_unlock(&log->mu);
     if (h < 0) {
         return SQ_ENOTFOUND;
+    }
+    if (was_cut) {
+        /* An entry taken before a cut may name a place that holds another record now. */
+        uint8_t hdr[SQ_PLOG_HEADER_BYTES];
+        ssize_t r = log->disk->vt->pread(log->disk, h, hdr, sizeof(hdr), e->offset);
+        if (r != (ssize_t)sizeof(hdr) || ld64(hdr + 16) != e->version || ld32(hdr + 8) != e->size) {
+            return SQ_ENOTFOUND;
+        }
     }
     size_t n = SQ_MIN(cap, (size_t)e->size);
     if (n > 0) {

@@ -71,6 +71,7 @@ struct sq__plog {
     int *cut_handles;    /* files of segments a cut removed: open until close, so that a reader
                           * holding an entry of theirs reads old bytes, never another file */
     uint32_t ncut;
+    uint32_t cuts;       /* sq__plog_truncate calls that cut something: reads then check */
     char recovery[768];  /* what opening found and did ("" when the log was clean) */
 };
 
