@@ -1267,8 +1267,13 @@ static int restart_group(sq_member *m)
     uint64_t ready_since = 0, said_at = 0;
     char why[256] = "", said[256] = "";
     init_group(m);
-    sq__log(SQ_LOG_INFO, "member %u restarts from its disks (last view %d): waiting for a "
-            "majority of the group", m->cfg.self_id, (int)m->vf.view_next - 1);
+    if (m->vf.view_next > 0) {
+        sq__log(SQ_LOG_INFO, "member %u restarts from its disks (its last view was %u): waiting "
+                "for a majority of the group", m->cfg.self_id, m->vf.view_next - 1);
+    } else {
+        sq__log(SQ_LOG_INFO, "member %u has no view file; the others restart from their disks",
+                m->cfg.self_id);
+    }
     for (;;) {
         if (sq__fabric_join_ready(m->t)) {
             sq__log(SQ_LOG_INFO, "the group runs already: joining it");
