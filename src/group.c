@@ -590,6 +590,31 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
     return 0;
 }
 
+/* The first view of a joiner (or of every member of a restart), without its rank yet. */
+static void make_welcome(struct sq__welcome *w, uint32_t view_id, uint32_t n, const uint32_t *ids,
+                         const uint32_t *peers, const struct sq__assign *assign,
+                         const struct sq__assign *holders, bool adequate)
+{
+    memset(w, 0, sizeof(*w));
+    w->magic = WELCOME_MAGIC;
+    w->view_id = view_id;
+    w->nmembers = n;
+    w->adequate = adequate;
+    memcpy(w->ids, ids, n * sizeof(uint32_t));
+    memcpy(w->peers, peers, n * sizeof(uint32_t));
+    w->assign = *assign;
+    w->holders = *holders;
+}
+
+/* Writes `w` as the welcome of the member of rank r into that member's memory. */
+static int send_welcome(struct sq__group *g, struct sq__welcome *w, uint32_t r)
+{
+    w->my_rank = r;
+    w->check = welcome_check(w);
+    memcpy(g->base + g->mem.welcome_off, w, sizeof(*w));
+    return g->t->vt->write_copy(g->t, w->peers[r], g->mem.welcome_off, sizeof(*w));
+}
+
 /* The first view over members `peers` (n of them, tails by the same index): its id and layout.
  * Members keep the shards of their logs; the longest log of each shard holds its history (logs
  * are prefixes of one another: every delivered update was received by every member of its view,
@@ -735,24 +760,13 @@ int sq__group_start_restart(struct sq__group *g, uint32_t present, const struct 
     /* After every view a member present installed, accepted or logged in, and one more. */
     view_id = SQ_MAX(SQ_MAX(view_id, accepted), logged) + 1;
     struct sq__welcome w;
-    memset(&w, 0, sizeof(w));
-    w.magic = WELCOME_MAGIC;
-    w.view_id = view_id;
-    w.nmembers = n;
-    w.adequate = adequate;
+    make_welcome(&w, view_id, n, ids, peers, &assign, &holders, adequate);
     w.restart = 1;
-    memcpy(w.ids, ids, n * sizeof(uint32_t));
-    memcpy(w.peers, peers, n * sizeof(uint32_t));
-    w.assign = assign;
-    w.holders = holders;
     for (uint32_t r = 0; r < n; r++) {
         if (r == my_rank) {
             continue;
         }
-        w.my_rank = r;
-        w.check = welcome_check(&w);
-        memcpy(g->base + g->mem.welcome_off, &w, sizeof(w));
-        int rc = g->t->vt->write_copy(g->t, peers[r], g->mem.welcome_off, sizeof(w));
+        int rc = send_welcome(g, &w, r);
         if (rc != 0) {
             return gfail(g, rc, "cannot send the first view to member %u: %s", ids[r],
                          sq_strerror(rc));
@@ -772,12 +786,18 @@ int sq__group_start_restart(struct sq__group *g, uint32_t present, const struct 
     return setup_view(g, view_id, n, ids, peers, my_rank, &assign, &holders, adequate);
 }
 
+/* The welcome in this member's memory, if a whole one has landed. */
+static bool read_welcome(const struct sq__group *g, struct sq__welcome *w)
+{
+    memcpy(w, g->base + g->mem.welcome_off, sizeof(*w));
+    return w->magic == WELCOME_MAGIC && w->check == welcome_check(w);
+}
+
 bool sq__group_peek_welcome(struct sq__group *g, uint32_t *peers)
 {
     struct sq__welcome w;
-    memcpy(&w, g->base + g->mem.welcome_off, sizeof(w));
-    if (w.magic != WELCOME_MAGIC || w.check != welcome_check(&w) || !w.restart ||
-        w.nmembers == 0 || w.nmembers > g->cfg->nmembers) {
+    if (!read_welcome(g, &w) || !w.restart || w.nmembers == 0 ||
+        w.nmembers > g->cfg->nmembers) {
         return false;
     }
     *peers = 0;
@@ -790,8 +810,7 @@ bool sq__group_peek_welcome(struct sq__group *g, uint32_t *peers)
 int sq__group_try_welcome(struct sq__group *g)
 {
     struct sq__welcome w;
-    memcpy(&w, g->base + g->mem.welcome_off, sizeof(w));
-    if (w.magic != WELCOME_MAGIC || w.check != welcome_check(&w)) {
+    if (!read_welcome(g, &w)) {
         return 0;
     }
     if (w.nmembers == 0 || w.nmembers > g->cfg->nmembers || w.my_rank >= w.nmembers ||
@@ -1121,23 +1140,12 @@ int sq__group_install(struct sq__group *g)
     }
     if (added != 0 && my_rank == 0) {
         struct sq__welcome w;
-        memset(&w, 0, sizeof(w));
-        w.magic = WELCOME_MAGIC;
-        w.view_id = view_id;
-        w.nmembers = n;
-        w.adequate = adequate;
-        memcpy(w.ids, ids, n * sizeof(uint32_t));
-        memcpy(w.peers, peers, n * sizeof(uint32_t));
-        w.assign = assign;
-        w.holders = holders;
+        make_welcome(&w, view_id, n, ids, peers, &assign, &holders, adequate);
         for (uint32_t r = 0; r < n; r++) {
             if (!((added >> peers[r]) & 1u)) {
                 continue;
             }
-            w.my_rank = r;
-            w.check = welcome_check(&w);
-            memcpy(g->base + g->mem.welcome_off, &w, sizeof(w));
-            int rc = g->t->vt->write_copy(g->t, peers[r], g->mem.welcome_off, sizeof(w));
+            int rc = send_welcome(g, &w, r);
             sq__log(rc == 0 ? SQ_LOG_INFO : SQ_LOG_WARN, "welcomed member %u into view %u%s",
                     ids[r], view_id, rc == 0 ? "" : ": its link failed");
         }

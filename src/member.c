@@ -390,6 +390,25 @@ static void pause_heartbeats(sq_member *m)
     }
 }
 
+/* Replaces the view file with `vf` (then m->vf), on the loop thread. On error the member's
+ * message says so (unless it failed already) and the error is returned. */
+static int write_view_file(sq_member *m, const struct sq__viewfile *vf)
+{
+    char path[700], err[900];
+    sq__viewfile_path(&m->cfg, m->cfg.self_id, path, sizeof(path));
+    int rc = sq__viewfile_write(path, vf, err, sizeof(err));
+    pause_heartbeats(m);
+    if (rc != 0) {
+        sq__log(SQ_LOG_ERROR, "%s", err);
+        if (m->g.failed == 0) {
+            snprintf(m->g.errmsg, sizeof(m->g.errmsg), "cannot write the view file (see the log)");
+        }
+        return rc;
+    }
+    m->vf = *vf;
+    return 0;
+}
+
 /* A view was set up: the view file is rewritten, and the shards that wait for a handover are
  * not this member's whole history until the handed-over log is durable. */
 static void note_view(sq_member *m)
@@ -464,17 +483,7 @@ static int save_view(sq_member *m)
     if (memcmp(&vf, &m->vf, sizeof(vf)) == 0) {
         return 0;
     }
-    char path[700], err[900];
-    sq__viewfile_path(&m->cfg, m->cfg.self_id, path, sizeof(path));
-    int rc = sq__viewfile_write(path, &vf, err, sizeof(err));
-    pause_heartbeats(m);
-    if (rc != 0) {
-        sq__log(SQ_LOG_ERROR, "%s", err);
-        snprintf(m->g.errmsg, sizeof(m->g.errmsg), "cannot write the view file (see the log)");
-        return rc;
-    }
-    m->vf = vf;
-    return 0;
+    return write_view_file(m, &vf);
 }
 
 /* Before this member accepts a proposed next view (the loop thread, in a poll): it records the
@@ -495,20 +504,11 @@ static int record_accept(void *arg, const struct sq__vc_value *v)
     if (vf.acc_view == m->vf.acc_view && vf.acc_members == m->vf.acc_members) {
         return 0;
     }
-    char path[700], err[900];
-    sq__viewfile_path(&m->cfg, m->cfg.self_id, path, sizeof(path));
-    int rc = sq__viewfile_write(path, &vf, err, sizeof(err));
-    pause_heartbeats(m);
-    if (rc != 0) {
-        sq__log(SQ_LOG_ERROR, "%s", err);
-        if (m->g.failed == 0) {
-            m->g.failed = rc;
-            snprintf(m->g.errmsg, sizeof(m->g.errmsg), "cannot write the view file (see the log)");
-        }
-        return rc;
+    int rc = write_view_file(m, &vf);
+    if (rc != 0 && m->g.failed == 0) {
+        m->g.failed = rc; /* inside a poll: the poll reports it */
     }
-    m->vf = vf;
-    return 0;
+    return rc;
 }
 
 static int install_next_view(sq_member *m)
