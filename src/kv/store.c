@@ -672,6 +672,12 @@ int sq__kv_store_load(struct sq_kv_store *s, const void *buf, size_t size)
         for (uint32_t j = 0; j < c->n; j++) {
             c->ring[j] = (struct answer){sq__ld64(p), (int32_t)sq__ld32(p + 8), sq__ld64(p + 12), sq__ld64(p + 20)};
             p += ANSWER_BYTES;
+            /* only answers apply can give: a retry must never be answered with anything else */
+            int32_t st = c->ring[j].status;
+            if (st != 0 && st != SQ_ECONFLICT && st != SQ_ENOTFOUND) {
+                free(c);
+                goto bad;
+            }
         }
         c->next = s->cbuckets[c->id % CBUCKETS];
         s->cbuckets[c->id % CBUCKETS] = c;
