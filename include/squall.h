@@ -35,7 +35,9 @@ extern "C" {
     X(ECONFLICT, -21, "the key is not at the expected version")                                   \
     X(EPROTO, -22, "malformed or unknown protocol frame")                                        \
     X(ENOPOOL, -23, "no object pool holds this key")                                              \
-    X(EEXIST, -24, "already exists")
+    X(EEXIST, -24, "already exists")                                                            \
+    X(ENOQUORUM, -25, "this member is not in a working group now (removed, or on the minority "   \
+                      "side): another member may answer")
 
 enum {
 #define SQ__ERR_ENUM(name, value, text) SQ_##name = (value),

@@ -21,7 +21,7 @@
 #define DEFAULT_CONNECT_TIMEOUT_MS 30000
 #define DEFAULT_RESTART_WAIT_MS 2000
 #define DEFAULT_SPIN_US 20
-#define DEFAULT_HEARTBEAT_TIMEOUT_MS 1000
+#define DEFAULT_HEARTBEAT_TIMEOUT_MS 3000
 #define DEFAULT_MAX_STATE_BYTES (1u << 20)
 #define DEFAULT_FLUSH_INTERVAL_MS 100
 #define DEFAULT_SEGMENT_BYTES (64u << 20)
@@ -186,6 +186,14 @@ static void group_key(struct parse_state *ps, const char *key, const char *value
                      "milliseconds in 10..600000", value);
         }
         c->heartbeat_timeout_ms = (int)v;
+    } else if (strcmp(key, "rejoin") == 0) {
+        if (strcmp(value, "true") == 0) {
+            c->rejoin = true;
+        } else if (strcmp(value, "false") == 0) {
+            c->rejoin = false;
+        } else {
+            fail(ps, "key 'rejoin' in [group]: '%s' is not true or false", value);
+        }
     } else if (strcmp(key, "max_state_bytes") == 0) {
         if (!parse_u64(value, 0, 1ull << 30, &v)) {
             fail(ps, "key 'max_state_bytes' in [group]: '%s' is not a size in bytes in "
@@ -228,8 +236,9 @@ static void group_key(struct parse_state *ps, const char *key, const char *value
         c->segment_bytes = v;
     } else {
         fail(ps, "unknown key '%s' in [group] (known: provider, domain, log_level, "
-                 "connect_timeout_ms, restart_wait_ms, heartbeat_timeout_ms, max_state_bytes, "
-                 "spin_us, data_dir, flush, flush_interval_ms, segment_bytes)", key);
+                 "connect_timeout_ms, restart_wait_ms, heartbeat_timeout_ms, rejoin, "
+                 "max_state_bytes, spin_us, data_dir, flush, flush_interval_ms, segment_bytes)",
+             key);
     }
 }
 
@@ -501,6 +510,7 @@ static void set_defaults(struct sq_config *c)
     c->restart_wait_ms = DEFAULT_RESTART_WAIT_MS;
     c->spin_us = DEFAULT_SPIN_US;
     c->heartbeat_timeout_ms = DEFAULT_HEARTBEAT_TIMEOUT_MS;
+    c->rejoin = true;
     c->max_state_bytes = DEFAULT_MAX_STATE_BYTES;
     c->flush_policy = SQ_FLUSH_GROUP_COMMIT;
     c->flush_interval_ms = DEFAULT_FLUSH_INTERVAL_MS;

@@ -55,6 +55,7 @@ struct sq_config {
     int connect_timeout_ms;
     int restart_wait_ms;     /* restart from the disks: how long a majority waits for the rest */
     int heartbeat_timeout_ms;
+    bool rejoin; /* squalld: a member the group removed (or a minority stopped) joins again */
     uint64_t max_state_bytes;
     int spin_us;
     /* persistence */

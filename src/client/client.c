@@ -10,6 +10,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,10 @@
 #define WATCH_BUCKETS 65536u /* established watches: a client may hold 100,000s */
 #define RETRY_MS 50          /* between attempts after a retriable answer or a lost member */
 #define CONNECT_TIMEOUT_MS 1000
+/* A member that says nothing for this long while requests wait for it is stalled (stopped,
+ * descheduled, hung): the client moves to the next member and sends them again there (the
+ * at-most-once table makes the resend safe). Watches alone do not count: they may be silent. */
+#define SILENT_MEMBER_MS 2000
 #define SQ_CLIENT_WATCH_SHARDS 16 /* the most shards a subgroup has (config.h SQ_MAX_SHARDS) */
 
 struct call {
@@ -74,6 +79,7 @@ struct sq_client {
     pthread_cond_t cb_done;   /* signalled when that callback returns */
     struct sq__buf out, in;
     uint64_t next_connect_ms;
+    _Atomic uint64_t heard_ms; /* when the member last sent anything, or when requests began waiting */
 };
 
 static uint64_t now_ms(void)
@@ -278,6 +284,7 @@ static void connect_next(sq_client *c)
     }
     c->fd = fd;
     c->connected = true;
+    c->heard_ms = now_ms();
     queue_hello(c);
     FOR_EACH_CALL(c, k, true)
     {
@@ -362,6 +369,13 @@ static void on_frame(sq_client *c, const struct sq_kv_frame *f)
     if (k->cancelled) {
         pthread_mutex_unlock(&c->mu);
         return; /* an unwatched watch: sq_client_unwatch removes it */
+    }
+    if (f->status == SQ_ENOQUORUM && (k->acked || now < k->deadline_ms)) {
+        /* This member is out of the group for now: every other request would get the same
+         * answer, so all of them go to the next member at once. */
+        disconnect(c);
+        pthread_mutex_unlock(&c->mu);
+        return;
     }
     if (retriable(f->status) && (k->acked || now < k->deadline_ms)) {
         k->sent = false;
@@ -475,6 +489,7 @@ static void read_frames(sq_client *c)
             return;
         }
         c->in.len += (size_t)n;
+        c->heard_ms = now_ms();
         for (;;) {
             long need = sq__kv_frame_need(c->in.p + c->in.off, c->in.len - c->in.off);
             struct sq_kv_frame f;
@@ -488,6 +503,9 @@ static void read_frames(sq_client *c)
                 return;
             }
             on_frame(c, &f);
+            if (!c->connected) {
+                return; /* the frame moved us to another member */
+            }
             c->in.off += (size_t)need;
         }
         if (c->in.off == c->in.len) {
@@ -527,6 +545,10 @@ static void *io_main(void *arg)
             read_frames(c);
         }
         pthread_mutex_lock(&c->mu);
+        if (c->connected && c->ncalls > c->nwatching &&
+            now_ms() - c->heard_ms > SILENT_MEMBER_MS) {
+            disconnect(c); /* a stalled member: the requests go to the next one */
+        }
         if (c->connected && c->out.len > c->out.off) {
             ssize_t w = send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off,
                              MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -697,6 +719,9 @@ static int submit(sq_client *c, struct sq_kv_frame *f, sq_kv_done_fn done, void 
         return SQ_ENOMEM;
     }
     pthread_mutex_lock(&c->mu);
+    if (c->ncalls == c->nwatching) {
+        c->heard_ms = now_ms(); /* the member's silence counts from the first request waiting */
+    }
     if (c->ncalls - c->nwatching >= SQ_CLIENT_MAX_INFLIGHT ||
         c->next_req + 1 - oldest_request(c) >= SQ_CLIENT_MAX_INFLIGHT) {
         pthread_mutex_unlock(&c->mu);

@@ -91,7 +91,14 @@ static void test_defaults_and_digest(void)
     CHECK_EQ_INT(a.subgroups[0].window_size, 256);
     CHECK_EQ_INT(a.subgroups[0].max_payload, 10240);
     CHECK_EQ_INT(a.log_level, SQ_LOG_INFO);
-    CHECK_EQ_INT(a.heartbeat_timeout_ms, 1000);
+    CHECK_EQ_INT(a.heartbeat_timeout_ms, 3000);
+    CHECK(a.rejoin);
+    {
+        struct sq_config r;
+        const char *no = "[self]\nid=0\n[member.0]\nhost=h\nport=5\n[group]\nrejoin=false\n";
+        CHECK_EQ_INT(sq__config_parse_string(&r, "r.cfg", no, err, sizeof(err)), 0);
+        CHECK(!r.rejoin);
+    }
     /* Members that differ only in [self] share a digest; a different layout does not. */
     const char *other = "[self]\nid=0\n[member.0]\nhost=127.0.0.1\nport=7000\n"
                         "[subgroup.x]\nwindow_size=8\n";
@@ -143,6 +150,7 @@ static const struct bad_case BAD[] = {
     {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[group]\nconnect_timeout_ms=0\n", "key 'connect_timeout_ms'"},
     {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[group]\nspin_us=lots\n", "key 'spin_us'"},
     {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[group]\nheartbeat_timeout_ms=5\n", "bad.cfg:7: key 'heartbeat_timeout_ms' in [group]: '5' is not a number of milliseconds in 10..600000"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[group]\nrejoin=maybe\n", "bad.cfg:7: key 'rejoin' in [group]: 'maybe' is not true or false"},
     {"x = 1\n[self]\nid=0\n", "bad.cfg:1: key 'x' is outside any section"},
     {"[self]\nid=0\n[member.0]\nhost=h\nport=5\nthis line is not ini\n", "bad.cfg:6: syntax error"},
     {"[self\nid=0\n", "bad.cfg:1: syntax error"},
