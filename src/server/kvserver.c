@@ -13,6 +13,7 @@
  * every member of the shard has it) or persisted at every member (persistent stores). A stable
  * read multicasts a barrier and answers at the barrier's place in the order. */
 #include "server/kvserver.h"
+#include "server/kv_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -41,134 +42,9 @@
 #include "kv/wire.h"
 #include "log.h"
 
-#define MAX_POOLS 64
-#define MAX_POOL_PATH 255
-#define ENTRY_BUCKETS 8192u
-#define WATCH_BUCKETS (1u << 17)
 #define MAX_OUTBUF (256u << 20)  /* a client this far behind is dropped */
 #define REQUEST_TIMEOUT_MS 60000 /* a request still in flight after this is failed */
 #define LOG_WAIT_MS 2000         /* how long a read waits for a delivered entry to reach the log */
-
-
-struct conn {
-    struct conn *next;
-    uint64_t id;
-    int fd;
-    bool relay;      /* ours, to another member's client port */
-    uint32_t member; /* relay: that member */
-    bool want_out;
-    bool dead;
-    struct watch *watches; /* registered by this client connection */
-    struct sq__buf in, out; /* out.off: what was sent already */
-};
-
-struct pool {
-    char path[MAX_POOL_PATH + 1];
-    uint16_t len;
-    uint32_t sg;
-    uint32_t shards;
-    uint64_t client, req_id; /* the request that created it: a retry of it is not a conflict */
-};
-
-/* Gathers the answers of one request fanned out to every shard of a pool (list, prefix
- * watch). */
-struct agg {
-    uint64_t origin, client, req_id;
-    uint8_t op;
-    int remaining;
-    int status;
-    char msg[200];
-    struct sq__buf items;
-    uint32_t nitems;
-};
-
-/* A request in flight: a local op waiting for its delivery (opbuf), or a relayed request
- * waiting for another member's answer (via). */
-struct entry {
-    struct entry *next;  /* hash chain by (client, req_id) */
-    struct entry *onext; /* outbox */
-    uint64_t client, req_id;
-    uint64_t origin; /* connection the answer goes to */
-    uint64_t via;    /* relay connection, or 0 for a local op */
-    struct agg *agg;
-    uint8_t op;
-    bool watch;     /* relayed watch: stays until unwatched */
-    bool queued;    /* in the outbox */
-    bool delivered; /* a local op delivered, waiting to be persisted: never resent */
-    uint32_t sg;
-    uint8_t *opbuf;
-    size_t oplen;
-    uint64_t created_ms;
-};
-
-/* Handed from the loop thread to the service thread. */
-enum { DONE_ANSWER, DONE_EVENT, DONE_DELIVERED };
-struct done {
-    struct done *next;
-    uint8_t kind;
-    bool from_log; /* a stable read of an older version: the value is read from the log */
-    uint32_t sg;
-    uint64_t client, req_id;
-    uint64_t msg_version; /* the delivered op's version: persistence is awaited up to it */
-    int status;
-    uint32_t flags; /* SQ_KV_F_DELETED */
-    uint64_t version, timestamp;
-    uint32_t count;
-    char *key;
-    uint16_t key_len;
-    void *value;
-    uint32_t size;
-};
-
-struct watch {
-    struct watch *next, **pprev;   /* bucket chain */
-    struct watch *cnext, **cpprev; /* its connection's watches */
-    uint64_t conn, client, req_id;
-    uint32_t sg;
-    char *target;
-    uint16_t len;
-    bool prefix;
-    uint64_t live_after; /* events up to this version were replayed */
-    uint32_t shard;      /* events carry it: versions count per shard */
-};
-
-struct sq_kv_server {
-    sq_member *m;
-    struct sq_config cfg;
-    uint32_t my_id;
-    int meta;
-    uint32_t client_port;
-    pthread_mutex_t mu;
-    /* under mu */
-    struct sq_kv_store *store[SQ_MAX_SUBGROUPS];
-    uint32_t store_shard[SQ_MAX_SUBGROUPS];
-    uint32_t view_id, nmembers, adequate;
-    uint32_t ids[SQ_MAX_MEMBERS];
-    uint32_t my_shard[SQ_MAX_SUBGROUPS];
-    uint32_t shard_of[SQ_MAX_SUBGROUPS * SQ_MAX_MEMBERS];
-    bool have_view;
-    bool meta_ready; /* the pool table is this member's (not waiting for a newcomer's state) */
-    uint64_t persisted[SQ_MAX_SUBGROUPS]; /* 1 + the frontier */
-    struct pool pools[MAX_POOLS];
-    uint32_t npools;
-    struct done *wait_head[SQ_MAX_SUBGROUPS], *wait_tail[SQ_MAX_SUBGROUPS];
-    struct done *ready_head, *ready_tail;
-    bool resend;
-    uint64_t nwatches;
-    /* service thread */
-    int lfd, efd, ep;
-    pthread_t thread;
-    bool started;
-    atomic_bool stop;
-    struct conn *conns;
-    uint64_t next_conn;
-    struct entry *ents[ENTRY_BUCKETS];
-    struct entry *outbox, *outbox_tail;
-    struct watch **wb;
-    uint8_t *logbuf;
-    size_t logcap;
-    uint64_t last_sweep_ms;
-};
 
 static void wake(struct sq_kv_server *s)
 {
@@ -227,8 +103,7 @@ static void conn_flush(struct sq_kv_server *s, struct conn *c)
     }
 }
 
-/* Queues a frame on a connection (flushed by the service loop). */
-static void conn_send(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
+void sq__kvs_conn_send(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
 {
     if (c == NULL || c->dead) {
         return;
@@ -264,7 +139,7 @@ static void reply_err(struct sq_kv_server *s, uint64_t conn, uint8_t op, uint64_
                             .version = version,
                             .str = msg,
                             .str_len = (uint16_t)(n < 0 ? 0 : SQ_MIN((size_t)n, sizeof(msg) - 1))};
-    conn_send(s, conn_by_id(s, conn), &f);
+    sq__kvs_conn_send(s, conn_by_id(s, conn), &f);
 }
 
 /* ---- requests in flight ---- */
@@ -399,7 +274,7 @@ static bool valid_path(const char *p, size_t len, bool pool)
     return true;
 }
 
-static const char *store_name(int t)
+const char *sq__kvs_store_name(int t)
 {
     return t == SQ_STORE_PERSISTENT ? "persistent" : t == SQ_STORE_TRIGGER ? "trigger" : "volatile";
 }
@@ -743,8 +618,7 @@ static void load_state(void *arg, uint32_t sg, uint32_t shard, const void *buf, 
             memcpy(&pl->shards, p + o + 6, 4);
             memcpy(&pl->client, p + o + 10, 8);
             memcpy(&pl->req_id, p + o + 18, 8);
-            if (pl->len > MAX_POOL_PATH || o + 26 + pl->len > size ||
-                pl->sg >= s->cfg.nsubgroups) {
+            if (pl->len > MAX_POOL_PATH || o + 26 + pl->len > size || pl->sg >= s->cfg.nsubgroups) {
                 break;
             }
             memcpy(pl->path, p + o + 26, pl->len);
@@ -875,7 +749,7 @@ static void answer_get(struct sq_kv_server *s, struct conn *c, const struct sq_k
     } else {
         a.flags = SQ_KV_F_SIZE_ONLY;
     }
-    conn_send(s, c, &a);
+    sq__kvs_conn_send(s, c, &a);
 out:
     free(copy);
 }
@@ -987,7 +861,7 @@ static void send_items(struct sq_kv_server *s, uint64_t conn, const struct sq_kv
                                 .count = n,
                                 .value = out->p,
                                 .value_len = (uint32_t)out->len};
-        conn_send(s, conn_by_id(s, conn), &a);
+        sq__kvs_conn_send(s, conn_by_id(s, conn), &a);
     }
     sq__buf_free(&sorted);
 }
@@ -1014,7 +888,7 @@ static void send_event(struct sq_kv_server *s, const struct watch *w, const char
                              .key_len = key_len,
                              .value = val,
                              .value_len = size};
-    conn_send(s, conn_by_id(s, w->conn), &ev);
+    sq__kvs_conn_send(s, conn_by_id(s, w->conn), &ev);
 }
 
 static void dispatch_event(struct sq_kv_server *s, const struct done *d)
@@ -1195,7 +1069,7 @@ static int watch_local(struct sq_kv_server *s, uint64_t conn, const struct sq_kv
                                 .req_id = f->req_id,
                                 .client = f->client,
                                 .version = w->live_after};
-        conn_send(s, conn_by_id(s, conn), &a);
+        sq__kvs_conn_send(s, conn_by_id(s, conn), &a);
     }
     if (r.n > 1) {
         qsort(r.it, r.n, sizeof(*r.it), cmp_replay);
@@ -1333,7 +1207,7 @@ static void relay(struct sq_kv_server *s, uint64_t origin, const struct sq_kv_fr
     e->watch = f->op == SQ_KV_OP_WATCH;
     struct sq_kv_frame g = *f;
     g.flags |= SQ_KV_F_LOCAL;
-    conn_send(s, rc, &g);
+    sq__kvs_conn_send(s, rc, &g);
 }
 
 static void drop_watch(struct sq_kv_server *s, uint64_t conn, uint64_t client, uint64_t req_id);
@@ -1352,7 +1226,7 @@ static void agg_finish(struct sq_kv_server *s, struct agg *agg)
         send_items(s, agg->origin, &f, &agg->items, agg->nitems);
     } else {
         struct sq_kv_frame a = {.op = agg->op, .req_id = agg->req_id, .client = agg->client};
-        conn_send(s, conn_by_id(s, agg->origin), &a);
+        sq__kvs_conn_send(s, conn_by_id(s, agg->origin), &a);
     }
     sq__buf_free(&agg->items);
     free(agg);
@@ -1385,7 +1259,7 @@ static void relay_answer(struct sq_kv_server *s, struct conn *rc, const struct s
             continue;
         }
         if (a->op == SQ_KV_OP_EVENT) {
-            conn_send(s, conn_by_id(s, e->origin), a);
+            sq__kvs_conn_send(s, conn_by_id(s, e->origin), a);
             continue;
         }
         if (e->agg != NULL) {
@@ -1396,7 +1270,7 @@ static void relay_answer(struct sq_kv_server *s, struct conn *rc, const struct s
             }
             agg_part(s, agg, a);
         } else {
-            conn_send(s, conn_by_id(s, e->origin), a);
+            sq__kvs_conn_send(s, conn_by_id(s, e->origin), a);
             if (!e->watch || a->status != 0) {
                 entry_free(s, e);
             }
@@ -1461,7 +1335,7 @@ static void drop_watch(struct sq_kv_server *s, uint64_t conn, uint64_t client, u
                                     .flags = SQ_KV_F_LOCAL,
                                     .client = client,
                                     .version = req_id};
-            conn_send(s, conn_by_id(s, e->via), &u);
+            sq__kvs_conn_send(s, conn_by_id(s, e->via), &u);
             if (e->agg != NULL && naggs < SQ_ARRAY_LEN(aggs)) {
                 aggs[naggs++] = e->agg; /* one part per entry */
             }
@@ -1696,7 +1570,7 @@ static void pool_create(struct sq_kv_server *s, struct conn *c, const struct sq_
         }
     }
     for (uint32_t g = 0; g < s->cfg.nsubgroups && sg < 0; g++) {
-        if ((int)g != s->meta && strcmp(store_name(s->cfg.subgroups[g].store), want) == 0) {
+        if ((int)g != s->meta && strcmp(sq__kvs_store_name(s->cfg.subgroups[g].store), want) == 0) {
             sg = (int)g;
         }
     }
@@ -1707,7 +1581,7 @@ static void pool_create(struct sq_kv_server *s, struct conn *c, const struct sq_
             if ((int)g != s->meta) {
                 o += (size_t)snprintf(names + o, sizeof(names) - o, "%s%s (%s)", o ? ", " : "",
                                       s->cfg.subgroups[g].name,
-                                      store_name(s->cfg.subgroups[g].store));
+                                      sq__kvs_store_name(s->cfg.subgroups[g].store));
             }
         }
         reply_err(s, c->id, f->op, f->client, f->req_id, SQ_EINVAL, 0,
@@ -1777,107 +1651,7 @@ static void pool_list(struct sq_kv_server *s, struct conn *c, const struct sq_kv
                             .count = n,
                             .value = b.p,
                             .value_len = (uint32_t)b.len};
-    conn_send(s, c, &a);
-    sq__buf_free(&b);
-}
-
-static void status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
-{
-    bool json = (f->flags & SQ_KV_F_JSON) != 0;
-    struct sq__buf b = {0};
-    char line[1024];
-    int n;
-#define OUT(...)                                                                                   \
-    do {                                                                                           \
-        n = snprintf(line, sizeof(line), __VA_ARGS__);                                             \
-        sq__buf_add(&b, line, (size_t)SQ_MIN((size_t)(n > 0 ? n : 0), sizeof(line) - 1));              \
-    } while (0)
-    pthread_mutex_lock(&s->mu);
-    if (json) {
-        OUT("{\"member\":%u,\"view\":%u,\"adequate\":%s,\"members\":[", s->my_id, s->view_id,
-            s->adequate ? "true" : "false");
-    } else {
-        OUT("member %u, view %u (%s), members", s->my_id, s->view_id,
-            s->adequate ? "adequate" : "INADEQUATE: a shard is below min_members");
-    }
-    for (uint32_t r = 0; r < s->nmembers; r++) {
-        uint32_t mr = (uint32_t)sq__config_rank_of(&s->cfg, s->ids[r]);
-        if (json) {
-            OUT("%s{\"id\":%u,\"client\":\"%s:%u\"}", r ? "," : "", s->ids[r],
-                s->cfg.members[mr].host, s->cfg.members[mr].client_port);
-        } else {
-            OUT(" %u (%s:%u)", s->ids[r], s->cfg.members[mr].host, s->cfg.members[mr].client_port);
-        }
-    }
-    OUT(json ? "],\"subgroups\":[" : "\n");
-    for (uint32_t g = 0; g < s->cfg.nsubgroups; g++) {
-        const struct sq_subgroup_cfg *sg = &s->cfg.subgroups[g];
-        const char *kind = (int)g == s->meta ? "metadata" : store_name(sg->store);
-        if (json) {
-            OUT("%s{\"name\":\"%s\",\"store\":\"%s\",\"shards\":[", g ? "," : "", sg->name, kind);
-        } else {
-            OUT("subgroup %s (%s, %s delivery, %u shard%s):", sg->name, kind,
-                sg->persistent ? "persistent" : "atomic", sg->shards, sg->shards > 1 ? "s" : "");
-        }
-        for (uint32_t k = 0; k < sg->shards; k++) {
-            OUT(json ? "%s{\"shard\":%u,\"members\":[" : "%s shard %u: members", k ? "," : "", k);
-            uint32_t cnt = 0;
-            for (uint32_t r = 0; r < s->nmembers; r++) {
-                if (s->shard_of[g * s->nmembers + r] == k) {
-                    OUT(json ? "%s%u" : "%s%u", json ? (cnt ? "," : "") : " ", s->ids[r]);
-                    cnt++;
-                }
-            }
-            OUT(json ? "]}" : ";");
-        }
-        uint64_t last = s->store[g] != NULL ? sq__kv_store_last(s->store[g]) : 0;
-        uint64_t keys = s->store[g] != NULL ? sq__kv_store_keys(s->store[g]) : 0;
-        if (json) {
-            OUT("],\"my_shard\":%d,\"last_version\":\"0x%" PRIx64 "\",\"keys\":%" PRIu64,
-                s->my_shard[g] == SQ_NO_SHARD ? -1 : (int)s->my_shard[g], last, keys);
-            if (sg->persistent) {
-                OUT(",\"persisted\":\"0x%" PRIx64 "\"", s->persisted[g]);
-            }
-            OUT("}");
-        } else {
-            if (s->my_shard[g] == SQ_NO_SHARD) {
-                OUT(" this member stands by\n");
-            } else if ((int)g == s->meta) {
-                OUT(" %u pools\n", s->npools);
-            } else {
-                OUT(" this member: shard %u, last version 0x%" PRIx64 ", %" PRIu64 " keys",
-                    s->my_shard[g], last, keys);
-                if (sg->persistent) {
-                    OUT(", persisted at every member up to 0x%" PRIx64, s->persisted[g]);
-                }
-                OUT("\n");
-            }
-        }
-    }
-    OUT(json ? "],\"pools\":[" : "");
-    for (uint32_t i = 0; i < s->npools; i++) {
-        const struct pool *p = &s->pools[i];
-        const struct sq_subgroup_cfg *sg = &s->cfg.subgroups[p->sg];
-        if (json) {
-            OUT("%s{\"path\":\"%s\",\"subgroup\":\"%s\",\"store\":\"%s\",\"shards\":%u}",
-                i ? "," : "", p->path, sg->name, store_name(sg->store), p->shards);
-        } else {
-            OUT("pool %s: subgroup %s (%s), %u shard%s\n", p->path, sg->name, store_name(sg->store),
-                p->shards, p->shards > 1 ? "s" : "");
-        }
-    }
-    if (!json && s->npools == 0) {
-        OUT("no pools yet (squall pool create PATH TYPE)\n");
-    }
-    OUT(json ? "]}\n" : "");
-    pthread_mutex_unlock(&s->mu);
-#undef OUT
-    struct sq_kv_frame a = {.op = f->op,
-                            .req_id = f->req_id,
-                            .client = f->client,
-                            .value = b.p,
-                            .value_len = (uint32_t)b.len};
-    conn_send(s, c, &a);
+    sq__kvs_conn_send(s, c, &a);
     sq__buf_free(&b);
 }
 
@@ -1896,11 +1670,11 @@ static void handle_frame(struct sq_kv_server *s, struct conn *c, const struct sq
                                 .client = f->client,
                                 .str = who,
                                 .str_len = (uint16_t)n};
-        conn_send(s, c, &a);
+        sq__kvs_conn_send(s, c, &a);
         break;
     }
     case SQ_KV_OP_STATUS:
-        status(s, c, f);
+        sq__kvs_status(s, c, f);
         break;
     case SQ_KV_OP_POOL_LIST:
         pool_list(s, c, f);
@@ -1919,7 +1693,7 @@ static void handle_frame(struct sq_kv_server *s, struct conn *c, const struct sq
     case SQ_KV_OP_UNWATCH: {
         drop_watch(s, c->id, f->client, f->version);
         struct sq_kv_frame a = {.op = f->op, .req_id = f->req_id, .client = f->client};
-        conn_send(s, c, &a);
+        sq__kvs_conn_send(s, c, &a);
         break;
     }
     default:
@@ -1957,7 +1731,7 @@ static void conn_close(struct sq_kv_server *s, struct conn *c)
                 if (agg != NULL) {
                     agg_part(s, agg, &a);
                 } else {
-                    conn_send(s, conn_by_id(s, origin), &a);
+                    sq__kvs_conn_send(s, conn_by_id(s, origin), &a);
                 }
             } else if (!c->relay && e->origin == c->id) {
                 if (e->watch && e->via != 0) {
@@ -1965,7 +1739,7 @@ static void conn_close(struct sq_kv_server *s, struct conn *c)
                                             .flags = SQ_KV_F_LOCAL,
                                             .client = e->client,
                                             .version = e->req_id};
-                    conn_send(s, conn_by_id(s, e->via), &u);
+                    sq__kvs_conn_send(s, conn_by_id(s, e->via), &u);
                 }
                 if (e->agg == NULL) {
                     entry_free(s, e);
@@ -2049,7 +1823,7 @@ static void process_dones(struct sq_kv_server *s)
                 }
                 a.str = msg;
                 a.str_len = (uint16_t)strlen(msg);
-                conn_send(s, conn_by_id(s, e->origin), &a);
+                sq__kvs_conn_send(s, conn_by_id(s, e->origin), &a);
                 entry_free(s, e);
             }
         }
@@ -2201,7 +1975,7 @@ static void conn_read(struct sq_kv_server *s, struct conn *c)
                 if (c->in.len - off >= 24) {
                     memcpy(&a.req_id, c->in.p + off + 16, 8);
                 }
-                conn_send(s, c, &a);
+                sq__kvs_conn_send(s, c, &a);
                 conn_flush(s, c);
                 sq__log(SQ_LOG_WARN, "kv: closing a client connection: %s", why);
                 c->dead = true;

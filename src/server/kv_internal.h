@@ -1,0 +1,164 @@
+/* kv_internal.h: what the pieces of a member's key-value service share (src/server/kv_*.c).
+ *
+ * One struct sq_kv_server is the service. The loop thread's callbacks (kv_apply.c) apply
+ * delivered ops to the stores and hand answers and watch events (struct done) to the service
+ * thread through the queues under `mu`; the service thread (kvserver.c) owns the connections
+ * (kv_conn.c), the requests in flight (struct entry, kv_relay.c) and the watches (kv_watch.c):
+ * a front end decodes a request and calls the service operations (kv_route.c, kv_read.c,
+ * kv_watch.c), which answer through the connection the request came from. Threads and locking:
+ * see kvserver.c. */
+#ifndef SQ_KV_INTERNAL_H
+#define SQ_KV_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "kv/buf.h"
+#include "kv/store.h"
+#include "kv/wire.h"
+#include "squall.h"
+
+#define MAX_POOLS 64
+#define MAX_POOL_PATH 255
+#define ENTRY_BUCKETS 8192u
+#define WATCH_BUCKETS (1u << 17)
+
+struct conn {
+    struct conn *next;
+    uint64_t id;
+    int fd;
+    bool relay;      /* ours, to another member's client port */
+    uint32_t member; /* relay: that member */
+    bool want_out;
+    bool dead;
+    struct watch *watches;  /* registered by this client connection */
+    struct sq__buf in, out; /* out.off: what was sent already */
+};
+
+struct pool {
+    char path[MAX_POOL_PATH + 1];
+    uint16_t len;
+    uint32_t sg;
+    uint32_t shards;
+    uint64_t client, req_id; /* the request that created it: a retry of it is not a conflict */
+};
+
+/* Gathers the answers of one request fanned out to every shard of a pool (list, prefix
+ * watch). */
+struct agg {
+    uint64_t origin, client, req_id;
+    uint8_t op;
+    int remaining;
+    int status;
+    char msg[200];
+    struct sq__buf items;
+    uint32_t nitems;
+};
+
+/* A request in flight: a local op waiting for its delivery (opbuf), or a relayed request
+ * waiting for another member's answer (via). */
+struct entry {
+    struct entry *next;  /* hash chain by (client, req_id) */
+    struct entry *onext; /* outbox */
+    uint64_t client, req_id;
+    uint64_t origin; /* connection the answer goes to */
+    uint64_t via;    /* relay connection, or 0 for a local op */
+    struct agg *agg;
+    uint8_t op;
+    bool watch;     /* relayed watch: stays until unwatched */
+    bool queued;    /* in the outbox */
+    bool delivered; /* a local op delivered, waiting to be persisted: never resent */
+    uint32_t sg;
+    uint8_t *opbuf;
+    size_t oplen;
+    uint64_t created_ms;
+};
+
+/* Handed from the loop thread to the service thread. */
+enum { DONE_ANSWER, DONE_EVENT, DONE_DELIVERED };
+struct done {
+    struct done *next;
+    uint8_t kind;
+    bool from_log; /* a stable read of an older version: the value is read from the log */
+    uint32_t sg;
+    uint64_t client, req_id;
+    uint64_t msg_version; /* the delivered op's version: persistence is awaited up to it */
+    int status;
+    uint32_t flags; /* SQ_KV_F_DELETED */
+    uint64_t version, timestamp;
+    uint32_t count;
+    char *key;
+    uint16_t key_len;
+    void *value;
+    uint32_t size;
+};
+
+struct watch {
+    struct watch *next, **pprev;   /* bucket chain */
+    struct watch *cnext, **cpprev; /* its connection's watches */
+    uint64_t conn, client, req_id;
+    uint32_t sg;
+    char *target;
+    uint16_t len;
+    bool prefix;
+    uint64_t live_after; /* events up to this version were replayed */
+    uint32_t shard;      /* events carry it: versions count per shard */
+};
+
+struct sq_kv_server {
+    sq_member *m;
+    struct sq_config cfg;
+    uint32_t my_id;
+    int meta;
+    uint32_t client_port;
+    pthread_mutex_t mu;
+    /* under mu */
+    struct sq_kv_store *store[SQ_MAX_SUBGROUPS];
+    uint32_t store_shard[SQ_MAX_SUBGROUPS];
+    uint32_t view_id, nmembers, adequate;
+    uint32_t ids[SQ_MAX_MEMBERS];
+    uint32_t my_shard[SQ_MAX_SUBGROUPS];
+    uint32_t shard_of[SQ_MAX_SUBGROUPS * SQ_MAX_MEMBERS];
+    bool have_view;
+    bool meta_ready; /* the pool table is this member's (not waiting for a newcomer's state) */
+    uint64_t persisted[SQ_MAX_SUBGROUPS]; /* 1 + the frontier */
+    struct pool pools[MAX_POOLS];
+    uint32_t npools;
+    struct done *wait_head[SQ_MAX_SUBGROUPS], *wait_tail[SQ_MAX_SUBGROUPS];
+    struct done *ready_head, *ready_tail;
+    bool resend;
+    uint64_t nwatches;
+    /* service thread */
+    int lfd, efd, ep;
+    pthread_t thread;
+    bool started;
+    atomic_bool stop;
+    struct conn *conns;
+    uint64_t next_conn;
+    struct entry *ents[ENTRY_BUCKETS];
+    struct entry *outbox, *outbox_tail;
+    struct watch **wb;
+    uint8_t *logbuf;
+    size_t logcap;
+    uint64_t last_sweep_ms;
+};
+
+/* ---- kvserver.c ---- */
+
+/* Queues a frame on a connection (flushed by the service loop). */
+void sq__kvs_conn_send(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f);
+
+/* The name of a store type: volatile, persistent or trigger. */
+const char *sq__kvs_store_name(int t);
+
+/* ---- kv_status.c ---- */
+
+/* Answers STATUS on `c`: the view, the subgroups and shards, this member's versions and the
+ * pools; as JSON when the request has SQ_KV_F_JSON. */
+void sq__kvs_status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f);
+
+#endif
