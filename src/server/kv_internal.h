@@ -149,11 +149,52 @@ struct sq_kv_server {
 
 /* ---- kvserver.c ---- */
 
+/* The live connection with that id, or NULL (closed, or dead and waiting to be freed). */
+struct conn *sq__kvs_conn_by_id(struct sq_kv_server *s, uint64_t id);
+
 /* Queues a frame on a connection (flushed by the service loop). */
 void sq__kvs_conn_send(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f);
 
+/* Answers request (client, req) on connection `conn` with an error status and a message. */
+void sq__kvs_reply_err(struct sq_kv_server *s, uint64_t conn, uint8_t op, uint64_t client,
+                       uint64_t req, int status, uint64_t version, const char *fmt, ...)
+    __attribute__((format(printf, 8, 9)));
+
+/* The bucket of s->ents that holds the entries of request (client, req). */
+uint32_t sq__kvs_ent_bucket(uint64_t client, uint64_t req);
+
+/* Unlinks an entry from its bucket (and the outbox) and frees it; its aggregate is not touched. */
+void sq__kvs_entry_free(struct sq_kv_server *s, struct entry *e);
+
 /* The name of a store type: volatile, persistent or trigger. */
 const char *sq__kvs_store_name(int t);
+
+/* Reads the value of an older version from this member's log (it may still be on its way to
+ * the file: the flusher writes promptly). */
+int sq__kvs_read_logged(struct sq_kv_server *s, uint32_t sg, uint64_t version, const void **val,
+                        uint32_t *len);
+
+/* One shard's answer `a` to a fanned-out request; the last one answers the client. */
+void sq__kvs_agg_part(struct sq_kv_server *s, struct agg *agg, const struct sq_kv_frame *a);
+
+/* ---- kv_watch.c ---- */
+
+/* Sends an update (a DONE_EVENT) to every watch on its key or on a prefix of it. */
+void sq__kvs_dispatch_event(struct sq_kv_server *s, const struct done *d);
+
+/* Registers a watch on this member's shard and replays what it missed; `ack` sends the watch's
+ * answer (a fanned-out watch is acknowledged by the aggregate). Returns 0 or the error, which
+ * was answered when `ack`. */
+int sq__kvs_watch_local(struct sq_kv_server *s, uint64_t conn, const struct sq_kv_frame *f,
+                        uint32_t sg, bool ack, char *why, size_t why_size);
+
+/* Removes the watches of a connection (all, or the one with req_id when one is true). */
+void sq__kvs_unwatch(struct sq_kv_server *s, uint64_t conn, bool one, uint64_t client,
+                     uint64_t req_id);
+
+/* Removes the watch (client, req_id) of a connection: here and at the members it was relayed
+ * to (an aggregate still waiting for them is answered, to nobody). */
+void sq__kvs_drop_watch(struct sq_kv_server *s, uint64_t conn, uint64_t client, uint64_t req_id);
 
 /* ---- kv_status.c ---- */
 

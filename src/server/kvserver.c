@@ -55,7 +55,7 @@ static void wake(struct sq_kv_server *s)
 
 /* ---- connections ---- */
 
-static struct conn *conn_by_id(struct sq_kv_server *s, uint64_t id)
+struct conn *sq__kvs_conn_by_id(struct sq_kv_server *s, uint64_t id)
 {
     for (struct conn *c = s->conns; c != NULL; c = c->next) {
         if (c->id == id && !c->dead) {
@@ -121,11 +121,8 @@ void sq__kvs_conn_send(struct sq_kv_server *s, struct conn *c, const struct sq_k
     conn_arm(s, c, true);
 }
 
-static void reply_err(struct sq_kv_server *s, uint64_t conn, uint8_t op, uint64_t client,
-                      uint64_t req, int status, uint64_t version, const char *fmt, ...)
-    __attribute__((format(printf, 8, 9)));
-static void reply_err(struct sq_kv_server *s, uint64_t conn, uint8_t op, uint64_t client,
-                      uint64_t req, int status, uint64_t version, const char *fmt, ...)
+void sq__kvs_reply_err(struct sq_kv_server *s, uint64_t conn, uint8_t op, uint64_t client,
+                       uint64_t req, int status, uint64_t version, const char *fmt, ...)
 {
     char msg[SQ_KV_MAX_STR];
     va_list ap;
@@ -139,12 +136,12 @@ static void reply_err(struct sq_kv_server *s, uint64_t conn, uint8_t op, uint64_
                             .version = version,
                             .str = msg,
                             .str_len = (uint16_t)(n < 0 ? 0 : SQ_MIN((size_t)n, sizeof(msg) - 1))};
-    sq__kvs_conn_send(s, conn_by_id(s, conn), &f);
+    sq__kvs_conn_send(s, sq__kvs_conn_by_id(s, conn), &f);
 }
 
 /* ---- requests in flight ---- */
 
-static uint32_t ent_bucket(uint64_t client, uint64_t req)
+uint32_t sq__kvs_ent_bucket(uint64_t client, uint64_t req)
 {
     return (uint32_t)(sq__mix64(client ^ (req * 0x9e3779b97f4a7c15ull)) % ENTRY_BUCKETS);
 }
@@ -162,7 +159,7 @@ static struct entry *entry_add(struct sq_kv_server *s, uint64_t client, uint64_t
                         .origin = origin,
                         .via = via,
                         .created_ms = sq__mono_ms()};
-    uint32_t b = ent_bucket(client, req);
+    uint32_t b = sq__kvs_ent_bucket(client, req);
     e->next = s->ents[b];
     s->ents[b] = e;
     return e;
@@ -183,9 +180,9 @@ static void outbox_remove(struct sq_kv_server *s, struct entry *e)
     e->queued = false;
 }
 
-static void entry_free(struct sq_kv_server *s, struct entry *e)
+void sq__kvs_entry_free(struct sq_kv_server *s, struct entry *e)
 {
-    uint32_t b = ent_bucket(e->client, e->req_id);
+    uint32_t b = sq__kvs_ent_bucket(e->client, e->req_id);
     for (struct entry **pp = &s->ents[b]; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == e) {
             *pp = e->next;
@@ -654,10 +651,8 @@ static void load_state(void *arg, uint32_t sg, uint32_t shard, const void *buf, 
 
 /* ---- the service thread: answering ---- */
 
-/* Reads the value of an older version from this member's log (it may still be on its way to
- * the file: the flusher writes promptly). */
-static int read_logged(struct sq_kv_server *s, uint32_t sg, uint64_t version, const void **val,
-                       uint32_t *len)
+int sq__kvs_read_logged(struct sq_kv_server *s, uint32_t sg, uint64_t version, const void **val,
+                        uint32_t *len)
 {
     uint64_t deadline = sq__mono_ms() + LOG_WAIT_MS;
     for (;;) {
@@ -711,14 +706,15 @@ static void answer_get(struct sq_kv_server *s, struct conn *c, const struct sq_k
     pthread_mutex_unlock(&s->mu);
     struct sq_kv_frame a = {.op = SQ_KV_OP_GET, .req_id = f->req_id, .client = f->client};
     if (rc == SQ_ENOTFOUND) {
-        reply_err(s, c->id, SQ_KV_OP_GET, f->client, f->req_id, rc, 0, "%.*s: %s", (int)f->key_len,
-                  f->key,
-                  how == SQ_KV_LATEST ? "no such key"
-                                      : "no version of the key at or before that point");
+        sq__kvs_reply_err(s, c->id, SQ_KV_OP_GET, f->client, f->req_id, rc, 0, "%.*s: %s",
+                          (int)f->key_len, f->key,
+                          how == SQ_KV_LATEST ? "no such key"
+                                              : "no version of the key at or before that point");
         goto out;
     }
     if (rc != 0) {
-        reply_err(s, c->id, SQ_KV_OP_GET, f->client, f->req_id, rc, 0, "%s", sq_strerror(rc));
+        sq__kvs_reply_err(s, c->id, SQ_KV_OP_GET, f->client, f->req_id, rc, 0, "%s",
+                          sq_strerror(rc));
         goto out;
     }
     a.version = v.version;
@@ -737,11 +733,11 @@ static void answer_get(struct sq_kv_server *s, struct conn *c, const struct sq_k
             a.value_len = (uint32_t)vsize;
         } else {
             uint32_t len = 0;
-            rc = read_logged(s, sg, v.version, &a.value, &len);
+            rc = sq__kvs_read_logged(s, sg, v.version, &a.value, &len);
             if (rc != 0) {
-                reply_err(s, c->id, SQ_KV_OP_GET, f->client, f->req_id, rc, v.version,
-                          "reading version 0x%" PRIx64 " from the log: %s", v.version,
-                          sq_strerror(rc));
+                sq__kvs_reply_err(s, c->id, SQ_KV_OP_GET, f->client, f->req_id, rc, v.version,
+                                  "reading version 0x%" PRIx64 " from the log: %s", v.version,
+                                  sq_strerror(rc));
                 goto out;
             }
             a.value_len = len;
@@ -835,7 +831,7 @@ static void send_items(struct sq_kv_server *s, uint64_t conn, const struct sq_kv
         const uint8_t **ptrs = malloc(n * sizeof(*ptrs));
         if (ptrs == NULL || sq__buf_reserve(&sorted, b->len) != 0) {
             free(ptrs);
-            reply_err(s, conn, f->op, f->client, f->req_id, SQ_ENOMEM, 0, "out of memory");
+            sq__kvs_reply_err(s, conn, f->op, f->client, f->req_id, SQ_ENOMEM, 0, "out of memory");
             return;
         }
         size_t pos = 0;
@@ -852,8 +848,8 @@ static void send_items(struct sq_kv_server *s, uint64_t conn, const struct sq_kv
         out = &sorted;
     }
     if (out->len > SQ_KV_MAX_VALUE) {
-        reply_err(s, conn, f->op, f->client, f->req_id, SQ_EMSGSIZE, 0,
-                  "%u entries do not fit in one answer: use a longer prefix", n);
+        sq__kvs_reply_err(s, conn, f->op, f->client, f->req_id, SQ_EMSGSIZE, 0,
+                          "%u entries do not fit in one answer: use a longer prefix", n);
     } else {
         struct sq_kv_frame a = {.op = f->op,
                                 .req_id = f->req_id,
@@ -861,271 +857,12 @@ static void send_items(struct sq_kv_server *s, uint64_t conn, const struct sq_kv
                                 .count = n,
                                 .value = out->p,
                                 .value_len = (uint32_t)out->len};
-        sq__kvs_conn_send(s, conn_by_id(s, conn), &a);
+        sq__kvs_conn_send(s, sq__kvs_conn_by_id(s, conn), &a);
     }
     sq__buf_free(&sorted);
 }
 
 /* ---- watches ---- */
-
-static uint32_t watch_bucket(uint32_t sg, const char *t, size_t len, bool prefix)
-{
-    return (uint32_t)((XXH64(t, len, sg * 2u + prefix)) & (WATCH_BUCKETS - 1));
-}
-
-static void send_event(struct sq_kv_server *s, const struct watch *w, const char *key,
-                       uint16_t key_len, uint64_t version, uint64_t ts, bool deleted,
-                       const void *val, uint32_t size)
-{
-    struct sq_kv_frame ev = {.op = SQ_KV_OP_EVENT,
-                             .req_id = w->req_id,
-                             .client = w->client,
-                             .version = version,
-                             .time = ts,
-                             .count = w->shard,
-                             .flags = deleted ? SQ_KV_F_DELETED : 0,
-                             .key = key,
-                             .key_len = key_len,
-                             .value = val,
-                             .value_len = size};
-    sq__kvs_conn_send(s, conn_by_id(s, w->conn), &ev);
-}
-
-static void dispatch_event(struct sq_kv_server *s, const struct done *d)
-{
-    /* the key itself, then every prefix of it that ends in '/' */
-    for (size_t len = d->key_len; len > 0; len--) {
-        bool prefix = len < d->key_len;
-        if (prefix && d->key[len - 1] != '/') {
-            continue;
-        }
-        for (struct watch *w = s->wb[watch_bucket(d->sg, d->key, len, prefix)]; w != NULL;
-             w = w->next) {
-            if (w->sg == d->sg && w->prefix == prefix && w->len == len &&
-                memcmp(w->target, d->key, len) == 0 && d->version > w->live_after) {
-                send_event(s, w, d->key, d->key_len, d->version, d->timestamp,
-                           (d->flags & SQ_KV_F_DELETED) != 0, d->value, d->size);
-            }
-        }
-    }
-}
-
-struct replay_item {
-    uint64_t version, ts;
-    uint8_t deleted;
-    uint16_t key_len;
-    char *key;
-    void *value; /* the latest value, copied; NULL: read from the log */
-    uint32_t size;
-};
-
-struct replay {
-    struct replay_item *it;
-    size_t n, cap;
-    uint64_t from;
-    const struct sq_kv_store *st;
-    int rc;
-};
-
-static void replay_add(struct replay *r, const char *key, uint16_t key_len,
-                       const struct sq_kv_version *v, const void *val, size_t vsize)
-{
-    if (r->rc != 0) {
-        return;
-    }
-    if (r->n == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 64;
-        struct replay_item *p = realloc(r->it, cap * sizeof(*p));
-        if (p == NULL) {
-            r->rc = SQ_ENOMEM;
-            return;
-        }
-        r->it = p;
-        r->cap = cap;
-    }
-    struct replay_item *x = &r->it[r->n];
-    *x = (struct replay_item){.version = v->version,
-                              .ts = v->timestamp,
-                              .deleted = v->deleted,
-                              .key_len = key_len,
-                              .size = v->size};
-    x->key = malloc(key_len > 0 ? key_len : 1);
-    if (x->key == NULL) {
-        r->rc = SQ_ENOMEM;
-        return;
-    }
-    memcpy(x->key, key, key_len);
-    if (val != NULL) {
-        x->value = malloc(vsize > 0 ? vsize : 1);
-        if (x->value == NULL) {
-            free(x->key);
-            r->rc = SQ_ENOMEM;
-            return;
-        }
-        memcpy(x->value, val, vsize);
-        x->size = (uint32_t)vsize;
-    }
-    r->n++;
-}
-
-/* Every version of the key from r->from on (its latest value copied from memory). */
-static void replay_key(void *arg, const char *key, uint16_t key_len,
-                       const struct sq_kv_version *unused)
-{
-    struct replay *r = arg;
-    (void)unused;
-    const struct sq_kv_version *vs;
-    uint32_t n = 0;
-    if (sq__kv_store_history(r->st, key, key_len, &vs, &n) != 0) {
-        return;
-    }
-    struct sq_kv_version latest;
-    const void *val;
-    size_t vsize;
-    (void)sq__kv_store_get(r->st, key, key_len, SQ_KV_LATEST, 0, &latest, &val, &vsize);
-    for (uint32_t i = 0; i < n; i++) {
-        if (vs[i].version >= r->from) {
-            bool last = i == n - 1;
-            replay_add(r, key, key_len, &vs[i], last ? val : NULL, last ? vsize : 0);
-        }
-    }
-}
-
-static int cmp_replay(const void *a, const void *b)
-{
-    const struct replay_item *x = a, *y = b;
-    return (x->version > y->version) - (x->version < y->version);
-}
-
-/* Registers a watch on this member's shard and replays what it missed; `ack` sends the watch's
- * answer (a fanned-out watch is acknowledged by the aggregate). Returns 0 or the error, which
- * was answered when `ack`. */
-static int watch_local(struct sq_kv_server *s, uint64_t conn, const struct sq_kv_frame *f,
-                       uint32_t sg, bool ack, char *why, size_t why_size)
-{
-    bool prefix = f->key_len > 0 && f->key[f->key_len - 1] == '/';
-    struct conn *owner = conn_by_id(s, conn);
-    if (owner == NULL) {
-        snprintf(why, why_size, "the client's connection is closed");
-        return SQ_ECLOSED; /* nobody to send events to */
-    }
-    struct watch *w = calloc(1, sizeof(*w));
-    char *t = malloc(f->key_len > 0 ? f->key_len : 1);
-    if (w == NULL || t == NULL) {
-        free(w);
-        free(t);
-        snprintf(why, why_size, "out of memory");
-        if (ack) {
-            reply_err(s, conn, SQ_KV_OP_WATCH, f->client, f->req_id, SQ_ENOMEM, 0, "%s", why);
-        }
-        return SQ_ENOMEM;
-    }
-    memcpy(t, f->key, f->key_len);
-    *w = (struct watch){.conn = conn,
-                        .client = f->client,
-                        .req_id = f->req_id,
-                        .sg = sg,
-                        .target = t,
-                        .len = f->key_len,
-                        .prefix = prefix};
-    struct replay r = {.from = f->version};
-    pthread_mutex_lock(&s->mu);
-    const struct sq_kv_store *st = s->store[sg];
-    if (st == NULL) {
-        pthread_mutex_unlock(&s->mu);
-        free(w);
-        free(t);
-        snprintf(why, why_size, "member %u does not serve that shard now", s->my_id);
-        if (ack) {
-            reply_err(s, conn, SQ_KV_OP_WATCH, f->client, f->req_id, SQ_ESTATE, 0, "%s", why);
-        }
-        return SQ_ESTATE;
-    }
-    r.st = st;
-    w->live_after = sq__kv_store_last(st);
-    w->shard = s->store_shard[sg];
-    if (prefix) {
-        sq__kv_store_each(st, f->key, f->key_len, true, false, 0, replay_key, &r);
-    } else {
-        replay_key(&r, f->key, f->key_len, NULL);
-    }
-    s->nwatches++;
-    pthread_mutex_unlock(&s->mu);
-    uint32_t b = watch_bucket(sg, t, f->key_len, prefix);
-    w->next = s->wb[b];
-    w->pprev = &s->wb[b];
-    if (w->next != NULL) {
-        w->next->pprev = &w->next;
-    }
-    s->wb[b] = w;
-    w->cnext = owner->watches;
-    w->cpprev = &owner->watches;
-    if (w->cnext != NULL) {
-        w->cnext->cpprev = &w->cnext;
-    }
-    owner->watches = w;
-    if (ack) {
-        struct sq_kv_frame a = {.op = SQ_KV_OP_WATCH,
-                                .req_id = f->req_id,
-                                .client = f->client,
-                                .version = w->live_after};
-        sq__kvs_conn_send(s, conn_by_id(s, conn), &a);
-    }
-    if (r.n > 1) {
-        qsort(r.it, r.n, sizeof(*r.it), cmp_replay);
-    }
-    for (size_t i = 0; i < r.n; i++) {
-        struct replay_item *x = &r.it[i];
-        const void *val = x->value;
-        uint32_t size = x->size;
-        if (val == NULL && !x->deleted && size > 0) {
-            if (read_logged(s, sg, x->version, &val, &size) != 0) {
-                continue; /* gone from the log (a member that started from a state) */
-            }
-        }
-        send_event(s, w, x->key, x->key_len, x->version, x->ts, x->deleted, val,
-                   x->deleted ? 0 : size);
-    }
-    for (size_t i = 0; i < r.n; i++) {
-        free(r.it[i].key);
-        free(r.it[i].value);
-    }
-    free(r.it);
-    return 0;
-}
-
-/* Removes the watches of a connection (all, or the one with req_id when one is true). */
-static void unwatch(struct sq_kv_server *s, uint64_t conn, bool one, uint64_t client,
-                    uint64_t req_id)
-{
-    uint64_t removed = 0;
-    struct conn *c = NULL;
-    for (struct conn *x = s->conns; x != NULL && c == NULL; x = x->next) {
-        c = x->id == conn ? x : NULL; /* a closing connection too */
-    }
-    struct watch *w = c != NULL ? c->watches : NULL, *next;
-    for (; w != NULL; w = next) {
-        next = w->cnext;
-        if (!one || (w->req_id == req_id && w->client == client)) {
-            *w->pprev = w->next;
-            if (w->next != NULL) {
-                w->next->pprev = w->pprev;
-            }
-            *w->cpprev = w->cnext;
-            if (w->cnext != NULL) {
-                w->cnext->cpprev = w->cpprev;
-            }
-            free(w->target);
-            free(w);
-            removed++;
-        }
-    }
-    if (removed > 0) {
-        pthread_mutex_lock(&s->mu);
-        s->nwatches -= removed;
-        pthread_mutex_unlock(&s->mu);
-    }
-}
 
 /* ---- relaying ---- */
 
@@ -1198,8 +935,8 @@ static void relay(struct sq_kv_server *s, uint64_t origin, const struct sq_kv_fr
             agg->remaining--;
             agg->status = SQ_EPEER;
         } else {
-            reply_err(s, origin, f->op, f->client, f->req_id, SQ_EPEER, 0,
-                      "member %u, which serves that key, cannot be reached", member);
+            sq__kvs_reply_err(s, origin, f->op, f->client, f->req_id, SQ_EPEER, 0,
+                              "member %u, which serves that key, cannot be reached", member);
         }
         return;
     }
@@ -1210,29 +947,27 @@ static void relay(struct sq_kv_server *s, uint64_t origin, const struct sq_kv_fr
     sq__kvs_conn_send(s, rc, &g);
 }
 
-static void drop_watch(struct sq_kv_server *s, uint64_t conn, uint64_t client, uint64_t req_id);
-
 static void agg_finish(struct sq_kv_server *s, struct agg *agg)
 {
     if (agg->status != 0 && agg->op == SQ_KV_OP_WATCH) {
         /* a watch is all shards or nothing: the client will ask again */
-        drop_watch(s, agg->origin, agg->client, agg->req_id);
+        sq__kvs_drop_watch(s, agg->origin, agg->client, agg->req_id);
     }
     if (agg->status != 0) {
-        reply_err(s, agg->origin, agg->op, agg->client, agg->req_id, agg->status, 0, "%s",
-                  agg->msg[0] ? agg->msg : sq_strerror(agg->status));
+        sq__kvs_reply_err(s, agg->origin, agg->op, agg->client, agg->req_id, agg->status, 0, "%s",
+                          agg->msg[0] ? agg->msg : sq_strerror(agg->status));
     } else if (agg->op == SQ_KV_OP_LIST) {
         struct sq_kv_frame f = {.op = agg->op, .client = agg->client, .req_id = agg->req_id};
         send_items(s, agg->origin, &f, &agg->items, agg->nitems);
     } else {
         struct sq_kv_frame a = {.op = agg->op, .req_id = agg->req_id, .client = agg->client};
-        sq__kvs_conn_send(s, conn_by_id(s, agg->origin), &a);
+        sq__kvs_conn_send(s, sq__kvs_conn_by_id(s, agg->origin), &a);
     }
     sq__buf_free(&agg->items);
     free(agg);
 }
 
-static void agg_part(struct sq_kv_server *s, struct agg *agg, const struct sq_kv_frame *a)
+void sq__kvs_agg_part(struct sq_kv_server *s, struct agg *agg, const struct sq_kv_frame *a)
 {
     if (a->status != 0 && agg->status == 0) {
         agg->status = a->status;
@@ -1252,27 +987,27 @@ static void agg_part(struct sq_kv_server *s, struct agg *agg, const struct sq_kv
 /* An answer or event from a member we relayed to. */
 static void relay_answer(struct sq_kv_server *s, struct conn *rc, const struct sq_kv_frame *a)
 {
-    uint32_t b = ent_bucket(a->client, a->req_id);
+    uint32_t b = sq__kvs_ent_bucket(a->client, a->req_id);
     for (struct entry *e = s->ents[b], *next; e != NULL; e = next) {
         next = e->next;
         if (e->via != rc->id || e->client != a->client || e->req_id != a->req_id) {
             continue;
         }
         if (a->op == SQ_KV_OP_EVENT) {
-            sq__kvs_conn_send(s, conn_by_id(s, e->origin), a);
+            sq__kvs_conn_send(s, sq__kvs_conn_by_id(s, e->origin), a);
             continue;
         }
         if (e->agg != NULL) {
             struct agg *agg = e->agg;
             e->agg = NULL;
             if (!e->watch || a->status != 0) {
-                entry_free(s, e);
+                sq__kvs_entry_free(s, e);
             }
-            agg_part(s, agg, a);
+            sq__kvs_agg_part(s, agg, a);
         } else {
-            sq__kvs_conn_send(s, conn_by_id(s, e->origin), a);
+            sq__kvs_conn_send(s, sq__kvs_conn_by_id(s, e->origin), a);
             if (!e->watch || a->status != 0) {
-                entry_free(s, e);
+                sq__kvs_entry_free(s, e);
             }
         }
     }
@@ -1295,9 +1030,9 @@ static void send_op(struct sq_kv_server *s, struct entry *e)
         return;
     }
     int status = rc == SQ_ENOTSUP ? SQ_ESTATE : rc;
-    reply_err(s, e->origin, e->op, e->client, e->req_id, status, 0,
-              "member %u cannot send into the shard: %s", s->my_id, sq_strerror(rc));
-    entry_free(s, e);
+    sq__kvs_reply_err(s, e->origin, e->op, e->client, e->req_id, status, 0,
+                      "member %u cannot send into the shard: %s", s->my_id, sq_strerror(rc));
+    sq__kvs_entry_free(s, e);
 }
 
 /* Multicasts an op into this member's shard of `sg`; the answer comes at its delivery. */
@@ -1308,9 +1043,9 @@ static void local_op(struct sq_kv_server *s, uint64_t conn, const struct sq_kv_f
     size_t n = sq__kv_op_bytes(op);
     if (e == NULL || (e->opbuf = malloc(n)) == NULL) {
         if (e != NULL) {
-            entry_free(s, e);
+            sq__kvs_entry_free(s, e);
         }
-        reply_err(s, conn, f->op, f->client, f->req_id, SQ_ENOMEM, 0, "out of memory");
+        sq__kvs_reply_err(s, conn, f->op, f->client, f->req_id, SQ_ENOMEM, 0, "out of memory");
         return;
     }
     sq__kv_op_encode(op, e->opbuf);
@@ -1319,57 +1054,28 @@ static void local_op(struct sq_kv_server *s, uint64_t conn, const struct sq_kv_f
     send_op(s, e);
 }
 
-/* Removes the watch (client, req_id) of a connection: here and at the members it was relayed
- * to (an aggregate still waiting for them is answered, to nobody). */
-static void drop_watch(struct sq_kv_server *s, uint64_t conn, uint64_t client, uint64_t req_id)
-{
-    unwatch(s, conn, true, client, req_id);
-    /* The aggregates are answered after the loop: finishing one may call back here. */
-    struct agg *aggs[SQ_MAX_SHARDS * 2];
-    uint32_t naggs = 0;
-    struct entry *e = s->ents[ent_bucket(client, req_id)], *next;
-    for (; e != NULL; e = next) {
-        next = e->next;
-        if (e->watch && e->origin == conn && e->client == client && e->req_id == req_id) {
-            struct sq_kv_frame u = {.op = SQ_KV_OP_UNWATCH,
-                                    .flags = SQ_KV_F_LOCAL,
-                                    .client = client,
-                                    .version = req_id};
-            sq__kvs_conn_send(s, conn_by_id(s, e->via), &u);
-            if (e->agg != NULL && naggs < SQ_ARRAY_LEN(aggs)) {
-                aggs[naggs++] = e->agg; /* one part per entry */
-            }
-            entry_free(s, e);
-        }
-    }
-    for (uint32_t i = 0; i < naggs; i++) {
-        struct sq_kv_frame a = {
-            .op = SQ_KV_OP_WATCH, .status = SQ_ECLOSED, .client = client, .req_id = req_id};
-        agg_part(s, aggs[i], &a);
-    }
-}
-
 static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
 {
     char why[300] = "";
     bool prefix_watch = f->op == SQ_KV_OP_WATCH && f->key_len > 0 && f->key[f->key_len - 1] == '/';
     bool fan = f->op == SQ_KV_OP_LIST || prefix_watch;
     if (!valid_path(f->key, f->key_len, false) || (!fan && f->key[f->key_len - 1] == '/')) {
-        reply_err(s, c->id, f->op, f->client, f->req_id, SQ_EINVAL, 0,
-                  "'%.*s' is not a key: keys are paths such as /orders/42 (no '//', no NUL)",
-                  (int)SQ_MIN(f->key_len, 200u), f->key);
+        sq__kvs_reply_err(
+            s, c->id, f->op, f->client, f->req_id, SQ_EINVAL, 0,
+            "'%.*s' is not a key: keys are paths such as /orders/42 (no '//', no NUL)",
+            (int)SQ_MIN(f->key_len, 200u), f->key);
         return;
     }
     if (f->op == SQ_KV_OP_WATCH) {
         /* a client watching again (after an error) replaces what it had registered */
-        drop_watch(s, c->id, f->client, f->req_id);
+        sq__kvs_drop_watch(s, c->id, f->client, f->req_id);
     }
     pthread_mutex_lock(&s->mu);
     bool meta_ready = s->meta_ready;
     pthread_mutex_unlock(&s->mu);
     if (!meta_ready) {
-        reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ESTATE, 0,
-                  "member %u is still receiving the pool table", s->my_id);
+        sq__kvs_reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ESTATE, 0,
+                          "member %u is still receiving the pool table", s->my_id);
         return;
     }
     pthread_mutex_lock(&s->mu);
@@ -1395,9 +1101,9 @@ static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_
     }
     pthread_mutex_unlock(&s->mu);
     if (pp == NULL) {
-        reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ENOPOOL, 0,
-                  "no pool holds '%.*s' (create one with: squall pool create PATH TYPE)",
-                  (int)SQ_MIN(f->key_len, 200u), f->key);
+        sq__kvs_reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ENOPOOL, 0,
+                          "no pool holds '%.*s' (create one with: squall pool create PATH TYPE)",
+                          (int)SQ_MIN(f->key_len, 200u), f->key);
         return;
     }
     /* what the pool's store type allows */
@@ -1413,21 +1119,21 @@ static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_
                  "needs a persistent pool";
     }
     if (refuse != NULL) {
-        reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ENOTSUP, 0, "%s", refuse);
+        sq__kvs_reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ENOTSUP, 0, "%s", refuse);
         return;
     }
     if (f->op == SQ_KV_OP_PUT &&
         (size_t)f->value_len + SQ_KV_OP_HEADER_BYTES + f->key_len > max_payload) {
-        reply_err(s, c->id, f->op, f->client, f->req_id, SQ_EMSGSIZE, 0,
-                  "a value of %u bytes is over this pool's limit of %zu bytes for this key",
-                  f->value_len, (size_t)max_payload - SQ_KV_OP_HEADER_BYTES - f->key_len);
+        sq__kvs_reply_err(s, c->id, f->op, f->client, f->req_id, SQ_EMSGSIZE, 0,
+                          "a value of %u bytes is over this pool's limit of %zu bytes for this key",
+                          f->value_len, (size_t)max_payload - SQ_KV_OP_HEADER_BYTES - f->key_len);
         return;
     }
     struct agg *agg = NULL;
     if (fan) {
         agg = calloc(1, sizeof(*agg));
         if (agg == NULL) {
-            reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ENOMEM, 0, "out of memory");
+            sq__kvs_reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ENOMEM, 0, "out of memory");
             return;
         }
         *agg = (struct agg){.origin = c->id,
@@ -1453,7 +1159,7 @@ static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_
                         agg_finish(s, agg);
                     }
                 } else {
-                    reply_err(s, c->id, f->op, f->client, f->req_id, st, 0, "%s", why);
+                    sq__kvs_reply_err(s, c->id, f->op, f->client, f->req_id, st, 0, "%s", why);
                 }
                 continue;
             }
@@ -1514,10 +1220,10 @@ static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_
                 sub.value = b.p;
                 sub.value_len = (uint32_t)b.len;
                 sub.count = n;
-                agg_part(s, agg, &sub);
+                sq__kvs_agg_part(s, agg, &sub);
             } else if (rc != 0) {
-                reply_err(s, c->id, f->op, f->client, f->req_id, rc, 0, "%s",
-                          why[0] ? why : sq_strerror(rc));
+                sq__kvs_reply_err(s, c->id, f->op, f->client, f->req_id, rc, 0, "%s",
+                                  why[0] ? why : sq_strerror(rc));
             } else {
                 send_items(s, c->id, f, &b, n);
             }
@@ -1537,12 +1243,12 @@ static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_
             }
             if (agg != NULL) {
                 /* each shard acknowledges through the aggregate; events go straight out */
-                sub.status = watch_local(s, c->id, &wf, p.sg, false, why, sizeof(why));
+                sub.status = sq__kvs_watch_local(s, c->id, &wf, p.sg, false, why, sizeof(why));
                 sub.str = why;
                 sub.str_len = (uint16_t)strlen(why);
-                agg_part(s, agg, &sub);
+                sq__kvs_agg_part(s, agg, &sub);
             } else {
-                (void)watch_local(s, c->id, &wf, p.sg, true, why, sizeof(why));
+                (void)sq__kvs_watch_local(s, c->id, &wf, p.sg, true, why, sizeof(why));
             }
             break;
         }
@@ -1555,9 +1261,10 @@ static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_
 static void pool_create(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
 {
     if (!valid_path(f->key, f->key_len, true)) {
-        reply_err(s, c->id, f->op, f->client, f->req_id, SQ_EINVAL, 0,
-                  "'%.*s' is not a pool path: /name[/name...], at most %d bytes, no trailing '/'",
-                  (int)SQ_MIN(f->key_len, 200u), f->key, MAX_POOL_PATH);
+        sq__kvs_reply_err(
+            s, c->id, f->op, f->client, f->req_id, SQ_EINVAL, 0,
+            "'%.*s' is not a pool path: /name[/name...], at most %d bytes, no trailing '/'",
+            (int)SQ_MIN(f->key_len, 200u), f->key, MAX_POOL_PATH);
         return;
     }
     char want[SQ_KV_MAX_STR + 1];
@@ -1584,17 +1291,18 @@ static void pool_create(struct sq_kv_server *s, struct conn *c, const struct sq_
                                       sq__kvs_store_name(s->cfg.subgroups[g].store));
             }
         }
-        reply_err(s, c->id, f->op, f->client, f->req_id, SQ_EINVAL, 0,
-                  "'%s' is neither a store type (volatile, persistent, trigger) nor a subgroup "
-                  "of this group; subgroups: %s",
-                  want, names[0] ? names : "none");
+        sq__kvs_reply_err(
+            s, c->id, f->op, f->client, f->req_id, SQ_EINVAL, 0,
+            "'%s' is neither a store type (volatile, persistent, trigger) nor a subgroup "
+            "of this group; subgroups: %s",
+            want, names[0] ? names : "none");
         return;
     }
     uint32_t shards = f->count == 0 ? s->cfg.subgroups[sg].shards : f->count;
     if (shards > s->cfg.subgroups[sg].shards) {
-        reply_err(s, c->id, f->op, f->client, f->req_id, SQ_EINVAL, 0,
-                  "subgroup %s has %u shards: a pool on it can use at most that many",
-                  s->cfg.subgroups[sg].name, s->cfg.subgroups[sg].shards);
+        sq__kvs_reply_err(s, c->id, f->op, f->client, f->req_id, SQ_EINVAL, 0,
+                          "subgroup %s has %u shards: a pool on it can use at most that many",
+                          s->cfg.subgroups[sg].name, s->cfg.subgroups[sg].shards);
         return;
     }
     pthread_mutex_lock(&s->mu);
@@ -1603,8 +1311,8 @@ static void pool_create(struct sq_kv_server *s, struct conn *c, const struct sq_
     pthread_mutex_unlock(&s->mu);
     if (meta_shard == SQ_NO_SHARD) {
         if (server == UINT32_MAX || (f->flags & SQ_KV_F_LOCAL)) {
-            reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ESTATE, 0,
-                      "no member serves the metadata subgroup now");
+            sq__kvs_reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ESTATE, 0,
+                              "no member serves the metadata subgroup now");
         } else {
             relay(s, c->id, f, server, NULL);
         }
@@ -1627,8 +1335,8 @@ static void pool_list(struct sq_kv_server *s, struct conn *c, const struct sq_kv
     pthread_mutex_lock(&s->mu);
     if (!s->meta_ready) {
         pthread_mutex_unlock(&s->mu);
-        reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ESTATE, 0,
-                  "member %u is still receiving the pool table", s->my_id);
+        sq__kvs_reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ESTATE, 0,
+                          "member %u is still receiving the pool table", s->my_id);
         return;
     }
     for (uint32_t i = 0; i < s->npools; i++) {
@@ -1691,14 +1399,14 @@ static void handle_frame(struct sq_kv_server *s, struct conn *c, const struct sq
         key_request(s, c, f);
         break;
     case SQ_KV_OP_UNWATCH: {
-        drop_watch(s, c->id, f->client, f->version);
+        sq__kvs_drop_watch(s, c->id, f->client, f->version);
         struct sq_kv_frame a = {.op = f->op, .req_id = f->req_id, .client = f->client};
         sq__kvs_conn_send(s, c, &a);
         break;
     }
     default:
-        reply_err(s, c->id, f->op, f->client, f->req_id, SQ_EPROTO, 0,
-                  "operation %u is not a request", f->op);
+        sq__kvs_reply_err(s, c->id, f->op, f->client, f->req_id, SQ_EPROTO, 0,
+                          "operation %u is not a request", f->op);
         break;
     }
 }
@@ -1713,7 +1421,7 @@ static void conn_close(struct sq_kv_server *s, struct conn *c)
     }
     c->dead = true;
     if (!c->relay) {
-        unwatch(s, c->id, false, 0, 0);
+        sq__kvs_unwatch(s, c->id, false, 0, 0);
     }
     for (uint32_t b = 0; b < ENTRY_BUCKETS; b++) {
         for (struct entry *e = s->ents[b], *next; e != NULL; e = next) {
@@ -1727,11 +1435,11 @@ static void conn_close(struct sq_kv_server *s, struct conn *c)
                 a.str = msg;
                 struct agg *agg = e->agg;
                 uint64_t origin = e->origin;
-                entry_free(s, e);
+                sq__kvs_entry_free(s, e);
                 if (agg != NULL) {
-                    agg_part(s, agg, &a);
+                    sq__kvs_agg_part(s, agg, &a);
                 } else {
-                    sq__kvs_conn_send(s, conn_by_id(s, origin), &a);
+                    sq__kvs_conn_send(s, sq__kvs_conn_by_id(s, origin), &a);
                 }
             } else if (!c->relay && e->origin == c->id) {
                 if (e->watch && e->via != 0) {
@@ -1739,18 +1447,18 @@ static void conn_close(struct sq_kv_server *s, struct conn *c)
                                             .flags = SQ_KV_F_LOCAL,
                                             .client = e->client,
                                             .version = e->req_id};
-                    sq__kvs_conn_send(s, conn_by_id(s, e->via), &u);
+                    sq__kvs_conn_send(s, sq__kvs_conn_by_id(s, e->via), &u);
                 }
                 if (e->agg == NULL) {
-                    entry_free(s, e);
+                    sq__kvs_entry_free(s, e);
                 } else if (e->watch) {
                     struct agg *agg = e->agg;
                     struct sq_kv_frame a = {.op = e->op,
                                             .status = SQ_ECLOSED,
                                             .req_id = e->req_id,
                                             .client = e->client};
-                    entry_free(s, e);
-                    agg_part(s, agg, &a); /* answers nobody: the connection is gone */
+                    sq__kvs_entry_free(s, e);
+                    sq__kvs_agg_part(s, agg, &a); /* answers nobody: the connection is gone */
                 }
             }
         }
@@ -1769,9 +1477,9 @@ static void process_dones(struct sq_kv_server *s)
     while (d != NULL) {
         struct done *next = d->next;
         if (d->kind == DONE_EVENT) {
-            dispatch_event(s, d);
+            sq__kvs_dispatch_event(s, d);
         } else if (d->kind == DONE_DELIVERED) {
-            for (struct entry *e = s->ents[ent_bucket(d->client, d->req_id)]; e != NULL;
+            for (struct entry *e = s->ents[sq__kvs_ent_bucket(d->client, d->req_id)]; e != NULL;
                  e = e->next) {
                 if (e->opbuf != NULL && e->via == 0 && e->client == d->client &&
                     e->req_id == d->req_id) {
@@ -1779,7 +1487,7 @@ static void process_dones(struct sq_kv_server *s)
                 }
             }
         } else {
-            uint32_t b = ent_bucket(d->client, d->req_id);
+            uint32_t b = sq__kvs_ent_bucket(d->client, d->req_id);
             for (struct entry *e = s->ents[b], *en; e != NULL; e = en) {
                 en = e->next;
                 if (e->opbuf == NULL || e->via != 0 || e->client != d->client ||
@@ -1799,7 +1507,7 @@ static void process_dones(struct sq_kv_server *s)
                 char msg[200] = "";
                 if (d->status == 0 && d->from_log) {
                     uint32_t len = 0;
-                    int rc = read_logged(s, d->sg, d->version, &a.value, &len);
+                    int rc = sq__kvs_read_logged(s, d->sg, d->version, &a.value, &len);
                     a.value_len = len;
                     if (rc != 0) {
                         a.status = rc;
@@ -1823,8 +1531,8 @@ static void process_dones(struct sq_kv_server *s)
                 }
                 a.str = msg;
                 a.str_len = (uint16_t)strlen(msg);
-                sq__kvs_conn_send(s, conn_by_id(s, e->origin), &a);
-                entry_free(s, e);
+                sq__kvs_conn_send(s, sq__kvs_conn_by_id(s, e->origin), &a);
+                sq__kvs_entry_free(s, e);
             }
         }
         free(d->key);
@@ -1883,9 +1591,10 @@ static void flush_outbox(struct sq_kv_server *s)
             return;
         }
         if (rc != 0) {
-            reply_err(s, e->origin, e->op, e->client, e->req_id, rc == SQ_ENOTSUP ? SQ_ESTATE : rc,
-                      0, "member %u cannot send into the shard: %s", s->my_id, sq_strerror(rc));
-            entry_free(s, e);
+            sq__kvs_reply_err(
+                s, e->origin, e->op, e->client, e->req_id, rc == SQ_ENOTSUP ? SQ_ESTATE : rc, 0,
+                "member %u cannot send into the shard: %s", s->my_id, sq_strerror(rc));
+            sq__kvs_entry_free(s, e);
         }
     }
 }
@@ -1905,15 +1614,15 @@ static void sweep(struct sq_kv_server *s)
                 struct agg *agg = e->agg;
                 uint64_t origin = e->origin, client = e->client, req = e->req_id;
                 uint8_t op = e->op;
-                entry_free(s, e);
+                sq__kvs_entry_free(s, e);
                 if (agg != NULL) {
                     struct sq_kv_frame a = {
                         .op = op, .status = SQ_ETIMEDOUT, .client = client, .req_id = req};
-                    agg_part(s, agg, &a);
+                    sq__kvs_agg_part(s, agg, &a);
                 } else {
-                    reply_err(s, origin, op, client, req, SQ_ETIMEDOUT, 0,
-                              "not answered within %d s (is the shard below min_members?)",
-                              REQUEST_TIMEOUT_MS / 1000);
+                    sq__kvs_reply_err(s, origin, op, client, req, SQ_ETIMEDOUT, 0,
+                                      "not answered within %d s (is the shard below min_members?)",
+                                      REQUEST_TIMEOUT_MS / 1000);
                 }
                 next = s->ents[b]; /* the chain may have changed: start it over */
             }
@@ -2029,7 +1738,7 @@ static void *service_main(void *arg)
                 (void)r;
                 continue;
             }
-            struct conn *c = conn_by_id(s, id);
+            struct conn *c = sq__kvs_conn_by_id(s, id);
             if (c == NULL) {
                 continue;
             }
