@@ -149,6 +149,9 @@ struct sq_kv_server {
 
 /* ---- kvserver.c ---- */
 
+/* Wakes the service thread (from the loop thread: dones are ready). */
+void sq__kvs_wake(struct sq_kv_server *s);
+
 /* The live connection with that id, or NULL (closed, or dead and waiting to be freed). */
 struct conn *sq__kvs_conn_by_id(struct sq_kv_server *s, uint64_t id);
 
@@ -166,6 +169,9 @@ uint32_t sq__kvs_ent_bucket(uint64_t client, uint64_t req);
 /* Unlinks an entry from its bucket (and the outbox) and frees it; its aggregate is not touched. */
 void sq__kvs_entry_free(struct sq_kv_server *s, struct entry *e);
 
+/* Queues a local op behind the others waiting to be multicast (nothing if queued already). */
+void sq__kvs_outbox_push(struct sq_kv_server *s, struct entry *e);
+
 /* The name of a store type: volatile, persistent or trigger. */
 const char *sq__kvs_store_name(int t);
 
@@ -176,6 +182,9 @@ int sq__kvs_read_logged(struct sq_kv_server *s, uint32_t sg, uint64_t version, c
 
 /* One shard's answer `a` to a fanned-out request; the last one answers the client. */
 void sq__kvs_agg_part(struct sq_kv_server *s, struct agg *agg, const struct sq_kv_frame *a);
+
+/* A connection is gone: what waited on it is answered or dropped. */
+void sq__kvs_conn_close(struct sq_kv_server *s, struct conn *c);
 
 /* ---- kv_watch.c ---- */
 
@@ -195,6 +204,30 @@ void sq__kvs_unwatch(struct sq_kv_server *s, uint64_t conn, bool one, uint64_t c
 /* Removes the watch (client, req_id) of a connection: here and at the members it was relayed
  * to (an aggregate still waiting for them is answered, to nobody). */
 void sq__kvs_drop_watch(struct sq_kv_server *s, uint64_t conn, uint64_t client, uint64_t req_id);
+
+/* ---- kv_apply.c ---- */
+
+/* The member's delivery callback (loop thread): applies an op to its shard's store in the
+ * shard's order, and hands the answer to an op of this member's, and the event for watchers,
+ * to the service thread. */
+void sq__kvs_on_deliver(void *arg, const sq_message *msg);
+
+/* The persistence callback (loop thread): the answers that waited for every member to persist
+ * up to `version` go to the service thread. */
+void sq__kvs_on_persisted(void *arg, uint32_t sg, uint32_t shard, uint64_t version);
+
+/* The view callback (loop thread): the new members and shard layout; a store this member no
+ * longer serves, or waits for the state of, is dropped; ops the change dropped are resent. */
+void sq__kvs_on_view(void *arg, const sq_view *v);
+
+/* The state callbacks (loop thread): save_state hands the pool table, or this member's store
+ * of a shard, to a member new to it (in a buffer from malloc, freed by the library); load_state
+ * installs it there. */
+int sq__kvs_save_state(void *arg, uint32_t sg, uint32_t shard, void **buf, size_t *size);
+void sq__kvs_load_state(void *arg, uint32_t sg, uint32_t shard, const void *buf, size_t size);
+
+/* Answers and events handed over by the loop thread. */
+void sq__kvs_process_dones(struct sq_kv_server *s);
 
 /* ---- kv_status.c ---- */
 
