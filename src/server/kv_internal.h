@@ -175,16 +175,30 @@ void sq__kvs_outbox_push(struct sq_kv_server *s, struct entry *e);
 /* The name of a store type: volatile, persistent or trigger. */
 const char *sq__kvs_store_name(int t);
 
-/* Reads the value of an older version from this member's log (it may still be on its way to
- * the file: the flusher writes promptly). */
-int sq__kvs_read_logged(struct sq_kv_server *s, uint32_t sg, uint64_t version, const void **val,
-                        uint32_t *len);
-
 /* One shard's answer `a` to a fanned-out request; the last one answers the client. */
 void sq__kvs_agg_part(struct sq_kv_server *s, struct agg *agg, const struct sq_kv_frame *a);
 
 /* A connection is gone: what waited on it is answered or dropped. */
 void sq__kvs_conn_close(struct sq_kv_server *s, struct conn *c);
+
+/* ---- kv_read.c ---- */
+
+/* Reads the value of an older version from this member's log (it may still be on its way to
+ * the file: the flusher writes promptly). */
+int sq__kvs_read_logged(struct sq_kv_server *s, uint32_t sg, uint64_t version, const void **val,
+                        uint32_t *len);
+
+/* A get answered from this member's store (and log, for an older version). */
+void sq__kvs_answer_get(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f,
+                        uint32_t sg);
+
+/* Items of this member's shard for list or history; appended to `b`. */
+int sq__kvs_local_items(struct sq_kv_server *s, const struct sq_kv_frame *f, uint32_t sg,
+                        struct sq__buf *b, uint32_t *n, char *why, size_t why_size);
+
+/* Answers a list (items sorted by key) or a history (items in version order). */
+void sq__kvs_send_items(struct sq_kv_server *s, uint64_t conn, const struct sq_kv_frame *f,
+                        struct sq__buf *b, uint32_t n);
 
 /* ---- kv_watch.c ---- */
 
