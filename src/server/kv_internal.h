@@ -163,8 +163,24 @@ void sq__kvs_reply_err(struct sq_kv_server *s, uint64_t conn, uint8_t op, uint64
                        uint64_t req, int status, uint64_t version, const char *fmt, ...)
     __attribute__((format(printf, 8, 9)));
 
+/* The name of a store type: volatile, persistent or trigger. */
+const char *sq__kvs_store_name(int t);
+
+/* Registers a connection on `fd` (accepted, or a relay to `member` being connected); closes
+ * `fd` and returns NULL on failure. */
+struct conn *sq__kvs_conn_new(struct sq_kv_server *s, int fd, bool relay, uint32_t member);
+
+/* A connection is gone: what waited on it is answered or dropped. */
+void sq__kvs_conn_close(struct sq_kv_server *s, struct conn *c);
+
+/* ---- kv_relay.c ---- */
+
 /* The bucket of s->ents that holds the entries of request (client, req). */
 uint32_t sq__kvs_ent_bucket(uint64_t client, uint64_t req);
+
+/* A new request in flight, in its bucket; NULL when out of memory. */
+struct entry *sq__kvs_entry_add(struct sq_kv_server *s, uint64_t client, uint64_t req, uint8_t op,
+                                uint64_t origin, uint64_t via);
 
 /* Unlinks an entry from its bucket (and the outbox) and frees it; its aggregate is not touched. */
 void sq__kvs_entry_free(struct sq_kv_server *s, struct entry *e);
@@ -172,14 +188,26 @@ void sq__kvs_entry_free(struct sq_kv_server *s, struct entry *e);
 /* Queues a local op behind the others waiting to be multicast (nothing if queued already). */
 void sq__kvs_outbox_push(struct sq_kv_server *s, struct entry *e);
 
-/* The name of a store type: volatile, persistent or trigger. */
-const char *sq__kvs_store_name(int t);
+/* Multicasts an op into this member's shard of `sg`; the answer comes at its delivery. */
+void sq__kvs_local_op(struct sq_kv_server *s, uint64_t conn, const struct sq_kv_frame *f,
+                      uint32_t sg, const struct sq_kv_op *op);
+
+/* Multicasts the queued local ops in order until the shard's window is full. */
+void sq__kvs_flush_outbox(struct sq_kv_server *s);
+
+/* Sends the request on to `member`, which answers from its shard; the answer comes back to
+ * `origin` (or into `agg`). */
+void sq__kvs_relay(struct sq_kv_server *s, uint64_t origin, const struct sq_kv_frame *f,
+                   uint32_t member, struct agg *agg);
+
+/* An answer or event from a member we relayed to. */
+void sq__kvs_relay_answer(struct sq_kv_server *s, struct conn *rc, const struct sq_kv_frame *a);
+
+/* Answers a fanned-out request once every shard did, and frees the aggregate. */
+void sq__kvs_agg_finish(struct sq_kv_server *s, struct agg *agg);
 
 /* One shard's answer `a` to a fanned-out request; the last one answers the client. */
 void sq__kvs_agg_part(struct sq_kv_server *s, struct agg *agg, const struct sq_kv_frame *a);
-
-/* A connection is gone: what waited on it is answered or dropped. */
-void sq__kvs_conn_close(struct sq_kv_server *s, struct conn *c);
 
 /* ---- kv_read.c ---- */
 

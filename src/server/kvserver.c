@@ -138,78 +138,6 @@ void sq__kvs_reply_err(struct sq_kv_server *s, uint64_t conn, uint8_t op, uint64
     sq__kvs_conn_send(s, sq__kvs_conn_by_id(s, conn), &f);
 }
 
-/* ---- requests in flight ---- */
-
-uint32_t sq__kvs_ent_bucket(uint64_t client, uint64_t req)
-{
-    return (uint32_t)(sq__mix64(client ^ (req * 0x9e3779b97f4a7c15ull)) % ENTRY_BUCKETS);
-}
-
-static struct entry *entry_add(struct sq_kv_server *s, uint64_t client, uint64_t req, uint8_t op,
-                               uint64_t origin, uint64_t via)
-{
-    struct entry *e = calloc(1, sizeof(*e));
-    if (e == NULL) {
-        return NULL;
-    }
-    *e = (struct entry){.client = client,
-                        .req_id = req,
-                        .op = op,
-                        .origin = origin,
-                        .via = via,
-                        .created_ms = sq__mono_ms()};
-    uint32_t b = sq__kvs_ent_bucket(client, req);
-    e->next = s->ents[b];
-    s->ents[b] = e;
-    return e;
-}
-
-static void outbox_remove(struct sq_kv_server *s, struct entry *e)
-{
-    struct entry **pp = &s->outbox;
-    s->outbox_tail = NULL;
-    while (*pp != NULL) {
-        if (*pp == e) {
-            *pp = e->onext;
-            continue;
-        }
-        s->outbox_tail = *pp;
-        pp = &(*pp)->onext;
-    }
-    e->queued = false;
-}
-
-void sq__kvs_entry_free(struct sq_kv_server *s, struct entry *e)
-{
-    uint32_t b = sq__kvs_ent_bucket(e->client, e->req_id);
-    for (struct entry **pp = &s->ents[b]; *pp != NULL; pp = &(*pp)->next) {
-        if (*pp == e) {
-            *pp = e->next;
-            break;
-        }
-    }
-    if (e->queued) {
-        outbox_remove(s, e);
-    }
-    free(e->opbuf);
-    free(e);
-}
-
-void sq__kvs_outbox_push(struct sq_kv_server *s, struct entry *e)
-{
-    if (e->queued) {
-        return;
-    }
-    e->queued = true;
-    e->onext = NULL;
-    if (s->outbox_tail != NULL) {
-        s->outbox_tail->onext = e;
-    } else {
-        s->outbox = e;
-    }
-    s->outbox_tail = e;
-}
-
 /* ---- pools and routing (under mu) ---- */
 
 static const struct pool *pool_of_key(const struct sq_kv_server *s, const char *key, size_t len)
@@ -275,9 +203,7 @@ const char *sq__kvs_store_name(int t)
     return t == SQ_STORE_PERSISTENT ? "persistent" : t == SQ_STORE_TRIGGER ? "trigger" : "volatile";
 }
 
-/* ---- relaying ---- */
-
-static struct conn *conn_new(struct sq_kv_server *s, int fd, bool relay, uint32_t member)
+struct conn *sq__kvs_conn_new(struct sq_kv_server *s, int fd, bool relay, uint32_t member)
 {
     struct conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -303,168 +229,7 @@ static struct conn *conn_new(struct sq_kv_server *s, int fd, bool relay, uint32_
     return c;
 }
 
-static struct conn *relay_conn(struct sq_kv_server *s, uint32_t member)
-{
-    for (struct conn *c = s->conns; c != NULL; c = c->next) {
-        if (c->relay && c->member == member && !c->dead) {
-            return c;
-        }
-    }
-    int r = sq__config_rank_of(&s->cfg, member);
-    if (r < 0 || s->cfg.members[r].client_port == 0) {
-        return NULL;
-    }
-    char port[16];
-    snprintf(port, sizeof(port), "%u", s->cfg.members[r].client_port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
-    if (getaddrinfo(s->cfg.members[r].host, port, &hints, &ai) != 0 || ai == NULL) {
-        return NULL;
-    }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        freeaddrinfo(ai);
-        return NULL;
-    }
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
-        freeaddrinfo(ai);
-        close(fd);
-        return NULL;
-    }
-    freeaddrinfo(ai);
-    return conn_new(s, fd, true, member);
-}
-
-/* Sends the request on to `member`, which answers from its shard; the answer comes back to
- * `origin` (or into `agg`). */
-static void relay(struct sq_kv_server *s, uint64_t origin, const struct sq_kv_frame *f,
-                  uint32_t member, struct agg *agg)
-{
-    struct conn *rc = relay_conn(s, member);
-    struct entry *e = rc != NULL ? entry_add(s, f->client, f->req_id, f->op, origin, rc->id) : NULL;
-    if (e == NULL) {
-        if (agg != NULL) {
-            agg->remaining--;
-            agg->status = SQ_EPEER;
-        } else {
-            sq__kvs_reply_err(s, origin, f->op, f->client, f->req_id, SQ_EPEER, 0,
-                              "member %u, which serves that key, cannot be reached", member);
-        }
-        return;
-    }
-    e->agg = agg;
-    e->watch = f->op == SQ_KV_OP_WATCH;
-    struct sq_kv_frame g = *f;
-    g.flags |= SQ_KV_F_LOCAL;
-    sq__kvs_conn_send(s, rc, &g);
-}
-
-static void agg_finish(struct sq_kv_server *s, struct agg *agg)
-{
-    if (agg->status != 0 && agg->op == SQ_KV_OP_WATCH) {
-        /* a watch is all shards or nothing: the client will ask again */
-        sq__kvs_drop_watch(s, agg->origin, agg->client, agg->req_id);
-    }
-    if (agg->status != 0) {
-        sq__kvs_reply_err(s, agg->origin, agg->op, agg->client, agg->req_id, agg->status, 0, "%s",
-                          agg->msg[0] ? agg->msg : sq_strerror(agg->status));
-    } else if (agg->op == SQ_KV_OP_LIST) {
-        struct sq_kv_frame f = {.op = agg->op, .client = agg->client, .req_id = agg->req_id};
-        sq__kvs_send_items(s, agg->origin, &f, &agg->items, agg->nitems);
-    } else {
-        struct sq_kv_frame a = {.op = agg->op, .req_id = agg->req_id, .client = agg->client};
-        sq__kvs_conn_send(s, sq__kvs_conn_by_id(s, agg->origin), &a);
-    }
-    sq__buf_free(&agg->items);
-    free(agg);
-}
-
-void sq__kvs_agg_part(struct sq_kv_server *s, struct agg *agg, const struct sq_kv_frame *a)
-{
-    if (a->status != 0 && agg->status == 0) {
-        agg->status = a->status;
-        snprintf(agg->msg, sizeof(agg->msg), "%.*s", (int)SQ_MIN(a->str_len, 190u),
-                 a->str != NULL ? a->str : "");
-    } else if (a->status == 0 && agg->op == SQ_KV_OP_LIST) {
-        if (sq__buf_add(&agg->items, a->value, a->value_len) != 0) {
-            agg->status = SQ_ENOMEM;
-        }
-        agg->nitems += a->count;
-    }
-    if (--agg->remaining == 0) {
-        agg_finish(s, agg);
-    }
-}
-
-/* An answer or event from a member we relayed to. */
-static void relay_answer(struct sq_kv_server *s, struct conn *rc, const struct sq_kv_frame *a)
-{
-    uint32_t b = sq__kvs_ent_bucket(a->client, a->req_id);
-    for (struct entry *e = s->ents[b], *next; e != NULL; e = next) {
-        next = e->next;
-        if (e->via != rc->id || e->client != a->client || e->req_id != a->req_id) {
-            continue;
-        }
-        if (a->op == SQ_KV_OP_EVENT) {
-            sq__kvs_conn_send(s, sq__kvs_conn_by_id(s, e->origin), a);
-            continue;
-        }
-        if (e->agg != NULL) {
-            struct agg *agg = e->agg;
-            e->agg = NULL;
-            if (!e->watch || a->status != 0) {
-                sq__kvs_entry_free(s, e);
-            }
-            sq__kvs_agg_part(s, agg, a);
-        } else {
-            sq__kvs_conn_send(s, sq__kvs_conn_by_id(s, e->origin), a);
-            if (!e->watch || a->status != 0) {
-                sq__kvs_entry_free(s, e);
-            }
-        }
-    }
-}
-
 /* ---- requests from clients ---- */
-
-static void send_op(struct sq_kv_server *s, struct entry *e)
-{
-    if (s->outbox != NULL) {
-        sq__kvs_outbox_push(
-            s, e); /* behind older ops, so that one connection's ops keep their order */
-        return;
-    }
-    int rc = sq_member_send_in(s->m, e->sg, e->opbuf, e->oplen, SQ_SEND_NONBLOCK);
-    if (rc == 0) {
-        return;
-    }
-    if (rc == SQ_EAGAIN) {
-        sq__kvs_outbox_push(s, e);
-        return;
-    }
-    int status = rc == SQ_ENOTSUP ? SQ_ESTATE : rc;
-    sq__kvs_reply_err(s, e->origin, e->op, e->client, e->req_id, status, 0,
-                      "member %u cannot send into the shard: %s", s->my_id, sq_strerror(rc));
-    sq__kvs_entry_free(s, e);
-}
-
-/* Multicasts an op into this member's shard of `sg`; the answer comes at its delivery. */
-static void local_op(struct sq_kv_server *s, uint64_t conn, const struct sq_kv_frame *f,
-                     uint32_t sg, const struct sq_kv_op *op)
-{
-    struct entry *e = entry_add(s, f->client, f->req_id, f->op, conn, 0);
-    size_t n = sq__kv_op_bytes(op);
-    if (e == NULL || (e->opbuf = malloc(n)) == NULL) {
-        if (e != NULL) {
-            sq__kvs_entry_free(s, e);
-        }
-        sq__kvs_reply_err(s, conn, f->op, f->client, f->req_id, SQ_ENOMEM, 0, "out of memory");
-        return;
-    }
-    sq__kv_op_encode(op, e->opbuf);
-    e->oplen = n;
-    e->sg = sg;
-    send_op(s, e);
-}
 
 static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
 {
@@ -568,16 +333,16 @@ static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_
                     agg->status = st;
                     snprintf(agg->msg, sizeof(agg->msg), "%.190s", why);
                     if (--agg->remaining == 0) {
-                        agg_finish(s, agg);
+                        sq__kvs_agg_finish(s, agg);
                     }
                 } else {
                     sq__kvs_reply_err(s, c->id, f->op, f->client, f->req_id, st, 0, "%s", why);
                 }
                 continue;
             }
-            relay(s, c->id, f, servers[i], agg);
+            sq__kvs_relay(s, c->id, f, servers[i], agg);
             if (agg != NULL && agg->remaining == 0) {
-                agg_finish(s, agg);
+                sq__kvs_agg_finish(s, agg);
             }
             continue;
         }
@@ -600,7 +365,7 @@ static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_
                 .value = f->value,
                 .value_len = f->op == SQ_KV_OP_PUT ? f->value_len : 0};
             /* while the view is inadequate the op waits in the outbox */
-            local_op(s, c->id, f, p.sg, &op);
+            sq__kvs_local_op(s, c->id, f, p.sg, &op);
             break;
         }
         case SQ_KV_OP_GET:
@@ -615,7 +380,7 @@ static void key_request(struct sq_kv_server *s, struct conn *c, const struct sq_
                     .origin = s->my_id,
                     .key = f->key,
                     .key_len = f->key_len};
-                local_op(s, c->id, f, p.sg, &op);
+                sq__kvs_local_op(s, c->id, f, p.sg, &op);
             } else {
                 sq__kvs_answer_get(s, c, f, p.sg);
             }
@@ -726,7 +491,7 @@ static void pool_create(struct sq_kv_server *s, struct conn *c, const struct sq_
             sq__kvs_reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ESTATE, 0,
                               "no member serves the metadata subgroup now");
         } else {
-            relay(s, c->id, f, server, NULL);
+            sq__kvs_relay(s, c->id, f, server, NULL);
         }
         return;
     }
@@ -737,7 +502,7 @@ static void pool_create(struct sq_kv_server *s, struct conn *c, const struct sq_
                           .arg = (uint32_t)sg | (shards << 16),
                           .key = f->key,
                           .key_len = f->key_len};
-    local_op(s, c->id, f, (uint32_t)s->meta, &op);
+    sq__kvs_local_op(s, c->id, f, (uint32_t)s->meta, &op);
 }
 
 static void pool_list(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
@@ -778,7 +543,7 @@ static void pool_list(struct sq_kv_server *s, struct conn *c, const struct sq_kv
 static void handle_frame(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
 {
     if (c->relay) {
-        relay_answer(s, c, f);
+        sq__kvs_relay_answer(s, c, f);
         return;
     }
     switch (f->op) {
@@ -872,35 +637,6 @@ void sq__kvs_conn_close(struct sq_kv_server *s, struct conn *c)
                     sq__kvs_agg_part(s, agg, &a); /* answers nobody: the connection is gone */
                 }
             }
-        }
-    }
-}
-
-static void flush_outbox(struct sq_kv_server *s)
-{
-    while (s->outbox != NULL) {
-        struct entry *e = s->outbox;
-        s->outbox = e->onext;
-        if (s->outbox == NULL) {
-            s->outbox_tail = NULL;
-        }
-        e->queued = false;
-        int rc = sq_member_send_in(s->m, e->sg, e->opbuf, e->oplen, SQ_SEND_NONBLOCK);
-        if (rc == SQ_EAGAIN) {
-            /* the window is full or the view is changing: keep the order, retry soon */
-            e->queued = true;
-            e->onext = s->outbox;
-            s->outbox = e;
-            if (s->outbox_tail == NULL) {
-                s->outbox_tail = e;
-            }
-            return;
-        }
-        if (rc != 0) {
-            sq__kvs_reply_err(
-                s, e->origin, e->op, e->client, e->req_id, rc == SQ_ENOTSUP ? SQ_ESTATE : rc, 0,
-                "member %u cannot send into the shard: %s", s->my_id, sq_strerror(rc));
-            sq__kvs_entry_free(s, e);
         }
     }
 }
@@ -1034,7 +770,7 @@ static void *service_main(void *arg)
                     if (fd < 0) {
                         break;
                     }
-                    conn_new(s, fd, false, 0);
+                    sq__kvs_conn_new(s, fd, false, 0);
                 }
                 continue;
             }
@@ -1062,7 +798,7 @@ static void *service_main(void *arg)
             }
         }
         sq__kvs_process_dones(s);
-        flush_outbox(s);
+        sq__kvs_flush_outbox(s);
         for (struct conn *c = s->conns; c != NULL; c = c->next) {
             if (!c->dead && c->out.len > c->out.off) {
                 conn_flush(s, c);
