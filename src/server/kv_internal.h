@@ -163,9 +163,6 @@ void sq__kvs_reply_err(struct sq_kv_server *s, uint64_t conn, uint8_t op, uint64
                        uint64_t req, int status, uint64_t version, const char *fmt, ...)
     __attribute__((format(printf, 8, 9)));
 
-/* The name of a store type: volatile, persistent or trigger. */
-const char *sq__kvs_store_name(int t);
-
 /* Registers a connection on `fd` (accepted, or a relay to `member` being connected); closes
  * `fd` and returns NULL on failure. */
 struct conn *sq__kvs_conn_new(struct sq_kv_server *s, int fd, bool relay, uint32_t member);
@@ -177,10 +174,6 @@ void sq__kvs_conn_close(struct sq_kv_server *s, struct conn *c);
 
 /* The bucket of s->ents that holds the entries of request (client, req). */
 uint32_t sq__kvs_ent_bucket(uint64_t client, uint64_t req);
-
-/* A new request in flight, in its bucket; NULL when out of memory. */
-struct entry *sq__kvs_entry_add(struct sq_kv_server *s, uint64_t client, uint64_t req, uint8_t op,
-                                uint64_t origin, uint64_t via);
 
 /* Unlinks an entry from its bucket (and the outbox) and frees it; its aggregate is not touched. */
 void sq__kvs_entry_free(struct sq_kv_server *s, struct entry *e);
@@ -208,6 +201,22 @@ void sq__kvs_agg_finish(struct sq_kv_server *s, struct agg *agg);
 
 /* One shard's answer `a` to a fanned-out request; the last one answers the client. */
 void sq__kvs_agg_part(struct sq_kv_server *s, struct agg *agg, const struct sq_kv_frame *a);
+
+/* ---- kv_route.c ---- */
+
+/* The name of a store type: volatile, persistent or trigger. */
+const char *sq__kvs_store_name(int t);
+
+/* A request on a key or a prefix (put, get, remove, list, history, watch): checked, routed to
+ * the key's shard (or every shard of the pool) and answered here or relayed. */
+void sq__kvs_key_request(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f);
+
+/* POOL_CREATE: checked here, then multicast into the metadata subgroup (or relayed to a member
+ * of it). */
+void sq__kvs_pool_create(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f);
+
+/* POOL_LIST: the pool table, answered from this member's copy. */
+void sq__kvs_pool_list(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f);
 
 /* ---- kv_read.c ---- */
 

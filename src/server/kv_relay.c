@@ -26,8 +26,8 @@ uint32_t sq__kvs_ent_bucket(uint64_t client, uint64_t req)
     return (uint32_t)(sq__mix64(client ^ (req * 0x9e3779b97f4a7c15ull)) % ENTRY_BUCKETS);
 }
 
-struct entry *sq__kvs_entry_add(struct sq_kv_server *s, uint64_t client, uint64_t req, uint8_t op,
-                                uint64_t origin, uint64_t via)
+static struct entry *entry_add(struct sq_kv_server *s, uint64_t client, uint64_t req, uint8_t op,
+                               uint64_t origin, uint64_t via)
 {
     struct entry *e = calloc(1, sizeof(*e));
     if (e == NULL) {
@@ -115,7 +115,7 @@ static void send_op(struct sq_kv_server *s, struct entry *e)
 void sq__kvs_local_op(struct sq_kv_server *s, uint64_t conn, const struct sq_kv_frame *f,
                       uint32_t sg, const struct sq_kv_op *op)
 {
-    struct entry *e = sq__kvs_entry_add(s, f->client, f->req_id, f->op, conn, 0);
+    struct entry *e = entry_add(s, f->client, f->req_id, f->op, conn, 0);
     size_t n = sq__kv_op_bytes(op);
     if (e == NULL || (e->opbuf = malloc(n)) == NULL) {
         if (e != NULL) {
@@ -196,8 +196,7 @@ void sq__kvs_relay(struct sq_kv_server *s, uint64_t origin, const struct sq_kv_f
                    uint32_t member, struct agg *agg)
 {
     struct conn *rc = relay_conn(s, member);
-    struct entry *e =
-        rc != NULL ? sq__kvs_entry_add(s, f->client, f->req_id, f->op, origin, rc->id) : NULL;
+    struct entry *e = rc != NULL ? entry_add(s, f->client, f->req_id, f->op, origin, rc->id) : NULL;
     if (e == NULL) {
         if (agg != NULL) {
             agg->remaining--;
