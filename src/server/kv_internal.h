@@ -1,12 +1,19 @@
-/* kv_internal.h: what the pieces of a member's key-value service share (src/server/kv_*.c).
+/* kv_internal.h: what the pieces of a member's key-value service share (src/server/kv*.c).
  *
- * One struct sq_kv_server is the service. The loop thread's callbacks (kv_apply.c) apply
- * delivered ops to the stores and hand answers and watch events (struct done) to the service
- * thread through the queues under `mu`; the service thread (kvserver.c) owns the connections
- * (kv_conn.c), the requests in flight (struct entry, kv_relay.c) and the watches (kv_watch.c):
- * a front end decodes a request and calls the service operations (kv_route.c, kv_read.c,
- * kv_watch.c), which answer through the connection the request came from. Threads and locking:
- * see kvserver.c. */
+ *   kvserver.c   creating, starting and stopping the service; the service thread's loop
+ *   kv_conn.c    the binary client protocol front end: connections, framing, request dispatch
+ *   kv_route.c   requests on keys and pools: checks, routing key -> pool -> shard -> member
+ *   kv_relay.c   requests in flight: local ops, relays to other members, fan-out aggregation
+ *   kv_read.c    reads from this member's stores and log: get, list, history
+ *   kv_watch.c   watches: registration with replay, events, unwatch
+ *   kv_apply.c   the member's callbacks (loop thread) applying ops, and the answers they hand over
+ *   kv_status.c  the status answer
+ *
+ * Between them pass the one struct sq_kv_server (what is under `mu` is shared with the loop
+ * thread), the dones the loop thread hands to the service thread, the entries of the requests in
+ * flight and the connections, by id: a front end decodes a request and calls the service
+ * operations (sq__kvs_key_request, sq__kvs_pool_create, ...), which answer on the connection it
+ * came from (sq__kvs_conn_send, sq__kvs_reply_err). Threads and locking: see kvserver.c. */
 #ifndef SQ_KV_INTERNAL_H
 #define SQ_KV_INTERNAL_H
 
@@ -149,11 +156,16 @@ struct sq_kv_server {
 
 /* ---- kvserver.c ---- */
 
-/* Wakes the service thread (from the loop thread: dones are ready). */
+/* Wakes the service thread: dones are ready, or it is to stop. */
 void sq__kvs_wake(struct sq_kv_server *s);
+
+/* ---- kv_conn.c ---- */
 
 /* The live connection with that id, or NULL (closed, or dead and waiting to be freed). */
 struct conn *sq__kvs_conn_by_id(struct sq_kv_server *s, uint64_t id);
+
+/* Sends what the connection has queued, as far as the socket takes it. */
+void sq__kvs_conn_flush(struct sq_kv_server *s, struct conn *c);
 
 /* Queues a frame on a connection (flushed by the service loop). */
 void sq__kvs_conn_send(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f);
@@ -167,40 +179,14 @@ void sq__kvs_reply_err(struct sq_kv_server *s, uint64_t conn, uint8_t op, uint64
  * `fd` and returns NULL on failure. */
 struct conn *sq__kvs_conn_new(struct sq_kv_server *s, int fd, bool relay, uint32_t member);
 
+/* Accepts every pending client connection on the listening socket. */
+void sq__kvs_accept(struct sq_kv_server *s);
+
 /* A connection is gone: what waited on it is answered or dropped. */
 void sq__kvs_conn_close(struct sq_kv_server *s, struct conn *c);
 
-/* ---- kv_relay.c ---- */
-
-/* The bucket of s->ents that holds the entries of request (client, req). */
-uint32_t sq__kvs_ent_bucket(uint64_t client, uint64_t req);
-
-/* Unlinks an entry from its bucket (and the outbox) and frees it; its aggregate is not touched. */
-void sq__kvs_entry_free(struct sq_kv_server *s, struct entry *e);
-
-/* Queues a local op behind the others waiting to be multicast (nothing if queued already). */
-void sq__kvs_outbox_push(struct sq_kv_server *s, struct entry *e);
-
-/* Multicasts an op into this member's shard of `sg`; the answer comes at its delivery. */
-void sq__kvs_local_op(struct sq_kv_server *s, uint64_t conn, const struct sq_kv_frame *f,
-                      uint32_t sg, const struct sq_kv_op *op);
-
-/* Multicasts the queued local ops in order until the shard's window is full. */
-void sq__kvs_flush_outbox(struct sq_kv_server *s);
-
-/* Sends the request on to `member`, which answers from its shard; the answer comes back to
- * `origin` (or into `agg`). */
-void sq__kvs_relay(struct sq_kv_server *s, uint64_t origin, const struct sq_kv_frame *f,
-                   uint32_t member, struct agg *agg);
-
-/* An answer or event from a member we relayed to. */
-void sq__kvs_relay_answer(struct sq_kv_server *s, struct conn *rc, const struct sq_kv_frame *a);
-
-/* Answers a fanned-out request once every shard did, and frees the aggregate. */
-void sq__kvs_agg_finish(struct sq_kv_server *s, struct agg *agg);
-
-/* One shard's answer `a` to a fanned-out request; the last one answers the client. */
-void sq__kvs_agg_part(struct sq_kv_server *s, struct agg *agg, const struct sq_kv_frame *a);
+/* Reads what the socket has and handles every whole frame in it. */
+void sq__kvs_conn_read(struct sq_kv_server *s, struct conn *c);
 
 /* ---- kv_route.c ---- */
 
@@ -217,6 +203,39 @@ void sq__kvs_pool_create(struct sq_kv_server *s, struct conn *c, const struct sq
 
 /* POOL_LIST: the pool table, answered from this member's copy. */
 void sq__kvs_pool_list(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f);
+
+/* ---- kv_relay.c ---- */
+
+/* The bucket of s->ents that holds the entries of request (client, req). */
+uint32_t sq__kvs_ent_bucket(uint64_t client, uint64_t req);
+
+/* Unlinks an entry from its bucket (and the outbox) and frees it; its aggregate is not touched. */
+void sq__kvs_entry_free(struct sq_kv_server *s, struct entry *e);
+
+/* Queues a local op behind the others waiting to be multicast (nothing if queued already). */
+void sq__kvs_outbox_push(struct sq_kv_server *s, struct entry *e);
+
+/* Multicasts an op into this member's shard of `sg`; the answer comes at its delivery. */
+void sq__kvs_local_op(struct sq_kv_server *s, uint64_t conn, const struct sq_kv_frame *f,
+                      uint32_t sg, const struct sq_kv_op *op);
+
+/* Multicasts the queued local ops in order, until one cannot go yet (the window is full or the
+ * view is changing). */
+void sq__kvs_flush_outbox(struct sq_kv_server *s);
+
+/* Sends the request on to `member`, which answers from its shard; the answer comes back to
+ * `origin` (or into `agg`). */
+void sq__kvs_relay(struct sq_kv_server *s, uint64_t origin, const struct sq_kv_frame *f,
+                   uint32_t member, struct agg *agg);
+
+/* An answer or event from a member we relayed to. */
+void sq__kvs_relay_answer(struct sq_kv_server *s, struct conn *rc, const struct sq_kv_frame *a);
+
+/* Answers a fanned-out request once every shard did, and frees the aggregate. */
+void sq__kvs_agg_finish(struct sq_kv_server *s, struct agg *agg);
+
+/* One shard's answer `a` to a fanned-out request; the last one answers the client. */
+void sq__kvs_agg_part(struct sq_kv_server *s, struct agg *agg, const struct sq_kv_frame *a);
 
 /* ---- kv_read.c ---- */
 
