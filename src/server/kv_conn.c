@@ -1,0 +1,314 @@
+/* kv_conn.c: the binary client protocol front end: connections (accepted, or relays to other
+ * members), framing, reads and flushes, and the dispatch of each request to the service. */
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "kv/buf.h"
+#include "kv/wire.h"
+#include "log.h"
+#include "server/kv_internal.h"
+
+#define MAX_OUTBUF (256u << 20) /* a client this far behind is dropped */
+
+struct conn *sq__kvs_conn_by_id(struct sq_kv_server *s, uint64_t id)
+{
+    for (struct conn *c = s->conns; c != NULL; c = c->next) {
+        if (c->id == id && !c->dead) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+static void conn_arm(struct sq_kv_server *s, struct conn *c, bool out)
+{
+    if (c->want_out == out) {
+        return;
+    }
+    c->want_out = out;
+    struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.u64 = c->id};
+    epoll_ctl(s->ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+void sq__kvs_conn_flush(struct sq_kv_server *s, struct conn *c)
+{
+    while (c->out.off < c->out.len) {
+        ssize_t n = send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                c->dead = true;
+            }
+            break;
+        }
+        c->out.off += (size_t)n;
+    }
+    if (c->out.off == c->out.len) {
+        c->out.len = 0;
+        c->out.off = 0;
+    } else if (c->out.off > (1u << 20)) {
+        memmove(c->out.p, c->out.p + c->out.off, c->out.len - c->out.off);
+        c->out.len -= c->out.off;
+        c->out.off = 0;
+    }
+    if (!c->dead) {
+        conn_arm(s, c, c->out.len > 0);
+    }
+}
+
+void sq__kvs_conn_send(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
+{
+    if (c == NULL || c->dead) {
+        return;
+    }
+    size_t n = sq__kv_frame_bytes(f);
+    if (c->out.len + n > MAX_OUTBUF || sq__buf_reserve(&c->out, n) != 0) {
+        sq__log(SQ_LOG_WARN, "kv: dropping a client %" PRIu64 " that does not read its answers",
+                c->id);
+        c->dead = true;
+        return;
+    }
+    long w = sq__kv_encode(f, c->out.p + c->out.len, n);
+    SQ_ASSERT(w == (long)n);
+    c->out.len += n;
+    conn_arm(s, c, true);
+}
+
+void sq__kvs_reply_err(struct sq_kv_server *s, uint64_t conn, uint8_t op, uint64_t client,
+                       uint64_t req, int status, uint64_t version, const char *fmt, ...)
+{
+    char msg[SQ_KV_MAX_STR];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    struct sq_kv_frame f = {.op = op,
+                            .status = status,
+                            .req_id = req,
+                            .client = client,
+                            .version = version,
+                            .str = msg,
+                            .str_len = (uint16_t)(n < 0 ? 0 : SQ_MIN((size_t)n, sizeof(msg) - 1))};
+    sq__kvs_conn_send(s, sq__kvs_conn_by_id(s, conn), &f);
+}
+
+struct conn *sq__kvs_conn_new(struct sq_kv_server *s, int fd, bool relay, uint32_t member)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        close(fd);
+        return NULL;
+    }
+    c->id = ++s->next_conn;
+    c->fd = fd;
+    c->relay = relay;
+    c->member = member;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    struct epoll_event ev = {.events = EPOLLIN | (relay ? EPOLLOUT : 0), .data.u64 = c->id};
+    c->want_out = relay;
+    if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        close(fd);
+        free(c);
+        return NULL;
+    }
+    c->next = s->conns;
+    s->conns = c;
+    return c;
+}
+
+void sq__kvs_accept(struct sq_kv_server *s)
+{
+    for (;;) {
+        int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            break;
+        }
+        sq__kvs_conn_new(s, fd, false, 0);
+    }
+}
+
+static void handle_frame(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
+{
+    if (c->relay) {
+        sq__kvs_relay_answer(s, c, f);
+        return;
+    }
+    switch (f->op) {
+    case SQ_KV_OP_HELLO: {
+        char who[64];
+        int n = snprintf(who, sizeof(who), "member=%u", s->my_id);
+        struct sq_kv_frame a = {.op = f->op,
+                                .req_id = f->req_id,
+                                .client = f->client,
+                                .str = who,
+                                .str_len = (uint16_t)n};
+        sq__kvs_conn_send(s, c, &a);
+        break;
+    }
+    case SQ_KV_OP_STATUS:
+        sq__kvs_status(s, c, f);
+        break;
+    case SQ_KV_OP_POOL_LIST:
+        sq__kvs_pool_list(s, c, f);
+        break;
+    case SQ_KV_OP_POOL_CREATE:
+        sq__kvs_pool_create(s, c, f);
+        break;
+    case SQ_KV_OP_PUT:
+    case SQ_KV_OP_GET:
+    case SQ_KV_OP_REMOVE:
+    case SQ_KV_OP_LIST:
+    case SQ_KV_OP_HISTORY:
+    case SQ_KV_OP_WATCH:
+        sq__kvs_key_request(s, c, f);
+        break;
+    case SQ_KV_OP_UNWATCH: {
+        sq__kvs_drop_watch(s, c->id, f->client, f->version);
+        struct sq_kv_frame a = {.op = f->op, .req_id = f->req_id, .client = f->client};
+        sq__kvs_conn_send(s, c, &a);
+        break;
+    }
+    default:
+        sq__kvs_reply_err(s, c->id, f->op, f->client, f->req_id, SQ_EPROTO, 0,
+                          "operation %u is not a request", f->op);
+        break;
+    }
+}
+
+void sq__kvs_conn_close(struct sq_kv_server *s, struct conn *c)
+{
+    if (c->fd >= 0) {
+        epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+        c->fd = -1;
+    }
+    c->dead = true;
+    if (!c->relay) {
+        sq__kvs_unwatch(s, c->id, false, 0, 0);
+    }
+    for (uint32_t b = 0; b < ENTRY_BUCKETS; b++) {
+        for (struct entry *e = s->ents[b], *next; e != NULL; e = next) {
+            next = e->next;
+            if (c->relay && e->via == c->id) {
+                struct sq_kv_frame a = {
+                    .op = e->op, .status = SQ_EPEER, .req_id = e->req_id, .client = e->client};
+                char msg[96];
+                a.str_len = (uint16_t)snprintf(
+                    msg, sizeof(msg), "member %u failed while serving the request", c->member);
+                a.str = msg;
+                struct agg *agg = e->agg;
+                uint64_t origin = e->origin;
+                sq__kvs_entry_free(s, e);
+                if (agg != NULL) {
+                    sq__kvs_agg_part(s, agg, &a);
+                } else {
+                    sq__kvs_conn_send(s, sq__kvs_conn_by_id(s, origin), &a);
+                }
+            } else if (!c->relay && e->origin == c->id) {
+                if (e->watch && e->via != 0) {
+                    struct sq_kv_frame u = {.op = SQ_KV_OP_UNWATCH,
+                                            .flags = SQ_KV_F_LOCAL,
+                                            .client = e->client,
+                                            .version = e->req_id};
+                    sq__kvs_conn_send(s, sq__kvs_conn_by_id(s, e->via), &u);
+                }
+                if (e->agg == NULL) {
+                    sq__kvs_entry_free(s, e);
+                } else if (e->watch) {
+                    struct agg *agg = e->agg;
+                    struct sq_kv_frame a = {.op = e->op,
+                                            .status = SQ_ECLOSED,
+                                            .req_id = e->req_id,
+                                            .client = e->client};
+                    sq__kvs_entry_free(s, e);
+                    sq__kvs_agg_part(s, agg, &a); /* answers nobody: the connection is gone */
+                }
+            }
+        }
+    }
+}
+
+void sq__kvs_conn_read(struct sq_kv_server *s, struct conn *c)
+{
+    for (;;) {
+        if (sq__buf_reserve(&c->in, 65536) != 0) {
+            c->dead = true;
+            return;
+        }
+        ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
+        if (n == 0) {
+            c->dead = true;
+            break;
+        }
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                c->dead = true;
+            }
+            break;
+        }
+        c->in.len += (size_t)n;
+        size_t off = 0;
+        for (;;) {
+            long need = sq__kv_frame_need(c->in.p + off, c->in.len - off);
+            char why[128] = "";
+            struct sq_kv_frame f;
+            if (need < 0 ||
+                (need > 0 && (size_t)need <= c->in.len - off &&
+                 sq__kv_decode(c->in.p + off, (size_t)need, &f, why, sizeof(why)) != 0)) {
+                /* The stream cannot be trusted past a bad frame: say why, then close. */
+                struct sq_kv_frame a = {.op = SQ_KV_OP_HELLO, .status = SQ_EPROTO};
+                if (why[0] == '\0') {
+                    snprintf(why, sizeof(why), "impossible frame length");
+                }
+                a.str = why;
+                a.str_len = (uint16_t)strlen(why);
+                if (c->in.len - off >= 24) {
+                    memcpy(&a.req_id, c->in.p + off + 16, 8);
+                }
+                sq__kvs_conn_send(s, c, &a);
+                sq__kvs_conn_flush(s, c);
+                sq__log(SQ_LOG_WARN, "kv: closing a client connection: %s", why);
+                c->dead = true;
+                return;
+            }
+            if (need == 0 || (size_t)need > c->in.len - off) {
+                break;
+            }
+            handle_frame(s, c, &f);
+            off += (size_t)need;
+            if (c->dead) {
+                return;
+            }
+        }
+        if (off > 0) {
+            memmove(c->in.p, c->in.p + off, c->in.len - off);
+            c->in.len -= off;
+        }
+        if (c->in.cap > (1u << 20) && c->in.len < 65536) {
+            uint8_t *p = realloc(c->in.p, 65536);
+            if (p != NULL) {
+                c->in.p = p;
+                c->in.cap = 65536;
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+/* kv_status.c: the member's status answer (STATUS), as text or JSON: view, subgroups, shards,
+ * versions and pools. */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+
+#include "common.h"
+#include "config.h"
+#include "kv/buf.h"
+#include "kv/store.h"
+#include "kv/wire.h"
+#include "server/kv_internal.h"
+
+void sq__kvs_status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
+{
+    bool json = (f->flags & SQ_KV_F_JSON) != 0;
+    struct sq__buf b = {0};
+    char line[1024];
+    int n;
+#define OUT(...)                                                                                   \
+    do {                                                                                           \
+        n = snprintf(line, sizeof(line), __VA_ARGS__);                                             \
+        sq__buf_add(&b, line, (size_t)SQ_MIN((size_t)(n > 0 ? n : 0), sizeof(line) - 1));          \
+    } while (0)
+    pthread_mutex_lock(&s->mu);
+    if (json) {
+        OUT("{\"member\":%u,\"view\":%u,\"adequate\":%s,\"members\":[", s->my_id, s->view_id,
+            s->adequate ? "true" : "false");
+    } else {
+        OUT("member %u, view %u (%s), members", s->my_id, s->view_id,
+            s->adequate ? "adequate" : "INADEQUATE: a shard is below min_members");
+    }
+    for (uint32_t r = 0; r < s->nmembers; r++) {
+        uint32_t mr = (uint32_t)sq__config_rank_of(&s->cfg, s->ids[r]);
+        if (json) {
+            OUT("%s{\"id\":%u,\"client\":\"%s:%u\"}", r ? "," : "", s->ids[r],
+                s->cfg.members[mr].host, s->cfg.members[mr].client_port);
+        } else {
+            OUT(" %u (%s:%u)", s->ids[r], s->cfg.members[mr].host, s->cfg.members[mr].client_port);
+        }
+    }
+    OUT(json ? "],\"subgroups\":[" : "\n");
+    for (uint32_t g = 0; g < s->cfg.nsubgroups; g++) {
+        const struct sq_subgroup_cfg *sg = &s->cfg.subgroups[g];
+        const char *kind = (int)g == s->meta ? "metadata" : sq__kvs_store_name(sg->store);
+        if (json) {
+            OUT("%s{\"name\":\"%s\",\"store\":\"%s\",\"shards\":[", g ? "," : "", sg->name, kind);
+        } else {
+            OUT("subgroup %s (%s, %s delivery, %u shard%s):", sg->name, kind,
+                sg->persistent ? "persistent" : "atomic", sg->shards, sg->shards > 1 ? "s" : "");
+        }
+        for (uint32_t k = 0; k < sg->shards; k++) {
+            OUT(json ? "%s{\"shard\":%u,\"members\":[" : "%s shard %u: members", k ? "," : "", k);
+            uint32_t cnt = 0;
+            for (uint32_t r = 0; r < s->nmembers; r++) {
+                if (s->shard_of[g * s->nmembers + r] == k) {
+                    OUT(json ? "%s%u" : "%s%u", json ? (cnt ? "," : "") : " ", s->ids[r]);
+                    cnt++;
+                }
+            }
+            OUT(json ? "]}" : ";");
+        }
+        uint64_t last = s->store[g] != NULL ? sq__kv_store_last(s->store[g]) : 0;
+        uint64_t keys = s->store[g] != NULL ? sq__kv_store_keys(s->store[g]) : 0;
+        if (json) {
+            OUT("],\"my_shard\":%d,\"last_version\":\"0x%" PRIx64 "\",\"keys\":%" PRIu64,
+                s->my_shard[g] == SQ_NO_SHARD ? -1 : (int)s->my_shard[g], last, keys);
+            if (sg->persistent) {
+                OUT(",\"persisted\":\"0x%" PRIx64 "\"", s->persisted[g]);
+            }
+            OUT("}");
+        } else {
+            if (s->my_shard[g] == SQ_NO_SHARD) {
+                OUT(" this member stands by\n");
+            } else if ((int)g == s->meta) {
+                OUT(" %u pools\n", s->npools);
+            } else {
+                OUT(" this member: shard %u, last version 0x%" PRIx64 ", %" PRIu64 " keys",
+                    s->my_shard[g], last, keys);
+                if (sg->persistent) {
+                    OUT(", persisted at every member up to 0x%" PRIx64, s->persisted[g]);
+                }
+                OUT("\n");
+            }
+        }
+    }
+    OUT(json ? "],\"pools\":[" : "");
+    for (uint32_t i = 0; i < s->npools; i++) {
+        const struct pool *p = &s->pools[i];
+        const struct sq_subgroup_cfg *sg = &s->cfg.subgroups[p->sg];
+        if (json) {
+            OUT("%s{\"path\":\"%s\",\"subgroup\":\"%s\",\"store\":\"%s\",\"shards\":%u}",
+                i ? "," : "", p->path, sg->name, sq__kvs_store_name(sg->store), p->shards);
+        } else {
+            OUT("pool %s: subgroup %s (%s), %u shard%s\n", p->path, sg->name,
+                sq__kvs_store_name(sg->store), p->shards, p->shards > 1 ? "s" : "");
+        }
+    }
+    if (!json && s->npools == 0) {
+        OUT("no pools yet (squall pool create PATH TYPE)\n");
+    }
+    OUT(json ? "]}\n" : "");
+    pthread_mutex_unlock(&s->mu);
+#undef OUT
+    struct sq_kv_frame a = {.op = f->op,
+                            .req_id = f->req_id,
+                            .client = f->client,
+                            .value = b.p,
+                            .value_len = (uint32_t)b.len};
+    sq__kvs_conn_send(s, c, &a);
+    sq__buf_free(&b);
+}
