@@ -53,7 +53,6 @@ struct call {
     uint64_t retry_at_ms;
 };
 
-
 struct sq_client {
     char host[MAX_MEMBERS][256];
     char port[MAX_MEMBERS][8];
@@ -79,7 +78,8 @@ struct sq_client {
     pthread_cond_t cb_done;   /* signalled when that callback returns */
     struct sq__buf out, in;
     uint64_t next_connect_ms;
-    _Atomic uint64_t heard_ms; /* when the member last sent anything, or when requests began waiting */
+    _Atomic uint64_t
+        heard_ms; /* when the member last sent anything, or when requests began waiting */
 };
 
 static uint64_t now_ms(void)
@@ -545,8 +545,7 @@ static void *io_main(void *arg)
             read_frames(c);
         }
         pthread_mutex_lock(&c->mu);
-        if (c->connected && c->ncalls > c->nwatching &&
-            now_ms() - c->heard_ms > SILENT_MEMBER_MS) {
+        if (c->connected && c->ncalls > c->nwatching && now_ms() - c->heard_ms > SILENT_MEMBER_MS) {
             disconnect(c); /* a stalled member: the requests go to the next one */
         }
         if (c->connected && c->out.len > c->out.off) {

@@ -291,6 +291,7 @@ void sq__kvs_on_view(void *arg, const sq_view *v)
     s->have_view = true;
     s->resend = true; /* ops the change dropped go again (at most once: dedup) */
     pthread_mutex_unlock(&s->mu);
+    atomic_store(&s->detached, false); /* an incarnation that rejoined serves again */
     printf("view=%u members=", v->view_id);
     for (uint32_t i = 0; i < v->nmembers; i++) {
         printf("%s%u", i ? "," : "", v->member_ids[i]);

@@ -149,6 +149,14 @@ static void handle_frame(struct sq_kv_server *s, struct conn *c, const struct sq
         sq__kvs_relay_answer(s, c, f);
         return;
     }
+    if (f->op != SQ_KV_OP_HELLO && atomic_load(&s->detached)) {
+        char why[sizeof(s->detached_why)];
+        pthread_mutex_lock(&s->mu);
+        memcpy(why, s->detached_why, sizeof(why));
+        pthread_mutex_unlock(&s->mu);
+        sq__kvs_reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ENOQUORUM, 0, "%s", why);
+        return;
+    }
     switch (f->op) {
     case SQ_KV_OP_HELLO: {
         char who[64];

@@ -117,7 +117,7 @@ struct watch {
 };
 
 struct sq_kv_server {
-    sq_member *m;
+    sq_member *m; /* NULL while detached (the member failed; its next incarnation not in) */
     struct sq_config cfg;
     uint32_t my_id;
     int meta;
@@ -152,6 +152,13 @@ struct sq_kv_server {
     uint8_t *logbuf;
     size_t logcap;
     uint64_t last_sweep_ms;
+    bool mu_ready;
+    /* Rejoining: from the member's failure to its next incarnation's first view, every request
+     * is answered SQ_ENOQUORUM with `detached_why`, so that clients go to another member. */
+    atomic_bool detached;
+    char detached_why[200]; /* under mu */
+    bool detach_req;        /* under mu: squalld asks the service thread to detach */
+    pthread_cond_t detach_cv;
 };
 
 /* ---- kvserver.c ---- */

@@ -89,11 +89,89 @@ static void sweep(struct sq_kv_server *s)
     }
 }
 
+/* Frees the answers and events the loop thread handed over and nobody sent yet. */
+static void free_dones(struct sq_kv_server *s)
+{
+    struct done *lists[SQ_MAX_SUBGROUPS + 1];
+    lists[0] = s->ready_head;
+    for (uint32_t g = 0; g < SQ_MAX_SUBGROUPS; g++) {
+        lists[g + 1] = s->wait_head[g];
+        s->wait_head[g] = s->wait_tail[g] = NULL;
+    }
+    s->ready_head = s->ready_tail = NULL;
+    for (uint32_t i = 0; i <= SQ_MAX_SUBGROUPS; i++) {
+        for (struct done *d = lists[i], *next; d != NULL; d = next) {
+            next = d->next;
+            free(d->key);
+            free(d->value);
+            free(d);
+        }
+    }
+}
+
+/* The service thread's side of sq__kv_server_detach: the member's loop has stopped (it
+ * failed), so nothing arrives from it any more; what this member knew of the group goes. */
+static void detach(struct sq_kv_server *s)
+{
+    atomic_store(&s->detached, true);
+    pthread_mutex_lock(&s->mu);
+    bool served = s->have_view;
+    pthread_mutex_unlock(&s->mu);
+    if (served) {
+        /* Clients first (their requests and watches go with them), then relays. Their clients
+         * resend to another member with the same request numbers: the shard's at-most-once
+         * table answers a write that got through with its first answer. */
+        for (int relays = 0; relays < 2; relays++) {
+            for (struct conn *c = s->conns; c != NULL; c = c->next) {
+                if (c->fd >= 0 && c->relay == (relays == 1)) {
+                    sq__kvs_conn_close(s, c);
+                }
+            }
+        }
+    }
+    for (uint32_t b = 0; b < ENTRY_BUCKETS; b++) {
+        while (s->ents[b] != NULL) {
+            struct entry *e = s->ents[b];
+            struct agg *agg = e->agg;
+            struct sq_kv_frame a = {
+                .op = e->op, .status = SQ_ENOQUORUM, .client = e->client, .req_id = e->req_id};
+            sq__kvs_entry_free(s, e);
+            if (agg != NULL) {
+                sq__kvs_agg_part(s, agg, &a); /* answers nobody: its connection is closed */
+            }
+        }
+    }
+    pthread_mutex_lock(&s->mu);
+    free_dones(s);
+    for (uint32_t g = 0; g < SQ_MAX_SUBGROUPS; g++) {
+        sq__kv_store_destroy(s->store[g]);
+        s->store[g] = NULL;
+        s->store_shard[g] = 0;
+        s->my_shard[g] = SQ_NO_SHARD;
+        s->persisted[g] = 0;
+    }
+    s->npools = 0;
+    s->view_id = s->nmembers = s->adequate = 0;
+    s->have_view = s->meta_ready = s->resend = false;
+    s->m = NULL;
+    pthread_mutex_unlock(&s->mu);
+}
+
 static void *service_main(void *arg)
 {
     struct sq_kv_server *s = arg;
     struct epoll_event evs[64];
     while (!atomic_load(&s->stop)) {
+        pthread_mutex_lock(&s->mu);
+        bool detach_req = s->detach_req;
+        pthread_mutex_unlock(&s->mu);
+        if (detach_req) {
+            detach(s);
+            pthread_mutex_lock(&s->mu);
+            s->detach_req = false;
+            pthread_cond_broadcast(&s->detach_cv);
+            pthread_mutex_unlock(&s->mu);
+        }
         int timeout = s->outbox != NULL ? 2 : 500;
         int n = epoll_wait(s->ep, evs, 64, timeout);
         for (int i = 0; i < n; i++) {
@@ -213,16 +291,49 @@ int sq__kv_server_create(struct sq_kv_server **out, sq_member *m, const char *co
         return rc;
     }
     pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->detach_cv, NULL);
+    s->mu_ready = true;
     s->next_conn = 1; /* 0 is the listener, 1 the wake-up */
     for (uint32_t g = 0; g < SQ_MAX_SUBGROUPS; g++) {
         s->my_shard[g] = SQ_NO_SHARD;
     }
+    sq__kv_server_attach(s, m);
+    atomic_store(&s->detached, false); /* the first incarnation: served once started */
+    *out = s;
+    return 0;
+}
+
+void sq__kv_server_attach(struct sq_kv_server *s, sq_member *m)
+{
     sq_member_on_deliver(m, sq__kvs_on_deliver, s);
     sq_member_on_view(m, sq__kvs_on_view, s);
     sq_member_on_state(m, sq__kvs_save_state, sq__kvs_load_state, s);
     sq_member_on_persisted(m, sq__kvs_on_persisted, s);
-    *out = s;
-    return 0;
+    pthread_mutex_lock(&s->mu);
+    s->m = m;
+    pthread_mutex_unlock(&s->mu);
+}
+
+bool sq__kv_server_rejoins(const struct sq_kv_server *s)
+{
+    return s->cfg.rejoin;
+}
+
+void sq__kv_server_detach(struct sq_kv_server *s, const char *why)
+{
+    pthread_mutex_lock(&s->mu);
+    snprintf(s->detached_why, sizeof(s->detached_why), "%s", why);
+    if (!s->started) {
+        pthread_mutex_unlock(&s->mu);
+        detach(s); /* no service thread to race with */
+        return;
+    }
+    s->detach_req = true;
+    sq__kvs_wake(s);
+    while (s->detach_req) {
+        pthread_cond_wait(&s->detach_cv, &s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
 }
 
 int sq__kv_server_start(struct sq_kv_server *s, char *err, size_t err_size)
@@ -322,19 +433,7 @@ void sq__kv_server_destroy(struct sq_kv_server *s)
             }
         }
     }
-    struct done *lists[SQ_MAX_SUBGROUPS + 1];
-    lists[0] = s->ready_head;
-    for (uint32_t g = 0; g < SQ_MAX_SUBGROUPS; g++) {
-        lists[g + 1] = s->wait_head[g];
-    }
-    for (uint32_t i = 0; i <= SQ_MAX_SUBGROUPS; i++) {
-        for (struct done *d = lists[i], *next; d != NULL; d = next) {
-            next = d->next;
-            free(d->key);
-            free(d->value);
-            free(d);
-        }
-    }
+    free_dones(s);
     for (uint32_t g = 0; g < SQ_MAX_SUBGROUPS; g++) {
         sq__kv_store_destroy(s->store[g]);
     }
@@ -349,8 +448,9 @@ void sq__kv_server_destroy(struct sq_kv_server *s)
     }
     free(s->wb);
     free(s->logbuf);
-    if (s->m != NULL) {
+    if (s->mu_ready) {
         pthread_mutex_destroy(&s->mu);
+        pthread_cond_destroy(&s->detach_cv);
     }
     free(s);
 }

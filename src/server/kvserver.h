@@ -31,6 +31,20 @@ int sq__kv_server_start(struct sq_kv_server *s, char *err, size_t err_size);
  * that just joined receives them after sq_member_join returns). */
 bool sq__kv_server_ready(struct sq_kv_server *s);
 
+/* The member failed (the group removed it, or it stopped on the minority side) and squalld
+ * will join again: the service stops using the member, closes the connections open now (their
+ * clients resend elsewhere, at most once), drops the stores, pools and watches, and answers every
+ * request with SQ_ENOQUORUM and `why` until an attached member's first view. Returns once the
+ * service thread no longer touches the member, which may then be closed. */
+void sq__kv_server_detach(struct sq_kv_server *s, const char *why);
+
+/* The member's next incarnation, opened but not started: registers the service's callbacks on
+ * `m` (as create does); the service answers again from m's first view on. */
+void sq__kv_server_attach(struct sq_kv_server *s, sq_member *m);
+
+/* Whether the config asks for a member the group removed to join again ([group] rejoin). */
+bool sq__kv_server_rejoins(const struct sq_kv_server *s);
+
 /* Stops the service thread and closes every client connection. Call before sq_member_close; the
  * object is freed by sq__kv_server_destroy after the member is closed (callbacks may run until
  * then). */

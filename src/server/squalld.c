@@ -74,21 +74,21 @@ static void log_line(int level, const char *line)
 
 /* State shared by the delivery and view callbacks (loop thread) and main. */
 struct run {
-    uint64_t expect;      /* stop after this many deliveries (0: no count) */
-    bool finish;          /* stop once every member of the view delivered its DONE */
+    uint64_t expect; /* stop after this many deliveries (0: no count) */
+    bool finish;     /* stop once every member of the view delivered its DONE */
     bool print_each;
     uint64_t delivered;
     uint64_t bytes;
-    uint64_t hash;        /* fingerprint of the delivered sequence */
+    uint64_t hash; /* fingerprint of the delivered sequence */
     uint64_t first_ns, last_ns;
     uint32_t *latency_us; /* per delivery position, when recording */
     uint64_t latency_cap;
-    uint64_t done_from;   /* member ids whose DONE was delivered (ids < 64) */
-    uint64_t view_mask;   /* member ids of the current view */
+    uint64_t done_from; /* member ids whose DONE was delivered (ids < 64) */
+    uint64_t view_mask; /* member ids of the current view */
     uint32_t view_id;
-    uint32_t sg;          /* the subgroup this run sends in and fingerprints */
-    uint64_t replayed;    /* updates replayed from the log at a restart */
-    _Atomic uint64_t count; /* deliveries in that subgroup, for main to read */
+    uint32_t sg;                /* the subgroup this run sends in and fingerprints */
+    uint64_t replayed;          /* updates replayed from the log at a restart */
+    _Atomic uint64_t count;     /* deliveries in that subgroup, for main to read */
     _Atomic uint64_t persisted; /* 1 + the highest version persisted at every member (0: none) */
     /* --persist-latency-file: my own messages waiting for the frontier, and their latencies */
     uint64_t *pend_version, *pend_sent_ns;
@@ -159,11 +159,10 @@ static void on_deliver(void *arg, const sq_message *msg)
         r->latency_us[r->delivered] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
     }
     if (r->print_each) {
-        printf("deliver sender=%u index=%" PRIu64 " version=%" PRIu64 " size=%zu\n",
-               msg->sender_id, msg->index, msg->version, msg->size);
+        printf("deliver sender=%u index=%" PRIu64 " version=%" PRIu64 " size=%zu\n", msg->sender_id,
+               msg->index, msg->version, msg->size);
     }
-    if (r->pend_cap > 0 && msg->sender_id == g_id && msg->size >= 8 &&
-        r->pend_tail < r->pend_cap) {
+    if (r->pend_cap > 0 && msg->sender_id == g_id && msg->size >= 8 && r->pend_tail < r->pend_cap) {
         uint64_t sent;
         memcpy(&sent, msg->data, 8);
         r->pend_version[r->pend_tail] = msg->version;
@@ -211,8 +210,8 @@ static void on_view(void *arg, const sq_view *v)
         snprintf(shard, sizeof(shard), "%u", mine);
     }
     printf("view=%u members=%s my_rank=%u shard=%s adequate=%d installed_at_ms=%" PRIu64
-           " dropped=%" PRIu64 "\n", v->view_id, list, v->my_rank, shard, v->adequate, wall_ms(),
-           v->dropped);
+           " dropped=%" PRIu64 "\n",
+           v->view_id, list, v->my_rank, shard, v->adequate, wall_ms(), v->dropped);
     if (v->dropped > 0 && r->finish && !atomic_load(&r->my_done_delivered)) {
         atomic_store(&r->resend_done, true);
     }
@@ -277,8 +276,8 @@ static int dump_log(sq_member *m, uint32_t sg, const char *name, uint64_t upto)
         return EXIT_FAILED;
     }
     printf("log member=%u subgroup=%s records=%" PRIu64 " first=0x%" PRIx64 " last=0x%" PRIx64
-           " upto_records=%" PRIu64 " upto_hash=0x%016" PRIx64 " has_upto=%d\n", g_id, name,
-           records, first, last, upto_records, hash, has_upto ? 1 : 0);
+           " upto_records=%" PRIu64 " upto_hash=0x%016" PRIx64 " has_upto=%d\n",
+           g_id, name, records, first, last, upto_records, hash, has_upto ? 1 : 0);
     return EXIT_DONE;
 }
 
@@ -352,44 +351,49 @@ static int on_call(void *arg, const sq_message *call, void *reply, size_t reply_
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: squalld --config FILE [options]\n"
-            "  Runs one squall group member as described by FILE (see README.md). When the\n"
-            "  member's [member.ID] has a client_port, it serves the key-value store to clients\n"
-            "  (the squall tool, include/squall/client.h) there and prints \"kv ready\" once it\n"
-            "  does; --send, --expect, --finish, --print, --latency-file, --persist-latency-file,\n"
-            "  --query and --call-at are then refused (--join and --dump-log still work).\n"
-            "workload options (tests, benchmarks, demos):\n"
-            "  --send N          send N messages from this member\n"
-            "  --size BYTES      payload size of each message (default 1024; >= 8 carries a\n"
-            "                    send timestamp for latency)\n"
-            "  --rate R          send at most R messages per second (default: as fast as possible)\n"
-            "  --expect M        exit once M messages (from all senders) are delivered\n"
-            "  --finish          after sending, multicast DONE; exit once every member of the\n"
-            "                    current view has delivered its DONE (survives view changes)\n"
-            "  --latency-file F  write each delivery's send-to-delivery latency (u32 microseconds,\n"
-            "                    little-endian, in delivery order) to F\n"
-            "  --print           print every delivered message\n"
-            "  --persist-latency-file F  persistent subgroups: write the latency from sending\n"
-            "                    each of this member's messages to its being persisted at every\n"
-            "                    member (u32 microseconds, little-endian) to F\n"
-            "  --subgroup NAME   send in, count and fingerprint this subgroup (default: the\n"
-            "                    first); results then cover this member's shard of it\n"
-            "  --dump-log        do not join: recover this member's log of the subgroup (a\n"
-            "                    persistent one) and print records=N first=... last=...\n"
-            "  --upto V          with --dump-log: also hash the records up to version V\n"
-            "  --join            join a running group (a restarted member) instead of forming\n"
-            "                    the first view; it receives the others' state\n"
-            "  --query ID        at the end of the run, ask member ID for its fingerprint\n"
-            "                    (a point-to-point query) and print it\n"
-            "  --call-at K       after sending K messages, make an ordered call: every member\n"
-            "                    answers with its fingerprint at that place in the order\n"
-            "  --timeout S       give up after S seconds (default 600 with --expect or --finish)\n"
-            "With --expect or --finish it prints one line: member=ID delivered=N hash=0x... ...\n"
-            "It prints view=V members=... on every view installed.\n"
-            "SIGINT or SIGTERM makes the member leave the group cleanly.\n"
-            "exit status: 0 done, 1 the member failed, 2 bad usage or configuration,\n"
-            "             3 on the minority side of a partition, 4 removed from the group\n");
+    fprintf(
+        out,
+        "usage: squalld --config FILE [options]\n"
+        "  Runs one squall group member as described by FILE (see README.md). When the\n"
+        "  member's [member.ID] has a client_port, it serves the key-value store to clients\n"
+        "  (the squall tool, include/squall/client.h) there and prints \"kv ready\" once it\n"
+        "  does; --send, --expect, --finish, --print, --latency-file, --persist-latency-file,\n"
+        "  --query and --call-at are then refused (--join and --dump-log still work).\n"
+        "workload options (tests, benchmarks, demos):\n"
+        "  --send N          send N messages from this member\n"
+        "  --size BYTES      payload size of each message (default 1024; >= 8 carries a\n"
+        "                    send timestamp for latency)\n"
+        "  --rate R          send at most R messages per second (default: as fast as possible)\n"
+        "  --expect M        exit once M messages (from all senders) are delivered\n"
+        "  --finish          after sending, multicast DONE; exit once every member of the\n"
+        "                    current view has delivered its DONE (survives view changes)\n"
+        "  --latency-file F  write each delivery's send-to-delivery latency (u32 microseconds,\n"
+        "                    little-endian, in delivery order) to F\n"
+        "  --print           print every delivered message\n"
+        "  --persist-latency-file F  persistent subgroups: write the latency from sending\n"
+        "                    each of this member's messages to its being persisted at every\n"
+        "                    member (u32 microseconds, little-endian) to F\n"
+        "  --subgroup NAME   send in, count and fingerprint this subgroup (default: the\n"
+        "                    first); results then cover this member's shard of it\n"
+        "  --dump-log        do not join: recover this member's log of the subgroup (a\n"
+        "                    persistent one) and print records=N first=... last=...\n"
+        "  --upto V          with --dump-log: also hash the records up to version V\n"
+        "  --join            join a running group (a restarted member) instead of forming\n"
+        "                    the first view; it receives the others' state\n"
+        "  --query ID        at the end of the run, ask member ID for its fingerprint\n"
+        "                    (a point-to-point query) and print it\n"
+        "  --call-at K       after sending K messages, make an ordered call: every member\n"
+        "                    answers with its fingerprint at that place in the order\n"
+        "  --timeout S       give up after S seconds (default 600 with --expect or --finish)\n"
+        "With --expect or --finish it prints one line: member=ID delivered=N hash=0x... ...\n"
+        "It prints view=V members=... on every view installed.\n"
+        "SIGINT or SIGTERM makes the member leave the group cleanly.\n"
+        "A key-value member that the group removed (it stalled, or was cut off) or that\n"
+        "stopped on the minority side of a partition joins again by itself, with growing\n"
+        "pauses, and answers its clients SQ_ENOQUORUM meanwhile; [group] rejoin = false\n"
+        "makes it exit instead (3 or 4), for those who supervise it themselves.\n"
+        "exit status: 0 done, 1 the member failed, 2 bad usage or configuration,\n"
+        "             3 on the minority side of a partition, 4 removed from the group\n");
 }
 
 static bool parse_count(const char *s, uint64_t *out)
@@ -452,8 +456,104 @@ static int start_or_join(sq_member *m, bool join)
     return rc == SQ_ECONFIG ? EXIT_USAGE : EXIT_FAILED;
 }
 
+/* Whether a member that failed this way may join the group again as a new incarnation: it was
+ * removed or stopped on a minority side, or could not get back in yet. A broken disk, a bad
+ * configuration or a clean leave end the process instead, for an operator to see. */
+static bool may_rejoin(int failure)
+{
+    switch (failure) {
+    case SQ_EREMOVED:
+    case SQ_EPARTITIONED:
+    case SQ_ETIMEDOUT:
+    case SQ_EPEER:
+    case SQ_ETRANSPORT:
+    case SQ_ESTATE:
+    case SQ_ECLOSED:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Sleeps up to `ms`, in short steps so that SIGINT/SIGTERM end the wait. */
+static void sleep_unless_stopped(uint32_t ms)
+{
+    for (uint32_t t = 0; t < ms && !g_stop; t += 20) {
+        usleep(20000);
+    }
+}
+
+/* Waits until the service holds the pool table and the state of its shards: "ready" (a member
+ * that joined receives them just after the join; requests before that are answered SQ_ESTATE,
+ * which clients retry). */
+static void wait_kv_ready(struct sq_kv_server *kv, sq_member *m)
+{
+    for (int i = 0; i < 3000 && !sq__kv_server_ready(kv) && !g_stop; i++) {
+        usleep(10000);
+    }
+    printf("kv ready member=%u members=%u\n", g_id, sq_member_count(m));
+}
+
+/* After the member failed in a way it may come back from: the service answers SQ_ENOQUORUM
+ * meanwhile, and new incarnations try to join (or restart the group with a majority of its last
+ * view) with growing pauses, until one gets in. Returns the new member, or NULL when stopped by
+ * a signal or by a failure that ends the process (*status says which). */
+static sq_member *rejoin(struct sq_kv_server *kv, sq_member *m, const char *config, int *status)
+{
+    int failure = sq_member_failure(m);
+    char why[200];
+    snprintf(why, sizeof(why),
+             "member %u is not in the group now (%s); it is joining again, "
+             "another member can answer",
+             g_id, sq_strerror(failure));
+    sq__kv_server_detach(kv, why);
+    sq_member_close(m);
+    uint32_t pause_ms = 500;
+    for (uint32_t attempt = 1; !g_stop; attempt++) {
+        /* Spread the members that lost the group together, so that they do not knock at once. */
+        uint32_t wait_ms = pause_ms / 2 + (uint32_t)(rand() % (int)(pause_ms / 2 + 1));
+        fprintf(stderr, "squalld: member %u rejoins the group in %u ms (attempt %u)\n", g_id,
+                wait_ms, attempt);
+        sleep_unless_stopped(wait_ms);
+        pause_ms = pause_ms * 2 > 10000 ? 10000 : pause_ms * 2;
+        if (g_stop) {
+            break;
+        }
+        char err[512] = "";
+        m = NULL;
+        int rc = sq_member_open(&m, config, err, sizeof(err));
+        if (rc != 0) {
+            fprintf(stderr, "squalld: %s\n", err[0] ? err : sq_strerror(rc));
+            *status = EXIT_USAGE;
+            return NULL;
+        }
+        sq__kv_server_attach(kv, m);
+        rc = sq_member_start(m, -1);
+        if (rc == 0) {
+            fprintf(stderr,
+                    "squalld: member %u rejoined the group as a new incarnation "
+                    "(attempt %u, %u members)\n",
+                    g_id, attempt, sq_member_count(m));
+            return m;
+        }
+        fprintf(stderr, "squalld: member %u: rejoin attempt %u failed: %s\n", g_id, attempt,
+                sq_member_errmsg(m));
+        int f = sq_member_failure(m) != 0 ? sq_member_failure(m) : rc;
+        sq__kv_server_detach(kv, why);
+        sq_member_close(m);
+        if (!may_rejoin(f) && !may_rejoin(rc)) {
+            *status = rc == SQ_ECONFIG ? EXIT_USAGE : EXIT_FAILED;
+            return NULL;
+        }
+    }
+    *status = EXIT_DONE;
+    return NULL;
+}
+
 /* Key-value mode: the member serves clients on its client port until SIGINT or SIGTERM (a clean
- * leave) or until it fails. Prints "kv ready member=ID members=N" once it serves. */
+ * leave) or until it fails. Prints "kv ready member=ID members=N" each time it serves (again).
+ * A member the group removed, or one on a minority side, joins again by itself ([group] rejoin,
+ * on by default); the service keeps its client port open meanwhile. */
 static int serve_kv(sq_member *m, const char *config, bool join)
 {
     char err[512] = "";
@@ -465,6 +565,7 @@ static int serve_kv(sq_member *m, const char *config, bool join)
         return EXIT_USAGE;
     }
     install_signals();
+    srand((unsigned)(getpid() ^ (pid_t)mono_ns()));
     rc = start_or_join(m, join);
     if (rc != 0) {
         sq__kv_server_destroy(kv);
@@ -478,29 +579,34 @@ static int serve_kv(sq_member *m, const char *config, bool join)
         sq__kv_server_destroy(kv);
         return EXIT_FAILED;
     }
-    /* A member that joined receives the pool table and its shards' state just after: "ready"
-     * means it has them (requests before that are answered SQ_ESTATE, which clients retry). */
-    for (int i = 0; i < 3000 && !sq__kv_server_ready(kv) && !g_stop; i++) {
-        usleep(10000);
-    }
-    printf("kv ready member=%u members=%u\n", g_id, sq_member_count(m));
+    wait_kv_ready(kv, m);
     int status = EXIT_DONE;
     while (!g_stop) {
         if (sq_member_failure(m) != 0) {
             fprintf(stderr, "squalld: %s\n", sq_member_errmsg(m));
-            status = exit_status_of(m);
-            break;
+            if (!sq__kv_server_rejoins(kv) || !may_rejoin(sq_member_failure(m))) {
+                status = exit_status_of(m);
+                break;
+            }
+            m = rejoin(kv, m, config, &status);
+            if (m == NULL) {
+                break;
+            }
+            wait_kv_ready(kv, m);
+            continue;
         }
         usleep(100000);
     }
     sq__kv_server_stop(kv);
-    if (g_stop && sq_member_failure(m) == 0) {
+    if (m != NULL && g_stop && sq_member_failure(m) == 0) {
         rc = sq_member_leave(m, 5000);
         if (rc != 0) {
             fprintf(stderr, "squalld: member %u: clean leave: %s\n", g_id, sq_strerror(rc));
         }
     }
-    sq_member_close(m);
+    if (m != NULL) {
+        sq_member_close(m);
+    }
     sq__kv_server_destroy(kv);
     return status;
 }
@@ -513,32 +619,61 @@ int main(int argc, char **argv)
     uint64_t call_at = UINT64_MAX;
     bool print_each = false, finish = false, join = false, dump = false;
     uint64_t upto = UINT64_MAX;
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"send", required_argument, NULL, 's'},
-        {"size", required_argument, NULL, 'z'},   {"expect", required_argument, NULL, 'e'},
-        {"latency-file", required_argument, NULL, 'l'}, {"print", no_argument, NULL, 'p'},
-        {"timeout", required_argument, NULL, 't'}, {"rate", required_argument, NULL, 'r'},
-        {"finish", no_argument, NULL, 'f'},        {"help", no_argument, NULL, 'h'},
-        {"join", no_argument, NULL, 'j'},          {"query", required_argument, NULL, 'q'},
-        {"call-at", required_argument, NULL, 'C'}, {"subgroup", required_argument, NULL, 'g'},
-        {"dump-log", no_argument, NULL, 'D'},      {"upto", required_argument, NULL, 'u'},
-        {"persist-latency-file", required_argument, NULL, 'P'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"send", required_argument, NULL, 's'},
+                                         {"size", required_argument, NULL, 'z'},
+                                         {"expect", required_argument, NULL, 'e'},
+                                         {"latency-file", required_argument, NULL, 'l'},
+                                         {"print", no_argument, NULL, 'p'},
+                                         {"timeout", required_argument, NULL, 't'},
+                                         {"rate", required_argument, NULL, 'r'},
+                                         {"finish", no_argument, NULL, 'f'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {"join", no_argument, NULL, 'j'},
+                                         {"query", required_argument, NULL, 'q'},
+                                         {"call-at", required_argument, NULL, 'C'},
+                                         {"subgroup", required_argument, NULL, 'g'},
+                                         {"dump-log", no_argument, NULL, 'D'},
+                                         {"upto", required_argument, NULL, 'u'},
+                                         {"persist-latency-file", required_argument, NULL, 'P'},
+                                         {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
         bool ok = true;
         switch (c) {
-        case 'c': config = optarg; break;
-        case 's': ok = parse_count(optarg, &send); break;
-        case 'z': ok = parse_count(optarg, &size); break;
-        case 'e': ok = parse_count(optarg, &expect); break;
-        case 'l': latency_file = optarg; break;
-        case 'p': print_each = true; break;
-        case 'f': finish = true; break;
-        case 'j': join = true; break;
-        case 'g': subgroup = optarg; break;
-        case 'D': dump = true; break;
-        case 'P': persist_latency_file = optarg; break;
+        case 'c':
+            config = optarg;
+            break;
+        case 's':
+            ok = parse_count(optarg, &send);
+            break;
+        case 'z':
+            ok = parse_count(optarg, &size);
+            break;
+        case 'e':
+            ok = parse_count(optarg, &expect);
+            break;
+        case 'l':
+            latency_file = optarg;
+            break;
+        case 'p':
+            print_each = true;
+            break;
+        case 'f':
+            finish = true;
+            break;
+        case 'j':
+            join = true;
+            break;
+        case 'g':
+            subgroup = optarg;
+            break;
+        case 'D':
+            dump = true;
+            break;
+        case 'P':
+            persist_latency_file = optarg;
+            break;
         case 'u': {
             char *end = NULL;
             errno = 0;
@@ -546,25 +681,41 @@ int main(int argc, char **argv)
             ok = errno == 0 && end != optarg && *end == '\0';
             break;
         }
-        case 'q': ok = parse_count(optarg, &query) && query <= UINT32_MAX; break;
-        case 'C': ok = parse_count(optarg, &call_at); break;
-        case 'r': ok = parse_count(optarg, &rate); break;
-        case 't': ok = parse_count(optarg, &timeout_s) && timeout_s > 0; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return EXIT_USAGE;
+        case 'q':
+            ok = parse_count(optarg, &query) && query <= UINT32_MAX;
+            break;
+        case 'C':
+            ok = parse_count(optarg, &call_at);
+            break;
+        case 'r':
+            ok = parse_count(optarg, &rate);
+            break;
+        case 't':
+            ok = parse_count(optarg, &timeout_s) && timeout_s > 0;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
         }
         if (!ok) {
             fprintf(stderr, "squalld: bad value '%s' for --%s\n", optarg,
-                    c == 's' ? "send" : c == 'z' ? "size" : c == 'e' ? "expect"
-                                                : c == 'r' ? "rate" : c == 'q' ? "query"
-                                                : c == 'C' ? "call-at" : c == 'u' ? "upto"
-                                                : "timeout");
+                    c == 's'   ? "send"
+                    : c == 'z' ? "size"
+                    : c == 'e' ? "expect"
+                    : c == 'r' ? "rate"
+                    : c == 'q' ? "query"
+                    : c == 'C' ? "call-at"
+                    : c == 'u' ? "upto"
+                               : "timeout");
             return EXIT_USAGE;
         }
     }
     if (config == NULL || optind != argc) {
-        fprintf(stderr, "squalld: %s\n", config == NULL ? "--config FILE is required"
-                                                        : "unexpected argument");
+        fprintf(stderr, "squalld: %s\n",
+                config == NULL ? "--config FILE is required" : "unexpected argument");
         usage(stderr);
         return EXIT_USAGE;
     }
@@ -587,7 +738,9 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     g_id = sq_member_id(m);
-    struct run run = {.expect = expect, .finish = finish, .hash = 0xcbf29ce484222325ull,
+    struct run run = {.expect = expect,
+                      .finish = finish,
+                      .hash = 0xcbf29ce484222325ull,
                       .print_each = print_each};
     if (latency_file != NULL && expect > 0) {
         run.latency_cap = expect;
@@ -731,7 +884,8 @@ int main(int argc, char **argv)
         double secs = run.last_ns > run.first_ns ? (double)(run.last_ns - run.first_ns) / 1e9 : 0;
         /* The callbacks stopped touching `run` (finished, or the expected count was reached). */
         printf("member=%u delivered=%" PRIu64 " hash=0x%016" PRIx64 " view=%u elapsed_s=%.3f "
-               "msgs_per_s=%.0f mb_per_s=%.1f", g_id, run.delivered, run.hash, run.view_id, secs,
+               "msgs_per_s=%.0f mb_per_s=%.1f",
+               g_id, run.delivered, run.hash, run.view_id, secs,
                secs > 0 ? (double)run.delivered / secs : 0,
                secs > 0 ? (double)run.bytes / secs / 1e6 : 0);
         uint64_t p = atomic_load(&run.persisted);
