@@ -199,8 +199,19 @@ void sq__kvs_send_items(struct sq_kv_server *s, uint64_t conn, const struct sq_k
         }
         size_t pos = 0;
         struct sq_kv_item_raw it;
-        for (uint32_t i = 0; i < n && sq__kv_item_next(b->p, b->len, &pos, &it) == 0; i++) {
-            ptrs[i] = (const uint8_t *)it.key - SQ_KV_ITEM_HEADER_BYTES;
+        uint32_t got = 0;
+        while (got < n && sq__kv_item_next(b->p, b->len, &pos, &it) == 0) {
+            ptrs[got++] = (const uint8_t *)it.key - SQ_KV_ITEM_HEADER_BYTES;
+        }
+        /* The count is the sum of what the shards said; a relayed answer whose items do not
+         * parse as many as it claims is refused rather than sorted past its end. */
+        if (got != n || pos != b->len) {
+            free(ptrs);
+            sq__buf_free(&sorted);
+            sq__kvs_reply_err(s, conn, f->op, f->client, f->req_id, SQ_EPROTO, 0,
+                              "a shard's list answer is malformed (%u items counted, %u parsed)",
+                              n, got);
+            return;
         }
         qsort(ptrs, n, sizeof(*ptrs), cmp_items);
         for (uint32_t i = 0; i < n; i++) {

@@ -31,12 +31,15 @@ void sq__kvs_status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_f
             s->adequate ? "adequate" : "INADEQUATE: a shard is below min_members");
     }
     for (uint32_t r = 0; r < s->nmembers; r++) {
-        uint32_t mr = (uint32_t)sq__config_rank_of(&s->cfg, s->ids[r]);
+        /* every member of a view is in the config (the group digest checks it); still, never
+         * index past it */
+        int mr = sq__config_rank_of(&s->cfg, s->ids[r]);
+        const char *host = mr >= 0 ? s->cfg.members[mr].host : "?";
+        uint32_t port = mr >= 0 ? s->cfg.members[mr].client_port : 0;
         if (json) {
-            OUT("%s{\"id\":%u,\"client\":\"%s:%u\"}", r ? "," : "", s->ids[r],
-                s->cfg.members[mr].host, s->cfg.members[mr].client_port);
+            OUT("%s{\"id\":%u,\"client\":\"%s:%u\"}", r ? "," : "", s->ids[r], host, port);
         } else {
-            OUT(" %u (%s:%u)", s->ids[r], s->cfg.members[mr].host, s->cfg.members[mr].client_port);
+            OUT(" %u (%s:%u)", s->ids[r], host, port);
         }
     }
     OUT(json ? "],\"subgroups\":[" : "\n");
