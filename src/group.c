@@ -28,9 +28,9 @@ struct handover {
     uint64_t shard;
     uint64_t seq;
     uint64_t size;
-    uint64_t flags;   /* CHUNK_LAST: the application state (else: log records) */
-    uint64_t status;  /* 0, or 1: the state did not fit max_state_bytes */
-    uint64_t last_ts; /* with CHUNK_LAST: the shard's last timestamp */
+    uint64_t flags;     /* CHUNK_LAST: the application state (else: log records) */
+    uint64_t status;    /* 0, or 1: the state did not fit max_state_bytes */
+    uint64_t last_ts;   /* with CHUNK_LAST: the shard's last timestamp */
     uint64_t keep_next; /* with CHUNK_CUT: 1 + the last version the newcomer keeps (0: none)... */
     uint64_t keep_ts;   /* ...and that record's timestamp, which must match */
     uint64_t data_hash;
@@ -40,7 +40,8 @@ struct handover {
 #define CHUNK_CUT 2u /* first chunk only: the newcomer's log goes past the shard's history */
 static_assert(sizeof(struct handover) <= SQ_HANDOVER_BYTES, "handover fits its record");
 
-static int gfail(struct sq__group *g, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int gfail(struct sq__group *g, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int gfail(struct sq__group *g, int rc, const char *fmt, ...)
 {
     if (g->failed == 0) {
@@ -74,7 +75,8 @@ int sq__group_mem_layout(const struct sq_config *cfg, struct sq__group_mem *mem)
     size_t off = 2 * L.table_bytes;
     for (uint32_t s = 0; s < cfg->nsubgroups; s++) {
         const struct sq_subgroup_cfg *sg = &cfg->subgroups[s];
-        if (sq__smc_layout(&L, sq__config_shard_rows(cfg, s), sg->window_size, sg->max_payload) != 0) {
+        if (sq__smc_layout(&L, sq__config_shard_rows(cfg, s), sg->window_size, sg->max_payload) !=
+            0) {
             return SQ_ECONFIG;
         }
         mem->sg_off[s] = off;
@@ -192,8 +194,10 @@ static void start_donation(struct sq__group *g, uint32_t view_id, uint32_t s, ui
     d->last_ts = g->last_ts[s];
     d->log_end = g->log[s] != NULL ? sq__plog_count(g->log[s]) : 0;
     if (g->save != NULL && g->save(g->state_arg, s, k, &d->state, &d->state_size) != 0) {
-        sq__log(SQ_LOG_ERROR, "the state callback failed for shard %u of subgroup %s: its "
-                              "newcomers cannot start", k, g->cfg->subgroups[s].name);
+        sq__log(SQ_LOG_ERROR,
+                "the state callback failed for shard %u of subgroup %s: its "
+                "newcomers cannot start",
+                k, g->cfg->subgroups[s].name);
         free(d->state);
         d->state = NULL;
         d->state_size = 0;
@@ -202,9 +206,10 @@ static void start_donation(struct sq__group *g, uint32_t view_id, uint32_t s, ui
     }
     if (d->state_size > g->cfg->max_state_bytes) {
         d->state_status = 1;
-        sq__log(SQ_LOG_ERROR, "the state of shard %u of subgroup %s (%zu bytes) exceeds "
-                              "max_state_bytes (%llu): its newcomers cannot start", k,
-                g->cfg->subgroups[s].name, d->state_size,
+        sq__log(SQ_LOG_ERROR,
+                "the state of shard %u of subgroup %s (%zu bytes) exceeds "
+                "max_state_bytes (%llu): its newcomers cannot start",
+                k, g->cfg->subgroups[s].name, d->state_size,
                 (unsigned long long)g->cfg->max_state_bytes);
     }
 }
@@ -279,10 +284,12 @@ static int pump_donation(struct sq__group *g, uint32_t s)
                             }
                         }
                     }
-                    sq__log(SQ_LOG_WARN, "member %u's log of shard %u of subgroup %s ends at "
+                    sq__log(SQ_LOG_WARN,
+                            "member %u's log of shard %u of subgroup %s ends at "
                             "version %#llx, past this shard's history: it keeps the records up "
-                            "to version %#llx and drops the rest", g->ctl.member_ids[nc],
-                            d->shard, g->cfg->subgroups[s].name, (unsigned long long)(have - 1),
+                            "to version %#llx and drops the rest",
+                            g->ctl.member_ids[nc], d->shard, g->cfg->subgroups[s].name,
+                            (unsigned long long)(have - 1),
                             (unsigned long long)(d->keep_next ? d->keep_next - 1 : 0));
                 }
             }
@@ -295,8 +302,9 @@ static int pump_donation(struct sq__group *g, uint32_t s)
             d->in_flight = false;
             events++;
             if (d->last_sent) {
-                sq__log(SQ_LOG_INFO, "handed shard %u of subgroup %s to member %u in view %u: "
-                                     "%llu log records, %zu bytes of state, %u chunks",
+                sq__log(SQ_LOG_INFO,
+                        "handed shard %u of subgroup %s to member %u in view %u: "
+                        "%llu log records, %zu bytes of state, %u chunks",
                         d->shard, g->cfg->subgroups[s].name, g->ctl.member_ids[nc], d->view_id,
                         (unsigned long long)d->sent_records, d->state_size, d->seq);
                 d->cur++;
@@ -312,8 +320,8 @@ static int pump_donation(struct sq__group *g, uint32_t s)
         const size_t off = g->mem.state_off[s][d->view_id % 2];
         uint8_t *buf = g->base + off;
         const size_t cap = g->cfg->max_state_bytes;
-        struct handover h = {.magic = HANDOVER_MAGIC, .view_id = d->view_id, .shard = d->shard,
-                             .seq = d->seq};
+        struct handover h = {
+            .magic = HANDOVER_MAGIC, .view_id = d->view_id, .shard = d->shard, .seq = d->seq};
         if (d->diverged && d->seq == 0) {
             h.flags |= CHUNK_CUT;
             h.keep_next = d->keep_next;
@@ -329,7 +337,8 @@ static int pump_donation(struct sq__group *g, uint32_t s)
                 size_t need = sq__plog_record_bytes(e.size);
                 if (len + need > cap) {
                     if (len == 0) {
-                        return gfail(g, SQ_EMSGSIZE, "a log record of %u bytes does not fit "
+                        return gfail(g, SQ_EMSGSIZE,
+                                     "a log record of %u bytes does not fit "
                                      "max_state_bytes (%llu): raise it to hand the log over",
                                      e.size, (unsigned long long)cap);
                     }
@@ -337,8 +346,7 @@ static int pump_donation(struct sq__group *g, uint32_t s)
                 }
                 int rc = read_payload(g, g->log[s], &e);
                 if (rc != 0) {
-                    return gfail(g, rc, "cannot read the log to hand it over: %s",
-                                 sq_strerror(rc));
+                    return gfail(g, rc, "cannot read the log to hand it over: %s", sq_strerror(rc));
                 }
                 len += sq__plog_encode(buf + len, e.version, e.timestamp, e.sender, g->scratch,
                                        e.size);
@@ -390,8 +398,8 @@ static void group_deliver(void *arg, const sq_message *msg)
         return; /* the log failed: nothing more reaches the application unlogged */
     }
     if (g->log[s] != NULL && !(msg->flags & SQ_MSG_ORDERED_CALL)) {
-        int rc = sq__plog_append(g->log[s], msg->version, msg->timestamp, msg->sender_id,
-                                 msg->data, (uint32_t)msg->size);
+        int rc = sq__plog_append(g->log[s], msg->version, msg->timestamp, msg->sender_id, msg->data,
+                                 (uint32_t)msg->size);
         if (rc != 0) {
             gfail(g, rc, "cannot log version %#llx of shard %u of subgroup %s: %s",
                   (unsigned long long)msg->version, msg->shard, g->cfg->subgroups[s].name,
@@ -433,8 +441,7 @@ static int open_log(struct sq__group *g, uint32_t s, uint32_t k, bool have_donor
         struct sq__plog_entry last = sq__plog_last(log);
         sq__log(SQ_LOG_INFO, "%s holds %llu records up to version %#llx: %s", dir,
                 (unsigned long long)n, (unsigned long long)last.version,
-                holder ? "the group goes on from it"
-                       : "this member asks only for what came after");
+                holder ? "the group goes on from it" : "this member asks only for what came after");
         atomic_store(&g->durable_next[s], last.version + 1);
         __atomic_store_n(&g->log[s], log, __ATOMIC_RELEASE);
         return 0;
@@ -443,7 +450,8 @@ static int open_log(struct sq__group *g, uint32_t s, uint32_t k, bool have_donor
         struct sq__plog_entry last = sq__plog_last(log);
         sq__plog_close(log);
         __atomic_store_n(&g->log[s], NULL, __ATOMIC_RELEASE);
-        return gfail(g, SQ_ESTATE, "%s holds %llu records from an earlier run (last version "
+        return gfail(g, SQ_ESTATE,
+                     "%s holds %llu records from an earlier run (last version "
                      "%#llx), but no member can bring it up to date and it is not the longest "
                      "log of its shard: move the directory away to start this member afresh",
                      dir, (unsigned long long)n, (unsigned long long)last.version);
@@ -460,9 +468,9 @@ void sq__group_adopt_log(struct sq__group *g, uint32_t s, uint32_t k, struct sq_
     __atomic_store_n(&g->log[s], log, __ATOMIC_RELEASE);
 }
 
-int sq__group_open_shard_log(const struct sq_config *cfg, struct sq_disk *disk,
-                             uint32_t member_id, uint32_t s, uint32_t k, struct sq__plog **out,
-                             char *err, size_t err_size)
+int sq__group_open_shard_log(const struct sq_config *cfg, struct sq_disk *disk, uint32_t member_id,
+                             uint32_t s, uint32_t k, struct sq__plog **out, char *err,
+                             size_t err_size)
 {
     char dir[600];
     sq__group_log_dir(cfg, member_id, s, k, dir, sizeof(dir));
@@ -489,13 +497,18 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
     if (g->clock_us != NULL) {
         g->now_us = g->clock_us();
     }
-    struct sq__smc_params cp = {.nmembers = n, .my_rank = my_rank, .window_size = CTL_WINDOW,
-                                .max_payload = CTL_PAYLOAD, .view_id = view_id,
-                                .member_ids = ids, .member_peers = peers,
+    struct sq__smc_params cp = {.nmembers = n,
+                                .my_rank = my_rank,
+                                .window_size = CTL_WINDOW,
+                                .max_payload = CTL_PAYLOAD,
+                                .view_id = view_id,
+                                .member_ids = ids,
+                                .member_peers = peers,
                                 .region_offset = (view_id % 2) * g->mem.ctl_region,
                                 .now_us = g->now_us,
                                 .heartbeat_timeout_us = (uint64_t)cfg->heartbeat_timeout_ms * 1000u,
-                                .npeers = cfg->nmembers, .peer_ids = g->peer_ids};
+                                .npeers = cfg->nmembers,
+                                .peer_ids = g->peer_ids};
     int rc = sq__smc_init(&g->ctl, &cp, g->base + cp.region_offset, g->t, NULL, NULL);
     if (rc != 0) {
         return gfail(g, rc, "cannot set up the control table of view %u", view_id);
@@ -542,15 +555,21 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
                 speers[i] = peers[ranks[i]];
                 smine = ranks[i] == my_rank ? i : smine;
             }
-            struct sq__smc_params sp = {.nmembers = m, .my_rank = smine,
+            struct sq__smc_params sp = {.nmembers = m,
+                                        .my_rank = smine,
                                         .window_size = sg->window_size,
-                                        .max_payload = sg->max_payload, .view_id = view_id,
-                                        .member_ids = sids, .member_peers = speers,
-                                        .region_offset = g->mem.sg_off[s] +
-                                                         (view_id % 2) * g->mem.sg_region[s],
-                                        .now_us = g->now_us, .npeers = cfg->nmembers,
-                                        .peer_ids = g->peer_ids, .data_only = true,
-                                        .subgroup = s, .shard = k,
+                                        .max_payload = sg->max_payload,
+                                        .view_id = view_id,
+                                        .member_ids = sids,
+                                        .member_peers = speers,
+                                        .region_offset =
+                                            g->mem.sg_off[s] + (view_id % 2) * g->mem.sg_region[s],
+                                        .now_us = g->now_us,
+                                        .npeers = cfg->nmembers,
+                                        .peer_ids = g->peer_ids,
+                                        .data_only = true,
+                                        .subgroup = s,
+                                        .shard = k,
                                         .last_timestamp = g->last_ts[s]};
             bool newcomer = holders->shard[s][my_rank] != k && donor != UINT32_MAX;
             bool holder = holders->shard[s][my_rank] == k;
@@ -567,8 +586,8 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
                 sq__store_u64(row + g->ctl.L.off_have_ts + 8u * s, any ? last.timestamp : 0);
                 g->ctl.header_dirty = true;
             }
-            rc = sq__smc_init(&g->shard[s], &sp, g->base + sp.region_offset, g->t, group_deliver,
-                              g);
+            rc =
+                sq__smc_init(&g->shard[s], &sp, g->base + sp.region_offset, g->t, group_deliver, g);
             if (rc != 0) {
                 return gfail(g, rc, "cannot set up shard %u of subgroup %s", k, sg->name);
             }
@@ -581,9 +600,10 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
                 g->chunks_in[s] = 0;
                 g->records_in[s] = 0;
             } else if (holders->shard[s][my_rank] != k && view_id > 0) {
-                sq__log(SQ_LOG_WARN, "shard %u of subgroup %s starts empty in view %u: none of "
-                                     "its earlier members is left to hand its state over", k,
-                        sg->name, view_id);
+                sq__log(SQ_LOG_WARN,
+                        "shard %u of subgroup %s starts empty in view %u: none of "
+                        "its earlier members is left to hand its state over",
+                        k, sg->name, view_id);
             }
         }
     }
@@ -668,8 +688,8 @@ static void plan_first(struct sq__group *g, uint32_t n, const struct sq_log_tail
             }
         }
     }
-    *adequate = sq__assign_shards(g->cfg, n, &kept, assign, g->inadequate_why,
-                                  sizeof(g->inadequate_why));
+    *adequate =
+        sq__assign_shards(g->cfg, n, &kept, assign, g->inadequate_why, sizeof(g->inadequate_why));
 }
 
 /* Before the first view of a restart: the shard clocks go on from the logs, and the members
@@ -698,9 +718,15 @@ static int replay_logs(struct sq__group *g, uint32_t my_rank, const struct sq__a
                 return gfail(g, rc, "cannot replay the log of subgroup %s: %s",
                              g->cfg->subgroups[s].name, sq_strerror(rc));
             }
-            sq_message m = {.sender_id = e.sender, .index = p, .version = e.version,
-                            .data = g->scratch, .size = e.size, .flags = SQ_MSG_REPLAYED,
-                            .subgroup = s, .shard = g->log_shard[s], .timestamp = e.timestamp};
+            sq_message m = {.sender_id = e.sender,
+                            .index = p,
+                            .version = e.version,
+                            .data = g->scratch,
+                            .size = e.size,
+                            .flags = SQ_MSG_REPLAYED,
+                            .subgroup = s,
+                            .shard = g->log_shard[s],
+                            .timestamp = e.timestamp};
             g->deliver(g->deliver_arg, &m);
         }
         sq__log(SQ_LOG_INFO, "replayed %llu logged updates of subgroup %s",
@@ -777,8 +803,10 @@ int sq__group_start_restart(struct sq__group *g, uint32_t present, const struct 
     if (rc != 0) {
         return gfail(g, rc, "cannot send the first view: %s", sq_strerror(rc));
     }
-    sq__log(SQ_LOG_INFO, "restarting the group from its disks with %u of %u members: the first "
-            "view is %u", n, g->cfg->nmembers, view_id);
+    sq__log(SQ_LOG_INFO,
+            "restarting the group from its disks with %u of %u members: the first "
+            "view is %u",
+            n, g->cfg->nmembers, view_id);
     rc = replay_logs(g, my_rank, &assign);
     if (rc != 0) {
         return rc;
@@ -796,8 +824,7 @@ static bool read_welcome(const struct sq__group *g, struct sq__welcome *w)
 bool sq__group_peek_welcome(struct sq__group *g, uint32_t *peers)
 {
     struct sq__welcome w;
-    if (!read_welcome(g, &w) || !w.restart || w.nmembers == 0 ||
-        w.nmembers > g->cfg->nmembers) {
+    if (!read_welcome(g, &w) || !w.restart || w.nmembers == 0 || w.nmembers > g->cfg->nmembers) {
         return false;
     }
     *peers = 0;
@@ -815,9 +842,11 @@ int sq__group_try_welcome(struct sq__group *g)
     }
     if (w.nmembers == 0 || w.nmembers > g->cfg->nmembers || w.my_rank >= w.nmembers ||
         w.peers[w.my_rank] != g->self_peer) {
-        return gfail(g, SQ_EIO, "the welcome into view %llu makes no sense (%llu members, rank "
-                                "%llu)", (unsigned long long)w.view_id,
-                     (unsigned long long)w.nmembers, (unsigned long long)w.my_rank);
+        return gfail(g, SQ_EIO,
+                     "the welcome into view %llu makes no sense (%llu members, rank "
+                     "%llu)",
+                     (unsigned long long)w.view_id, (unsigned long long)w.nmembers,
+                     (unsigned long long)w.my_rank);
     }
     for (uint32_t r = 0; r < w.nmembers; r++) {
         if (w.peers[r] >= g->cfg->nmembers) {
@@ -856,10 +885,11 @@ static int cut_log(struct sq__group *g, uint32_t s, const struct handover *h)
         struct sq__plog_entry e;
         if (sq__plog_find(log, h->keep_next - 1, SQ_PLOG_EXACT, &e, &keep) != 0 ||
             e.timestamp != h->keep_ts) {
-            return gfail(g, SQ_ECORRUPT, "%s does not match the group's history even before "
+            return gfail(g, SQ_ECORRUPT,
+                         "%s does not match the group's history even before "
                          "version %#llx (this log is not of this group?): move the directory "
-                         "away and start this member again", dir,
-                         (unsigned long long)(h->keep_next - 1));
+                         "away and start this member again",
+                         dir, (unsigned long long)(h->keep_next - 1));
         }
         keep++;
     }
@@ -875,10 +905,10 @@ static int cut_log(struct sq__group *g, uint32_t s, const struct handover *h)
     atomic_store(&g->durable_next[s], h->keep_next);
     pthread_mutex_unlock(&g->durable_mu);
     if (rc != 0) {
-        return gfail(g, rc, "cannot cut %s back to the group's history: %s", dir,
-                     sq_strerror(rc));
+        return gfail(g, rc, "cannot cut %s back to the group's history: %s", dir, sq_strerror(rc));
     }
-    sq__log(SQ_LOG_WARN, "%s: cut %llu records (versions %#llx to %#llx) that this member "
+    sq__log(SQ_LOG_WARN,
+            "%s: cut %llu records (versions %#llx to %#llx) that this member "
             "delivered but the group, restarted without it, never persisted; it keeps %llu",
             dir, (unsigned long long)(n - keep), (unsigned long long)first,
             (unsigned long long)last, (unsigned long long)keep);
@@ -902,16 +932,16 @@ static int check_handovers(struct sq__group *g)
             uint32_t d = g->donor_rank[s];
             if ((g->ctl.suspected >> d) & 1u || (g->ctl.decision.removed >> d) & 1u ||
                 (g->ctl.fence_cut >> d) & 1u) {
-                return gfail(g, SQ_ESTATE, "member %u, which was to hand over shard %u of "
+                return gfail(g, SQ_ESTATE,
+                             "member %u, which was to hand over shard %u of "
                              "subgroup %s, failed first: this member has no state to go on with",
-                             g->ctl.member_ids[d], g->shard[s].shard,
-                             g->cfg->subgroups[s].name);
+                             g->ctl.member_ids[d], g->shard[s].shard, g->cfg->subgroups[s].name);
             }
             continue;
         }
         const uint8_t *buf = g->base + g->mem.state_off[s][h.view_id % 2];
-        if (h.size > g->cfg->max_state_bytes || sq__fnv1a(SQ_FNV_INIT, buf, (size_t)h.size) !=
-                                                    h.data_hash) {
+        if (h.size > g->cfg->max_state_bytes ||
+            sq__fnv1a(SQ_FNV_INIT, buf, (size_t)h.size) != h.data_hash) {
             return gfail(g, SQ_EIO, "chunk %llu of shard %llu of subgroup %s arrived damaged",
                          (unsigned long long)h.seq, (unsigned long long)h.shard,
                          g->cfg->subgroups[s].name);
@@ -930,12 +960,14 @@ static int check_handovers(struct sq__group *g)
                 const uint8_t *payload;
                 size_t n = sq__plog_decode(buf + at, (size_t)h.size - at, &e, &payload);
                 if (n == 0 || g->log[s] == NULL) {
-                    return gfail(g, SQ_EIO, "chunk %llu of shard %llu of subgroup %s holds a bad "
-                                 "log record at byte %zu", (unsigned long long)h.seq,
-                                 (unsigned long long)h.shard, g->cfg->subgroups[s].name, at);
+                    return gfail(g, SQ_EIO,
+                                 "chunk %llu of shard %llu of subgroup %s holds a bad "
+                                 "log record at byte %zu",
+                                 (unsigned long long)h.seq, (unsigned long long)h.shard,
+                                 g->cfg->subgroups[s].name, at);
                 }
-                int rc = sq__plog_append(g->log[s], e.version, e.timestamp, e.sender, payload,
-                                         e.size);
+                int rc =
+                    sq__plog_append(g->log[s], e.version, e.timestamp, e.sender, payload, e.size);
                 if (rc != 0) {
                     return gfail(g, rc, "cannot log a handed-over record (version %#llx): %s",
                                  (unsigned long long)e.version, sq_strerror(rc));
@@ -946,12 +978,14 @@ static int check_handovers(struct sq__group *g)
             }
         } else {
             if (h.status == 3) {
-                return gfail(g, SQ_EIO, "the member handing over shard %llu of subgroup %s "
+                return gfail(g, SQ_EIO,
+                             "the member handing over shard %llu of subgroup %s "
                              "could not save its state (its state callback failed)",
                              (unsigned long long)h.shard, g->cfg->subgroups[s].name);
             }
             if (h.status != 0) {
-                return gfail(g, SQ_EIO, "the state of shard %llu of subgroup %s could not be "
+                return gfail(g, SQ_EIO,
+                             "the state of shard %llu of subgroup %s could not be "
                              "handed over: it is larger than max_state_bytes (%llu)",
                              (unsigned long long)h.shard, g->cfg->subgroups[s].name,
                              (unsigned long long)g->cfg->max_state_bytes);
@@ -959,8 +993,10 @@ static int check_handovers(struct sq__group *g)
             if (g->load != NULL) {
                 g->load(g->state_arg, s, (uint32_t)h.shard, buf, (size_t)h.size);
             }
-            sq__log(SQ_LOG_INFO, "received shard %llu of subgroup %s: %llu log records and %llu "
-                    "bytes of state", (unsigned long long)h.shard, g->cfg->subgroups[s].name,
+            sq__log(SQ_LOG_INFO,
+                    "received shard %llu of subgroup %s: %llu log records and %llu "
+                    "bytes of state",
+                    (unsigned long long)h.shard, g->cfg->subgroups[s].name,
                     (unsigned long long)g->records_in[s], (unsigned long long)h.size);
             g->awaiting[s] = false;
             g->shard[s].hold = false;
@@ -1126,8 +1162,8 @@ int sq__group_install(struct sq__group *g)
     struct sq__assign kept, holders, assign;
     sq__assign_move(&g->assign, n, old_rank, &kept);
     sq__assign_move(&g->holders, n, old_rank, &holders);
-    bool adequate = sq__assign_shards(g->cfg, n, &kept, &assign, g->inadequate_why,
-                                      sizeof(g->inadequate_why));
+    bool adequate =
+        sq__assign_shards(g->cfg, n, &kept, &assign, g->inadequate_why, sizeof(g->inadequate_why));
     uint32_t view_id = g->ctl.view_id + 1;
     uint64_t added = g->ctl.decision.added;
     g->removed_mask = g->ctl.decision.removed;

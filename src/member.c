@@ -49,7 +49,7 @@ struct sq_member {
     void *deliver_arg;
     sq_view_fn on_view;
     void *on_view_arg;
-    int failure;         /* why the member stopped, 0 while running */
+    int failure;                       /* why the member stopped, 0 while running */
     uint32_t peer_ids[SQ_MAX_MEMBERS]; /* configured ids by transport peer index */
     uint32_t self_peer;
     uint64_t pending_joins; /* peers that asked to join and are not in a view yet */
@@ -60,7 +60,7 @@ struct sq_member {
     uint64_t doubtful_joins;
     uint64_t doubt_hb[SQ_MAX_MEMBERS];
     uint64_t doubt_since_us[SQ_MAX_MEMBERS];
-    size_t p2p_off;                    /* after the group's memory: the point-to-point rings */
+    size_t p2p_off; /* after the group's memory: the point-to-point rings */
     struct sq__p2p p2p;
     bool p2p_ready;
     sq_query_fn on_query;
@@ -79,11 +79,11 @@ struct sq_member {
     void *on_call_arg;
     uint64_t next_call_id;
     struct pending_call {
-        uint64_t id; /* 0: free */
-        bool delivered;      /* here, in the total order: the expected repliers are known */
+        uint64_t id;    /* 0: free */
+        bool delivered; /* here, in the total order: the expected repliers are known */
         bool done;
         int rc;
-        uint64_t expect;     /* peers that must answer (the view at delivery) */
+        uint64_t expect; /* peers that must answer (the view at delivery) */
         uint64_t got;
         sq_reply *replies;
         uint32_t max, n;
@@ -93,18 +93,18 @@ struct sq_member {
         uint64_t id;
         size_t len;
         uint8_t *bytes;
-    } *backlog;
+    } * backlog;
     uint32_t nbacklog;
 
     /* The persistence thread: writes and syncs the logs of persistent subgroups, so that the
      * event loop never waits for the disk. */
     pthread_t flusher;
     bool flusher_started;
-    pthread_mutex_t pmu;   /* guards the two flags below */
+    pthread_mutex_t pmu; /* guards the two flags below */
     pthread_cond_t pcv;
     bool pwork, pstop;
     _Atomic int persist_failed;
-    bool offline_logs;     /* sq_member_open_logs: logs opened for reading only */
+    bool offline_logs; /* sq_member_open_logs: logs opened for reading only */
     struct sq__plog *found[SQ_MAX_SUBGROUPS]; /* logs found at start, handed to the group */
     uint32_t found_shard[SQ_MAX_SUBGROUPS];
     /* The view file (restart.h): what it says now, whether a view installed since it was last
@@ -294,15 +294,18 @@ static void fail_locked(sq_member *m, int rc)
         m->state = ST_FAILED;
         m->failure = rc;
         if (rc == SQ_EPARTITIONED) {
-            set_error(m, "member %u stopped in view %u: it suspects %d of the %u members, so it "
-                         "is on the minority side and may not go on alone", m->cfg.self_id,
-                      m->g.ctl.view_id, __builtin_popcountll(m->g.ctl.suspected),
+            set_error(m,
+                      "member %u stopped in view %u: it suspects %d of the %u members, so it "
+                      "is on the minority side and may not go on alone",
+                      m->cfg.self_id, m->g.ctl.view_id, __builtin_popcountll(m->g.ctl.suspected),
                       m->g.ctl.L.nmembers);
         } else if (rc == SQ_ELEFT) {
             set_error(m, "member %u left the group in view %u", m->cfg.self_id, m->g.ctl.view_id);
         } else if (rc == SQ_EREMOVED) {
-            set_error(m, "member %u stopped in view %u: the other members removed it from the "
-                         "group (it may rejoin as a new member)", m->cfg.self_id, m->g.ctl.view_id);
+            set_error(m,
+                      "member %u stopped in view %u: the other members removed it from the "
+                      "group (it may rejoin as a new member)",
+                      m->cfg.self_id, m->g.ctl.view_id);
         } else {
             set_error(m, "member %u stopped: %s (%s)", m->cfg.self_id, sq_strerror(rc),
                       m->g.errmsg[0] ? m->g.errmsg : "no detail");
@@ -328,8 +331,7 @@ static void report_view(sq_member *m, const uint32_t *removed, uint32_t nremoved
             shard_of[s * c->L.nmembers + r] = k == SQ_SHARD_NONE ? SQ_NO_SHARD : k;
         }
         my_shard[s] = shard_of[s * c->L.nmembers + c->my_rank];
-        if (m->cfg.nsubgroups > 1 || m->cfg.subgroups[s].shards > 1 ||
-            my_shard[s] == SQ_NO_SHARD) {
+        if (m->cfg.nsubgroups > 1 || m->cfg.subgroups[s].shards > 1 || my_shard[s] == SQ_NO_SHARD) {
             if (my_shard[s] == SQ_NO_SHARD) {
                 slen += (size_t)snprintf(shards + slen, sizeof(shards) - slen, ", %s: standing by",
                                          m->cfg.subgroups[s].name);
@@ -355,11 +357,18 @@ static void report_view(sq_member *m, const uint32_t *removed, uint32_t nremoved
         for (uint32_t s = 0; s < m->cfg.nsubgroups; s++) {
             awaiting |= (uint32_t)m->g.awaiting[s] << s;
         }
-        sq_view v = {.view_id = c->view_id, .nmembers = c->L.nmembers, .awaiting_state = awaiting,
-                     .member_ids = c->member_ids, .my_rank = c->my_rank,
-                     .nremoved = nremoved, .removed_ids = removed, .dropped = dropped,
-                     .adequate = m->g.adequate, .nsubgroups = m->cfg.nsubgroups,
-                     .my_shard = my_shard, .shard_of = shard_of};
+        sq_view v = {.view_id = c->view_id,
+                     .nmembers = c->L.nmembers,
+                     .awaiting_state = awaiting,
+                     .member_ids = c->member_ids,
+                     .my_rank = c->my_rank,
+                     .nremoved = nremoved,
+                     .removed_ids = removed,
+                     .dropped = dropped,
+                     .adequate = m->g.adequate,
+                     .nsubgroups = m->cfg.nsubgroups,
+                     .my_shard = my_shard,
+                     .shard_of = shard_of};
         m->on_view(m->on_view_arg, &v);
     }
 }
@@ -620,8 +629,7 @@ static void note_joins(sq_member *m)
         if (r >= 0 && sq__smc_row_valid(c, (uint32_t)r) &&
             sq__smc_col(c, (uint32_t)r, SQ_SMC_OFF_HEARTBEAT) != m->doubt_hb[p]) {
             m->doubtful_joins &= ~(1ull << p); /* the member itself: its link to me came late */
-            sq__log(SQ_LOG_DEBUG, "member %u linked up; it is in the view already",
-                    m->peer_ids[p]);
+            sq__log(SQ_LOG_DEBUG, "member %u linked up; it is in the view already", m->peer_ids[p]);
         } else if (r < 0 || now - m->doubt_since_us[p] >= wait_us) {
             m->doubtful_joins &= ~(1ull << p); /* a new process: the one in the view is gone */
             admit_join(m, p);
@@ -735,14 +743,16 @@ static void handle_call(sq_member *m, const sq_message *msg)
     }
     memcpy(reply, &status, 4);
     memset(reply + 4, 0, 4);
-    if (m->nbacklog == 0 &&
-        sq__p2p_stage(&m->p2p, (uint32_t)caller, SQ_P2P_CALL_REPLY, id, reply, REPLY_HDR + len) == 0) {
+    if (m->nbacklog == 0 && sq__p2p_stage(&m->p2p, (uint32_t)caller, SQ_P2P_CALL_REPLY, id, reply,
+                                          REPLY_HDR + len) == 0) {
         return;
     }
     /* The caller's ring is full: keep the answer, in order, until it has room. */
     if (m->nbacklog == MAX_REPLY_BACKLOG) {
-        sq__log(SQ_LOG_ERROR, "dropping an ordered-call reply to member %u: %d replies wait "
-                              "already", m->peer_ids[caller], MAX_REPLY_BACKLOG);
+        sq__log(SQ_LOG_ERROR,
+                "dropping an ordered-call reply to member %u: %d replies wait "
+                "already",
+                m->peer_ids[caller], MAX_REPLY_BACKLOG);
         return;
     }
     struct backlog_reply *b = &m->backlog[m->nbacklog];
@@ -865,9 +875,11 @@ static int check_restart_guard(sq_member *m)
         return 1;
     }
     if (c->suspected != 0 || sq__mono_ms() >= m->restart_guard_until_ms) {
-        snprintf(m->g.errmsg, sizeof(m->g.errmsg), "the restart did not complete: member %u "
+        snprintf(m->g.errmsg, sizeof(m->g.errmsg),
+                 "the restart did not complete: member %u "
                  "never took its first view (it may have followed another member's restart, or "
-                 "failed); start this member again", c->member_ids[missing]);
+                 "failed); start this member again",
+                 c->member_ids[missing]);
         return SQ_ESTATE;
     }
     return 0;
@@ -906,7 +918,8 @@ static void *loop_main(void *arg)
         }
         int prc = atomic_load(&m->persist_failed);
         if (prc != 0 && rc >= 0) {
-            snprintf(m->g.errmsg, sizeof(m->g.errmsg), "writing the log failed: %s (nothing "
+            snprintf(m->g.errmsg, sizeof(m->g.errmsg),
+                     "writing the log failed: %s (nothing "
                      "more is delivered here, since it could not be made durable)",
                      sq_strerror(prc));
             rc = prc;
@@ -1066,8 +1079,8 @@ static int run_loop(sq_member *m)
     }
     m->loop_self = m->loop;
     m->loop_started = true;
-    sq__log(SQ_LOG_INFO, "member %u (rank %u of %u) is in view %u over %s", m->cfg.self_id,
-            m->rank, m->g.ctl.L.nmembers, m->g.ctl.view_id, m->t->vt->name);
+    sq__log(SQ_LOG_INFO, "member %u (rank %u of %u) is in view %u over %s", m->cfg.self_id, m->rank,
+            m->g.ctl.L.nmembers, m->g.ctl.view_id, m->t->vt->name);
     return 0;
 }
 
@@ -1268,8 +1281,10 @@ static int restart_group(sq_member *m)
     char why[256] = "", said[256] = "";
     init_group(m);
     if (m->vf.view_next > 0) {
-        sq__log(SQ_LOG_INFO, "member %u restarts from its disks (its last view was %u): waiting "
-                "for a majority of the group", m->cfg.self_id, m->vf.view_next - 1);
+        sq__log(SQ_LOG_INFO,
+                "member %u restarts from its disks (its last view was %u): waiting "
+                "for a majority of the group",
+                m->cfg.self_id, m->vf.view_next - 1);
     } else {
         sq__log(SQ_LOG_INFO, "member %u has no view file; the others restart from their disks",
                 m->cfg.self_id);
@@ -1328,15 +1343,15 @@ static int restart_group(sq_member *m)
                     m->rank = m->g.ctl.my_rank;
                     m->restart_guard = true;
                     m->g.gate = true;
-                    m->restart_guard_until_ms =
-                        sq__mono_ms() + (uint64_t)m->cfg.connect_timeout_ms;
+                    m->restart_guard_until_ms = sq__mono_ms() + (uint64_t)m->cfg.connect_timeout_ms;
                     return run_loop(m);
                 }
             } else {
                 ready_since = 0;
             }
         } else if (m->t->vt->joining(m->t)) {
-            snprintf(why, sizeof(why), "the group runs already: joining it once linked with "
+            snprintf(why, sizeof(why),
+                     "the group runs already: joining it once linked with "
                      "every member of its view");
         } else {
             snprintf(why, sizeof(why), "waiting for member %u to send the first view",
@@ -1721,8 +1736,8 @@ void sq_member_close(sq_member *m)
     free(m);
 }
 
-int sq_member_query(sq_member *m, uint32_t member_id, const void *req, size_t req_size,
-                    void *reply, size_t reply_cap, size_t *reply_len, int timeout_ms)
+int sq_member_query(sq_member *m, uint32_t member_id, const void *req, size_t req_size, void *reply,
+                    size_t reply_cap, size_t *reply_len, int timeout_ms)
 {
     if (m == NULL || (req == NULL && req_size > 0) || (reply == NULL && reply_cap > 0)) {
         return SQ_EINVAL;
@@ -1760,8 +1775,8 @@ int sq_member_query(sq_member *m, uint32_t member_id, const void *req, size_t re
         (void)wait_progress(m, 0);
     }
     if (rc == 0) {
-        *q = (struct pending_query){.id = ++m->next_query_id, .peer = (uint32_t)peer,
-                                    .reply = reply, .cap = reply_cap};
+        *q = (struct pending_query){
+            .id = ++m->next_query_id, .peer = (uint32_t)peer, .reply = reply, .cap = reply_cap};
         rc = sq__p2p_stage(&m->p2p, (uint32_t)peer, SQ_P2P_REQUEST, q->id, req, req_size);
         m->t->vt->wake(m->t);
         while (rc == 0 && !q->done) {
@@ -1819,7 +1834,8 @@ int sq_member_ordered_call_in(sq_member *m, uint32_t subgroup, const void *req, 
         return SQ_EBUSY;
     }
     *c = (struct pending_call){.id = ((uint64_t)m->self_peer << 56) | ++m->next_call_id,
-                               .replies = replies, .max = max_replies};
+                               .replies = replies,
+                               .max = max_replies};
     int rc;
     do {
         void *buf = NULL;
@@ -1896,8 +1912,8 @@ int sq_member_log_get(sq_member *m, uint32_t subgroup, int how, uint64_t key, sq
     if (n < 0) {
         return (int)n;
     }
-    *rec = (sq_record){.version = e.version, .timestamp = e.timestamp, .sender_id = e.sender,
-                       .size = e.size};
+    *rec = (sq_record){
+        .version = e.version, .timestamp = e.timestamp, .sender_id = e.sender, .size = e.size};
     return 0;
 }
 

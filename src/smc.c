@@ -91,9 +91,9 @@ static inline uint8_t *slot_end(const struct sq__smc *s, uint32_t rank, uint64_t
            (size_t)(slot_no % s->L.window_size) * s->L.slot_bytes + s->L.slot_bytes;
 }
 
-static_assert(((SQ_SMC_OFF_RECEIVED + 8u * (SQ_SMC_MAX_MEMBERS + 4 * SQ_MAX_SUBGROUPS) + 40u + 63u) &
-               ~63u) <=
-                  SQ_TRANSPORT_MAX_COPY,
+static_assert(((SQ_SMC_OFF_RECEIVED + 8u * (SQ_SMC_MAX_MEMBERS + 4 * SQ_MAX_SUBGROUPS) + 40u +
+                63u) &
+               ~63u) <= SQ_TRANSPORT_MAX_COPY,
               "the row header must fit one write_copy");
 static_assert(SQ_SMC_MAX_MEMBERS <= 64, "member masks are 64-bit");
 
@@ -302,8 +302,7 @@ int sq__smc_commit(struct sq__smc *s)
     uint64_t index = s->next_index;
     uint64_t global = index * s->L.nmembers + s->my_rank;
     /* A hybrid clock: never behind what this shard already delivered. */
-    store_u64(end - TR_TS,
-              SQ_MAX(s->stamp, s->last_timestamp + (s->last_timestamp != UINT64_MAX)));
+    store_u64(end - TR_TS, SQ_MAX(s->stamp, s->last_timestamp + (s->last_timestamp != UINT64_MAX)));
     store_u64(end - TR_INDEX, index);
     store_u32(end - TR_SIZE, s->reserved_size);
     store_u32(end - TR_FLAGS, s->reserved_flags);
@@ -418,8 +417,8 @@ static int receive_from(struct sq__smc *s, uint32_t r)
         if (index < s->received[r] || size > s->L.max_payload) {
             return set_failed(s, SQ_ETRANSPORT,
                               "member %u sent a bad slot %llu (index %llu after %llu, size %u)",
-                              s->member_ids[r], (unsigned long long)z,
-                              (unsigned long long)index, (unsigned long long)s->received[r], size);
+                              s->member_ids[r], (unsigned long long)z, (unsigned long long)index,
+                              (unsigned long long)s->received[r], size);
         }
         s->received[r] = index + 1;
         s->recv_slots[r] = z + 1;
@@ -496,7 +495,8 @@ static int deliver_upto(struct sq__smc *s, uint64_t stable)
                 uint32_t size = load_u32(end - TR_SIZE);
                 if (s->delivered_real >= UINT32_MAX) {
                     /* The version's low half counts a view's messages: it must not wrap. */
-                    set_failed(s, SQ_ESTATE, "2^32 messages in one view: versions would wrap "
+                    set_failed(s, SQ_ESTATE,
+                               "2^32 messages in one view: versions would wrap "
                                "(a view change resets the count)");
                     break;
                 }
@@ -594,8 +594,8 @@ static int deliver_trim(struct sq__smc *s)
     if (s->next_deliver > trim || sq__smc_prefix(s, s->my_rank) < trim) {
         return set_failed(s, SQ_ETRANSPORT,
                           "view change trim %llu is inconsistent with this member (delivered %llu, "
-                          "received %llu)", (unsigned long long)trim,
-                          (unsigned long long)s->next_deliver,
+                          "received %llu)",
+                          (unsigned long long)trim, (unsigned long long)s->next_deliver,
                           (unsigned long long)sq__smc_prefix(s, s->my_rank));
     }
     int done = s->hold ? 0 : deliver_upto(s, trim);

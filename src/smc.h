@@ -65,9 +65,10 @@
 #define SQ_SMC_OFF_PROP 48u
 #define SQ_SMC_OFF_ACC (SQ_SMC_OFF_PROP + 8u * SQ_SMC_VALUE_WORDS)
 #define SQ_SMC_OFF_RECEIVED (SQ_SMC_OFF_ACC + 8u * SQ_SMC_VALUE_WORDS)
-/* After received[n]: prefix, ack, have, have_ts (SQ_MAX_SUBGROUPS each), wedged, promise, learned, view_tag (see sq__smc_layout). A reader that sees one of
- * them written sees every earlier field of the same header write: wedged vouches for the frozen
- * counters, promise for the accepted value, the view tag for everything. */
+/* After received[n]: prefix, ack, have, have_ts (SQ_MAX_SUBGROUPS each), wedged, promise, learned,
+ * view_tag (see sq__smc_layout). A reader that sees one of them written sees every earlier field of
+ * the same header write: wedged vouches for the frozen counters, promise for the accepted value,
+ * the view tag for everything. */
 
 /* A view-change proposal: which ranks leave, which transport peers join, and the global index up
  * to which (exclusive) every survivor delivers in the old view. `check` guards against reading a
@@ -101,10 +102,11 @@ struct sq__smc_params {
     uint32_t npeers;              /* every configured member, by transport peer index... */
     const uint32_t *peer_ids;     /* ...and its id (NULL: the members of this view only) */
     uint64_t now_us;              /* the caller's clock at the start of the view */
-    uint64_t heartbeat_timeout_us; /* suspect a member whose heartbeat stalls this long (0: never) */
-    bool data_only;    /* a shard's table: no heartbeats, no view protocol of its own */
+    /* suspect a member whose heartbeat stalls this long (0: never) */
+    uint64_t heartbeat_timeout_us;
+    bool data_only;          /* a shard's table: no heartbeats, no view protocol of its own */
     uint64_t last_timestamp; /* of the shard's last delivery before this view */
-    uint32_t subgroup; /* reported in delivered messages */
+    uint32_t subgroup;       /* reported in delivered messages */
     uint32_t shard;
 };
 
@@ -134,7 +136,7 @@ struct sq__smc {
     uint32_t member_peers[SQ_SMC_MAX_MEMBERS];
     uint32_t npeers;
     uint32_t peer_ids[SQ_SMC_MAX_MEMBERS];
-    uint64_t row_tags[SQ_SMC_MAX_MEMBERS];      /* see smc.c: tags of this view */
+    uint64_t row_tags[SQ_SMC_MAX_MEMBERS]; /* see smc.c: tags of this view */
     uint64_t slot_tag_base[SQ_SMC_MAX_MEMBERS];
     size_t region_offset;
     uint8_t *table; /* this view's table: the transport's memory + region_offset */
@@ -143,13 +145,13 @@ struct sq__smc {
     void *deliver_arg;
 
     /* sending */
-    uint64_t next_index;    /* my next message index; equals my published num_sent */
-    uint64_t slots_used;    /* real messages I have put in slots */
-    uint64_t pushed_slots;  /* of those, how many were written to the peers */
-    uint64_t *slot_global;  /* window_size entries: global index of the message in each slot */
+    uint64_t next_index;   /* my next message index; equals my published num_sent */
+    uint64_t slots_used;   /* real messages I have put in slots */
+    uint64_t pushed_slots; /* of those, how many were written to the peers */
+    uint64_t *slot_global; /* window_size entries: global index of the message in each slot */
     bool reserved;
     uint32_t reserved_size;
-    uint32_t reserved_flags; /* trailer flags of the open reservation (sq__smc_set_flags) */
+    uint32_t reserved_flags;   /* trailer flags of the open reservation (sq__smc_set_flags) */
     uint64_t last_sent_global; /* global index of my latest real message, UINT64_MAX if none */
 
     /* receiving, per sender rank */
@@ -167,8 +169,8 @@ struct sq__smc {
     uint64_t min_delivered;  /* min over members of delivered, as last computed */
     bool header_dirty;
     bool data_only;
-    bool hold; /* a newcomer waiting for its shard's state: receives, delivers nothing */
-    uint64_t stamp;          /* the sender's clock for the next commit (microseconds) */
+    bool hold;      /* a newcomer waiting for its shard's state: receives, delivers nothing */
+    uint64_t stamp; /* the sender's clock for the next commit (microseconds) */
     uint64_t last_timestamp; /* of the last delivery: timestamps never go backwards */
     uint32_t subgroup, shard;
     int failed; /* first error, sticky */
@@ -185,8 +187,8 @@ struct sq__smc {
     uint64_t joins;     /* mirrors my row */
     uint64_t promise;
     struct sq__vc_value prop, acc, decision;
-    int stop_reason;    /* SQ_EPARTITIONED, SQ_EREMOVED or SQ_ELEFT once phase is STOPPED */
-    uint64_t dropped;   /* my real messages beyond the trim: never delivered */
+    int stop_reason;     /* SQ_EPARTITIONED, SQ_EREMOVED or SQ_ELEFT once phase is STOPPED */
+    uint64_t dropped;    /* my real messages beyond the trim: never delivered */
     uint64_t vc_adopted; /* times this member, leading, carried an earlier leader's value */
     /* If set, called before this member accepts a proposal (a next view): nonzero (an error)
      * and it does not accept it. The member records on disk what it accepts (restart.h). */
@@ -249,15 +251,16 @@ int sq__smc_reserve(struct sq__smc *s, size_t size, void **buf);
 void sq__smc_set_flags(struct sq__smc *s, uint32_t flags);
 
 /* Sends the reserved slot: assigns its index. SQ_EVIEWCHANGE when the view started changing
- * since the reservation: the message is not sent, reserve again once the next view is in. The next poll writes the slot to every peer,
- * then the header that counts it; commit itself makes no transport call. */
+ * since the reservation: the message is not sent, reserve again once the next view is in. The next
+ * poll writes the slot to every peer, then the header that counts it; commit itself makes no
+ * transport call. */
 int sq__smc_commit(struct sq__smc *s);
 
 /* Evaluates every predicate once: consumes arrived slots, fills nulls when others are ahead,
  * delivers up to SQ_SMC_MAX_DELIVER_BATCH stable messages, and writes new slots and my row
  * header (if it changed) through the transport. The caller then flushes the transport, outside
- * any lock it holds, since flushing makes system calls. Returns the number of things that happened (0: idle), or a negative
- * error (sticky: the shard cannot go on, see s->errmsg). */
+ * any lock it holds, since flushing makes system calls. Returns the number of things that happened
+ * (0: idle), or a negative error (sticky: the shard cannot go on, see s->errmsg). */
 int sq__smc_poll(struct sq__smc *s);
 
 /* Advances the shard's clock: bumps my heartbeat every heartbeat period and suspects members

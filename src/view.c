@@ -114,7 +114,8 @@ static int lead(struct sq__smc *s, uint64_t ballot)
         if ((s->suspected >> k) & 1u) {
             continue;
         }
-        if (sq__smc_col(s, k, s->L.off_wedged) != 1 || sq__smc_col(s, k, s->L.off_promise) != ballot) {
+        if (sq__smc_col(s, k, s->L.off_wedged) != 1 ||
+            sq__smc_col(s, k, s->L.off_promise) != ballot) {
             return 0; /* wait: everyone I do not suspect must freeze and follow me */
         }
         struct sq__vc_value acc;
@@ -131,8 +132,8 @@ static int lead(struct sq__smc *s, uint64_t ballot)
             }
         }
     }
-    struct sq__vc_value v = {.ballot = ballot, .removed = s->suspected, .added = s->joins,
-                             .trim = trim};
+    struct sq__vc_value v = {
+        .ballot = ballot, .removed = s->suspected, .added = s->joins, .trim = trim};
     for (uint32_t k = 0; k < SQ_MAX_SHARDS; k++) {
         v.trims[k] = trims[k] == UINT64_MAX ? 0 : trims[k]; /* no survivor: nobody delivers */
     }

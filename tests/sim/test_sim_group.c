@@ -145,9 +145,13 @@ static void kv_apply(struct node *me, const sq_message *msg, uint32_t s, uint64_
     char key[16];
     int klen = snprintf(key, sizeof(key), "/k/%u", (unsigned)((seq * 7 + s) % 5));
     uint64_t value = seq;
-    struct sq_kv_op op = {.kind = seq % 5 == 4 ? SQ_KV_REMOVE : SQ_KV_PUT, .client = s + 1,
-                          .req_id = seq % 11 == 10 ? seq - 1 : seq, .origin = s, .key = key,
-                          .key_len = (uint16_t)klen, .value = &value,
+    struct sq_kv_op op = {.kind = seq % 5 == 4 ? SQ_KV_REMOVE : SQ_KV_PUT,
+                          .client = s + 1,
+                          .req_id = seq % 11 == 10 ? seq - 1 : seq,
+                          .origin = s,
+                          .key = key,
+                          .key_len = (uint16_t)klen,
+                          .value = &value,
                           .value_len = seq % 5 == 4 ? 0 : sizeof(value)};
     if (seq % 3 == 1) {
         op.flags = SQ_KV_OPF_IF_VERSION;
@@ -172,15 +176,17 @@ static void on_deliver(void *arg, const sq_message *msg)
         return;
     }
     if (!me->g.adequate || !me->g.in_shard[sg] || me->g.shard[sg].shard != msg->shard) {
-        fail(run, "member %u: a delivery in subgroup %u shard %u, which it does not serve in "
-                  "view %u", me->id, sg, msg->shard, me->g.ctl.view_id);
+        fail(run,
+             "member %u: a delivery in subgroup %u shard %u, which it does not serve in "
+             "view %u",
+             me->id, sg, msg->shard, me->g.ctl.view_id);
         return;
     }
     uint64_t seq;
     memcpy(&seq, msg->data, 8);
     if (seq + 1 <= me->last_seq_from[sg][s]) {
-        fail(run, "member %u: message %" PRIu64 " of sender %u in subgroup %u out of order",
-             me->id, seq, s, sg);
+        fail(run, "member %u: message %" PRIu64 " of sender %u in subgroup %u out of order", me->id,
+             seq, s, sg);
         return;
     }
     for (size_t i = 8; i < msg->size; i++) {
@@ -198,17 +204,17 @@ static void on_deliver(void *arg, const sq_message *msg)
     me->last_seq_from[sg][s] = seq + 1;
     struct shard_state *st = &me->state[sg];
     st->count++;
-    st->hash = sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(st->hash, s), seq),
-                                           msg->index), msg->timestamp);
+    st->hash = sq__fnv1a_u64(
+        sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(st->hash, s), seq), msg->index), msg->timestamp);
     kv_apply(me, msg, s, seq);
     if (me->nlog == me->caplog) {
         me->caplog = me->caplog ? me->caplog * 2 : 1024;
         me->log = realloc(me->log, me->caplog * sizeof(struct rec));
         SQ_ASSERT(me->log != NULL);
     }
-    me->log[me->nlog++] = (struct rec){me->incarnation, me->g.ctl.view_id, sg, msg->shard, s, seq,
-                                       msg->index, msg->timestamp, msg->version,
-                                       (uint32_t)msg->size};
+    me->log[me->nlog++] =
+        (struct rec){me->incarnation, me->g.ctl.view_id, sg,           msg->shard,         s, seq,
+                     msg->index,      msg->timestamp,    msg->version, (uint32_t)msg->size};
     g_delivered++;
 }
 
@@ -246,8 +252,8 @@ static void load_state(void *arg, uint32_t sg, uint32_t shard, const void *buf, 
     int rc = sq__kv_store_load(me->kv[sg], (const uint8_t *)buf + sizeof(struct shard_state),
                                size - sizeof(struct shard_state));
     if (rc != 0) {
-        fail(me->run, "member %u: the key-value state of subgroup %u does not load: %s", me->id,
-             sg, sq_strerror(rc));
+        fail(me->run, "member %u: the key-value state of subgroup %u does not load: %s", me->id, sg,
+             sq_strerror(rc));
     }
     g_handovers++;
 }
@@ -336,8 +342,8 @@ static void new_incarnation(struct run *run, struct node *nd)
 static void crash_node(struct run *run, struct node *nd)
 {
     nd->crashed = true;
-    md_crash(nd->disks[nd->incarnation], sq__sim_rand_below(&run->rng, 3) == 0
-                                             ? sq__sim_rand_below(&run->rng, 200) : 0);
+    md_crash(nd->disks[nd->incarnation],
+             sq__sim_rand_below(&run->rng, 3) == 0 ? sq__sim_rand_below(&run->rng, 200) : 0);
 }
 
 static void stop_node(struct run *run, struct node *nd, int reason)
@@ -375,8 +381,8 @@ static void poll_node(struct run *run, struct node *nd)
         nd->joining = false;
         record_view(run, nd);
         if (run->verbose) {
-            printf("  t=%" PRIu64 " member %u rejoins in view %u\n", sq__sim_now(run->sim),
-                   nd->id, nd->g.ctl.view_id);
+            printf("  t=%" PRIu64 " member %u rejoins in view %u\n", sq__sim_now(run->sim), nd->id,
+                   nd->g.ctl.view_id);
         }
     }
     for (int k = 0; k < 64; k++) {
@@ -452,8 +458,8 @@ static void poll_node(struct run *run, struct node *nd)
                     }
                 }
                 printf("  t=%" PRIu64 " member %u installs view %u (%u members,%s%s)\n",
-                       sq__sim_now(run->sim), nd->id, nd->g.ctl.view_id, nd->g.ctl.L.nmembers,
-                       lay, nd->g.adequate ? "" : ", inadequate");
+                       sq__sim_now(run->sim), nd->id, nd->g.ctl.view_id, nd->g.ctl.L.nmembers, lay,
+                       nd->g.adequate ? "" : ", inadequate");
             }
             rc = 1;
         }
@@ -535,10 +541,11 @@ static void check(struct run *run)
             if (o->view_members[ok] != nd->view_members[k] ||
                 o->view_adequate[ok] != nd->view_adequate[k] ||
                 memcmp(&o->view_assign[ok], &nd->view_assign[k], sizeof(struct sq__assign)) != 0) {
-                fail(run, "view %u differs between members %u and %u (members %#" PRIx64 "/%#"
-                          PRIx64 ", adequate %d/%d, or layout)", v, o->id, nd->id,
-                     o->view_members[ok], nd->view_members[k], o->view_adequate[ok],
-                     nd->view_adequate[k]);
+                fail(run,
+                     "view %u differs between members %u and %u (members %#" PRIx64 "/%#" PRIx64
+                     ", adequate %d/%d, or layout)",
+                     v, o->id, nd->id, o->view_members[ok], nd->view_members[k],
+                     o->view_adequate[ok], nd->view_adequate[k]);
             }
         }
     }
@@ -573,8 +580,10 @@ static void check(struct run *run)
                         const struct rec *r = &nd->log[x];
                         if (r->sg == sg && r->shard == shard) {
                             count++;
-                            h = sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(
-                                                  h, r->sender), r->seq), r->index), r->timestamp);
+                            h = sq__fnv1a_u64(
+                                sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(h, r->sender), r->seq),
+                                              r->index),
+                                r->timestamp);
                         }
                     }
                     if (count == 0) {
@@ -595,8 +604,9 @@ static void check(struct run *run)
                         rcount = count;
                         rhash = h;
                     } else if (count != rcount || h != rhash) {
-                        fail(run, "view %u, subgroup %u shard %u: members %u and %u delivered "
-                                  "different sequences (%" PRIu64 " and %" PRIu64 " messages)",
+                        fail(run,
+                             "view %u, subgroup %u shard %u: members %u and %u delivered "
+                             "different sequences (%" PRIu64 " and %" PRIu64 " messages)",
                              v, sg, shard, ref->id, nd->id, rcount, count);
                     }
                 }
@@ -607,14 +617,14 @@ static void check(struct run *run)
     for (uint32_t i = 0; i < run->n; i++) {
         for (uint32_t j = i + 1; j < run->n; j++) {
             struct node *a = &run->node[i], *b = &run->node[j];
-            if (a->crashed || b->crashed || a->stopped || b->stopped || a->joining ||
-                b->joining || sq__sim_is_cut(run->sim, i, j)) {
+            if (a->crashed || b->crashed || a->stopped || b->stopped || a->joining || b->joining ||
+                sq__sim_is_cut(run->sim, i, j)) {
                 continue;
             }
             if (a->g.ctl.view_id != b->g.ctl.view_id || a->g.ctl.phase != SQ_SMC_RUNNING ||
                 b->g.ctl.phase != SQ_SMC_RUNNING) {
-                fail(run, "members %u and %u still connected but in views %u/%u (phases %d/%d)",
-                     i, j, a->g.ctl.view_id, b->g.ctl.view_id, a->g.ctl.phase, b->g.ctl.phase);
+                fail(run, "members %u and %u still connected but in views %u/%u (phases %d/%d)", i,
+                     j, a->g.ctl.view_id, b->g.ctl.view_id, a->g.ctl.phase, b->g.ctl.phase);
                 continue;
             }
             for (uint32_t sg = 0; sg < nsg && a->g.adequate; sg++) {
@@ -626,18 +636,20 @@ static void check(struct run *run)
                     fail(run, "members %u/%u still wait for the state of subgroup %u", i, j, sg);
                 } else if (a->state[sg].count != b->state[sg].count ||
                            a->state[sg].hash != b->state[sg].hash) {
-                    fail(run, "subgroup %u shard %u: members %u and %u end with different states "
-                              "(%" PRIu64 " and %" PRIu64 " messages)", sg, a->g.shard[sg].shard,
-                         i, j, a->state[sg].count, b->state[sg].count);
+                    fail(run,
+                         "subgroup %u shard %u: members %u and %u end with different states "
+                         "(%" PRIu64 " and %" PRIu64 " messages)",
+                         sg, a->g.shard[sg].shard, i, j, a->state[sg].count, b->state[sg].count);
                 } else {
                     void *sa = NULL, *sb = NULL;
                     size_t na = 0, nb = 0;
                     int ra = sq__kv_store_save(a->kv[sg], &sa, &na);
                     int rb = sq__kv_store_save(b->kv[sg], &sb, &nb);
                     if (ra != 0 || rb != 0 || na != nb || memcmp(sa, sb, na) != 0) {
-                        fail(run, "subgroup %u shard %u: members %u and %u end with different "
-                                  "key-value stores (%" PRIu64 " and %" PRIu64 " keys)", sg,
-                             a->g.shard[sg].shard, i, j, sq__kv_store_keys(a->kv[sg]),
+                        fail(run,
+                             "subgroup %u shard %u: members %u and %u end with different "
+                             "key-value stores (%" PRIu64 " and %" PRIu64 " keys)",
+                             sg, a->g.shard[sg].shard, i, j, sq__kv_store_keys(a->kv[sg]),
                              sq__kv_store_keys(b->kv[sg]));
                     }
                     free(sa);
@@ -666,8 +678,7 @@ static void check_prefix(struct run *run, struct node *nd, uint32_t inc, uint32_
     for (uint64_t x = 0; x < nd->nlog; x++) {
         if (nd->log[x].incarnation == inc && nd->log[x].sg == sg && nd->log[x].shard == k) {
             struct sq__plog_entry e0;
-            if (sq__plog_find(log, nd->log[x].version, SQ_PLOG_EXACT, &e0,
-                              &first_pos) != 0) {
+            if (sq__plog_find(log, nd->log[x].version, SQ_PLOG_EXACT, &e0, &first_pos) != 0) {
                 first_pos = sq__plog_count(log); /* all of it lost in a crash */
             }
             break;
@@ -691,20 +702,22 @@ static void check_prefix(struct run *run, struct node *nd, uint32_t inc, uint32_
         for (ssize_t b = 8; bytes_ok && b < n; b++) {
             bytes_ok = buf[b] == pbyte(r->sender, sg, r->seq, (size_t)b);
         }
-        if (e.version != r->version || e.timestamp != r->timestamp ||
-            e.sender != r->sender || !bytes_ok) {
-            fail(run, "member %u incarnation %u: log entry %" PRIu64 " of subgroup "
-                      "%u (version %#" PRIx64 ") differs from its delivery "
-                      "(version %#" PRIx64 ")", i, inc, pos, sg, e.version,
-                 r->version);
+        if (e.version != r->version || e.timestamp != r->timestamp || e.sender != r->sender ||
+            !bytes_ok) {
+            fail(run,
+                 "member %u incarnation %u: log entry %" PRIu64 " of subgroup "
+                 "%u (version %#" PRIx64 ") differs from its delivery "
+                 "(version %#" PRIx64 ")",
+                 i, inc, pos, sg, e.version, r->version);
         }
         pos++;
         g_checked_records++;
     }
     if (pos != sq__plog_count(log) && pos > first_pos) {
-        fail(run, "member %u incarnation %u: the log of subgroup %u holds %" PRIu64
-                  " entries but only %" PRIu64 " match deliveries", i, inc, sg,
-             sq__plog_count(log), pos);
+        fail(run,
+             "member %u incarnation %u: the log of subgroup %u holds %" PRIu64
+             " entries but only %" PRIu64 " match deliveries",
+             i, inc, sg, sq__plog_count(log), pos);
     }
 }
 
@@ -727,8 +740,8 @@ static void check_logs(struct run *run)
             if (shared) {
                 memcpy(logs[i][inc], logs[i][inc - 1], sizeof(logs[i][inc]));
             } else {
-                md_crash(d, sq__sim_rand_below(&run->rng, 2) ? sq__sim_rand_below(&run->rng, 100)
-                                                            : 0);
+                md_crash(d,
+                         sq__sim_rand_below(&run->rng, 2) ? sq__sim_rand_below(&run->rng, 100) : 0);
             }
             for (uint32_t sg = 0; sg < run->cfg.nsubgroups; sg++) {
                 if (!run->cfg.subgroups[sg].persistent) {
@@ -740,8 +753,8 @@ static void check_logs(struct run *run)
                         snprintf(dir, sizeof(dir), "/sim/member-%u/sg%u.%u", i, sg, k);
                         struct sq__plog *log = NULL;
                         if (sq__plog_open(&log, &d->base, dir, 1 << 20, err, sizeof(err)) != 0) {
-                            fail(run, "member %u incarnation %u: log %s does not open: %s", i,
-                                 inc, dir, err);
+                            fail(run, "member %u incarnation %u: log %s does not open: %s", i, inc,
+                                 dir, err);
                             continue;
                         }
                         if (sq__plog_count(log) == 0) {
@@ -751,8 +764,8 @@ static void check_logs(struct run *run)
                         logs[i][inc][sg][k] = log;
                     }
                     /* The last incarnation to write on a disk: its deliveries are the tail. */
-                    bool last_on_disk = inc == nd->incarnation || inc + 1 >= 8 ||
-                                        nd->disks[inc + 1] != d;
+                    bool last_on_disk =
+                        inc == nd->incarnation || inc + 1 >= 8 || nd->disks[inc + 1] != d;
                     if (last_on_disk && logs[i][inc][sg][k] != NULL) {
                         check_prefix(run, nd, inc, sg, k, logs[i][inc][sg][k]);
                     }
@@ -809,9 +822,10 @@ static void check_logs(struct run *run)
             struct sq__plog *log = logs[r->ids[k]][r->incarnations[k]][r->sg][r->shard];
             struct sq__plog_entry e;
             if (log == NULL || sq__plog_find(log, want, SQ_PLOG_EXACT, &e, NULL) != 0) {
-                fail(run, "version %#" PRIx64 " of subgroup %u shard %u was reported persisted "
-                          "(frontier %#" PRIx64 ") but member %u (incarnation %u) lost it", want,
-                     r->sg, r->shard, r->version, r->ids[k], r->incarnations[k]);
+                fail(run,
+                     "version %#" PRIx64 " of subgroup %u shard %u was reported persisted "
+                     "(frontier %#" PRIx64 ") but member %u (incarnation %u) lost it",
+                     want, r->sg, r->shard, r->version, r->ids[k], r->incarnations[k]);
                 break;
             }
             if (k == 0) {
@@ -845,12 +859,14 @@ static void check_logs(struct run *run)
 static void make_config(struct run *run, uint64_t *rng)
 {
     char text[2048];
-    size_t len = (size_t)snprintf(text, sizeof(text), "[self]\nid=0\n[group]\n"
+    size_t len = (size_t)snprintf(text, sizeof(text),
+                                  "[self]\nid=0\n[group]\n"
                                   "heartbeat_timeout_ms=%u\nmax_state_bytes=1048576\n"
-                                  "data_dir=/sim\nsegment_bytes=1048576\n", HB_TIMEOUT_MS);
+                                  "data_dir=/sim\nsegment_bytes=1048576\n",
+                                  HB_TIMEOUT_MS);
     for (uint32_t i = 0; i < run->n; i++) {
-        len += (size_t)snprintf(text + len, sizeof(text) - len,
-                                "[member.%u]\nhost=sim\nport=%u\n", i, 7000 + i);
+        len += (size_t)snprintf(text + len, sizeof(text) - len, "[member.%u]\nhost=sim\nport=%u\n",
+                                i, 7000 + i);
     }
     uint32_t nsg = 1 + (uint32_t)sq__sim_rand_below(rng, MAX_SG);
     for (uint32_t s = 0; s < nsg; s++) {
@@ -862,11 +878,12 @@ static void make_config(struct run *run, uint64_t *rng)
         if (shards * min > run->n) {
             min = 1;
         }
-        uint32_t max = sq__sim_rand_below(rng, 2) == 0 ? 0 : min + (uint32_t)sq__sim_rand_below(rng, 3);
+        uint32_t max =
+            sq__sim_rand_below(rng, 2) == 0 ? 0 : min + (uint32_t)sq__sim_rand_below(rng, 3);
         len += (size_t)snprintf(text + len, sizeof(text) - len,
                                 "[subgroup.sg%u]\nshards=%u\nmin_members=%u\nwindow_size=%u\n"
-                                "max_payload=%u\n", s, shards, min,
-                                1 + (uint32_t)sq__sim_rand_below(rng, 10),
+                                "max_payload=%u\n",
+                                s, shards, min, 1 + (uint32_t)sq__sim_rand_below(rng, 10),
                                 8 + (uint32_t)sq__sim_rand_below(rng, 100));
         if (max != 0) {
             len += (size_t)snprintf(text + len, sizeof(text) - len, "max_members=%u\n", max);
@@ -939,8 +956,8 @@ static int run_seed(uint64_t seed, bool verbose)
                    sg->min_members, sg->max_members, sg->window_size, sg->max_payload);
         }
         printf(" delay=%u+%u loss=%u torn=%u faults=%u flush=%u/1000 %s\n", sp.min_delay_us,
-               sp.max_jitter_us, sp.loss_permille, sp.torn_permille, nfaults,
-               run->flush_permille, run->flush_sync ? "synced" : "not synced");
+               sp.max_jitter_us, sp.loss_permille, sp.torn_permille, nfaults, run->flush_permille,
+               run->flush_sync ? "synced" : "not synced");
     }
     uint64_t next_tick = TICK_US;
     while (run->failure[0] == '\0') {
@@ -1007,8 +1024,8 @@ static int run_seed(uint64_t seed, bool verbose)
                     }
                 }
                 if (verbose) {
-                    printf("  t=%" PRIu64 " partition %#" PRIx64 " from the rest (%s)\n", now,
-                           side, fault_kind[f] == 4 ? "reset" : "silent, heals");
+                    printf("  t=%" PRIu64 " partition %#" PRIx64 " from the rest (%s)\n", now, side,
+                           fault_kind[f] == 4 ? "reset" : "silent, heals");
                 }
             }
         }
@@ -1077,14 +1094,17 @@ static int run_seed(uint64_t seed, bool verbose)
     }
     int ok = run->failure[0] == '\0';
     if (!ok) {
-        fprintf(stderr, "FAIL seed %" PRIu64 ": %s\n  replay: test_sim_group --seed %" PRIu64
-                        " -v\n", seed, run->failure, seed);
+        fprintf(stderr,
+                "FAIL seed %" PRIu64 ": %s\n  replay: test_sim_group --seed %" PRIu64 " -v\n", seed,
+                run->failure, seed);
     } else if (verbose) {
         for (uint32_t i = 0; i < run->n; i++) {
             struct node *nd = &run->node[i];
             printf("  member %u: %s, view %u, %" PRIu64 " delivered\n", i,
-                   nd->crashed ? "crashed" : nd->stopped ? sq_err_name(nd->stop_reason)
-                                         : nd->joining ? "joining" : "running",
+                   nd->crashed   ? "crashed"
+                   : nd->stopped ? sq_err_name(nd->stop_reason)
+                   : nd->joining ? "joining"
+                                 : "running",
                    nd->g.ctl.view_id, nd->nlog);
         }
     }
@@ -1116,7 +1136,8 @@ int main(int argc, char **argv)
     printf("views installed %" PRIu64 " (inadequate %" PRIu64 "), state handovers %" PRIu64
            ", messages delivered %" PRIu64 ", members stopped as partitioned %" PRIu64
            ", as removed %" PRIu64 ", persisted reports %" PRIu64 ", log records checked %" PRIu64
-           "\n", g_views, g_inadequate, g_handovers, g_delivered, g_partitioned, g_removed,
-           g_reports, g_checked_records);
+           "\n",
+           g_views, g_inadequate, g_handovers, g_delivered, g_partitioned, g_removed, g_reports,
+           g_checked_records);
     return rc;
 }

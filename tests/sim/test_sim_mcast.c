@@ -37,9 +37,9 @@ struct run {
     uint64_t seed;
     uint32_t n;
     struct member m[MAX_N];
-    uint64_t sent[MAX_N];                /* messages sent per sender */
-    uint32_t *sizes[MAX_N];              /* size of each message per sender */
-    uint64_t total;                      /* messages to send in all */
+    uint64_t sent[MAX_N];   /* messages sent per sender */
+    uint32_t *sizes[MAX_N]; /* size of each message per sender */
+    uint64_t total;         /* messages to send in all */
     char failure[256];
     bool verbose;
 };
@@ -201,14 +201,16 @@ static int run_seed(uint64_t seed, bool verbose)
         run->sizes[r] = calloc(quota[r] + 1, sizeof(uint32_t));
         for (uint64_t k = 0; k < quota[r]; k++) {
             uint64_t pick = sq__sim_rand_below(&rng, 10);
-            run->sizes[r][k] = pick == 0 ? 0 : pick == 1 ? max_payload
-                                                   : (uint32_t)sq__sim_rand_below(&rng, max_payload + 1);
+            run->sizes[r][k] = pick == 0   ? 0
+                               : pick == 1 ? max_payload
+                                           : (uint32_t)sq__sim_rand_below(&rng, max_payload + 1);
         }
     }
     if (verbose) {
         printf("seed %" PRIu64 ": n=%u window=%u max_payload=%u mode=%u delay=%u+%u loss=%u "
-               "torn=%u total=%" PRIu64 "\n", seed, run->n, window, max_payload, mode,
-               sp.min_delay_us, sp.max_jitter_us, sp.loss_permille, sp.torn_permille, run->total);
+               "torn=%u total=%" PRIu64 "\n",
+               seed, run->n, window, max_payload, mode, sp.min_delay_us, sp.max_jitter_us,
+               sp.loss_permille, sp.torn_permille, run->total);
     }
 
     struct sq_sim *sim = NULL;
@@ -227,9 +229,14 @@ static int run_seed(uint64_t seed, bool verbose)
         m->log = calloc(run->total + 1, sizeof(struct record));
         SQ_ASSERT(m->table != NULL && m->log != NULL);
         sq__sim_attach(sim, r, m->table, L.table_bytes);
-        struct sq__smc_params p = {.nmembers = run->n, .my_rank = r, .window_size = window,
-                                   .max_payload = max_payload, .view_id = 0, .member_ids = ids};
-        SQ_ASSERT(sq__smc_init(&m->smc, &p, m->table, sq__sim_transport(sim, r), on_deliver, m) == 0);
+        struct sq__smc_params p = {.nmembers = run->n,
+                                   .my_rank = r,
+                                   .window_size = window,
+                                   .max_payload = max_payload,
+                                   .view_id = 0,
+                                   .member_ids = ids};
+        SQ_ASSERT(sq__smc_init(&m->smc, &p, m->table, sq__sim_transport(sim, r), on_deliver, m) ==
+                  0);
     }
 
     /* Drive: interleave sends and network steps, all chosen by the seed. Bounded. */
@@ -290,9 +297,11 @@ static int run_seed(uint64_t seed, bool verbose)
         if (memcmp(m->log, run->m[0].log, run->total * sizeof(struct record)) != 0) {
             for (uint64_t k = 0; k < run->total; k++) {
                 if (memcmp(&m->log[k], &run->m[0].log[k], sizeof(struct record)) != 0) {
-                    fail(run, "members 0 and %u differ at delivery #%" PRIu64 ": sender %u index "
-                              "%" PRIu64 " vs sender %u index %" PRIu64, r, k, run->m[0].log[k].sender,
-                         run->m[0].log[k].index, m->log[k].sender, m->log[k].index);
+                    fail(run,
+                         "members 0 and %u differ at delivery #%" PRIu64 ": sender %u index "
+                         "%" PRIu64 " vs sender %u index %" PRIu64,
+                         r, k, run->m[0].log[k].sender, run->m[0].log[k].index, m->log[k].sender,
+                         m->log[k].index);
                     break;
                 }
             }
@@ -303,12 +312,13 @@ static int run_seed(uint64_t seed, bool verbose)
     }
     int ok = run->failure[0] == '\0';
     if (!ok) {
-        fprintf(stderr, "FAIL seed %" PRIu64 ": %s\n  replay: test_sim_mcast --seed %" PRIu64 " -v\n",
-                seed, run->failure, seed);
+        fprintf(stderr,
+                "FAIL seed %" PRIu64 ": %s\n  replay: test_sim_mcast --seed %" PRIu64 " -v\n", seed,
+                run->failure, seed);
     } else if (verbose) {
         printf("seed %" PRIu64 ": ok, %" PRIu64 " messages, %" PRIu64 " writes applied, %" PRIu64
-               " window-full retries, virtual time %" PRIu64 " us\n", seed, run->total,
-               sq__sim_applied(sim), eagain, sq__sim_now(sim));
+               " window-full retries, virtual time %" PRIu64 " us\n",
+               seed, run->total, sq__sim_applied(sim), eagain, sq__sim_now(sim));
     }
     for (uint32_t r = 0; r < run->n; r++) {
         sq__smc_fini(&run->m[r].smc);

@@ -77,10 +77,14 @@ static void group_init(struct group *g, uint32_t n, uint32_t window, uint32_t ma
         g->table[r] = calloc(1, L.table_bytes);
         sq__sim_attach(g->sim, r, g->table[r], L.table_bytes);
         ctxs[r] = (struct ctx){g, r};
-        struct sq__smc_params sp = {.nmembers = n, .my_rank = r, .window_size = window,
-                                    .max_payload = max_payload, .view_id = 3, .member_ids = ids};
-        SQ_ASSERT(sq__smc_init(&g->m[r], &sp, g->table[r], sq__sim_transport(g->sim, r),
-                               on_deliver, &ctxs[r]) == 0);
+        struct sq__smc_params sp = {.nmembers = n,
+                                    .my_rank = r,
+                                    .window_size = window,
+                                    .max_payload = max_payload,
+                                    .view_id = 3,
+                                    .member_ids = ids};
+        SQ_ASSERT(sq__smc_init(&g->m[r], &sp, g->table[r], sq__sim_transport(g->sim, r), on_deliver,
+                               &ctxs[r]) == 0);
     }
 }
 
@@ -126,8 +130,8 @@ static void test_layout(void)
     CHECK_EQ_INT(L.off_have, 536);
     CHECK_EQ_INT(L.off_wedged, 664);
     CHECK_EQ_INT(L.off_promise, 672);
-    CHECK_EQ_INT(L.slot_bytes, 104 + 32);         /* align8(100) + trailer */
-    CHECK_EQ_INT(L.row_bytes, 1280);              /* 704 + 4 * 136, rounded up to 64 */
+    CHECK_EQ_INT(L.slot_bytes, 104 + 32); /* align8(100) + trailer */
+    CHECK_EQ_INT(L.row_bytes, 1280);      /* 704 + 4 * 136, rounded up to 64 */
     CHECK_EQ_INT(L.table_bytes, 3 * L.row_bytes);
     CHECK_EQ_INT(sq__smc_layout(&L, 0, 4, 100), SQ_EINVAL);
     CHECK_EQ_INT(sq__smc_layout(&L, SQ_SMC_MAX_MEMBERS + 1, 4, 100), SQ_EINVAL);

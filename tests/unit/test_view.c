@@ -48,8 +48,12 @@ static void setup(uint32_t members)
         g[i].region = L.table_bytes;
         g[i].mem = calloc(2, L.table_bytes);
         sq__sim_attach(sim, i, g[i].mem, 2 * L.table_bytes);
-        struct sq__smc_params sp = {.nmembers = n, .my_rank = i, .window_size = 4,
-                                    .max_payload = 16, .member_ids = ids, .member_peers = ids,
+        struct sq__smc_params sp = {.nmembers = n,
+                                    .my_rank = i,
+                                    .window_size = 4,
+                                    .max_payload = 16,
+                                    .member_ids = ids,
+                                    .member_peers = ids,
                                     .heartbeat_timeout_us = 0};
         SQ_ASSERT(sq__smc_init(&g[i].smc, &sp, g[i].mem, sq__sim_transport(sim, i), on_deliver,
                                &g[i]) == 0);
@@ -74,8 +78,12 @@ static void install(struct member *m)
     }
     uint32_t ids[N], peers[N], rank = 0;
     uint32_t k = sq__smc_next_view(&m->smc, ids, peers, &rank);
-    struct sq__smc_params sp = {.nmembers = k, .my_rank = rank, .window_size = 4,
-                                .max_payload = 16, .member_ids = ids, .member_peers = peers,
+    struct sq__smc_params sp = {.nmembers = k,
+                                .my_rank = rank,
+                                .window_size = 4,
+                                .max_payload = 16,
+                                .member_ids = ids,
+                                .member_peers = peers,
                                 .view_id = m->smc.view_id + 1,
                                 .region_offset = ((m->smc.view_id + 1) % 2) * m->region};
     struct sq__smc next;

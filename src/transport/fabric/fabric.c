@@ -60,8 +60,8 @@ struct hello {
     uint64_t mr_addr; /* base address, for FI_MR_VIRT_ADDR providers; 0 otherwise */
     uint32_t flags;   /* HELLO_JOINING from a member joining a running group, HELLO_RUNNING back */
     uint32_t view_id; /* with HELLO_RUNNING: the current view... */
-    uint64_t view_peers; /* ...and its members, by peer index */
-    uint64_t incarnation; /* random per process: tells a restarted member from a stale probe */
+    uint64_t view_peers;     /* ...and its members, by peer index */
+    uint64_t incarnation;    /* random per process: tells a restarted member from a stale probe */
     struct sq_log_tail tail; /* what this member's logs hold (a restart goes on from them) */
 };
 static_assert(sizeof(struct hello) == 176, "hello is a wire format");
@@ -82,8 +82,11 @@ enum reject_reason {
     REJ_PROBE
 };
 static const char *const reject_text[] = {
-    "no reason", "malformed hello", "configuration mismatch (member list, subgroup or table size)",
-    "already connected", "not a member of the configured group",
+    "no reason",
+    "malformed hello",
+    "configuration mismatch (member list, subgroup or table size)",
+    "already connected",
+    "not a member of the configured group",
     "the group is still forming (start with the others, or join later)",
     "forming: the higher rank connects"};
 
@@ -142,14 +145,14 @@ struct fabric {
     int epfd;
     int wakefd;
     _Atomic int wake_pending; /* an eventfd write is outstanding: further wakes are free */
-    bool rx_seen; /* a peer's write completed since the last wait() returned */
-    uint64_t failed; /* peers whose link failed (bit = config rank) */
-    bool joining;    /* this member joins a running group */
+    bool rx_seen;             /* a peer's write completed since the last wait() returned */
+    uint64_t failed;          /* peers whose link failed (bit = config rank) */
+    bool joining;             /* this member joins a running group */
     bool restarting; /* forming from views some member kept on disk: the caller forms view 0 */
     bool running;    /* the group runs: accept members that (re)join */
     uint32_t view_id;
     uint64_t view_peers;
-    uint64_t joined; /* peers that connected to join, not yet reported */
+    uint64_t joined;        /* peers that connected to join, not yet reported */
     uint64_t contact_peers; /* joining: the view a running member told us about */
     uint32_t contact_view;
     bool have_contact;
@@ -160,7 +163,8 @@ struct fabric {
     size_t err_size;
 };
 
-static int fail(struct fabric *f, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(struct fabric *f, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int fail(struct fabric *f, int rc, const char *fmt, ...)
 {
     if (f->err != NULL && f->err_size > 0) {
@@ -240,8 +244,7 @@ static int drain_cq(struct fabric *f)
                 return SQ_ETRANSPORT;
             }
             if (p->state != P_FAILED) {
-                sq__log(SQ_LOG_WARN, "write to member %u failed: %s", p->id,
-                        fi_strerror(ee.err));
+                sq__log(SQ_LOG_WARN, "write to member %u failed: %s", p->id, fi_strerror(ee.err));
             }
             mark_failed(f, p);
             p->outstanding = p->outstanding > 0 ? p->outstanding - 1 : 0;
@@ -406,8 +409,7 @@ static int fab_write_copy(struct sq_transport *t, uint32_t peer, size_t offset, 
      * than the send queue plus the pending list) cannot be full. */
     SQ_ASSERT(p->stage_tail - p->stage_head < p->stage_slots);
     int64_t e = (int64_t)p->stage_tail++;
-    memcpy(p->stage + (size_t)(e % p->stage_slots) * SQ_TRANSPORT_MAX_COPY, f->table + offset,
-           len);
+    memcpy(p->stage + (size_t)(e % p->stage_slots) * SQ_TRANSPORT_MAX_COPY, f->table + offset, len);
     p->pending[p->npending++] = (struct range){offset, len, e, offset};
     return 0;
 }
@@ -812,8 +814,8 @@ static int on_connected(struct fabric *f, struct fi_eq_cm_entry *e, size_t datal
         mark_up(f, p, &h);
         if ((h.flags & HELLO_RUNNING) && !f->joining) {
             /* The group already runs (this member restarted): join it instead of forming. */
-            sq__log(SQ_LOG_INFO, "member %u says the group is running (view %u): joining it",
-                    p->id, h.view_id);
+            sq__log(SQ_LOG_INFO, "member %u says the group is running (view %u): joining it", p->id,
+                    h.view_id);
             f->joining = true;
         }
         if ((h.flags & HELLO_RUNNING) && (!f->have_contact || h.view_id > f->contact_view)) {
@@ -886,8 +888,10 @@ static int on_connreq(struct fabric *f, struct fi_eq_cm_entry *e, size_t datalen
         /* A configured member disagrees on the group: the first view can never form. */
         struct hello h2;
         memcpy(&h2, e->data, sizeof(h2));
-        return fail(f, SQ_ECONFIG, "member %u has a different configuration (member list, "
-                                   "subgroup or table size)", h2.id);
+        return fail(f, SQ_ECONFIG,
+                    "member %u has a different configuration (member list, "
+                    "subgroup or table size)",
+                    h2.id);
     }
     return 0;
 }
@@ -927,8 +931,7 @@ static int on_eq_error(struct fabric *f)
     p->ep = NULL;
     p->state = P_IDLE;
     p->retry_at_ms = sq__mono_ms() + RETRY_MS;
-    sq__log(SQ_LOG_DEBUG, "member %u not reachable yet (%s); retrying", p->id,
-            fi_strerror(ee.err));
+    sq__log(SQ_LOG_DEBUG, "member %u not reachable yet (%s); retrying", p->id, fi_strerror(ee.err));
     return 0;
 }
 
@@ -1155,8 +1158,9 @@ int sq__fabric_create(struct sq_transport **out, const struct sq_config *cfg, ui
     if (frc != 0) {
         rc = fail(f, SQ_ETRANSPORT,
                   "libfabric provider '%s' offers no connected endpoint with RMA writes at "
-                  "%s:%u%s%s: %s", cfg->provider, self->host, self->port,
-                  cfg->domain[0] ? " in domain " : "", cfg->domain, fi_strerror(-frc));
+                  "%s:%u%s%s: %s",
+                  cfg->provider, self->host, self->port, cfg->domain[0] ? " in domain " : "",
+                  cfg->domain, fi_strerror(-frc));
         goto out_free;
     }
     f->virt_addr = (f->info->domain_attr->mr_mode & FI_MR_VIRT_ADDR) != 0;
@@ -1173,8 +1177,7 @@ int sq__fabric_create(struct sq_transport **out, const struct sq_config *cfg, ui
         goto out_free;
     }
     struct fi_eq_attr eq_attr = {.size = 64, .wait_obj = FI_WAIT_UNSPEC};
-    struct fi_cq_attr cq_attr = {.size = 4096, .format = FI_CQ_FORMAT_DATA,
-                                 .wait_obj = FI_WAIT_FD};
+    struct fi_cq_attr cq_attr = {.size = 4096, .format = FI_CQ_FORMAT_DATA, .wait_obj = FI_WAIT_FD};
     frc = fi_eq_open(f->fabric, &eq_attr, &f->eq, NULL);
     if (frc == 0) {
         frc = fi_cq_open(f->domain, &cq_attr, &f->cq, NULL);
@@ -1187,8 +1190,8 @@ int sq__fabric_create(struct sq_transport **out, const struct sq_config *cfg, ui
                   fi_strerror(-frc));
         goto out_free;
     }
-    uint64_t key = (f->info->domain_attr->mr_mode & FI_MR_PROV_KEY) ? 0
-                                                                      : MR_KEY_BASE + f->base.my_rank;
+    uint64_t key =
+        (f->info->domain_attr->mr_mode & FI_MR_PROV_KEY) ? 0 : MR_KEY_BASE + f->base.my_rank;
     frc = fi_mr_reg(f->domain, table, table_bytes, FI_WRITE | FI_REMOTE_WRITE, 0, key, 0, &f->mr,
                     NULL);
     if (frc != 0) {
