@@ -10,6 +10,7 @@
 #include "common.h"
 #include "hash.h"
 #include "log.h"
+#include "view.h"
 
 #define WELCOME_MAGIC 0x4d4f434c45575153ull  /* "SQWELCOM" */
 #define HANDOVER_MAGIC 0x524556444e414853ull /* "SHANDVER" */
@@ -67,15 +68,15 @@ static uint64_t handover_check(const struct handover *h)
 int sq__group_mem_layout(const struct sq_config *cfg, struct sq__group_mem *mem)
 {
     memset(mem, 0, sizeof(*mem));
-    struct sq__smc_layout L;
-    if (sq__smc_layout(&L, cfg->nmembers, CTL_WINDOW, CTL_PAYLOAD) != 0) {
+    struct sq__sst_layout L;
+    if (sq__sst_layout(&L, cfg->nmembers, CTL_WINDOW, CTL_PAYLOAD) != 0) {
         return SQ_ECONFIG;
     }
     mem->ctl_region = L.table_bytes;
     size_t off = 2 * L.table_bytes;
     for (uint32_t s = 0; s < cfg->nsubgroups; s++) {
         const struct sq_subgroup_cfg *sg = &cfg->subgroups[s];
-        if (sq__smc_layout(&L, sq__config_shard_rows(cfg, s), sg->window_size, sg->max_payload) !=
+        if (sq__sst_layout(&L, sq__config_shard_rows(cfg, s), sg->window_size, sg->max_payload) !=
             0) {
             return SQ_ECONFIG;
         }
@@ -232,8 +233,8 @@ static int pump_donation(struct sq__group *g, uint32_t s)
             return events + 1;
         }
         uint32_t nc = d->newcomers[d->cur];
-        uint32_t peer = g->ctl.member_peers[nc];
-        if ((g->ctl.suspected >> nc) & 1u || (g->ctl.decision.removed >> nc) & 1u) {
+        uint32_t peer = g->ctl.sst.member_peers[nc];
+        if ((g->ctl.sst.suspected >> nc) & 1u || (g->ctl.sst.decision.removed >> nc) & 1u) {
             d->cur++; /* it failed: it leaves with the next view */
             d->pos = 0;
             d->seq = 0;
@@ -243,11 +244,11 @@ static int pump_donation(struct sq__group *g, uint32_t s)
         }
         if (!d->started) {
             /* Where the newcomer's log ends: in its control row of this view. */
-            if (!sq__smc_row_valid(&g->ctl, nc)) {
+            if (!sq__sst_row_valid(&g->ctl.sst, nc)) {
                 return events;
             }
-            uint64_t have = sq__smc_col(&g->ctl, nc, g->ctl.L.off_have + 8u * s);
-            uint64_t have_ts = sq__smc_col(&g->ctl, nc, g->ctl.L.off_have_ts + 8u * s);
+            uint64_t have = sq__sst_col(&g->ctl.sst, nc, g->ctl.sst.L.off_have + 8u * s);
+            uint64_t have_ts = sq__sst_col(&g->ctl.sst, nc, g->ctl.sst.L.off_have_ts + 8u * s);
             d->pos = 0;
             if (have > 0) {
                 struct sq__plog_entry e;
@@ -288,7 +289,7 @@ static int pump_donation(struct sq__group *g, uint32_t s)
                             "member %u's log of shard %u of subgroup %s ends at "
                             "version %#llx, past this shard's history: it keeps the records up "
                             "to version %#llx and drops the rest",
-                            g->ctl.member_ids[nc], d->shard, g->cfg->subgroups[s].name,
+                            g->ctl.sst.member_ids[nc], d->shard, g->cfg->subgroups[s].name,
                             (unsigned long long)(have - 1),
                             (unsigned long long)(d->keep_next ? d->keep_next - 1 : 0));
                 }
@@ -296,7 +297,7 @@ static int pump_donation(struct sq__group *g, uint32_t s)
             d->started = true;
         }
         if (d->in_flight) {
-            if (sq__smc_col(&g->ctl, nc, g->ctl.L.off_ack + 8u * s) < d->seq) {
+            if (sq__sst_col(&g->ctl.sst, nc, g->ctl.sst.L.off_ack + 8u * s) < d->seq) {
                 return events; /* not taken yet */
             }
             d->in_flight = false;
@@ -305,7 +306,7 @@ static int pump_donation(struct sq__group *g, uint32_t s)
                 sq__log(SQ_LOG_INFO,
                         "handed shard %u of subgroup %s to member %u in view %u: "
                         "%llu log records, %zu bytes of state, %u chunks",
-                        d->shard, g->cfg->subgroups[s].name, g->ctl.member_ids[nc], d->view_id,
+                        d->shard, g->cfg->subgroups[s].name, g->ctl.sst.member_ids[nc], d->view_id,
                         (unsigned long long)d->sent_records, d->state_size, d->seq);
                 d->cur++;
                 d->pos = 0;
@@ -382,8 +383,9 @@ static int pump_donation(struct sq__group *g, uint32_t s)
         if (rc != 0) {
             /* The newcomer would wait for ever: it leaves in the next view (and may rejoin). */
             sq__log(SQ_LOG_WARN, "handing shard %u of subgroup %s to member %u failed: %s",
-                    d->shard, g->cfg->subgroups[s].name, g->ctl.member_ids[nc], sq_strerror(rc));
-            sq__smc_suspect(&g->ctl, nc);
+                    d->shard, g->cfg->subgroups[s].name, g->ctl.sst.member_ids[nc],
+                    sq_strerror(rc));
+            sq__sst_suspect(&g->ctl.sst, nc);
         }
     }
     return events;
@@ -497,26 +499,28 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
     if (g->clock_us != NULL) {
         g->now_us = g->clock_us();
     }
-    struct sq__smc_params cp = {.nmembers = n,
-                                .my_rank = my_rank,
-                                .window_size = CTL_WINDOW,
-                                .max_payload = CTL_PAYLOAD,
-                                .view_id = view_id,
-                                .member_ids = ids,
-                                .member_peers = peers,
-                                .region_offset = (view_id % 2) * g->mem.ctl_region,
+    struct sq__smc_params cp = {.sst = {.nmembers = n,
+                                        .my_rank = my_rank,
+                                        .window_size = CTL_WINDOW,
+                                        .max_payload = CTL_PAYLOAD,
+                                        .view_id = view_id,
+                                        .member_ids = ids,
+                                        .member_peers = peers,
+                                        .region_offset = (view_id % 2) * g->mem.ctl_region,
+                                        .npeers = cfg->nmembers,
+                                        .peer_ids = g->peer_ids},
                                 .now_us = g->now_us,
-                                .heartbeat_timeout_us = (uint64_t)cfg->heartbeat_timeout_ms * 1000u,
-                                .npeers = cfg->nmembers,
-                                .peer_ids = g->peer_ids};
-    int rc = sq__smc_init(&g->ctl, &cp, g->base + cp.region_offset, g->t, NULL, NULL);
+                                .heartbeat_timeout_us =
+                                    (uint64_t)cfg->heartbeat_timeout_ms * 1000u};
+    int rc = sq__smc_init(&g->ctl, &cp, g->base + cp.sst.region_offset, g->t, NULL, NULL);
     if (rc != 0) {
         return gfail(g, rc, "cannot set up the control table of view %u", view_id);
     }
     g->ctl_ready = true;
-    g->ctl.nsubgroups = cfg->nsubgroups;
-    g->ctl.on_accept = g->on_accept;
-    g->ctl.on_accept_arg = g->on_accept_arg;
+    sq__view_attach(&g->ctl.sst); /* the view change runs over the control table */
+    g->ctl.sst.nsubgroups = cfg->nsubgroups;
+    g->ctl.sst.on_accept = g->on_accept;
+    g->ctl.sst.on_accept_arg = g->on_accept_arg;
     g->assign = *assign;
     g->adequate = adequate;
     g->holders = adequate ? *assign : *holders;
@@ -526,7 +530,7 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
     for (uint32_t s = 0; s < cfg->nsubgroups; s++) {
         for (uint32_t r = 0; r < n; r++) {
             uint8_t k = assign->shard[s][r];
-            g->ctl.shard_of[s][r] = k == SQ_SHARD_NONE ? 0xFF : (uint8_t)(g->shard_base[s] + k);
+            g->ctl.sst.shard_of[s][r] = k == SQ_SHARD_NONE ? 0xFF : (uint8_t)(g->shard_base[s] + k);
         }
     }
     for (uint32_t s = 0; s < cfg->nsubgroups; s++) {
@@ -555,22 +559,22 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
                 speers[i] = peers[ranks[i]];
                 smine = ranks[i] == my_rank ? i : smine;
             }
-            struct sq__smc_params sp = {.nmembers = m,
-                                        .my_rank = smine,
-                                        .window_size = sg->window_size,
-                                        .max_payload = sg->max_payload,
-                                        .view_id = view_id,
-                                        .member_ids = sids,
-                                        .member_peers = speers,
-                                        .region_offset =
-                                            g->mem.sg_off[s] + (view_id % 2) * g->mem.sg_region[s],
-                                        .now_us = g->now_us,
-                                        .npeers = cfg->nmembers,
-                                        .peer_ids = g->peer_ids,
-                                        .data_only = true,
-                                        .subgroup = s,
-                                        .shard = k,
-                                        .last_timestamp = g->last_ts[s]};
+            struct sq__smc_params sp = {
+                .sst = {.nmembers = m,
+                        .my_rank = smine,
+                        .window_size = sg->window_size,
+                        .max_payload = sg->max_payload,
+                        .view_id = view_id,
+                        .member_ids = sids,
+                        .member_peers = speers,
+                        .region_offset = g->mem.sg_off[s] + (view_id % 2) * g->mem.sg_region[s],
+                        .npeers = cfg->nmembers,
+                        .peer_ids = g->peer_ids},
+                .now_us = g->now_us,
+                .data_only = true,
+                .subgroup = s,
+                .shard = k,
+                .last_timestamp = g->last_ts[s]};
             bool newcomer = holders->shard[s][my_rank] != k && donor != UINT32_MAX;
             bool holder = holders->shard[s][my_rank] == k;
             if (sg->persistent && (g->log[s] == NULL || !g->log_ok[s]) &&
@@ -579,20 +583,20 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
             }
             if (newcomer && g->log[s] != NULL) {
                 /* Tell the donor where my log ends, so it sends only what comes after. */
-                uint8_t *row = sq__smc_row(&g->ctl, my_rank);
+                uint8_t *row = sq__sst_row(&g->ctl.sst, my_rank);
                 struct sq__plog_entry last = sq__plog_last(g->log[s]);
                 bool any = sq__plog_count(g->log[s]) > 0;
-                sq__store_u64(row + g->ctl.L.off_have + 8u * s, any ? last.version + 1 : 0);
-                sq__store_u64(row + g->ctl.L.off_have_ts + 8u * s, any ? last.timestamp : 0);
-                g->ctl.header_dirty = true;
+                sq__store_u64(row + g->ctl.sst.L.off_have + 8u * s, any ? last.version + 1 : 0);
+                sq__store_u64(row + g->ctl.sst.L.off_have_ts + 8u * s, any ? last.timestamp : 0);
+                g->ctl.sst.header_dirty = true;
             }
-            rc =
-                sq__smc_init(&g->shard[s], &sp, g->base + sp.region_offset, g->t, group_deliver, g);
+            rc = sq__smc_init(&g->shard[s], &sp, g->base + sp.sst.region_offset, g->t,
+                              group_deliver, g);
             if (rc != 0) {
                 return gfail(g, rc, "cannot set up shard %u of subgroup %s", k, sg->name);
             }
             g->in_shard[s] = true;
-            g->ctl.shards[s] = &g->shard[s];
+            g->ctl.sst.shards[s] = &g->shard[s].sst;
             if (holders->shard[s][my_rank] != k && donor != UINT32_MAX) {
                 g->shard[s].hold = true; /* deliver nothing before the donor's state is in */
                 g->awaiting[s] = true;
@@ -927,15 +931,16 @@ static int check_handovers(struct sq__group *g)
         struct handover h;
         memcpy(&h, g->base + g->mem.handover_off + SQ_HANDOVER_BYTES * s, sizeof(h));
         if (h.magic != HANDOVER_MAGIC || h.check != handover_check(&h) ||
-            h.view_id != g->ctl.view_id || h.shard != g->shard[s].shard ||
+            h.view_id != g->ctl.sst.view_id || h.shard != g->shard[s].shard ||
             h.seq != g->chunks_in[s]) {
             uint32_t d = g->donor_rank[s];
-            if ((g->ctl.suspected >> d) & 1u || (g->ctl.decision.removed >> d) & 1u ||
+            if ((g->ctl.sst.suspected >> d) & 1u || (g->ctl.sst.decision.removed >> d) & 1u ||
                 (g->ctl.fence_cut >> d) & 1u) {
                 return gfail(g, SQ_ESTATE,
                              "member %u, which was to hand over shard %u of "
                              "subgroup %s, failed first: this member has no state to go on with",
-                             g->ctl.member_ids[d], g->shard[s].shard, g->cfg->subgroups[s].name);
+                             g->ctl.sst.member_ids[d], g->shard[s].shard,
+                             g->cfg->subgroups[s].name);
             }
             continue;
         }
@@ -1006,9 +1011,9 @@ static int check_handovers(struct sq__group *g)
         /* The donor's heartbeat rides behind its chunks on the same link: a chunk that arrives
          * is as good a sign of life. (A dead donor sends none, and is suspected as usual.) */
         g->ctl.seen_hb_at_us[g->donor_rank[s]] = g->now_us;
-        sq__store_u64(sq__smc_row(&g->ctl, g->ctl.my_rank) + g->ctl.L.off_ack + 8u * s,
+        sq__store_u64(sq__sst_row(&g->ctl.sst, g->ctl.sst.my_rank) + g->ctl.sst.L.off_ack + 8u * s,
                       g->chunks_in[s]);
-        g->ctl.header_dirty = true;
+        g->ctl.sst.header_dirty = true;
         events++;
         s--; /* the next chunk may be in already */
     }
@@ -1023,17 +1028,17 @@ static int publish_persistence(struct sq__group *g, uint32_t s)
     if (g->awaiting[s]) {
         return 0; /* until the donor confirmed my log and brought it up to date, it counts 0 */
     }
-    uint8_t *mine = sq__smc_row(sh, sh->my_rank) + sh->L.off_persisted;
+    uint8_t *mine = sq__sst_row(&sh->sst, sh->sst.my_rank) + sh->sst.L.off_persisted;
     uint64_t durable = atomic_load(&g->durable_next[s]);
     int events = 0;
     if (durable > sq__load_u64(mine)) {
         sq__store_u64(mine, durable);
-        sh->header_dirty = true;
+        sh->sst.header_dirty = true;
         events++;
     }
     uint64_t frontier = UINT64_MAX;
-    for (uint32_t r = 0; r < sh->L.nmembers; r++) {
-        frontier = SQ_MIN(frontier, sq__smc_col(sh, r, sh->L.off_persisted));
+    for (uint32_t r = 0; r < sh->sst.L.nmembers; r++) {
+        frontier = SQ_MIN(frontier, sq__sst_col(&sh->sst, r, sh->sst.L.off_persisted));
     }
     if (frontier != UINT64_MAX && frontier > g->frontier[s]) {
         g->frontier[s] = frontier;
@@ -1099,7 +1104,7 @@ int sq__group_poll(struct sq__group *g, uint64_t now_us)
     sq__smc_tick(&g->ctl, now_us);
     int rc = sq__smc_poll(&g->ctl);
     if (rc < 0) {
-        return gfail(g, rc, "%s", g->ctl.errmsg);
+        return gfail(g, rc, "%s", g->ctl.sst.errmsg);
     }
     events += rc;
     for (uint32_t s = 0; s < g->cfg->nsubgroups; s++) {
@@ -1109,19 +1114,19 @@ int sq__group_poll(struct sq__group *g, uint64_t now_us)
         rc = sq__smc_poll(&g->shard[s]);
         if (rc < 0) {
             return gfail(g, rc, "shard %u of subgroup %s: %s", g->shard[s].shard,
-                         g->cfg->subgroups[s].name, g->shard[s].errmsg);
+                         g->cfg->subgroups[s].name, g->shard[s].sst.errmsg);
         }
         events += rc;
         if (g->log[s] != NULL) {
             events += publish_persistence(g, s);
         }
         /* A shard member whose link broke is suspected here too: the whole view changes. */
-        for (uint32_t r = 0; r < g->shard[s].L.nmembers; r++) {
-            if ((g->shard[s].suspected >> r) & 1u) {
-                for (uint32_t c = 0; c < g->ctl.L.nmembers; c++) {
-                    if (g->ctl.member_peers[c] == g->shard[s].member_peers[r] &&
-                        c != g->ctl.my_rank) {
-                        sq__smc_suspect(&g->ctl, c);
+        for (uint32_t r = 0; r < g->shard[s].sst.L.nmembers; r++) {
+            if ((g->shard[s].sst.suspected >> r) & 1u) {
+                for (uint32_t c = 0; c < g->ctl.sst.L.nmembers; c++) {
+                    if (g->ctl.sst.member_peers[c] == g->shard[s].sst.member_peers[r] &&
+                        c != g->ctl.sst.my_rank) {
+                        sq__sst_suspect(&g->ctl.sst, c);
                     }
                 }
             }
@@ -1130,31 +1135,32 @@ int sq__group_poll(struct sq__group *g, uint64_t now_us)
     return g->failed != 0 ? g->failed : events;
 }
 
-enum sq__smc_phase sq__group_phase(const struct sq__group *g)
+enum sq__sst_phase sq__group_phase(const struct sq__group *g)
 {
-    if (g->ctl.phase != SQ_SMC_READY) {
-        return g->ctl.phase;
+    if (g->ctl.sst.phase != SQ_SST_READY) {
+        return g->ctl.sst.phase;
     }
     for (uint32_t s = 0; s < g->cfg->nsubgroups; s++) {
         /* A newcomer still waiting for its state cannot be a holder in the next view. */
-        if ((g->in_shard[s] && (g->shard[s].phase != SQ_SMC_READY || g->awaiting[s])) ||
+        if ((g->in_shard[s] && (g->shard[s].sst.phase != SQ_SST_READY || g->awaiting[s])) ||
             g->donation[s].active) {
-            return SQ_SMC_CHANGING;
+            return SQ_SST_CHANGING;
         }
     }
-    return SQ_SMC_READY;
+    return SQ_SST_READY;
 }
 
 int sq__group_install(struct sq__group *g)
 {
-    SQ_ASSERT(sq__group_phase(g) == SQ_SMC_READY);
+    SQ_ASSERT(sq__group_phase(g) == SQ_SST_READY);
     uint32_t ids[SQ_MAX_MEMBERS], peers[SQ_MAX_MEMBERS], my_rank = 0;
     uint32_t n = sq__smc_next_view(&g->ctl, ids, peers, &my_rank);
     uint32_t old_rank[SQ_MAX_MEMBERS];
     for (uint32_t i = 0; i < n; i++) {
         old_rank[i] = UINT32_MAX;
-        for (uint32_t r = 0; r < g->ctl.L.nmembers; r++) {
-            if (g->ctl.member_peers[r] == peers[i] && !((g->ctl.decision.removed >> r) & 1u)) {
+        for (uint32_t r = 0; r < g->ctl.sst.L.nmembers; r++) {
+            if (g->ctl.sst.member_peers[r] == peers[i] &&
+                !((g->ctl.sst.decision.removed >> r) & 1u)) {
                 old_rank[i] = r;
             }
         }
@@ -1164,9 +1170,9 @@ int sq__group_install(struct sq__group *g)
     sq__assign_move(&g->holders, n, old_rank, &holders);
     bool adequate =
         sq__assign_shards(g->cfg, n, &kept, &assign, g->inadequate_why, sizeof(g->inadequate_why));
-    uint32_t view_id = g->ctl.view_id + 1;
-    uint64_t added = g->ctl.decision.added;
-    g->removed_mask = g->ctl.decision.removed;
+    uint32_t view_id = g->ctl.sst.view_id + 1;
+    uint64_t added = g->ctl.sst.decision.added;
+    g->removed_mask = g->ctl.sst.decision.removed;
     g->dropped = 0;
     for (uint32_t s = 0; s < g->cfg->nsubgroups; s++) {
         if (g->in_shard[s]) {

@@ -167,9 +167,9 @@ int sq__group_try_welcome(struct sq__group *g);
  * check sq__group_phase(). */
 int sq__group_poll(struct sq__group *g, uint64_t now_us);
 
-/* SQ_SMC_RUNNING or CHANGING while the view runs; READY once the control table and every shard
- * delivered up to their trims (call sq__group_install); STOPPED (see g->ctl.stop_reason). */
-enum sq__smc_phase sq__group_phase(const struct sq__group *g);
+/* SQ_SST_RUNNING or CHANGING while the view runs; READY once the control table and every shard
+ * delivered up to their trims (call sq__group_install); STOPPED (see g->ctl.sst.stop_reason). */
+enum sq__sst_phase sq__group_phase(const struct sq__group *g);
 
 /* Installs the decided next view: moves shard state to newcomers (as donor), welcomes joiners
  * (as rank 0), sets up the new tables. The caller closes removed links before. */

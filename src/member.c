@@ -17,6 +17,7 @@
 #include "p2p.h"
 #include "restart.h"
 #include "smc.h"
+#include "view.h"
 #include "transport/fabric/fabric.h"
 
 /* The loop wakes at least this often when idle, to bump the heartbeat. */
@@ -297,15 +298,16 @@ static void fail_locked(sq_member *m, int rc)
             set_error(m,
                       "member %u stopped in view %u: it suspects %d of the %u members, so it "
                       "is on the minority side and may not go on alone",
-                      m->cfg.self_id, m->g.ctl.view_id, __builtin_popcountll(m->g.ctl.suspected),
-                      m->g.ctl.L.nmembers);
+                      m->cfg.self_id, m->g.ctl.sst.view_id,
+                      __builtin_popcountll(m->g.ctl.sst.suspected), m->g.ctl.sst.L.nmembers);
         } else if (rc == SQ_ELEFT) {
-            set_error(m, "member %u left the group in view %u", m->cfg.self_id, m->g.ctl.view_id);
+            set_error(m, "member %u left the group in view %u", m->cfg.self_id,
+                      m->g.ctl.sst.view_id);
         } else if (rc == SQ_EREMOVED) {
             set_error(m,
                       "member %u stopped in view %u: the other members removed it from the "
                       "group (it may rejoin as a new member)",
-                      m->cfg.self_id, m->g.ctl.view_id);
+                      m->cfg.self_id, m->g.ctl.sst.view_id);
         } else {
             set_error(m, "member %u stopped: %s (%s)", m->cfg.self_id, sq_strerror(rc),
                       m->g.errmsg[0] ? m->g.errmsg : "no detail");
@@ -317,7 +319,7 @@ static void fail_locked(sq_member *m, int rc)
 
 static void report_view(sq_member *m, const uint32_t *removed, uint32_t nremoved, uint64_t dropped)
 {
-    const struct sq__smc *c = &m->g.ctl;
+    const struct sq__sst *c = &m->g.ctl.sst;
     char list[256] = "", shards[256] = "";
     size_t len = 0, slen = 0;
     for (uint32_t i = 0; i < c->L.nmembers && len < sizeof(list) - 16; i++) {
@@ -376,10 +378,10 @@ static void report_view(sq_member *m, const uint32_t *removed, uint32_t nremoved
 static void tell_transport_view(sq_member *m)
 {
     uint64_t peers = 0;
-    for (uint32_t r = 0; r < m->g.ctl.L.nmembers; r++) {
-        peers |= 1ull << m->g.ctl.member_peers[r];
+    for (uint32_t r = 0; r < m->g.ctl.sst.L.nmembers; r++) {
+        peers |= 1ull << m->g.ctl.sst.member_peers[r];
     }
-    m->t->vt->set_view(m->t, m->g.ctl.view_id, peers);
+    m->t->vt->set_view(m->t, m->g.ctl.sst.view_id, peers);
 }
 
 /* Every shard delivered up to its trim: close the links of the members that left and start the
@@ -394,7 +396,7 @@ static void pause_heartbeats(sq_member *m)
         return;
     }
     uint64_t now = sq__mono_us();
-    for (uint32_t r = 0; r < m->g.ctl.L.nmembers; r++) {
+    for (uint32_t r = 0; r < m->g.ctl.sst.L.nmembers; r++) {
         m->g.ctl.seen_hb_at_us[r] = now;
     }
 }
@@ -446,7 +448,7 @@ static int save_view(sq_member *m)
     if (!m->vf_dirty && !pending) {
         return 0;
     }
-    const struct sq__smc *c = &m->g.ctl;
+    const struct sq__sst *c = &m->g.ctl.sst;
     struct sq__viewfile vf = {.view_next = c->view_id + 1};
     for (uint32_t r = 0; r < c->L.nmembers; r++) {
         vf.members |= 1u << c->member_peers[r];
@@ -501,7 +503,7 @@ static int save_view(sq_member *m)
 static int record_accept(void *arg, const struct sq__vc_value *v)
 {
     sq_member *m = arg;
-    const struct sq__smc *c = &m->g.ctl;
+    const struct sq__sst *c = &m->g.ctl.sst;
     struct sq__viewfile vf = m->vf;
     vf.acc_view = c->view_id + 2;
     vf.acc_members = (uint32_t)v->added;
@@ -522,7 +524,7 @@ static int record_accept(void *arg, const struct sq__vc_value *v)
 
 static int install_next_view(sq_member *m)
 {
-    struct sq__smc *c = &m->g.ctl;
+    const struct sq__sst *c = &m->g.ctl.sst;
     uint32_t removed[SQ_MAX_MEMBERS], nremoved = 0;
     for (uint32_t r = 0; r < c->L.nmembers; r++) {
         uint32_t peer = c->member_peers[r];
@@ -531,7 +533,7 @@ static int install_next_view(sq_member *m)
         if (gone) {
             removed[nremoved++] = c->member_ids[r];
         }
-        if ((gone && !rejoins) || (c->fence_cut >> r) & 1u) {
+        if ((gone && !rejoins) || (m->g.ctl.fence_cut >> r) & 1u) {
             m->t->vt->disconnect(m->t, peer);
         }
     }
@@ -563,7 +565,7 @@ static int install_next_view(sq_member *m)
     if (rc != 0) {
         return rc;
     }
-    m->rank = m->g.ctl.my_rank;
+    m->rank = m->g.ctl.sst.my_rank;
     m->restart_guard = false; /* a view change completed: every member of the last one took it */
     m->g.gate = false;
     tell_transport_view(m);
@@ -588,7 +590,7 @@ static void admit_join(sq_member *m, uint32_t p)
     sq__p2p_reset_peer(&m->p2p, p); /* a new incarnation: start both rings afresh */
 }
 
-static int rank_of_peer(const struct sq__smc *c, uint32_t p)
+static int rank_of_peer(const struct sq__sst *c, uint32_t p)
 {
     for (uint32_t r = 0; r < c->L.nmembers; r++) {
         if (c->member_peers[r] == p) {
@@ -602,7 +604,7 @@ static int rank_of_peer(const struct sq__smc *c, uint32_t p)
  * doubtful_joins). */
 static void note_joins(sq_member *m)
 {
-    const struct sq__smc *c = &m->g.ctl;
+    const struct sq__sst *c = &m->g.ctl.sst;
     uint64_t now = sq__mono_us();
     uint64_t joined = m->t->vt->joined(m->t);
     for (uint32_t p = 0; p < m->cfg.nmembers; p++) {
@@ -612,7 +614,7 @@ static void note_joins(sq_member *m)
         int r = rank_of_peer(c, p);
         if (r >= 0 && (uint32_t)r != c->my_rank) {
             m->doubtful_joins |= 1ull << p;
-            m->doubt_hb[p] = sq__smc_col(c, (uint32_t)r, SQ_SMC_OFF_HEARTBEAT);
+            m->doubt_hb[p] = sq__sst_col(c, (uint32_t)r, SQ_SST_OFF_HEARTBEAT);
             m->doubt_since_us[p] = now;
         } else {
             admit_join(m, p);
@@ -626,8 +628,8 @@ static void note_joins(sq_member *m)
             continue;
         }
         int r = rank_of_peer(c, p);
-        if (r >= 0 && sq__smc_row_valid(c, (uint32_t)r) &&
-            sq__smc_col(c, (uint32_t)r, SQ_SMC_OFF_HEARTBEAT) != m->doubt_hb[p]) {
+        if (r >= 0 && sq__sst_row_valid(c, (uint32_t)r) &&
+            sq__sst_col(c, (uint32_t)r, SQ_SST_OFF_HEARTBEAT) != m->doubt_hb[p]) {
             m->doubtful_joins &= ~(1ull << p); /* the member itself: its link to me came late */
             sq__log(SQ_LOG_DEBUG, "member %u linked up; it is in the view already", m->peer_ids[p]);
         } else if (r < 0 || now - m->doubt_since_us[p] >= wait_us) {
@@ -647,7 +649,7 @@ static void suspect_failed_links(sq_member *m)
      * already fixed would otherwise be lost with that view. */
     for (uint32_t p = 0; p < m->cfg.nmembers; p++) {
         if ((m->pending_joins >> p) & 1u) {
-            sq__smc_request_join(&m->g.ctl, p);
+            sq__sst_request_join(&m->g.ctl.sst, p);
         }
     }
     if (failed == 0) {
@@ -658,9 +660,9 @@ static void suspect_failed_links(sq_member *m)
             fail_queries_to(m, p);
         }
     }
-    for (uint32_t r = 0; r < m->g.ctl.L.nmembers; r++) {
-        if (r != m->g.ctl.my_rank && (failed >> m->g.ctl.member_peers[r]) & 1u) {
-            sq__smc_suspect(&m->g.ctl, r);
+    for (uint32_t r = 0; r < m->g.ctl.sst.L.nmembers; r++) {
+        if (r != m->g.ctl.sst.my_rank && (failed >> m->g.ctl.sst.member_peers[r]) & 1u) {
+            sq__sst_suspect(&m->g.ctl.sst, r);
         }
     }
 }
@@ -730,7 +732,7 @@ static void handle_call(sq_member *m, const sq_message *msg)
         if (c != NULL) {
             c->delivered = true;
             /* Every member of the shard it was delivered in answers. */
-            const struct sq__smc *sh = &m->g.shard[msg->subgroup];
+            const struct sq__sst *sh = &m->g.shard[msg->subgroup].sst;
             for (uint32_t r = 0; r < sh->L.nmembers; r++) {
                 c->expect |= 1ull << sh->member_peers[r];
             }
@@ -858,10 +860,10 @@ static int serve_p2p(sq_member *m)
  * suspicion before that ends this member (see restart_guard). */
 static int check_restart_guard(sq_member *m)
 {
-    const struct sq__smc *c = &m->g.ctl;
+    const struct sq__sst *c = &m->g.ctl.sst;
     uint32_t missing = UINT32_MAX;
     for (uint32_t r = 0; r < c->L.nmembers && missing == UINT32_MAX; r++) {
-        if (r != c->my_rank && !sq__smc_row_valid(c, r)) {
+        if (r != c->my_rank && !sq__sst_row_valid(c, r)) {
             missing = r;
         }
     }
@@ -892,8 +894,8 @@ static void hold_restart_heartbeats(sq_member *m)
 {
     struct sq__smc *c = &m->g.ctl;
     uint64_t now = sq__mono_us();
-    for (uint32_t r = 0; r < c->L.nmembers; r++) {
-        if (r != c->my_rank && !sq__smc_row_valid(c, r)) {
+    for (uint32_t r = 0; r < c->sst.L.nmembers; r++) {
+        if (r != c->sst.my_rank && !sq__sst_row_valid(&c->sst, r)) {
             c->seen_hb_at_us[r] = now;
         }
     }
@@ -940,15 +942,15 @@ static void *loop_main(void *arg)
             fail_locked(m, rc);
             break;
         }
-        enum sq__smc_phase phase = sq__group_phase(&m->g);
-        if (phase == SQ_SMC_STOPPED) {
-            if (m->g.ctl.stop_reason == SQ_ELEFT) {
+        enum sq__sst_phase phase = sq__group_phase(&m->g);
+        if (phase == SQ_SST_STOPPED) {
+            if (m->g.ctl.sst.stop_reason == SQ_ELEFT) {
                 (void)m->t->vt->flush(m->t); /* the others must see me ask to leave */
             }
-            fail_locked(m, m->g.ctl.stop_reason);
+            fail_locked(m, m->g.ctl.sst.stop_reason);
             break;
         }
-        if (phase == SQ_SMC_READY) {
+        if (phase == SQ_SST_READY) {
             int irc = install_next_view(m);
             if (irc != 0) {
                 fail_locked(m, irc);
@@ -1080,7 +1082,7 @@ static int run_loop(sq_member *m)
     m->loop_self = m->loop;
     m->loop_started = true;
     sq__log(SQ_LOG_INFO, "member %u (rank %u of %u) is in view %u over %s", m->cfg.self_id, m->rank,
-            m->g.ctl.L.nmembers, m->g.ctl.view_id, m->t->vt->name);
+            m->g.ctl.sst.L.nmembers, m->g.ctl.sst.view_id, m->t->vt->name);
     return 0;
 }
 
@@ -1250,8 +1252,8 @@ int sq_member_join(sq_member *m, int timeout_ms)
 static int link_view(sq_member *m, uint64_t deadline)
 {
     uint32_t need = 0;
-    for (uint32_t r = 0; r < m->g.ctl.L.nmembers; r++) {
-        need |= 1u << m->g.ctl.member_peers[r];
+    for (uint32_t r = 0; r < m->g.ctl.sst.L.nmembers; r++) {
+        need |= 1u << m->g.ctl.sst.member_peers[r];
     }
     while ((need & ~sq__fabric_linked(m->t)) != 0) {
         if (sq__mono_ms() >= deadline) {
@@ -1311,17 +1313,17 @@ static int restart_group(sq_member *m)
             return rc;
         }
         if (rc > 0 && !m->g.restart_view) {
-            m->rank = m->g.ctl.my_rank; /* a running group welcomed us as a joiner */
-            sq__log(SQ_LOG_INFO, "member %u joined view %u", m->cfg.self_id, m->g.ctl.view_id);
+            m->rank = m->g.ctl.sst.my_rank; /* a running group welcomed us as a joiner */
+            sq__log(SQ_LOG_INFO, "member %u joined view %u", m->cfg.self_id, m->g.ctl.sst.view_id);
             return run_loop(m);
         }
         if (rc > 0) {
-            m->rank = m->g.ctl.my_rank;
+            m->rank = m->g.ctl.sst.my_rank;
             m->restart_guard = true;
             m->g.gate = true;
             m->restart_guard_until_ms = sq__mono_ms() + (uint64_t)m->cfg.connect_timeout_ms;
             sq__log(SQ_LOG_INFO, "member %u takes the first view %u of the restart (%u members)",
-                    m->cfg.self_id, m->g.ctl.view_id, m->g.ctl.L.nmembers);
+                    m->cfg.self_id, m->g.ctl.sst.view_id, m->g.ctl.sst.L.nmembers);
             rc = link_view(m, deadline);
             return rc != 0 ? rc : run_loop(m);
         }
@@ -1340,7 +1342,7 @@ static int restart_group(sq_member *m)
                         set_error(m, "%s", m->g.errmsg);
                         return rc;
                     }
-                    m->rank = m->g.ctl.my_rank;
+                    m->rank = m->g.ctl.sst.my_rank;
                     m->restart_guard = true;
                     m->g.gate = true;
                     m->restart_guard_until_ms = sq__mono_ms() + (uint64_t)m->cfg.connect_timeout_ms;
@@ -1404,8 +1406,8 @@ static int await_welcome(sq_member *m)
         set_error(m, "%s", m->g.errmsg);
         return rc;
     }
-    m->rank = m->g.ctl.my_rank;
-    sq__log(SQ_LOG_INFO, "member %u joined view %u", m->cfg.self_id, m->g.ctl.view_id);
+    m->rank = m->g.ctl.sst.my_rank;
+    sq__log(SQ_LOG_INFO, "member %u joined view %u", m->cfg.self_id, m->g.ctl.sst.view_id);
     return run_loop(m);
 }
 
@@ -1467,7 +1469,7 @@ static int reserve_locked(sq_member *m, uint32_t sg, size_t size, void **buf, in
         if (sh != NULL) {
             rc = sq__smc_reserve(sh, size, buf);
             if (rc == 0) {
-                m->reserve_view[sg] = m->g.ctl.view_id;
+                m->reserve_view[sg] = m->g.ctl.sst.view_id;
             }
         }
         if (rc != SQ_EAGAIN) {
@@ -1486,8 +1488,8 @@ static int commit_locked(sq_member *m, uint32_t sg)
     struct sq__smc *sh = sq__group_shard(&m->g, sg, &rc);
     if (sh == NULL || !sh->reserved) {
         /* The view changed between reserve and commit: that slot is gone with its view. */
-        return m->reserve_view[sg] != m->g.ctl.view_id ? SQ_EVIEWCHANGE
-                                                       : (sh == NULL ? rc : SQ_ESTATE);
+        return m->reserve_view[sg] != m->g.ctl.sst.view_id ? SQ_EVIEWCHANGE
+                                                           : (sh == NULL ? rc : SQ_ESTATE);
     }
     sh->stamp = sq__wall_us();
     rc = sq__smc_commit(sh);
@@ -1625,7 +1627,7 @@ int sq_member_failure(const sq_member *m)
 
 uint32_t sq_member_view_id(const sq_member *m)
 {
-    return m->g.ctl.view_id;
+    return m->g.ctl.sst.view_id;
 }
 
 uint32_t sq_member_id(const sq_member *m)
@@ -1662,11 +1664,11 @@ int sq_member_leave(sq_member *m, int timeout_ms)
         pthread_mutex_unlock(&m->mu);
         return m->state == ST_OPEN ? SQ_ESTATE : SQ_ECLOSED;
     }
-    sq__smc_leave(&m->g.ctl);
+    sq__view_leave(&m->g.ctl.sst);
     uint64_t others = 0;
-    for (uint32_t r = 0; r < m->g.ctl.L.nmembers; r++) {
-        if (r != m->g.ctl.my_rank) {
-            others |= 1ull << m->g.ctl.member_peers[r];
+    for (uint32_t r = 0; r < m->g.ctl.sst.L.nmembers; r++) {
+        if (r != m->g.ctl.sst.my_rank) {
+            others |= 1ull << m->g.ctl.sst.member_peers[r];
         }
     }
     m->t->vt->wake(m->t);

@@ -179,7 +179,7 @@ static void on_deliver(void *arg, const sq_message *msg)
         fail(run,
              "member %u: a delivery in subgroup %u shard %u, which it does not serve in "
              "view %u",
-             me->id, sg, msg->shard, me->g.ctl.view_id);
+             me->id, sg, msg->shard, me->g.ctl.sst.view_id);
         return;
     }
     uint64_t seq;
@@ -212,9 +212,9 @@ static void on_deliver(void *arg, const sq_message *msg)
         me->log = realloc(me->log, me->caplog * sizeof(struct rec));
         SQ_ASSERT(me->log != NULL);
     }
-    me->log[me->nlog++] =
-        (struct rec){me->incarnation, me->g.ctl.view_id, sg,           msg->shard,         s, seq,
-                     msg->index,      msg->timestamp,    msg->version, (uint32_t)msg->size};
+    me->log[me->nlog++] = (struct rec){
+        me->incarnation, me->g.ctl.sst.view_id, sg,           msg->shard,         s, seq,
+        msg->index,      msg->timestamp,        msg->version, (uint32_t)msg->size};
     g_delivered++;
 }
 
@@ -270,8 +270,8 @@ static void on_persisted(void *arg, uint32_t sg, uint32_t shard, uint64_t versio
     struct report *r = &run->reports[run->nreports++];
     *r = (struct report){.sg = sg, .shard = shard, .version = version};
     const struct sq__smc *sh = &me->g.shard[sg];
-    for (uint32_t k = 0; k < sh->L.nmembers; k++) {
-        uint32_t id = sh->member_ids[k];
+    for (uint32_t k = 0; k < sh->sst.L.nmembers; k++) {
+        uint32_t id = sh->sst.member_ids[k];
         r->ids[r->nmembers] = id;
         r->incarnations[r->nmembers] = id == me->id ? me->incarnation : run->node[id].incarnation;
         r->nmembers++;
@@ -286,15 +286,15 @@ static void record_view(struct run *run, struct node *nd)
         return;
     }
     uint64_t mask = 0;
-    for (uint32_t r = 0; r < nd->g.ctl.L.nmembers; r++) {
-        mask |= 1ull << nd->g.ctl.member_ids[r];
+    for (uint32_t r = 0; r < nd->g.ctl.sst.L.nmembers; r++) {
+        mask |= 1ull << nd->g.ctl.sst.member_ids[r];
     }
     uint32_t k = nd->nviews++;
-    nd->views[k] = nd->g.ctl.view_id;
+    nd->views[k] = nd->g.ctl.sst.view_id;
     nd->view_members[k] = mask;
     nd->view_incarnation[k] = nd->incarnation;
     nd->view_adequate[k] = nd->g.adequate;
-    nd->view_rank[k] = nd->g.ctl.my_rank;
+    nd->view_rank[k] = nd->g.ctl.sst.my_rank;
     nd->view_assign[k] = nd->g.assign;
     /* A member that stopped holding a shard's state starts that shard's count afresh: the
      * newcomer's load replaces it, and a shard it left is no longer compared. */
@@ -354,7 +354,7 @@ static void stop_node(struct run *run, struct node *nd, int reason)
     g_removed += reason == SQ_EREMOVED;
     if (run->verbose) {
         printf("  t=%" PRIu64 " member %u stops in view %u: %s\n", sq__sim_now(run->sim), nd->id,
-               nd->g.ctl.view_id, sq_err_name(reason));
+               nd->g.ctl.sst.view_id, sq_err_name(reason));
     }
 }
 
@@ -382,17 +382,17 @@ static void poll_node(struct run *run, struct node *nd)
         record_view(run, nd);
         if (run->verbose) {
             printf("  t=%" PRIu64 " member %u rejoins in view %u\n", sq__sim_now(run->sim), nd->id,
-                   nd->g.ctl.view_id);
+                   nd->g.ctl.sst.view_id);
         }
     }
     for (int k = 0; k < 64; k++) {
         uint64_t failed = t->vt->failed_peers(t);
-        for (uint32_t r = 0; r < nd->g.ctl.L.nmembers; r++) {
-            if (r != nd->g.ctl.my_rank && (failed >> nd->g.ctl.member_peers[r]) & 1u) {
-                sq__smc_suspect(&nd->g.ctl, r);
+        for (uint32_t r = 0; r < nd->g.ctl.sst.L.nmembers; r++) {
+            if (r != nd->g.ctl.sst.my_rank && (failed >> nd->g.ctl.sst.member_peers[r]) & 1u) {
+                sq__sst_suspect(&nd->g.ctl.sst, r);
             }
         }
-        uint64_t prop_before = nd->g.ctl.prop.ballot;
+        uint64_t prop_before = nd->g.ctl.sst.prop.ballot;
         int rc = sq__group_poll(&nd->g, sq__sim_now(run->sim));
         if (rc == SQ_ECORRUPT && strstr(nd->g.errmsg, "does not match the group's history")) {
             /* Back on the old log of a shard that started over after losing every holder: the
@@ -408,7 +408,7 @@ static void poll_node(struct run *run, struct node *nd)
             fail(run, "member %u poll: %s (%s)", nd->id, sq_strerror(rc), nd->g.errmsg);
             return;
         }
-        if (run->kill_next_leader && nd->g.ctl.prop.ballot != prop_before) {
+        if (run->kill_next_leader && nd->g.ctl.sst.prop.ballot != prop_before) {
             run->kill_next_leader = false;
             crash_node(run, nd);
             for (uint32_t j = 0; j < run->n; j++) {
@@ -422,17 +422,18 @@ static void poll_node(struct run *run, struct node *nd)
             }
             return;
         }
-        enum sq__smc_phase phase = sq__group_phase(&nd->g);
-        if (phase == SQ_SMC_STOPPED) {
-            stop_node(run, nd, nd->g.ctl.stop_reason);
+        enum sq__sst_phase phase = sq__group_phase(&nd->g);
+        if (phase == SQ_SST_STOPPED) {
+            stop_node(run, nd, nd->g.ctl.sst.stop_reason);
             return;
         }
-        if (phase == SQ_SMC_READY) {
-            const struct sq__smc *c = &nd->g.ctl;
+        if (phase == SQ_SST_READY) {
+            const struct sq__sst *c = &nd->g.ctl.sst;
             for (uint32_t r = 0; r < c->L.nmembers; r++) {
                 uint32_t peer = c->member_peers[r];
                 bool gone = (c->decision.removed >> r) & 1u;
-                if ((gone && !((c->decision.added >> peer) & 1u)) || (c->fence_cut >> r) & 1u) {
+                if ((gone && !((c->decision.added >> peer) & 1u)) ||
+                    (nd->g.ctl.fence_cut >> r) & 1u) {
                     t->vt->disconnect(t, peer);
                 }
             }
@@ -451,15 +452,16 @@ static void poll_node(struct run *run, struct node *nd)
                 size_t len = 0;
                 for (uint32_t s = 0; s < run->cfg.nsubgroups && len < sizeof(lay) - 8; s++) {
                     len += (size_t)snprintf(lay + len, sizeof(lay) - len, " sg%u:", s);
-                    for (uint32_t r = 0; r < nd->g.ctl.L.nmembers && len < sizeof(lay) - 4; r++) {
+                    for (uint32_t r = 0; r < nd->g.ctl.sst.L.nmembers && len < sizeof(lay) - 4;
+                         r++) {
                         uint8_t k2 = nd->g.assign.shard[s][r];
                         len += (size_t)snprintf(lay + len, sizeof(lay) - len, "%c",
                                                 k2 == SQ_SHARD_NONE ? '-' : (char)('0' + k2));
                     }
                 }
                 printf("  t=%" PRIu64 " member %u installs view %u (%u members,%s%s)\n",
-                       sq__sim_now(run->sim), nd->id, nd->g.ctl.view_id, nd->g.ctl.L.nmembers, lay,
-                       nd->g.adequate ? "" : ", inadequate");
+                       sq__sim_now(run->sim), nd->id, nd->g.ctl.sst.view_id,
+                       nd->g.ctl.sst.L.nmembers, lay, nd->g.adequate ? "" : ", inadequate");
             }
             rc = 1;
         }
@@ -621,10 +623,11 @@ static void check(struct run *run)
                 sq__sim_is_cut(run->sim, i, j)) {
                 continue;
             }
-            if (a->g.ctl.view_id != b->g.ctl.view_id || a->g.ctl.phase != SQ_SMC_RUNNING ||
-                b->g.ctl.phase != SQ_SMC_RUNNING) {
+            if (a->g.ctl.sst.view_id != b->g.ctl.sst.view_id ||
+                a->g.ctl.sst.phase != SQ_SST_RUNNING || b->g.ctl.sst.phase != SQ_SST_RUNNING) {
                 fail(run, "members %u and %u still connected but in views %u/%u (phases %d/%d)", i,
-                     j, a->g.ctl.view_id, b->g.ctl.view_id, a->g.ctl.phase, b->g.ctl.phase);
+                     j, a->g.ctl.sst.view_id, b->g.ctl.sst.view_id, a->g.ctl.sst.phase,
+                     b->g.ctl.sst.phase);
                 continue;
             }
             for (uint32_t sg = 0; sg < nsg && a->g.adequate; sg++) {
@@ -1062,7 +1065,7 @@ static int run_seed(uint64_t seed, bool verbose)
                      * member it can reach hears it. */
                     if (c != i && !contact->crashed && !contact->stopped && !contact->joining &&
                         !sq__sim_is_cut(run->sim, i, c)) {
-                        sq__smc_request_join(&contact->g.ctl, i);
+                        sq__sst_request_join(&contact->g.ctl.sst, i);
                         break;
                     }
                 }
@@ -1105,7 +1108,7 @@ static int run_seed(uint64_t seed, bool verbose)
                    : nd->stopped ? sq_err_name(nd->stop_reason)
                    : nd->joining ? "joining"
                                  : "running",
-                   nd->g.ctl.view_id, nd->nlog);
+                   nd->g.ctl.sst.view_id, nd->nlog);
         }
     }
     for (uint32_t i = 0; i < run->n; i++) {

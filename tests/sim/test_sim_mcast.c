@@ -69,7 +69,7 @@ static void on_deliver(void *arg, const sq_message *msg)
     }
     /* Atomic delivery: nobody delivers a message before every member has received it. */
     for (uint32_t k = 0; k < run->n; k++) {
-        if (run->m[k].smc.received[s] <= msg->index / run->n) {
+        if (run->m[k].smc.sst.received[s] <= msg->index / run->n) {
             fail(run, "member %u delivered index %" PRIu64 " before member %u received it",
                  me->rank, msg->index, k);
             return;
@@ -120,10 +120,11 @@ static int poll_member(struct run *run, uint32_t r)
     for (int k = 0; k < 64; k++) {
         int rc = sq__smc_poll(&run->m[r].smc);
         if (rc < 0) {
-            fail(run, "member %u poll failed: %s (%s)", r, sq_strerror(rc), run->m[r].smc.errmsg);
+            fail(run, "member %u poll failed: %s (%s)", r, sq_strerror(rc),
+                 run->m[r].smc.sst.errmsg);
             return rc;
         }
-        struct sq_transport *t = run->m[r].smc.t;
+        struct sq_transport *t = run->m[r].smc.sst.t;
         int frc = t->vt->flush(t);
         if (frc != 0) {
             fail(run, "member %u flush failed: %s", r, sq_strerror(frc));
@@ -223,18 +224,18 @@ static int run_seed(uint64_t seed, bool verbose)
         struct member *m = &run->m[r];
         m->run = run;
         m->rank = r;
-        struct sq__smc_layout L;
-        SQ_ASSERT(sq__smc_layout(&L, run->n, window, max_payload) == 0);
+        struct sq__sst_layout L;
+        SQ_ASSERT(sq__sst_layout(&L, run->n, window, max_payload) == 0);
         m->table = calloc(1, L.table_bytes);
         m->log = calloc(run->total + 1, sizeof(struct record));
         SQ_ASSERT(m->table != NULL && m->log != NULL);
         sq__sim_attach(sim, r, m->table, L.table_bytes);
-        struct sq__smc_params p = {.nmembers = run->n,
-                                   .my_rank = r,
-                                   .window_size = window,
-                                   .max_payload = max_payload,
-                                   .view_id = 0,
-                                   .member_ids = ids};
+        struct sq__smc_params p = {.sst = {.nmembers = run->n,
+                                           .my_rank = r,
+                                           .window_size = window,
+                                           .max_payload = max_payload,
+                                           .view_id = 0,
+                                           .member_ids = ids}};
         SQ_ASSERT(sq__smc_init(&m->smc, &p, m->table, sq__sim_transport(sim, r), on_deliver, m) ==
                   0);
     }

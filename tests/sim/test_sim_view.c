@@ -16,6 +16,7 @@
 
 #include "common.h"
 #include "smc.h"
+#include "view.h"
 #include "transport/sim/sim.h"
 #include "seeds.h"
 
@@ -109,17 +110,17 @@ static void on_deliver(void *arg, const sq_message *msg)
         me->log = realloc(me->log, me->caplog * sizeof(struct rec));
         SQ_ASSERT(me->log != NULL);
     }
-    me->log[me->nlog++] = (struct rec){me->incarnation, me->smc.view_id, s, seq, msg->index};
+    me->log[me->nlog++] = (struct rec){me->incarnation, me->smc.sst.view_id, s, seq, msg->index};
 }
 
 static void record_view(struct node *nd)
 {
     SQ_ASSERT(nd->nviews < MAX_VIEWS);
     uint64_t mask = 0;
-    for (uint32_t r = 0; r < nd->smc.L.nmembers; r++) {
-        mask |= 1ull << nd->smc.member_ids[r];
+    for (uint32_t r = 0; r < nd->smc.sst.L.nmembers; r++) {
+        mask |= 1ull << nd->smc.sst.member_ids[r];
     }
-    nd->views[nd->nviews] = nd->smc.view_id;
+    nd->views[nd->nviews] = nd->smc.sst.view_id;
     nd->view_members[nd->nviews] = mask;
     nd->view_incarnation[nd->nviews] = nd->incarnation;
     nd->nviews++;
@@ -132,20 +133,21 @@ static void start_view(struct run *run, struct node *nd, uint32_t view_id, uint3
     for (uint32_t i = 0; i < run->n; i++) {
         all[i] = i;
     }
-    struct sq__smc_params p = {.nmembers = n,
-                               .my_rank = my_rank,
-                               .window_size = run->window,
-                               .max_payload = run->max_payload,
-                               .view_id = view_id,
-                               .member_ids = ids,
-                               .member_peers = ids,
-                               .npeers = run->n,
-                               .peer_ids = all,
-                               .region_offset = (view_id % 2) * nd->region,
+    struct sq__smc_params p = {.sst = {.nmembers = n,
+                                       .my_rank = my_rank,
+                                       .window_size = run->window,
+                                       .max_payload = run->max_payload,
+                                       .view_id = view_id,
+                                       .member_ids = ids,
+                                       .member_peers = ids,
+                                       .npeers = run->n,
+                                       .peer_ids = all,
+                                       .region_offset = (view_id % 2) * nd->region},
                                .now_us = sq__sim_now(run->sim),
                                .heartbeat_timeout_us = HB_TIMEOUT_US};
-    SQ_ASSERT(sq__smc_init(&nd->smc, &p, nd->mem + p.region_offset,
+    SQ_ASSERT(sq__smc_init(&nd->smc, &p, nd->mem + p.sst.region_offset,
                            sq__sim_transport(run->sim, nd->id), on_deliver, nd) == 0);
+    sq__view_attach(&nd->smc.sst);
     record_view(nd);
 }
 
@@ -158,18 +160,18 @@ static void poll_node(struct run *run, struct node *nd)
     for (int k = 0; k < 64; k++) {
         uint64_t failed = sq__sim_transport(run->sim, nd->id)
                               ->vt->failed_peers(sq__sim_transport(run->sim, nd->id));
-        for (uint32_t r = 0; r < nd->smc.L.nmembers; r++) {
-            if (r != nd->smc.my_rank && (failed >> nd->smc.member_peers[r]) & 1u) {
-                sq__smc_suspect(&nd->smc, r);
+        for (uint32_t r = 0; r < nd->smc.sst.L.nmembers; r++) {
+            if (r != nd->smc.sst.my_rank && (failed >> nd->smc.sst.member_peers[r]) & 1u) {
+                sq__sst_suspect(&nd->smc.sst, r);
             }
         }
-        uint64_t prop_before = nd->smc.prop.ballot;
+        uint64_t prop_before = nd->smc.sst.prop.ballot;
         int rc = sq__smc_poll(&nd->smc);
         if (rc < 0) {
-            fail(run, "member %u poll: %s (%s)", nd->id, sq_strerror(rc), nd->smc.errmsg);
+            fail(run, "member %u poll: %s (%s)", nd->id, sq_strerror(rc), nd->smc.sst.errmsg);
             return;
         }
-        if (run->kill_next_leader && nd->smc.prop.ballot != prop_before) {
+        if (run->kill_next_leader && nd->smc.sst.prop.ballot != prop_before) {
             /* The leader dies with its proposal in flight: it reaches only some members. */
             run->kill_next_leader = false;
             nd->crashed = true;
@@ -184,38 +186,38 @@ static void poll_node(struct run *run, struct node *nd)
             }
             return;
         }
-        if (nd->smc.phase == SQ_SMC_STOPPED) {
+        if (nd->smc.sst.phase == SQ_SST_STOPPED) {
             nd->stopped = true;
-            nd->stop_reason = nd->smc.stop_reason;
+            nd->stop_reason = nd->smc.sst.stop_reason;
             g_partitioned += nd->stop_reason == SQ_EPARTITIONED;
             g_removed += nd->stop_reason == SQ_EREMOVED;
-            g_adopted += nd->smc.vc_adopted;
+            g_adopted += nd->smc.sst.vc_adopted;
             if (run->verbose) {
                 printf("  t=%" PRIu64 " member %u stops in view %u: %s\n", sq__sim_now(run->sim),
-                       nd->id, nd->smc.view_id, sq_err_name(nd->stop_reason));
+                       nd->id, nd->smc.sst.view_id, sq_err_name(nd->stop_reason));
             }
             return;
         }
-        if (nd->smc.phase == SQ_SMC_READY) {
+        if (nd->smc.sst.phase == SQ_SST_READY) {
             uint32_t ids[MAX_N], peers[MAX_N], my_rank = 0;
             uint32_t n = sq__smc_next_view(&nd->smc, ids, peers, &my_rank);
-            for (uint32_t r = 0; r < nd->smc.L.nmembers; r++) {
-                if ((nd->smc.decision.removed >> r) & 1u) {
+            for (uint32_t r = 0; r < nd->smc.sst.L.nmembers; r++) {
+                if ((nd->smc.sst.decision.removed >> r) & 1u) {
                     sq__sim_transport(run->sim, nd->id)
                         ->vt->disconnect(sq__sim_transport(run->sim, nd->id),
-                                         nd->smc.member_peers[r]);
+                                         nd->smc.sst.member_peers[r]);
                 }
             }
-            uint32_t v = nd->smc.view_id + 1;
+            uint32_t v = nd->smc.sst.view_id + 1;
             g_views_installed++;
-            g_takeovers += nd->smc.decision.ballot > 1;
-            g_adopted += nd->smc.vc_adopted;
+            g_takeovers += nd->smc.sst.decision.ballot > 1;
+            g_adopted += nd->smc.sst.vc_adopted;
             if (run->verbose) {
                 printf("  t=%" PRIu64 " member %u installs view %u (%u members, trim %" PRIu64
                        ")\n",
-                       sq__sim_now(run->sim), nd->id, v, n, nd->smc.decision.trim);
+                       sq__sim_now(run->sim), nd->id, v, n, nd->smc.sst.decision.trim);
             }
-            uint64_t added = nd->smc.decision.added;
+            uint64_t added = nd->smc.sst.decision.added;
             sq__smc_fini(&nd->smc);
             start_view(run, nd, v, n, my_rank, ids);
             /* The donor welcomes the joiners: they start in this view (no application state
@@ -340,10 +342,10 @@ static void check(struct run *run)
                 sq__sim_is_cut(run->sim, i, j)) {
                 continue;
             }
-            if (a->smc.view_id != b->smc.view_id || a->smc.phase != SQ_SMC_RUNNING ||
-                b->smc.phase != SQ_SMC_RUNNING) {
+            if (a->smc.sst.view_id != b->smc.sst.view_id || a->smc.sst.phase != SQ_SST_RUNNING ||
+                b->smc.sst.phase != SQ_SST_RUNNING) {
                 fail(run, "members %u and %u still connected but in views %u/%u (phases %d/%d)", i,
-                     j, a->smc.view_id, b->smc.view_id, a->smc.phase, b->smc.phase);
+                     j, a->smc.sst.view_id, b->smc.sst.view_id, a->smc.sst.phase, b->smc.sst.phase);
             }
         }
     }
@@ -369,8 +371,8 @@ static int run_seed(uint64_t seed, bool verbose)
         .torn_permille = (uint32_t)sq__sim_rand_below(&rng, 200),
     };
     SQ_ASSERT(sq__sim_create(&run->sim, run->n, seed ^ 0xfeed, &sp) == 0);
-    struct sq__smc_layout L;
-    SQ_ASSERT(sq__smc_layout(&L, run->n, run->window, run->max_payload) == 0);
+    struct sq__sst_layout L;
+    SQ_ASSERT(sq__sst_layout(&L, run->n, run->window, run->max_payload) == 0);
     uint32_t ids[MAX_N];
     for (uint32_t i = 0; i < run->n; i++) {
         ids[i] = i;
@@ -435,7 +437,8 @@ static int run_seed(uint64_t seed, bool verbose)
                         printf("  t=%" PRIu64 " crash member %u (%s) in phase %d, proposal ballot "
                                "%" PRIu64 "\n",
                                now, victim, fault_kind[f] == 0 ? "links reset" : "silent",
-                               run->node[victim].smc.phase, run->node[victim].smc.prop.ballot);
+                               run->node[victim].smc.sst.phase,
+                               run->node[victim].smc.sst.prop.ballot);
                     }
                 } else if (fault_kind[f] == 6) {
                     /* kill -9 and a restart with --join a little later */
@@ -518,7 +521,7 @@ static int run_seed(uint64_t seed, bool verbose)
                 for (uint32_t c = 0; c < run->n; c++) {
                     struct node *contact = &run->node[c];
                     if (c != i && !contact->crashed && !contact->stopped && !contact->joining) {
-                        sq__smc_request_join(&contact->smc, i);
+                        sq__sst_request_join(&contact->smc.sst, i);
                         break;
                     }
                 }
@@ -549,7 +552,7 @@ static int run_seed(uint64_t seed, bool verbose)
                    nd->crashed   ? "crashed"
                    : nd->stopped ? sq_err_name(nd->stop_reason)
                                  : "running",
-                   nd->smc.view_id, nd->nlog);
+                   nd->smc.sst.view_id, nd->nlog);
         }
     }
     for (uint32_t i = 0; i < run->n; i++) {
