@@ -1,7 +1,7 @@
 /* group.h: one member's share of the group, as pure protocol logic over the transport: the
  * control table (heartbeats, suspicions, view changes) of the whole view, one shard table per
  * subgroup this member serves, the shard layout of each view, and the moves of state that a new
- * layout needs. No threads and no clock of its own: member.c drives it on the fabric, the
+ * layout needs. No threads and no clock of its own: src/member/ drives it on the fabric, the
  * simulations drive it on the sim transport.
  *
  * Memory (the transport's registered region), from offset 0:

@@ -20,7 +20,7 @@
  *     u64 prefix[8]     per subgroup: the global index up to which I received everything in
  *                       my shard of it, frozen when I wedge (control table only)
  *     u64 ack[8]        per subgroup: state chunks a newcomer has taken in this view (control
- *                       table only; see group.c)
+ *                       table only; see group_handover.c)
  *     u64 have[8]       per subgroup: a newcomer's log already holds versions up to have - 1
  *     u64 have_ts[8]    ... and the timestamp of that last version (0, 0: its log is empty)
  *     u64 wedged        1 once this member froze its counters for a view change
