@@ -1,7 +1,7 @@
 /* group.h: one member's share of the group, as pure protocol logic over the transport: the
  * control table (heartbeats, suspicions, view changes) of the whole view, one shard table per
  * subgroup this member serves, the shard layout of each view, and the moves of state that a new
- * layout needs. No threads and no clock of its own: member.c drives it on the fabric, the
+ * layout needs. No threads and no clock of its own: src/member/ drives it on the fabric, the
  * simulations drive it on the sim transport.
  *
  * Memory (the transport's registered region), from offset 0:
@@ -26,11 +26,11 @@
 #define SQ_HANDOVER_BYTES 128u
 
 struct sq__group_mem {
-    size_t ctl_region;                    /* one control table */
-    size_t sg_off[SQ_MAX_SUBGROUPS];      /* first of the subgroup's two shard tables */
-    size_t sg_region[SQ_MAX_SUBGROUPS];   /* one shard table */
+    size_t ctl_region;                  /* one control table */
+    size_t sg_off[SQ_MAX_SUBGROUPS];    /* first of the subgroup's two shard tables */
+    size_t sg_region[SQ_MAX_SUBGROUPS]; /* one shard table */
     size_t welcome_off;
-    size_t handover_off;                  /* + SQ_HANDOVER_BYTES * subgroup */
+    size_t handover_off; /* + SQ_HANDOVER_BYTES * subgroup */
     size_t state_off[SQ_MAX_SUBGROUPS][2];
     size_t end;
 };
@@ -44,10 +44,10 @@ struct sq__welcome {
     uint64_t adequate;
     uint32_t ids[SQ_MAX_MEMBERS];
     uint32_t peers[SQ_MAX_MEMBERS];
-    struct sq__assign assign;    /* the layout of that view */
-    struct sq__assign holders;   /* who held each shard's state before it */
-    uint64_t restart;            /* 1: the first view of a restart from the disks */
-    uint64_t check;              /* written last: vouches for the rest */
+    struct sq__assign assign;  /* the layout of that view */
+    struct sq__assign holders; /* who held each shard's state before it */
+    uint64_t restart;          /* 1: the first view of a restart from the disks */
+    uint64_t check;            /* written last: vouches for the rest */
 };
 
 /* A donor's work for one subgroup: the shard's log (persistent subgroups) and then the
@@ -59,13 +59,13 @@ struct sq__donation {
     uint32_t shard;
     uint32_t newcomers[SQ_MAX_MEMBERS]; /* control ranks */
     uint32_t nnew, cur;
-    void *state;        /* the application state at the view boundary */
+    void *state; /* the application state at the view boundary */
     size_t state_size;
-    int state_status;   /* 0, or 1: it does not fit max_state_bytes */
+    int state_status; /* 0, or 1: it does not fit max_state_bytes */
     uint64_t last_ts;
-    uint64_t log_end;   /* log entries to send: the ones before the view boundary */
-    uint64_t pos;       /* next log entry for the current newcomer */
-    uint32_t seq;       /* chunks sent to the current newcomer */
+    uint64_t log_end; /* log entries to send: the ones before the view boundary */
+    uint64_t pos;     /* next log entry for the current newcomer */
+    uint32_t seq;     /* chunks sent to the current newcomer */
     bool in_flight, last_sent;
     bool started;       /* the current newcomer's log end is known: pos starts after it */
     bool diverged;      /* the current newcomer's log goes past mine: it cuts it back to... */
@@ -89,7 +89,7 @@ struct sq__group {
     void *state_arg;
     sq_persisted_fn persisted;
     void *persisted_arg;
-    struct sq_disk *disk;     /* where persistent shards keep their logs (NULL: the real one) */
+    struct sq_disk *disk;       /* where persistent shards keep their logs (NULL: the real one) */
     uint64_t (*clock_us)(void); /* if set, read when a view is set up (a replay takes time) */
     int (*on_accept)(void *arg, const struct sq__vc_value *v); /* handed to each control table */
     void *on_accept_arg;
@@ -98,9 +98,9 @@ struct sq__group {
     struct sq__smc ctl;
     bool ctl_ready;
     struct sq__smc shard[SQ_MAX_SUBGROUPS];
-    bool in_shard[SQ_MAX_SUBGROUPS]; /* shard[g] is set up */
+    bool in_shard[SQ_MAX_SUBGROUPS];       /* shard[g] is set up */
     uint32_t shard_base[SQ_MAX_SUBGROUPS]; /* flat number of shard 0 of each subgroup */
-    struct sq__assign assign;  /* this view's layout (by rank) */
+    struct sq__assign assign;              /* this view's layout (by rank) */
     struct sq__assign holders; /* who holds each shard's state: the last adequate layout */
     bool adequate;
     char inadequate_why[128];
@@ -119,13 +119,13 @@ struct sq__group {
     bool log_ok[SQ_MAX_SUBGROUPS];        /* log[s] was checked against the layout */
     _Atomic uint64_t durable_next[SQ_MAX_SUBGROUPS];
     uint64_t frontier[SQ_MAX_SUBGROUPS];
-    bool appended; /* a delivery went into a log since the caller last looked */
+    bool appended;     /* a delivery went into a log since the caller last looked */
     bool restart_view; /* the view was set up from a restart welcome */
-    bool gate; /* shards neither deliver nor persist (the caller's restart guard is up) */
+    bool gate;         /* shards neither deliver nor persist (the caller's restart guard is up) */
     pthread_mutex_t durable_mu; /* the flusher's update of durable_next versus cutting a log */
     uint8_t *scratch; /* one payload read back from a log (handover, replay); grows as needed */
     size_t scratch_cap;
-    uint64_t dropped;  /* my messages the last view change dropped, over all shards */
+    uint64_t dropped;      /* my messages the last view change dropped, over all shards */
     uint64_t removed_mask; /* ranks of the previous view that the last change removed */
     int failed;
     char errmsg[192];
@@ -167,9 +167,9 @@ int sq__group_try_welcome(struct sq__group *g);
  * check sq__group_phase(). */
 int sq__group_poll(struct sq__group *g, uint64_t now_us);
 
-/* SQ_SMC_RUNNING or CHANGING while the view runs; READY once the control table and every shard
- * delivered up to their trims (call sq__group_install); STOPPED (see g->ctl.stop_reason). */
-enum sq__smc_phase sq__group_phase(const struct sq__group *g);
+/* SQ_SST_RUNNING or CHANGING while the view runs; READY once the control table and every shard
+ * delivered up to their trims (call sq__group_install); STOPPED (see g->ctl.sst.stop_reason). */
+enum sq__sst_phase sq__group_phase(const struct sq__group *g);
 
 /* Installs the decided next view: moves shard state to newcomers (as donor), welcomes joiners
  * (as rank 0), sets up the new tables. The caller closes removed links before. */
@@ -189,9 +189,9 @@ int sq__group_flush_log(struct sq__group *g, uint32_t sg, bool sync, bool writte
 /* Opens (and recovers) member `member_id`'s log of shard k of subgroup s, creating it if
  * needed, and reports what recovery cut in the log sink. Returns 0 or an error described in
  * `err` (damage names the file and offset). */
-int sq__group_open_shard_log(const struct sq_config *cfg, struct sq_disk *disk,
-                             uint32_t member_id, uint32_t s, uint32_t k, struct sq__plog **out,
-                             char *err, size_t err_size);
+int sq__group_open_shard_log(const struct sq_config *cfg, struct sq_disk *disk, uint32_t member_id,
+                             uint32_t s, uint32_t k, struct sq__plog **out, char *err,
+                             size_t err_size);
 
 /* Where member `member_id` keeps the log of shard k of subgroup s. */
 void sq__group_log_dir(const struct sq_config *cfg, uint32_t member_id, uint32_t s, uint32_t k,

@@ -14,12 +14,21 @@
 #ifndef SQ_VIEW_H
 #define SQ_VIEW_H
 
-#include "smc.h"
+#include "sst.h"
 
-/* Runs one step of the protocol for `s`: merges suspicions, wedges, promises, accepts, leads
- * and learns. Sets s->phase to SQ_SMC_CHANGING, SQ_SMC_STOPPED (with s->stop_reason), and fills
- * s->decision once decided. Returns the number of things that changed, or a negative error. */
-int sq__view_step(struct sq__smc *s);
+/* Runs one step of the protocol for control table `s`: merges suspicions, wedges, promises,
+ * accepts, leads and learns. Sets s->phase to SQ_SST_CHANGING, SQ_SST_STOPPED (with
+ * s->stop_reason), and fills s->decision once decided. Returns the number of things that changed,
+ * or a negative error. */
+int sq__view_step(struct sq__sst *s);
+
+/* Makes `s` a control table: every poll of it (sq__smc_poll) runs one sq__view_step, after taking
+ * in what arrived and before delivering. Call it again after each sq__smc_init of the table. */
+void sq__view_attach(struct sq__sst *s);
+
+/* Asks to leave: this member suspects itself, which every other member adopts, so the next
+ * view leaves it out; this member stops with SQ_ELEFT. */
+void sq__view_leave(struct sq__sst *s);
 
 /* The check value of a proposal (FNV-1a of its three fields). */
 uint64_t sq__vc_check(const struct sq__vc_value *v);

@@ -145,9 +145,13 @@ static void kv_apply(struct node *me, const sq_message *msg, uint32_t s, uint64_
     char key[16];
     int klen = snprintf(key, sizeof(key), "/k/%u", (unsigned)((seq * 7 + s) % 5));
     uint64_t value = seq;
-    struct sq_kv_op op = {.kind = seq % 5 == 4 ? SQ_KV_REMOVE : SQ_KV_PUT, .client = s + 1,
-                          .req_id = seq % 11 == 10 ? seq - 1 : seq, .origin = s, .key = key,
-                          .key_len = (uint16_t)klen, .value = &value,
+    struct sq_kv_op op = {.kind = seq % 5 == 4 ? SQ_KV_REMOVE : SQ_KV_PUT,
+                          .client = s + 1,
+                          .req_id = seq % 11 == 10 ? seq - 1 : seq,
+                          .origin = s,
+                          .key = key,
+                          .key_len = (uint16_t)klen,
+                          .value = &value,
                           .value_len = seq % 5 == 4 ? 0 : sizeof(value)};
     if (seq % 3 == 1) {
         op.flags = SQ_KV_OPF_IF_VERSION;
@@ -172,15 +176,17 @@ static void on_deliver(void *arg, const sq_message *msg)
         return;
     }
     if (!me->g.adequate || !me->g.in_shard[sg] || me->g.shard[sg].shard != msg->shard) {
-        fail(run, "member %u: a delivery in subgroup %u shard %u, which it does not serve in "
-                  "view %u", me->id, sg, msg->shard, me->g.ctl.view_id);
+        fail(run,
+             "member %u: a delivery in subgroup %u shard %u, which it does not serve in "
+             "view %u",
+             me->id, sg, msg->shard, me->g.ctl.sst.view_id);
         return;
     }
     uint64_t seq;
     memcpy(&seq, msg->data, 8);
     if (seq + 1 <= me->last_seq_from[sg][s]) {
-        fail(run, "member %u: message %" PRIu64 " of sender %u in subgroup %u out of order",
-             me->id, seq, s, sg);
+        fail(run, "member %u: message %" PRIu64 " of sender %u in subgroup %u out of order", me->id,
+             seq, s, sg);
         return;
     }
     for (size_t i = 8; i < msg->size; i++) {
@@ -198,17 +204,17 @@ static void on_deliver(void *arg, const sq_message *msg)
     me->last_seq_from[sg][s] = seq + 1;
     struct shard_state *st = &me->state[sg];
     st->count++;
-    st->hash = sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(st->hash, s), seq),
-                                           msg->index), msg->timestamp);
+    st->hash = sq__fnv1a_u64(
+        sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(st->hash, s), seq), msg->index), msg->timestamp);
     kv_apply(me, msg, s, seq);
     if (me->nlog == me->caplog) {
         me->caplog = me->caplog ? me->caplog * 2 : 1024;
         me->log = realloc(me->log, me->caplog * sizeof(struct rec));
         SQ_ASSERT(me->log != NULL);
     }
-    me->log[me->nlog++] = (struct rec){me->incarnation, me->g.ctl.view_id, sg, msg->shard, s, seq,
-                                       msg->index, msg->timestamp, msg->version,
-                                       (uint32_t)msg->size};
+    me->log[me->nlog++] = (struct rec){
+        me->incarnation, me->g.ctl.sst.view_id, sg,           msg->shard,         s, seq,
+        msg->index,      msg->timestamp,        msg->version, (uint32_t)msg->size};
     g_delivered++;
 }
 
@@ -246,8 +252,8 @@ static void load_state(void *arg, uint32_t sg, uint32_t shard, const void *buf, 
     int rc = sq__kv_store_load(me->kv[sg], (const uint8_t *)buf + sizeof(struct shard_state),
                                size - sizeof(struct shard_state));
     if (rc != 0) {
-        fail(me->run, "member %u: the key-value state of subgroup %u does not load: %s", me->id,
-             sg, sq_strerror(rc));
+        fail(me->run, "member %u: the key-value state of subgroup %u does not load: %s", me->id, sg,
+             sq_strerror(rc));
     }
     g_handovers++;
 }
@@ -264,8 +270,8 @@ static void on_persisted(void *arg, uint32_t sg, uint32_t shard, uint64_t versio
     struct report *r = &run->reports[run->nreports++];
     *r = (struct report){.sg = sg, .shard = shard, .version = version};
     const struct sq__smc *sh = &me->g.shard[sg];
-    for (uint32_t k = 0; k < sh->L.nmembers; k++) {
-        uint32_t id = sh->member_ids[k];
+    for (uint32_t k = 0; k < sh->sst.L.nmembers; k++) {
+        uint32_t id = sh->sst.member_ids[k];
         r->ids[r->nmembers] = id;
         r->incarnations[r->nmembers] = id == me->id ? me->incarnation : run->node[id].incarnation;
         r->nmembers++;
@@ -280,15 +286,15 @@ static void record_view(struct run *run, struct node *nd)
         return;
     }
     uint64_t mask = 0;
-    for (uint32_t r = 0; r < nd->g.ctl.L.nmembers; r++) {
-        mask |= 1ull << nd->g.ctl.member_ids[r];
+    for (uint32_t r = 0; r < nd->g.ctl.sst.L.nmembers; r++) {
+        mask |= 1ull << nd->g.ctl.sst.member_ids[r];
     }
     uint32_t k = nd->nviews++;
-    nd->views[k] = nd->g.ctl.view_id;
+    nd->views[k] = nd->g.ctl.sst.view_id;
     nd->view_members[k] = mask;
     nd->view_incarnation[k] = nd->incarnation;
     nd->view_adequate[k] = nd->g.adequate;
-    nd->view_rank[k] = nd->g.ctl.my_rank;
+    nd->view_rank[k] = nd->g.ctl.sst.my_rank;
     nd->view_assign[k] = nd->g.assign;
     /* A member that stopped holding a shard's state starts that shard's count afresh: the
      * newcomer's load replaces it, and a shard it left is no longer compared. */
@@ -336,8 +342,8 @@ static void new_incarnation(struct run *run, struct node *nd)
 static void crash_node(struct run *run, struct node *nd)
 {
     nd->crashed = true;
-    md_crash(nd->disks[nd->incarnation], sq__sim_rand_below(&run->rng, 3) == 0
-                                             ? sq__sim_rand_below(&run->rng, 200) : 0);
+    md_crash(nd->disks[nd->incarnation],
+             sq__sim_rand_below(&run->rng, 3) == 0 ? sq__sim_rand_below(&run->rng, 200) : 0);
 }
 
 static void stop_node(struct run *run, struct node *nd, int reason)
@@ -348,7 +354,7 @@ static void stop_node(struct run *run, struct node *nd, int reason)
     g_removed += reason == SQ_EREMOVED;
     if (run->verbose) {
         printf("  t=%" PRIu64 " member %u stops in view %u: %s\n", sq__sim_now(run->sim), nd->id,
-               nd->g.ctl.view_id, sq_err_name(reason));
+               nd->g.ctl.sst.view_id, sq_err_name(reason));
     }
 }
 
@@ -375,18 +381,18 @@ static void poll_node(struct run *run, struct node *nd)
         nd->joining = false;
         record_view(run, nd);
         if (run->verbose) {
-            printf("  t=%" PRIu64 " member %u rejoins in view %u\n", sq__sim_now(run->sim),
-                   nd->id, nd->g.ctl.view_id);
+            printf("  t=%" PRIu64 " member %u rejoins in view %u\n", sq__sim_now(run->sim), nd->id,
+                   nd->g.ctl.sst.view_id);
         }
     }
     for (int k = 0; k < 64; k++) {
         uint64_t failed = t->vt->failed_peers(t);
-        for (uint32_t r = 0; r < nd->g.ctl.L.nmembers; r++) {
-            if (r != nd->g.ctl.my_rank && (failed >> nd->g.ctl.member_peers[r]) & 1u) {
-                sq__smc_suspect(&nd->g.ctl, r);
+        for (uint32_t r = 0; r < nd->g.ctl.sst.L.nmembers; r++) {
+            if (r != nd->g.ctl.sst.my_rank && (failed >> nd->g.ctl.sst.member_peers[r]) & 1u) {
+                sq__sst_suspect(&nd->g.ctl.sst, r);
             }
         }
-        uint64_t prop_before = nd->g.ctl.prop.ballot;
+        uint64_t prop_before = nd->g.ctl.sst.prop.ballot;
         int rc = sq__group_poll(&nd->g, sq__sim_now(run->sim));
         if (rc == SQ_ECORRUPT && strstr(nd->g.errmsg, "does not match the group's history")) {
             /* Back on the old log of a shard that started over after losing every holder: the
@@ -402,7 +408,7 @@ static void poll_node(struct run *run, struct node *nd)
             fail(run, "member %u poll: %s (%s)", nd->id, sq_strerror(rc), nd->g.errmsg);
             return;
         }
-        if (run->kill_next_leader && nd->g.ctl.prop.ballot != prop_before) {
+        if (run->kill_next_leader && nd->g.ctl.sst.prop.ballot != prop_before) {
             run->kill_next_leader = false;
             crash_node(run, nd);
             for (uint32_t j = 0; j < run->n; j++) {
@@ -416,17 +422,18 @@ static void poll_node(struct run *run, struct node *nd)
             }
             return;
         }
-        enum sq__smc_phase phase = sq__group_phase(&nd->g);
-        if (phase == SQ_SMC_STOPPED) {
-            stop_node(run, nd, nd->g.ctl.stop_reason);
+        enum sq__sst_phase phase = sq__group_phase(&nd->g);
+        if (phase == SQ_SST_STOPPED) {
+            stop_node(run, nd, nd->g.ctl.sst.stop_reason);
             return;
         }
-        if (phase == SQ_SMC_READY) {
-            const struct sq__smc *c = &nd->g.ctl;
+        if (phase == SQ_SST_READY) {
+            const struct sq__sst *c = &nd->g.ctl.sst;
             for (uint32_t r = 0; r < c->L.nmembers; r++) {
                 uint32_t peer = c->member_peers[r];
                 bool gone = (c->decision.removed >> r) & 1u;
-                if ((gone && !((c->decision.added >> peer) & 1u)) || (c->fence_cut >> r) & 1u) {
+                if ((gone && !((c->decision.added >> peer) & 1u)) ||
+                    (nd->g.ctl.fence_cut >> r) & 1u) {
                     t->vt->disconnect(t, peer);
                 }
             }
@@ -445,15 +452,16 @@ static void poll_node(struct run *run, struct node *nd)
                 size_t len = 0;
                 for (uint32_t s = 0; s < run->cfg.nsubgroups && len < sizeof(lay) - 8; s++) {
                     len += (size_t)snprintf(lay + len, sizeof(lay) - len, " sg%u:", s);
-                    for (uint32_t r = 0; r < nd->g.ctl.L.nmembers && len < sizeof(lay) - 4; r++) {
+                    for (uint32_t r = 0; r < nd->g.ctl.sst.L.nmembers && len < sizeof(lay) - 4;
+                         r++) {
                         uint8_t k2 = nd->g.assign.shard[s][r];
                         len += (size_t)snprintf(lay + len, sizeof(lay) - len, "%c",
                                                 k2 == SQ_SHARD_NONE ? '-' : (char)('0' + k2));
                     }
                 }
                 printf("  t=%" PRIu64 " member %u installs view %u (%u members,%s%s)\n",
-                       sq__sim_now(run->sim), nd->id, nd->g.ctl.view_id, nd->g.ctl.L.nmembers,
-                       lay, nd->g.adequate ? "" : ", inadequate");
+                       sq__sim_now(run->sim), nd->id, nd->g.ctl.sst.view_id,
+                       nd->g.ctl.sst.L.nmembers, lay, nd->g.adequate ? "" : ", inadequate");
             }
             rc = 1;
         }
@@ -535,10 +543,11 @@ static void check(struct run *run)
             if (o->view_members[ok] != nd->view_members[k] ||
                 o->view_adequate[ok] != nd->view_adequate[k] ||
                 memcmp(&o->view_assign[ok], &nd->view_assign[k], sizeof(struct sq__assign)) != 0) {
-                fail(run, "view %u differs between members %u and %u (members %#" PRIx64 "/%#"
-                          PRIx64 ", adequate %d/%d, or layout)", v, o->id, nd->id,
-                     o->view_members[ok], nd->view_members[k], o->view_adequate[ok],
-                     nd->view_adequate[k]);
+                fail(run,
+                     "view %u differs between members %u and %u (members %#" PRIx64 "/%#" PRIx64
+                     ", adequate %d/%d, or layout)",
+                     v, o->id, nd->id, o->view_members[ok], nd->view_members[k],
+                     o->view_adequate[ok], nd->view_adequate[k]);
             }
         }
     }
@@ -573,8 +582,10 @@ static void check(struct run *run)
                         const struct rec *r = &nd->log[x];
                         if (r->sg == sg && r->shard == shard) {
                             count++;
-                            h = sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(
-                                                  h, r->sender), r->seq), r->index), r->timestamp);
+                            h = sq__fnv1a_u64(
+                                sq__fnv1a_u64(sq__fnv1a_u64(sq__fnv1a_u64(h, r->sender), r->seq),
+                                              r->index),
+                                r->timestamp);
                         }
                     }
                     if (count == 0) {
@@ -595,8 +606,9 @@ static void check(struct run *run)
                         rcount = count;
                         rhash = h;
                     } else if (count != rcount || h != rhash) {
-                        fail(run, "view %u, subgroup %u shard %u: members %u and %u delivered "
-                                  "different sequences (%" PRIu64 " and %" PRIu64 " messages)",
+                        fail(run,
+                             "view %u, subgroup %u shard %u: members %u and %u delivered "
+                             "different sequences (%" PRIu64 " and %" PRIu64 " messages)",
                              v, sg, shard, ref->id, nd->id, rcount, count);
                     }
                 }
@@ -607,14 +619,15 @@ static void check(struct run *run)
     for (uint32_t i = 0; i < run->n; i++) {
         for (uint32_t j = i + 1; j < run->n; j++) {
             struct node *a = &run->node[i], *b = &run->node[j];
-            if (a->crashed || b->crashed || a->stopped || b->stopped || a->joining ||
-                b->joining || sq__sim_is_cut(run->sim, i, j)) {
+            if (a->crashed || b->crashed || a->stopped || b->stopped || a->joining || b->joining ||
+                sq__sim_is_cut(run->sim, i, j)) {
                 continue;
             }
-            if (a->g.ctl.view_id != b->g.ctl.view_id || a->g.ctl.phase != SQ_SMC_RUNNING ||
-                b->g.ctl.phase != SQ_SMC_RUNNING) {
-                fail(run, "members %u and %u still connected but in views %u/%u (phases %d/%d)",
-                     i, j, a->g.ctl.view_id, b->g.ctl.view_id, a->g.ctl.phase, b->g.ctl.phase);
+            if (a->g.ctl.sst.view_id != b->g.ctl.sst.view_id ||
+                a->g.ctl.sst.phase != SQ_SST_RUNNING || b->g.ctl.sst.phase != SQ_SST_RUNNING) {
+                fail(run, "members %u and %u still connected but in views %u/%u (phases %d/%d)", i,
+                     j, a->g.ctl.sst.view_id, b->g.ctl.sst.view_id, a->g.ctl.sst.phase,
+                     b->g.ctl.sst.phase);
                 continue;
             }
             for (uint32_t sg = 0; sg < nsg && a->g.adequate; sg++) {
@@ -626,18 +639,20 @@ static void check(struct run *run)
                     fail(run, "members %u/%u still wait for the state of subgroup %u", i, j, sg);
                 } else if (a->state[sg].count != b->state[sg].count ||
                            a->state[sg].hash != b->state[sg].hash) {
-                    fail(run, "subgroup %u shard %u: members %u and %u end with different states "
-                              "(%" PRIu64 " and %" PRIu64 " messages)", sg, a->g.shard[sg].shard,
-                         i, j, a->state[sg].count, b->state[sg].count);
+                    fail(run,
+                         "subgroup %u shard %u: members %u and %u end with different states "
+                         "(%" PRIu64 " and %" PRIu64 " messages)",
+                         sg, a->g.shard[sg].shard, i, j, a->state[sg].count, b->state[sg].count);
                 } else {
                     void *sa = NULL, *sb = NULL;
                     size_t na = 0, nb = 0;
                     int ra = sq__kv_store_save(a->kv[sg], &sa, &na);
                     int rb = sq__kv_store_save(b->kv[sg], &sb, &nb);
                     if (ra != 0 || rb != 0 || na != nb || memcmp(sa, sb, na) != 0) {
-                        fail(run, "subgroup %u shard %u: members %u and %u end with different "
-                                  "key-value stores (%" PRIu64 " and %" PRIu64 " keys)", sg,
-                             a->g.shard[sg].shard, i, j, sq__kv_store_keys(a->kv[sg]),
+                        fail(run,
+                             "subgroup %u shard %u: members %u and %u end with different "
+                             "key-value stores (%" PRIu64 " and %" PRIu64 " keys)",
+                             sg, a->g.shard[sg].shard, i, j, sq__kv_store_keys(a->kv[sg]),
                              sq__kv_store_keys(b->kv[sg]));
                     }
                     free(sa);
@@ -666,8 +681,7 @@ static void check_prefix(struct run *run, struct node *nd, uint32_t inc, uint32_
     for (uint64_t x = 0; x < nd->nlog; x++) {
         if (nd->log[x].incarnation == inc && nd->log[x].sg == sg && nd->log[x].shard == k) {
             struct sq__plog_entry e0;
-            if (sq__plog_find(log, nd->log[x].version, SQ_PLOG_EXACT, &e0,
-                              &first_pos) != 0) {
+            if (sq__plog_find(log, nd->log[x].version, SQ_PLOG_EXACT, &e0, &first_pos) != 0) {
                 first_pos = sq__plog_count(log); /* all of it lost in a crash */
             }
             break;
@@ -691,20 +705,22 @@ static void check_prefix(struct run *run, struct node *nd, uint32_t inc, uint32_
         for (ssize_t b = 8; bytes_ok && b < n; b++) {
             bytes_ok = buf[b] == pbyte(r->sender, sg, r->seq, (size_t)b);
         }
-        if (e.version != r->version || e.timestamp != r->timestamp ||
-            e.sender != r->sender || !bytes_ok) {
-            fail(run, "member %u incarnation %u: log entry %" PRIu64 " of subgroup "
-                      "%u (version %#" PRIx64 ") differs from its delivery "
-                      "(version %#" PRIx64 ")", i, inc, pos, sg, e.version,
-                 r->version);
+        if (e.version != r->version || e.timestamp != r->timestamp || e.sender != r->sender ||
+            !bytes_ok) {
+            fail(run,
+                 "member %u incarnation %u: log entry %" PRIu64 " of subgroup "
+                 "%u (version %#" PRIx64 ") differs from its delivery "
+                 "(version %#" PRIx64 ")",
+                 i, inc, pos, sg, e.version, r->version);
         }
         pos++;
         g_checked_records++;
     }
     if (pos != sq__plog_count(log) && pos > first_pos) {
-        fail(run, "member %u incarnation %u: the log of subgroup %u holds %" PRIu64
-                  " entries but only %" PRIu64 " match deliveries", i, inc, sg,
-             sq__plog_count(log), pos);
+        fail(run,
+             "member %u incarnation %u: the log of subgroup %u holds %" PRIu64
+             " entries but only %" PRIu64 " match deliveries",
+             i, inc, sg, sq__plog_count(log), pos);
     }
 }
 
@@ -727,8 +743,8 @@ static void check_logs(struct run *run)
             if (shared) {
                 memcpy(logs[i][inc], logs[i][inc - 1], sizeof(logs[i][inc]));
             } else {
-                md_crash(d, sq__sim_rand_below(&run->rng, 2) ? sq__sim_rand_below(&run->rng, 100)
-                                                            : 0);
+                md_crash(d,
+                         sq__sim_rand_below(&run->rng, 2) ? sq__sim_rand_below(&run->rng, 100) : 0);
             }
             for (uint32_t sg = 0; sg < run->cfg.nsubgroups; sg++) {
                 if (!run->cfg.subgroups[sg].persistent) {
@@ -740,8 +756,8 @@ static void check_logs(struct run *run)
                         snprintf(dir, sizeof(dir), "/sim/member-%u/sg%u.%u", i, sg, k);
                         struct sq__plog *log = NULL;
                         if (sq__plog_open(&log, &d->base, dir, 1 << 20, err, sizeof(err)) != 0) {
-                            fail(run, "member %u incarnation %u: log %s does not open: %s", i,
-                                 inc, dir, err);
+                            fail(run, "member %u incarnation %u: log %s does not open: %s", i, inc,
+                                 dir, err);
                             continue;
                         }
                         if (sq__plog_count(log) == 0) {
@@ -751,8 +767,8 @@ static void check_logs(struct run *run)
                         logs[i][inc][sg][k] = log;
                     }
                     /* The last incarnation to write on a disk: its deliveries are the tail. */
-                    bool last_on_disk = inc == nd->incarnation || inc + 1 >= 8 ||
-                                        nd->disks[inc + 1] != d;
+                    bool last_on_disk =
+                        inc == nd->incarnation || inc + 1 >= 8 || nd->disks[inc + 1] != d;
                     if (last_on_disk && logs[i][inc][sg][k] != NULL) {
                         check_prefix(run, nd, inc, sg, k, logs[i][inc][sg][k]);
                     }
@@ -809,9 +825,10 @@ static void check_logs(struct run *run)
             struct sq__plog *log = logs[r->ids[k]][r->incarnations[k]][r->sg][r->shard];
             struct sq__plog_entry e;
             if (log == NULL || sq__plog_find(log, want, SQ_PLOG_EXACT, &e, NULL) != 0) {
-                fail(run, "version %#" PRIx64 " of subgroup %u shard %u was reported persisted "
-                          "(frontier %#" PRIx64 ") but member %u (incarnation %u) lost it", want,
-                     r->sg, r->shard, r->version, r->ids[k], r->incarnations[k]);
+                fail(run,
+                     "version %#" PRIx64 " of subgroup %u shard %u was reported persisted "
+                     "(frontier %#" PRIx64 ") but member %u (incarnation %u) lost it",
+                     want, r->sg, r->shard, r->version, r->ids[k], r->incarnations[k]);
                 break;
             }
             if (k == 0) {
@@ -845,12 +862,14 @@ static void check_logs(struct run *run)
 static void make_config(struct run *run, uint64_t *rng)
 {
     char text[2048];
-    size_t len = (size_t)snprintf(text, sizeof(text), "[self]\nid=0\n[group]\n"
+    size_t len = (size_t)snprintf(text, sizeof(text),
+                                  "[self]\nid=0\n[group]\n"
                                   "heartbeat_timeout_ms=%u\nmax_state_bytes=1048576\n"
-                                  "data_dir=/sim\nsegment_bytes=1048576\n", HB_TIMEOUT_MS);
+                                  "data_dir=/sim\nsegment_bytes=1048576\n",
+                                  HB_TIMEOUT_MS);
     for (uint32_t i = 0; i < run->n; i++) {
-        len += (size_t)snprintf(text + len, sizeof(text) - len,
-                                "[member.%u]\nhost=sim\nport=%u\n", i, 7000 + i);
+        len += (size_t)snprintf(text + len, sizeof(text) - len, "[member.%u]\nhost=sim\nport=%u\n",
+                                i, 7000 + i);
     }
     uint32_t nsg = 1 + (uint32_t)sq__sim_rand_below(rng, MAX_SG);
     for (uint32_t s = 0; s < nsg; s++) {
@@ -862,11 +881,12 @@ static void make_config(struct run *run, uint64_t *rng)
         if (shards * min > run->n) {
             min = 1;
         }
-        uint32_t max = sq__sim_rand_below(rng, 2) == 0 ? 0 : min + (uint32_t)sq__sim_rand_below(rng, 3);
+        uint32_t max =
+            sq__sim_rand_below(rng, 2) == 0 ? 0 : min + (uint32_t)sq__sim_rand_below(rng, 3);
         len += (size_t)snprintf(text + len, sizeof(text) - len,
                                 "[subgroup.sg%u]\nshards=%u\nmin_members=%u\nwindow_size=%u\n"
-                                "max_payload=%u\n", s, shards, min,
-                                1 + (uint32_t)sq__sim_rand_below(rng, 10),
+                                "max_payload=%u\n",
+                                s, shards, min, 1 + (uint32_t)sq__sim_rand_below(rng, 10),
                                 8 + (uint32_t)sq__sim_rand_below(rng, 100));
         if (max != 0) {
             len += (size_t)snprintf(text + len, sizeof(text) - len, "max_members=%u\n", max);
@@ -939,8 +959,8 @@ static int run_seed(uint64_t seed, bool verbose)
                    sg->min_members, sg->max_members, sg->window_size, sg->max_payload);
         }
         printf(" delay=%u+%u loss=%u torn=%u faults=%u flush=%u/1000 %s\n", sp.min_delay_us,
-               sp.max_jitter_us, sp.loss_permille, sp.torn_permille, nfaults,
-               run->flush_permille, run->flush_sync ? "synced" : "not synced");
+               sp.max_jitter_us, sp.loss_permille, sp.torn_permille, nfaults, run->flush_permille,
+               run->flush_sync ? "synced" : "not synced");
     }
     uint64_t next_tick = TICK_US;
     while (run->failure[0] == '\0') {
@@ -1007,8 +1027,8 @@ static int run_seed(uint64_t seed, bool verbose)
                     }
                 }
                 if (verbose) {
-                    printf("  t=%" PRIu64 " partition %#" PRIx64 " from the rest (%s)\n", now,
-                           side, fault_kind[f] == 4 ? "reset" : "silent, heals");
+                    printf("  t=%" PRIu64 " partition %#" PRIx64 " from the rest (%s)\n", now, side,
+                           fault_kind[f] == 4 ? "reset" : "silent, heals");
                 }
             }
         }
@@ -1045,7 +1065,7 @@ static int run_seed(uint64_t seed, bool verbose)
                      * member it can reach hears it. */
                     if (c != i && !contact->crashed && !contact->stopped && !contact->joining &&
                         !sq__sim_is_cut(run->sim, i, c)) {
-                        sq__smc_request_join(&contact->g.ctl, i);
+                        sq__sst_request_join(&contact->g.ctl.sst, i);
                         break;
                     }
                 }
@@ -1077,15 +1097,18 @@ static int run_seed(uint64_t seed, bool verbose)
     }
     int ok = run->failure[0] == '\0';
     if (!ok) {
-        fprintf(stderr, "FAIL seed %" PRIu64 ": %s\n  replay: test_sim_group --seed %" PRIu64
-                        " -v\n", seed, run->failure, seed);
+        fprintf(stderr,
+                "FAIL seed %" PRIu64 ": %s\n  replay: test_sim_group --seed %" PRIu64 " -v\n", seed,
+                run->failure, seed);
     } else if (verbose) {
         for (uint32_t i = 0; i < run->n; i++) {
             struct node *nd = &run->node[i];
             printf("  member %u: %s, view %u, %" PRIu64 " delivered\n", i,
-                   nd->crashed ? "crashed" : nd->stopped ? sq_err_name(nd->stop_reason)
-                                         : nd->joining ? "joining" : "running",
-                   nd->g.ctl.view_id, nd->nlog);
+                   nd->crashed   ? "crashed"
+                   : nd->stopped ? sq_err_name(nd->stop_reason)
+                   : nd->joining ? "joining"
+                                 : "running",
+                   nd->g.ctl.sst.view_id, nd->nlog);
         }
     }
     for (uint32_t i = 0; i < run->n; i++) {
@@ -1116,7 +1139,8 @@ int main(int argc, char **argv)
     printf("views installed %" PRIu64 " (inadequate %" PRIu64 "), state handovers %" PRIu64
            ", messages delivered %" PRIu64 ", members stopped as partitioned %" PRIu64
            ", as removed %" PRIu64 ", persisted reports %" PRIu64 ", log records checked %" PRIu64
-           "\n", g_views, g_inadequate, g_handovers, g_delivered, g_partitioned, g_removed,
-           g_reports, g_checked_records);
+           "\n",
+           g_views, g_inadequate, g_handovers, g_delivered, g_partitioned, g_removed, g_reports,
+           g_checked_records);
     return rc;
 }

@@ -37,9 +37,9 @@ struct run {
     uint64_t seed;
     uint32_t n;
     struct member m[MAX_N];
-    uint64_t sent[MAX_N];                /* messages sent per sender */
-    uint32_t *sizes[MAX_N];              /* size of each message per sender */
-    uint64_t total;                      /* messages to send in all */
+    uint64_t sent[MAX_N];   /* messages sent per sender */
+    uint32_t *sizes[MAX_N]; /* size of each message per sender */
+    uint64_t total;         /* messages to send in all */
     char failure[256];
     bool verbose;
 };
@@ -69,7 +69,7 @@ static void on_deliver(void *arg, const sq_message *msg)
     }
     /* Atomic delivery: nobody delivers a message before every member has received it. */
     for (uint32_t k = 0; k < run->n; k++) {
-        if (run->m[k].smc.received[s] <= msg->index / run->n) {
+        if (run->m[k].smc.sst.received[s] <= msg->index / run->n) {
             fail(run, "member %u delivered index %" PRIu64 " before member %u received it",
                  me->rank, msg->index, k);
             return;
@@ -120,10 +120,11 @@ static int poll_member(struct run *run, uint32_t r)
     for (int k = 0; k < 64; k++) {
         int rc = sq__smc_poll(&run->m[r].smc);
         if (rc < 0) {
-            fail(run, "member %u poll failed: %s (%s)", r, sq_strerror(rc), run->m[r].smc.errmsg);
+            fail(run, "member %u poll failed: %s (%s)", r, sq_strerror(rc),
+                 run->m[r].smc.sst.errmsg);
             return rc;
         }
-        struct sq_transport *t = run->m[r].smc.t;
+        struct sq_transport *t = run->m[r].smc.sst.t;
         int frc = t->vt->flush(t);
         if (frc != 0) {
             fail(run, "member %u flush failed: %s", r, sq_strerror(frc));
@@ -201,14 +202,16 @@ static int run_seed(uint64_t seed, bool verbose)
         run->sizes[r] = calloc(quota[r] + 1, sizeof(uint32_t));
         for (uint64_t k = 0; k < quota[r]; k++) {
             uint64_t pick = sq__sim_rand_below(&rng, 10);
-            run->sizes[r][k] = pick == 0 ? 0 : pick == 1 ? max_payload
-                                                   : (uint32_t)sq__sim_rand_below(&rng, max_payload + 1);
+            run->sizes[r][k] = pick == 0   ? 0
+                               : pick == 1 ? max_payload
+                                           : (uint32_t)sq__sim_rand_below(&rng, max_payload + 1);
         }
     }
     if (verbose) {
         printf("seed %" PRIu64 ": n=%u window=%u max_payload=%u mode=%u delay=%u+%u loss=%u "
-               "torn=%u total=%" PRIu64 "\n", seed, run->n, window, max_payload, mode,
-               sp.min_delay_us, sp.max_jitter_us, sp.loss_permille, sp.torn_permille, run->total);
+               "torn=%u total=%" PRIu64 "\n",
+               seed, run->n, window, max_payload, mode, sp.min_delay_us, sp.max_jitter_us,
+               sp.loss_permille, sp.torn_permille, run->total);
     }
 
     struct sq_sim *sim = NULL;
@@ -221,15 +224,20 @@ static int run_seed(uint64_t seed, bool verbose)
         struct member *m = &run->m[r];
         m->run = run;
         m->rank = r;
-        struct sq__smc_layout L;
-        SQ_ASSERT(sq__smc_layout(&L, run->n, window, max_payload) == 0);
+        struct sq__sst_layout L;
+        SQ_ASSERT(sq__sst_layout(&L, run->n, window, max_payload) == 0);
         m->table = calloc(1, L.table_bytes);
         m->log = calloc(run->total + 1, sizeof(struct record));
         SQ_ASSERT(m->table != NULL && m->log != NULL);
         sq__sim_attach(sim, r, m->table, L.table_bytes);
-        struct sq__smc_params p = {.nmembers = run->n, .my_rank = r, .window_size = window,
-                                   .max_payload = max_payload, .view_id = 0, .member_ids = ids};
-        SQ_ASSERT(sq__smc_init(&m->smc, &p, m->table, sq__sim_transport(sim, r), on_deliver, m) == 0);
+        struct sq__smc_params p = {.sst = {.nmembers = run->n,
+                                           .my_rank = r,
+                                           .window_size = window,
+                                           .max_payload = max_payload,
+                                           .view_id = 0,
+                                           .member_ids = ids}};
+        SQ_ASSERT(sq__smc_init(&m->smc, &p, m->table, sq__sim_transport(sim, r), on_deliver, m) ==
+                  0);
     }
 
     /* Drive: interleave sends and network steps, all chosen by the seed. Bounded. */
@@ -290,9 +298,11 @@ static int run_seed(uint64_t seed, bool verbose)
         if (memcmp(m->log, run->m[0].log, run->total * sizeof(struct record)) != 0) {
             for (uint64_t k = 0; k < run->total; k++) {
                 if (memcmp(&m->log[k], &run->m[0].log[k], sizeof(struct record)) != 0) {
-                    fail(run, "members 0 and %u differ at delivery #%" PRIu64 ": sender %u index "
-                              "%" PRIu64 " vs sender %u index %" PRIu64, r, k, run->m[0].log[k].sender,
-                         run->m[0].log[k].index, m->log[k].sender, m->log[k].index);
+                    fail(run,
+                         "members 0 and %u differ at delivery #%" PRIu64 ": sender %u index "
+                         "%" PRIu64 " vs sender %u index %" PRIu64,
+                         r, k, run->m[0].log[k].sender, run->m[0].log[k].index, m->log[k].sender,
+                         m->log[k].index);
                     break;
                 }
             }
@@ -303,12 +313,13 @@ static int run_seed(uint64_t seed, bool verbose)
     }
     int ok = run->failure[0] == '\0';
     if (!ok) {
-        fprintf(stderr, "FAIL seed %" PRIu64 ": %s\n  replay: test_sim_mcast --seed %" PRIu64 " -v\n",
-                seed, run->failure, seed);
+        fprintf(stderr,
+                "FAIL seed %" PRIu64 ": %s\n  replay: test_sim_mcast --seed %" PRIu64 " -v\n", seed,
+                run->failure, seed);
     } else if (verbose) {
         printf("seed %" PRIu64 ": ok, %" PRIu64 " messages, %" PRIu64 " writes applied, %" PRIu64
-               " window-full retries, virtual time %" PRIu64 " us\n", seed, run->total,
-               sq__sim_applied(sim), eagain, sq__sim_now(sim));
+               " window-full retries, virtual time %" PRIu64 " us\n",
+               seed, run->total, sq__sim_applied(sim), eagain, sq__sim_now(sim));
     }
     for (uint32_t r = 0; r < run->n; r++) {
         sq__smc_fini(&run->m[r].smc);

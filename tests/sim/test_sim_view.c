@@ -16,6 +16,7 @@
 
 #include "common.h"
 #include "smc.h"
+#include "view.h"
 #include "transport/sim/sim.h"
 #include "seeds.h"
 
@@ -42,15 +43,15 @@ struct node {
     size_t region;
     struct rec *log;
     uint64_t nlog, caplog;
-    uint64_t next_seq;          /* my next message number */
+    uint64_t next_seq;             /* my next message number */
     uint64_t last_seq_from[MAX_N]; /* last seq delivered from each sender, +1 */
-    uint32_t views[MAX_VIEWS];  /* view ids installed, in order */
+    uint32_t views[MAX_VIEWS];     /* view ids installed, in order */
     uint64_t view_members[MAX_VIEWS];
     uint32_t view_incarnation[MAX_VIEWS];
     uint32_t nviews;
-    uint32_t incarnation;       /* bumped at every restart */
-    bool joining;               /* restarted, waiting to be added */
-    uint64_t restart_at;        /* when a crashed member comes back (0: never) */
+    uint32_t incarnation; /* bumped at every restart */
+    bool joining;         /* restarted, waiting to be added */
+    uint64_t restart_at;  /* when a crashed member comes back (0: never) */
     struct run *run;
 };
 
@@ -109,17 +110,17 @@ static void on_deliver(void *arg, const sq_message *msg)
         me->log = realloc(me->log, me->caplog * sizeof(struct rec));
         SQ_ASSERT(me->log != NULL);
     }
-    me->log[me->nlog++] = (struct rec){me->incarnation, me->smc.view_id, s, seq, msg->index};
+    me->log[me->nlog++] = (struct rec){me->incarnation, me->smc.sst.view_id, s, seq, msg->index};
 }
 
 static void record_view(struct node *nd)
 {
     SQ_ASSERT(nd->nviews < MAX_VIEWS);
     uint64_t mask = 0;
-    for (uint32_t r = 0; r < nd->smc.L.nmembers; r++) {
-        mask |= 1ull << nd->smc.member_ids[r];
+    for (uint32_t r = 0; r < nd->smc.sst.L.nmembers; r++) {
+        mask |= 1ull << nd->smc.sst.member_ids[r];
     }
-    nd->views[nd->nviews] = nd->smc.view_id;
+    nd->views[nd->nviews] = nd->smc.sst.view_id;
     nd->view_members[nd->nviews] = mask;
     nd->view_incarnation[nd->nviews] = nd->incarnation;
     nd->nviews++;
@@ -132,15 +133,21 @@ static void start_view(struct run *run, struct node *nd, uint32_t view_id, uint3
     for (uint32_t i = 0; i < run->n; i++) {
         all[i] = i;
     }
-    struct sq__smc_params p = {.nmembers = n, .my_rank = my_rank, .window_size = run->window,
-                               .max_payload = run->max_payload, .view_id = view_id,
-                               .member_ids = ids, .member_peers = ids,
-                               .npeers = run->n, .peer_ids = all,
-                               .region_offset = (view_id % 2) * nd->region,
+    struct sq__smc_params p = {.sst = {.nmembers = n,
+                                       .my_rank = my_rank,
+                                       .window_size = run->window,
+                                       .max_payload = run->max_payload,
+                                       .view_id = view_id,
+                                       .member_ids = ids,
+                                       .member_peers = ids,
+                                       .npeers = run->n,
+                                       .peer_ids = all,
+                                       .region_offset = (view_id % 2) * nd->region},
                                .now_us = sq__sim_now(run->sim),
                                .heartbeat_timeout_us = HB_TIMEOUT_US};
-    SQ_ASSERT(sq__smc_init(&nd->smc, &p, nd->mem + p.region_offset,
+    SQ_ASSERT(sq__smc_init(&nd->smc, &p, nd->mem + p.sst.region_offset,
                            sq__sim_transport(run->sim, nd->id), on_deliver, nd) == 0);
+    sq__view_attach(&nd->smc.sst);
     record_view(nd);
 }
 
@@ -151,20 +158,20 @@ static void poll_node(struct run *run, struct node *nd)
         return;
     }
     for (int k = 0; k < 64; k++) {
-        uint64_t failed = sq__sim_transport(run->sim, nd->id)->vt->failed_peers(
-            sq__sim_transport(run->sim, nd->id));
-        for (uint32_t r = 0; r < nd->smc.L.nmembers; r++) {
-            if (r != nd->smc.my_rank && (failed >> nd->smc.member_peers[r]) & 1u) {
-                sq__smc_suspect(&nd->smc, r);
+        uint64_t failed = sq__sim_transport(run->sim, nd->id)
+                              ->vt->failed_peers(sq__sim_transport(run->sim, nd->id));
+        for (uint32_t r = 0; r < nd->smc.sst.L.nmembers; r++) {
+            if (r != nd->smc.sst.my_rank && (failed >> nd->smc.sst.member_peers[r]) & 1u) {
+                sq__sst_suspect(&nd->smc.sst, r);
             }
         }
-        uint64_t prop_before = nd->smc.prop.ballot;
+        uint64_t prop_before = nd->smc.sst.prop.ballot;
         int rc = sq__smc_poll(&nd->smc);
         if (rc < 0) {
-            fail(run, "member %u poll: %s (%s)", nd->id, sq_strerror(rc), nd->smc.errmsg);
+            fail(run, "member %u poll: %s (%s)", nd->id, sq_strerror(rc), nd->smc.sst.errmsg);
             return;
         }
-        if (run->kill_next_leader && nd->smc.prop.ballot != prop_before) {
+        if (run->kill_next_leader && nd->smc.sst.prop.ballot != prop_before) {
             /* The leader dies with its proposal in flight: it reaches only some members. */
             run->kill_next_leader = false;
             nd->crashed = true;
@@ -179,36 +186,38 @@ static void poll_node(struct run *run, struct node *nd)
             }
             return;
         }
-        if (nd->smc.phase == SQ_SMC_STOPPED) {
+        if (nd->smc.sst.phase == SQ_SST_STOPPED) {
             nd->stopped = true;
-            nd->stop_reason = nd->smc.stop_reason;
+            nd->stop_reason = nd->smc.sst.stop_reason;
             g_partitioned += nd->stop_reason == SQ_EPARTITIONED;
             g_removed += nd->stop_reason == SQ_EREMOVED;
-            g_adopted += nd->smc.vc_adopted;
+            g_adopted += nd->smc.sst.vc_adopted;
             if (run->verbose) {
                 printf("  t=%" PRIu64 " member %u stops in view %u: %s\n", sq__sim_now(run->sim),
-                       nd->id, nd->smc.view_id, sq_err_name(nd->stop_reason));
+                       nd->id, nd->smc.sst.view_id, sq_err_name(nd->stop_reason));
             }
             return;
         }
-        if (nd->smc.phase == SQ_SMC_READY) {
+        if (nd->smc.sst.phase == SQ_SST_READY) {
             uint32_t ids[MAX_N], peers[MAX_N], my_rank = 0;
             uint32_t n = sq__smc_next_view(&nd->smc, ids, peers, &my_rank);
-            for (uint32_t r = 0; r < nd->smc.L.nmembers; r++) {
-                if ((nd->smc.decision.removed >> r) & 1u) {
-                    sq__sim_transport(run->sim, nd->id)->vt->disconnect(
-                        sq__sim_transport(run->sim, nd->id), nd->smc.member_peers[r]);
+            for (uint32_t r = 0; r < nd->smc.sst.L.nmembers; r++) {
+                if ((nd->smc.sst.decision.removed >> r) & 1u) {
+                    sq__sim_transport(run->sim, nd->id)
+                        ->vt->disconnect(sq__sim_transport(run->sim, nd->id),
+                                         nd->smc.sst.member_peers[r]);
                 }
             }
-            uint32_t v = nd->smc.view_id + 1;
+            uint32_t v = nd->smc.sst.view_id + 1;
             g_views_installed++;
-            g_takeovers += nd->smc.decision.ballot > 1;
-            g_adopted += nd->smc.vc_adopted;
+            g_takeovers += nd->smc.sst.decision.ballot > 1;
+            g_adopted += nd->smc.sst.vc_adopted;
             if (run->verbose) {
                 printf("  t=%" PRIu64 " member %u installs view %u (%u members, trim %" PRIu64
-                       ")\n", sq__sim_now(run->sim), nd->id, v, n, nd->smc.decision.trim);
+                       ")\n",
+                       sq__sim_now(run->sim), nd->id, v, n, nd->smc.sst.decision.trim);
             }
-            uint64_t added = nd->smc.decision.added;
+            uint64_t added = nd->smc.sst.decision.added;
             sq__smc_fini(&nd->smc);
             start_view(run, nd, v, n, my_rank, ids);
             /* The donor welcomes the joiners: they start in this view (no application state
@@ -265,8 +274,9 @@ static void check(struct run *run)
             if (members_of[v] == 0) {
                 members_of[v] = nd->view_members[k];
             } else if (members_of[v] != nd->view_members[k]) {
-                fail(run, "view %u has members %#" PRIx64 " at member %u but %#" PRIx64
-                          " elsewhere", v, nd->view_members[k], nd->id, members_of[v]);
+                fail(run,
+                     "view %u has members %#" PRIx64 " at member %u but %#" PRIx64 " elsewhere", v,
+                     nd->view_members[k], nd->id, members_of[v]);
             }
         }
     }
@@ -295,11 +305,13 @@ static void check(struct run *run)
                 continue;
             }
             uint64_t lo = 0;
-            while (lo < nd->nlog && (nd->log[lo].incarnation != (uint32_t)inc || nd->log[lo].view < v)) {
+            while (lo < nd->nlog &&
+                   (nd->log[lo].incarnation != (uint32_t)inc || nd->log[lo].view < v)) {
                 lo++;
             }
             uint64_t hi = lo;
-            while (hi < nd->nlog && nd->log[hi].incarnation == (uint32_t)inc && nd->log[hi].view == v) {
+            while (hi < nd->nlog && nd->log[hi].incarnation == (uint32_t)inc &&
+                   nd->log[hi].view == v) {
                 hi++;
             }
             if (ref == NULL) {
@@ -315,9 +327,10 @@ static void check(struct run *run)
                        a->index == b->index;
             }
             if (!same) {
-                fail(run, "view %u: members %u and %u delivered different sequences (%" PRIu64
-                          " and %" PRIu64 " messages)", v, ref->id, nd->id, ref_hi - ref_lo,
-                     hi - lo);
+                fail(run,
+                     "view %u: members %u and %u delivered different sequences (%" PRIu64
+                     " and %" PRIu64 " messages)",
+                     v, ref->id, nd->id, ref_hi - ref_lo, hi - lo);
             }
         }
     }
@@ -325,14 +338,14 @@ static void check(struct run *run)
     for (uint32_t i = 0; i < run->n; i++) {
         for (uint32_t j = i + 1; j < run->n; j++) {
             struct node *a = &run->node[i], *b = &run->node[j];
-            if (a->crashed || b->crashed || a->stopped || b->stopped || a->joining ||
-                b->joining || sq__sim_is_cut(run->sim, i, j)) {
+            if (a->crashed || b->crashed || a->stopped || b->stopped || a->joining || b->joining ||
+                sq__sim_is_cut(run->sim, i, j)) {
                 continue;
             }
-            if (a->smc.view_id != b->smc.view_id || a->smc.phase != SQ_SMC_RUNNING ||
-                b->smc.phase != SQ_SMC_RUNNING) {
-                fail(run, "members %u and %u still connected but in views %u/%u (phases %d/%d)",
-                     i, j, a->smc.view_id, b->smc.view_id, a->smc.phase, b->smc.phase);
+            if (a->smc.sst.view_id != b->smc.sst.view_id || a->smc.sst.phase != SQ_SST_RUNNING ||
+                b->smc.sst.phase != SQ_SST_RUNNING) {
+                fail(run, "members %u and %u still connected but in views %u/%u (phases %d/%d)", i,
+                     j, a->smc.sst.view_id, b->smc.sst.view_id, a->smc.sst.phase, b->smc.sst.phase);
             }
         }
     }
@@ -358,8 +371,8 @@ static int run_seed(uint64_t seed, bool verbose)
         .torn_permille = (uint32_t)sq__sim_rand_below(&rng, 200),
     };
     SQ_ASSERT(sq__sim_create(&run->sim, run->n, seed ^ 0xfeed, &sp) == 0);
-    struct sq__smc_layout L;
-    SQ_ASSERT(sq__smc_layout(&L, run->n, run->window, run->max_payload) == 0);
+    struct sq__sst_layout L;
+    SQ_ASSERT(sq__sst_layout(&L, run->n, run->window, run->max_payload) == 0);
     uint32_t ids[MAX_N];
     for (uint32_t i = 0; i < run->n; i++) {
         ids[i] = i;
@@ -386,8 +399,9 @@ static int run_seed(uint64_t seed, bool verbose)
     uint32_t send_permille = 100 + (uint32_t)sq__sim_rand_below(&rng, 600);
     if (verbose) {
         printf("seed %" PRIu64 ": n=%u window=%u max_payload=%u delay=%u+%u loss=%u torn=%u "
-               "faults=%u\n", seed, run->n, run->window, run->max_payload, sp.min_delay_us,
-               sp.max_jitter_us, sp.loss_permille, sp.torn_permille, nfaults);
+               "faults=%u\n",
+               seed, run->n, run->window, run->max_payload, sp.min_delay_us, sp.max_jitter_us,
+               sp.loss_permille, sp.torn_permille, nfaults);
     }
     uint64_t next_tick = TICK_US;
     while (run->failure[0] == '\0') {
@@ -407,7 +421,8 @@ static int run_seed(uint64_t seed, bool verbose)
         next_tick += TICK_US;
         for (uint32_t f = 0; f < nfaults; f++) {
             if (fault_at[f] > now - TICK_US && fault_at[f] <= now) {
-                uint32_t victim = chase[f] ? chase[f] - 1 : (uint32_t)sq__sim_rand_below(&rng, run->n);
+                uint32_t victim =
+                    chase[f] ? chase[f] - 1 : (uint32_t)sq__sim_rand_below(&rng, run->n);
                 if (fault_kind[f] <= 1) {
                     /* A crash: the process stops; its links reset (kill) or go silent (hang). */
                     run->node[victim].crashed = true;
@@ -420,9 +435,10 @@ static int run_seed(uint64_t seed, bool verbose)
                     }
                     if (verbose) {
                         printf("  t=%" PRIu64 " crash member %u (%s) in phase %d, proposal ballot "
-                               "%" PRIu64 "\n", now, victim,
-                               fault_kind[f] == 0 ? "links reset" : "silent",
-                               run->node[victim].smc.phase, run->node[victim].smc.prop.ballot);
+                               "%" PRIu64 "\n",
+                               now, victim, fault_kind[f] == 0 ? "links reset" : "silent",
+                               run->node[victim].smc.sst.phase,
+                               run->node[victim].smc.sst.prop.ballot);
                     }
                 } else if (fault_kind[f] == 6) {
                     /* kill -9 and a restart with --join a little later */
@@ -465,13 +481,16 @@ static int run_seed(uint64_t seed, bool verbose)
                      * still up: often the leader in the middle of the view change. */
                     run->node[victim].crashed = true;
                     uint32_t leader = 0;
-                    while (leader < run->n && (run->node[leader].crashed || run->node[leader].stopped)) {
+                    while (leader < run->n &&
+                           (run->node[leader].crashed || run->node[leader].stopped)) {
                         leader++;
                     }
                     if (leader < run->n && nfaults < 4) {
                         /* Just after the first crash is noticed: mid view change. */
-                        fault_at[nfaults] = now + HB_TIMEOUT_US - 6000 + sq__sim_rand_below(&rng, 8000);
-                        fault_kind[nfaults] = (uint32_t)sq__sim_rand_below(&rng, 2); /* reset or silent */
+                        fault_at[nfaults] =
+                            now + HB_TIMEOUT_US - 6000 + sq__sim_rand_below(&rng, 8000);
+                        fault_kind[nfaults] =
+                            (uint32_t)sq__sim_rand_below(&rng, 2); /* reset or silent */
                         nfaults++;
                         chase[nfaults - 1] = leader + 1;
                     }
@@ -502,7 +521,7 @@ static int run_seed(uint64_t seed, bool verbose)
                 for (uint32_t c = 0; c < run->n; c++) {
                     struct node *contact = &run->node[c];
                     if (c != i && !contact->crashed && !contact->stopped && !contact->joining) {
-                        sq__smc_request_join(&contact->smc, i);
+                        sq__sst_request_join(&contact->smc.sst, i);
                         break;
                     }
                 }
@@ -523,14 +542,17 @@ static int run_seed(uint64_t seed, bool verbose)
     }
     int ok = run->failure[0] == '\0';
     if (!ok) {
-        fprintf(stderr, "FAIL seed %" PRIu64 ": %s\n  replay: test_sim_view --seed %" PRIu64
-                        " -v\n", seed, run->failure, seed);
+        fprintf(stderr,
+                "FAIL seed %" PRIu64 ": %s\n  replay: test_sim_view --seed %" PRIu64 " -v\n", seed,
+                run->failure, seed);
     } else if (verbose) {
         for (uint32_t i = 0; i < run->n; i++) {
             struct node *nd = &run->node[i];
             printf("  member %u: %s, view %u, %" PRIu64 " delivered\n", i,
-                   nd->crashed ? "crashed" : nd->stopped ? sq_err_name(nd->stop_reason) : "running",
-                   nd->smc.view_id, nd->nlog);
+                   nd->crashed   ? "crashed"
+                   : nd->stopped ? sq_err_name(nd->stop_reason)
+                                 : "running",
+                   nd->smc.sst.view_id, nd->nlog);
         }
     }
     for (uint32_t i = 0; i < run->n; i++) {
@@ -548,7 +570,7 @@ int main(int argc, char **argv)
     int rc = sq_sim_main(argc, argv, "sim view", run_seed);
     printf("views installed %" PRIu64 ", by a leader other than rank 0 %" PRIu64
            ", proposals adopted from an earlier leader %" PRIu64 ", members stopped as "
-           "partitioned %" PRIu64 ", as removed %" PRIu64 "\n", g_views_installed, g_takeovers,
-           g_adopted, g_partitioned, g_removed);
+           "partitioned %" PRIu64 ", as removed %" PRIu64 "\n",
+           g_views_installed, g_takeovers, g_adopted, g_partitioned, g_removed);
     return rc;
 }

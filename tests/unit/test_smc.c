@@ -72,15 +72,19 @@ static void group_init(struct group *g, uint32_t n, uint32_t window, uint32_t ma
     SQ_ASSERT(sq__sim_create(&g->sim, n, 7, &p) == 0);
     uint32_t ids[N_MAX] = {10, 11, 12, 13};
     for (uint32_t r = 0; r < n; r++) {
-        struct sq__smc_layout L;
-        SQ_ASSERT(sq__smc_layout(&L, n, window, max_payload) == 0);
+        struct sq__sst_layout L;
+        SQ_ASSERT(sq__sst_layout(&L, n, window, max_payload) == 0);
         g->table[r] = calloc(1, L.table_bytes);
         sq__sim_attach(g->sim, r, g->table[r], L.table_bytes);
         ctxs[r] = (struct ctx){g, r};
-        struct sq__smc_params sp = {.nmembers = n, .my_rank = r, .window_size = window,
-                                    .max_payload = max_payload, .view_id = 3, .member_ids = ids};
-        SQ_ASSERT(sq__smc_init(&g->m[r], &sp, g->table[r], sq__sim_transport(g->sim, r),
-                               on_deliver, &ctxs[r]) == 0);
+        struct sq__smc_params sp = {.sst = {.nmembers = n,
+                                            .my_rank = r,
+                                            .window_size = window,
+                                            .max_payload = max_payload,
+                                            .view_id = 3,
+                                            .member_ids = ids}};
+        SQ_ASSERT(sq__smc_init(&g->m[r], &sp, g->table[r], sq__sim_transport(g->sim, r), on_deliver,
+                               &ctxs[r]) == 0);
     }
 }
 
@@ -116,8 +120,8 @@ static void settle(struct group *g)
 
 static void test_layout(void)
 {
-    struct sq__smc_layout L;
-    CHECK_EQ_INT(sq__smc_layout(&L, 3, 4, 100), 0);
+    struct sq__sst_layout L;
+    CHECK_EQ_INT(sq__sst_layout(&L, 3, 4, 100), 0);
     /* 48 + 2 * 168 (proposal, acceptance) + 3 * 8 (received) + 4 * 64 (prefixes, acks, have,
      * have_ts) + 40 (wedged, promise, learned, persisted, tag) = 704 */
     CHECK_EQ_INT(L.header_bytes, 704);
@@ -126,13 +130,13 @@ static void test_layout(void)
     CHECK_EQ_INT(L.off_have, 536);
     CHECK_EQ_INT(L.off_wedged, 664);
     CHECK_EQ_INT(L.off_promise, 672);
-    CHECK_EQ_INT(L.slot_bytes, 104 + 32);         /* align8(100) + trailer */
-    CHECK_EQ_INT(L.row_bytes, 1280);              /* 704 + 4 * 136, rounded up to 64 */
+    CHECK_EQ_INT(L.slot_bytes, 104 + 32); /* align8(100) + trailer */
+    CHECK_EQ_INT(L.row_bytes, 1280);      /* 704 + 4 * 136, rounded up to 64 */
     CHECK_EQ_INT(L.table_bytes, 3 * L.row_bytes);
-    CHECK_EQ_INT(sq__smc_layout(&L, 0, 4, 100), SQ_EINVAL);
-    CHECK_EQ_INT(sq__smc_layout(&L, SQ_SMC_MAX_MEMBERS + 1, 4, 100), SQ_EINVAL);
-    CHECK_EQ_INT(sq__smc_layout(&L, 3, 0, 100), SQ_EINVAL);
-    CHECK_EQ_INT(sq__smc_layout(&L, 3, 4, 0), SQ_EINVAL);
+    CHECK_EQ_INT(sq__sst_layout(&L, 0, 4, 100), SQ_EINVAL);
+    CHECK_EQ_INT(sq__sst_layout(&L, SQ_SST_MAX_MEMBERS + 1, 4, 100), SQ_EINVAL);
+    CHECK_EQ_INT(sq__sst_layout(&L, 3, 0, 100), SQ_EINVAL);
+    CHECK_EQ_INT(sq__sst_layout(&L, 3, 4, 0), SQ_EINVAL);
 }
 
 static void test_send_errors(void)
@@ -239,7 +243,7 @@ static void test_corrupt_row_fails_cleanly(void)
     /* Member 0's third message goes out with an index that goes backwards: as if the sender or
      * the network were broken. */
     CHECK_EQ_INT(send_text(&g.m[0], "bad"), 0);
-    struct sq__smc_layout L = g.m[0].L;
+    struct sq__sst_layout L = g.m[0].sst.L;
     uint8_t *end = g.table[0] + L.header_bytes + 3 * L.slot_bytes; /* slot number 2 */
     uint64_t index = 0;
     memcpy(end - 24, &index, 8);
@@ -249,7 +253,7 @@ static void test_corrupt_row_fails_cleanly(void)
     }
     int rc = sq__smc_poll(&g.m[1]);
     CHECK_EQ_INT(rc, SQ_ETRANSPORT);
-    CHECK_CONTAINS(g.m[1].errmsg, "member 10 sent a bad slot 2");
+    CHECK_CONTAINS(g.m[1].sst.errmsg, "member 10 sent a bad slot 2");
     CHECK_EQ_INT(sq__smc_poll(&g.m[1]), SQ_ETRANSPORT); /* sticky */
     void *buf;
     CHECK_EQ_INT(sq__smc_reserve(&g.m[1], 1, &buf), SQ_ETRANSPORT);

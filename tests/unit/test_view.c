@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "common.h"
+#include "smc.h"
 #include "test.h"
 #include "transport/sim/sim.h"
 
@@ -28,7 +29,7 @@ static uint32_t n;
 static void on_deliver(void *arg, const sq_message *msg)
 {
     struct member *m = arg;
-    uint32_t v = m->smc.view_id;
+    uint32_t v = m->smc.sst.view_id;
     if (v < 2) {
         m->delivered[v]++;
         m->hash[v] = m->hash[v] * 31 + msg->index * 7 + msg->sender_id;
@@ -41,18 +42,23 @@ static void setup(uint32_t members)
     struct sq_sim_params p = {.min_delay_us = 10};
     SQ_ASSERT(sq__sim_create(&sim, n, 5, &p) == 0);
     uint32_t ids[N] = {0, 1, 2, 3, 4};
-    struct sq__smc_layout L;
-    SQ_ASSERT(sq__smc_layout(&L, n, 4, 16) == 0);
+    struct sq__sst_layout L;
+    SQ_ASSERT(sq__sst_layout(&L, n, 4, 16) == 0);
     for (uint32_t i = 0; i < n; i++) {
         memset(&g[i], 0, sizeof(g[i]));
         g[i].region = L.table_bytes;
         g[i].mem = calloc(2, L.table_bytes);
         sq__sim_attach(sim, i, g[i].mem, 2 * L.table_bytes);
-        struct sq__smc_params sp = {.nmembers = n, .my_rank = i, .window_size = 4,
-                                    .max_payload = 16, .member_ids = ids, .member_peers = ids,
+        struct sq__smc_params sp = {.sst = {.nmembers = n,
+                                            .my_rank = i,
+                                            .window_size = 4,
+                                            .max_payload = 16,
+                                            .member_ids = ids,
+                                            .member_peers = ids},
                                     .heartbeat_timeout_us = 0};
         SQ_ASSERT(sq__smc_init(&g[i].smc, &sp, g[i].mem, sq__sim_transport(sim, i), on_deliver,
                                &g[i]) == 0);
+        sq__view_attach(&g[i].smc.sst);
     }
 }
 
@@ -67,21 +73,28 @@ static void teardown(void)
 
 static void install(struct member *m)
 {
-    for (uint32_t r = 0; r < m->smc.L.nmembers; r++) {
-        if (((m->smc.decision.removed | m->smc.fence_cut) >> r) & 1u) {
-            m->smc.t->vt->disconnect(m->smc.t, m->smc.member_peers[r]);
+    for (uint32_t r = 0; r < m->smc.sst.L.nmembers; r++) {
+        if (((m->smc.sst.decision.removed | m->smc.fence_cut) >> r) & 1u) {
+            m->smc.sst.t->vt->disconnect(m->smc.sst.t, m->smc.sst.member_peers[r]);
         }
     }
     uint32_t ids[N], peers[N], rank = 0;
     uint32_t k = sq__smc_next_view(&m->smc, ids, peers, &rank);
-    struct sq__smc_params sp = {.nmembers = k, .my_rank = rank, .window_size = 4,
-                                .max_payload = 16, .member_ids = ids, .member_peers = peers,
-                                .view_id = m->smc.view_id + 1,
-                                .region_offset = ((m->smc.view_id + 1) % 2) * m->region};
+    struct sq__smc_params sp = {
+        .sst = {.nmembers = k,
+                .my_rank = rank,
+                .window_size = 4,
+                .max_payload = 16,
+                .member_ids = ids,
+                .member_peers = peers,
+                .view_id = m->smc.sst.view_id + 1,
+                .region_offset = ((m->smc.sst.view_id + 1) % 2) * m->region}};
     struct sq__smc next;
-    SQ_ASSERT(sq__smc_init(&next, &sp, m->mem + sp.region_offset, m->smc.t, on_deliver, m) == 0);
+    SQ_ASSERT(
+        sq__smc_init(&next, &sp, m->mem + sp.sst.region_offset, m->smc.sst.t, on_deliver, m) == 0);
     sq__smc_fini(&m->smc);
     m->smc = next;
+    sq__view_attach(&m->smc.sst);
 }
 
 static void poll(uint32_t i)
@@ -90,14 +103,14 @@ static void poll(uint32_t i)
     if (m->down) {
         return;
     }
-    uint64_t failed = m->smc.t->vt->failed_peers(m->smc.t);
-    for (uint32_t r = 0; r < m->smc.L.nmembers; r++) {
-        if (r != m->smc.my_rank && (failed >> m->smc.member_peers[r]) & 1u) {
-            sq__smc_suspect(&m->smc, r);
+    uint64_t failed = m->smc.sst.t->vt->failed_peers(m->smc.sst.t);
+    for (uint32_t r = 0; r < m->smc.sst.L.nmembers; r++) {
+        if (r != m->smc.sst.my_rank && (failed >> m->smc.sst.member_peers[r]) & 1u) {
+            sq__sst_suspect(&m->smc.sst, r);
         }
     }
     SQ_ASSERT(sq__smc_poll(&m->smc) >= 0);
-    if (m->smc.phase == SQ_SMC_READY) {
+    if (m->smc.sst.phase == SQ_SST_READY) {
         install(m);
         SQ_ASSERT(sq__smc_poll(&m->smc) >= 0);
     }
@@ -163,9 +176,9 @@ static void test_follower_crash(void)
     crash(2); /* its last message is lost in flight: the trim stops before it */
     settle();
     for (uint32_t i = 0; i < 2; i++) {
-        CHECK_EQ_INT(g[i].smc.view_id, 1);
-        CHECK_EQ_INT(g[i].smc.L.nmembers, 2);
-        CHECK_EQ_INT(g[i].smc.phase, SQ_SMC_RUNNING);
+        CHECK_EQ_INT(g[i].smc.sst.view_id, 1);
+        CHECK_EQ_INT(g[i].smc.sst.L.nmembers, 2);
+        CHECK_EQ_INT(g[i].smc.sst.phase, SQ_SST_RUNNING);
     }
     CHECK_EQ_INT(g[0].delivered[0], g[1].delivered[0]);
     CHECK(g[0].hash[0] == g[1].hash[0]);
@@ -192,13 +205,13 @@ static void test_minority_stops(void)
     send_some(0, 1);
     send_some(3, 1);
     settle();
-    CHECK_EQ_INT(g[0].smc.phase, SQ_SMC_STOPPED);
-    CHECK_EQ_INT(g[0].smc.stop_reason, SQ_EPARTITIONED);
-    CHECK_EQ_INT(g[1].smc.stop_reason, SQ_EPARTITIONED);
-    CHECK_EQ_INT(g[0].smc.view_id, 0);
+    CHECK_EQ_INT(g[0].smc.sst.phase, SQ_SST_STOPPED);
+    CHECK_EQ_INT(g[0].smc.sst.stop_reason, SQ_EPARTITIONED);
+    CHECK_EQ_INT(g[1].smc.sst.stop_reason, SQ_EPARTITIONED);
+    CHECK_EQ_INT(g[0].smc.sst.view_id, 0);
     for (uint32_t i = 2; i < 5; i++) {
-        CHECK_EQ_INT(g[i].smc.view_id, 1);
-        CHECK_EQ_INT(g[i].smc.L.nmembers, 3);
+        CHECK_EQ_INT(g[i].smc.sst.view_id, 1);
+        CHECK_EQ_INT(g[i].smc.sst.L.nmembers, 3);
     }
     teardown();
 }
@@ -211,11 +224,11 @@ static void test_leader_dies_mid_proposal(void)
     /* Member 4 is gone: everyone suspects it. */
     crash(4);
     for (uint32_t i = 0; i < 4; i++) {
-        sq__smc_suspect(&g[i].smc, 4);
+        sq__sst_suspect(&g[i].smc.sst, 4);
     }
     /* Run until the leader (0) has its proposal out, then cut it from 3 (the proposal still
      * reaches 1 and 2) and stop it. */
-    for (int k = 0; k < 10000 && g[0].smc.prop.ballot == 0; k++) {
+    for (int k = 0; k < 10000 && g[0].smc.sst.prop.ballot == 0; k++) {
         for (uint32_t i = 0; i < 4; i++) {
             poll(i);
         }
@@ -224,17 +237,17 @@ static void test_leader_dies_mid_proposal(void)
             poll(dst);
         }
     }
-    CHECK_EQ_INT(g[0].smc.prop.ballot, 1);
-    CHECK_EQ_INT(g[0].smc.prop.removed, 1u << 4);
+    CHECK_EQ_INT(g[0].smc.sst.prop.ballot, 1);
+    CHECK_EQ_INT(g[0].smc.sst.prop.removed, 1u << 4);
     g[0].down = true;
     sq__sim_cut(sim, 0, 3);
     settle();
     /* 1, 2 and 3 agree on one view 1; the leader's proposal (remove 4 only) was carried
      * forward or learned, so 0 is still in view 1 and a second change removes it. */
     for (uint32_t i = 1; i < 4; i++) {
-        CHECK_EQ_INT(g[i].smc.phase, SQ_SMC_RUNNING);
-        CHECK(g[i].smc.view_id >= 1);
-        CHECK_EQ_INT(g[i].smc.view_id, g[1].smc.view_id);
+        CHECK_EQ_INT(g[i].smc.sst.phase, SQ_SST_RUNNING);
+        CHECK(g[i].smc.sst.view_id >= 1);
+        CHECK_EQ_INT(g[i].smc.sst.view_id, g[1].smc.sst.view_id);
         CHECK_EQ_INT(g[i].delivered[0], g[1].delivered[0]);
         CHECK(g[i].hash[0] == g[1].hash[0]);
     }
@@ -246,15 +259,15 @@ static void test_clean_leave(void)
     setup(3);
     send_some(0, 2);
     settle();
-    sq__smc_leave(&g[2].smc);
+    sq__view_leave(&g[2].smc.sst);
     send_some(1, 1);
     settle();
-    CHECK_EQ_INT(g[2].smc.phase, SQ_SMC_STOPPED);
-    CHECK_EQ_INT(g[2].smc.stop_reason, SQ_ELEFT);
+    CHECK_EQ_INT(g[2].smc.sst.phase, SQ_SST_STOPPED);
+    CHECK_EQ_INT(g[2].smc.sst.stop_reason, SQ_ELEFT);
     for (uint32_t i = 0; i < 2; i++) {
-        CHECK_EQ_INT(g[i].smc.view_id, 1);
-        CHECK_EQ_INT(g[i].smc.L.nmembers, 2);
-        CHECK_EQ_INT(g[i].smc.phase, SQ_SMC_RUNNING);
+        CHECK_EQ_INT(g[i].smc.sst.view_id, 1);
+        CHECK_EQ_INT(g[i].smc.sst.L.nmembers, 2);
+        CHECK_EQ_INT(g[i].smc.sst.phase, SQ_SST_RUNNING);
     }
     CHECK_EQ_INT(g[0].delivered[0], g[1].delivered[0]);
     CHECK(g[0].delivered[0] >= 2);

@@ -16,8 +16,8 @@
  * Members exchange their id, table size and group digest when they connect, and refuse a peer
  * whose configuration does not match. With `join`, this member joins a running group instead:
  * it connects to every configured member and returns once it reaches every member of the view
- * a running member reported when it answered. Returns 0 and the transport in *out, or an error with a
- * message in `err`. */
+ * a running member reported when it answered. Returns 0 and the transport in *out, or an error with
+ * a message in `err`. */
 int sq__fabric_create(struct sq_transport **out, const struct sq_config *cfg, uint8_t *table,
                       size_t table_bytes, bool join, char *err, size_t err_size);
 
