@@ -3,6 +3,8 @@
 # each case checks the exit status and that the message says what is wrong and what to do.
 # 3 real squalld members on 127.0.0.1, started by tools/squall-local; every one is stopped at the
 # end, by the pids squall-local recorded. Cases:
+#   E. the three configs in examples/ (on other ports) serve key-value clients: a persistent and
+#      a volatile pool, a put and a get
 #   L. squall-local: the default directory comes from $SQUALL_LOCAL_DIR; after every member
 #      stopped, restarting one alone fails at once (not after 30 s) and its last line names a
 #      command that works, which then restarts the group
@@ -34,6 +36,35 @@ expect() {
   grep -Eq -- "$pattern" <<<"$OUT" || fail "'${*:1:6}' said '${OUT:0:400}', expected /$pattern/"
   echo "ok ($rc): ${*:1:6}: $(tail -n 1 <<<"$OUT" | cut -c1-150)"
 }
+
+echo "== E. examples/member*.cfg run the key-value service"
+EXPORT=$((BASE_PORT + 10))
+EX_PIDS=()
+for i in 0 1 2; do
+  subst=()
+  for j in 0 1 2; do
+    subst+=(-e "s/^port = 740$j /port = $((EXPORT + j)) /" -e "s/^client_port = 750$j /client_port = $((EXPORT + 100 + j)) /")
+  done
+  sed "${subst[@]}" -e "s|^data_dir = [^ ]*|data_dir = $WORK/exdata|" \
+    "$(dirname "$0")/../../examples/member$i.cfg" >"$WORK/ex$i.cfg"
+  grep -q "^client_port = $((EXPORT + 100 + i)) " "$WORK/ex$i.cfg" || fail "examples/member$i.cfg has no client_port 750$i"
+  "$SQUALLD" --config "$WORK/ex$i.cfg" >"$WORK/ex$i.out" 2>"$WORK/ex$i.err" &
+  PIDS+=($!)
+  EX_PIDS+=($!)
+done
+for ((t = 0; t < 300; t++)); do
+  [ "$(cat "$WORK"/ex[012].out 2>/dev/null | grep -c '^kv ready')" = 3 ] && break
+  sleep 0.1
+done
+[ "$(cat "$WORK"/ex[012].out | grep -c '^kv ready')" = 3 ] || fail "the examples' members did not serve clients: $(tail -n 3 "$WORK"/ex*.err)"
+EXM=127.0.0.1:$((EXPORT + 100)),127.0.0.1:$((EXPORT + 101)),127.0.0.1:$((EXPORT + 102))
+expect 0 "created /orders" "$SQUALL" --member "$EXM" pool create /orders persistent
+expect 0 "created /cache" "$SQUALL" --member "$EXM" pool create /cache volatile
+expect 0 "version=0x1 " "$SQUALL" --member "$EXM" put /orders/1 hello
+expect 0 "^hello$" "$SQUALL" --member "$EXM" get --stable /orders/1
+expect 0 "^/orders store=persistent" "$SQUALL" --member "$EXM" pool ls
+kill -TERM "${EX_PIDS[@]}"
+for p in "${EX_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 
 "$LOCAL" up 3 --dir "$DIR" --base-port "$BASE_PORT" >"$WORK/up.out" 2>&1 ||
   fail "squall-local up: $(cat "$WORK/up.out")"
