@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kv/wire.h" /* the protocol's limits: SQ_KV_MAX_KEY, SQ_KV_MAX_VALUE */
 #include "squall.h"
 #include "squall/client.h"
 
@@ -29,9 +30,11 @@
 
 /* The client ports squall-local gives a three-member group with its default base port. */
 #define DEFAULT_MEMBERS "127.0.0.1:7500,127.0.0.1:7501,127.0.0.1:7502"
-/* The protocol's largest value (SQ_KV_MAX_VALUE in src/kv/wire.h): reading more from stdin would
- * only be refused by the member, after sending it all. */
-#define MAX_VALUE_BYTES (16u << 20)
+/* The protocol's largest value: reading more from stdin would only be refused by the member,
+ * after sending it all. */
+#define MAX_VALUE_BYTES SQ_KV_MAX_VALUE
+/* A pool path's longest (MAX_POOL_PATH in src/server/kvserver.c). */
+#define MAX_POOL_PATH_BYTES 255
 /* Positional arguments after the command: "pool create PATH TYPE" has the most. */
 #define MAX_ARGS 3
 
@@ -102,7 +105,8 @@ static void usage(FILE *out)
         "        put VALUE under KEY ('-' reads the value from stdin, binary-safe);\n"
         "        --if-version 0 means the key must not exist\n"
         "  get KEY [--version V | --at TIME] [--stable] [--size]\n"
-        "        print the value's bytes (the latest, or the latest at or before V or TIME);\n"
+        "        print the value's bytes as stored (the latest, or the latest at or before V or\n"
+        "        TIME; to a pipe or file nothing is added: get KEY > FILE saves them exactly);\n"
         "        --stable: only what every replica holds; --size: size=N version=... instead\n"
         "  rm KEY [--if-version V]  remove KEY (the removal gets a version of its own)\n"
         "  ls PREFIX [--at TIME]   keys under PREFIX: KEY version=... timestamp=... size=N\n"
@@ -111,9 +115,11 @@ static void usage(FILE *out)
         "        print every update of a key, or of the keys under a prefix ending in '/',\n"
         "        from version V on, until SIGINT or SIGTERM, or until N updates are printed\n"
         "  status                  the connected member's view of the group\n"
+        "Keys are paths under a pool (/orders/42: no '//', no trailing '/', at most %u bytes);\n"
+        "a PREFIX is one inside a pool (/orders/ or /orders/2026-).\n"
         "options:\n"
-        "  --member LIST   the members' client addresses, comma-separated (default:\n"
-        "                  $SQUALL_MEMBERS, else " DEFAULT_MEMBERS ")\n"
+        "  --member LIST   the members' client addresses (client_port), comma-separated\n"
+        "                  (default: $SQUALL_MEMBERS, else " DEFAULT_MEMBERS ")\n"
         "  --json          one JSON object a result line; an error is also printed as\n"
         "                  {\"error\":\"SQ_E...\",\"message\":...} on stdout\n"
         "  --timeout MS    bound on each call, retries on other members included (default 10000)\n"
@@ -121,9 +127,12 @@ static void usage(FILE *out)
         "Versions print as 0x... and are accepted in hex (0x...) or decimal. TIME is ISO-8601\n"
         "UTC (2026-11-24T21:10:03.123456Z: fraction optional, Z or +00:00) or @MICROSECONDS\n"
         "since the epoch; timestamps print as ISO-8601 UTC with microseconds.\n"
-        "exit status: 0 ok, 1 other error, 2 usage error, 3 not found (no such key, or no pool\n"
-        "             holds it), 4 conflict (not at the expected version, or already exists),\n"
-        "             5 cannot reach any member, or timed out\n");
+        "exit status: 0 ok, 1 other error, 2 usage error (a bad command, option or argument,\n"
+        "             found by squall or by the member: a path that is not a key, a pool given\n"
+        "             as a key, an unknown store type), 3 not found (no such key or version, or\n"
+        "             no pool holds the key), 4 conflict (not at the expected version, or already\n"
+        "             exists), 5 cannot reach any member, or timed out\n",
+        SQ_KV_MAX_KEY);
 }
 
 static int fail_usage(const struct cli *cli, const char *fmt, ...)
@@ -369,6 +378,8 @@ static void human_entry(uint64_t version, uint64_t ts)
 static int exit_status_of(int rc)
 {
     switch (rc) {
+    case SQ_EINVAL: /* a bad argument, whether squall or the member found it */
+        return EXIT_USAGE;
     case SQ_ENOTFOUND:
     case SQ_ENOPOOL:
         return EXIT_NOTFOUND;
@@ -384,8 +395,27 @@ static int exit_status_of(int rc)
     }
 }
 
-/* One line on stderr (and a JSON object on stdout with --json): the error's text, the detail
- * (the member's message), and for a conflict the key's current version (0: it does not exist). */
+/* One line on stderr, and a JSON object on stdout with --json; returns rc's exit status. */
+static int report(const struct cli *cli, int rc, const char *reason, const sq_kv_result *conflict)
+{
+    fprintf(stderr, "squall: %s: %s\n", cli->name, reason);
+    if (cli->json) {
+        printf("{\"error\":\"%s\",\"message\":", sq_err_name(rc));
+        json_str(reason, strlen(reason));
+        if (rc == SQ_ECONFLICT && conflict != NULL) {
+            if (conflict->version != 0) {
+                printf(",\"current_version\":\"0x%" PRIx64 "\"", conflict->version);
+            } else {
+                fputs(",\"current_version\":null", stdout);
+            }
+        }
+        fputs("}\n", stdout);
+    }
+    return exit_status_of(rc);
+}
+
+/* The error's text, the detail (the member's message), and for a conflict the key's current
+ * version (0: it does not exist). */
 static int fail(const struct cli *cli, int rc, const char *detail, const sq_kv_result *conflict)
 {
     char reason[512];
@@ -403,29 +433,122 @@ static int fail(const struct cli *cli, int rc, const char *detail, const sq_kv_r
             snprintf(reason + n, sizeof(reason) - (size_t)n, "; key does not exist");
         }
     }
-    fprintf(stderr, "squall: %s: %s\n", cli->name, reason);
-    if (cli->json) {
-        printf("{\"error\":\"%s\",\"message\":", sq_err_name(rc));
-        json_str(reason, strlen(reason));
-        if (rc == SQ_ECONFLICT && conflict != NULL) {
-            if (conflict->version != 0) {
-                printf(",\"current_version\":\"0x%" PRIx64 "\"", conflict->version);
-            } else {
-                fputs(",\"current_version\":null", stdout);
-            }
-        }
-        fputs("}\n", stdout);
-    }
-    return exit_status_of(rc);
+    return report(cli, rc, reason, conflict);
 }
 
-/* A failed call: r->message is the member's (or the library's) reason. */
-static int fail_call(const struct cli *cli, int rc, const sq_kv_result *r)
+/* ---- paths ---- */
+
+enum path_kind { PATH_KEY, PATH_PREFIX, PATH_POOL };
+
+/* The store's path rules (README, "Pools"), checked before asking the group so that a typo gets
+ * its exact reason. A path too long to quote whole is cut in the message. */
+static bool check_path(const char *p, enum path_kind kind, char *why, size_t cap)
+{
+    static const char *const what[] = {"a key", "a prefix", "a pool path"};
+    static const char *const like[] = {"/orders/42", "/orders/", "/orders"};
+    size_t len = strlen(p), max = kind == PATH_POOL ? MAX_POOL_PATH_BYTES : SQ_KV_MAX_KEY;
+    int show = len > 60 ? 60 : (int)len;
+    const char *more = len > 60 ? "..." : "";
+    if (p[0] != '/') {
+        snprintf(why, cap, "'%.*s%s' is not %s: paths start with '/' (such as %s)", show, p, more,
+                 what[kind], like[kind]);
+    } else if (len == 1 && kind == PATH_PREFIX) {
+        snprintf(why, cap, "'/' is not a prefix inside a pool: ls and watch take one pool's keys, "
+                           "such as /orders/ (squall pool ls lists the pools)");
+    } else if (len == 1) {
+        snprintf(why, cap, "'/' is not %s: such as %s", what[kind], like[kind]);
+    } else if (strstr(p, "//") != NULL) {
+        snprintf(why, cap, "'%.*s%s' is not %s: it has an empty segment ('//')", show, p, more,
+                 what[kind]);
+    } else if (kind == PATH_KEY && p[len - 1] == '/') {
+        snprintf(why, cap, "'%.*s%s' is not a key: a key does not end in '/' (the keys under it: "
+                           "squall ls %.*s%s)", show, p, more, show, p, more);
+    } else if (kind == PATH_POOL && p[len - 1] == '/') {
+        snprintf(why, cap, "'%.*s%s' is not a pool path: a pool path does not end in '/' (such "
+                           "as /orders)", show, p, more);
+    } else if (len > max) {
+        snprintf(why, cap, "'%.*s%s' is not %s: it is %zu bytes, and at most %zu bytes are allowed",
+                 show, p, more, what[kind], len, max);
+    } else {
+        return true;
+    }
+    return false;
+}
+
+/* The kind of path a command's first argument is (watch: a prefix when it ends in '/'). */
+static enum path_kind path_kind_of(const struct cli *cli, const char *path)
+{
+    if (strcmp(cli->name, "pool create") == 0) {
+        return PATH_POOL;
+    }
+    if (strcmp(cli->name, "ls") == 0 ||
+        (strcmp(cli->name, "watch") == 0 && path[0] != '\0' && path[strlen(path) - 1] == '/')) {
+        return PATH_PREFIX;
+    }
+    return PATH_KEY;
+}
+
+/* After SQ_ENOPOOL: the reason made exact with the pool table. PATH may be a pool itself (its
+ * keys go under it: a bad argument), or no pool holds it (the pools there are named). */
+static int fail_no_pool(sq_client *c, const struct cli *cli, const char *detail)
+{
+    const char *path = cli->args[0];
+    size_t len = strlen(path);
+    sq_kv_result pl;
+    memset(&pl, 0, sizeof(pl));
+    if (sq_client_pool_list(c, &pl) != 0) {
+        sq_kv_result_free(&pl);
+        return fail(cli, SQ_ENOPOOL, detail, NULL);
+    }
+    char why[512], pools[256] = "";
+    size_t pos = 0, n = 0, np = 0;
+    sq_kv_item it;
+    bool is_pool = false;
+    while (sq_kv_next_item(&pl, &pos, &it) == 1) {
+        is_pool |= it.key_len == len && memcmp(it.key, path, len) == 0;
+        if (np++ < 5 && n < sizeof(pools)) {
+            n += (size_t)snprintf(pools + n, sizeof(pools) - n, "%s%.*s", n ? ", " : "",
+                                  (int)it.key_len, it.key);
+        }
+    }
+    sq_kv_result_free(&pl);
+    if (is_pool) {
+        if (strcmp(cli->name, "ls") == 0 || strcmp(cli->name, "watch") == 0) {
+            snprintf(why, sizeof(why), "'%s' is a pool: its keys are under '%s/' (squall %s %s/)",
+                     path, path, cli->name, path);
+        } else {
+            snprintf(why, sizeof(why), "'%s' is a pool, not a key: its keys go under it, such "
+                     "as %s/42", path, path);
+        }
+        return fail(cli, SQ_EINVAL, why, NULL);
+    }
+    if (np == 0) {
+        snprintf(why, sizeof(why), "no pool holds '%s', and there are no pools yet (create one "
+                 "with: squall pool create PATH TYPE)", path);
+    } else {
+        snprintf(why, sizeof(why), "no pool holds '%s' (the pools: %s%s; create one with: squall "
+                 "pool create PATH TYPE)", path, pools, np > 5 ? ", ..." : "");
+    }
+    return report(cli, SQ_ENOPOOL, why, NULL);
+}
+
+/* A failed call: r->message is the member's (or the library's) reason, made exact for a pool
+ * given as a key, and naming the key when the member did not. */
+static int fail_call(sq_client *c, const struct cli *cli, int rc, const sq_kv_result *r)
 {
     char msg[sizeof(r->message) + 1];
     size_t len = strnlen(r->message, sizeof(r->message));
     memcpy(msg, r->message, len);
     msg[len] = '\0';
+    bool has_path = cli->nargs > 0 && strcmp(cli->name, "pool create") != 0;
+    if (rc == SQ_ENOPOOL && has_path) {
+        return fail_no_pool(c, cli, msg);
+    }
+    if (rc == SQ_ENOTFOUND && has_path && strstr(msg, cli->args[0]) == NULL) {
+        char detail[sizeof(msg) + 210];
+        snprintf(detail, sizeof(detail), "%.200s: %s", cli->args[0], msg);
+        return fail(cli, rc, detail, r);
+    }
     return fail(cli, rc, msg, r);
 }
 
@@ -435,7 +558,7 @@ static int run_pool_create(sq_client *c, const struct cli *cli, sq_kv_result *r)
 {
     int rc = sq_client_pool_create(c, cli->args[0], cli->args[1], cli->shards, r);
     if (rc != 0) {
-        return fail_call(cli, rc, r);
+        return fail_call(c, cli, rc, r);
     }
     if (cli->json) {
         fputs("{\"path\":", stdout);
@@ -484,7 +607,7 @@ static void print_pool(const struct cli *cli, const sq_kv_item *it)
 static int run_pool_ls(sq_client *c, const struct cli *cli, sq_kv_result *r)
 {
     int rc = sq_client_pool_list(c, r);
-    return rc != 0 ? fail_call(cli, rc, r) : each_item(cli, r, print_pool);
+    return rc != 0 ? fail_call(c, cli, rc, r) : each_item(cli, r, print_pool);
 }
 
 /* The whole of stdin, up to MAX_VALUE_BYTES. The caller frees *out. */
@@ -545,7 +668,7 @@ static int run_put(sq_client *c, const struct cli *cli, sq_kv_result *r)
     }
     int rc = sq_client_put(c, cli->args[0], value, size, &opts, r);
     free(buf);
-    return rc != 0 ? fail_call(cli, rc, r) : print_written(cli, r);
+    return rc != 0 ? fail_call(c, cli, rc, r) : print_written(cli, r);
 }
 
 static int run_rm(sq_client *c, const struct cli *cli, sq_kv_result *r)
@@ -553,7 +676,7 @@ static int run_rm(sq_client *c, const struct cli *cli, sq_kv_result *r)
     sq_put_opts opts = {.if_version = (cli->seen & BIT(OPT_IF_VERSION)) != 0,
                         .version = cli->if_version};
     int rc = sq_client_remove(c, cli->args[0], &opts, r);
-    return rc != 0 ? fail_call(cli, rc, r) : print_written(cli, r);
+    return rc != 0 ? fail_call(c, cli, rc, r) : print_written(cli, r);
 }
 
 static int run_get(sq_client *c, const struct cli *cli, sq_kv_result *r)
@@ -567,7 +690,7 @@ static int run_get(sq_client *c, const struct cli *cli, sq_kv_result *r)
                         .size_only = (cli->seen & BIT(OPT_SIZE)) != 0};
     int rc = sq_client_get(c, key, &opts, r);
     if (rc != 0) {
-        return fail_call(cli, rc, r);
+        return fail_call(c, cli, rc, r);
     }
     if (r->deleted) {
         /* A read at a version or time that finds the removal: there is no value to show. */
@@ -620,7 +743,7 @@ static void print_listed(const struct cli *cli, const sq_kv_item *it)
 static int run_ls(sq_client *c, const struct cli *cli, sq_kv_result *r)
 {
     int rc = sq_client_list(c, cli->args[0], (cli->seen & BIT(OPT_AT)) != 0, cli->at_us, r);
-    return rc != 0 ? fail_call(cli, rc, r) : each_item(cli, r, print_listed);
+    return rc != 0 ? fail_call(c, cli, rc, r) : each_item(cli, r, print_listed);
 }
 
 static void print_version(const struct cli *cli, const sq_kv_item *it)
@@ -642,14 +765,14 @@ static void print_version(const struct cli *cli, const sq_kv_item *it)
 static int run_history(sq_client *c, const struct cli *cli, sq_kv_result *r)
 {
     int rc = sq_client_history(c, cli->args[0], r);
-    return rc != 0 ? fail_call(cli, rc, r) : each_item(cli, r, print_version);
+    return rc != 0 ? fail_call(c, cli, rc, r) : each_item(cli, r, print_version);
 }
 
 static int run_status(sq_client *c, const struct cli *cli, sq_kv_result *r)
 {
     int rc = sq_client_status(c, cli->json, r);
     if (rc != 0) {
-        return fail_call(cli, rc, r);
+        return fail_call(c, cli, rc, r);
     }
     if (r->size > 0) {
         fwrite(r->value, 1, r->size, stdout);
@@ -757,7 +880,8 @@ static int run_watch(sq_client *c, const struct cli *cli, sq_kv_result *r)
     uint64_t id = 0;
     int rc = sq_client_watch(c, cli->args[0], cli->from, on_event, &st, &id);
     if (rc != 0) {
-        return fail(cli, rc, NULL, NULL);
+        /* the library keeps no reason for a watch: an unknown pool gets squall's own */
+        return rc == SQ_ENOPOOL ? fail_no_pool(c, cli, NULL) : fail(cli, rc, NULL, NULL);
     }
     bool limited = (cli->seen & BIT(OPT_COUNT)) != 0;
     int status = EXIT_OK;
@@ -850,8 +974,10 @@ static int check_options(struct cli *cli)
         return bad_value(cli, OPT_COUNT, "a count of at least 1");
     }
     if (cli->seen & BIT(OPT_SHARDS)) {
-        if (!parse_u64(cli->optval[OPT_SHARDS], false, &v) || v > UINT32_MAX) {
-            return bad_value(cli, OPT_SHARDS, "a number of shards");
+        if (!parse_u64(cli->optval[OPT_SHARDS], false, &v) || v == 0 || v > UINT32_MAX) {
+            return bad_value(cli, OPT_SHARDS,
+                             "a number of shards (1 or more; without --shards the pool takes "
+                             "every shard of its subgroup)");
         }
         cli->shards = (uint32_t)v;
     }
@@ -938,15 +1064,17 @@ static int parse_args(struct cli *cli, int argc, char **argv)
         }
         return fail_usage(cli, "--%s does not apply to %s", g_opts[o], cli->name);
     }
-    /* keys, prefixes and pools are paths: catch a forgotten slash before asking the group */
-    if (cli->cmd->run != run_status && cli->cmd->run != run_pool_ls && cli->args[0][0] != '/') {
-        return fail_usage(cli, "'%s' is not a path (it must start with '/')", cli->args[0]);
-    }
     int st = check_options(cli);
     if (st != EXIT_OK) {
         return st;
     }
     cli->json = (cli->seen & BIT(OPT_JSON)) != 0;
+    /* keys, prefixes and pools are paths: a typo is caught before asking the group */
+    char why[400];
+    if (cli->nargs > 0 && !check_path(cli->args[0], path_kind_of(cli, cli->args[0]), why,
+                                      sizeof(why))) {
+        return fail(cli, SQ_EINVAL, why, NULL);
+    }
     cli->members = cli->optval[OPT_MEMBER];
     if (cli->members == NULL) {
         const char *env = getenv("SQUALL_MEMBERS");
@@ -971,9 +1099,8 @@ int main(int argc, char **argv)
     sq_client *c = NULL;
     int rc = sq_client_open(&c, cli.members, cli.timeout_ms, err, sizeof(err));
     if (rc != 0) {
-        st = fail(&cli, rc, err, NULL);
-        /* the library refuses a malformed member list with SQ_EINVAL: the user's to fix */
-        return rc == SQ_EINVAL ? EXIT_USAGE : st;
+        /* the library refuses a malformed member list with SQ_EINVAL: exit status 2 */
+        return fail(&cli, rc, err, NULL);
     }
     if (cli.cmd->run == run_watch) {
         pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);

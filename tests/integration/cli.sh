@@ -5,6 +5,9 @@
 # end, by the pids squall-local recorded. Cases:
 #   E. the three configs in examples/ (on other ports) serve key-value clients: a persistent and
 #      a volatile pool, a put and a get
+#   P. paths and bad arguments: each kind of malformed key, prefix or pool path, a pool given as
+#      a key, --shards 0 and an unknown store type exit 2 with the exact reason; an unknown pool
+#      (watch too) exits 3 naming the pools there are; rm of a missing key names it
 #   L. squall-local: the default directory comes from $SQUALL_LOCAL_DIR; after every member
 #      stopped, restarting one alone fails at once (not after 30 s) and its last line names a
 #      command that works, which then restarts the group
@@ -70,6 +73,34 @@ for p in "${EX_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   fail "squall-local up: $(cat "$WORK/up.out")"
 MEMBERS=$(cat "$DIR/members")
 export SQUALL_MEMBERS=$MEMBERS
+
+echo "== P. paths and bad arguments"
+expect 0 "created /orders" "$SQUALL" pool create /orders persistent
+expect 2 "'orders/1' is not a key: paths start with '/'" "$SQUALL" put orders/1 v
+expect 2 "'/orders/' is not a key: a key does not end in '/' \(the keys under it: squall ls /orders/\)" "$SQUALL" put /orders/ v
+expect 2 "'/orders//1' is not a key: it has an empty segment \('//'\)" "$SQUALL" put /orders//1 v
+expect 2 "'/orders//' is not a prefix: it has an empty segment" "$SQUALL" ls /orders//
+expect 2 "'/' is not a prefix inside a pool: ls and watch take one pool's keys" "$SQUALL" ls /
+grep -q "is not a key" <<<"$OUT" && fail "ls / calls '/' a key: $OUT"
+expect 2 "'/' is not a prefix inside a pool" "$SQUALL" watch / --count 1
+long=$(head -c 1100 /dev/zero | tr '\0' k)
+expect 2 "is not a key: it is 1108 bytes, and at most 1024 bytes are allowed" "$SQUALL" get "/orders/$long"
+expect 2 "'/x/' is not a pool path: a pool path does not end in '/'" "$SQUALL" pool create /x/ volatile
+expect 2 "--shards: '0' is not a number of shards \(1 or more; without --shards the pool takes every shard" \
+  "$SQUALL" pool create /p2 persistent --shards 0
+"$SQUALL" pool ls | grep -q '^/p2 ' && fail "pool create --shards 0 created /p2"
+expect 2 "'durable' is neither a store type" "$SQUALL" pool create /nope durable
+expect 2 "'/orders' is a pool, not a key: its keys go under it, such as /orders/42" "$SQUALL" put /orders v
+expect 2 "'/orders' is a pool, not a key" "$SQUALL" get /orders
+expect 2 "'/orders' is a pool: its keys are under '/orders/'" "$SQUALL" ls /orders
+expect 2 "'/orders' is a pool: its keys are under '/orders/'" "$SQUALL" watch /orders --count 1
+expect 2 '^\{"error":"SQ_EINVAL","message":"invalid argument: .*is a pool, not a key' "$SQUALL" --json get /orders
+expect 3 "no pool holds '/nopool/x' \(the pools: /orders; create one with: squall pool create PATH TYPE\)" "$SQUALL" put /nopool/x v
+expect 3 "no pool holds '/nopool/' \(the pools: /orders;" "$SQUALL" ls /nopool/
+expect 3 "no pool holds '/nopool/' \(the pools: /orders;" "$SQUALL" watch /nopool/ --count 1
+expect 3 "no pool holds '/nopool/k'" "$SQUALL" watch /nopool/k --count 1
+expect 3 "rm: no such entry: /orders/nokey: no such key" "$SQUALL" rm /orders/nokey
+expect 3 "get: no such entry: /orders/nokey: no such key" "$SQUALL" get /orders/nokey
 
 echo "== L. squall-local"
 SQUALL_LOCAL_DIR="$WORK/elsewhere" expect 1 "no members in $WORK/elsewhere" "$LOCAL" status

@@ -4,8 +4,9 @@
 #   1. pools: create (persistent, volatile, trigger), list, duplicates and bad types refused
 #   2. put, conditional put (stale version, must-not-exist), get, history, ls, rm
 #   3. a get as of time T returns the value current at T
-#   4. bad input: long keys, values over the limit, unknown pools, missing versions, a
-#      malformed frame: each a clear error, and the member keeps serving
+#   4. bad input: long keys (exit 2, like every bad argument), values over the limit, unknown
+#      pools, missing versions, a malformed frame: each a clear error, and the member keeps
+#      serving
 #   5. 4 clients x 1000 conditional increments of one counter: exactly 4000, 4000 versions, and
 #      a watch from version 0 saw every one in order
 #   6. watches: a prefix watch from version 0 sees earlier and later updates in version order;
@@ -59,7 +60,7 @@ expect_status 0 pool create /cache volatile
 expect_status 0 pool create /events trigger
 expect_status 4 pool create /orders volatile
 expect_status 4 pool create /orders/sub volatile
-expect_status 1 pool create /nope durable
+expect_status 2 pool create /nope durable
 echo "$LAST_OUT" | grep -q "neither a store type" || fail "bad store type message: $LAST_OUT"
 n=$(sq pool ls | wc -l)
 [ "$n" = 3 ] || fail "pool ls shows $n pools"
@@ -100,7 +101,7 @@ lsT=$(sq ls /orders/ --at "$T" | grep -c '^/orders/t ')
 
 echo "== 4. bad input"
 long=$(head -c 1100 /dev/zero | tr '\0' k)
-expect_status 1 get "/orders/$long"
+expect_status 2 get "/orders/$long"
 echo "$LAST_OUT" | grep -q "1024 bytes" || fail "long key message: $LAST_OUT"
 expect_status 3 put /nowhere/1 x
 echo "$LAST_OUT" | grep -q "no pool" || fail "unknown pool message: $LAST_OUT"
