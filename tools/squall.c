@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -13,10 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "kv/wire.h" /* the protocol's limits: SQ_KV_MAX_KEY, SQ_KV_MAX_VALUE */
+#include "kv/wire.h" /* the protocol's limits, and the frame codec for the hello that checks a
+                      * member (probe_members) */
 #include "squall.h"
 #include "squall/client.h"
 
@@ -35,6 +39,11 @@
 #define MAX_VALUE_BYTES SQ_KV_MAX_VALUE
 /* A pool path's longest (MAX_POOL_PATH in src/server/kvserver.c). */
 #define MAX_POOL_PATH_BYTES 255
+/* Checking the members before the first call: how long a connection and the answer to the
+ * client hello may take before the member counts as unreachable (connection) or as slow
+ * (answer: then the call goes ahead and its own timeout applies). */
+#define PROBE_CONNECT_MS 1000
+#define PROBE_ANSWER_MS 2000
 /* Positional arguments after the command: "pool create PATH TYPE" has the most. */
 #define MAX_ARGS 3
 
@@ -131,7 +140,8 @@ static void usage(FILE *out)
         "             found by squall or by the member: a path that is not a key, a pool given\n"
         "             as a key, an unknown store type), 3 not found (no such key or version, or\n"
         "             no pool holds the key), 4 conflict (not at the expected version, or already\n"
-        "             exists), 5 cannot reach any member, or timed out\n",
+        "             exists), 5 cannot reach any member (each one's reason is given), or timed\n"
+        "             out\n",
         SQ_KV_MAX_KEY);
 }
 
@@ -1083,6 +1093,157 @@ static int parse_args(struct cli *cli, int argc, char **argv)
     return EXIT_OK;
 }
 
+/* ---- reaching the members ---- */
+
+enum probe { PROBE_OK, PROBE_SLOW, PROBE_BAD };
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Connects to host:port within PROBE_CONNECT_MS: a socket, or -1 with the reason in `why`. */
+static int probe_connect(const char *host, const char *port, char *why, size_t cap)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    int e = getaddrinfo(host, port, &hints, &ai);
+    if (e != 0 || ai == NULL) {
+        snprintf(why, cap, "cannot resolve '%s': %s", host,
+                 e == EAI_SYSTEM ? strerror(errno) : gai_strerror(e));
+        return -1;
+    }
+    /* the first address only, like the client library */
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int rc = fd < 0 ? -1 : connect(fd, ai->ai_addr, ai->ai_addrlen);
+    int err = rc == 0 ? 0 : errno;
+    freeaddrinfo(ai);
+    if (rc != 0 && fd >= 0 && err == EINPROGRESS) {
+        struct pollfd pf = {.fd = fd, .events = POLLOUT};
+        socklen_t len = sizeof(err);
+        int n = poll(&pf, 1, PROBE_CONNECT_MS);
+        if (n == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0) {
+            rc = 0;
+        } else if (n == 0) {
+            err = ETIMEDOUT;
+        }
+    }
+    if (rc == 0) {
+        return fd;
+    }
+    if (err == ECONNREFUSED) {
+        snprintf(why, cap, "%s:%s refuses connections: no member listens there (is it running, "
+                 "and is %s its client_port?)", host, port, port);
+    } else if (err == ETIMEDOUT) {
+        snprintf(why, cap, "%s:%s: no answer to the connection within %d ms", host, port,
+                 PROBE_CONNECT_MS);
+    } else {
+        snprintf(why, cap, "%s:%s: %s", host, port, strerror(err));
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return -1;
+}
+
+/* Does the member at host:port speak the client protocol? It answers the client hello with
+ * member=ID. A peer that closes the connection or answers something else does not (a member's
+ * group port, say); one that is silent for PROBE_ANSWER_MS is only slow, and the call goes ahead. */
+static enum probe probe_member(const char *host, const char *port, char *why, size_t cap)
+{
+    int fd = probe_connect(host, port, why, cap);
+    if (fd < 0) {
+        return PROBE_BAD;
+    }
+    unsigned char buf[1024];
+    struct sq_kv_frame hello = {.op = SQ_KV_OP_HELLO, .client = ((uint64_t)getpid() << 1) | 1};
+    long n = sq__kv_encode(&hello, buf, sizeof(buf));
+    enum probe res = PROBE_SLOW;
+    if (n <= 0) {
+        close(fd); /* cannot happen: a hello has no key, string or value */
+        return PROBE_SLOW;
+    }
+    if (send(fd, buf, (size_t)n, MSG_NOSIGNAL) != n) {
+        res = PROBE_BAD; /* a fresh connection takes 60 bytes at once unless it was reset */
+    }
+    size_t have = 0;
+    uint64_t deadline = mono_ms() + PROBE_ANSWER_MS;
+    while (res == PROBE_SLOW && mono_ms() < deadline) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, (int)(deadline - mono_ms())) <= 0) {
+            continue; /* silent (or EINTR): the loop ends at the deadline */
+        }
+        ssize_t got = recv(fd, buf + have, sizeof(buf) - have, 0);
+        if (got < 0 && (errno == EINTR || errno == EAGAIN)) {
+            continue;
+        }
+        if (got <= 0) {
+            res = PROBE_BAD;
+            break;
+        }
+        have += (size_t)got;
+        long need = sq__kv_frame_need(buf, have);
+        struct sq_kv_frame f;
+        if (need < 0 || (size_t)need > sizeof(buf)) {
+            res = PROBE_BAD;
+        } else if (need > 0 && (size_t)need <= have) {
+            res = sq__kv_decode(buf, (size_t)need, &f, NULL, 0) == 0 && f.op == SQ_KV_OP_HELLO
+                      ? PROBE_OK
+                      : PROBE_BAD;
+        }
+    }
+    close(fd);
+    if (res == PROBE_BAD) {
+        snprintf(why, cap, "%s:%s does not speak squall's client protocol (it %s the client "
+                 "hello): is %s a member's group port? Clients connect to its client_port "
+                 "(squall-local: port + 100)", host, port,
+                 have == 0 ? "closed the connection at" : "answered something else to", port);
+    }
+    return res;
+}
+
+/* Before the first call: the members in the list, in order, until one answers the client hello
+ * (or is only slow to). When none can (a name that does not resolve, a port nobody listens on, a
+ * port that is not a client port), squall says why for each at once, instead of a timeout. A list
+ * the library would refuse as malformed is left to it. */
+static int probe_members(const struct cli *cli)
+{
+    char reasons[2048] = "";
+    size_t used = 0;
+    const char *p = cli->members;
+    while (*p != '\0') {
+        size_t len = strcspn(p, ",");
+        const char *colon = memrchr(p, ':', len);
+        char host[256], port[8];
+        size_t hlen = colon != NULL ? (size_t)(colon - p) : 0;
+        size_t plen = colon != NULL ? len - hlen - 1 : 0;
+        if (colon == NULL || hlen == 0 || hlen >= sizeof(host) || plen == 0 ||
+            plen >= sizeof(port)) {
+            return EXIT_OK; /* malformed: sq_client_open says so */
+        }
+        memcpy(host, p, hlen);
+        host[hlen] = '\0';
+        memcpy(port, colon + 1, plen);
+        port[plen] = '\0';
+        char why[800];
+        if (probe_member(host, port, why, sizeof(why)) != PROBE_BAD) {
+            return EXIT_OK;
+        }
+        if (used < sizeof(reasons)) {
+            used += (size_t)snprintf(reasons + used, sizeof(reasons) - used, "%s%s",
+                                     used > 0 ? "; " : "", why);
+        }
+        p += len + (p[len] == ',');
+    }
+    if (used == 0) {
+        return EXIT_OK;
+    }
+    char reason[sizeof(reasons) + 32];
+    snprintf(reason, sizeof(reason), "cannot reach any member: %s", reasons);
+    return report(cli, SQ_ECLOSED, reason, NULL);
+}
+
 int main(int argc, char **argv)
 {
     struct cli cli;
@@ -1093,6 +1254,9 @@ int main(int argc, char **argv)
     }
     sigset_t sigs;
     if (cli.cmd->run == run_watch && (st = watch_prepare(&cli, &sigs)) != EXIT_OK) {
+        return st;
+    }
+    if ((st = probe_members(&cli)) != EXIT_OK) {
         return st;
     }
     char err[256] = "";

@@ -8,6 +8,9 @@
 #   P. paths and bad arguments: each kind of malformed key, prefix or pool path, a pool given as
 #      a key, --shards 0 and an unknown store type exit 2 with the exact reason; an unknown pool
 #      (watch too) exits 3 naming the pools there are; rm of a missing key names it
+#   M. member addresses: a group port instead of a client port, a name that does not resolve and
+#      a port nobody listens on each fail at once (exit 5) saying so; a dead member first in the
+#      list does not matter
 #   L. squall-local: the default directory comes from $SQUALL_LOCAL_DIR; after every member
 #      stopped, restarting one alone fails at once (not after 30 s) and its last line names a
 #      command that works, which then restarts the group
@@ -101,6 +104,20 @@ expect 3 "no pool holds '/nopool/' \(the pools: /orders;" "$SQUALL" watch /nopoo
 expect 3 "no pool holds '/nopool/k'" "$SQUALL" watch /nopool/k --count 1
 expect 3 "rm: no such entry: /orders/nokey: no such key" "$SQUALL" rm /orders/nokey
 expect 3 "get: no such entry: /orders/nokey: no such key" "$SQUALL" get /orders/nokey
+
+echo "== M. member addresses"
+start=$SECONDS
+expect 5 "127.0.0.1:$BASE_PORT does not speak squall's client protocol .*is $BASE_PORT a member's group port\? Clients connect to its client_port" \
+  "$SQUALL" --member "127.0.0.1:$BASE_PORT" get /orders/x
+[ $((SECONDS - start)) -lt 5 ] || fail "a group port took $((SECONDS - start)) s to refuse (the timeout is 10 s)"
+expect 5 "cannot reach any member: cannot resolve 'nosuchhost.invalid': " "$SQUALL" --member nosuchhost.invalid:7500 get /orders/x
+grep -q "closed or has failed" <<<"$OUT" && fail "a name that does not resolve reads as a failed member: $OUT"
+expect 5 "127.0.0.1:$((BASE_PORT + 50)) refuses connections: no member listens there" \
+  "$SQUALL" --member "127.0.0.1:$((BASE_PORT + 50))" status
+expect 5 '^\{"error":"SQ_ECLOSED","message":"cannot reach any member: .*; cannot resolve' \
+  "$SQUALL" --json --member "127.0.0.1:$((BASE_PORT + 50)),nosuchhost.invalid:1" status
+expect 0 "version=0x" "$SQUALL" --member "127.0.0.1:$((BASE_PORT + 50)),127.0.0.1:$BASE_PORT,$MEMBERS" put /orders/m x
+expect 2 "'127.0.0.1' is not host:port" "$SQUALL" --member 127.0.0.1 status
 
 echo "== L. squall-local"
 SQUALL_LOCAL_DIR="$WORK/elsewhere" expect 1 "no members in $WORK/elsewhere" "$LOCAL" status
