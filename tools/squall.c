@@ -39,6 +39,8 @@
 #define MAX_VALUE_BYTES SQ_KV_MAX_VALUE
 /* A pool path's longest (MAX_POOL_PATH in src/server/kvserver.c). */
 #define MAX_POOL_PATH_BYTES 255
+/* Text output shows this much of a value (watch), quoted and escaped; --json shows all of it. */
+#define SHOW_VALUE_BYTES 120
 /* Checking the members before the first call: how long a connection and the answer to the
  * client hello may take before the member counts as unreachable (connection) or as slow
  * (answer: then the call goes ahead and its own timeout applies). */
@@ -119,10 +121,13 @@ static void usage(FILE *out)
         "        --stable: only what every replica holds; --size: size=N version=... instead\n"
         "  rm KEY [--if-version V]  remove KEY (the removal gets a version of its own)\n"
         "  ls PREFIX [--at TIME]   keys under PREFIX: KEY version=... timestamp=... size=N\n"
-        "  history KEY             every version of KEY, oldest first\n"
+        "  history KEY             every version of KEY, oldest first:\n"
+        "                          version=... timestamp=... size=N, or ... removed\n"
         "  watch TARGET [--from V] [--count N]\n"
         "        print every update of a key, or of the keys under a prefix ending in '/',\n"
-        "        from version V on, until SIGINT or SIGTERM, or until N updates are printed\n"
+        "        from version V on, until SIGINT or SIGTERM, or until N updates are printed:\n"
+        "        KEY version=... timestamp=... size=N value=\"...\" (quoted and escaped, the\n"
+        "        first %d bytes; --json gives whole values), or KEY version=... ... removed\n"
         "  status                  the connected member's view of the group\n"
         "Keys are paths under a pool (/orders/42: no '//', no trailing '/', at most %u bytes);\n"
         "a PREFIX is one inside a pool (/orders/ or /orders/2026-).\n"
@@ -142,7 +147,7 @@ static void usage(FILE *out)
         "             no pool holds the key), 4 conflict (not at the expected version, or already\n"
         "             exists), 5 cannot reach any member (each one's reason is given), or timed\n"
         "             out\n",
-        SQ_KV_MAX_KEY);
+        SHOW_VALUE_BYTES, SQ_KV_MAX_KEY);
 }
 
 static int fail_usage(const struct cli *cli, const char *fmt, ...)
@@ -296,15 +301,40 @@ static bool utf8_valid(const unsigned char *s, size_t n)
     return true;
 }
 
-/* Text that keeps a watch line one line: UTF-8 without control characters but tab. */
-static bool printable(const unsigned char *s, size_t n)
+/* A value in text output, on one line and never mistaken for another value or for the removal
+ * marker: in double quotes, with \" \\ \n \r \t, and \xHH for other control bytes, DEL and (when
+ * the bytes shown are not UTF-8) every byte over 0x7F. At most `max` bytes are shown, cut at a
+ * character boundary, followed by how many there were. */
+static void print_value_text(const void *value, size_t n, size_t max)
 {
-    for (size_t i = 0; i < n; i++) {
-        if ((s[i] < 0x20 && s[i] != '\t') || s[i] == 0x7F) {
-            return false;
+    const unsigned char *v = value;
+    size_t shown = n <= max ? n : max;
+    while (shown < n && shown > 0 && (v[shown] & 0xC0) == 0x80) {
+        shown--; /* v[shown] continues a character: stop before that character */
+    }
+    bool text = utf8_valid(v, shown);
+    fputs("value=\"", stdout);
+    for (size_t i = 0; i < shown; i++) {
+        unsigned char ch = v[i];
+        if (ch == '"' || ch == '\\') {
+            putchar('\\');
+            putchar(ch);
+        } else if (ch == '\n') {
+            fputs("\\n", stdout);
+        } else if (ch == '\r') {
+            fputs("\\r", stdout);
+        } else if (ch == '\t') {
+            fputs("\\t", stdout);
+        } else if (ch < 0x20 || ch == 0x7F || (ch >= 0x80 && !text)) {
+            printf("\\x%02x", ch);
+        } else {
+            putchar(ch);
         }
     }
-    return utf8_valid(s, n);
+    putchar('"');
+    if (shown < n) {
+        printf("... (%zu of %zu bytes; --json shows all)", shown, n);
+    }
 }
 
 /* A JSON string. Bytes that are not UTF-8 (never expected in keys, which are paths the user
@@ -765,7 +795,7 @@ static void print_version(const struct cli *cli, const sq_kv_item *it)
     } else {
         human_entry(it->version, it->timestamp);
         if (it->deleted) {
-            fputs(" deleted\n", stdout);
+            fputs(" removed\n", stdout);
         } else {
             printf(" size=%" PRIu32 "\n", it->size);
         }
@@ -797,6 +827,9 @@ static int run_status(sq_client *c, const struct cli *cli, sq_kv_result *r)
  * pipe that the signal handler and the callback (once --count events are printed) write to. */
 static volatile sig_atomic_t g_stop;
 static int g_wake[2] = {-1, -1};
+/* errno of the first failed write of the output on the I/O thread (errno is per thread): the
+ * watch ends, and main says why. */
+static atomic_int g_out_errno;
 
 struct watch_state {
     const struct cli *cli;
@@ -837,24 +870,24 @@ static void on_event(void *arg, const sq_kv_event *ev)
         }
         fputs("}\n", stdout);
     } else {
+        /* KEY version=... timestamp=... size=N value="..." | removed: a value is always quoted,
+         * so the bare word is the removal */
         printf("%.*s ", (int)ev->key_len, ev->key);
         human_entry(ev->version, ev->timestamp);
-        const unsigned char *v = ev->value;
-        size_t n = ev->size;
-        /* a value typed with a trailing newline (echo ... | squall put KEY -) still reads as
-         * text */
-        if (n > 0 && v[n - 1] == '\n') {
-            n--;
-        }
         if (ev->deleted) {
-            fputs(" deleted\n", stdout);
-        } else if (n > 0 && printable(v, n)) {
-            printf(" %.*s\n", (int)n, (const char *)v);
+            fputs(" removed", stdout);
         } else {
-            printf(" <%zu bytes>\n", ev->size);
+            printf(" size=%zu ", ev->size);
+            print_value_text(ev->value, ev->size, SHOW_VALUE_BYTES);
         }
+        putchar('\n');
     }
-    fflush(stdout);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        int zero = 0;
+        atomic_compare_exchange_strong(&g_out_errno, &zero, errno != 0 ? errno : EIO);
+        wake_main(); /* a closed pipe (SIGPIPE ignored) or a full disk: stop watching */
+        return;
+    }
     if (limited && atomic_fetch_add(&st->printed, 1) + 1 >= cli->count) {
         wake_main();
     }
@@ -895,7 +928,8 @@ static int run_watch(sq_client *c, const struct cli *cli, sq_kv_result *r)
     }
     bool limited = (cli->seen & BIT(OPT_COUNT)) != 0;
     int status = EXIT_OK;
-    while (status == EXIT_OK && !g_stop && !(limited && atomic_load(&st.printed) >= cli->count)) {
+    while (status == EXIT_OK && !g_stop && atomic_load(&g_out_errno) == 0 &&
+           !(limited && atomic_load(&st.printed) >= cli->count)) {
         char buf[16];
         if (read(g_wake[0], buf, sizeof(buf)) < 0 && errno != EINTR) {
             status = fail(cli, SQ_EIO, strerror(errno), NULL);
@@ -1275,7 +1309,8 @@ int main(int argc, char **argv)
     sq_kv_result_free(&r);
     sq_client_close(c);
     if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "squall: %s: writing the output: %s\n", cli.name, strerror(errno));
+        int e = atomic_load(&g_out_errno) != 0 ? atomic_load(&g_out_errno) : errno;
+        fprintf(stderr, "squall: %s: writing the output: %s\n", cli.name, strerror(e));
         return st != EXIT_OK ? st : EXIT_ERROR;
     }
     return st;

@@ -11,6 +11,10 @@
 #   M. member addresses: a group port instead of a client port, a name that does not resolve and
 #      a port nobody listens on each fail at once (exit 5) saying so; a dead member first in the
 #      list does not matter
+#   T. text output: a watch quotes and escapes values, marks a removal with a bare word (a value
+#      "removed" or "deleted" cannot look like one), cuts a 1 MiB value to one short line;
+#      history marks removals the same way; get prints the raw bytes; --json carries them all; a
+#      watch whose reader went away stops, saying so
 #   L. squall-local: the default directory comes from $SQUALL_LOCAL_DIR; after every member
 #      stopped, restarting one alone fails at once (not after 30 s) and its last line names a
 #      command that works, which then restarts the group
@@ -118,6 +122,40 @@ expect 5 '^\{"error":"SQ_ECLOSED","message":"cannot reach any member: .*; cannot
   "$SQUALL" --json --member "127.0.0.1:$((BASE_PORT + 50)),nosuchhost.invalid:1" status
 expect 0 "version=0x" "$SQUALL" --member "127.0.0.1:$((BASE_PORT + 50)),127.0.0.1:$BASE_PORT,$MEMBERS" put /orders/m x
 expect 2 "'127.0.0.1' is not host:port" "$SQUALL" --member 127.0.0.1 status
+
+echo "== T. text output"
+"$SQUALL" put /orders/d removed >/dev/null && "$SQUALL" rm /orders/d >/dev/null || fail "put and rm /orders/d"
+expect 0 '^/orders/d version=0x[0-9a-f]+ timestamp=[^ ]+ size=7 value="removed"$' "$SQUALL" watch /orders/d --from 0 --count 2
+[ "$(tail -n 1 <<<"$OUT" | sed 's/.* //')" = removed ] || fail "the removal is not a bare 'removed': $OUT"
+grep -Eq '^/orders/d version=0x[0-9a-f]+ timestamp=[^ ]+ removed$' <<<"$OUT" || fail "no removal line: $OUT"
+expect 0 ' removed$' "$SQUALL" history /orders/d
+printf 'a "q" \\ b\nc\t\001\377' | "$SQUALL" put /orders/esc - >/dev/null || fail "put /orders/esc"
+expect 0 '^/orders/esc .* size=14 value="a \\"q\\" \\\\ b\\nc\\t\\x01\\xff"$' "$SQUALL" watch /orders/esc --count 1
+head -c 786432 /dev/urandom | base64 -w 0 >"$WORK/big" # 1 MiB of text
+"$SQUALL" put /orders/big - <"$WORK/big" >/dev/null || fail "put of 1 MiB"
+expect 0 'value="[A-Za-z0-9+/]{120}"\.\.\. \(120 of 1048576 bytes; --json shows all\)$' "$SQUALL" watch /orders/big --count 1
+[ "$(wc -l <<<"$OUT")" = 1 ] && [ ${#OUT} -lt 400 ] || fail "a 1 MiB value's watch line is ${#OUT} bytes long"
+"$SQUALL" get /orders/big | cmp -s - "$WORK/big" || fail "get does not print the value's raw bytes"
+"$SQUALL" --json watch /orders/big --count 1 >"$WORK/big.json" || fail "watch --json of 1 MiB"
+grep -o '"value":"[^"]*"' "$WORK/big.json" | sed 's/^"value":"//; s/"$//' | tr -d '\n' |
+  cmp -s - "$WORK/big" || fail "watch --json does not carry the whole value"
+
+# a watch whose reader went away (SIGPIPE ignored, as here) stops and says why
+( "$SQUALL" watch /orders/pipe/ 2>"$WORK/pipe.err" | head -n 1 >/dev/null
+  echo "${PIPESTATUS[0]}" >"$WORK/pipe.rc" ) &
+PIPE_PID=$!
+PIDS+=("$PIPE_PID")
+sleep 0.5
+for ((i = 0; i < 50; i++)); do
+  "$SQUALL" put "/orders/pipe/$i" x >/dev/null || fail "put /orders/pipe/$i"
+  [ -s "$WORK/pipe.rc" ] && break
+  sleep 0.1
+done
+wait "$PIPE_PID"
+[ "$(cat "$WORK/pipe.rc" 2>/dev/null)" = 1 ] || fail "a watch into a closed pipe exited $(cat "$WORK/pipe.rc" 2>/dev/null)"
+grep -q "squall: watch: writing the output: Broken pipe" "$WORK/pipe.err" ||
+  fail "a watch into a closed pipe said: $(cat "$WORK/pipe.err")"
+echo "ok: a watch into a closed pipe: $(cat "$WORK/pipe.err")"
 
 echo "== L. squall-local"
 SQUALL_LOCAL_DIR="$WORK/elsewhere" expect 1 "no members in $WORK/elsewhere" "$LOCAL" status

@@ -82,7 +82,7 @@ vr=$(field "$(sq rm /orders/43)" version)
 expect_status 3 get /orders/43
 expect_status 3 rm /orders/43
 [ "$(sq ls /orders/ | wc -l)" = 1 ] || fail "ls after rm: $(sq ls /orders/)"
-[ "$(sq history /orders/43 | tail -1 | grep -c deleted)" = 1 ] || fail "history shows no removal"
+[ "$(sq history /orders/43 | tail -1 | grep -c " removed$")" = 1 ] || fail "history shows no removal"
 expect_status 0 put /cache/a 1
 expect_status 4 put /cache/a 2 --if-absent
 [ "$(sq get /cache/a --stable)" = 1 ] || fail "stable get in a volatile pool"
@@ -155,7 +155,7 @@ wait "$TPID" || fail "trigger watch exited with $?: $(cat "$WORK/trigger.out")"
 reaped "$TPID"
 keys=$(awk '{print $1}' "$WORK/watch.out" | tr '\n' ' ')
 [ "$keys" = "/orders/w/1 /orders/w/2 /orders/w/1 /orders/w/3 " ] || fail "prefix watch saw: $(cat "$WORK/watch.out")"
-grep -q deleted "$WORK/watch.out" || fail "the watch did not show the removal"
+grep -q " removed$" "$WORK/watch.out" || fail "the watch did not show the removal"
 awk '{print $2}' "$WORK/watch.out" | cut -d= -f2 | sort -c || fail "watch not in version order"
 [ "$(grep -c '^/events/e[12] ' "$WORK/trigger.out")" = 2 ] || fail "trigger watch: $(cat "$WORK/trigger.out")"
 expect_status 1 history /events/e1
