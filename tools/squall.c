@@ -528,9 +528,10 @@ static enum path_kind path_kind_of(const struct cli *cli, const char *path)
     return PATH_KEY;
 }
 
-/* After SQ_ENOPOOL: the reason made exact with the pool table. PATH may be a pool itself (its
- * keys go under it: a bad argument), or no pool holds it (the pools there are named). */
-static int fail_no_pool(sq_client *c, const struct cli *cli, const char *detail)
+/* After SQ_ENOPOOL (or, for a watch, whose reason the library does not keep, SQ_EINVAL): the
+ * reason made exact with the pool table. PATH may be a pool itself (its keys go under it: a bad
+ * argument), or no pool holds it (the pools there are named). */
+static int fail_no_pool(sq_client *c, const struct cli *cli, int rc, const char *detail)
 {
     const char *path = cli->args[0];
     size_t len = strlen(path);
@@ -538,7 +539,7 @@ static int fail_no_pool(sq_client *c, const struct cli *cli, const char *detail)
     memset(&pl, 0, sizeof(pl));
     if (sq_client_pool_list(c, &pl) != 0) {
         sq_kv_result_free(&pl);
-        return fail(cli, SQ_ENOPOOL, detail, NULL);
+        return fail(cli, rc, detail, NULL);
     }
     char why[512], pools[256] = "";
     size_t pos = 0, n = 0, np = 0;
@@ -562,6 +563,9 @@ static int fail_no_pool(sq_client *c, const struct cli *cli, const char *detail)
         }
         return fail(cli, SQ_EINVAL, why, NULL);
     }
+    if (rc != SQ_ENOPOOL) {
+        return fail(cli, rc, detail, NULL);
+    }
     if (np == 0) {
         snprintf(why, sizeof(why), "no pool holds '%s', and there are no pools yet (create one "
                  "with: squall pool create PATH TYPE)", path);
@@ -582,7 +586,7 @@ static int fail_call(sq_client *c, const struct cli *cli, int rc, const sq_kv_re
     msg[len] = '\0';
     bool has_path = cli->nargs > 0 && strcmp(cli->name, "pool create") != 0;
     if (rc == SQ_ENOPOOL && has_path) {
-        return fail_no_pool(c, cli, msg);
+        return fail_no_pool(c, cli, rc, msg);
     }
     if (rc == SQ_ENOTFOUND && has_path && strstr(msg, cli->args[0]) == NULL) {
         char detail[sizeof(msg) + 210];
@@ -923,8 +927,10 @@ static int run_watch(sq_client *c, const struct cli *cli, sq_kv_result *r)
     uint64_t id = 0;
     int rc = sq_client_watch(c, cli->args[0], cli->from, on_event, &st, &id);
     if (rc != 0) {
-        /* the library keeps no reason for a watch: an unknown pool gets squall's own */
-        return rc == SQ_ENOPOOL ? fail_no_pool(c, cli, NULL) : fail(cli, rc, NULL, NULL);
+        /* the library keeps no reason for a watch: an unknown pool or a pool's own path gets
+         * squall's own */
+        return rc == SQ_ENOPOOL || rc == SQ_EINVAL ? fail_no_pool(c, cli, rc, NULL)
+                                                   : fail(cli, rc, NULL, NULL);
     }
     bool limited = (cli->seen & BIT(OPT_COUNT)) != 0;
     int status = EXIT_OK;

@@ -15,11 +15,19 @@
 #      "removed" or "deleted" cannot look like one), cuts a 1 MiB value to one short line;
 #      history marks removals the same way; get prints the raw bytes; --json carries them all; a
 #      watch whose reader went away stops, saying so
+#   S. (with SQ_TEST_SRC_PENDING=1, until src/ has the changes) the members say it themselves: a
+#      pool given as a key or prefix (SQ_EINVAL), rm of a missing key names it, no "1 pools",
+#      "1 keys" or "1 shards"; the client library names an unresolvable host, and fails at once
+#      on a group port
 #   L. squall-local: the default directory comes from $SQUALL_LOCAL_DIR; after every member
 #      stopped, restarting one alone fails at once (not after 30 s) and its last line names a
 #      command that works, which then restarts the group
 SQUALLD=$1
 SQUALL=$2
+KV_CHECK=${3:-$(dirname "$SQUALL")/kv_check}
+# Checks of changes to src/ not made yet (what members and the client library say, seen without
+# the CLI): SQ_TEST_SRC_PENDING=1 runs them (section S).
+SRC_PENDING=${SQ_TEST_SRC_PENDING:-0}
 trap '' PIPE
 . "$(dirname "$0")/lib.sh"
 LOCAL="$(cd "$(dirname "$0")/../.." && pwd)/tools/squall-local"
@@ -156,6 +164,31 @@ wait "$PIPE_PID"
 grep -q "squall: watch: writing the output: Broken pipe" "$WORK/pipe.err" ||
   fail "a watch into a closed pipe said: $(cat "$WORK/pipe.err")"
 echo "ok: a watch into a closed pipe: $(cat "$WORK/pipe.err")"
+
+if [ "$SRC_PENDING" = 1 ]; then
+  echo "== S. members and the client library say it themselves"
+  call() { OUT=$("$KV_CHECK" call "$@" 2>&1) || fail "kv_check call $*: $OUT"; echo "ok: kv_check call $*: $OUT"; }
+  call "$MEMBERS" put /orders v
+  grep -q "^status=SQ_EINVAL .*message='/orders' is a pool, not a key: its keys go under it, such as /orders/42$" <<<"$OUT" ||
+    fail "a member on a pool given as a key: $OUT"
+  call "$MEMBERS" ls /orders
+  grep -q "^status=SQ_EINVAL .*message='/orders' is a pool: its keys are under '/orders/'$" <<<"$OUT" ||
+    fail "a member on a pool given as a prefix: $OUT"
+  call "$MEMBERS" rm /orders/nokey
+  grep -q "^status=SQ_ENOTFOUND .*message=/orders/nokey: no such key$" <<<"$OUT" || fail "rm of a missing key: $OUT"
+  "$SQUALL" status >"$WORK/status.out" || fail "status"
+  grep -Eq '(^|[^0-9])1 (pools|keys|shards)' "$WORK/status.out" && fail "status says: $(cat "$WORK/status.out")"
+  expect 2 "subgroup persistent has 1 shard: a pool on it can use at most that many" \
+    "$SQUALL" pool create /p5 persistent --shards 5
+  call nosuchhost.invalid:7500 get /orders/x
+  grep -q "message=no member answers: cannot resolve 'nosuchhost.invalid': " <<<"$OUT" ||
+    fail "the library on a name that does not resolve: $OUT"
+  call "127.0.0.1:$BASE_PORT" get /orders/x
+  grep -q "^status=SQ_ECLOSED .*message=127.0.0.1:$BASE_PORT does not speak squall's client protocol" <<<"$OUT" ||
+    fail "the library on a group port: $OUT"
+  ms=$(sed 's/.* ms=\([0-9]*\) .*/\1/' <<<"$OUT")
+  [ "$ms" -lt 5000 ] || fail "the library took $ms ms to give up on a group port (the timeout is 10 s)"
+fi
 
 echo "== L. squall-local"
 SQUALL_LOCAL_DIR="$WORK/elsewhere" expect 1 "no members in $WORK/elsewhere" "$LOCAL" status
