@@ -493,19 +493,24 @@ static bool check_path(const char *p, enum path_kind kind, char *why, size_t cap
         snprintf(why, cap, "'%.*s%s' is not %s: paths start with '/' (such as %s)", show, p, more,
                  what[kind], like[kind]);
     } else if (len == 1 && kind == PATH_PREFIX) {
-        snprintf(why, cap, "'/' is not a prefix inside a pool: ls and watch take one pool's keys, "
-                           "such as /orders/ (squall pool ls lists the pools)");
+        snprintf(why, cap,
+                 "'/' is not a prefix inside a pool: ls and watch take one pool's keys, "
+                 "such as /orders/ (squall pool ls lists the pools)");
     } else if (len == 1) {
         snprintf(why, cap, "'/' is not %s: such as %s", what[kind], like[kind]);
     } else if (strstr(p, "//") != NULL) {
         snprintf(why, cap, "'%.*s%s' is not %s: it has an empty segment ('//')", show, p, more,
                  what[kind]);
     } else if (kind == PATH_KEY && p[len - 1] == '/') {
-        snprintf(why, cap, "'%.*s%s' is not a key: a key does not end in '/' (the keys under it: "
-                           "squall ls %.*s%s)", show, p, more, show, p, more);
+        snprintf(why, cap,
+                 "'%.*s%s' is not a key: a key does not end in '/' (the keys under it: "
+                 "squall ls %.*s%s)",
+                 show, p, more, show, p, more);
     } else if (kind == PATH_POOL && p[len - 1] == '/') {
-        snprintf(why, cap, "'%.*s%s' is not a pool path: a pool path does not end in '/' (such "
-                           "as /orders)", show, p, more);
+        snprintf(why, cap,
+                 "'%.*s%s' is not a pool path: a pool path does not end in '/' (such "
+                 "as /orders)",
+                 show, p, more);
     } else if (len > max) {
         snprintf(why, cap, "'%.*s%s' is not %s: it is %zu bytes, and at most %zu bytes are allowed",
                  show, p, more, what[kind], len, max);
@@ -558,8 +563,10 @@ static int fail_no_pool(sq_client *c, const struct cli *cli, int rc, const char 
             snprintf(why, sizeof(why), "'%s' is a pool: its keys are under '%s/' (squall %s %s/)",
                      path, path, cli->name, path);
         } else {
-            snprintf(why, sizeof(why), "'%s' is a pool, not a key: its keys go under it, such "
-                     "as %s/42", path, path);
+            snprintf(why, sizeof(why),
+                     "'%s' is a pool, not a key: its keys go under it, such "
+                     "as %s/42",
+                     path, path);
         }
         return fail(cli, SQ_EINVAL, why, NULL);
     }
@@ -567,11 +574,15 @@ static int fail_no_pool(sq_client *c, const struct cli *cli, int rc, const char 
         return fail(cli, rc, detail, NULL);
     }
     if (np == 0) {
-        snprintf(why, sizeof(why), "no pool holds '%s', and there are no pools yet (create one "
-                 "with: squall pool create PATH TYPE)", path);
+        snprintf(why, sizeof(why),
+                 "no pool holds '%s', and there are no pools yet (create one "
+                 "with: squall pool create PATH TYPE)",
+                 path);
     } else {
-        snprintf(why, sizeof(why), "no pool holds '%s' (the pools: %s%s; create one with: squall "
-                 "pool create PATH TYPE)", path, pools, np > 5 ? ", ..." : "");
+        snprintf(why, sizeof(why),
+                 "no pool holds '%s' (the pools: %s%s; create one with: squall "
+                 "pool create PATH TYPE)",
+                 path, pools, np > 5 ? ", ..." : "");
     }
     return report(cli, SQ_ENOPOOL, why, NULL);
 }
@@ -1121,8 +1132,8 @@ static int parse_args(struct cli *cli, int argc, char **argv)
     cli->json = (cli->seen & BIT(OPT_JSON)) != 0;
     /* keys, prefixes and pools are paths: a typo is caught before asking the group */
     char why[400];
-    if (cli->nargs > 0 && !check_path(cli->args[0], path_kind_of(cli, cli->args[0]), why,
-                                      sizeof(why))) {
+    if (cli->nargs > 0 &&
+        !check_path(cli->args[0], path_kind_of(cli, cli->args[0]), why, sizeof(why))) {
         return fail(cli, SQ_EINVAL, why, NULL);
     }
     cli->members = cli->optval[OPT_MEMBER];
@@ -1173,8 +1184,10 @@ static int probe_connect(const char *host, const char *port, char *why, size_t c
         return fd;
     }
     if (err == ECONNREFUSED) {
-        snprintf(why, cap, "%s:%s refuses connections: no member listens there (is it running, "
-                 "and is %s its client_port?)", host, port, port);
+        snprintf(why, cap,
+                 "%s:%s refuses connections: no member listens there (is it running, "
+                 "and is %s its client_port?)",
+                 host, port, port);
     } else if (err == ETIMEDOUT) {
         snprintf(why, cap, "%s:%s: no answer to the connection within %d ms", host, port,
                  PROBE_CONNECT_MS);
@@ -1189,7 +1202,8 @@ static int probe_connect(const char *host, const char *port, char *why, size_t c
 
 /* Does the member at host:port speak the client protocol? It answers the client hello with
  * member=ID. A peer that closes the connection or answers something else does not (a member's
- * group port, say); one that is silent for PROBE_ANSWER_MS is only slow, and the call goes ahead. */
+ * group port, say); one that is silent for PROBE_ANSWER_MS is only slow, and the call goes ahead.
+ */
 static enum probe probe_member(const char *host, const char *port, char *why, size_t cap)
 {
     int fd = probe_connect(host, port, why, cap);
@@ -1235,10 +1249,12 @@ static enum probe probe_member(const char *host, const char *port, char *why, si
     }
     close(fd);
     if (res == PROBE_BAD) {
-        snprintf(why, cap, "%s:%s does not speak squall's client protocol (it %s the client "
+        snprintf(why, cap,
+                 "%s:%s does not speak squall's client protocol (it %s the client "
                  "hello): is %s a member's group port? Clients connect to its client_port "
-                 "(squall-local: port + 100)", host, port,
-                 have == 0 ? "closed the connection at" : "answered something else to", port);
+                 "(squall-local: port + 100)",
+                 host, port, have == 0 ? "closed the connection at" : "answered something else to",
+                 port);
     }
     return res;
 }
