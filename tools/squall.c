@@ -301,9 +301,32 @@ static bool utf8_valid(const unsigned char *s, size_t n)
     return true;
 }
 
+/* Writes n bytes escaped for a double-quoted string: \" \\ \n \r \t, and the other control
+ * bytes (DEL too in text), and every byte over 0x7F unless the bytes are UTF-8 `text`, as \u00XX
+ * in JSON or \xHH in text. */
+static void put_escaped(const unsigned char *s, size_t n, bool text, bool json)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        if (c == '"' || c == '\\') {
+            putchar('\\');
+            putchar(c);
+        } else if (c == '\n') {
+            fputs("\\n", stdout);
+        } else if (c == '\r') {
+            fputs("\\r", stdout);
+        } else if (c == '\t') {
+            fputs("\\t", stdout);
+        } else if (c < 0x20 || (c == 0x7F && !json) || (c >= 0x80 && !text)) {
+            printf(json ? "\\u%04x" : "\\x%02x", c);
+        } else {
+            putchar(c);
+        }
+    }
+}
+
 /* A value in text output, on one line and never mistaken for another value or for the removal
- * marker: in double quotes, with \" \\ \n \r \t, and \xHH for other control bytes, DEL and (when
- * the bytes shown are not UTF-8) every byte over 0x7F. At most `max` bytes are shown, cut at a
+ * marker: in double quotes, escaped (put_escaped). At most `max` bytes are shown, cut at a
  * character boundary, followed by how many there were. */
 static void print_value_text(const void *value, size_t n, size_t max)
 {
@@ -312,25 +335,8 @@ static void print_value_text(const void *value, size_t n, size_t max)
     while (shown < n && shown > 0 && (v[shown] & 0xC0) == 0x80) {
         shown--; /* v[shown] continues a character: stop before that character */
     }
-    bool text = utf8_valid(v, shown);
     fputs("value=\"", stdout);
-    for (size_t i = 0; i < shown; i++) {
-        unsigned char ch = v[i];
-        if (ch == '"' || ch == '\\') {
-            putchar('\\');
-            putchar(ch);
-        } else if (ch == '\n') {
-            fputs("\\n", stdout);
-        } else if (ch == '\r') {
-            fputs("\\r", stdout);
-        } else if (ch == '\t') {
-            fputs("\\t", stdout);
-        } else if (ch < 0x20 || ch == 0x7F || (ch >= 0x80 && !text)) {
-            printf("\\x%02x", ch);
-        } else {
-            putchar(ch);
-        }
-    }
+    put_escaped(v, shown, utf8_valid(v, shown), false);
     putchar('"');
     if (shown < n) {
         printf("... (%zu of %zu bytes; --json shows all)", shown, n);
@@ -342,26 +348,8 @@ static void print_value_text(const void *value, size_t n, size_t max)
  * instead (json_value). */
 static void json_str(const void *data, size_t n)
 {
-    const unsigned char *s = data;
-    bool valid = utf8_valid(s, n);
     putchar('"');
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = s[i];
-        if (c == '"' || c == '\\') {
-            putchar('\\');
-            putchar(c);
-        } else if (c == '\n') {
-            fputs("\\n", stdout);
-        } else if (c == '\t') {
-            fputs("\\t", stdout);
-        } else if (c == '\r') {
-            fputs("\\r", stdout);
-        } else if (c < 0x20 || (c >= 0x80 && !valid)) {
-            printf("\\u%04x", c);
-        } else {
-            putchar(c);
-        }
-    }
+    put_escaped(data, n, utf8_valid(data, n), true);
     putchar('"');
 }
 

@@ -30,20 +30,7 @@ KV_CHECK=${3:-$(dirname "$SQUALL")/kv_check}
 SRC_PENDING=${SQ_TEST_SRC_PENDING:-0}
 trap '' PIPE
 . "$(dirname "$0")/lib.sh"
-LOCAL="$(cd "$(dirname "$0")/../.." && pwd)/tools/squall-local"
-DIR="$WORK/local"
-export SQUALLD SQUALL
-stop_local() {
-  "$LOCAL" down --dir "$DIR" >/dev/null 2>&1 || true
-  for f in "$DIR"/m*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null; done
-  cleanup
-}
-trap stop_local EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  for f in "$DIR"/m*.err; do [ -f "$f" ] && { echo "--- $f"; tail -n 8 "$f"; }; done
-  exit 1
-}
+squall_local_test
 # expect STATUS PATTERN CMD...: CMD exits with STATUS and its output (stdout and stderr) matches
 # the extended regular expression PATTERN; OUT keeps the output.
 expect() {

@@ -21,20 +21,7 @@ SQUALL=$2
 KV_CHECK=$3
 trap '' PIPE # a member that closes a connection we write to must not kill the test
 . "$(dirname "$0")/lib.sh"
-LOCAL="$(cd "$(dirname "$0")/../.." && pwd)/tools/squall-local"
-DIR="$WORK/local"
-export SQUALLD SQUALL
-stop_local() {
-  "$LOCAL" down --dir "$DIR" >/dev/null 2>&1 || true
-  for f in "$DIR"/m*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null; done
-  cleanup
-}
-trap stop_local EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  for f in "$DIR"/m*.err; do [ -f "$f" ] && { echo "--- $f"; tail -n 15 "$f"; }; done
-  exit 1
-}
+squall_local_test
 
 "$LOCAL" up 3 --dir "$DIR" --base-port "$BASE_PORT" > "$WORK/up.out" 2>&1 ||
   fail "squall-local up: $(cat "$WORK/up.out")"
