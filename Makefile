@@ -3,7 +3,11 @@ BUILD ?= build
 JOBS ?= 2
 SEEDS ?= 5000
 
-.PHONY: all deps build test demo sim-long restart-soak bench bench-persist bench-kv asan tsan clean format
+.PHONY: all deps build quiet-build test demo sim-long restart-soak bench bench-persist bench-kv asan tsan clean format
+
+# cmake --build runs make inside this make: without this, every nested make announces each
+# directory it enters and leaves.
+MAKEFLAGS += --no-print-directory
 
 all: build
 
@@ -17,7 +21,17 @@ build: deps
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j 1
 
-demo: build
+# The build for the demo shows only what went wrong: its whole output goes to $(BUILD)/build.log,
+# which is printed if the build fails.
+quiet-build: deps
+	@mkdir -p $(BUILD)
+	@echo "building squall in $(BUILD)/ (output in $(BUILD)/build.log)"
+	@{ cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo && \
+	   cmake --build $(BUILD) -j $(JOBS); } >$(BUILD)/build.log 2>&1 || \
+	  { cat $(BUILD)/build.log; echo "the build failed: see above ($(BUILD)/build.log)"; exit 1; }
+	@grep -i 'warning' $(BUILD)/build.log || true
+
+demo: quiet-build
 	@scripts/demo $(BUILD)
 
 # Many more simulation seeds than `make test` runs.

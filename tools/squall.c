@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -13,9 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "kv/wire.h" /* the protocol's limits, and the frame codec for the hello that checks a
+                      * member (probe_members) */
 #include "squall.h"
 #include "squall/client.h"
 
@@ -29,9 +34,18 @@
 
 /* The client ports squall-local gives a three-member group with its default base port. */
 #define DEFAULT_MEMBERS "127.0.0.1:7500,127.0.0.1:7501,127.0.0.1:7502"
-/* The protocol's largest value (SQ_KV_MAX_VALUE in src/kv/wire.h): reading more from stdin would
- * only be refused by the member, after sending it all. */
-#define MAX_VALUE_BYTES (16u << 20)
+/* The protocol's largest value: reading more from stdin would only be refused by the member,
+ * after sending it all. */
+#define MAX_VALUE_BYTES SQ_KV_MAX_VALUE
+/* A pool path's longest (MAX_POOL_PATH in src/server/kvserver.c). */
+#define MAX_POOL_PATH_BYTES 255
+/* Text output shows this much of a value (watch), quoted and escaped; --json shows all of it. */
+#define SHOW_VALUE_BYTES 120
+/* Checking the members before the first call: how long a connection and the answer to the
+ * client hello may take before the member counts as unreachable (connection) or as slow
+ * (answer: then the call goes ahead and its own timeout applies). */
+#define PROBE_CONNECT_MS 1000
+#define PROBE_ANSWER_MS 2000
 /* Positional arguments after the command: "pool create PATH TYPE" has the most. */
 #define MAX_ARGS 3
 
@@ -102,18 +116,24 @@ static void usage(FILE *out)
         "        put VALUE under KEY ('-' reads the value from stdin, binary-safe);\n"
         "        --if-version 0 means the key must not exist\n"
         "  get KEY [--version V | --at TIME] [--stable] [--size]\n"
-        "        print the value's bytes (the latest, or the latest at or before V or TIME);\n"
+        "        print the value's bytes as stored (the latest, or the latest at or before V or\n"
+        "        TIME; to a pipe or file nothing is added: get KEY > FILE saves them exactly);\n"
         "        --stable: only what every replica holds; --size: size=N version=... instead\n"
         "  rm KEY [--if-version V]  remove KEY (the removal gets a version of its own)\n"
         "  ls PREFIX [--at TIME]   keys under PREFIX: KEY version=... timestamp=... size=N\n"
-        "  history KEY             every version of KEY, oldest first\n"
+        "  history KEY             every version of KEY, oldest first:\n"
+        "                          version=... timestamp=... size=N, or ... removed\n"
         "  watch TARGET [--from V] [--count N]\n"
         "        print every update of a key, or of the keys under a prefix ending in '/',\n"
-        "        from version V on, until SIGINT or SIGTERM, or until N updates are printed\n"
+        "        from version V on, until SIGINT or SIGTERM, or until N updates are printed:\n"
+        "        KEY version=... timestamp=... size=N value=\"...\" (quoted and escaped, the\n"
+        "        first %d bytes; --json gives whole values), or KEY version=... ... removed\n"
         "  status                  the connected member's view of the group\n"
+        "Keys are paths under a pool (/orders/42: no '//', no trailing '/', at most %u bytes);\n"
+        "a PREFIX is one inside a pool (/orders/ or /orders/2026-).\n"
         "options:\n"
-        "  --member LIST   the members' client addresses, comma-separated (default:\n"
-        "                  $SQUALL_MEMBERS, else " DEFAULT_MEMBERS ")\n"
+        "  --member LIST   the members' client addresses (client_port), comma-separated\n"
+        "                  (default: $SQUALL_MEMBERS, else " DEFAULT_MEMBERS ")\n"
         "  --json          one JSON object a result line; an error is also printed as\n"
         "                  {\"error\":\"SQ_E...\",\"message\":...} on stdout\n"
         "  --timeout MS    bound on each call, retries on other members included (default 10000)\n"
@@ -121,9 +141,13 @@ static void usage(FILE *out)
         "Versions print as 0x... and are accepted in hex (0x...) or decimal. TIME is ISO-8601\n"
         "UTC (2026-11-24T21:10:03.123456Z: fraction optional, Z or +00:00) or @MICROSECONDS\n"
         "since the epoch; timestamps print as ISO-8601 UTC with microseconds.\n"
-        "exit status: 0 ok, 1 other error, 2 usage error, 3 not found (no such key, or no pool\n"
-        "             holds it), 4 conflict (not at the expected version, or already exists),\n"
-        "             5 cannot reach any member, or timed out\n");
+        "exit status: 0 ok, 1 other error, 2 usage error (a bad command, option or argument,\n"
+        "             found by squall or by the member: a path that is not a key, a pool given\n"
+        "             as a key, an unknown store type), 3 not found (no such key or version, or\n"
+        "             no pool holds the key), 4 conflict (not at the expected version, or already\n"
+        "             exists), 5 cannot reach any member (each one's reason is given), or timed\n"
+        "             out\n",
+        SHOW_VALUE_BYTES, SQ_KV_MAX_KEY);
 }
 
 static int fail_usage(const struct cli *cli, const char *fmt, ...)
@@ -277,25 +301,11 @@ static bool utf8_valid(const unsigned char *s, size_t n)
     return true;
 }
 
-/* Text that keeps a watch line one line: UTF-8 without control characters but tab. */
-static bool printable(const unsigned char *s, size_t n)
+/* Writes n bytes escaped for a double-quoted string: \" \\ \n \r \t, and the other control
+ * bytes (DEL too in text), and every byte over 0x7F unless the bytes are UTF-8 `text`, as \u00XX
+ * in JSON or \xHH in text. */
+static void put_escaped(const unsigned char *s, size_t n, bool text, bool json)
 {
-    for (size_t i = 0; i < n; i++) {
-        if ((s[i] < 0x20 && s[i] != '\t') || s[i] == 0x7F) {
-            return false;
-        }
-    }
-    return utf8_valid(s, n);
-}
-
-/* A JSON string. Bytes that are not UTF-8 (never expected in keys, which are paths the user
- * typed) are written as \u00XX so the output stays valid JSON; values go through base64
- * instead (json_value). */
-static void json_str(const void *data, size_t n)
-{
-    const unsigned char *s = data;
-    bool valid = utf8_valid(s, n);
-    putchar('"');
     for (size_t i = 0; i < n; i++) {
         unsigned char c = s[i];
         if (c == '"' || c == '\\') {
@@ -303,16 +313,43 @@ static void json_str(const void *data, size_t n)
             putchar(c);
         } else if (c == '\n') {
             fputs("\\n", stdout);
-        } else if (c == '\t') {
-            fputs("\\t", stdout);
         } else if (c == '\r') {
             fputs("\\r", stdout);
-        } else if (c < 0x20 || (c >= 0x80 && !valid)) {
-            printf("\\u%04x", c);
+        } else if (c == '\t') {
+            fputs("\\t", stdout);
+        } else if (c < 0x20 || (c == 0x7F && !json) || (c >= 0x80 && !text)) {
+            printf(json ? "\\u%04x" : "\\x%02x", c);
         } else {
             putchar(c);
         }
     }
+}
+
+/* A value in text output, on one line and never mistaken for another value or for the removal
+ * marker: in double quotes, escaped (put_escaped). At most `max` bytes are shown, cut at a
+ * character boundary, followed by how many there were. */
+static void print_value_text(const void *value, size_t n, size_t max)
+{
+    const unsigned char *v = value;
+    size_t shown = n <= max ? n : max;
+    while (shown < n && shown > 0 && (v[shown] & 0xC0) == 0x80) {
+        shown--; /* v[shown] continues a character: stop before that character */
+    }
+    fputs("value=\"", stdout);
+    put_escaped(v, shown, utf8_valid(v, shown), false);
+    putchar('"');
+    if (shown < n) {
+        printf("... (%zu of %zu bytes; --json shows all)", shown, n);
+    }
+}
+
+/* A JSON string. Bytes that are not UTF-8 (never expected in keys, which are paths the user
+ * typed) are written as \u00XX so the output stays valid JSON; values go through base64
+ * instead (json_value). */
+static void json_str(const void *data, size_t n)
+{
+    putchar('"');
+    put_escaped(data, n, utf8_valid(data, n), true);
     putchar('"');
 }
 
@@ -369,6 +406,8 @@ static void human_entry(uint64_t version, uint64_t ts)
 static int exit_status_of(int rc)
 {
     switch (rc) {
+    case SQ_EINVAL: /* a bad argument, whether squall or the member found it */
+        return EXIT_USAGE;
     case SQ_ENOTFOUND:
     case SQ_ENOPOOL:
         return EXIT_NOTFOUND;
@@ -384,8 +423,27 @@ static int exit_status_of(int rc)
     }
 }
 
-/* One line on stderr (and a JSON object on stdout with --json): the error's text, the detail
- * (the member's message), and for a conflict the key's current version (0: it does not exist). */
+/* One line on stderr, and a JSON object on stdout with --json; returns rc's exit status. */
+static int report(const struct cli *cli, int rc, const char *reason, const sq_kv_result *conflict)
+{
+    fprintf(stderr, "squall: %s: %s\n", cli->name, reason);
+    if (cli->json) {
+        printf("{\"error\":\"%s\",\"message\":", sq_err_name(rc));
+        json_str(reason, strlen(reason));
+        if (rc == SQ_ECONFLICT && conflict != NULL) {
+            if (conflict->version != 0) {
+                printf(",\"current_version\":\"0x%" PRIx64 "\"", conflict->version);
+            } else {
+                fputs(",\"current_version\":null", stdout);
+            }
+        }
+        fputs("}\n", stdout);
+    }
+    return exit_status_of(rc);
+}
+
+/* The error's text, the detail (the member's message), and for a conflict the key's current
+ * version (0: it does not exist). */
 static int fail(const struct cli *cli, int rc, const char *detail, const sq_kv_result *conflict)
 {
     char reason[512];
@@ -403,29 +461,137 @@ static int fail(const struct cli *cli, int rc, const char *detail, const sq_kv_r
             snprintf(reason + n, sizeof(reason) - (size_t)n, "; key does not exist");
         }
     }
-    fprintf(stderr, "squall: %s: %s\n", cli->name, reason);
-    if (cli->json) {
-        printf("{\"error\":\"%s\",\"message\":", sq_err_name(rc));
-        json_str(reason, strlen(reason));
-        if (rc == SQ_ECONFLICT && conflict != NULL) {
-            if (conflict->version != 0) {
-                printf(",\"current_version\":\"0x%" PRIx64 "\"", conflict->version);
-            } else {
-                fputs(",\"current_version\":null", stdout);
-            }
-        }
-        fputs("}\n", stdout);
-    }
-    return exit_status_of(rc);
+    return report(cli, rc, reason, conflict);
 }
 
-/* A failed call: r->message is the member's (or the library's) reason. */
-static int fail_call(const struct cli *cli, int rc, const sq_kv_result *r)
+/* ---- paths ---- */
+
+enum path_kind { PATH_KEY, PATH_PREFIX, PATH_POOL };
+
+/* The store's path rules (README, "Pools"), checked before asking the group so that a typo gets
+ * its exact reason. A path too long to quote whole is cut in the message. */
+static bool check_path(const char *p, enum path_kind kind, char *why, size_t cap)
+{
+    static const char *const what[] = {"a key", "a prefix", "a pool path"};
+    static const char *const like[] = {"/orders/42", "/orders/", "/orders"};
+    size_t len = strlen(p), max = kind == PATH_POOL ? MAX_POOL_PATH_BYTES : SQ_KV_MAX_KEY;
+    int show = len > 60 ? 60 : (int)len;
+    const char *more = len > 60 ? "..." : "";
+    if (p[0] != '/') {
+        snprintf(why, cap, "'%.*s%s' is not %s: paths start with '/' (such as %s)", show, p, more,
+                 what[kind], like[kind]);
+    } else if (len == 1 && kind == PATH_PREFIX) {
+        snprintf(why, cap,
+                 "'/' is not a prefix inside a pool: ls and watch take one pool's keys, "
+                 "such as /orders/ (squall pool ls lists the pools)");
+    } else if (len == 1) {
+        snprintf(why, cap, "'/' is not %s: such as %s", what[kind], like[kind]);
+    } else if (strstr(p, "//") != NULL) {
+        snprintf(why, cap, "'%.*s%s' is not %s: it has an empty segment ('//')", show, p, more,
+                 what[kind]);
+    } else if (kind == PATH_KEY && p[len - 1] == '/') {
+        snprintf(why, cap,
+                 "'%.*s%s' is not a key: a key does not end in '/' (the keys under it: "
+                 "squall ls %.*s%s)",
+                 show, p, more, show, p, more);
+    } else if (kind == PATH_POOL && p[len - 1] == '/') {
+        snprintf(why, cap,
+                 "'%.*s%s' is not a pool path: a pool path does not end in '/' (such "
+                 "as /orders)",
+                 show, p, more);
+    } else if (len > max) {
+        snprintf(why, cap, "'%.*s%s' is not %s: it is %zu bytes, and at most %zu bytes are allowed",
+                 show, p, more, what[kind], len, max);
+    } else {
+        return true;
+    }
+    return false;
+}
+
+/* The kind of path a command's first argument is (watch: a prefix when it ends in '/'). */
+static enum path_kind path_kind_of(const struct cli *cli, const char *path)
+{
+    if (strcmp(cli->name, "pool create") == 0) {
+        return PATH_POOL;
+    }
+    if (strcmp(cli->name, "ls") == 0 ||
+        (strcmp(cli->name, "watch") == 0 && path[0] != '\0' && path[strlen(path) - 1] == '/')) {
+        return PATH_PREFIX;
+    }
+    return PATH_KEY;
+}
+
+/* After SQ_ENOPOOL (or, for a watch, whose reason the library does not keep, SQ_EINVAL): the
+ * reason made exact with the pool table. PATH may be a pool itself (its keys go under it: a bad
+ * argument), or no pool holds it (the pools there are named). */
+static int fail_no_pool(sq_client *c, const struct cli *cli, int rc, const char *detail)
+{
+    const char *path = cli->args[0];
+    size_t len = strlen(path);
+    sq_kv_result pl;
+    memset(&pl, 0, sizeof(pl));
+    if (sq_client_pool_list(c, &pl) != 0) {
+        sq_kv_result_free(&pl);
+        return fail(cli, rc, detail, NULL);
+    }
+    char why[512], pools[256] = "";
+    size_t pos = 0, n = 0, np = 0;
+    sq_kv_item it;
+    bool is_pool = false;
+    while (sq_kv_next_item(&pl, &pos, &it) == 1) {
+        is_pool |= it.key_len == len && memcmp(it.key, path, len) == 0;
+        if (np++ < 5 && n < sizeof(pools)) {
+            n += (size_t)snprintf(pools + n, sizeof(pools) - n, "%s%.*s", n ? ", " : "",
+                                  (int)it.key_len, it.key);
+        }
+    }
+    sq_kv_result_free(&pl);
+    if (is_pool) {
+        if (strcmp(cli->name, "ls") == 0 || strcmp(cli->name, "watch") == 0) {
+            snprintf(why, sizeof(why), "'%s' is a pool: its keys are under '%s/' (squall %s %s/)",
+                     path, path, cli->name, path);
+        } else {
+            snprintf(why, sizeof(why),
+                     "'%s' is a pool, not a key: its keys go under it, such "
+                     "as %s/42",
+                     path, path);
+        }
+        return fail(cli, SQ_EINVAL, why, NULL);
+    }
+    if (rc != SQ_ENOPOOL) {
+        return fail(cli, rc, detail, NULL);
+    }
+    if (np == 0) {
+        snprintf(why, sizeof(why),
+                 "no pool holds '%s', and there are no pools yet (create one "
+                 "with: squall pool create PATH TYPE)",
+                 path);
+    } else {
+        snprintf(why, sizeof(why),
+                 "no pool holds '%s' (the pools: %s%s; create one with: squall "
+                 "pool create PATH TYPE)",
+                 path, pools, np > 5 ? ", ..." : "");
+    }
+    return report(cli, SQ_ENOPOOL, why, NULL);
+}
+
+/* A failed call: r->message is the member's (or the library's) reason, made exact for a pool
+ * given as a key, and naming the key when the member did not. */
+static int fail_call(sq_client *c, const struct cli *cli, int rc, const sq_kv_result *r)
 {
     char msg[sizeof(r->message) + 1];
     size_t len = strnlen(r->message, sizeof(r->message));
     memcpy(msg, r->message, len);
     msg[len] = '\0';
+    bool has_path = cli->nargs > 0 && strcmp(cli->name, "pool create") != 0;
+    if (rc == SQ_ENOPOOL && has_path) {
+        return fail_no_pool(c, cli, rc, msg);
+    }
+    if (rc == SQ_ENOTFOUND && has_path && strstr(msg, cli->args[0]) == NULL) {
+        char detail[sizeof(msg) + 210];
+        snprintf(detail, sizeof(detail), "%.200s: %s", cli->args[0], msg);
+        return fail(cli, rc, detail, r);
+    }
     return fail(cli, rc, msg, r);
 }
 
@@ -435,7 +601,7 @@ static int run_pool_create(sq_client *c, const struct cli *cli, sq_kv_result *r)
 {
     int rc = sq_client_pool_create(c, cli->args[0], cli->args[1], cli->shards, r);
     if (rc != 0) {
-        return fail_call(cli, rc, r);
+        return fail_call(c, cli, rc, r);
     }
     if (cli->json) {
         fputs("{\"path\":", stdout);
@@ -484,7 +650,7 @@ static void print_pool(const struct cli *cli, const sq_kv_item *it)
 static int run_pool_ls(sq_client *c, const struct cli *cli, sq_kv_result *r)
 {
     int rc = sq_client_pool_list(c, r);
-    return rc != 0 ? fail_call(cli, rc, r) : each_item(cli, r, print_pool);
+    return rc != 0 ? fail_call(c, cli, rc, r) : each_item(cli, r, print_pool);
 }
 
 /* The whole of stdin, up to MAX_VALUE_BYTES. The caller frees *out. */
@@ -545,7 +711,7 @@ static int run_put(sq_client *c, const struct cli *cli, sq_kv_result *r)
     }
     int rc = sq_client_put(c, cli->args[0], value, size, &opts, r);
     free(buf);
-    return rc != 0 ? fail_call(cli, rc, r) : print_written(cli, r);
+    return rc != 0 ? fail_call(c, cli, rc, r) : print_written(cli, r);
 }
 
 static int run_rm(sq_client *c, const struct cli *cli, sq_kv_result *r)
@@ -553,7 +719,7 @@ static int run_rm(sq_client *c, const struct cli *cli, sq_kv_result *r)
     sq_put_opts opts = {.if_version = (cli->seen & BIT(OPT_IF_VERSION)) != 0,
                         .version = cli->if_version};
     int rc = sq_client_remove(c, cli->args[0], &opts, r);
-    return rc != 0 ? fail_call(cli, rc, r) : print_written(cli, r);
+    return rc != 0 ? fail_call(c, cli, rc, r) : print_written(cli, r);
 }
 
 static int run_get(sq_client *c, const struct cli *cli, sq_kv_result *r)
@@ -567,7 +733,7 @@ static int run_get(sq_client *c, const struct cli *cli, sq_kv_result *r)
                         .size_only = (cli->seen & BIT(OPT_SIZE)) != 0};
     int rc = sq_client_get(c, key, &opts, r);
     if (rc != 0) {
-        return fail_call(cli, rc, r);
+        return fail_call(c, cli, rc, r);
     }
     if (r->deleted) {
         /* A read at a version or time that finds the removal: there is no value to show. */
@@ -620,7 +786,7 @@ static void print_listed(const struct cli *cli, const sq_kv_item *it)
 static int run_ls(sq_client *c, const struct cli *cli, sq_kv_result *r)
 {
     int rc = sq_client_list(c, cli->args[0], (cli->seen & BIT(OPT_AT)) != 0, cli->at_us, r);
-    return rc != 0 ? fail_call(cli, rc, r) : each_item(cli, r, print_listed);
+    return rc != 0 ? fail_call(c, cli, rc, r) : each_item(cli, r, print_listed);
 }
 
 static void print_version(const struct cli *cli, const sq_kv_item *it)
@@ -632,7 +798,7 @@ static void print_version(const struct cli *cli, const sq_kv_item *it)
     } else {
         human_entry(it->version, it->timestamp);
         if (it->deleted) {
-            fputs(" deleted\n", stdout);
+            fputs(" removed\n", stdout);
         } else {
             printf(" size=%" PRIu32 "\n", it->size);
         }
@@ -642,14 +808,14 @@ static void print_version(const struct cli *cli, const sq_kv_item *it)
 static int run_history(sq_client *c, const struct cli *cli, sq_kv_result *r)
 {
     int rc = sq_client_history(c, cli->args[0], r);
-    return rc != 0 ? fail_call(cli, rc, r) : each_item(cli, r, print_version);
+    return rc != 0 ? fail_call(c, cli, rc, r) : each_item(cli, r, print_version);
 }
 
 static int run_status(sq_client *c, const struct cli *cli, sq_kv_result *r)
 {
     int rc = sq_client_status(c, cli->json, r);
     if (rc != 0) {
-        return fail_call(cli, rc, r);
+        return fail_call(c, cli, rc, r);
     }
     if (r->size > 0) {
         fwrite(r->value, 1, r->size, stdout);
@@ -664,6 +830,9 @@ static int run_status(sq_client *c, const struct cli *cli, sq_kv_result *r)
  * pipe that the signal handler and the callback (once --count events are printed) write to. */
 static volatile sig_atomic_t g_stop;
 static int g_wake[2] = {-1, -1};
+/* errno of the first failed write of the output on the I/O thread (errno is per thread): the
+ * watch ends, and main says why. */
+static atomic_int g_out_errno;
 
 struct watch_state {
     const struct cli *cli;
@@ -704,24 +873,24 @@ static void on_event(void *arg, const sq_kv_event *ev)
         }
         fputs("}\n", stdout);
     } else {
+        /* KEY version=... timestamp=... size=N value="..." | removed: a value is always quoted,
+         * so the bare word is the removal */
         printf("%.*s ", (int)ev->key_len, ev->key);
         human_entry(ev->version, ev->timestamp);
-        const unsigned char *v = ev->value;
-        size_t n = ev->size;
-        /* a value typed with a trailing newline (echo ... | squall put KEY -) still reads as
-         * text */
-        if (n > 0 && v[n - 1] == '\n') {
-            n--;
-        }
         if (ev->deleted) {
-            fputs(" deleted\n", stdout);
-        } else if (n > 0 && printable(v, n)) {
-            printf(" %.*s\n", (int)n, (const char *)v);
+            fputs(" removed", stdout);
         } else {
-            printf(" <%zu bytes>\n", ev->size);
+            printf(" size=%zu ", ev->size);
+            print_value_text(ev->value, ev->size, SHOW_VALUE_BYTES);
         }
+        putchar('\n');
     }
-    fflush(stdout);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        int zero = 0;
+        atomic_compare_exchange_strong(&g_out_errno, &zero, errno != 0 ? errno : EIO);
+        wake_main(); /* a closed pipe (SIGPIPE ignored) or a full disk: stop watching */
+        return;
+    }
     if (limited && atomic_fetch_add(&st->printed, 1) + 1 >= cli->count) {
         wake_main();
     }
@@ -757,11 +926,15 @@ static int run_watch(sq_client *c, const struct cli *cli, sq_kv_result *r)
     uint64_t id = 0;
     int rc = sq_client_watch(c, cli->args[0], cli->from, on_event, &st, &id);
     if (rc != 0) {
-        return fail(cli, rc, NULL, NULL);
+        /* the library keeps no reason for a watch: an unknown pool or a pool's own path gets
+         * squall's own */
+        return rc == SQ_ENOPOOL || rc == SQ_EINVAL ? fail_no_pool(c, cli, rc, NULL)
+                                                   : fail(cli, rc, NULL, NULL);
     }
     bool limited = (cli->seen & BIT(OPT_COUNT)) != 0;
     int status = EXIT_OK;
-    while (status == EXIT_OK && !g_stop && !(limited && atomic_load(&st.printed) >= cli->count)) {
+    while (status == EXIT_OK && !g_stop && atomic_load(&g_out_errno) == 0 &&
+           !(limited && atomic_load(&st.printed) >= cli->count)) {
         char buf[16];
         if (read(g_wake[0], buf, sizeof(buf)) < 0 && errno != EINTR) {
             status = fail(cli, SQ_EIO, strerror(errno), NULL);
@@ -850,8 +1023,10 @@ static int check_options(struct cli *cli)
         return bad_value(cli, OPT_COUNT, "a count of at least 1");
     }
     if (cli->seen & BIT(OPT_SHARDS)) {
-        if (!parse_u64(cli->optval[OPT_SHARDS], false, &v) || v > UINT32_MAX) {
-            return bad_value(cli, OPT_SHARDS, "a number of shards");
+        if (!parse_u64(cli->optval[OPT_SHARDS], false, &v) || v == 0 || v > UINT32_MAX) {
+            return bad_value(cli, OPT_SHARDS,
+                             "a number of shards (1 or more; without --shards the pool takes "
+                             "every shard of its subgroup)");
         }
         cli->shards = (uint32_t)v;
     }
@@ -938,21 +1113,179 @@ static int parse_args(struct cli *cli, int argc, char **argv)
         }
         return fail_usage(cli, "--%s does not apply to %s", g_opts[o], cli->name);
     }
-    /* keys, prefixes and pools are paths: catch a forgotten slash before asking the group */
-    if (cli->cmd->run != run_status && cli->cmd->run != run_pool_ls && cli->args[0][0] != '/') {
-        return fail_usage(cli, "'%s' is not a path (it must start with '/')", cli->args[0]);
-    }
     int st = check_options(cli);
     if (st != EXIT_OK) {
         return st;
     }
     cli->json = (cli->seen & BIT(OPT_JSON)) != 0;
+    /* keys, prefixes and pools are paths: a typo is caught before asking the group */
+    char why[400];
+    if (cli->nargs > 0 &&
+        !check_path(cli->args[0], path_kind_of(cli, cli->args[0]), why, sizeof(why))) {
+        return fail(cli, SQ_EINVAL, why, NULL);
+    }
     cli->members = cli->optval[OPT_MEMBER];
     if (cli->members == NULL) {
         const char *env = getenv("SQUALL_MEMBERS");
         cli->members = env != NULL && env[0] != '\0' ? env : DEFAULT_MEMBERS;
     }
     return EXIT_OK;
+}
+
+/* ---- reaching the members ---- */
+
+enum probe { PROBE_OK, PROBE_SLOW, PROBE_BAD };
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Connects to host:port within PROBE_CONNECT_MS: a socket, or -1 with the reason in `why`. */
+static int probe_connect(const char *host, const char *port, char *why, size_t cap)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    int e = getaddrinfo(host, port, &hints, &ai);
+    if (e != 0 || ai == NULL) {
+        snprintf(why, cap, "cannot resolve '%s': %s", host,
+                 e == EAI_SYSTEM ? strerror(errno) : gai_strerror(e));
+        return -1;
+    }
+    /* the first address only, like the client library */
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int rc = fd < 0 ? -1 : connect(fd, ai->ai_addr, ai->ai_addrlen);
+    int err = rc == 0 ? 0 : errno;
+    freeaddrinfo(ai);
+    if (rc != 0 && fd >= 0 && err == EINPROGRESS) {
+        struct pollfd pf = {.fd = fd, .events = POLLOUT};
+        socklen_t len = sizeof(err);
+        int n = poll(&pf, 1, PROBE_CONNECT_MS);
+        if (n == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0) {
+            rc = 0;
+        } else if (n == 0) {
+            err = ETIMEDOUT;
+        }
+    }
+    if (rc == 0) {
+        return fd;
+    }
+    if (err == ECONNREFUSED) {
+        snprintf(why, cap,
+                 "%s:%s refuses connections: no member listens there (is it running, "
+                 "and is %s its client_port?)",
+                 host, port, port);
+    } else if (err == ETIMEDOUT) {
+        snprintf(why, cap, "%s:%s: no answer to the connection within %d ms", host, port,
+                 PROBE_CONNECT_MS);
+    } else {
+        snprintf(why, cap, "%s:%s: %s", host, port, strerror(err));
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return -1;
+}
+
+/* Does the member at host:port speak the client protocol? It answers the client hello with
+ * member=ID. A peer that closes the connection or answers something else does not (a member's
+ * group port, say); one that is silent for PROBE_ANSWER_MS is only slow, and the call goes ahead.
+ */
+static enum probe probe_member(const char *host, const char *port, char *why, size_t cap)
+{
+    int fd = probe_connect(host, port, why, cap);
+    if (fd < 0) {
+        return PROBE_BAD;
+    }
+    unsigned char buf[1024];
+    struct sq_kv_frame hello = {.op = SQ_KV_OP_HELLO, .client = ((uint64_t)getpid() << 1) | 1};
+    long n = sq__kv_encode(&hello, buf, sizeof(buf));
+    enum probe res = PROBE_SLOW;
+    if (n <= 0) {
+        close(fd); /* cannot happen: a hello has no key, string or value */
+        return PROBE_SLOW;
+    }
+    if (send(fd, buf, (size_t)n, MSG_NOSIGNAL) != n) {
+        res = PROBE_BAD; /* a fresh connection takes 60 bytes at once unless it was reset */
+    }
+    size_t have = 0;
+    uint64_t deadline = mono_ms() + PROBE_ANSWER_MS;
+    while (res == PROBE_SLOW && mono_ms() < deadline) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, (int)(deadline - mono_ms())) <= 0) {
+            continue; /* silent (or EINTR): the loop ends at the deadline */
+        }
+        ssize_t got = recv(fd, buf + have, sizeof(buf) - have, 0);
+        if (got < 0 && (errno == EINTR || errno == EAGAIN)) {
+            continue;
+        }
+        if (got <= 0) {
+            res = PROBE_BAD;
+            break;
+        }
+        have += (size_t)got;
+        long need = sq__kv_frame_need(buf, have);
+        struct sq_kv_frame f;
+        if (need < 0 || (size_t)need > sizeof(buf)) {
+            res = PROBE_BAD;
+        } else if (need > 0 && (size_t)need <= have) {
+            res = sq__kv_decode(buf, (size_t)need, &f, NULL, 0) == 0 && f.op == SQ_KV_OP_HELLO
+                      ? PROBE_OK
+                      : PROBE_BAD;
+        }
+    }
+    close(fd);
+    if (res == PROBE_BAD) {
+        snprintf(why, cap,
+                 "%s:%s does not speak squall's client protocol (it %s the client "
+                 "hello): is %s a member's group port? Clients connect to its client_port "
+                 "(squall-local: port + 100)",
+                 host, port, have == 0 ? "closed the connection at" : "answered something else to",
+                 port);
+    }
+    return res;
+}
+
+/* Before the first call: the members in the list, in order, until one answers the client hello
+ * (or is only slow to). When none can (a name that does not resolve, a port nobody listens on, a
+ * port that is not a client port), squall says why for each at once, instead of a timeout. A list
+ * the library would refuse as malformed is left to it. */
+static int probe_members(const struct cli *cli)
+{
+    char reasons[2048] = "";
+    size_t used = 0;
+    const char *p = cli->members;
+    while (*p != '\0') {
+        size_t len = strcspn(p, ",");
+        const char *colon = memrchr(p, ':', len);
+        char host[256], port[8];
+        size_t hlen = colon != NULL ? (size_t)(colon - p) : 0;
+        size_t plen = colon != NULL ? len - hlen - 1 : 0;
+        if (colon == NULL || hlen == 0 || hlen >= sizeof(host) || plen == 0 ||
+            plen >= sizeof(port)) {
+            return EXIT_OK; /* malformed: sq_client_open says so */
+        }
+        memcpy(host, p, hlen);
+        host[hlen] = '\0';
+        memcpy(port, colon + 1, plen);
+        port[plen] = '\0';
+        char why[800];
+        if (probe_member(host, port, why, sizeof(why)) != PROBE_BAD) {
+            return EXIT_OK;
+        }
+        if (used < sizeof(reasons)) {
+            used += (size_t)snprintf(reasons + used, sizeof(reasons) - used, "%s%s",
+                                     used > 0 ? "; " : "", why);
+        }
+        p += len + (p[len] == ',');
+    }
+    if (used == 0) {
+        return EXIT_OK;
+    }
+    char reason[sizeof(reasons) + 32];
+    snprintf(reason, sizeof(reason), "cannot reach any member: %s", reasons);
+    return report(cli, SQ_ECLOSED, reason, NULL);
 }
 
 int main(int argc, char **argv)
@@ -967,13 +1300,15 @@ int main(int argc, char **argv)
     if (cli.cmd->run == run_watch && (st = watch_prepare(&cli, &sigs)) != EXIT_OK) {
         return st;
     }
+    if ((st = probe_members(&cli)) != EXIT_OK) {
+        return st;
+    }
     char err[256] = "";
     sq_client *c = NULL;
     int rc = sq_client_open(&c, cli.members, cli.timeout_ms, err, sizeof(err));
     if (rc != 0) {
-        st = fail(&cli, rc, err, NULL);
-        /* the library refuses a malformed member list with SQ_EINVAL: the user's to fix */
-        return rc == SQ_EINVAL ? EXIT_USAGE : st;
+        /* the library refuses a malformed member list with SQ_EINVAL: exit status 2 */
+        return fail(&cli, rc, err, NULL);
     }
     if (cli.cmd->run == run_watch) {
         pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
@@ -984,7 +1319,8 @@ int main(int argc, char **argv)
     sq_kv_result_free(&r);
     sq_client_close(c);
     if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "squall: %s: writing the output: %s\n", cli.name, strerror(errno));
+        int e = atomic_load(&g_out_errno) != 0 ? atomic_load(&g_out_errno) : errno;
+        fprintf(stderr, "squall: %s: writing the output: %s\n", cli.name, strerror(e));
         return st != EXIT_OK ? st : EXIT_ERROR;
     }
     return st;

@@ -8,7 +8,11 @@
  *       puts PREFIXi = "value-i" for i < COUNT one after the other, appending "KEY VERSION" to
  *       ACKED_FILE once each put is acknowledged; keeps going through member failures.
  *   kv_check verify MEMBERS ACKED_FILE
- *       every acknowledged put is there: a stable get returns its version and value. */
+ *       every acknowledged put is there: a stable get returns its version and value.
+ *   kv_check call MEMBERS OP KEY [VALUE]
+ *       one call (OP: put, get, rm, ls) through the library alone, with a 10 s timeout; prints
+ *       "status=SQ_... ms=ELAPSED message=..." (what the library and the member say, without the
+ *       CLI's own checks) and exits 0 whatever the status. */
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -245,8 +249,44 @@ static int verify(const char *acked)
     return lost == 0 && checked > 0 ? 0 : 1;
 }
 
+/* One call, its status, time and message: for tests of what the library and the members say. */
+static int call_once(const char *members, const char *op, const char *key, const char *value)
+{
+    char err[512] = "";
+    sq_client *c = NULL;
+    sq_kv_result r;
+    memset(&r, 0, sizeof(r));
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = sq_client_open(&c, members, 10000, err, sizeof(err));
+    if (rc == 0 && strcmp(op, "put") == 0) {
+        rc = sq_client_put(c, key, value != NULL ? value : "", value != NULL ? strlen(value) : 0,
+                           NULL, &r);
+    } else if (rc == 0 && strcmp(op, "get") == 0) {
+        rc = sq_client_get(c, key, NULL, &r);
+    } else if (rc == 0 && strcmp(op, "rm") == 0) {
+        rc = sq_client_remove(c, key, NULL, &r);
+    } else if (rc == 0 && strcmp(op, "ls") == 0) {
+        rc = sq_client_list(c, key, 0, 0, &r);
+    } else if (rc == 0) {
+        fprintf(stderr, "kv_check: call: OP is put, get, rm or ls\n");
+        sq_client_close(c);
+        return 2;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (long)(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    printf("status=%s ms=%ld message=%s\n", rc == 0 ? "0" : sq_err_name(rc), ms,
+           c == NULL ? err : r.message);
+    sq_kv_result_free(&r);
+    sq_client_close(c);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if ((argc == 5 || argc == 6) && strcmp(argv[1], "call") == 0) {
+        return call_once(argv[2], argv[3], argv[4], argc == 6 ? argv[5] : NULL);
+    }
     if (argc == 6 && strcmp(argv[1], "counter") == 0) {
         g_members = argv[2];
         g_key = argv[3];
@@ -268,6 +308,7 @@ int main(int argc, char **argv)
     }
     fprintf(stderr, "usage: kv_check counter MEMBERS KEY CLIENTS INCREMENTS\n"
                     "       kv_check writer MEMBERS PREFIX COUNT ACKED_FILE\n"
-                    "       kv_check verify MEMBERS ACKED_FILE\n");
+                    "       kv_check verify MEMBERS ACKED_FILE\n"
+                    "       kv_check call MEMBERS OP KEY [VALUE]\n");
     return 2;
 }

@@ -46,3 +46,24 @@ start_member() {
   PIDS+=($!)
   eval "PID_$i=$!"
 }
+
+# squall_local_test: for a test whose members tools/squall-local runs, in DIR ($WORK/local; the
+# test may point DIR elsewhere later): LOCAL is the tool, SQUALLD and SQUALL are exported for
+# it, the EXIT trap stops the members (squall-local down, then kill -9 of any pid it recorded),
+# and fail shows the end of each member's log.
+squall_local_test() {
+  LOCAL="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/tools/squall-local"
+  DIR="$WORK/local"
+  export SQUALLD SQUALL
+  trap stop_local EXIT
+  fail() {
+    echo "FAIL: $*" >&2
+    for f in "$DIR"/m*.err; do [ -f "$f" ] && { echo "--- $f"; tail -n 15 "$f"; }; done
+    exit 1
+  }
+}
+stop_local() {
+  "$LOCAL" down --dir "$DIR" >/dev/null 2>&1 || true
+  for f in "$DIR"/m*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null; done
+  cleanup
+}
