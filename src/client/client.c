@@ -10,6 +10,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -27,6 +28,10 @@
 #define CALL_BUCKETS 4096u
 #define WATCH_BUCKETS 65536u /* established watches: a client may hold 100,000s */
 #define RETRY_MS 50          /* between attempts after a retriable answer or a lost member */
+/* A member that closed this many connections in a row before answering the client hello does
+ * not speak the protocol (a group port given as a client port, say): when every member of the
+ * list is such, calls fail at once instead of at their timeout. */
+#define HELLO_MISSES_MAX 3
 #define CONNECT_TIMEOUT_MS 1000
 /* A member that says nothing for this long while requests wait for it is stalled (stopped,
  * descheduled, hung): the client moves to the next member and sends them again there (the
@@ -71,9 +76,14 @@ struct sq_client {
     struct call **watches;            /* established watches, WATCH_BUCKETS chains */
     uint32_t nretry;                  /* established watches waiting to ask again */
     uint32_t ncalls;
-    uint32_t nwatching;       /* established watches among ncalls: they do not count as in flight */
-    uint64_t win_base;        /* requests in flight (watches excluded): bit i of win_mask is */
-    uint64_t win_mask;        /* request win_base + i, all within SQ_CLIENT_MAX_INFLIGHT ids */
+    uint32_t nwatching; /* established watches among ncalls: they do not count as in flight */
+    uint64_t win_base;  /* requests in flight (watches excluded): bit i of win_mask is */
+    uint64_t win_mask;  /* request win_base + i, all within SQ_CLIENT_MAX_INFLIGHT ids */
+    /* by member: why it could not be used last (a name that does not resolve, a refused
+     * connection, a connection closed at the hello), and how many connections in a row it
+     * closed before answering the hello */
+    char why[MAX_MEMBERS][200];
+    uint8_t hello_misses[MAX_MEMBERS];
     struct call *in_callback; /* the watch whose callback the I/O thread runs now */
     pthread_cond_t cb_done;   /* signalled when that callback returns */
     struct sq__buf out, in;
@@ -212,8 +222,28 @@ static void watch_from(struct call *k)
 
 /* ---- connection ---- */
 
+/* Records why member i could not be used (formatted apart: gcc cannot tell c->why[i] from
+ * c->host[i] among the arguments). */
+static void set_why(sq_client *c, uint32_t i, const char *fmt, ...)
+{
+    char tmp[sizeof(c->why[0])];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    memcpy(c->why[i], tmp, sizeof(tmp));
+}
+
 static void disconnect(sq_client *c)
 {
+    if (c->connected && c->member_id == UINT32_MAX) {
+        uint32_t i = c->cur;
+        c->hello_misses[i] += c->hello_misses[i] < UINT8_MAX;
+        set_why(c, i,
+                "%s:%s does not speak squall's client protocol (it closed the connection "
+                "at the client hello): a group port, not a client_port?",
+                c->host[i], c->port[i]);
+    }
     if (c->fd >= 0) {
         close(c->fd);
     }
@@ -229,29 +259,38 @@ static void disconnect(sq_client *c)
     c->cur = (c->cur + 1) % c->nmembers;
 }
 
+/* Connects to member i: a socket, or -1 with the reason in c->why[i] (written without mu: only
+ * sq_client_open, before the I/O thread exists, and the I/O thread write it). */
 static int try_connect(sq_client *c, uint32_t i)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
-    if (getaddrinfo(c->host[i], c->port[i], &hints, &ai) != 0 || ai == NULL) {
+    int e = getaddrinfo(c->host[i], c->port[i], &hints, &ai);
+    if (e != 0 || ai == NULL) {
+        set_why(c, i, "cannot resolve '%s': %s", c->host[i],
+                e == EAI_SYSTEM ? strerror(errno) : gai_strerror(e));
         return -1;
     }
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
+        set_why(c, i, "socket: %s", strerror(errno));
         freeaddrinfo(ai);
         return -1;
     }
     int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
+    int err = rc == 0 ? 0 : errno;
     freeaddrinfo(ai);
-    if (rc != 0 && errno == EINPROGRESS) {
+    if (rc != 0 && err == EINPROGRESS) {
         struct pollfd p = {.fd = fd, .events = POLLOUT};
-        int err = 0;
         socklen_t len = sizeof(err);
-        if (poll(&p, 1, CONNECT_TIMEOUT_MS) == 1 &&
-            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0) {
+        int n = poll(&p, 1, CONNECT_TIMEOUT_MS);
+        if (n == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0) {
             rc = 0;
+        } else if (n == 0) {
+            err = ETIMEDOUT;
         }
     }
     if (rc != 0) {
+        set_why(c, i, "%s:%s: %s", c->host[i], c->port[i], strerror(err));
         close(fd);
         return -1;
     }
@@ -330,6 +369,7 @@ static void on_frame(sq_client *c, const struct sq_kv_frame *f)
             who[f->str_len] = '\0';
             if (sscanf(who, "member=%u", &id) == 1) {
                 c->member_id = id;
+                c->hello_misses[c->cur] = 0;
             }
         }
         pthread_mutex_unlock(&c->mu);
@@ -419,10 +459,19 @@ static void expire(sq_client *c)
     uint64_t now = now_ms();
     struct call *dead = NULL;
     pthread_mutex_lock(&c->mu);
+    /* No member of the list speaks the protocol: waiting for the timeout would not help. */
+    bool hopeless = true;
+    for (uint32_t i = 0; i < c->nmembers && hopeless; i++) {
+        hopeless = c->hello_misses[i] >= HELLO_MISSES_MAX;
+    }
+    char why[256] = "";
+    if (hopeless) {
+        snprintf(why, sizeof(why), "%s", c->why[c->cur]);
+    }
     for (uint32_t b = 0; b < CALL_BUCKETS; b++) {
         for (struct call **pc = &c->calls[b]; *pc != NULL;) {
             struct call *k = *pc;
-            if (!k->acked && now >= k->deadline_ms) {
+            if (!k->acked && (hopeless || now >= k->deadline_ms)) {
                 *pc = k->next;
                 c->ncalls--;
                 window_done(c, k);
@@ -457,8 +506,9 @@ static void expire(sq_client *c)
         struct call *k = dead;
         dead = k->next;
         if (k->done != NULL) {
-            sq_kv_result r = {.status = SQ_ETIMEDOUT};
-            snprintf(r.message, sizeof(r.message), "no answer from any member in time");
+            sq_kv_result r = {.status = hopeless ? SQ_ECLOSED : SQ_ETIMEDOUT};
+            snprintf(r.message, sizeof(r.message), "%s",
+                     hopeless ? why : "no answer from any member in time");
             k->done(k->arg, &r);
         }
         free(k->frame);
@@ -546,7 +596,11 @@ static void *io_main(void *arg)
         }
         pthread_mutex_lock(&c->mu);
         if (c->connected && c->ncalls > c->nwatching && now_ms() - c->heard_ms > SILENT_MEMBER_MS) {
+            uint32_t i = c->cur;
+            c->member_id = c->member_id == UINT32_MAX ? 0 : c->member_id; /* no hello miss */
             disconnect(c); /* a stalled member: the requests go to the next one */
+            set_why(c, i, "%s:%s accepted the connection but said nothing for %d ms (stalled?)",
+                    c->host[i], c->port[i], SILENT_MEMBER_MS);
         }
         if (c->connected && c->out.len > c->out.off) {
             ssize_t w = send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off,
@@ -642,7 +696,10 @@ int sq_client_open(sq_client **out, const char *members, int timeout_ms, char *e
         queue_hello(c);
     }
     if (!c->connected) {
-        snprintf(err, err_size, "no member answers at %s", members);
+        size_t n = (size_t)snprintf(err, err_size, "no member answers:");
+        for (uint32_t i = 0; i < c->nmembers && n < err_size; i++) {
+            n += (size_t)snprintf(err + n, err_size - n, "%s %s", i > 0 ? ";" : "", c->why[i]);
+        }
         close(c->wake[0]);
         close(c->wake[1]);
         pthread_mutex_destroy(&c->mu);

@@ -131,8 +131,9 @@ void sq__kvs_on_deliver(void *arg, const sq_message *msg)
             status = SQ_EINVAL;
         }
         if (status == 0) {
-            sq__log(SQ_LOG_INFO, "kv: pool %.*s on subgroup %s, %u shards", (int)op.key_len, op.key,
-                    s->cfg.subgroups[op.arg & 0xff].name, op.arg >> 16);
+            sq__log(SQ_LOG_INFO, "kv: pool %.*s on subgroup %s, %u shard%s", (int)op.key_len,
+                    op.key, s->cfg.subgroups[op.arg & 0xff].name, op.arg >> 16,
+                    op.arg >> 16 == 1 ? "" : "s");
         }
         if (d != NULL) {
             d->status = status;
@@ -446,7 +447,13 @@ void sq__kvs_process_dones(struct sq_kv_server *s)
                         snprintf(msg, sizeof(msg), "the key is at version 0x%" PRIx64, d->version);
                     }
                 } else if (d->status == SQ_ENOTFOUND) {
-                    snprintf(msg, sizeof(msg), "no such key");
+                    struct sq_kv_op op; /* the key asked about, for the message */
+                    if (sq__kv_op_decode(e->opbuf, e->oplen, &op) == 0 && op.key_len > 0) {
+                        snprintf(msg, sizeof(msg), "%.*s: no such key",
+                                 (int)SQ_MIN(op.key_len, 150u), op.key);
+                    } else {
+                        snprintf(msg, sizeof(msg), "no such key");
+                    }
                 } else if (d->status == SQ_ENOSPC && e->op == SQ_KV_OP_POOL_CREATE) {
                     snprintf(msg, sizeof(msg), "a group holds at most %d pools", MAX_POOLS);
                 } else if (d->status == SQ_EEXIST) {

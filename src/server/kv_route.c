@@ -129,9 +129,29 @@ void sq__kvs_key_request(struct sq_kv_server *s, struct conn *c, const struct sq
     }
     pthread_mutex_unlock(&s->mu);
     if (pp == NULL) {
-        sq__kvs_reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ENOPOOL, 0,
-                          "no pool holds '%.*s' (create one with: squall pool create PATH TYPE)",
-                          (int)SQ_MIN(f->key_len, 200u), f->key);
+        /* A pool's own path (as a prefix, without its '/') is a mistake of its own: say where
+         * the pool's keys are rather than that no pool holds it. */
+        bool is_pool = false;
+        pthread_mutex_lock(&s->mu);
+        for (uint32_t i = 0; i < s->npools && !is_pool; i++) {
+            is_pool =
+                s->pools[i].len == f->key_len && memcmp(s->pools[i].path, f->key, f->key_len) == 0;
+        }
+        pthread_mutex_unlock(&s->mu);
+        int n = (int)SQ_MIN(f->key_len, 200u);
+        if (is_pool && (f->op == SQ_KV_OP_LIST || f->op == SQ_KV_OP_WATCH)) {
+            sq__kvs_reply_err(s, c->id, f->op, f->client, f->req_id, SQ_EINVAL, 0,
+                              "'%.*s' is a pool: its keys are under '%.*s/'", n, f->key, n, f->key);
+        } else if (is_pool) {
+            sq__kvs_reply_err(s, c->id, f->op, f->client, f->req_id, SQ_EINVAL, 0,
+                              "'%.*s' is a pool, not a key: its keys go under it, such as %.*s/42",
+                              n, f->key, n, f->key);
+        } else {
+            sq__kvs_reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ENOPOOL, 0,
+                              "no pool holds '%.*s' (create one with: squall pool create PATH "
+                              "TYPE)",
+                              n, f->key);
+        }
         return;
     }
     /* what the pool's store type allows */
@@ -329,8 +349,9 @@ void sq__kvs_pool_create(struct sq_kv_server *s, struct conn *c, const struct sq
     uint32_t shards = f->count == 0 ? s->cfg.subgroups[sg].shards : f->count;
     if (shards > s->cfg.subgroups[sg].shards) {
         sq__kvs_reply_err(s, c->id, f->op, f->client, f->req_id, SQ_EINVAL, 0,
-                          "subgroup %s has %u shards: a pool on it can use at most that many",
-                          s->cfg.subgroups[sg].name, s->cfg.subgroups[sg].shards);
+                          "subgroup %s has %u shard%s: a pool on it can use at most that many",
+                          s->cfg.subgroups[sg].name, s->cfg.subgroups[sg].shards,
+                          s->cfg.subgroups[sg].shards == 1 ? "" : "s");
         return;
     }
     pthread_mutex_lock(&s->mu);

@@ -76,10 +76,10 @@ void sq__kvs_status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_f
             if (s->my_shard[g] == SQ_NO_SHARD) {
                 OUT(" this member stands by\n");
             } else if ((int)g == s->meta) {
-                OUT(" %u pools\n", s->npools);
+                OUT(" %u pool%s\n", s->npools, s->npools == 1 ? "" : "s");
             } else {
-                OUT(" this member: shard %u, last version 0x%" PRIx64 ", %" PRIu64 " keys",
-                    s->my_shard[g], last, keys);
+                OUT(" this member: shard %u, last version 0x%" PRIx64 ", %" PRIu64 " key%s",
+                    s->my_shard[g], last, keys, keys == 1 ? "" : "s");
                 if (sg->persistent) {
                     OUT(", persisted at every member up to 0x%" PRIx64, s->persisted[g]);
                 }

@@ -15,8 +15,7 @@
 #      "removed" or "deleted" cannot look like one), cuts a 1 MiB value to one short line;
 #      history marks removals the same way; get prints the raw bytes; --json carries them all; a
 #      watch whose reader went away stops, saying so
-#   S. (with SQ_TEST_SRC_PENDING=1, until src/ has the changes) the members say it themselves: a
-#      pool given as a key or prefix (SQ_EINVAL), rm of a missing key names it, no "1 pools",
+#   S. the members say it themselves: a pool given as a key or prefix (SQ_EINVAL), rm of a missing key names it, no "1 pools",
 #      "1 keys" or "1 shards"; the client library names an unresolvable host, and fails at once
 #      on a group port
 #   L. squall-local: the default directory comes from $SQUALL_LOCAL_DIR; after every member
@@ -25,9 +24,6 @@
 SQUALLD=$1
 SQUALL=$2
 KV_CHECK=${3:-$(dirname "$SQUALL")/kv_check}
-# Checks of changes to src/ not made yet (what members and the client library say, seen without
-# the CLI): SQ_TEST_SRC_PENDING=1 runs them (section S).
-SRC_PENDING=${SQ_TEST_SRC_PENDING:-0}
 trap '' PIPE
 . "$(dirname "$0")/lib.sh"
 squall_local_test
@@ -152,7 +148,7 @@ grep -q "squall: watch: writing the output: Broken pipe" "$WORK/pipe.err" ||
   fail "a watch into a closed pipe said: $(cat "$WORK/pipe.err")"
 echo "ok: a watch into a closed pipe: $(cat "$WORK/pipe.err")"
 
-if [ "$SRC_PENDING" = 1 ]; then
+{
   echo "== S. members and the client library say it themselves"
   call() { OUT=$("$KV_CHECK" call "$@" 2>&1) || fail "kv_check call $*: $OUT"; echo "ok: kv_check call $*: $OUT"; }
   call "$MEMBERS" put /orders v
@@ -175,7 +171,7 @@ if [ "$SRC_PENDING" = 1 ]; then
     fail "the library on a group port: $OUT"
   ms=$(sed 's/.* ms=\([0-9]*\) .*/\1/' <<<"$OUT")
   [ "$ms" -lt 5000 ] || fail "the library took $ms ms to give up on a group port (the timeout is 10 s)"
-fi
+}
 
 echo "== L. squall-local"
 SQUALL_LOCAL_DIR="$WORK/elsewhere" expect 1 "no members in $WORK/elsewhere" "$LOCAL" status
