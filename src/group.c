@@ -165,6 +165,7 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
     }
     g->ctl_ready = true;
     sq__view_attach(&g->ctl.sst); /* the view change runs over the control table */
+    g->ctl.sst.counts = &g->suspicions;
     g->ctl.sst.nsubgroups = cfg->nsubgroups;
     g->ctl.sst.on_accept = g->on_accept;
     g->ctl.sst.on_accept_arg = g->on_accept_arg;
@@ -520,7 +521,9 @@ int sq__group_poll(struct sq__group *g, uint64_t now_us)
                 for (uint32_t c = 0; c < g->ctl.sst.L.nmembers; c++) {
                     if (g->ctl.sst.member_peers[c] == g->shard[s].sst.member_peers[r] &&
                         c != g->ctl.sst.my_rank) {
-                        sq__sst_suspect(&g->ctl.sst, c);
+                        sq__sst_suspect_why(&g->ctl.sst, c, SQ_SUSPECT_LINK,
+                                            "its link broke in shard %u of subgroup %s",
+                                            g->shard[s].shard, g->cfg->subgroups[s].name);
                     }
                 }
             }

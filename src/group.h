@@ -77,6 +77,7 @@ struct sq__donation {
 
 struct sq__group {
     const struct sq_config *cfg;
+    struct sq__suspicions suspicions; /* the failure detector's counts, over every view */
     struct sq__group_mem mem;
     uint8_t *base;
     struct sq_transport *t;

@@ -245,7 +245,7 @@ int sq__group_pump_donation(struct sq__group *g, uint32_t s)
             sq__log(SQ_LOG_WARN, "handing shard %u of subgroup %s to member %u failed: %s",
                     d->shard, g->cfg->subgroups[s].name, g->ctl.sst.member_ids[nc],
                     sq_strerror(rc));
-            sq__sst_suspect(&g->ctl.sst, nc);
+            sq__sst_suspect_why(&g->ctl.sst, nc, SQ_SUSPECT_LINK, "handing it a shard failed");
         }
     }
     return events;

@@ -3,6 +3,7 @@
 
 #include "common.h"
 #include "hash.h"
+#include "log.h"
 
 /* Columns are read while a peer's write may be landing (RDMA) or half-landed (tcp), so every read
  * of a remote column is an atomic load with acquire order: payload bytes are read only after the
@@ -67,7 +68,7 @@ int sq__smc_init(struct sq__smc *s, const struct sq__smc_params *p, uint8_t *tab
     s->last_sent_global = UINT64_MAX;
     s->hb_timeout_us = p->heartbeat_timeout_us;
     s->hb_period_us = SQ_MAX(p->heartbeat_timeout_us / 5, 1000u);
-    s->now_us = s->last_hb_us = p->now_us;
+    s->now_us = s->last_hb_us = s->last_tick_us = p->now_us;
     s->data_only = p->data_only;
     s->subgroup = p->subgroup;
     s->last_timestamp = p->last_timestamp;
@@ -176,12 +177,50 @@ void sq__smc_set_flags(struct sq__smc *s, uint32_t flags)
     s->reserved_flags = flags;
 }
 
+/* My own stall: the loop ticks at least once a heartbeat period while it runs, so a longer gap
+ * means this process was stopped, descheduled or blocked. What the others wrote meanwhile has
+ * not been read yet (the transport lands it after this tick), so their heartbeat clocks move on
+ * by the excess: only time this member was there to watch counts against them. A member that
+ * counted its own stall would suspect everyone at once after a whole-machine stall, and stop as
+ * a minority of one. Only the excess over a period is forgiven, so that a loop that is slow on
+ * every turn still suspects a dead member in the end. */
+static void forgive_own_stall(struct sq__smc *s, uint64_t now_us)
+{
+    uint64_t gap = now_us > s->last_tick_us ? now_us - s->last_tick_us : 0;
+    s->last_tick_us = now_us;
+    if (gap <= s->hb_period_us || s->hb_timeout_us == 0) {
+        return;
+    }
+    uint64_t excess = gap - s->hb_period_us;
+    for (uint32_t k = 0; k < s->sst.L.nmembers; k++) {
+        s->seen_hb_at_us[k] = SQ_MIN(s->seen_hb_at_us[k] + excess, now_us);
+    }
+    if (s->fence_since_us != 0) {
+        s->fence_since_us = SQ_MIN(s->fence_since_us + excess, now_us + 1);
+    }
+    if (gap >= s->hb_timeout_us / 2) {
+        sq__log(SQ_LOG_WARN,
+                "member %u: its event loop did not run for %llu ms (the process was stopped or "
+                "descheduled, or the loop blocked); that time is not counted against the others",
+                s->sst.member_ids[s->sst.my_rank], (unsigned long long)(gap / 1000));
+        if (s->sst.counts != NULL) {
+            atomic_fetch_add_explicit(&s->sst.counts->own_stalls, 1, memory_order_relaxed);
+            uint64_t longest =
+                atomic_load_explicit(&s->sst.counts->longest_stall_us, memory_order_relaxed);
+            if (gap > longest) {
+                atomic_store_explicit(&s->sst.counts->longest_stall_us, gap, memory_order_relaxed);
+            }
+        }
+    }
+}
+
 void sq__smc_tick(struct sq__smc *s, uint64_t now_us)
 {
     s->now_us = now_us;
     if (s->data_only) {
         return;
     }
+    forgive_own_stall(s, now_us);
     if (now_us - s->last_hb_us >= s->hb_period_us) {
         uint8_t *hb = row(s, s->sst.my_rank) + SQ_SST_OFF_HEARTBEAT;
         store_u64(hb, load_u64(hb) + 1);
@@ -199,8 +238,17 @@ void sq__smc_tick(struct sq__smc *s, uint64_t now_us)
         if (hb != s->seen_hb[k]) {
             s->seen_hb[k] = hb;
             s->seen_hb_at_us[k] = now_us;
-        } else if (now_us - s->seen_hb_at_us[k] > s->hb_timeout_us) {
-            sq__sst_suspect(&s->sst, k);
+        } else if (now_us - s->seen_hb_at_us[k] > s->hb_timeout_us + 2 * s->hb_period_us) {
+            /* A heartbeat moves once a period, so a member stalled for just under the timeout
+             * shows a still value for up to a period more, and its next one takes up to a period
+             * to be read: two periods of slack keep any stall shorter than the timeout from
+             * being taken for a failure. */
+            sq__sst_suspect_why(&s->sst, k, SQ_SUSPECT_HEARTBEAT,
+                                "its heartbeat stayed at %llu for %llu ms (timeout %llu ms plus "
+                                "two heartbeat periods)",
+                                (unsigned long long)hb,
+                                (unsigned long long)((now_us - s->seen_hb_at_us[k]) / 1000),
+                                (unsigned long long)(s->hb_timeout_us / 1000));
         }
     }
 }

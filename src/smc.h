@@ -68,6 +68,7 @@ struct sq__smc {
 
     /* failure detection */
     uint64_t hb_timeout_us, hb_period_us, last_hb_us, now_us;
+    uint64_t last_tick_us; /* the previous tick: a longer gap than a period is my own stall */
     uint64_t seen_hb[SQ_SST_MAX_MEMBERS];
     uint64_t seen_hb_at_us[SQ_SST_MAX_MEMBERS];
 

@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "hash.h"
+#include "log.h"
 
 /* Columns are read while a peer's write may be landing (RDMA) or half-landed (tcp): every read of
  * a remote column is an atomic load with acquire order (see smc.c). */
@@ -159,7 +160,8 @@ int sq__sst_push(struct sq__sst *s, size_t off, size_t len, bool copy)
         int rc = copy ? s->t->vt->write_copy(s->t, peer, off, len)
                       : s->t->vt->write(s->t, peer, off, len);
         if (rc == SQ_EPEER) {
-            sq__sst_suspect(s, j); /* the link is gone: that member leaves in the next view */
+            /* the link is gone: that member leaves in the next view */
+            sq__sst_suspect_why(s, j, SQ_SUSPECT_LINK, "its link failed while writing to it");
             continue;
         }
         if (rc != 0) {
@@ -193,6 +195,27 @@ void sq__sst_suspect(struct sq__sst *s, uint32_t rank)
     s->suspected |= 1ull << rank;
     store_u64(row(s, s->my_rank) + SQ_SST_OFF_SUSPECTED, s->suspected);
     s->header_dirty = true;
+}
+
+void sq__sst_suspect_why(struct sq__sst *s, uint32_t rank, enum sq__suspect_cause cause,
+                         const char *fmt, ...)
+{
+    SQ_ASSERT(rank < s->L.nmembers);
+    SQ_ASSERT(cause < SQ_SUSPECT_CAUSES);
+    if ((s->suspected >> rank) & 1u || s->phase == SQ_SST_READY) {
+        return;
+    }
+    char why[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    sq__log(SQ_LOG_WARN, "member %u suspects member %u in view %u: %s", s->member_ids[s->my_rank],
+            s->member_ids[rank], s->view_id, why);
+    if (s->counts != NULL) {
+        atomic_fetch_add_explicit(&s->counts->by_cause[cause], 1, memory_order_relaxed);
+    }
+    sq__sst_suspect(s, rank);
 }
 
 void sq__sst_request_join(struct sq__sst *s, uint32_t peer)

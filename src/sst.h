@@ -38,6 +38,7 @@
 #ifndef SQ_SST_H
 #define SQ_SST_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -116,6 +117,22 @@ struct sq__sst_layout {
     size_t table_bytes;
 };
 
+/* Why a member came to suspect another: counted, and logged with the details, so that an
+ * operator can tell a crash (a closed link) from a stall (a heartbeat that stopped). */
+enum sq__suspect_cause {
+    SQ_SUSPECT_HEARTBEAT, /* its heartbeat stayed still past the timeout */
+    SQ_SUSPECT_LINK,      /* the transport reported its link failed or closed */
+    SQ_SUSPECT_RELAYED,   /* a member I do not suspect suspects it (adopted) */
+    SQ_SUSPECT_CAUSES
+};
+
+/* A member's failure-detector counts over its life (atomics: read by other threads). */
+struct sq__suspicions {
+    _Atomic uint64_t by_cause[SQ_SUSPECT_CAUSES];
+    _Atomic uint64_t own_stalls;       /* my loop did not run for half the timeout or more */
+    _Atomic uint64_t longest_stall_us; /* the longest of those */
+};
+
 struct sq__sst {
     struct sq__sst_layout L;
     uint32_t my_rank;
@@ -133,6 +150,8 @@ struct sq__sst {
     bool header_dirty;
     int failed; /* first error, sticky */
     char errmsg[160];
+
+    struct sq__suspicions *counts; /* where suspicions are counted (NULL: not counted) */
 
     /* view change (view.c) */
     enum sq__sst_phase phase;
@@ -207,8 +226,13 @@ int sq__sst_init(struct sq__sst *s, const struct sq__sst_params *p, uint8_t *tab
 int sq__sst_fail(struct sq__sst *s, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Suspects member `rank` (a transport error, say). Suspicions are never retracted. */
+/* Suspects member `rank`. Suspicions are never retracted. */
 void sq__sst_suspect(struct sq__sst *s, uint32_t rank);
+
+/* The same, for a reason of this member's own: unless `rank` is suspected already, logs at warn
+ * "member A suspects member B in view V: <why>" and counts the cause. */
+void sq__sst_suspect_why(struct sq__sst *s, uint32_t rank, enum sq__suspect_cause cause,
+                         const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* Asks the group to add transport peer `peer` (a member that connected to join) in the next
  * view; if an older incarnation of it is still a member, that one is removed in the same change. */

@@ -84,8 +84,11 @@ static int merge_suspicions(struct sq__sst *s)
             }
         }
         for (uint32_t r = 0; r < s->L.nmembers; r++) {
-            if ((theirs >> r) & 1u) {
-                sq__sst_suspect(s, r);
+            if ((theirs >> r) & 1u && r != s->my_rank) {
+                sq__sst_suspect_why(s, r, SQ_SUSPECT_RELAYED, "member %u suspects it",
+                                    s->member_ids[k]);
+            } else if ((theirs >> r) & 1u) {
+                sq__sst_suspect(s, r); /* it suspects me: I cannot be in its next view */
             }
         }
     }

@@ -251,7 +251,8 @@ static void suspect_failed_links(sq_member *m)
     }
     for (uint32_t r = 0; r < m->g.ctl.sst.L.nmembers; r++) {
         if (r != m->g.ctl.sst.my_rank && (failed >> m->g.ctl.sst.member_peers[r]) & 1u) {
-            sq__sst_suspect(&m->g.ctl.sst, r);
+            sq__sst_suspect_why(&m->g.ctl.sst, r, SQ_SUSPECT_LINK,
+                                "the transport reports its link closed or failed");
         }
     }
 }
