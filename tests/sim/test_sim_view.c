@@ -5,7 +5,10 @@
  *   - every view is a majority of the one before it (no minority partition installs a view);
  *   - all members that install view v+1 delivered the same messages in view v, in the same order;
  *   - each sender's messages are delivered in the order sent, with the right payload;
- *   - at the end, the members still running that can all reach each other share one view.
+ *   - at the end, the members still running that can all reach each other share one view;
+ *   - stalls (a member, or every member, not running for a while) shorter than the heartbeat
+ *     timeout change no view; a member removed after a longer one, or stopped on a minority
+ *     side, joins again as a new incarnation (as squalld does) and is back by the end.
  * A failure prints its seed; `test_sim_view --seed S -v` replays it. */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -49,9 +52,10 @@ struct node {
     uint64_t view_members[MAX_VIEWS];
     uint32_t view_incarnation[MAX_VIEWS];
     uint32_t nviews;
-    uint32_t incarnation; /* bumped at every restart */
-    bool joining;         /* restarted, waiting to be added */
-    uint64_t restart_at;  /* when a crashed member comes back (0: never) */
+    uint32_t incarnation;  /* bumped at every restart */
+    bool joining;          /* restarted, waiting to be added */
+    uint64_t restart_at;   /* when a crashed member comes back (0: never) */
+    uint64_t paused_until; /* stalled (stopped, descheduled): not ticked nor polled */
     struct run *run;
 };
 
@@ -67,7 +71,8 @@ struct run {
     uint64_t rng;
 };
 
-static uint64_t g_views_installed, g_takeovers, g_adopted, g_partitioned, g_removed;
+static uint64_t g_views_installed, g_takeovers, g_adopted, g_partitioned, g_removed, g_rejoins,
+    g_stalls;
 
 static void fail(struct run *run, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void fail(struct run *run, const char *fmt, ...)
@@ -154,7 +159,7 @@ static void start_view(struct run *run, struct node *nd, uint32_t view_id, uint3
 /* Polls a node until idle, installs views it is ready for, notes stops. */
 static void poll_node(struct run *run, struct node *nd)
 {
-    if (nd->crashed || nd->stopped || nd->joining) {
+    if (nd->crashed || nd->stopped || nd->joining || nd->paused_until > sq__sim_now(run->sim)) {
         return;
     }
     for (int k = 0; k < 64; k++) {
@@ -191,6 +196,14 @@ static void poll_node(struct run *run, struct node *nd)
             nd->stop_reason = nd->smc.sst.stop_reason;
             g_partitioned += nd->stop_reason == SQ_EPARTITIONED;
             g_removed += nd->stop_reason == SQ_EREMOVED;
+            if (nd->stop_reason == SQ_EPARTITIONED || nd->stop_reason == SQ_EREMOVED) {
+                /* squalld joins again by itself, after a pause: a new incarnation */
+                nd->stopped = false;
+                nd->crashed = true;
+                nd->restart_at =
+                    sq__sim_now(run->sim) + 3000 + sq__sim_rand_below(&run->rng, 2 * HB_TIMEOUT_US);
+                g_rejoins++;
+            }
             g_adopted += nd->smc.sst.vc_adopted;
             if (run->verbose) {
                 printf("  t=%" PRIu64 " member %u stops in view %u: %s\n", sq__sim_now(run->sim),
@@ -393,7 +406,12 @@ static int run_seed(uint64_t seed, bool verbose)
     uint32_t chase[4] = {0}; /* 1 + the member a chained crash targets */
     for (uint32_t f = 0; f < nfaults; f++) {
         fault_at[f] = 10000 + sq__sim_rand_below(&rng, 290000);
-        fault_kind[f] = (uint32_t)sq__sim_rand_below(&rng, 7);
+        fault_kind[f] = (uint32_t)sq__sim_rand_below(&rng, 10);
+    }
+    /* Runs whose only faults are stalls shorter than the timeout must change no view. */
+    bool short_stalls_only = nfaults > 0;
+    for (uint32_t f = 0; f < nfaults; f++) {
+        short_stalls_only &= fault_kind[f] == 7 || fault_kind[f] == 9;
     }
     const uint64_t send_until = 350000, end = 700000;
     uint32_t send_permille = 100 + (uint32_t)sq__sim_rand_below(&rng, 600);
@@ -423,7 +441,30 @@ static int run_seed(uint64_t seed, bool verbose)
             if (fault_at[f] > now - TICK_US && fault_at[f] <= now) {
                 uint32_t victim =
                     chase[f] ? chase[f] - 1 : (uint32_t)sq__sim_rand_below(&rng, run->n);
-                if (fault_kind[f] <= 1) {
+                if (fault_kind[f] >= 7) {
+                    /* A stall: the process does not run (SIGSTOP, descheduled, a blocked loop)
+                     * while its links stay up. 7: one member, 30-90% of the timeout; 8: one
+                     * member, 1.5-3 timeouts (it is removed, then rejoins); 9: every member at
+                     * once for up to 2 timeouts (a whole-machine stall). */
+                    uint64_t len =
+                        fault_kind[f] == 7 ? HB_TIMEOUT_US * 3 / 10 +
+                                                 sq__sim_rand_below(&rng, HB_TIMEOUT_US * 6 / 10)
+                        : fault_kind[f] == 8
+                            ? HB_TIMEOUT_US * 3 / 2 +
+                                  sq__sim_rand_below(&rng, HB_TIMEOUT_US * 3 / 2)
+                            : HB_TIMEOUT_US / 2 + sq__sim_rand_below(&rng, HB_TIMEOUT_US * 3 / 2);
+                    for (uint32_t j = 0; j < run->n; j++) {
+                        if (fault_kind[f] == 9 || j == victim) {
+                            run->node[j].paused_until =
+                                SQ_MAX(run->node[j].paused_until, now + len);
+                        }
+                    }
+                    g_stalls++;
+                    if (verbose) {
+                        printf("  t=%" PRIu64 " stall %s for %" PRIu64 " us\n", now,
+                               fault_kind[f] == 9 ? "every member" : "one member", len);
+                    }
+                } else if (fault_kind[f] <= 1) {
                     /* A crash: the process stops; its links reset (kill) or go silent (hang). */
                     run->node[victim].crashed = true;
                     if (fault_kind[f] == 0) {
@@ -527,7 +568,7 @@ static int run_seed(uint64_t seed, bool verbose)
                 }
                 continue;
             }
-            if (nd->crashed || nd->stopped) {
+            if (nd->crashed || nd->stopped || nd->paused_until > now) {
                 continue;
             }
             if (now < send_until && sq__sim_rand_below(&rng, 1000) < send_permille) {
@@ -539,6 +580,14 @@ static int run_seed(uint64_t seed, bool verbose)
     }
     if (run->failure[0] == '\0') {
         check(run);
+    }
+    for (uint32_t i = 0; short_stalls_only && run->failure[0] == '\0' && i < run->n; i++) {
+        if (run->node[i].nviews != 1 || run->node[i].incarnation != 0) {
+            fail(run,
+                 "stalls shorter than the timeout changed the view: member %u installed %u "
+                 "views (incarnation %u)",
+                 i, run->node[i].nviews, run->node[i].incarnation);
+        }
     }
     int ok = run->failure[0] == '\0';
     if (!ok) {
@@ -570,7 +619,9 @@ int main(int argc, char **argv)
     int rc = sq_sim_main(argc, argv, "sim view", run_seed);
     printf("views installed %" PRIu64 ", by a leader other than rank 0 %" PRIu64
            ", proposals adopted from an earlier leader %" PRIu64 ", members stopped as "
-           "partitioned %" PRIu64 ", as removed %" PRIu64 "\n",
-           g_views_installed, g_takeovers, g_adopted, g_partitioned, g_removed);
+           "partitioned %" PRIu64 ", as removed %" PRIu64 ", rejoined %" PRIu64 ", stalls %" PRIu64
+           "\n",
+           g_views_installed, g_takeovers, g_adopted, g_partitioned, g_removed, g_rejoins,
+           g_stalls);
     return rc;
 }
