@@ -259,6 +259,20 @@ uint32_t sq_member_count(const sq_member *m);
  * partition, SQ_EREMOVED when the group removed it, or another error. */
 int sq_member_failure(const sq_member *m);
 
+/* What this member's failure detector saw since it started: how many members it suspected, by
+ * cause (every suspicion is also logged at warn with its details), and how often its own event
+ * loop did not run for half the heartbeat timeout or more (a stopped or descheduled process:
+ * that time is not counted against the others). */
+typedef struct sq_member_health {
+    uint64_t suspected_heartbeat; /* a member whose heartbeat stayed still past the timeout */
+    uint64_t suspected_link;      /* a member whose link failed or closed */
+    uint64_t suspected_relayed;   /* adopted from another member's suspicion */
+    uint64_t own_stalls;
+    uint64_t longest_stall_ms;
+    uint32_t heartbeat_timeout_ms;
+} sq_member_health;
+int sq_member_get_health(const sq_member *m, sq_member_health *out);
+
 /* The current view id. */
 uint32_t sq_member_view_id(const sq_member *m);
 

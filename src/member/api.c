@@ -356,6 +356,22 @@ int sq_member_failure(const sq_member *m)
     return m == NULL ? SQ_EINVAL : m->failure;
 }
 
+int sq_member_get_health(const sq_member *m, sq_member_health *out)
+{
+    if (m == NULL || out == NULL) {
+        return SQ_EINVAL;
+    }
+    const struct sq__suspicions *c = &m->g.suspicions;
+    *out =
+        (sq_member_health){.suspected_heartbeat = atomic_load(&c->by_cause[SQ_SUSPECT_HEARTBEAT]),
+                           .suspected_link = atomic_load(&c->by_cause[SQ_SUSPECT_LINK]),
+                           .suspected_relayed = atomic_load(&c->by_cause[SQ_SUSPECT_RELAYED]),
+                           .own_stalls = atomic_load(&c->own_stalls),
+                           .longest_stall_ms = atomic_load(&c->longest_stall_us) / 1000,
+                           .heartbeat_timeout_ms = (uint32_t)m->cfg.heartbeat_timeout_ms};
+    return 0;
+}
+
 uint32_t sq_member_view_id(const sq_member *m)
 {
     return m->g.ctl.sst.view_id;

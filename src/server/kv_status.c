@@ -22,6 +22,10 @@ void sq__kvs_status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_f
         n = snprintf(line, sizeof(line), __VA_ARGS__);                                             \
         sq__buf_add(&b, line, (size_t)SQ_MIN((size_t)(n > 0 ? n : 0), sizeof(line) - 1));          \
     } while (0)
+    sq_member_health h = {0};
+    if (s->m != NULL) {
+        (void)sq_member_get_health(s->m, &h); /* a member call: not under mu */
+    }
     pthread_mutex_lock(&s->mu);
     if (json) {
         OUT("{\"member\":%u,\"view\":%u,\"adequate\":%s,\"members\":[", s->my_id, s->view_id,
@@ -87,7 +91,21 @@ void sq__kvs_status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_f
             }
         }
     }
-    OUT(json ? "],\"pools\":[" : "");
+    uint64_t suspected = h.suspected_heartbeat + h.suspected_link + h.suspected_relayed;
+    if (json) {
+        OUT("],\"detector\":{\"heartbeat_timeout_ms\":%u,\"suspected_heartbeat\":%" PRIu64
+            ",\"suspected_link\":%" PRIu64 ",\"suspected_relayed\":%" PRIu64
+            ",\"own_stalls\":%" PRIu64 ",\"longest_stall_ms\":%" PRIu64 "}",
+            h.heartbeat_timeout_ms, h.suspected_heartbeat, h.suspected_link, h.suspected_relayed,
+            h.own_stalls, h.longest_stall_ms);
+    } else {
+        OUT("failure detector: heartbeat timeout %u ms; this member suspected %" PRIu64
+            " (heartbeat %" PRIu64 ", link %" PRIu64 ", relayed %" PRIu64
+            "); its own stalls %" PRIu64 " (longest %" PRIu64 " ms)\n",
+            h.heartbeat_timeout_ms, suspected, h.suspected_heartbeat, h.suspected_link,
+            h.suspected_relayed, h.own_stalls, h.longest_stall_ms);
+    }
+    OUT(json ? ",\"pools\":[" : "");
     for (uint32_t i = 0; i < s->npools; i++) {
         const struct pool *p = &s->pools[i];
         const struct sq_subgroup_cfg *sg = &s->cfg.subgroups[p->sg];

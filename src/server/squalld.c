@@ -532,8 +532,8 @@ static sq_member *rejoin(struct sq_kv_server *kv, sq_member *m, const char *conf
         if (rc == 0) {
             fprintf(stderr,
                     "squalld: member %u rejoined the group as a new incarnation "
-                    "(attempt %u, %u members)\n",
-                    g_id, attempt, sq_member_count(m));
+                    "(attempt %u, view %u)\n",
+                    g_id, attempt, sq_member_view_id(m));
             return m;
         }
         fprintf(stderr, "squalld: member %u: rejoin attempt %u failed: %s\n", g_id, attempt,
