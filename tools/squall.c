@@ -1,12 +1,9 @@
 /* squall.c: the squall command-line tool: pools, puts, gets, lists, histories and watches of
  * squall's key-value store, through the public client library (include/squall/client.h). */
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <netdb.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -15,57 +12,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "kv/wire.h" /* the protocol's limits, and the frame codec for the hello that checks a
-                      * member (probe_members) */
+#include "kv/wire.h" /* the protocol's limits */
 #include "squall.h"
 #include "squall/client.h"
-
-/* Exit statuses: documented in usage(). */
-#define EXIT_OK 0
-#define EXIT_ERROR 1
-#define EXIT_USAGE 2
-#define EXIT_NOTFOUND 3
-#define EXIT_CONFLICT 4
-#define EXIT_UNREACHABLE 5
+#include "squall_internal.h"
 
 /* The client ports squall-local gives a three-member group with its default base port. */
 #define DEFAULT_MEMBERS "127.0.0.1:7500,127.0.0.1:7501,127.0.0.1:7502"
 /* The protocol's largest value: reading more from stdin would only be refused by the member,
  * after sending it all. */
 #define MAX_VALUE_BYTES SQ_KV_MAX_VALUE
-/* A pool path's longest (MAX_POOL_PATH in src/server/kvserver.c). */
-#define MAX_POOL_PATH_BYTES 255
 /* Text output shows this much of a value (watch), quoted and escaped; --json shows all of it. */
 #define SHOW_VALUE_BYTES 120
-/* Checking the members before the first call: how long a connection and the answer to the
- * client hello may take before the member counts as unreachable (connection) or as slow
- * (answer: then the call goes ahead and its own timeout applies). */
-#define PROBE_CONNECT_MS 1000
-#define PROBE_ANSWER_MS 2000
-/* Positional arguments after the command: "pool create PATH TYPE" has the most. */
-#define MAX_ARGS 3
-
-enum {
-    OPT_SHARDS,
-    OPT_IF_VERSION,
-    OPT_IF_ABSENT,
-    OPT_VERSION,
-    OPT_AT,
-    OPT_STABLE,
-    OPT_SIZE,
-    OPT_FROM,
-    OPT_COUNT,
-    OPT_MEMBER,
-    OPT_JSON,
-    OPT_TIMEOUT,
-    OPT_HELP,
-    NOPTS
-};
-#define BIT(o) (1u << (o))
 /* Options every command accepts, before or after its name. */
 #define GLOBAL_OPTS (BIT(OPT_MEMBER) | BIT(OPT_JSON) | BIT(OPT_TIMEOUT) | BIT(OPT_HELP))
 /* Options followed by a value (--opt V or --opt=V); the others are flags. */
@@ -75,22 +35,6 @@ enum {
 static const char *const g_opts[NOPTS] = {"shards", "if-version", "if-absent", "version", "at",
                                           "stable", "size",       "from",      "count",   "member",
                                           "json",   "timeout",    "help"};
-
-struct command;
-
-struct cli {
-    const struct command *cmd;
-    const char *name; /* "get", "pool create": the prefix of error messages */
-    const char *args[MAX_ARGS];
-    int nargs;
-    const char *optval[NOPTS];
-    unsigned seen; /* BIT(OPT_*) of the options given */
-    const char *members;
-    bool json;
-    int timeout_ms;
-    uint64_t if_version, version, at_us, from, count; /* the options' values, once parsed */
-    uint32_t shards;
-};
 
 typedef int (*run_fn)(sq_client *c, const struct cli *cli, sq_kv_result *r);
 
@@ -164,448 +108,17 @@ static int fail_usage(const struct cli *cli, const char *fmt, ...)
     return EXIT_USAGE;
 }
 
-/* ---- numbers and times ---- */
-
-/* Strict: digits only (hex after 0x when allowed), no sign, no spaces, no overflow. Octal is
- * deliberately not accepted: a version typed as 010 means ten, not eight. */
-static bool parse_u64(const char *s, bool allow_hex, uint64_t *out)
-{
-    int base = 10;
-    if (allow_hex && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
-        base = 16;
-        s += 2;
-    }
-    if (base == 16 ? !isxdigit((unsigned char)s[0]) : !isdigit((unsigned char)s[0])) {
-        return false;
-    }
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, base);
-    if (errno != 0 || *end != '\0') {
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
-static int days_in_month(int year, int mon)
-{
-    static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    return mon == 2 && leap ? 29 : days[mon - 1];
-}
-
-/* ISO-8601 UTC (YYYY-MM-DDTHH:MM:SS[.f{1,6}](Z|+00:00)) or @MICROSECONDS. Out-of-range fields
- * are refused rather than normalized by timegm, so a typo never reads another instant. */
-static bool parse_time(const char *s, uint64_t *out_us)
-{
-    if (s[0] == '@') {
-        return parse_u64(s + 1, false, out_us);
-    }
-    /* the shape first: sscanf alone would take signs and spaces */
-    static const char shape[] = "dddd-dd-ddTdd:dd:dd";
-    for (size_t i = 0; i < sizeof(shape) - 1; i++) {
-        if (shape[i] == 'd' ? !isdigit((unsigned char)s[i]) : s[i] != shape[i]) {
-            return false;
-        }
-    }
-    int year, mon, day, hour, min, sec;
-    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d", &year, &mon, &day, &hour, &min, &sec) != 6) {
-        return false;
-    }
-    const char *p = s + sizeof(shape) - 1;
-    uint64_t frac_us = 0;
-    if (*p == '.') {
-        p++;
-        int ndigits = 0;
-        while (isdigit((unsigned char)*p) && ndigits < 6) {
-            frac_us = frac_us * 10 + (uint64_t)(*p - '0');
-            p++;
-            ndigits++;
-        }
-        if (ndigits == 0 || isdigit((unsigned char)*p)) {
-            return false;
-        }
-        for (; ndigits < 6; ndigits++) {
-            frac_us *= 10;
-        }
-    }
-    if (strcmp(p, "Z") != 0 && strcmp(p, "+00:00") != 0) {
-        return false;
-    }
-    if (year < 1970 || mon < 1 || mon > 12 || day < 1 || day > days_in_month(year, mon) ||
-        hour > 23 || min > 59 || sec > 59) {
-        return false;
-    }
-    struct tm tm;
-    memset(&tm, 0, sizeof(tm));
-    tm.tm_year = year - 1900, tm.tm_mon = mon - 1, tm.tm_mday = day;
-    tm.tm_hour = hour, tm.tm_min = min, tm.tm_sec = sec;
-    time_t t = timegm(&tm);
-    if (t < 0) {
-        return false;
-    }
-    *out_us = (uint64_t)t * 1000000u + frac_us;
-    return true;
-}
-
-/* ISO-8601 UTC with microseconds; @MICROSECONDS for an instant gmtime cannot represent. */
-static const char *fmt_time(uint64_t us, char *buf, size_t cap)
-{
-    time_t sec = (time_t)(us / 1000000u);
-    struct tm tm;
-    if ((uint64_t)sec != us / 1000000u || gmtime_r(&sec, &tm) == NULL) {
-        snprintf(buf, cap, "@%" PRIu64, us);
-        return buf;
-    }
-    snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%06uZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(us % 1000000u));
-    return buf;
-}
-
-/* ---- text and JSON output ---- */
-
-static bool utf8_valid(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        size_t len;
-        uint32_t cp, min;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xE0) == 0xC0) {
-            len = 2, cp = c & 0x1F, min = 0x80;
-        } else if ((c & 0xF0) == 0xE0) {
-            len = 3, cp = c & 0x0F, min = 0x800;
-        } else if ((c & 0xF8) == 0xF0) {
-            len = 4, cp = c & 0x07, min = 0x10000;
-        } else {
-            return false;
-        }
-        if (n - i < len) {
-            return false;
-        }
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) {
-                return false;
-            }
-            cp = (cp << 6) | (s[i + k] & 0x3Fu);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
-            return false;
-        }
-        i += len;
-    }
-    return true;
-}
-
-/* Writes n bytes escaped for a double-quoted string: \" \\ \n \r \t, and the other control
- * bytes (DEL too in text), and every byte over 0x7F unless the bytes are UTF-8 `text`, as \u00XX
- * in JSON or \xHH in text. */
-static void put_escaped(const unsigned char *s, size_t n, bool text, bool json)
-{
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = s[i];
-        if (c == '"' || c == '\\') {
-            putchar('\\');
-            putchar(c);
-        } else if (c == '\n') {
-            fputs("\\n", stdout);
-        } else if (c == '\r') {
-            fputs("\\r", stdout);
-        } else if (c == '\t') {
-            fputs("\\t", stdout);
-        } else if (c < 0x20 || (c == 0x7F && !json) || (c >= 0x80 && !text)) {
-            printf(json ? "\\u%04x" : "\\x%02x", c);
-        } else {
-            putchar(c);
-        }
-    }
-}
-
-/* A value in text output, on one line and never mistaken for another value or for the removal
- * marker: in double quotes, escaped (put_escaped). At most `max` bytes are shown, cut at a
- * character boundary, followed by how many there were. */
-static void print_value_text(const void *value, size_t n, size_t max)
-{
-    const unsigned char *v = value;
-    size_t shown = n <= max ? n : max;
-    while (shown < n && shown > 0 && (v[shown] & 0xC0) == 0x80) {
-        shown--; /* v[shown] continues a character: stop before that character */
-    }
-    fputs("value=\"", stdout);
-    put_escaped(v, shown, utf8_valid(v, shown), false);
-    putchar('"');
-    if (shown < n) {
-        printf("... (%zu of %zu bytes; --json shows all)", shown, n);
-    }
-}
-
-/* A JSON string. Bytes that are not UTF-8 (never expected in keys, which are paths the user
- * typed) are written as \u00XX so the output stays valid JSON; values go through base64
- * instead (json_value). */
-static void json_str(const void *data, size_t n)
-{
-    putchar('"');
-    put_escaped(data, n, utf8_valid(data, n), true);
-    putchar('"');
-}
-
-static void base64_out(const unsigned char *s, size_t n)
-{
-    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)s[i] << 16;
-        if (i + 1 < n) {
-            v |= (uint32_t)s[i + 1] << 8;
-        }
-        if (i + 2 < n) {
-            v |= s[i + 2];
-        }
-        putchar(abc[(v >> 18) & 63]);
-        putchar(abc[(v >> 12) & 63]);
-        putchar(i + 1 < n ? abc[(v >> 6) & 63] : '=');
-        putchar(i + 2 < n ? abc[v & 63] : '=');
-    }
-}
-
-/* ,"value":"..." for UTF-8 text, else ,"value_base64":"..." so binary survives the round trip. */
-static void json_value(const void *value, size_t size)
-{
-    if (utf8_valid(value, size)) {
-        fputs(",\"value\":", stdout);
-        json_str(value, size);
-    } else {
-        fputs(",\"value_base64\":\"", stdout);
-        base64_out(value, size);
-        putchar('"');
-    }
-}
-
-/* Opens a JSON object with the fields every entry has. */
-static void json_entry(const char *key, size_t key_len, uint64_t version, uint64_t ts)
-{
-    char tbuf[48];
-    fputs("{\"key\":", stdout);
-    json_str(key, key_len);
-    printf(",\"version\":\"0x%" PRIx64 "\",\"version_u64\":%" PRIu64 ",\"timestamp\":\"%s\","
-           "\"timestamp_us\":%" PRIu64,
-           version, version, fmt_time(ts, tbuf, sizeof(tbuf)), ts);
-}
-
-static void human_entry(uint64_t version, uint64_t ts)
-{
-    char tbuf[48];
-    printf("version=0x%" PRIx64 " timestamp=%s", version, fmt_time(ts, tbuf, sizeof(tbuf)));
-}
-
-/* ---- errors ---- */
-
-static int exit_status_of(int rc)
-{
-    switch (rc) {
-    case SQ_EINVAL: /* a bad argument, whether squall or the member found it */
-        return EXIT_USAGE;
-    case SQ_ENOTFOUND:
-    case SQ_ENOPOOL:
-        return EXIT_NOTFOUND;
-    case SQ_ECONFLICT:
-    case SQ_EEXIST:
-        return EXIT_CONFLICT;
-    case SQ_ETIMEDOUT:
-    case SQ_ECLOSED:
-    case SQ_ETRANSPORT:
-        return EXIT_UNREACHABLE;
-    default:
-        return EXIT_ERROR;
-    }
-}
-
-/* One line on stderr, and a JSON object on stdout with --json; returns rc's exit status. */
-static int report(const struct cli *cli, int rc, const char *reason, const sq_kv_result *conflict)
-{
-    fprintf(stderr, "squall: %s: %s\n", cli->name, reason);
-    if (cli->json) {
-        printf("{\"error\":\"%s\",\"message\":", sq_err_name(rc));
-        json_str(reason, strlen(reason));
-        if (rc == SQ_ECONFLICT && conflict != NULL) {
-            if (conflict->version != 0) {
-                printf(",\"current_version\":\"0x%" PRIx64 "\"", conflict->version);
-            } else {
-                fputs(",\"current_version\":null", stdout);
-            }
-        }
-        fputs("}\n", stdout);
-    }
-    return exit_status_of(rc);
-}
-
-/* The error's text, the detail (the member's message), and for a conflict the key's current
- * version (0: it does not exist). */
-static int fail(const struct cli *cli, int rc, const char *detail, const sq_kv_result *conflict)
-{
-    char reason[512];
-    int n = snprintf(reason, sizeof(reason), "%s", sq_strerror(rc));
-    if (detail != NULL && detail[0] != '\0' && strcmp(detail, sq_strerror(rc)) != 0 &&
-        n < (int)sizeof(reason)) {
-        n += snprintf(reason + n, sizeof(reason) - (size_t)n, ": %s", detail);
-    }
-    if (rc == SQ_ECONFLICT && conflict != NULL && (detail == NULL || detail[0] == 0) &&
-        n < (int)sizeof(reason)) {
-        if (conflict->version != 0) {
-            snprintf(reason + n, sizeof(reason) - (size_t)n, "; current version 0x%" PRIx64,
-                     conflict->version);
-        } else {
-            snprintf(reason + n, sizeof(reason) - (size_t)n, "; key does not exist");
-        }
-    }
-    return report(cli, rc, reason, conflict);
-}
-
-/* ---- paths ---- */
-
-enum path_kind { PATH_KEY, PATH_PREFIX, PATH_POOL };
-
-/* The store's path rules (README, "Pools"), checked before asking the group so that a typo gets
- * its exact reason. A path too long to quote whole is cut in the message. */
-static bool check_path(const char *p, enum path_kind kind, char *why, size_t cap)
-{
-    static const char *const what[] = {"a key", "a prefix", "a pool path"};
-    static const char *const like[] = {"/orders/42", "/orders/", "/orders"};
-    size_t len = strlen(p), max = kind == PATH_POOL ? MAX_POOL_PATH_BYTES : SQ_KV_MAX_KEY;
-    int show = len > 60 ? 60 : (int)len;
-    const char *more = len > 60 ? "..." : "";
-    if (p[0] != '/') {
-        snprintf(why, cap, "'%.*s%s' is not %s: paths start with '/' (such as %s)", show, p, more,
-                 what[kind], like[kind]);
-    } else if (len == 1 && kind == PATH_PREFIX) {
-        snprintf(why, cap,
-                 "'/' is not a prefix inside a pool: ls and watch take one pool's keys, "
-                 "such as /orders/ (squall pool ls lists the pools)");
-    } else if (len == 1) {
-        snprintf(why, cap, "'/' is not %s: such as %s", what[kind], like[kind]);
-    } else if (strstr(p, "//") != NULL) {
-        snprintf(why, cap, "'%.*s%s' is not %s: it has an empty segment ('//')", show, p, more,
-                 what[kind]);
-    } else if (kind == PATH_KEY && p[len - 1] == '/') {
-        snprintf(why, cap,
-                 "'%.*s%s' is not a key: a key does not end in '/' (the keys under it: "
-                 "squall ls %.*s%s)",
-                 show, p, more, show, p, more);
-    } else if (kind == PATH_POOL && p[len - 1] == '/') {
-        snprintf(why, cap,
-                 "'%.*s%s' is not a pool path: a pool path does not end in '/' (such "
-                 "as /orders)",
-                 show, p, more);
-    } else if (len > max) {
-        snprintf(why, cap, "'%.*s%s' is not %s: it is %zu bytes, and at most %zu bytes are allowed",
-                 show, p, more, what[kind], len, max);
-    } else {
-        return true;
-    }
-    return false;
-}
-
-/* The kind of path a command's first argument is (watch: a prefix when it ends in '/'). */
-static enum path_kind path_kind_of(const struct cli *cli, const char *path)
-{
-    if (strcmp(cli->name, "pool create") == 0) {
-        return PATH_POOL;
-    }
-    if (strcmp(cli->name, "ls") == 0 ||
-        (strcmp(cli->name, "watch") == 0 && path[0] != '\0' && path[strlen(path) - 1] == '/')) {
-        return PATH_PREFIX;
-    }
-    return PATH_KEY;
-}
-
-/* After SQ_ENOPOOL (or, for a watch, whose reason the library does not keep, SQ_EINVAL): the
- * reason made exact with the pool table. PATH may be a pool itself (its keys go under it: a bad
- * argument), or no pool holds it (the pools there are named). */
-static int fail_no_pool(sq_client *c, const struct cli *cli, int rc, const char *detail)
-{
-    const char *path = cli->args[0];
-    size_t len = strlen(path);
-    sq_kv_result pl;
-    memset(&pl, 0, sizeof(pl));
-    if (sq_client_pool_list(c, &pl) != 0) {
-        sq_kv_result_free(&pl);
-        return fail(cli, rc, detail, NULL);
-    }
-    char why[512], pools[256] = "";
-    size_t pos = 0, n = 0, np = 0;
-    sq_kv_item it;
-    bool is_pool = false;
-    while (sq_kv_next_item(&pl, &pos, &it) == 1) {
-        is_pool |= it.key_len == len && memcmp(it.key, path, len) == 0;
-        if (np++ < 5 && n < sizeof(pools)) {
-            n += (size_t)snprintf(pools + n, sizeof(pools) - n, "%s%.*s", n ? ", " : "",
-                                  (int)it.key_len, it.key);
-        }
-    }
-    sq_kv_result_free(&pl);
-    if (is_pool) {
-        if (strcmp(cli->name, "ls") == 0 || strcmp(cli->name, "watch") == 0) {
-            snprintf(why, sizeof(why), "'%s' is a pool: its keys are under '%s/' (squall %s %s/)",
-                     path, path, cli->name, path);
-        } else {
-            snprintf(why, sizeof(why),
-                     "'%s' is a pool, not a key: its keys go under it, such "
-                     "as %s/42",
-                     path, path);
-        }
-        return fail(cli, SQ_EINVAL, why, NULL);
-    }
-    if (rc != SQ_ENOPOOL) {
-        return fail(cli, rc, detail, NULL);
-    }
-    if (np == 0) {
-        snprintf(why, sizeof(why),
-                 "no pool holds '%s', and there are no pools yet (create one "
-                 "with: squall pool create PATH TYPE)",
-                 path);
-    } else {
-        snprintf(why, sizeof(why),
-                 "no pool holds '%s' (the pools: %s%s; create one with: squall "
-                 "pool create PATH TYPE)",
-                 path, pools, np > 5 ? ", ..." : "");
-    }
-    return report(cli, SQ_ENOPOOL, why, NULL);
-}
-
-/* A failed call: r->message is the member's (or the library's) reason, made exact for a pool
- * given as a key, and naming the key when the member did not. */
-static int fail_call(sq_client *c, const struct cli *cli, int rc, const sq_kv_result *r)
-{
-    char msg[sizeof(r->message) + 1];
-    size_t len = strnlen(r->message, sizeof(r->message));
-    memcpy(msg, r->message, len);
-    msg[len] = '\0';
-    bool has_path = cli->nargs > 0 && strcmp(cli->name, "pool create") != 0;
-    if (rc == SQ_ENOPOOL && has_path) {
-        return fail_no_pool(c, cli, rc, msg);
-    }
-    if (rc == SQ_ENOTFOUND && has_path && strstr(msg, cli->args[0]) == NULL) {
-        char detail[sizeof(msg) + 210];
-        snprintf(detail, sizeof(detail), "%.200s: %s", cli->args[0], msg);
-        return fail(cli, rc, detail, r);
-    }
-    return fail(cli, rc, msg, r);
-}
-
 /* ---- commands ---- */
 
 static int run_pool_create(sq_client *c, const struct cli *cli, sq_kv_result *r)
 {
     int rc = sq_client_pool_create(c, cli->args[0], cli->args[1], cli->shards, r);
     if (rc != 0) {
-        return fail_call(c, cli, rc, r);
+        return sq__cli_fail_call(c, cli, rc, r);
     }
     if (cli->json) {
         fputs("{\"path\":", stdout);
-        json_str(cli->args[0], strlen(cli->args[0]));
+        sq__cli_json_str(cli->args[0], strlen(cli->args[0]));
         fputs(",\"created\":true}\n", stdout);
     } else {
         printf("created %s\n", cli->args[0]);
@@ -623,7 +136,7 @@ static int each_item(const struct cli *cli, sq_kv_result *r,
     while ((rc = sq_kv_next_item(r, &pos, &it)) == 1) {
         print(cli, &it);
     }
-    return rc == 0 ? EXIT_OK : fail(cli, rc, "a malformed item list", NULL);
+    return rc == 0 ? EXIT_OK : sq__cli_fail(cli, rc, "a malformed item list", NULL);
 }
 
 static void print_pool(const struct cli *cli, const sq_kv_item *it)
@@ -638,7 +151,7 @@ static void print_pool(const struct cli *cli, const sq_kv_item *it)
     }
     if (cli->json) {
         fputs("{\"path\":", stdout);
-        json_str(it->key, it->key_len);
+        sq__cli_json_str(it->key, it->key_len);
         printf(",\"store\":\"%s\",\"subgroup\":%" PRIu64 ",\"shards\":%" PRIu32 "}\n", store,
                it->version, it->size);
     } else {
@@ -650,7 +163,7 @@ static void print_pool(const struct cli *cli, const sq_kv_item *it)
 static int run_pool_ls(sq_client *c, const struct cli *cli, sq_kv_result *r)
 {
     int rc = sq_client_pool_list(c, r);
-    return rc != 0 ? fail_call(c, cli, rc, r) : each_item(cli, r, print_pool);
+    return rc != 0 ? sq__cli_fail_call(c, cli, rc, r) : each_item(cli, r, print_pool);
 }
 
 /* The whole of stdin, up to MAX_VALUE_BYTES. The caller frees *out. */
@@ -665,7 +178,7 @@ static int read_stdin(const struct cli *cli, void **out, size_t *size)
             unsigned char *b = realloc(buf, cap);
             if (b == NULL) {
                 free(buf);
-                return fail(cli, SQ_ENOMEM, "reading stdin", NULL);
+                return sq__cli_fail(cli, SQ_ENOMEM, "reading stdin", NULL);
             }
             buf = b;
         }
@@ -674,8 +187,8 @@ static int read_stdin(const struct cli *cli, void **out, size_t *size)
     if (ferror(stdin) || len > MAX_VALUE_BYTES) {
         int rc = ferror(stdin) ? SQ_EIO : SQ_EMSGSIZE;
         free(buf);
-        return fail(cli, rc, rc == SQ_EIO ? "reading stdin" : "the value on stdin is over 16 MiB",
-                    NULL);
+        return sq__cli_fail(
+            cli, rc, rc == SQ_EIO ? "reading stdin" : "the value on stdin is over 16 MiB", NULL);
     }
     *out = buf;
     *size = len;
@@ -685,10 +198,10 @@ static int read_stdin(const struct cli *cli, void **out, size_t *size)
 static int print_written(const struct cli *cli, sq_kv_result *r)
 {
     if (cli->json) {
-        json_entry(cli->args[0], strlen(cli->args[0]), r->version, r->timestamp);
+        sq__cli_json_entry(cli->args[0], strlen(cli->args[0]), r->version, r->timestamp);
         fputs("}\n", stdout);
     } else {
-        human_entry(r->version, r->timestamp);
+        sq__cli_human_entry(r->version, r->timestamp);
         putchar('\n');
     }
     return EXIT_OK;
@@ -711,7 +224,7 @@ static int run_put(sq_client *c, const struct cli *cli, sq_kv_result *r)
     }
     int rc = sq_client_put(c, cli->args[0], value, size, &opts, r);
     free(buf);
-    return rc != 0 ? fail_call(c, cli, rc, r) : print_written(cli, r);
+    return rc != 0 ? sq__cli_fail_call(c, cli, rc, r) : print_written(cli, r);
 }
 
 static int run_rm(sq_client *c, const struct cli *cli, sq_kv_result *r)
@@ -719,7 +232,7 @@ static int run_rm(sq_client *c, const struct cli *cli, sq_kv_result *r)
     sq_put_opts opts = {.if_version = (cli->seen & BIT(OPT_IF_VERSION)) != 0,
                         .version = cli->if_version};
     int rc = sq_client_remove(c, cli->args[0], &opts, r);
-    return rc != 0 ? fail_call(c, cli, rc, r) : print_written(cli, r);
+    return rc != 0 ? sq__cli_fail_call(c, cli, rc, r) : print_written(cli, r);
 }
 
 static int run_get(sq_client *c, const struct cli *cli, sq_kv_result *r)
@@ -733,30 +246,30 @@ static int run_get(sq_client *c, const struct cli *cli, sq_kv_result *r)
                         .size_only = (cli->seen & BIT(OPT_SIZE)) != 0};
     int rc = sq_client_get(c, key, &opts, r);
     if (rc != 0) {
-        return fail_call(c, cli, rc, r);
+        return sq__cli_fail_call(c, cli, rc, r);
     }
     if (r->deleted) {
         /* A read at a version or time that finds the removal: there is no value to show. */
         char detail[96], tbuf[48];
         snprintf(detail, sizeof(detail), "removed at version 0x%" PRIx64 " (%s)", r->version,
-                 fmt_time(r->timestamp, tbuf, sizeof(tbuf)));
-        return fail(cli, SQ_ENOTFOUND, detail, NULL);
+                 sq__cli_fmt_time(r->timestamp, tbuf, sizeof(tbuf)));
+        return sq__cli_fail(cli, SQ_ENOTFOUND, detail, NULL);
     }
     if (opts.size_only) {
         if (cli->json) {
-            json_entry(key, strlen(key), r->version, r->timestamp);
+            sq__cli_json_entry(key, strlen(key), r->version, r->timestamp);
             printf(",\"size\":%" PRIu32 "}\n", r->count);
         } else {
             printf("size=%" PRIu32 " ", r->count);
-            human_entry(r->version, r->timestamp);
+            sq__cli_human_entry(r->version, r->timestamp);
             putchar('\n');
         }
         return EXIT_OK;
     }
     if (cli->json) {
-        json_entry(key, strlen(key), r->version, r->timestamp);
+        sq__cli_json_entry(key, strlen(key), r->version, r->timestamp);
         printf(",\"size\":%zu", r->size);
-        json_value(r->value, r->size);
+        sq__cli_json_value(r->value, r->size);
         fputs("}\n", stdout);
         return EXIT_OK;
     }
@@ -774,11 +287,11 @@ static int run_get(sq_client *c, const struct cli *cli, sq_kv_result *r)
 static void print_listed(const struct cli *cli, const sq_kv_item *it)
 {
     if (cli->json) {
-        json_entry(it->key, it->key_len, it->version, it->timestamp);
+        sq__cli_json_entry(it->key, it->key_len, it->version, it->timestamp);
         printf(",\"size\":%" PRIu32 "}\n", it->size);
     } else {
         printf("%.*s ", (int)it->key_len, it->key);
-        human_entry(it->version, it->timestamp);
+        sq__cli_human_entry(it->version, it->timestamp);
         printf(" size=%" PRIu32 "\n", it->size);
     }
 }
@@ -786,17 +299,17 @@ static void print_listed(const struct cli *cli, const sq_kv_item *it)
 static int run_ls(sq_client *c, const struct cli *cli, sq_kv_result *r)
 {
     int rc = sq_client_list(c, cli->args[0], (cli->seen & BIT(OPT_AT)) != 0, cli->at_us, r);
-    return rc != 0 ? fail_call(c, cli, rc, r) : each_item(cli, r, print_listed);
+    return rc != 0 ? sq__cli_fail_call(c, cli, rc, r) : each_item(cli, r, print_listed);
 }
 
 static void print_version(const struct cli *cli, const sq_kv_item *it)
 {
     if (cli->json) {
         /* the items of a history may carry no key: it is the one asked about */
-        json_entry(cli->args[0], strlen(cli->args[0]), it->version, it->timestamp);
+        sq__cli_json_entry(cli->args[0], strlen(cli->args[0]), it->version, it->timestamp);
         printf(",\"size\":%" PRIu32 ",\"deleted\":%s}\n", it->size, it->deleted ? "true" : "false");
     } else {
-        human_entry(it->version, it->timestamp);
+        sq__cli_human_entry(it->version, it->timestamp);
         if (it->deleted) {
             fputs(" removed\n", stdout);
         } else {
@@ -808,14 +321,14 @@ static void print_version(const struct cli *cli, const sq_kv_item *it)
 static int run_history(sq_client *c, const struct cli *cli, sq_kv_result *r)
 {
     int rc = sq_client_history(c, cli->args[0], r);
-    return rc != 0 ? fail_call(c, cli, rc, r) : each_item(cli, r, print_version);
+    return rc != 0 ? sq__cli_fail_call(c, cli, rc, r) : each_item(cli, r, print_version);
 }
 
 static int run_status(sq_client *c, const struct cli *cli, sq_kv_result *r)
 {
     int rc = sq_client_status(c, cli->json, r);
     if (rc != 0) {
-        return fail_call(c, cli, rc, r);
+        return sq__cli_fail_call(c, cli, rc, r);
     }
     if (r->size > 0) {
         fwrite(r->value, 1, r->size, stdout);
@@ -865,23 +378,23 @@ static void on_event(void *arg, const sq_kv_event *ev)
         return;
     }
     if (cli->json) {
-        json_entry(ev->key, ev->key_len, ev->version, ev->timestamp);
+        sq__cli_json_entry(ev->key, ev->key_len, ev->version, ev->timestamp);
         printf(",\"deleted\":%s", ev->deleted ? "true" : "false");
         if (!ev->deleted) {
             printf(",\"size\":%zu", ev->size);
-            json_value(ev->value, ev->size);
+            sq__cli_json_value(ev->value, ev->size);
         }
         fputs("}\n", stdout);
     } else {
         /* KEY version=... timestamp=... size=N value="..." | removed: a value is always quoted,
          * so the bare word is the removal */
         printf("%.*s ", (int)ev->key_len, ev->key);
-        human_entry(ev->version, ev->timestamp);
+        sq__cli_human_entry(ev->version, ev->timestamp);
         if (ev->deleted) {
             fputs(" removed", stdout);
         } else {
             printf(" size=%zu ", ev->size);
-            print_value_text(ev->value, ev->size, SHOW_VALUE_BYTES);
+            sq__cli_print_value_text(ev->value, ev->size, SHOW_VALUE_BYTES);
         }
         putchar('\n');
     }
@@ -902,7 +415,7 @@ static int watch_prepare(const struct cli *cli, sigset_t *sigs)
 {
     if (pipe(g_wake) != 0 || fcntl(g_wake[1], F_SETFL, O_NONBLOCK) != 0 ||
         fcntl(g_wake[0], F_SETFD, FD_CLOEXEC) != 0 || fcntl(g_wake[1], F_SETFD, FD_CLOEXEC) != 0) {
-        return fail(cli, SQ_EIO, strerror(errno), NULL);
+        return sq__cli_fail(cli, SQ_EIO, strerror(errno), NULL);
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -913,7 +426,7 @@ static int watch_prepare(const struct cli *cli, sigset_t *sigs)
     sigaddset(sigs, SIGTERM);
     if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0 ||
         pthread_sigmask(SIG_BLOCK, sigs, NULL) != 0) {
-        return fail(cli, SQ_EIO, strerror(errno), NULL);
+        return sq__cli_fail(cli, SQ_EIO, strerror(errno), NULL);
     }
     return EXIT_OK;
 }
@@ -928,8 +441,8 @@ static int run_watch(sq_client *c, const struct cli *cli, sq_kv_result *r)
     if (rc != 0) {
         /* the library keeps no reason for a watch: an unknown pool or a pool's own path gets
          * squall's own */
-        return rc == SQ_ENOPOOL || rc == SQ_EINVAL ? fail_no_pool(c, cli, rc, NULL)
-                                                   : fail(cli, rc, NULL, NULL);
+        return rc == SQ_ENOPOOL || rc == SQ_EINVAL ? sq__cli_fail_no_pool(c, cli, rc, NULL)
+                                                   : sq__cli_fail(cli, rc, NULL, NULL);
     }
     bool limited = (cli->seen & BIT(OPT_COUNT)) != 0;
     int status = EXIT_OK;
@@ -937,7 +450,7 @@ static int run_watch(sq_client *c, const struct cli *cli, sq_kv_result *r)
            !(limited && atomic_load(&st.printed) >= cli->count)) {
         char buf[16];
         if (read(g_wake[0], buf, sizeof(buf)) < 0 && errno != EINTR) {
-            status = fail(cli, SQ_EIO, strerror(errno), NULL);
+            status = sq__cli_fail(cli, SQ_EIO, strerror(errno), NULL);
         }
     }
     /* The result does not matter: we leave either way, and closing the client ends the watch with
@@ -1005,25 +518,26 @@ static int check_options(struct cli *cli)
     static const char *when = "a time (2026-11-24T21:10:03.123456Z or @MICROSECONDS)";
     uint64_t v;
     if ((cli->seen & BIT(OPT_VERSION)) &&
-        !parse_u64(cli->optval[OPT_VERSION], true, &cli->version)) {
+        !sq__cli_parse_u64(cli->optval[OPT_VERSION], true, &cli->version)) {
         return bad_value(cli, OPT_VERSION, version);
     }
     if ((cli->seen & BIT(OPT_IF_VERSION)) &&
-        !parse_u64(cli->optval[OPT_IF_VERSION], true, &cli->if_version)) {
+        !sq__cli_parse_u64(cli->optval[OPT_IF_VERSION], true, &cli->if_version)) {
         return bad_value(cli, OPT_IF_VERSION, version);
     }
-    if ((cli->seen & BIT(OPT_FROM)) && !parse_u64(cli->optval[OPT_FROM], true, &cli->from)) {
+    if ((cli->seen & BIT(OPT_FROM)) &&
+        !sq__cli_parse_u64(cli->optval[OPT_FROM], true, &cli->from)) {
         return bad_value(cli, OPT_FROM, version);
     }
-    if ((cli->seen & BIT(OPT_AT)) && !parse_time(cli->optval[OPT_AT], &cli->at_us)) {
+    if ((cli->seen & BIT(OPT_AT)) && !sq__cli_parse_time(cli->optval[OPT_AT], &cli->at_us)) {
         return bad_value(cli, OPT_AT, when);
     }
     if ((cli->seen & BIT(OPT_COUNT)) &&
-        (!parse_u64(cli->optval[OPT_COUNT], false, &cli->count) || cli->count == 0)) {
+        (!sq__cli_parse_u64(cli->optval[OPT_COUNT], false, &cli->count) || cli->count == 0)) {
         return bad_value(cli, OPT_COUNT, "a count of at least 1");
     }
     if (cli->seen & BIT(OPT_SHARDS)) {
-        if (!parse_u64(cli->optval[OPT_SHARDS], false, &v) || v == 0 || v > UINT32_MAX) {
+        if (!sq__cli_parse_u64(cli->optval[OPT_SHARDS], false, &v) || v == 0 || v > UINT32_MAX) {
             return bad_value(cli, OPT_SHARDS,
                              "a number of shards (1 or more; without --shards the pool takes "
                              "every shard of its subgroup)");
@@ -1031,7 +545,7 @@ static int check_options(struct cli *cli)
         cli->shards = (uint32_t)v;
     }
     if (cli->seen & BIT(OPT_TIMEOUT)) {
-        if (!parse_u64(cli->optval[OPT_TIMEOUT], false, &v) || v == 0 || v > INT_MAX) {
+        if (!sq__cli_parse_u64(cli->optval[OPT_TIMEOUT], false, &v) || v == 0 || v > INT_MAX) {
             return bad_value(cli, OPT_TIMEOUT, "a timeout in milliseconds (1 or more)");
         }
         cli->timeout_ms = (int)v;
@@ -1120,9 +634,9 @@ static int parse_args(struct cli *cli, int argc, char **argv)
     cli->json = (cli->seen & BIT(OPT_JSON)) != 0;
     /* keys, prefixes and pools are paths: a typo is caught before asking the group */
     char why[400];
-    if (cli->nargs > 0 &&
-        !check_path(cli->args[0], path_kind_of(cli, cli->args[0]), why, sizeof(why))) {
-        return fail(cli, SQ_EINVAL, why, NULL);
+    if (cli->nargs > 0 && !sq__cli_check_path(cli->args[0], sq__cli_path_kind_of(cli, cli->args[0]),
+                                              why, sizeof(why))) {
+        return sq__cli_fail(cli, SQ_EINVAL, why, NULL);
     }
     cli->members = cli->optval[OPT_MEMBER];
     if (cli->members == NULL) {
@@ -1130,162 +644,6 @@ static int parse_args(struct cli *cli, int argc, char **argv)
         cli->members = env != NULL && env[0] != '\0' ? env : DEFAULT_MEMBERS;
     }
     return EXIT_OK;
-}
-
-/* ---- reaching the members ---- */
-
-enum probe { PROBE_OK, PROBE_SLOW, PROBE_BAD };
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-/* Connects to host:port within PROBE_CONNECT_MS: a socket, or -1 with the reason in `why`. */
-static int probe_connect(const char *host, const char *port, char *why, size_t cap)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
-    int e = getaddrinfo(host, port, &hints, &ai);
-    if (e != 0 || ai == NULL) {
-        snprintf(why, cap, "cannot resolve '%s': %s", host,
-                 e == EAI_SYSTEM ? strerror(errno) : gai_strerror(e));
-        return -1;
-    }
-    /* the first address only, like the client library */
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int rc = fd < 0 ? -1 : connect(fd, ai->ai_addr, ai->ai_addrlen);
-    int err = rc == 0 ? 0 : errno;
-    freeaddrinfo(ai);
-    if (rc != 0 && fd >= 0 && err == EINPROGRESS) {
-        struct pollfd pf = {.fd = fd, .events = POLLOUT};
-        socklen_t len = sizeof(err);
-        int n = poll(&pf, 1, PROBE_CONNECT_MS);
-        if (n == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0) {
-            rc = 0;
-        } else if (n == 0) {
-            err = ETIMEDOUT;
-        }
-    }
-    if (rc == 0) {
-        return fd;
-    }
-    if (err == ECONNREFUSED) {
-        snprintf(why, cap,
-                 "%s:%s refuses connections: no member listens there (is it running, "
-                 "and is %s its client_port?)",
-                 host, port, port);
-    } else if (err == ETIMEDOUT) {
-        snprintf(why, cap, "%s:%s: no answer to the connection within %d ms", host, port,
-                 PROBE_CONNECT_MS);
-    } else {
-        snprintf(why, cap, "%s:%s: %s", host, port, strerror(err));
-    }
-    if (fd >= 0) {
-        close(fd);
-    }
-    return -1;
-}
-
-/* Does the member at host:port speak the client protocol? It answers the client hello with
- * member=ID. A peer that closes the connection or answers something else does not (a member's
- * group port, say); one that is silent for PROBE_ANSWER_MS is only slow, and the call goes ahead.
- */
-static enum probe probe_member(const char *host, const char *port, char *why, size_t cap)
-{
-    int fd = probe_connect(host, port, why, cap);
-    if (fd < 0) {
-        return PROBE_BAD;
-    }
-    unsigned char buf[1024];
-    struct sq_kv_frame hello = {.op = SQ_KV_OP_HELLO, .client = ((uint64_t)getpid() << 1) | 1};
-    long n = sq__kv_encode(&hello, buf, sizeof(buf));
-    enum probe res = PROBE_SLOW;
-    if (n <= 0) {
-        close(fd); /* cannot happen: a hello has no key, string or value */
-        return PROBE_SLOW;
-    }
-    if (send(fd, buf, (size_t)n, MSG_NOSIGNAL) != n) {
-        res = PROBE_BAD; /* a fresh connection takes 60 bytes at once unless it was reset */
-    }
-    size_t have = 0;
-    uint64_t deadline = mono_ms() + PROBE_ANSWER_MS;
-    while (res == PROBE_SLOW && mono_ms() < deadline) {
-        struct pollfd pf = {.fd = fd, .events = POLLIN};
-        if (poll(&pf, 1, (int)(deadline - mono_ms())) <= 0) {
-            continue; /* silent (or EINTR): the loop ends at the deadline */
-        }
-        ssize_t got = recv(fd, buf + have, sizeof(buf) - have, 0);
-        if (got < 0 && (errno == EINTR || errno == EAGAIN)) {
-            continue;
-        }
-        if (got <= 0) {
-            res = PROBE_BAD;
-            break;
-        }
-        have += (size_t)got;
-        long need = sq__kv_frame_need(buf, have);
-        struct sq_kv_frame f;
-        if (need < 0 || (size_t)need > sizeof(buf)) {
-            res = PROBE_BAD;
-        } else if (need > 0 && (size_t)need <= have) {
-            res = sq__kv_decode(buf, (size_t)need, &f, NULL, 0) == 0 && f.op == SQ_KV_OP_HELLO
-                      ? PROBE_OK
-                      : PROBE_BAD;
-        }
-    }
-    close(fd);
-    if (res == PROBE_BAD) {
-        snprintf(why, cap,
-                 "%s:%s does not speak squall's client protocol (it %s the client "
-                 "hello): is %s a member's group port? Clients connect to its client_port "
-                 "(squall-local: port + 100)",
-                 host, port, have == 0 ? "closed the connection at" : "answered something else to",
-                 port);
-    }
-    return res;
-}
-
-/* Before the first call: the members in the list, in order, until one answers the client hello
- * (or is only slow to). When none can (a name that does not resolve, a port nobody listens on, a
- * port that is not a client port), squall says why for each at once, instead of a timeout. A list
- * the library would refuse as malformed is left to it. */
-static int probe_members(const struct cli *cli)
-{
-    char reasons[2048] = "";
-    size_t used = 0;
-    const char *p = cli->members;
-    while (*p != '\0') {
-        size_t len = strcspn(p, ",");
-        const char *colon = memrchr(p, ':', len);
-        char host[256], port[8];
-        size_t hlen = colon != NULL ? (size_t)(colon - p) : 0;
-        size_t plen = colon != NULL ? len - hlen - 1 : 0;
-        if (colon == NULL || hlen == 0 || hlen >= sizeof(host) || plen == 0 ||
-            plen >= sizeof(port)) {
-            return EXIT_OK; /* malformed: sq_client_open says so */
-        }
-        memcpy(host, p, hlen);
-        host[hlen] = '\0';
-        memcpy(port, colon + 1, plen);
-        port[plen] = '\0';
-        char why[800];
-        if (probe_member(host, port, why, sizeof(why)) != PROBE_BAD) {
-            return EXIT_OK;
-        }
-        if (used < sizeof(reasons)) {
-            used += (size_t)snprintf(reasons + used, sizeof(reasons) - used, "%s%s",
-                                     used > 0 ? "; " : "", why);
-        }
-        p += len + (p[len] == ',');
-    }
-    if (used == 0) {
-        return EXIT_OK;
-    }
-    char reason[sizeof(reasons) + 32];
-    snprintf(reason, sizeof(reason), "cannot reach any member: %s", reasons);
-    return report(cli, SQ_ECLOSED, reason, NULL);
 }
 
 int main(int argc, char **argv)
@@ -1300,7 +658,7 @@ int main(int argc, char **argv)
     if (cli.cmd->run == run_watch && (st = watch_prepare(&cli, &sigs)) != EXIT_OK) {
         return st;
     }
-    if ((st = probe_members(&cli)) != EXIT_OK) {
+    if ((st = sq__cli_probe_members(&cli)) != EXIT_OK) {
         return st;
     }
     char err[256] = "";
@@ -1308,7 +666,7 @@ int main(int argc, char **argv)
     int rc = sq_client_open(&c, cli.members, cli.timeout_ms, err, sizeof(err));
     if (rc != 0) {
         /* the library refuses a malformed member list with SQ_EINVAL: exit status 2 */
-        return fail(&cli, rc, err, NULL);
+        return sq__cli_fail(&cli, rc, err, NULL);
     }
     if (cli.cmd->run == run_watch) {
         pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);

@@ -1,0 +1,110 @@
+/* client_internal.h: what the pieces of the key-value client library (src/client/client*.c)
+ * share.
+ *
+ *   client.c     the public calls (include/squall/client.h): open and close, the blocking calls
+ *                built on the asynchronous ones, the request options, watches
+ *   client_io.c  the table of calls in flight, the connection to a member, the I/O thread that
+ *                sends, receives, retries and expires
+ *
+ * Between them pass the one struct sq_client (what is under `mu` is shared with the I/O thread)
+ * and its calls: a public call encodes a request and hands it to sq__client_submit; the I/O
+ * thread (sq__client_io_main) sends it, resends it after a failure and runs its callback. */
+#ifndef SQ_CLIENT_INTERNAL_H
+#define SQ_CLIENT_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kv/buf.h"
+#include "kv/wire.h"
+#include "squall/client.h"
+
+#define MAX_MEMBERS 32
+#define CALL_BUCKETS 4096u
+#define WATCH_BUCKETS 65536u      /* established watches: a client may hold 100,000s */
+#define SQ_CLIENT_WATCH_SHARDS 16 /* the most shards a subgroup has (config.h SQ_MAX_SHARDS) */
+
+struct call {
+    struct call *next;
+    uint64_t req_id;
+    uint8_t op;
+    uint8_t *frame; /* the encoded request, resent after a failure */
+    size_t len;
+    sq_kv_done_fn done;
+    void *arg;
+    sq_watch_fn wfn;
+    void *warg;
+    bool watch, acked, sent;
+    bool cancelled; /* unwatched: no more events, never registered again */
+    /* watches: by shard, the version after the last event delivered (versions count per
+     * shard); sent again, in the request's value, when the client watches again */
+    uint64_t next_from[SQ_CLIENT_WATCH_SHARDS];
+    uint64_t deadline_ms;
+    uint64_t retry_at_ms;
+};
+
+struct sq_client {
+    char host[MAX_MEMBERS][256];
+    char port[MAX_MEMBERS][8];
+    uint32_t nmembers, cur;
+    int fd;
+    bool connected;
+    uint32_t member_id;
+    uint64_t client_id;
+    uint64_t next_req;
+    int timeout_ms;
+    pthread_mutex_t mu;
+    pthread_t io;
+    int wake[2];
+    bool stop;
+    struct call *calls[CALL_BUCKETS]; /* requests, and watches not yet established */
+    struct call **watches;            /* established watches, WATCH_BUCKETS chains */
+    uint32_t nretry;                  /* established watches waiting to ask again */
+    uint32_t ncalls;
+    uint32_t nwatching; /* established watches among ncalls: they do not count as in flight */
+    uint64_t win_base;  /* requests in flight (watches excluded): bit i of win_mask is */
+    uint64_t win_mask;  /* request win_base + i, all within SQ_CLIENT_MAX_INFLIGHT ids */
+    /* by member: why it could not be used last (a name that does not resolve, a refused
+     * connection, a connection closed at the hello), and how many connections in a row it
+     * closed before answering the hello */
+    char why[MAX_MEMBERS][200];
+    uint8_t hello_misses[MAX_MEMBERS];
+    struct call *in_callback; /* the watch whose callback the I/O thread runs now */
+    pthread_cond_t cb_done;   /* signalled when that callback returns */
+    struct sq__buf out, in;
+    uint64_t next_connect_ms;
+    _Atomic uint64_t
+        heard_ms; /* when the member last sent anything, or when requests began waiting */
+};
+
+/* The monotonic clock, in milliseconds. */
+uint64_t sq__client_now_ms(void);
+
+/* Wakes the I/O thread (a byte down c->wake). */
+void sq__client_wake(sq_client *c);
+
+/* Under mu: where the call with request id `req` is linked (a request or either kind of watch),
+ * or the empty link at the end of its watch chain when there is none. */
+struct call **sq__client_slot_of(sq_client *c, uint64_t req);
+
+/* Under mu: takes k out of the table (the caller frees it). */
+void sq__client_call_unlink(sq_client *c, struct call *k);
+
+/* Queues one request; `done` runs once with its result (on the I/O thread). A watch passes its
+ * event callback `wfn`. SQ_EAGAIN when SQ_CLIENT_MAX_INFLIGHT requests are in flight. */
+int sq__client_submit(sq_client *c, struct sq_kv_frame *f, sq_kv_done_fn done, void *arg,
+                      sq_watch_fn wfn, void *warg, uint64_t *req_out);
+
+/* Connects to member i: a socket, or -1 with the reason in c->why[i]. */
+int sq__client_try_connect(sq_client *c, uint32_t i);
+
+/* Queues the client hello on a fresh connection. */
+void sq__client_queue_hello(sq_client *c);
+
+/* The I/O thread (arg: the sq_client). */
+void *sq__client_io_main(void *arg);
+
+#endif
