@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= 2
 SEEDS ?= 5000
 
-.PHONY: all deps build quiet-build test demo sim-long restart-soak bench bench-persist bench-kv asan tsan clean format
+.PHONY: all deps build quiet-build test demo sim-long soak-load restart-soak bench bench-persist bench-kv asan tsan clean format
 
 # cmake --build runs make inside this make: without this, every nested make announces each
 # directory it enters and leaves.
@@ -51,6 +51,12 @@ bench-persist: build
 # (THREADS, SECONDS_PER_CASE: see bench/kv-bench.sh).
 bench-kv: build
 	@BUILD_DIR=$(BUILD) bench/kv-bench.sh
+
+# The stability test with a long load phase (LOAD_SECONDS, default 600) beside CPU and disk hogs:
+# no view change and no failed operation, then the stalls and the rejoin (not in test).
+soak-load: build
+	@LOAD_SECONDS=$(or $(LOAD_SECONDS),600) tests/integration/stability.sh $(abspath $(BUILD))/squalld \
+	  $(abspath $(BUILD))/squall $(abspath $(BUILD))/kv_check $(abspath $(BUILD))/bench/kv-bench
 
 # Whole-group crashes and restarts from a majority, ROUNDS times, with a writer (not in test).
 restart-soak: build

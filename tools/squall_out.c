@@ -176,6 +176,7 @@ static int exit_status_of(int rc)
     case SQ_ETIMEDOUT:
     case SQ_ECLOSED:
     case SQ_ETRANSPORT:
+    case SQ_ENOQUORUM: /* the members given are out of the group for now */
         return EXIT_UNREACHABLE;
     default:
         return EXIT_ERROR;
