@@ -188,6 +188,8 @@ static void forgive_own_stall(struct sq__smc *s, uint64_t now_us)
 {
     uint64_t gap = now_us > s->last_tick_us ? now_us - s->last_tick_us : 0;
     s->last_tick_us = now_us;
+    bool first = !s->ticked;
+    s->ticked = true;
     if (gap <= s->hb_period_us || s->hb_timeout_us == 0) {
         return;
     }
@@ -198,7 +200,7 @@ static void forgive_own_stall(struct sq__smc *s, uint64_t now_us)
     if (s->fence_since_us != 0) {
         s->fence_since_us = SQ_MIN(s->fence_since_us + excess, now_us + 1);
     }
-    if (gap >= s->hb_timeout_us / 2) {
+    if (gap >= s->hb_timeout_us / 2 && !first) {
         sq__log(SQ_LOG_WARN,
                 "member %u: its event loop did not run for %llu ms (the process was stopped or "
                 "descheduled, or the loop blocked); that time is not counted against the others",

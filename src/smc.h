@@ -69,6 +69,7 @@ struct sq__smc {
     /* failure detection */
     uint64_t hb_timeout_us, hb_period_us, last_hb_us, now_us;
     uint64_t last_tick_us; /* the previous tick: a longer gap than a period is my own stall */
+    bool ticked;           /* the first tick's gap is the view's set-up, not a stall */
     uint64_t seen_hb[SQ_SST_MAX_MEMBERS];
     uint64_t seen_hb_at_us[SQ_SST_MAX_MEMBERS];
 

@@ -78,6 +78,7 @@ struct sq_client {
     uint64_t next_connect_ms;
     _Atomic uint64_t
         heard_ms; /* when the member last sent anything, or when requests began waiting */
+    bool probed;  /* a hello went out to a silent member (the I/O thread's) */
 };
 
 /* The monotonic clock, in milliseconds. */

@@ -24,7 +24,9 @@
 #define CONNECT_TIMEOUT_MS 1000
 /* A member that says nothing for this long while requests wait for it is stalled (stopped,
  * descheduled, hung): the client moves to the next member and sends them again there (the
- * at-most-once table makes the resend safe). Watches alone do not count: they may be silent. */
+ * at-most-once table makes the resend safe). Watches alone do not count: they may be silent.
+ * Halfway, the client asks the member who it is (a hello): a member whose group is slow to
+ * deliver (a view change, a slow disk) still answers that at once, and is not left. */
 #define SILENT_MEMBER_MS 2000
 
 uint64_t sq__client_now_ms(void)
@@ -291,6 +293,7 @@ static void connect_next(sq_client *c)
     c->fd = fd;
     c->connected = true;
     c->heard_ms = sq__client_now_ms();
+    c->probed = false;
     sq__client_queue_hello(c);
     FOR_EACH_CALL(c, k, true)
     {
@@ -381,6 +384,8 @@ static void on_frame(sq_client *c, const struct sq_kv_frame *f)
         /* This member is out of the group for now: every other request would get the same
          * answer, so all of them go to the next member at once. */
         disconnect(c);
+        /* a pause before the next member, longer once the whole list said so */
+        c->next_connect_ms = now + (c->cur == 0 ? 4 * RETRY_MS : RETRY_MS);
         pthread_mutex_unlock(&c->mu);
         return;
     }
@@ -507,6 +512,7 @@ static void read_frames(sq_client *c)
         }
         c->in.len += (size_t)n;
         c->heard_ms = sq__client_now_ms();
+        c->probed = false;
         for (;;) {
             long need = sq__kv_frame_need(c->in.p + c->in.off, c->in.len - c->in.off);
             struct sq_kv_frame f;
@@ -562,8 +568,13 @@ void *sq__client_io_main(void *arg)
             read_frames(c);
         }
         pthread_mutex_lock(&c->mu);
-        if (c->connected && c->ncalls > c->nwatching &&
-            sq__client_now_ms() - c->heard_ms > SILENT_MEMBER_MS) {
+        uint64_t silent_ms = sq__client_now_ms() - c->heard_ms;
+        if (c->connected && c->ncalls > c->nwatching && silent_ms > SILENT_MEMBER_MS / 2 &&
+            !c->probed) {
+            sq__client_queue_hello(c);
+            c->probed = true;
+        }
+        if (c->connected && c->ncalls > c->nwatching && silent_ms > SILENT_MEMBER_MS) {
             uint32_t i = c->cur;
             c->member_id = c->member_id == UINT32_MAX ? 0 : c->member_id; /* no hello miss */
             disconnect(c); /* a stalled member: the requests go to the next one */

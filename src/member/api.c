@@ -139,7 +139,7 @@ int sq_member_on_deliver(sq_member *m, sq_deliver_fn fn, void *arg)
 
 bool sq__member_in_loop_thread(const sq_member *m)
 {
-    return m->loop_started && pthread_equal(pthread_self(), m->loop_self);
+    return atomic_load(&m->loop_started) && pthread_equal(pthread_self(), m->loop_self);
 }
 
 /* Waits for delivery progress; false when the member failed or is closing. */

@@ -194,6 +194,16 @@ static void note_joins(sq_member *m)
 {
     const struct sq__sst *c = &m->g.ctl.sst;
     uint64_t now = sq__mono_us();
+    /* This member's own stall (see smc.c, forgive_own_stall) does not count against a doubtful
+     * peer either: its heartbeat written meanwhile has not been read yet. */
+    uint64_t period_us = 1000ull * (uint64_t)SQ_MAX(m->cfg.heartbeat_timeout_ms / 5, 1);
+    if (m->last_note_us != 0 && now - m->last_note_us > period_us) {
+        uint64_t excess = now - m->last_note_us - period_us;
+        for (uint32_t p = 0; p < m->cfg.nmembers; p++) {
+            m->doubt_since_us[p] = SQ_MIN(m->doubt_since_us[p] + excess, now);
+        }
+    }
+    m->last_note_us = now;
     uint64_t joined = m->t->vt->joined(m->t);
     for (uint32_t p = 0; p < m->cfg.nmembers; p++) {
         if (!((joined >> p) & 1u)) {

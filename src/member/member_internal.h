@@ -47,7 +47,7 @@ struct sq_member {
     void *deliver_arg;
     sq_view_fn on_view;
     void *on_view_arg;
-    int failure;                       /* why the member stopped, 0 while running */
+    _Atomic int failure;               /* why the member stopped, 0 while running (any thread) */
     uint32_t peer_ids[SQ_MAX_MEMBERS]; /* configured ids by transport peer index */
     uint32_t self_peer;
     uint64_t pending_joins; /* peers that asked to join and are not in a view yet */
@@ -58,7 +58,8 @@ struct sq_member {
     uint64_t doubtful_joins;
     uint64_t doubt_hb[SQ_MAX_MEMBERS];
     uint64_t doubt_since_us[SQ_MAX_MEMBERS];
-    size_t p2p_off; /* after the group's memory: the point-to-point rings */
+    uint64_t last_note_us; /* the loop's last look at new links (its own stalls are forgiven) */
+    size_t p2p_off;        /* after the group's memory: the point-to-point rings */
     struct sq__p2p p2p;
     bool p2p_ready;
     sq_query_fn on_query;
@@ -122,7 +123,9 @@ struct sq_member {
     int waiters; /* threads in sq__member_wait_progress: the loop signals only when there are some
                   */
     pthread_t loop;
-    bool loop_started;
+    /* read without the lock by any thread (sq__member_in_loop_thread): loop_self is written
+     * before loop_started is set */
+    atomic_bool loop_started;
     pthread_t loop_self;
     enum member_state state;
     _Atomic uint64_t delivered;

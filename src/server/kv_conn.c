@@ -149,12 +149,19 @@ static void handle_frame(struct sq_kv_server *s, struct conn *c, const struct sq
         sq__kvs_relay_answer(s, c, f);
         return;
     }
-    if (f->op != SQ_KV_OP_HELLO && atomic_load(&s->detached)) {
+    if (f->op != SQ_KV_OP_HELLO && f->op != SQ_KV_OP_STATUS && sq__kvs_out_of_group(s)) {
         char why[sizeof(s->detached_why)];
         pthread_mutex_lock(&s->mu);
         memcpy(why, s->detached_why, sizeof(why));
         pthread_mutex_unlock(&s->mu);
-        sq__kvs_reply_err(s, c->id, f->op, f->client, f->req_id, SQ_ENOQUORUM, 0, "%s", why);
+        if (why[0] == '\0') {
+            snprintf(why, sizeof(why), "member %u is not in the group now", s->my_id);
+        }
+        /* A request relayed by another member: that member is still routing to this one, and
+         * its client must not leave it for that, so the answer is one it retries (SQ_EPEER);
+         * a client of ours goes to another member (SQ_ENOQUORUM). */
+        int status = (f->flags & SQ_KV_F_LOCAL) ? SQ_EPEER : SQ_ENOQUORUM;
+        sq__kvs_reply_err(s, c->id, f->op, f->client, f->req_id, status, 0, "%s", why);
         return;
     }
     switch (f->op) {

@@ -166,6 +166,10 @@ struct sq_kv_server {
 /* Wakes the service thread: dones are ready, or it is to stop. */
 void sq__kvs_wake(struct sq_kv_server *s);
 
+/* Whether this member is out of the group now: detached (rejoining), or its member failed and
+ * squalld has not detached the service yet. Requests are then answered without the member. */
+bool sq__kvs_out_of_group(struct sq_kv_server *s);
+
 /* ---- kv_conn.c ---- */
 
 /* The live connection with that id, or NULL (closed, or dead and waiting to be freed). */

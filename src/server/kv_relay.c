@@ -102,7 +102,9 @@ static void send_op(struct sq_kv_server *s, struct entry *e)
     if (rc == 0) {
         return;
     }
-    if (rc == SQ_EAGAIN) {
+    /* A member that just failed: squalld detaches the service at once, and the client resends
+     * elsewhere; until then the op waits rather than failing for good. */
+    if (rc == SQ_EAGAIN || (rc == SQ_ECLOSED && sq__kvs_out_of_group(s))) {
         sq__kvs_outbox_push(s, e);
         return;
     }
@@ -140,7 +142,7 @@ void sq__kvs_flush_outbox(struct sq_kv_server *s)
         }
         e->queued = false;
         int rc = sq_member_send_in(s->m, e->sg, e->opbuf, e->oplen, SQ_SEND_NONBLOCK);
-        if (rc == SQ_EAGAIN) {
+        if (rc == SQ_EAGAIN || (rc == SQ_ECLOSED && sq__kvs_out_of_group(s))) {
             /* the window is full or the view is changing: keep the order, retry soon */
             e->queued = true;
             e->onext = s->outbox;

@@ -23,10 +23,26 @@ void sq__kvs_status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_f
         sq__buf_add(&b, line, (size_t)SQ_MIN((size_t)(n > 0 ? n : 0), sizeof(line) - 1));          \
     } while (0)
     sq_member_health h = {0};
-    if (s->m != NULL) {
+    bool out = sq__kvs_out_of_group(s);
+    if (s->m != NULL && !out) {
         (void)sq_member_get_health(s->m, &h); /* a member call: not under mu */
     }
     pthread_mutex_lock(&s->mu);
+    if (out) {
+        /* rejoining: what it knew of the group is gone; say so, and why */
+        if (json) {
+            OUT("{\"member\":%u,\"in_group\":false,\"why\":\"", s->my_id);
+            for (const char *p = s->detached_why; *p != '\0'; p++) {
+                OUT(*p == '"' || *p == '\\' ? "\\%c" : "%c", *p);
+            }
+            OUT("\"}\n");
+        } else {
+            OUT("member %u: not in the group now: %s\n", s->my_id,
+                s->detached_why[0] ? s->detached_why : "its member failed; it is rejoining");
+        }
+        pthread_mutex_unlock(&s->mu);
+        goto send;
+    }
     if (json) {
         OUT("{\"member\":%u,\"view\":%u,\"adequate\":%s,\"members\":[", s->my_id, s->view_id,
             s->adequate ? "true" : "false");
@@ -122,6 +138,7 @@ void sq__kvs_status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_f
     }
     OUT(json ? "]}\n" : "");
     pthread_mutex_unlock(&s->mu);
+send:;
 #undef OUT
     struct sq_kv_frame a = {.op = f->op,
                             .req_id = f->req_id,

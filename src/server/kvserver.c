@@ -89,6 +89,15 @@ static void sweep(struct sq_kv_server *s)
     }
 }
 
+bool sq__kvs_out_of_group(struct sq_kv_server *s)
+{
+    if (atomic_load(&s->detached)) {
+        return true;
+    }
+    /* only the service thread sets s->m to NULL (detach), and this runs on it */
+    return s->m != NULL && sq_member_failure(s->m) != 0;
+}
+
 /* Frees the answers and events the loop thread handed over and nobody sent yet. */
 static void free_dones(struct sq_kv_server *s)
 {
