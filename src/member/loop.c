@@ -31,7 +31,6 @@ static void fail_locked(sq_member *m, int rc)
 {
     if (m->state == ST_RUNNING) {
         m->state = ST_FAILED;
-        m->failure = rc;
         if (rc == SQ_EPARTITIONED) {
             sq__member_set_error(
                 m,
@@ -53,6 +52,8 @@ static void fail_locked(sq_member *m, int rc)
                                  m->g.errmsg[0] ? m->g.errmsg : "no detail");
         }
         sq__log(rc == SQ_ELEFT ? SQ_LOG_INFO : SQ_LOG_ERROR, "%s", m->errmsg);
+        /* last: a thread that sees the failure (an atomic) may read the message at once */
+        m->failure = rc;
     }
     pthread_cond_broadcast(&m->cv);
 }
