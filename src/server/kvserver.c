@@ -328,6 +328,11 @@ bool sq__kv_server_rejoins(const struct sq_kv_server *s)
     return s->cfg.rejoin;
 }
 
+int sq__kv_server_connect_timeout_ms(const struct sq_kv_server *s)
+{
+    return s->cfg.connect_timeout_ms;
+}
+
 void sq__kv_server_detach(struct sq_kv_server *s, const char *why)
 {
     pthread_mutex_lock(&s->mu);

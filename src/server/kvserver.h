@@ -45,6 +45,9 @@ void sq__kv_server_attach(struct sq_kv_server *s, sq_member *m);
 /* Whether the config asks for a member the group removed to join again ([group] rejoin). */
 bool sq__kv_server_rejoins(const struct sq_kv_server *s);
 
+/* The config's connect_timeout_ms: the longest a start or join may take. */
+int sq__kv_server_connect_timeout_ms(const struct sq_kv_server *s);
+
 /* Stops the service thread and closes every client connection. Call before sq_member_close; the
  * object is freed by sq__kv_server_destroy after the member is closed (callbacks may run until
  * then). */

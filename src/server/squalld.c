@@ -528,7 +528,14 @@ static sq_member *rejoin(struct sq_kv_server *kv, sq_member *m, const char *conf
             return NULL;
         }
         sq__kv_server_attach(kv, m);
-        rc = sq_member_start(m, -1);
+        /* Short attempts first, longer ones later (up to connect_timeout_ms): an attempt that
+         * reached a member just as it stopped too (told "the group runs", it waits to be
+         * added by a member that can no longer add anyone) should not hold the rejoin for the
+         * whole timeout, while a large state transfer still gets its time. */
+        int limit_ms = sq__kv_server_connect_timeout_ms(kv);
+        int attempt_ms =
+            attempt >= (uint32_t)(limit_ms / 10000 + 1) ? limit_ms : (int)attempt * 10000;
+        rc = sq_member_start(m, attempt_ms < limit_ms ? attempt_ms : limit_ms);
         if (rc == 0) {
             fprintf(stderr,
                     "squalld: member %u rejoined the group as a new incarnation "

@@ -9,6 +9,9 @@
 #   4. one member stopped for 3 T: the others remove it; after SIGCONT the same process rejoins
 #      as a new incarnation and serves again; a writer runs throughout and every put it had
 #      acknowledged reads back at every member
+#   5. a 2-member view (the third killed) whose members both stop, one stalled for 3 T and the
+#      other alone on its side: both come back by themselves, restarting the group from their
+#      disks, and the third joins it with every acknowledged put
 # Every member's suspicions are logged with their cause: a failure shows them.
 # Usage: stability.sh SQUALLD SQUALL KV_CHECK KV_BENCH
 SQUALLD=$1
@@ -134,4 +137,36 @@ CP2=$(echo "$MEMBERS" | cut -d, -f3)
 grep -h "suspects member" "$DIR"/m*.err | head -3 | sed 's/^/   logged: /'
 grep -q "suspects member 2.*heartbeat" "$DIR/m0.err" "$DIR/m1.err" ||
   fail "no member logged why it suspected member 2"
+echo "== 5. a 2-member view stopped on both sides comes back by itself"
+# member 2 is killed (the view is 0,1); member 1 stalls for 3 T: member 0 is left alone, 1 of 2,
+# and stops; member 1 resumes to find itself alone too. Both restart the group from their disks
+# (they are the whole last view), then member 2 joins.
+"$SQUALL" put /s/two-member before > /dev/null || fail "put before the kill"
+"$LOCAL" kill 2 --dir "$DIR" > /dev/null || fail "kill 2"
+for ((t = 0; t < 100; t++)); do
+  [ "$(grep -c 'installed: members 0,1, my rank' "$DIR/m0.err")" -ge 2 ] && break
+  sleep 0.1
+done
+[ "$(grep -c 'installed: members 0,1, my rank' "$DIR/m0.err")" -ge 2 ] || fail "members 0 and 1 did not go on without member 2"
+"$SQUALL" put /s/two-member during > /dev/null || fail "put in the 2-member view"
+r0=$(grep -c "rejoined the group" "$DIR/m0.err")
+r1=$(grep -c "rejoined the group" "$DIR/m1.err")
+P1=$(pid_of 1)
+kill -STOP "$P1"; msleep $((HB_MS * 3)); kill -CONT "$P1"
+for ((t = 0; t < 900; t++)); do
+  [ "$(grep -c 'rejoined the group' "$DIR/m0.err")" -gt "$r0" ] &&
+    [ "$(grep -c 'rejoined the group' "$DIR/m1.err")" -gt "$r1" ] && break
+  sleep 0.1
+done
+[ "$(grep -c 'rejoined the group' "$DIR/m0.err")" -gt "$r0" ] || fail "member 0 did not come back: $(tail -4 "$DIR/m0.err")"
+[ "$(grep -c 'rejoined the group' "$DIR/m1.err")" -gt "$r1" ] || fail "member 1 did not come back: $(tail -4 "$DIR/m1.err")"
+grep -q "minority side" "$DIR/m0.err" || fail "member 0 never stopped: the case tested nothing"
+echo "   both stopped on their sides and restarted the group together after $((t / 10)) s"
+[ "$("$SQUALL" get --stable /s/two-member)" = during ] || fail "the 2-member view's put is lost"
+"$LOCAL" restart 2 --dir "$DIR" > "$WORK/restart2.out" 2>&1 || fail "restart 2: $(cat "$WORK/restart2.out")"
+CP2=$(echo "$MEMBERS" | cut -d, -f3)
+[ "$(SQUALL_MEMBERS=$CP2 "$SQUALL" get --stable /s/two-member)" = during ] ||
+  fail "member 2 does not see the 2-member view's put after joining"
+"$KV_CHECK" verify "$CP2" "$WORK/acked" || fail "member 2 misses acknowledged puts after joining"
+echo "   member 2 joined the restarted group and holds every acknowledged put"
 echo "PASS"
