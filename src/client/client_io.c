@@ -203,16 +203,9 @@ static void set_why(sq_client *c, uint32_t i, const char *fmt, ...)
     memcpy(c->why[i], tmp, sizeof(tmp));
 }
 
-static void disconnect(sq_client *c)
+/* Drops the connection to the current member: every call goes out again to the next one. */
+static void drop_member(sq_client *c)
 {
-    if (c->connected && c->member_id == UINT32_MAX) {
-        uint32_t i = c->cur;
-        c->hello_misses[i] += c->hello_misses[i] < UINT8_MAX;
-        set_why(c, i,
-                "%s:%s does not speak squall's client protocol (it closed the connection "
-                "at the client hello): a group port, not a client_port?",
-                c->host[i], c->port[i]);
-    }
     if (c->fd >= 0) {
         close(c->fd);
     }
@@ -226,6 +219,21 @@ static void disconnect(sq_client *c)
         k->sent = false;
     }
     c->cur = (c->cur + 1) % c->nmembers;
+}
+
+/* The connection ended (closed, broken, garbage, or a member out of the group); one that ended
+ * before the member answered the hello counts as a hello miss. */
+static void disconnect(sq_client *c)
+{
+    if (c->connected && c->member_id == UINT32_MAX) {
+        uint32_t i = c->cur;
+        c->hello_misses[i] += c->hello_misses[i] < UINT8_MAX;
+        set_why(c, i,
+                "%s:%s does not speak squall's client protocol (it closed the connection "
+                "at the client hello): a group port, not a client_port?",
+                c->host[i], c->port[i]);
+    }
+    drop_member(c);
 }
 
 /* Connects to member i: a socket, or -1 with the reason in c->why[i] (written without mu: only
@@ -576,8 +584,7 @@ void *sq__client_io_main(void *arg)
         }
         if (c->connected && c->ncalls > c->nwatching && silent_ms > SILENT_MEMBER_MS) {
             uint32_t i = c->cur;
-            c->member_id = c->member_id == UINT32_MAX ? 0 : c->member_id; /* no hello miss */
-            disconnect(c); /* a stalled member: the requests go to the next one */
+            drop_member(c); /* a stalled member (no hello miss): the requests go to the next one */
             set_why(c, i, "%s:%s accepted the connection but said nothing for %d ms (stalled?)",
                     c->host[i], c->port[i], SILENT_MEMBER_MS);
         }

@@ -532,10 +532,9 @@ static sq_member *rejoin(struct sq_kv_server *kv, sq_member *m, const char *conf
          * reached a member just as it stopped too (told "the group runs", it waits to be
          * added by a member that can no longer add anyone) should not hold the rejoin for the
          * whole timeout, while a large state transfer still gets its time. */
+        uint64_t want_ms = 10000ull * attempt;
         int limit_ms = sq__kv_server_connect_timeout_ms(kv);
-        int attempt_ms =
-            attempt >= (uint32_t)(limit_ms / 10000 + 1) ? limit_ms : (int)attempt * 10000;
-        rc = sq_member_start(m, attempt_ms < limit_ms ? attempt_ms : limit_ms);
+        rc = sq_member_start(m, want_ms < (uint64_t)limit_ms ? (int)want_ms : limit_ms);
         if (rc == 0) {
             fprintf(stderr,
                     "squalld: member %u rejoined the group as a new incarnation "
@@ -545,10 +544,10 @@ static sq_member *rejoin(struct sq_kv_server *kv, sq_member *m, const char *conf
         }
         fprintf(stderr, "squalld: member %u: rejoin attempt %u failed: %s\n", g_id, attempt,
                 sq_member_errmsg(m));
-        int f = sq_member_failure(m) != 0 ? sq_member_failure(m) : rc;
+        bool again = may_rejoin(rc) || may_rejoin(sq_member_failure(m));
         sq__kv_server_detach(kv, why);
         sq_member_close(m);
-        if (!may_rejoin(f) && !may_rejoin(rc)) {
+        if (!again) {
             *status = rc == SQ_ECONFIG ? EXIT_USAGE : EXIT_FAILED;
             return NULL;
         }

@@ -37,9 +37,6 @@ expect_status() {
   LAST_OUT=$out
 }
 field() { echo " $1" | grep -o " $2=[^ ]*" | head -1 | cut -d= -f2; }
-# reaped PID: a process we waited for leaves PIDS, so that the cleanup never kills a process
-# that reused its pid (pid_max may be as low as 32768)
-reaped() { local p keep=(); for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done; PIDS=("${keep[@]}"); }
 
 echo "== 1. pools"
 expect_status 0 pool create /orders persistent

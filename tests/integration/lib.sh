@@ -15,6 +15,10 @@ trap cleanup EXIT
 
 fail() { echo "FAIL: $*" >&2; for f in "$WORK"/*.err; do [ -f "$f" ] && { echo "--- $f"; tail -n 20 "$f"; }; done; exit 1; }
 
+# reaped PID: a process we waited for leaves PIDS, so that the cleanup never kills a process
+# that reused its pid (pid_max may be as low as 32768)
+reaped() { local p keep=(); for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done; PIDS=("${keep[@]}"); }
+
 # A port base unlikely to collide with another test run: from the pid, in 10000..32000,
 # below the ephemeral range (32768 and up), where the many short client connections of a test
 # leave TIME_WAIT ports that a member could not listen on.

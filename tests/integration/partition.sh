@@ -28,21 +28,11 @@ ns_of() { echo "${TAG}m$1"; }
 addr_of() { echo "$NET.$((10 + $1))"; }
 NAMESPACES=()
 teardown() {
-  local live; live=" $(jobs -p | tr '\n' ' ') "
-  for p in "${PIDS[@]}"; do [[ $live == *" $p "* ]] && { kill -9 "$p" 2>/dev/null || true; }; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  PIDS=()
+  cleanup # the members first (by pid), then their namespaces
   # deleting a namespace deletes the veth ends in it, and their peers
   for n in ${NAMESPACES[@]+"${NAMESPACES[@]}"}; do ip netns del "$n" 2>/dev/null; done
-  cleanup
 }
 trap teardown EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  for f in "$WORK"/m*.err; do [ -f "$f" ] && { echo "--- $f"; tail -n 20 "$f"; }; done
-  exit 1
-}
-reaped() { local p keep=(); for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done; PIDS=("${keep[@]}"); }
 
 # A bridge in its own namespace, and one veth from it to each member's namespace and the clients'.
 ip netns add "$NSB" || fail "ip netns add"

@@ -20,28 +20,17 @@ KV_CHECK=$3
 KV_BENCH=$4
 trap '' PIPE
 . "$(dirname "$0")/lib.sh"
-LOCAL="$(cd "$(dirname "$0")/../.." && pwd)/tools/squall-local"
-DIR="$WORK/local"
+squall_local_test
 HB_MS=${SQ_TEST_HEARTBEAT_MS:-1000}
 LOAD_SECONDS=${LOAD_SECONDS:-30}
-export SQUALLD SQUALL
 HOGS=()
-stop_all() {
+stop_all() { # the hogs, and members left stopped (SIGSTOP) are let go before they are stopped
   for p in ${HOGS[@]+"${HOGS[@]}"}; do kill -9 "$p" 2>/dev/null; done
   for p in ${HOGS[@]+"${HOGS[@]}"}; do wait "$p" 2>/dev/null; done
   for f in "$DIR"/m*.pid; do [ -f "$f" ] && kill -CONT "$(cat "$f")" 2>/dev/null; done
-  "$LOCAL" down --dir "$DIR" >/dev/null 2>&1 || true
-  for f in "$DIR"/m*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null; done
-  rm -f "$WORK/disk-hog"
-  cleanup
+  stop_local # rm -rf of $WORK takes the disk hog's file too
 }
 trap stop_all EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  for f in "$DIR"/m*.err; do [ -f "$f" ] && { echo "--- $f"; tail -n 25 "$f"; }; done
-  exit 1
-}
-reaped() { local p keep=(); for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done; PIDS=("${keep[@]}"); }
 # views_installed: how many views the members installed, summed over their logs
 views_installed() { cat "$DIR"/m*.err | grep -c "view [0-9]* installed" || true; }
 pid_of() { cat "$DIR/m$1.pid"; }
