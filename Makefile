@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= 2
 SEEDS ?= 5000
 
-.PHONY: all deps build quiet-build test demo sim-long soak-load restart-soak bench bench-persist bench-kv asan tsan clean format
+.PHONY: all deps build quiet-build test demo sim-long soak-load restart-soak bench bench-persist bench-kv bench-trace asan tsan clean format
 
 # cmake --build runs make inside this make: without this, every nested make announces each
 # directory it enters and leaves.
@@ -51,6 +51,10 @@ bench-persist: build
 # (THREADS, SECONDS_PER_CASE: see bench/kv-bench.sh).
 bench-kv: build
 	@BUILD_DIR=$(BUILD) bench/kv-bench.sh
+
+# Where the time of one key-value call goes, stage by stage (SECONDS_PER_CASE: see kv-bench.sh).
+bench-trace: build
+	@BUILD_DIR=$(BUILD) bench/kv-bench.sh --trace
 
 # The stability test with a long load phase (LOAD_SECONDS, default 600) beside CPU and disk hogs:
 # no view change and no failed operation, then the stalls and the rejoin (not in test).

@@ -4,10 +4,17 @@
 # and without 100,000 watched keys. Prints kv-bench's case= lines and a case=watch_overhead line.
 # Env: BUILD_DIR (default build/ beside bench/), THREADS (4), SECONDS_PER_CASE (3),
 # THREADS_LARGE and SECONDS_LARGE for the 1 MiB cases (default THREADS and SECONDS_PER_CASE),
-# WATCH_KEYS (100000).
+# WATCH_KEYS (100000). With --trace: instead, the latency anatomy of one client's persistent put,
+# volatile put and get (kv-bench --trace: one case=trace line per stage).
 set -euo pipefail
 
 prog=kv-bench.sh
+mode=matrix
+case "${1:-}" in
+  "") ;;
+  --trace) mode=trace ;; # the latency anatomy of put (persistent, volatile) and get: make bench-trace
+  *) echo "usage: $prog [--trace]" >&2; exit 2 ;;
+esac
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${BUILD_DIR:-$root/build}
 build=$(cd "$build" && pwd) || { echo "$prog: no build directory $build" >&2; exit 1; }
@@ -103,6 +110,16 @@ run_case() {
   fi
   check_members "kv-bench $*"
 }
+
+if [ "$mode" = trace ]; then
+  # Where the time of one call goes: every call traced, one client, 256-byte values.
+  for c in "/bp put" "/bv put" "/bp get"; do
+    set -- $c
+    run_case --pool "$1" --threads 1 --size 256 --ops "$2" --seconds "$SECONDS_PER_CASE" --trace 1
+  done
+  [ $failures -eq 0 ] || { echo "$prog: $failures failure(s)" >&2; exit 1; }
+  exit 0
+fi
 
 for pool in /bp /bv; do
   for size in 100 4096 1048576; do

@@ -48,6 +48,7 @@ static const char *const g_op_names[] = {"put", "get", "cput"};
 
 struct options {
     const char *members;
+    long trace; /* trace every Nth call (0: none) */
     const char *pool;
     int threads;
     size_t size;
@@ -61,6 +62,35 @@ struct samples {
     size_t n, cap;
 };
 
+/* The stages of a traced call (--trace): from one time of sq_kv_trace to the next it reached. */
+enum {
+    ST_CLIENT_SEND,
+    ST_TO_MEMBER,
+    ST_TO_MULTICAST,
+    ST_DELIVERED,
+    ST_DURABLE_HERE,
+    ST_FRONTIER,
+    ST_TO_ANSWER,
+    ST_TO_CLIENT,
+    ST_CLIENT_RETURN,
+    ST_TOTAL,
+    NSTAGES
+};
+static const char *const g_stage_names[NSTAGES] = {
+    "client_send", "to_member", "to_multicast", "delivered",     "durable_here",
+    "frontier",    "to_answer", "to_client",    "client_return", "total"};
+static const char *const g_stage_what[NSTAGES] = {
+    "the call until its frame is in the socket (client I/O thread)",
+    "socket to the member's service thread decoding it",
+    "decoded to its op in the shard's multicast slot",
+    "multicast until delivered here (every member has it)",
+    "delivered until this member's log sync covered it",
+    "durable here until the shard's frontier passed it (every member durable)",
+    "the last stage until the member queued the answer",
+    "answer queued until the client's I/O thread read it",
+    "read until the blocking call returned to the caller",
+    "the whole call"};
+
 /* One closed-loop client: a squall client or an echo socket. */
 struct worker {
     int idx;
@@ -70,6 +100,7 @@ struct worker {
     uint32_t nkeys;
     uint64_t ops, errors;
     struct samples lat;
+    struct samples stage[NSTAGES];
     double t_start, t_end;
     bool setup_failed;
     char first_error[ERR_BYTES];
@@ -103,6 +134,31 @@ static void samples_add(struct samples *s, double seconds)
     }
     double us = seconds * 1e6;
     s->us[s->n++] = us >= (double)UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+}
+
+/* Adds one traced call's stages: each from the last time before it that the call reached. */
+static void trace_add(struct worker *w, const sq_kv_trace *t)
+{
+    const uint64_t at[] = {t->call,    t->sent,      t->received, t->multicast, t->delivered,
+                           t->durable, t->persisted, t->answered, t->answer_in, t->returned};
+    static const int stage_to[] = {ST_CLIENT_SEND, ST_TO_MEMBER,    ST_TO_MULTICAST,
+                                   ST_DELIVERED,   ST_DURABLE_HERE, ST_FRONTIER,
+                                   ST_TO_ANSWER,   ST_TO_CLIENT,    ST_CLIENT_RETURN};
+    if (t->call == 0 || t->returned == 0 || t->received == 0 || t->answered == 0) {
+        return; /* not traced end to end (an older member, or an error) */
+    }
+    uint64_t last = t->call;
+    for (int i = 1; i < 10; i++) {
+        if (at[i] == 0) {
+            continue;
+        }
+        /* a stage a call skipped (volatile: durability) folds into the next one reached; the
+         * answer stage starts at the last member stage */
+        int st = stage_to[i - 1];
+        samples_add(&w->stage[st], at[i] >= last ? (double)(at[i] - last) / 1e6 : 0);
+        last = at[i];
+    }
+    samples_add(&w->stage[ST_TOTAL], (double)(t->returned - t->call) / 1e6);
 }
 
 static int cmp_u32(const void *a, const void *b)
@@ -468,21 +524,25 @@ static void *kv_worker(void *arg)
     double end = w->t_start + g_opt.seconds;
     double t = w->t_start;
     uint32_t i = 0;
+    uint64_t calls = 0;
     while (t < end) {
         int rc = 0;
         key_name(key, w->idx, i);
         i = (i + 1) % w->nkeys;
+        bool traced = g_opt.trace > 0 && calls++ % (uint64_t)g_opt.trace == 0;
         if (g_opt.op == OP_PUT) {
-            rc = sq_client_put(w->c, key, g_value, g_opt.size, NULL, &r);
+            sq_put_opts po = {.trace = traced};
+            rc = sq_client_put(w->c, key, g_value, g_opt.size, &po, &r);
         } else if (g_opt.op == OP_GET) {
-            rc = sq_client_get(w->c, key, NULL, &r);
+            sq_get_opts go = {.trace = traced};
+            rc = sq_client_get(w->c, key, &go, &r);
             if (rc == 0 && r.size != g_opt.size) {
                 rc = SQ_EPROTO;
                 snprintf(r.message, sizeof(r.message), "got %zu bytes, %zu were put", r.size,
                          g_opt.size);
             }
         } else {
-            sq_put_opts po = {.if_version = 1, .version = version};
+            sq_put_opts po = {.if_version = 1, .version = version, .trace = traced};
             rc = sq_client_put(w->c, key, g_value, g_opt.size, &po, &r);
             if (rc == 0 || rc == SQ_ECONFLICT) {
                 version = r.version; /* a conflict says where the key is now */
@@ -492,6 +552,9 @@ static void *kv_worker(void *arg)
         if (rc == 0) {
             w->ops++;
             samples_add(&w->lat, t1 - t);
+            if (traced) {
+                trace_add(w, &r.trace);
+            }
         } else {
             w->errors++;
             if (w->first_error[0] == '\0') {
@@ -514,6 +577,54 @@ static uint32_t keys_per_thread(void)
     }
     size_t n = KEYSPACE_BYTES_PER_THREAD / g_opt.size;
     return n >= KEYS_PER_THREAD ? KEYS_PER_THREAD : n > 0 ? (uint32_t)n : 1;
+}
+
+static struct worker *g_traces; /* the last run's workers, for --trace */
+
+static void free_workers(struct worker *ws)
+{
+    for (int i = 0; i < g_opt.threads; i++) {
+        sq_client_close(ws[i].c);
+        free(ws[i].lat.us);
+        for (int st = 0; st < NSTAGES; st++) {
+            free(ws[i].stage[st].us);
+        }
+    }
+    free(ws);
+}
+
+/* One line per stage of the traced calls: percentiles in microseconds. */
+static void print_trace(const char *type, struct worker *ws)
+{
+    for (int st = 0; st < NSTAGES; st++) {
+        size_t total = 0;
+        for (int i = 0; i < g_opt.threads; i++) {
+            total += ws[i].stage[st].n;
+        }
+        if (total == 0) {
+            continue;
+        }
+        uint32_t *all = malloc(total * sizeof(*all));
+        if (all == NULL) {
+            return;
+        }
+        size_t k = 0;
+        double sum = 0;
+        for (int i = 0; i < g_opt.threads; i++) {
+            memcpy(all + k, ws[i].stage[st].us, ws[i].stage[st].n * sizeof(*all));
+            k += ws[i].stage[st].n;
+        }
+        for (size_t j = 0; j < total; j++) {
+            sum += all[j];
+        }
+        qsort(all, total, sizeof(*all), cmp_u32);
+        printf("case=trace pool=%s op=%s threads=%d size=%zu stage=%s n=%zu p50_us=%" PRIu32
+               " p90_us=%" PRIu32 " p99_us=%" PRIu32 " mean_us=%.1f what=\"%s\"\n",
+               type, g_op_names[g_opt.op], g_opt.threads, g_opt.size, g_stage_names[st], total,
+               all[total / 2], all[(total * 9) / 10], all[(total * 99) / 100], sum / (double)total,
+               g_stage_what[st]);
+        free(all);
+    }
 }
 
 static int run_kv(struct summary *out)
@@ -551,12 +662,11 @@ static int run_kv(struct summary *out)
     pthread_barrier_destroy(&g_start);
     if (rc == 0) {
         *out = summarize(ws, g_opt.threads);
+        g_traces = ws; /* printed after the summary line, then freed */
+        return 0;
     }
 close_clients:
-    for (int i = 0; i < g_opt.threads; i++) {
-        sq_client_close(ws[i].c);
-        free(ws[i].lat.us);
-    }
+    free_workers(ws);
     free(ws);
     return rc;
 }
@@ -669,14 +779,17 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: kv-bench --members LIST --pool /PATH --ops put|get|cput [--threads N]\n"
-            "                [--size BYTES] [--seconds S] [--watch-keys K]\n"
+            "                [--size BYTES] [--seconds S] [--watch-keys K] [--trace N]\n"
             "Each of N threads has its own client and runs blocking calls back to back for S\n"
             "seconds on its own keys: put cycles over up to %d keys, get reads keys it wrote\n"
             "first, cput puts one key conditionally on the version it last got. The reference\n"
             "is a loopback TCP echo of BYTES-byte frames with the same threads and duration;\n"
             "ratio = ops_per_s / ref_ops_per_s. --watch-keys K first registers K watches on\n"
             "keys nobody writes (PATH/watched/I) from one more client. Defaults: 1 thread, 100\n"
-            "bytes, 3 seconds, no watches.\n",
+            "bytes, 3 seconds, no watches. --trace N traces every Nth call and prints, after\n"
+            "the summary, one case=trace line per stage of a call (client send, to the member,\n"
+            "multicast, delivered, durable here, frontier, answer, back to the client) with\n"
+            "its percentiles; member and client must share a machine (one clock).\n",
             KEYS_PER_THREAD);
 }
 
@@ -689,6 +802,7 @@ int main(int argc, char **argv)
                                          {"ops", required_argument, NULL, 'o'},
                                          {"seconds", required_argument, NULL, 's'},
                                          {"watch-keys", required_argument, NULL, 'w'},
+                                         {"trace", required_argument, NULL, 'T'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *op = "put";
@@ -717,6 +831,9 @@ int main(int argc, char **argv)
         case 'w':
             g_opt.watch_keys = atol(optarg);
             break;
+        case 'T':
+            g_opt.trace = atol(optarg);
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -735,7 +852,7 @@ int main(int argc, char **argv)
         strlen(g_opt.pool) > 64 || g_opt.op < 0 || g_opt.threads < 1 ||
         g_opt.threads > MAX_THREADS || size < 1 || size > (long)MAX_SIZE_BYTES ||
         !(g_opt.seconds > 0 && g_opt.seconds <= MAX_SECONDS) || g_opt.watch_keys < 0 ||
-        g_opt.watch_keys > MAX_WATCH_KEYS) {
+        g_opt.watch_keys > MAX_WATCH_KEYS || g_opt.trace < 0) {
         fprintf(stderr,
                 "kv-bench: bad arguments (need --members and --pool /PATH; ops put|get|cput, "
                 "threads 1..%d, size 1..%u, seconds 0..%d, watch-keys 0..%d)\n",
@@ -789,6 +906,11 @@ int main(int argc, char **argv)
                (uint64_t)atomic_load(&g_events));
     }
     printf("\n");
+    if (g_traces != NULL) {
+        print_trace(type, g_traces);
+        free_workers(g_traces);
+        g_traces = NULL;
+    }
     fflush(stdout);
     rc = kv.errors > 0 || atomic_load(&g_events) > 0 ? 1 : 0;
 close_watches:

@@ -1,4 +1,5 @@
-/* squall.h: the public C API of squall, a replicated group with totally ordered atomic multicast. */
+/* squall.h: the public C API of squall, a replicated group with totally ordered atomic multicast.
+ */
 #ifndef SQUALL_H
 #define SQUALL_H
 
@@ -12,32 +13,33 @@ extern "C" {
 /* Every error is a negative constant from this one list; sq_strerror() and sq_err_name() are
  * generated from it too. 0 means success. */
 #define SQ_ERRNO_MAP(X)                                                                            \
-    X(EINVAL, -1, "invalid argument")                                                               \
-    X(ENOMEM, -2, "out of memory")                                                                  \
-    X(EAGAIN, -3, "resource temporarily unavailable (window full)")                                 \
+    X(EINVAL, -1, "invalid argument")                                                              \
+    X(ENOMEM, -2, "out of memory")                                                                 \
+    X(EAGAIN, -3, "resource temporarily unavailable (window full)")                                \
     X(EMSGSIZE, -4, "message larger than the subgroup's max_payload")                              \
-    X(ECONFIG, -5, "bad configuration")                                                             \
-    X(EIO, -6, "input/output error")                                                                \
-    X(ETRANSPORT, -7, "transport (libfabric) error")                                                \
-    X(ECLOSED, -8, "member is closed or has failed")                                                \
-    X(EBUSY, -9, "operation already in progress")                                                   \
-    X(ENOTSUP, -10, "operation not supported")                                                      \
-    X(ETIMEDOUT, -11, "timed out")                                                                  \
-    X(EPEER, -12, "a peer failed")                                                                  \
+    X(ECONFIG, -5, "bad configuration")                                                            \
+    X(EIO, -6, "input/output error")                                                               \
+    X(ETRANSPORT, -7, "transport (libfabric) error")                                               \
+    X(ECLOSED, -8, "member is closed or has failed")                                               \
+    X(EBUSY, -9, "operation already in progress")                                                  \
+    X(ENOTSUP, -10, "operation not supported")                                                     \
+    X(ETIMEDOUT, -11, "timed out")                                                                 \
+    X(EPEER, -12, "a peer failed")                                                                 \
     X(ESTATE, -13, "call not allowed in this state")                                               \
-    X(EPARTITIONED, -14, "this member is on the minority side of a partition")                      \
-    X(EREMOVED, -15, "this member was removed from the group")                                      \
+    X(EPARTITIONED, -14, "this member is on the minority side of a partition")                     \
+    X(EREMOVED, -15, "this member was removed from the group")                                     \
     X(EVIEWCHANGE, -16, "the view changed: reserve again")                                         \
-    X(ELEFT, -17, "this member left the group")                                                   \
+    X(ELEFT, -17, "this member left the group")                                                    \
     X(ENOSPC, -18, "no space left on the device")                                                  \
-    X(ENOTFOUND, -19, "no such entry")                                                            \
-    X(ECORRUPT, -20, "damaged data on disk")                                                      \
-    X(ECONFLICT, -21, "the key is not at the expected version")                                   \
-    X(EPROTO, -22, "malformed or unknown protocol frame")                                        \
-    X(ENOPOOL, -23, "no object pool holds this key")                                              \
-    X(EEXIST, -24, "already exists")                                                            \
-    X(ENOQUORUM, -25, "this member is not in a working group now (removed, or on the minority "   \
-                      "side): another member may answer")
+    X(ENOTFOUND, -19, "no such entry")                                                             \
+    X(ECORRUPT, -20, "damaged data on disk")                                                       \
+    X(ECONFLICT, -21, "the key is not at the expected version")                                    \
+    X(EPROTO, -22, "malformed or unknown protocol frame")                                          \
+    X(ENOPOOL, -23, "no object pool holds this key")                                               \
+    X(EEXIST, -24, "already exists")                                                               \
+    X(ENOQUORUM, -25,                                                                              \
+      "this member is not in a working group now (removed, or on the minority "                    \
+      "side): another member may answer")
 
 enum {
 #define SQ__ERR_ENUM(name, value, text) SQ_##name = (value),
@@ -52,7 +54,12 @@ const char *sq_err_name(int err);
 
 /* Log levels and the process-wide log sink. The library never prints: without a sink its log
  * lines are dropped. sq_member_open sets the level from the config's [group] log_level. */
-enum { SQ_LOG_LEVEL_ERROR = 0, SQ_LOG_LEVEL_WARN = 1, SQ_LOG_LEVEL_INFO = 2, SQ_LOG_LEVEL_DEBUG = 3 };
+enum {
+    SQ_LOG_LEVEL_ERROR = 0,
+    SQ_LOG_LEVEL_WARN = 1,
+    SQ_LOG_LEVEL_INFO = 2,
+    SQ_LOG_LEVEL_DEBUG = 3
+};
 typedef void (*sq_log_fn)(int level, const char *line);
 void sq_set_log(sq_log_fn fn, int level);
 
@@ -87,20 +94,20 @@ typedef void (*sq_deliver_fn)(void *arg, const sq_message *msg);
 
 /* A view: the members of the group between two membership changes. */
 typedef struct sq_view {
-    uint32_t view_id;            /* 0 for the configured first view, +1 at every change */
+    uint32_t view_id; /* 0 for the configured first view, +1 at every change */
     uint32_t nmembers;
-    const uint32_t *member_ids;  /* by rank; valid during the callback only */
+    const uint32_t *member_ids; /* by rank; valid during the callback only */
     uint32_t my_rank;
-    uint32_t nremoved;           /* members that left since the previous view */
+    uint32_t nremoved; /* members that left since the previous view */
     const uint32_t *removed_ids;
-    uint64_t dropped;            /* my messages that the change dropped (sent, never delivered) */
-    int adequate;                /* 1 when every shard has its min_members: messages flow */
+    uint64_t dropped; /* my messages that the change dropped (sent, never delivered) */
+    int adequate;     /* 1 when every shard has its min_members: messages flow */
     uint32_t nsubgroups;
-    const uint32_t *my_shard;    /* by subgroup: my shard, or SQ_NO_SHARD (standing by) */
-    const uint32_t *shard_of;    /* by subgroup * nmembers + rank: each member's shard */
-    uint32_t awaiting_state;     /* bit s: this member is new to its shard of subgroup s and
-                                    receives the shard's state (sq_state_load_fn) before it
-                                    delivers anything there */
+    const uint32_t *my_shard; /* by subgroup: my shard, or SQ_NO_SHARD (standing by) */
+    const uint32_t *shard_of; /* by subgroup * nmembers + rank: each member's shard */
+    uint32_t awaiting_state;  /* bit s: this member is new to its shard of subgroup s and
+                                 receives the shard's state (sq_state_load_fn) before it
+                                 delivers anything there */
 } sq_view;
 
 #define SQ_NO_SHARD 0xFFFFFFFFu
@@ -140,6 +147,12 @@ int sq_member_on_state(sq_member *m, sq_state_save_fn save, sq_state_load_fn loa
  * is on disk at every member of the shard (Paxos-durable). Must be registered before start. */
 typedef void (*sq_persisted_fn)(void *arg, uint32_t subgroup, uint32_t shard, uint64_t version);
 int sq_member_on_persisted(sq_member *m, sq_persisted_fn fn, void *arg);
+
+/* When this member's own log of a persistent subgroup became durable past `version` (its flusher
+ * finished the write and sync that covered it), in CLOCK_MONOTONIC microseconds; 0 when it is
+ * not durable here yet, or was so long ago (many syncs back) that the member no longer knows.
+ * Any thread; for latency traces. */
+uint64_t sq_member_durable_time(sq_member *m, uint32_t subgroup, uint64_t version);
 
 /* Reads this member's log of its shard of a persistent subgroup. `how`: SQ_LOG_EXACT (the entry
  * with version `key`), SQ_LOG_AT_OR_BEFORE (the latest entry with version <= `key`),
@@ -184,8 +197,8 @@ int sq_member_on_query(sq_member *m, sq_query_fn fn, void *arg);
  * most `reply_cap` bytes; *reply_len gets the full size). SQ_EPEER if that member is not
  * reachable or fails meanwhile, SQ_ETIMEDOUT, SQ_EMSGSIZE, or the handler's error. Not from
  * callbacks. */
-int sq_member_query(sq_member *m, uint32_t member_id, const void *req, size_t req_size,
-                    void *reply, size_t reply_cap, size_t *reply_len, int timeout_ms);
+int sq_member_query(sq_member *m, uint32_t member_id, const void *req, size_t req_size, void *reply,
+                    size_t reply_cap, size_t *reply_len, int timeout_ms);
 
 /* Ordered calls: a request multicast in the total order, which every member handles at its
  * place in the order (so all handle the same calls in the same order, among the other messages)
@@ -198,8 +211,8 @@ int sq_member_on_call(sq_member *m, sq_call_fn fn, void *arg);
 /* One member's answer to an ordered call. */
 typedef struct sq_reply {
     uint32_t member_id;
-    int status;      /* 0, the handler's error, or SQ_EPEER if the member left first */
-    size_t size;     /* full size of the answer */
+    int status;  /* 0, the handler's error, or SQ_EPEER if the member left first */
+    size_t size; /* full size of the answer */
     uint8_t data[SQ_QUERY_MAX_BYTES];
 } sq_reply;
 
@@ -223,8 +236,8 @@ int sq_member_start(sq_member *m, int timeout_ms);
 
 /* Multicasts a copy of `data` to the shard. Blocks while this member's window is full or the view
  * is changing, unless `flags` has SQ_SEND_NONBLOCK, in which case it returns SQ_EAGAIN. A message
- * sent just before a failure may be dropped by the view change (see sq_view.dropped). SQ_EMSGSIZE if `size` is
- * larger than max_payload; SQ_ECLOSED if the member has failed or is closing. */
+ * sent just before a failure may be dropped by the view change (see sq_view.dropped). SQ_EMSGSIZE
+ * if `size` is larger than max_payload; SQ_ECLOSED if the member has failed or is closing. */
 int sq_member_send(sq_member *m, const void *data, size_t size, int flags);
 
 /* The same, to this member's shard of subgroup `subgroup` (an index from sq_member_subgroup;

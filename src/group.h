@@ -75,6 +75,8 @@ struct sq__donation {
     uint64_t sent_records; /* to the current newcomer */
 };
 
+#define SQ_DURABLE_MARKS 16
+
 struct sq__group {
     const struct sq_config *cfg;
     struct sq__suspicions suspicions; /* the failure detector's counts, over every view */
@@ -119,6 +121,13 @@ struct sq__group {
     uint32_t log_shard[SQ_MAX_SUBGROUPS]; /* the shard log[s] is of */
     bool log_ok[SQ_MAX_SUBGROUPS];        /* log[s] was checked against the layout */
     _Atomic uint64_t durable_next[SQ_MAX_SUBGROUPS];
+    /* The last SQ_DURABLE_MARKS advances of durable_next with their times (CLOCK_MONOTONIC µs),
+     * written by the flusher, read by traces (sq__group_durable_time): each half is atomic, so
+     * a reader racing a write may pair a value with its neighbour's time, never crash. */
+    struct {
+        _Atomic uint64_t next, at_us;
+    } durable_mark[SQ_MAX_SUBGROUPS][SQ_DURABLE_MARKS];
+    _Atomic uint32_t durable_marks[SQ_MAX_SUBGROUPS]; /* advances so far (ring position) */
     uint64_t frontier[SQ_MAX_SUBGROUPS];
     bool appended;     /* a delivery went into a log since the caller last looked */
     bool restart_view; /* the view was set up from a restart welcome */
@@ -186,6 +195,10 @@ void sq__group_fini(struct sq__group *g);
  * durable; then tells the loop how far (durable_next). Safe from another thread than the one
  * polling. Returns 0 or the log's (sticky) error. */
 int sq__group_flush_log(struct sq__group *g, uint32_t sg, bool sync, bool written_is_durable);
+
+/* When this member's log of `sg` became durable past `version` (CLOCK_MONOTONIC µs), from the
+ * last SQ_DURABLE_MARKS advances; 0 when not yet, or too long ago to tell. For traces. */
+uint64_t sq__group_durable_time(const struct sq__group *g, uint32_t sg, uint64_t version);
 
 /* Opens (and recovers) member `member_id`'s log of shard k of subgroup s, creating it if
  * needed, and reports what recovery cut in the log sink. Returns 0 or an error described in

@@ -212,11 +212,32 @@ int sq__group_flush_log(struct sq__group *g, uint32_t sg, bool sync, bool writte
     if (durable > 0) {
         uint64_t next = sq__plog_version_at(log, durable - 1) + 1;
         if (next > atomic_load(&g->durable_next[sg])) {
+            uint32_t i = atomic_load_explicit(&g->durable_marks[sg], memory_order_relaxed);
+            atomic_store_explicit(&g->durable_mark[sg][i % SQ_DURABLE_MARKS].at_us, sq__mono_us(),
+                                  memory_order_relaxed);
+            atomic_store_explicit(&g->durable_mark[sg][i % SQ_DURABLE_MARKS].next, next,
+                                  memory_order_relaxed);
+            atomic_store_explicit(&g->durable_marks[sg], i + 1, memory_order_release);
             atomic_store(&g->durable_next[sg], next);
         }
     }
     pthread_mutex_unlock(&g->durable_mu);
     return rc;
+}
+
+uint64_t sq__group_durable_time(const struct sq__group *g, uint32_t sg, uint64_t version)
+{
+    uint32_t n = atomic_load_explicit(&g->durable_marks[sg], memory_order_acquire);
+    uint64_t best = 0, best_next = UINT64_MAX;
+    for (uint32_t k = 0; k < SQ_MIN(n, (uint32_t)SQ_DURABLE_MARKS); k++) {
+        uint32_t i = (n - 1 - k) % SQ_DURABLE_MARKS;
+        uint64_t next = atomic_load_explicit(&g->durable_mark[sg][i].next, memory_order_relaxed);
+        if (next > version && next < best_next) {
+            best_next = next;
+            best = atomic_load_explicit(&g->durable_mark[sg][i].at_us, memory_order_relaxed);
+        }
+    }
+    return best;
 }
 
 void sq__group_close_logs(struct sq__group *g)

@@ -30,6 +30,23 @@ void sq_client_close(sq_client *c);
 /* The id of the member this client is connected to, or UINT32_MAX. */
 uint32_t sq_client_member(const sq_client *c);
 
+/* Where the time of one traced call went (opts.trace = 1): CLOCK_MONOTONIC microseconds at each
+ * stage, 0 for a stage the call did not pass (durability for a volatile store; everything
+ * between received and answered for a plain get). The member's times are its own clock: they
+ * line up with the client's only on the same machine. */
+typedef struct sq_kv_trace {
+    uint64_t call;      /* the call was made */
+    uint64_t sent;      /* its frame went into the socket */
+    uint64_t received;  /* the member read it */
+    uint64_t multicast; /* the member put the op into its shard's multicast */
+    uint64_t delivered; /* delivered at the member: every member of the shard has it */
+    uint64_t durable;   /* persistent stores: on disk at that member */
+    uint64_t persisted; /* persistent stores: on disk at every member of the shard */
+    uint64_t answered;  /* the member queued the answer */
+    uint64_t answer_in; /* the client read the answer */
+    uint64_t returned;  /* the blocking call returned (0 for asynchronous calls) */
+} sq_kv_trace;
+
 /* The outcome of one call. `value` is owned by the library: valid until the callback returns
  * (asynchronous calls) or until the next call on the same sq_kv_result (blocking calls, which
  * reuse and finally free it in sq_kv_result_free). */
@@ -42,6 +59,7 @@ typedef struct sq_kv_result {
     void *value;        /* get: the value; list/history/pool list: the items (see below) */
     size_t size;
     char message[256]; /* a one-line reason when status != 0 */
+    sq_kv_trace trace; /* traced calls (opts.trace): where the time went; else zeros */
     size_t cap_;       /* internal */
 } sq_kv_result;
 
@@ -53,6 +71,7 @@ typedef struct sq_put_opts {
     int if_version; /* 1: only if the key is still at `version` (0 = must not exist) */
     uint64_t version;
     int if_absent; /* 1: only if the key does not exist (or was removed) */
+    int trace;     /* 1: fill result.trace (costs a few clock reads; for benchmarks) */
 } sq_put_opts;
 
 /* Options of gets. */
@@ -63,6 +82,7 @@ typedef struct sq_get_opts {
     uint64_t time_us;
     int stable;    /* only what every replica holds: sees every put completed before */
     int size_only; /* only the size (in result.count) */
+    int trace;     /* 1: fill result.trace */
 } sq_get_opts;
 
 /* Puts `value` under `key` (a path under a pool: "/orders/42"). On success r->version and

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "client/client_internal.h"
+#include "common.h"
 #include "kv/wire.h"
 
 void sq_kv_result_free(sq_kv_result *r)
@@ -257,6 +258,9 @@ static int call_wait(sq_client *c, struct sq_kv_frame *f, sq_kv_result *r, sq_wa
         }
         pthread_mutex_unlock(&w.mu);
         rc = r->status;
+        if (r->trace.call != 0) {
+            r->trace.returned = sq__mono_us();
+        }
     } else {
         r->status = rc;
         snprintf(r->message, sizeof(r->message), "%s", sq_strerror(rc));
@@ -296,6 +300,9 @@ static void put_flags(struct sq_kv_frame *f, const sq_put_opts *o)
     if (o != NULL && o->if_absent) {
         f->flags |= SQ_KV_F_IF_ABSENT;
     }
+    if (o != NULL && o->trace) {
+        f->flags |= SQ_KV_F_TRACE;
+    }
 }
 
 static void get_flags(struct sq_kv_frame *f, const sq_get_opts *o)
@@ -316,6 +323,9 @@ static void get_flags(struct sq_kv_frame *f, const sq_get_opts *o)
     }
     if (o->size_only) {
         f->flags |= SQ_KV_F_SIZE_ONLY;
+    }
+    if (o->trace) {
+        f->flags |= SQ_KV_F_TRACE;
     }
 }
 

@@ -44,6 +44,8 @@ struct call {
     uint64_t next_from[SQ_CLIENT_WATCH_SHARDS];
     uint64_t deadline_ms;
     uint64_t retry_at_ms;
+    bool trace;              /* SQ_KV_F_TRACE: the result carries where the time went */
+    uint64_t t_call, t_sent; /* traced: when it was called, and first went into the socket */
 };
 
 struct sq_client {
@@ -79,6 +81,10 @@ struct sq_client {
     _Atomic uint64_t
         heard_ms; /* when the member last sent anything, or when requests began waiting */
     bool probed;  /* a hello went out to a silent member (the I/O thread's) */
+    /* traced requests queued in `out` and not yet in the socket (their sent time is taken when
+     * `out` empties); past 8 at once, the rest go untimed */
+    uint64_t tr_unsent[8];
+    uint32_t ntr_unsent;
 };
 
 /* The monotonic clock, in milliseconds. */

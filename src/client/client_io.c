@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "client/client_internal.h"
+#include "common.h"
 
 #define RETRY_MS 50 /* between attempts after a retriable answer or a lost member */
 /* A member that closed this many connections in a row before answering the client hello does
@@ -114,7 +115,24 @@ static void queue_frame(sq_client *c, struct call *k)
         memcpy(c->out.p + c->out.len, k->frame, k->len);
         c->out.len += k->len;
         k->sent = true;
+        if (k->trace && k->t_sent == 0 &&
+            c->ntr_unsent < sizeof(c->tr_unsent) / sizeof(c->tr_unsent[0])) {
+            c->tr_unsent[c->ntr_unsent++] = k->req_id;
+        }
     }
+}
+
+/* Under mu, `out` just emptied into the socket: the traced requests in it were sent now. */
+static void stamp_sent(sq_client *c)
+{
+    uint64_t now = sq__mono_us();
+    for (uint32_t i = 0; i < c->ntr_unsent; i++) {
+        struct call *k = *sq__client_slot_of(c, c->tr_unsent[i]);
+        if (k != NULL && k->req_id == c->tr_unsent[i] && k->t_sent == 0) {
+            k->t_sent = now;
+        }
+    }
+    c->ntr_unsent = 0;
 }
 
 /* A watch asks again, per shard, from the version after the last event it delivered. */
@@ -136,10 +154,13 @@ int sq__client_submit(sq_client *c, struct sq_kv_frame *f, sq_kv_done_fn done, v
         f->str_len > SQ_KV_MAX_STR) {
         return f->value_len > SQ_KV_MAX_VALUE ? SQ_EMSGSIZE : SQ_EINVAL;
     }
+    uint64_t t_call = (f->flags & SQ_KV_F_TRACE) ? sq__mono_us() : 0;
     struct call *k = calloc(1, sizeof(*k));
     if (k == NULL) {
         return SQ_ENOMEM;
     }
+    k->trace = t_call != 0;
+    k->t_call = t_call;
     pthread_mutex_lock(&c->mu);
     if (c->ncalls == c->nwatching) {
         c->heard_ms =
@@ -213,6 +234,7 @@ static void drop_member(sq_client *c)
     c->connected = false;
     c->member_id = UINT32_MAX;
     c->out.len = c->out.off = 0;
+    c->ntr_unsent = 0;
     c->in.len = c->in.off = 0;
     FOR_EACH_CALL(c, k, true)
     {
@@ -338,6 +360,7 @@ static void fill_result(sq_kv_result *r, const struct sq_kv_frame *f)
 /* One frame from the member. Callbacks run without mu. */
 static void on_frame(sq_client *c, const struct sq_kv_frame *f)
 {
+    uint64_t answer_in = (f->flags & SQ_KV_F_TRACE) ? sq__mono_us() : 0;
     pthread_mutex_lock(&c->mu);
     if (f->op == SQ_KV_OP_HELLO && f->req_id == 0) {
         unsigned id = 0;
@@ -410,6 +433,12 @@ static void on_frame(sq_client *c, const struct sq_kv_frame *f)
     }
     sq_kv_done_fn done = k->done;
     void *arg = k->arg;
+    sq_kv_trace tr = {0};
+    if (k->trace) {
+        tr.call = k->t_call;
+        tr.sent = k->t_sent;
+        tr.answer_in = answer_in;
+    }
     if (k->watch && f->status == 0) {
         /* The watch stays, among the established ones (which nothing needs to scan); its
          * first answer completes sq_client_watch. */
@@ -429,6 +458,14 @@ static void on_frame(sq_client *c, const struct sq_kv_frame *f)
     if (done != NULL) {
         sq_kv_result r;
         fill_result(&r, f);
+        if (tr.call != 0) {
+            if (f->flags & SQ_KV_F_TRACE) {
+                (void)sscanf(r.message, SQ_KV_TRACE_SCAN, &tr.received, &tr.multicast,
+                             &tr.delivered, &tr.durable, &tr.persisted, &tr.answered);
+                r.message[0] = '\0'; /* a traced answer's text is its times, not a reason */
+            }
+            r.trace = tr;
+        }
         done(arg, &r);
     }
 }
@@ -595,6 +632,7 @@ void *sq__client_io_main(void *arg)
                 c->out.off += (size_t)w;
                 if (c->out.off == c->out.len) {
                     c->out.off = c->out.len = 0;
+                    stamp_sent(c);
                 }
             } else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
                 disconnect(c);

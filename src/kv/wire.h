@@ -4,6 +4,7 @@
 #ifndef SQ_KV_WIRE_H
 #define SQ_KV_WIRE_H
 
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -63,8 +64,21 @@ enum {
     SQ_KV_F_LOCAL = 1u << 6,      /* relayed between members: answer from your shard only */
     SQ_KV_F_DELETED = 1u << 7,    /* answers, events, items: the entry is a removal */
     SQ_KV_F_JSON = 1u << 8,       /* status as JSON */
-    SQ_KV_F_MASK = (1u << 9) - 1,
+    SQ_KV_F_TRACE = 1u << 9,      /* put, remove, get: the answer's str carries the member's
+                                     stage times (SQ_KV_TRACE_FORMAT) instead of being empty */
+    SQ_KV_F_MASK = (1u << 10) - 1,
 };
+
+/* The stage times a member puts in the answer to a traced request (CLOCK_MONOTONIC µs; 0: the
+ * op did not pass that stage, e.g. durability for a volatile store or anything but the answer
+ * for a get): received, multicast (in its slot), delivered here (every member has it), durable
+ * here (this member's sync covered it), persisted (the shard's frontier passed it), answered. */
+#define SQ_KV_TRACE_FORMAT                                                                         \
+    "recv=%" PRIu64 " mcast=%" PRIu64 " deliver=%" PRIu64 " durable=%" PRIu64 " persist=%" PRIu64  \
+    " answer=%" PRIu64
+#define SQ_KV_TRACE_SCAN                                                                           \
+    "recv=%" SCNu64 " mcast=%" SCNu64 " deliver=%" SCNu64 " durable=%" SCNu64 " persist=%" SCNu64  \
+    " answer=%" SCNu64
 
 /* One decoded frame. key/str/value point into the buffer it was decoded from. */
 struct sq_kv_frame {

@@ -127,6 +127,14 @@ int sq_member_on_persisted(sq_member *m, sq_persisted_fn fn, void *arg)
     return rc;
 }
 
+uint64_t sq_member_durable_time(sq_member *m, uint32_t subgroup, uint64_t version)
+{
+    if (m == NULL || subgroup >= m->cfg.nsubgroups) {
+        return 0;
+    }
+    return sq__group_durable_time(&m->g, subgroup, version);
+}
+
 int sq_member_on_deliver(sq_member *m, sq_deliver_fn fn, void *arg)
 {
     int rc = before_start(m);

@@ -121,6 +121,9 @@ void sq__kvs_on_deliver(void *arg, const sq_message *msg)
                                .client = op.client,
                                .req_id = op.req_id,
                                .msg_version = msg->version};
+            if (atomic_load_explicit(&s->ntraced, memory_order_relaxed) > 0) {
+                d->tr_deliver = sq__mono_us();
+            }
         }
     }
     if (op.kind == SQ_KV_POOL_CREATE) {
@@ -250,6 +253,9 @@ void sq__kvs_on_persisted(void *arg, uint32_t sg, uint32_t shard, uint64_t versi
     s->persisted[sg] = version + 1;
     while (s->wait_head[sg] != NULL && s->wait_head[sg]->msg_version <= version) {
         struct done *d = s->wait_head[sg];
+        if (d->tr_deliver != 0) {
+            d->tr_persist = sq__mono_us();
+        }
         s->wait_head[sg] = d->next;
         if (s->wait_head[sg] == NULL) {
             s->wait_tail[sg] = NULL;
@@ -463,6 +469,15 @@ void sq__kvs_process_dones(struct sq_kv_server *s)
                 }
                 a.str = msg;
                 a.str_len = (uint16_t)strlen(msg);
+                if (e->traced && a.status == 0) {
+                    uint64_t durable = 0;
+                    if (d->tr_persist != 0 && s->m != NULL) {
+                        durable = sq_member_durable_time(s->m, d->sg, d->msg_version);
+                    }
+                    a.flags |= SQ_KV_F_TRACE;
+                    a.str_len = sq__kvs_trace_text(msg, sizeof(msg), e->tr_recv, e->tr_mcast,
+                                                   d->tr_deliver, durable, d->tr_persist);
+                }
                 sq__kvs_conn_send(s, sq__kvs_conn_by_id(s, e->origin), &a);
                 sq__kvs_entry_free(s, e);
             }

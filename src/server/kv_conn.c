@@ -308,6 +308,7 @@ void sq__kvs_conn_read(struct sq_kv_server *s, struct conn *c)
             if (need == 0 || (size_t)need > c->in.len - off) {
                 break;
             }
+            s->frame_recv_us = (f.flags & SQ_KV_F_TRACE) ? sq__mono_us() : 0;
             handle_frame(s, c, &f);
             off += (size_t)need;
             if (c->dead) {

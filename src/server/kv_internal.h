@@ -83,6 +83,8 @@ struct entry {
     uint8_t *opbuf;
     size_t oplen;
     uint64_t created_ms;
+    bool traced;                /* SQ_KV_F_TRACE: the answer carries the stage times */
+    uint64_t tr_recv, tr_mcast; /* when the frame was read, and the op multicast */
 };
 
 /* Handed from the loop thread to the service thread. */
@@ -102,6 +104,7 @@ struct done {
     uint16_t key_len;
     void *value;
     uint32_t size;
+    uint64_t tr_deliver, tr_persist; /* while traced ops are in flight (ntraced): their times */
 };
 
 struct watch {
@@ -139,6 +142,7 @@ struct sq_kv_server {
     struct done *ready_head, *ready_tail;
     bool resend;
     uint64_t nwatches;
+    atomic_uint ntraced; /* traced local ops in flight: the loop thread then stamps times */
     /* service thread */
     int lfd, efd, ep;
     pthread_t thread;
@@ -152,6 +156,7 @@ struct sq_kv_server {
     uint8_t *logbuf;
     size_t logcap;
     uint64_t last_sweep_ms;
+    uint64_t frame_recv_us; /* the frame being handled was traced: when it was read */
     bool mu_ready;
     /* Rejoining: from the member's failure to its next incarnation's first view, every request
      * is answered SQ_ENOQUORUM with `detached_why`, so that clients go to another member. */
@@ -247,6 +252,11 @@ void sq__kvs_agg_finish(struct sq_kv_server *s, struct agg *agg);
 
 /* One shard's answer `a` to a fanned-out request; the last one answers the client. */
 void sq__kvs_agg_part(struct sq_kv_server *s, struct agg *agg, const struct sq_kv_frame *a);
+
+/* Fills `buf` with a traced answer's stage times (SQ_KV_TRACE_FORMAT; the answer time is now)
+ * and returns its length. */
+uint16_t sq__kvs_trace_text(char *buf, size_t size, uint64_t recv, uint64_t mcast, uint64_t deliver,
+                            uint64_t durable, uint64_t persist);
 
 /* ---- kv_read.c ---- */
 

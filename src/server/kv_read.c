@@ -110,6 +110,12 @@ void sq__kvs_answer_get(struct sq_kv_server *s, struct conn *c, const struct sq_
     } else {
         a.flags = SQ_KV_F_SIZE_ONLY;
     }
+    char trace[200];
+    if ((f->flags & SQ_KV_F_TRACE) && a.status == 0) {
+        a.flags |= SQ_KV_F_TRACE;
+        a.str = trace;
+        a.str_len = sq__kvs_trace_text(trace, sizeof(trace), s->frame_recv_us, 0, 0, 0, 0);
+    }
     sq__kvs_conn_send(s, c, &a);
 out:
     free(copy);
@@ -209,8 +215,8 @@ void sq__kvs_send_items(struct sq_kv_server *s, uint64_t conn, const struct sq_k
             free(ptrs);
             sq__buf_free(&sorted);
             sq__kvs_reply_err(s, conn, f->op, f->client, f->req_id, SQ_EPROTO, 0,
-                              "a shard's list answer is malformed (%u items counted, %u parsed)",
-                              n, got);
+                              "a shard's list answer is malformed (%u items counted, %u parsed)", n,
+                              got);
             return;
         }
         qsort(ptrs, n, sizeof(*ptrs), cmp_items);

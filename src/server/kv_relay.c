@@ -72,8 +72,19 @@ void sq__kvs_entry_free(struct sq_kv_server *s, struct entry *e)
     if (e->queued) {
         outbox_remove(s, e);
     }
+    if (e->traced) {
+        atomic_fetch_sub(&s->ntraced, 1);
+    }
     free(e->opbuf);
     free(e);
+}
+
+uint16_t sq__kvs_trace_text(char *buf, size_t size, uint64_t recv, uint64_t mcast, uint64_t deliver,
+                            uint64_t durable, uint64_t persist)
+{
+    int n = snprintf(buf, size, SQ_KV_TRACE_FORMAT, recv, mcast, deliver, durable, persist,
+                     sq__mono_us());
+    return (uint16_t)SQ_MIN((size_t)SQ_MAX(n, 0), size - 1);
 }
 
 void sq__kvs_outbox_push(struct sq_kv_server *s, struct entry *e)
@@ -100,6 +111,9 @@ static void send_op(struct sq_kv_server *s, struct entry *e)
     }
     int rc = sq_member_send_in(s->m, e->sg, e->opbuf, e->oplen, SQ_SEND_NONBLOCK);
     if (rc == 0) {
+        if (e->traced) {
+            e->tr_mcast = sq__mono_us();
+        }
         return;
     }
     /* A member that just failed: squalld detaches the service at once, and the client resends
@@ -129,6 +143,11 @@ void sq__kvs_local_op(struct sq_kv_server *s, uint64_t conn, const struct sq_kv_
     sq__kv_op_encode(op, e->opbuf);
     e->oplen = n;
     e->sg = sg;
+    if (f->flags & SQ_KV_F_TRACE) {
+        e->traced = true;
+        e->tr_recv = s->frame_recv_us;
+        atomic_fetch_add(&s->ntraced, 1);
+    }
     send_op(s, e);
 }
 
@@ -151,6 +170,9 @@ void sq__kvs_flush_outbox(struct sq_kv_server *s)
                 s->outbox_tail = e;
             }
             return;
+        }
+        if (rc == 0 && e->traced) {
+            e->tr_mcast = sq__mono_us();
         }
         if (rc != 0) {
             sq__kvs_reply_err(
