@@ -85,6 +85,15 @@ struct sq_client {
      * `out` empties); past 8 at once, the rest go untimed */
     uint64_t tr_unsent[8];
     uint32_t ntr_unsent;
+    /* Who reads the socket: the I/O thread, or a blocking caller whose call is the only one in
+     * flight (sq__client_take_reader): it reads its answer itself, which saves two thread
+     * wake-ups. io_reading: the I/O thread is reading now (the caller waits its turn). */
+    bool reader_busy, io_reading;
+    struct sq__buf deferred; /* frames a reader left to the I/O thread (see defer_frame) */
+    /* By request op: whether the answer came within the reader's spin, the last 8 times it
+     * spun (bit set: it did), and calls since it last spun anyway (see call_wait). */
+    _Atomic uint8_t spin_hits[SQ_KV_OP_MAX + 1];
+    _Atomic uint8_t spin_skipped[SQ_KV_OP_MAX + 1];
 };
 
 /* The monotonic clock, in milliseconds. */
@@ -110,6 +119,20 @@ int sq__client_try_connect(sq_client *c, uint32_t i);
 
 /* Queues the client hello on a fresh connection. */
 void sq__client_queue_hello(sq_client *c);
+
+/* The callback of blocking calls (client.c): it only wakes the caller, so any thread may run it. */
+void sq__client_waiter_done(void *arg, const sq_kv_result *res);
+
+/* A blocking caller whose call (and no other, and no watch) is in flight becomes the socket's
+ * reader: true, and the I/O thread leaves the socket alone until sq__client_drop_reader. */
+bool sq__client_take_reader(sq_client *c);
+void sq__client_drop_reader(sq_client *c);
+
+/* The reader (see above) waits up to `ms` for the member's frames and handles them; false when
+ * nothing came or the connection ended (then the I/O thread takes over). With spin_us > 0 it
+ * first polls the socket without sleeping for that long; *spun_in tells whether a frame came
+ * within it. */
+bool sq__client_read_wait(sq_client *c, int ms, int spin_us, bool *spun_in);
 
 /* The I/O thread (arg: the sq_client). */
 void *sq__client_io_main(void *arg);

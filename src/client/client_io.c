@@ -109,6 +109,8 @@ void sq__client_call_unlink(sq_client *c, struct call *k)
     }
 }
 
+static void disconnect(sq_client *c);
+
 static void queue_frame(sq_client *c, struct call *k)
 {
     if (c->connected && sq__buf_reserve(&c->out, k->len) == 0) {
@@ -144,6 +146,29 @@ static void watch_from(struct call *k)
             p[8 * s + i] = (uint8_t)(k->next_from[s] >> (8 * i));
         }
     }
+}
+
+/* Under mu: sends what `out` holds, as far as the socket takes it; true when it all went. A
+ * broken connection is dropped when `may_drop` (only the thread that reads the socket drops it:
+ * the reader's buffers go with it). */
+static bool send_out(sq_client *c, bool may_drop)
+{
+    if (!c->connected || c->out.len == c->out.off) {
+        return c->out.len == c->out.off;
+    }
+    ssize_t w =
+        send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w > 0) {
+        c->out.off += (size_t)w;
+        if (c->out.off == c->out.len) {
+            c->out.off = c->out.len = 0;
+            stamp_sent(c);
+            return true;
+        }
+    } else if (may_drop && w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        disconnect(c);
+    }
+    return false;
 }
 
 /* Queues one request; `done` runs once with its result. */
@@ -201,12 +226,18 @@ int sq__client_submit(sq_client *c, struct sq_kv_frame *f, sq_kv_done_fn done, v
     if (!k->watch) {
         window_add(c, k->req_id);
     }
+    bool first = c->out.len == c->out.off;
     queue_frame(c, k);
     if (req_out != NULL) {
         *req_out = k->req_id;
     }
+    /* Into the socket from the caller's thread when nothing is queued before it: the I/O thread
+     * is woken only for what does not go at once (or to connect). */
+    bool wake = !k->sent || !first || !send_out(c, false);
     pthread_mutex_unlock(&c->mu);
-    sq__client_wake(c);
+    if (wake) {
+        sq__client_wake(c);
+    }
     return 0;
 }
 
@@ -533,6 +564,47 @@ static void expire(sq_client *c)
     }
 }
 
+/* A blocking caller reading the socket (sq__client_take_reader) meets a frame whose callback
+ * must run on the I/O thread (an event, or the answer to an asynchronous call made meanwhile):
+ * it goes to the I/O thread, which handles it next (true), in the order it came. */
+static bool defer_frame(sq_client *c, const struct sq_kv_frame *f, size_t bytes)
+{
+    pthread_mutex_lock(&c->mu);
+    struct call *k = f->op == SQ_KV_OP_HELLO ? NULL : *sq__client_slot_of(c, f->req_id);
+    bool defer = c->deferred.len > 0 || f->op == SQ_KV_OP_EVENT ||
+                 (k != NULL && k->done != NULL && k->done != sq__client_waiter_done);
+    if (defer && sq__buf_reserve(&c->deferred, bytes) == 0) {
+        memcpy(c->deferred.p + c->deferred.len, c->in.p + c->in.off, bytes);
+        c->deferred.len += bytes;
+    } else {
+        defer = false; /* no memory: handled here rather than lost */
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (defer) {
+        sq__client_wake(c);
+    }
+    return defer;
+}
+
+/* The I/O thread: handles the frames a reader deferred to it. */
+static void run_deferred(sq_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    struct sq__buf b = c->deferred;
+    c->deferred = (struct sq__buf){0};
+    pthread_mutex_unlock(&c->mu);
+    for (size_t off = 0; off < b.len;) {
+        long need = sq__kv_frame_need(b.p + off, b.len - off);
+        struct sq_kv_frame f;
+        if (need <= 0 || sq__kv_decode(b.p + off, (size_t)need, &f, NULL, 0) != 0) {
+            break; /* decoded once already: cannot happen */
+        }
+        on_frame(c, &f);
+        off += (size_t)need;
+    }
+    sq__buf_free(&b);
+}
+
 static void read_frames(sq_client *c)
 {
     for (;;) {
@@ -557,7 +629,10 @@ static void read_frames(sq_client *c)
         }
         c->in.len += (size_t)n;
         c->heard_ms = sq__client_now_ms();
+        pthread_mutex_lock(&c->mu);
         c->probed = false;
+        pthread_mutex_unlock(&c->mu);
+        bool io = pthread_equal(pthread_self(), c->io);
         for (;;) {
             long need = sq__kv_frame_need(c->in.p + c->in.off, c->in.len - c->in.off);
             struct sq_kv_frame f;
@@ -570,7 +645,9 @@ static void read_frames(sq_client *c)
                 pthread_mutex_unlock(&c->mu);
                 return;
             }
-            on_frame(c, &f);
+            if (io || !defer_frame(c, &f, (size_t)need)) {
+                on_frame(c, &f);
+            }
             if (!c->connected) {
                 return; /* the frame moved us to another member */
             }
@@ -598,8 +675,9 @@ void *sq__client_io_main(void *arg)
             connect_next(c);
         }
         pthread_mutex_lock(&c->mu);
+        /* While a blocking caller reads the socket (sq__client_take_reader), it is left alone. */
         struct pollfd p[2] = {{.fd = c->wake[0], .events = POLLIN},
-                              {.fd = c->connected ? c->fd : -1,
+                              {.fd = c->connected && !c->reader_busy ? c->fd : -1,
                                .events = POLLIN | (c->out.len > c->out.off ? POLLOUT : 0)}};
         int timeout = c->connected ? 20 : 50;
         pthread_mutex_unlock(&c->mu);
@@ -609,10 +687,24 @@ void *sq__client_io_main(void *arg)
             while (read(c->wake[0], tmp, sizeof(tmp)) > 0) {
             }
         }
+        run_deferred(c);
         if (n > 0 && p[1].fd >= 0 && (p[1].revents & (POLLIN | POLLERR | POLLHUP))) {
-            read_frames(c);
+            pthread_mutex_lock(&c->mu);
+            bool mine = !c->reader_busy;
+            c->io_reading = mine;
+            pthread_mutex_unlock(&c->mu);
+            if (mine) {
+                read_frames(c);
+                pthread_mutex_lock(&c->mu);
+                c->io_reading = false;
+                pthread_mutex_unlock(&c->mu);
+            }
         }
         pthread_mutex_lock(&c->mu);
+        if (c->reader_busy) {
+            pthread_mutex_unlock(&c->mu);
+            continue; /* the reader's turn is short: then the checks below run again */
+        }
         uint64_t silent_ms = sq__client_now_ms() - c->heard_ms;
         if (c->connected && c->ncalls > c->nwatching && silent_ms > SILENT_MEMBER_MS / 2 &&
             !c->probed) {
@@ -625,21 +717,60 @@ void *sq__client_io_main(void *arg)
             set_why(c, i, "%s:%s accepted the connection but said nothing for %d ms (stalled?)",
                     c->host[i], c->port[i], SILENT_MEMBER_MS);
         }
-        if (c->connected && c->out.len > c->out.off) {
-            ssize_t w = send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off,
-                             MSG_NOSIGNAL | MSG_DONTWAIT);
-            if (w > 0) {
-                c->out.off += (size_t)w;
-                if (c->out.off == c->out.len) {
-                    c->out.off = c->out.len = 0;
-                    stamp_sent(c);
-                }
-            } else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                disconnect(c);
-            }
-        }
+        (void)send_out(c, true);
         pthread_mutex_unlock(&c->mu);
         expire(c);
     }
     return NULL;
+}
+
+bool sq__client_take_reader(sq_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    bool ok = c->connected && !c->reader_busy && !c->io_reading && c->nwatching == 0 &&
+              c->ncalls == 1 && c->out.len == c->out.off;
+    c->reader_busy |= ok;
+    pthread_mutex_unlock(&c->mu);
+    return ok;
+}
+
+void sq__client_drop_reader(sq_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->reader_busy = false;
+    pthread_mutex_unlock(&c->mu);
+    sq__client_wake(c); /* the I/O thread watches the socket again */
+}
+
+bool sq__client_read_wait(sq_client *c, int ms, int spin_us, bool *spun_in)
+{
+    pthread_mutex_lock(&c->mu);
+    int fd = c->connected ? c->fd : -1;
+    pthread_mutex_unlock(&c->mu);
+    if (fd < 0) {
+        return false;
+    }
+    /* only the reader closes the socket while it is the reader, so fd stays this socket */
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int n = 0;
+    if (spin_us > 0) {
+        /* The answer is due within the spin: a look at the socket costs less than a sleep and
+         * a wake-up. */
+        uint64_t spin_until = sq__mono_us() + (uint64_t)spin_us;
+        while (n == 0 && sq__mono_us() < spin_until) {
+            n = poll(&p, 1, 0);
+        }
+        *spun_in = n > 0;
+    }
+    if (n == 0) {
+        n = poll(&p, 1, ms);
+    }
+    if (n <= 0) {
+        return false;
+    }
+    read_frames(c);
+    pthread_mutex_lock(&c->mu);
+    bool connected = c->connected;
+    pthread_mutex_unlock(&c->mu);
+    return connected;
 }

@@ -240,7 +240,7 @@ out:
     bool ready = s->ready_head != NULL;
     pthread_mutex_unlock(&s->mu);
     if (ready) {
-        sq__kvs_wake(s);
+        sq__kvs_help(s);
     }
 }
 
@@ -265,7 +265,7 @@ void sq__kvs_on_persisted(void *arg, uint32_t sg, uint32_t shard, uint64_t versi
     }
     pthread_mutex_unlock(&s->mu);
     if (any) {
-        sq__kvs_wake(s);
+        sq__kvs_help(s);
     }
 }
 
@@ -398,9 +398,19 @@ void sq__kvs_load_state(void *arg, uint32_t sg, uint32_t shard, const void *buf,
 
 /* ---- the service thread: answers and events handed over ---- */
 
-void sq__kvs_process_dones(struct sq_kv_server *s)
+bool sq__kvs_process_dones(struct sq_kv_server *s, bool loop)
 {
     pthread_mutex_lock(&s->mu);
+    if (loop) {
+        bool simple = !s->resend;
+        for (struct done *d = s->ready_head; d != NULL && simple; d = d->next) {
+            simple = !d->from_log;
+        }
+        if (!simple) {
+            pthread_mutex_unlock(&s->mu);
+            return false;
+        }
+    }
     struct done *d = s->ready_head;
     s->ready_head = s->ready_tail = NULL;
     bool resend = s->resend;
@@ -515,4 +525,5 @@ void sq__kvs_process_dones(struct sq_kv_server *s)
             }
         }
     }
+    return true;
 }

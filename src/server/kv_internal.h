@@ -143,6 +143,12 @@ struct sq_kv_server {
     bool resend;
     uint64_t nwatches;
     atomic_uint ntraced; /* traced local ops in flight: the loop thread then stamps times */
+    /* The service thread's state below (connections, requests in flight, watches) is under
+     * svc_mu: the service thread holds it except while it waits for events, and the loop
+     * thread takes it when free to send the answers it just made ready itself (sq__kvs_help),
+     * which saves waking the service thread for them. */
+    pthread_mutex_t svc_mu;
+    bool svc_open; /* under svc_mu: the service runs (the loop thread may help) */
     /* service thread */
     int lfd, efd, ep;
     pthread_t thread;
@@ -317,8 +323,14 @@ void sq__kvs_on_view(void *arg, const sq_view *v);
 int sq__kvs_save_state(void *arg, uint32_t sg, uint32_t shard, void **buf, size_t *size);
 void sq__kvs_load_state(void *arg, uint32_t sg, uint32_t shard, const void *buf, size_t size);
 
-/* Answers and events handed over by the loop thread. */
-void sq__kvs_process_dones(struct sq_kv_server *s);
+/* Answers and events handed over by the loop thread (svc_mu held). On the loop thread
+ * (`loop`): only when none needs a member call (a value read from the log) and no view change
+ * asks to resend ops; false then, and the service thread does it. */
+bool sq__kvs_process_dones(struct sq_kv_server *s, bool loop);
+
+/* The loop thread made answers ready: it sends them itself if the service thread is not busy
+ * (svc_mu free), else wakes it. */
+void sq__kvs_help(struct sq_kv_server *s);
 
 /* ---- kv_status.c ---- */
 

@@ -166,10 +166,40 @@ static void detach(struct sq_kv_server *s)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* Sends what the connections have queued. */
+static void flush_conns(struct sq_kv_server *s)
+{
+    for (struct conn *c = s->conns; c != NULL; c = c->next) {
+        if (!c->dead && c->out.len > c->out.off) {
+            sq__kvs_conn_flush(s, c);
+        }
+        if (c->dead && c->fd >= 0) {
+            sq__kvs_conn_close(s, c);
+        }
+    }
+}
+
+void sq__kvs_help(struct sq_kv_server *s)
+{
+    if (pthread_mutex_trylock(&s->svc_mu) != 0) {
+        sq__kvs_wake(s); /* busy: it takes them when done */
+        return;
+    }
+    bool done = s->svc_open && !atomic_load(&s->detached) && sq__kvs_process_dones(s, true);
+    if (done) {
+        flush_conns(s);
+    }
+    pthread_mutex_unlock(&s->svc_mu);
+    if (!done) {
+        sq__kvs_wake(s);
+    }
+}
+
 static void *service_main(void *arg)
 {
     struct sq_kv_server *s = arg;
     struct epoll_event evs[64];
+    pthread_mutex_lock(&s->svc_mu);
     while (!atomic_load(&s->stop)) {
         pthread_mutex_lock(&s->mu);
         bool detach_req = s->detach_req;
@@ -182,7 +212,9 @@ static void *service_main(void *arg)
             pthread_mutex_unlock(&s->mu);
         }
         int timeout = s->outbox != NULL ? 2 : 500;
+        pthread_mutex_unlock(&s->svc_mu);
         int n = epoll_wait(s->ep, evs, 64, timeout);
+        pthread_mutex_lock(&s->svc_mu);
         for (int i = 0; i < n; i++) {
             uint64_t id = evs[i].data.u64;
             if (id == 0) {
@@ -212,18 +244,13 @@ static void *service_main(void *arg)
                 sq__kvs_conn_close(s, c);
             }
         }
-        sq__kvs_process_dones(s);
+        (void)sq__kvs_process_dones(s, false);
         sq__kvs_flush_outbox(s);
-        for (struct conn *c = s->conns; c != NULL; c = c->next) {
-            if (!c->dead && c->out.len > c->out.off) {
-                sq__kvs_conn_flush(s, c);
-            }
-            if (c->dead && c->fd >= 0) {
-                sq__kvs_conn_close(s, c);
-            }
-        }
+        flush_conns(s);
         sweep(s);
     }
+    s->svc_open = false;
+    pthread_mutex_unlock(&s->svc_mu);
     return NULL;
 }
 
@@ -300,6 +327,7 @@ int sq__kv_server_create(struct sq_kv_server **out, sq_member *m, const char *co
         return rc;
     }
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->svc_mu, NULL);
     pthread_cond_init(&s->detach_cv, NULL);
     s->mu_ready = true;
     s->next_conn = 1; /* 0 is the listener, 1 the wake-up */
@@ -381,7 +409,9 @@ int sq__kv_server_start(struct sq_kv_server *s, char *err, size_t err_size)
     epoll_ctl(s->ep, EPOLL_CTL_ADD, s->lfd, &ev);
     ev.data.u64 = 1;
     epoll_ctl(s->ep, EPOLL_CTL_ADD, s->efd, &ev);
+    s->svc_open = true; /* before the thread: nothing else holds svc_mu yet */
     if (pthread_create(&s->thread, NULL, service_main, s) != 0) {
+        s->svc_open = false;
         snprintf(err, err_size, "cannot start the service thread");
         return SQ_ENOMEM;
     }
@@ -398,6 +428,7 @@ void sq__kv_server_stop(struct sq_kv_server *s)
     sq__kvs_wake(s);
     pthread_join(s->thread, NULL);
     s->started = false;
+    pthread_mutex_lock(&s->svc_mu); /* the loop thread no longer helps (svc_open) */
     for (struct conn *c = s->conns; c != NULL; c = c->next) {
         if (c->fd >= 0) {
             sq__kvs_conn_flush(s, c);
@@ -405,6 +436,7 @@ void sq__kv_server_stop(struct sq_kv_server *s)
             c->fd = -1;
         }
     }
+    pthread_mutex_unlock(&s->svc_mu);
 }
 
 void sq__kv_server_destroy(struct sq_kv_server *s)
@@ -464,6 +496,7 @@ void sq__kv_server_destroy(struct sq_kv_server *s)
     free(s->logbuf);
     if (s->mu_ready) {
         pthread_mutex_destroy(&s->mu);
+        pthread_mutex_destroy(&s->svc_mu);
         pthread_cond_destroy(&s->detach_cv);
     }
     free(s);
