@@ -246,6 +246,13 @@ int sq_member_send(sq_member *m, const void *data, size_t size, int flags);
  * member stands by in that subgroup (every shard already has max_members). */
 int sq_member_send_in(sq_member *m, uint32_t subgroup, const void *data, size_t size, int flags);
 
+/* Multicasts copies of n messages (data[i], sizes[i]) to this member's shard of `subgroup`, in
+ * order, as sq_member_send_in would one by one but taking the member's lock once. Returns 0 when
+ * all went; else the error of the first that did not (SQ_EAGAIN with SQ_SEND_NONBLOCK when the
+ * window is full), with *sent telling how many went before it. */
+int sq_member_send_many(sq_member *m, uint32_t subgroup, uint32_t n, const void *const *data,
+                        const size_t *sizes, int flags, uint32_t *sent);
+
 /* Index of the subgroup named `name` in the configuration, or SQ_EINVAL. */
 int sq_member_subgroup(const sq_member *m, const char *name);
 

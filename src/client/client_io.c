@@ -124,10 +124,10 @@ static void queue_frame(sq_client *c, struct call *k)
     }
 }
 
-/* Under mu, `out` just emptied into the socket: the traced requests in it were sent now. */
-static void stamp_sent(sq_client *c)
+/* Under mu, `out` just emptied into the socket: the traced requests in it went at `now` (taken
+ * before the send: on loopback the member may read them before the call returns). */
+static void stamp_sent(sq_client *c, uint64_t now)
 {
-    uint64_t now = sq__mono_us();
     for (uint32_t i = 0; i < c->ntr_unsent; i++) {
         struct call *k = *sq__client_slot_of(c, c->tr_unsent[i]);
         if (k != NULL && k->req_id == c->tr_unsent[i] && k->t_sent == 0) {
@@ -156,13 +156,14 @@ static bool send_out(sq_client *c, bool may_drop)
     if (!c->connected || c->out.len == c->out.off) {
         return c->out.len == c->out.off;
     }
+    uint64_t t = c->ntr_unsent > 0 ? sq__mono_us() : 0;
     ssize_t w =
         send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w > 0) {
         c->out.off += (size_t)w;
         if (c->out.off == c->out.len) {
             c->out.off = c->out.len = 0;
-            stamp_sent(c);
+            stamp_sent(c, t);
             return true;
         }
     } else if (may_drop && w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -770,7 +771,8 @@ bool sq__client_read_wait(sq_client *c, int ms, int spin_us, bool *spun_in)
     }
     read_frames(c);
     pthread_mutex_lock(&c->mu);
-    bool connected = c->connected;
+    /* after a frame went to the I/O thread, so do the ones behind it (its own answer too) */
+    bool go_on = c->connected && c->deferred.len == 0;
     pthread_mutex_unlock(&c->mu);
-    return connected;
+    return go_on;
 }

@@ -238,16 +238,13 @@ int sq__member_commit_locked(sq_member *m, uint32_t sg)
     return rc;
 }
 
-int sq_member_send_in(sq_member *m, uint32_t subgroup, const void *data, size_t size, int flags)
+/* With m->mu held: one copying send (which simply starts over when the view changed under
+ * it). */
+static int send_locked(sq_member *m, uint32_t subgroup, const void *data, size_t size, int flags)
 {
-    if (m == NULL || (data == NULL && size > 0) || subgroup >= m->cfg.nsubgroups) {
-        return SQ_EINVAL;
-    }
     void *buf = NULL;
-    bool locked = api_lock(m);
     int rc;
     do {
-        /* A copying send can simply start over when the view changed under it. */
         rc = sq__member_reserve_locked(m, subgroup, size, &buf, flags);
         if (rc == 0) {
             if (size > 0) {
@@ -256,6 +253,38 @@ int sq_member_send_in(sq_member *m, uint32_t subgroup, const void *data, size_t 
             rc = sq__member_commit_locked(m, subgroup);
         }
     } while (rc == SQ_EVIEWCHANGE);
+    return rc;
+}
+
+int sq_member_send_in(sq_member *m, uint32_t subgroup, const void *data, size_t size, int flags)
+{
+    if (m == NULL || (data == NULL && size > 0) || subgroup >= m->cfg.nsubgroups) {
+        return SQ_EINVAL;
+    }
+    bool locked = api_lock(m);
+    int rc = send_locked(m, subgroup, data, size, flags);
+    api_unlock(m, locked);
+    return rc;
+}
+
+int sq_member_send_many(sq_member *m, uint32_t subgroup, uint32_t n, const void *const *data,
+                        const size_t *sizes, int flags, uint32_t *sent)
+{
+    *sent = 0;
+    if (m == NULL || subgroup >= m->cfg.nsubgroups || (n > 0 && (data == NULL || sizes == NULL))) {
+        return SQ_EINVAL;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (data[i] == NULL && sizes[i] > 0) {
+            return SQ_EINVAL;
+        }
+    }
+    bool locked = api_lock(m);
+    int rc = 0;
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
+        rc = send_locked(m, subgroup, data[i], sizes[i], flags);
+        *sent += rc == 0;
+    }
     api_unlock(m, locked);
     return rc;
 }

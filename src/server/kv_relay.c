@@ -102,32 +102,6 @@ void sq__kvs_outbox_push(struct sq_kv_server *s, struct entry *e)
     s->outbox_tail = e;
 }
 
-static void send_op(struct sq_kv_server *s, struct entry *e)
-{
-    if (s->outbox != NULL) {
-        sq__kvs_outbox_push(
-            s, e); /* behind older ops, so that one connection's ops keep their order */
-        return;
-    }
-    int rc = sq_member_send_in(s->m, e->sg, e->opbuf, e->oplen, SQ_SEND_NONBLOCK);
-    if (rc == 0) {
-        if (e->traced) {
-            e->tr_mcast = sq__mono_us();
-        }
-        return;
-    }
-    /* A member that just failed: squalld detaches the service at once, and the client resends
-     * elsewhere; until then the op waits rather than failing for good. */
-    if (rc == SQ_EAGAIN || (rc == SQ_ECLOSED && sq__kvs_out_of_group(s))) {
-        sq__kvs_outbox_push(s, e);
-        return;
-    }
-    int status = rc == SQ_ENOTSUP ? SQ_ESTATE : rc;
-    sq__kvs_reply_err(s, e->origin, e->op, e->client, e->req_id, status, 0,
-                      "member %u cannot send into the shard: %s", s->my_id, sq_strerror(rc));
-    sq__kvs_entry_free(s, e);
-}
-
 void sq__kvs_local_op(struct sq_kv_server *s, uint64_t conn, const struct sq_kv_frame *f,
                       uint32_t sg, const struct sq_kv_op *op)
 {
@@ -148,38 +122,56 @@ void sq__kvs_local_op(struct sq_kv_server *s, uint64_t conn, const struct sq_kv_
         e->tr_recv = s->frame_recv_us;
         atomic_fetch_add(&s->ntraced, 1);
     }
-    send_op(s, e);
+    /* Multicast at the end of the service loop's turn (sq__kvs_flush_outbox), with every other
+     * op that came in the same turn: one take of the member's lock for them all. */
+    sq__kvs_outbox_push(s, e);
 }
+
+#define SEND_BATCH 64 /* ops multicast under one take of the member's lock */
 
 void sq__kvs_flush_outbox(struct sq_kv_server *s)
 {
     while (s->outbox != NULL) {
-        struct entry *e = s->outbox;
-        s->outbox = e->onext;
+        /* the ops at the head of the outbox that go into the same subgroup */
+        struct entry *run[SEND_BATCH];
+        const void *data[SEND_BATCH];
+        size_t sizes[SEND_BATCH];
+        uint32_t n = 0;
+        for (struct entry *e = s->outbox; e != NULL && n < SEND_BATCH && e->sg == s->outbox->sg;
+             e = e->onext) {
+            run[n] = e;
+            data[n] = e->opbuf;
+            sizes[n] = e->oplen;
+            n++;
+        }
+        uint32_t sent = 0;
+        int rc = sq_member_send_many(s->m, run[0]->sg, n, data, sizes, SQ_SEND_NONBLOCK, &sent);
+        uint64_t now = s->ntraced > 0 ? sq__mono_us() : 0;
+        for (uint32_t i = 0; i < sent; i++) {
+            struct entry *e = run[i];
+            s->outbox = e->onext;
+            e->queued = false;
+            if (e->traced) {
+                e->tr_mcast = now;
+            }
+        }
         if (s->outbox == NULL) {
             s->outbox_tail = NULL;
         }
-        e->queued = false;
-        int rc = sq_member_send_in(s->m, e->sg, e->opbuf, e->oplen, SQ_SEND_NONBLOCK);
+        if (rc == 0) {
+            continue;
+        }
         if (rc == SQ_EAGAIN || (rc == SQ_ECLOSED && sq__kvs_out_of_group(s))) {
-            /* the window is full or the view is changing: keep the order, retry soon */
-            e->queued = true;
-            e->onext = s->outbox;
-            s->outbox = e;
-            if (s->outbox_tail == NULL) {
-                s->outbox_tail = e;
-            }
+            /* The window is full or the view is changing: keep the order, retry soon. A member
+             * that just failed: squalld detaches the service at once, and the client resends
+             * elsewhere; until then the op waits rather than failing for good. */
             return;
         }
-        if (rc == 0 && e->traced) {
-            e->tr_mcast = sq__mono_us();
-        }
-        if (rc != 0) {
-            sq__kvs_reply_err(
-                s, e->origin, e->op, e->client, e->req_id, rc == SQ_ENOTSUP ? SQ_ESTATE : rc, 0,
-                "member %u cannot send into the shard: %s", s->my_id, sq_strerror(rc));
-            sq__kvs_entry_free(s, e);
-        }
+        struct entry *e = run[sent]; /* cannot go into the shard: answered */
+        sq__kvs_reply_err(s, e->origin, e->op, e->client, e->req_id,
+                          rc == SQ_ENOTSUP ? SQ_ESTATE : rc, 0,
+                          "member %u cannot send into the shard: %s", s->my_id, sq_strerror(rc));
+        sq__kvs_entry_free(s, e);
     }
 }
 

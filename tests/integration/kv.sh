@@ -9,6 +9,9 @@
 #      serving
 #   5. 4 clients x 1000 conditional increments of one counter: exactly 4000, 4000 versions, and
 #      a watch from version 0 saw every one in order
+#   5b. one client shared by a thread of blocking calls, a thread of asynchronous puts and a
+#      watch: all answered right, callbacks only on the client's I/O thread, the watch complete;
+#      traced puts and gets carry their stage times in order
 #   6. watches: a prefix watch from version 0 sees earlier and later updates in version order;
 #      a trigger pool keeps nothing but reaches watchers
 #   7. kill -9 of a member during a write stream, then its restart: no acknowledged put is lost,
@@ -109,6 +112,11 @@ echo "== 5. 4 clients x 1000 conditional increments"
 "$KV_CHECK" counter "$MEMBERS" /orders/counter 4 1000 > "$WORK/counter.out" 2>&1 ||
   fail "counter: $(cat "$WORK/counter.out")"
 cat "$WORK/counter.out"
+
+echo "== 5b. one client shared by blocking calls, asynchronous puts and a watch; traced calls"
+"$KV_CHECK" mixed "$MEMBERS" /orders /cache > "$WORK/mixed.out" 2>&1 ||
+  fail "mixed: $(cat "$WORK/mixed.out")"
+cat "$WORK/mixed.out"
 
 echo "== 6. watches"
 sq put /orders/w/1 one > /dev/null

@@ -9,6 +9,12 @@
  *       ACKED_FILE once each put is acknowledged; keeps going through member failures.
  *   kv_check verify MEMBERS ACKED_FILE
  *       every acknowledged put is there: a stable get returns its version and value.
+ *   kv_check mixed MEMBERS PERSISTENT_POOL VOLATILE_POOL
+ *       one client shared by a thread making blocking calls (which read their own answers), a
+ *       thread making asynchronous puts and a watch: every call answered once and right, every
+ *       asynchronous callback and watch event on the client's I/O thread (never a caller's),
+ *       the watch sees every put in order; then traced puts and gets: their stage times in
+ *       order, durability only for the persistent pool.
  *   kv_check call MEMBERS OP KEY [VALUE]
  *       one call (OP: put, get, rm, ls) through the library alone, with a 10 s timeout; prints
  *       "status=SQ_... ms=ELAPSED message=..." (what the library and the member say, without the
@@ -16,6 +22,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -249,6 +256,235 @@ static int verify(const char *acked)
     return lost == 0 && checked > 0 ? 0 : 1;
 }
 
+/* ---- mixed: blocking, asynchronous and watch traffic on one client ---- */
+
+#define MIXED_PUTS 400
+
+struct mixed {
+    sq_client *c;
+    const char *pool;
+    pthread_t blocking_th, async_th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    long async_done, async_bad, events, events_bad;
+    uint64_t last_event_version;
+    pthread_t cb_thread; /* the one thread callbacks ran on (set by the first) */
+    bool cb_thread_set;
+    long wrong_thread;
+    char why[256];
+};
+
+static void mixed_note_thread(struct mixed *x)
+{
+    pthread_t self = pthread_self();
+    if (pthread_equal(self, x->blocking_th) || pthread_equal(self, x->async_th)) {
+        x->wrong_thread++;
+    } else if (!x->cb_thread_set) {
+        x->cb_thread = self;
+        x->cb_thread_set = true;
+    } else if (!pthread_equal(self, x->cb_thread)) {
+        x->wrong_thread++;
+    }
+}
+
+static void mixed_async_done(void *arg, const sq_kv_result *r)
+{
+    struct mixed *x = arg;
+    pthread_mutex_lock(&x->mu);
+    mixed_note_thread(x);
+    if (r->status != 0 || r->version == 0) {
+        if (x->async_bad++ == 0) {
+            snprintf(x->why, sizeof(x->why), "async put: %s %.200s", sq_err_name(r->status),
+                     r->message);
+        }
+    }
+    x->async_done++;
+    pthread_cond_signal(&x->cv);
+    pthread_mutex_unlock(&x->mu);
+}
+
+static void mixed_event(void *arg, const sq_kv_event *ev)
+{
+    struct mixed *x = arg;
+    pthread_mutex_lock(&x->mu);
+    mixed_note_thread(x);
+    if (ev->version <= x->last_event_version) {
+        x->events_bad++;
+    }
+    x->last_event_version = ev->version;
+    x->events++;
+    pthread_cond_signal(&x->cv);
+    pthread_mutex_unlock(&x->mu);
+}
+
+static void *mixed_blocking(void *arg)
+{
+    struct mixed *x = arg;
+    sq_kv_result r = {0};
+    char key[128], val[64];
+    long bad = 0;
+    for (int i = 0; i < MIXED_PUTS && bad == 0; i++) {
+        snprintf(key, sizeof(key), "%s/mixed/b%d", x->pool, i % 50);
+        int n = snprintf(val, sizeof(val), "blocking-%d", i);
+        if (sq_client_put(x->c, key, val, (size_t)n, NULL, &r) != 0) {
+            bad++;
+            fail("blocking put", &r);
+        } else if (sq_client_get(x->c, key, NULL, &r) != 0 || r.size != (size_t)n ||
+                   memcmp(r.value, val, (size_t)n) != 0) {
+            bad++;
+            fprintf(stderr, "kv_check: mixed: get %s did not return its put (%s)\n", key,
+                    sq_err_name(r.status));
+        }
+    }
+    sq_kv_result_free(&r);
+    return (void *)bad;
+}
+
+static void *mixed_async(void *arg)
+{
+    struct mixed *x = arg;
+    char key[128];
+    long bad = 0;
+    for (int i = 0; i < MIXED_PUTS && bad == 0; i++) {
+        snprintf(key, sizeof(key), "%s/mixed/a%d", x->pool, i % 50);
+        int rc;
+        while ((rc = sq_client_put_async(x->c, key, "async", 5, NULL, mixed_async_done, x)) ==
+               SQ_EAGAIN) {
+            usleep(500);
+        }
+        if (rc != 0) {
+            fprintf(stderr, "kv_check: mixed: put_async: %s\n", sq_err_name(rc));
+            bad++;
+        }
+    }
+    return (void *)bad;
+}
+
+/* A traced put or get: its times in order; durable and persisted only for a persistent pool. */
+static int check_trace(sq_client *c, const char *pool, bool persistent, bool get)
+{
+    char key[128];
+    snprintf(key, sizeof(key), "%s/mixed/traced", pool);
+    sq_kv_result r = {0};
+    int rc;
+    if (get) {
+        sq_get_opts o = {.trace = 1};
+        rc = sq_client_get(c, key, &o, &r);
+    } else {
+        sq_put_opts o = {.trace = 1};
+        rc = sq_client_put(c, key, "t", 1, &o, &r);
+    }
+    if (rc != 0) {
+        fail("traced call", &r);
+        sq_kv_result_free(&r);
+        return 1;
+    }
+    const sq_kv_trace *t = &r.trace;
+    uint64_t at[] = {t->call,    t->sent,      t->received, t->multicast, t->delivered,
+                     t->durable, t->persisted, t->answered, t->answer_in, t->returned};
+    const char *names[] = {"call",    "sent",      "received", "multicast", "delivered",
+                           "durable", "persisted", "answered", "answer_in", "returned"};
+    int bad = 0;
+    uint64_t last = 0;
+    for (int i = 0; i < 10; i++) {
+        bool want = true;
+        if (get && i >= 3 && i <= 6) {
+            want = false; /* a get from memory is answered where it was read */
+        } else if (!persistent && (i == 5 || i == 6)) {
+            want = false; /* a volatile store syncs nothing */
+        }
+        if (want != (at[i] != 0)) {
+            fprintf(stderr, "kv_check: traced %s on %s: stage %s is %" PRIu64 "\n",
+                    get ? "get" : "put", pool, names[i], at[i]);
+            bad = 1;
+        }
+        if (at[i] != 0 && i != 5 && at[i] < last) {
+            /* (durable here may come after the frontier's news: it is this member's sync) */
+            fprintf(stderr,
+                    "kv_check: traced %s on %s: stage %s (%" PRIu64 ") before the one before\n",
+                    get ? "get" : "put", pool, names[i], at[i]);
+            bad = 1;
+        }
+        if (at[i] != 0 && i != 5) {
+            last = at[i];
+        }
+    }
+    if (persistent && !get && (t->durable < t->delivered || t->durable > t->persisted)) {
+        fprintf(stderr,
+                "kv_check: traced put: durable here %" PRIu64 " not between delivered %" PRIu64
+                " and persisted %" PRIu64 "\n",
+                t->durable, t->delivered, t->persisted);
+        bad = 1;
+    }
+    if (r.message[0] != '\0') {
+        fprintf(stderr, "kv_check: traced call left a message: %s\n", r.message);
+        bad = 1;
+    }
+    sq_kv_result_free(&r);
+    return bad;
+}
+
+static int mixed(const char *members, const char *ppool, const char *vpool)
+{
+    char err[256];
+    struct mixed x = {.pool = ppool};
+    pthread_mutex_init(&x.mu, NULL);
+    pthread_cond_init(&x.cv, NULL);
+    if (sq_client_open(&x.c, members, 30000, err, sizeof(err)) != 0) {
+        fprintf(stderr, "kv_check: %s\n", err);
+        return 1;
+    }
+    char prefix[128];
+    snprintf(prefix, sizeof(prefix), "%s/mixed/", ppool);
+    uint64_t wid = 0;
+    int rc = sq_client_watch(x.c, prefix, 0, mixed_event, &x, &wid);
+    if (rc != 0) {
+        fprintf(stderr, "kv_check: mixed: watch: %s\n", sq_err_name(rc));
+        return 1;
+    }
+    /* the callbacks compare against both threads: they exist before any callback can run */
+    pthread_mutex_lock(&x.mu);
+    pthread_create(&x.blocking_th, NULL, mixed_blocking, &x);
+    pthread_create(&x.async_th, NULL, mixed_async, &x);
+    pthread_mutex_unlock(&x.mu);
+    void *b1 = NULL, *b2 = NULL;
+    pthread_join(x.blocking_th, &b1);
+    pthread_join(x.async_th, &b2);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 30;
+    pthread_mutex_lock(&x.mu);
+    while ((x.async_done < MIXED_PUTS || x.events < 2 * MIXED_PUTS) &&
+           pthread_cond_timedwait(&x.cv, &x.mu, &until) == 0) {
+    }
+    long async_done = x.async_done, events = x.events;
+    pthread_mutex_unlock(&x.mu);
+    int bad = b1 != NULL || b2 != NULL;
+    if (async_done != MIXED_PUTS || x.async_bad > 0) {
+        fprintf(stderr, "kv_check: mixed: %ld of %d async puts answered, %ld bad (%s)\n",
+                async_done, MIXED_PUTS, x.async_bad, x.why);
+        bad = 1;
+    }
+    if (events != 2 * MIXED_PUTS || x.events_bad > 0) {
+        fprintf(stderr, "kv_check: mixed: the watch saw %ld of %d puts, %ld out of order\n", events,
+                2 * MIXED_PUTS, x.events_bad);
+        bad = 1;
+    }
+    if (x.wrong_thread > 0) {
+        fprintf(stderr, "kv_check: mixed: %ld callbacks ran off the client's I/O thread\n",
+                x.wrong_thread);
+        bad = 1;
+    }
+    sq_client_unwatch(x.c, wid);
+    bad |= check_trace(x.c, ppool, true, false);
+    bad |= check_trace(x.c, ppool, true, true);
+    bad |= check_trace(x.c, vpool, false, false);
+    printf("mixed async=%ld events=%ld wrong_thread=%ld bad=%d\n", async_done, events,
+           x.wrong_thread, bad);
+    sq_client_close(x.c);
+    return bad;
+}
+
 /* One call, its status, time and message: for tests of what the library and the members say. */
 static int call_once(const char *members, const char *op, const char *key, const char *value)
 {
@@ -302,6 +538,9 @@ int main(int argc, char **argv)
         g_members = argv[2];
         return writer(argv[3], atol(argv[4]), argv[5]);
     }
+    if (argc == 5 && strcmp(argv[1], "mixed") == 0) {
+        return mixed(argv[2], argv[3], argv[4]);
+    }
     if (argc == 4 && strcmp(argv[1], "verify") == 0) {
         g_members = argv[2];
         return verify(argv[3]);
@@ -309,6 +548,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "usage: kv_check counter MEMBERS KEY CLIENTS INCREMENTS\n"
                     "       kv_check writer MEMBERS PREFIX COUNT ACKED_FILE\n"
                     "       kv_check verify MEMBERS ACKED_FILE\n"
+                    "       kv_check mixed MEMBERS PERSISTENT_POOL VOLATILE_POOL\n"
                     "       kv_check call MEMBERS OP KEY [VALUE]\n");
     return 2;
 }
