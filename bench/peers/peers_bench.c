@@ -110,6 +110,7 @@ struct conn {
     zhandle_t *zh;
     char *zbuf;
     redisContext *rc;
+    long long wait_min; /* the fewest replicas a WAIT reported, -1 before the first */
 };
 
 struct async_slot {
@@ -315,7 +316,7 @@ static int etcd_op(struct conn *k, int op, const char *key, char *err, size_t er
 static int etcd_leader(void)
 {
     for (int m = 0; m < g_opt.nmembers; m++) {
-        struct conn k = {.member = m};
+        struct conn k = {.member = m, .wait_min = -1};
         char url[128], err[ERR_BYTES];
         snprintf(url, sizeof(url), "http://%s:%d/v3/maintenance/status", g_opt.host[m],
                  g_opt.port[m]);
@@ -495,6 +496,9 @@ static int redis_op(struct conn *k, int op, const char *key, char *err, size_t e
                  r1->type == REDIS_REPLY_NIL ? "no such key" : "not the value put");
         goto out;
     }
+    if (wait && r2->type == REDIS_REPLY_INTEGER && (k->wait_min < 0 || r2->integer < k->wait_min)) {
+        k->wait_min = r2->integer;
+    }
     if (wait && (r2->type != REDIS_REPLY_INTEGER || r2->integer < REDIS_REPLICAS)) {
         snprintf(err, err_size, "WAIT %d %d: %lld replicas acknowledged", REDIS_REPLICAS,
                  REDIS_WAIT_MS, r2->type == REDIS_REPLY_INTEGER ? r2->integer : -1LL);
@@ -588,7 +592,7 @@ static void conn_close(struct conn *k)
     if (k->rc != NULL) {
         redisFree(k->rc);
     }
-    *k = (struct conn){.member = k->member};
+    *k = (struct conn){.member = k->member, .wait_min = -1};
 }
 
 /* One blocking call: 0, or -1 with `err` filled. */
@@ -754,7 +758,7 @@ static int wait_ready(void)
     int ok = 0;
     while (ok < g_opt.nmembers && now_s() < end) {
         int m = g_opt.sys == SYS_REDIS ? 0 : ok; /* Redis: only the master takes writes */
-        struct conn k = {.member = m};
+        struct conn k = {.member = m, .wait_min = -1};
         int rc = conn_open(&k, err, sizeof(err));
         if (rc == 0) {
             rc = conn_op(&k, OP_READY, -1, err, sizeof(err));
@@ -791,6 +795,7 @@ static int run(void)
     for (int i = 0; i < n; i++) {
         ws[i].idx = i;
         ws[i].k.member = g_opt.sys == SYS_REDIS ? 0 : (first + i) % g_opt.nmembers;
+        ws[i].k.wait_min = -1;
         ws[i].state = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1) ^ (uint64_t)time(NULL);
         pthread_mutex_init(&ws[i].mu, NULL);
         pthread_cond_init(&ws[i].cv, NULL);
@@ -811,10 +816,14 @@ static int run(void)
     }
     bool setup_failed = false;
     uint64_t ops = 0, errors = 0;
+    long long wait_min = -1;
     size_t total = 0;
     double t0 = 0, t1 = 0;
     for (int i = 0; i < n; i++) {
         pthread_join(ws[i].th, NULL);
+        if (ws[i].k.wait_min >= 0 && (wait_min < 0 || ws[i].k.wait_min < wait_min)) {
+            wait_min = ws[i].k.wait_min;
+        }
         conn_close(&ws[i].k);
         setup_failed |= ws[i].setup_failed;
         if (ws[i].first_error[0] != '\0') {
@@ -851,6 +860,9 @@ static int run(void)
            errors, ops, t1 - t0, g_route[g_opt.sys]);
     if (g_opt.op == OP_ASYNC) {
         printf(" inflight=%d", g_opt.inflight);
+    }
+    if (wait_min >= 0) {
+        printf(" wait_replicas_min=%lld", wait_min); /* Redis: the fewest a WAIT acknowledged */
     }
     printf("\n");
     fflush(stdout);
