@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= 2
 SEEDS ?= 5000
 
-.PHONY: all deps build quiet-build test demo sim-long soak-load restart-soak bench bench-persist bench-kv bench-trace asan tsan clean format
+.PHONY: all deps build quiet-build test demo sim-long soak-load restart-soak bench bench-persist bench-kv bench-trace bench-peers asan tsan clean format
 
 # cmake --build runs make inside this make: without this, every nested make announces each
 # directory it enters and leaves.
@@ -56,6 +56,15 @@ bench-kv: build
 bench-trace: build
 	@BUILD_DIR=$(BUILD) bench/kv-bench.sh --trace
 
+# The same load against squall, etcd, ZooKeeper and Redis, 3 members each on 127.0.0.1 (installs
+# the three and their client libraries first; SYSTEMS, CASES, CLIENTS, SIZES, SECONDS_PER_CASE:
+# see bench/peers/run.sh). peers-bench is built only when those libraries are there.
+bench-peers:
+	@scripts/install-deps --bench
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+	@BUILD_DIR=$(BUILD) bench/peers/run.sh
+
 # The stability test with a long load phase (LOAD_SECONDS, default 600) beside CPU and disk hogs:
 # no view change and no failed operation, then the stalls and the rejoin (not in test).
 soak-load: build
@@ -79,7 +88,7 @@ tsan: deps
 	@cd build-tsan && SQ_TEST_HEARTBEAT_MS=3000 TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=1" ctest --output-on-failure -j 1
 
 format:
-	@clang-format -i include/*.h src/*.[ch] src/*/*.[ch] src/transport/*/*.[ch] tests/*/*.c bench/*.c
+	@clang-format -i include/*.h src/*.[ch] src/*/*.[ch] src/transport/*/*.[ch] tests/*/*.c bench/*.c bench/*/*.c
 
 clean:
 	rm -rf $(BUILD) build-asan build-tsan
