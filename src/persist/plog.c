@@ -46,7 +46,8 @@ static void seg_path(const struct sq__plog *log, uint64_t first, char *out, size
     snprintf(out, cap, "%s/seg-%016" PRIx64 ".sqlog", log->dir, first);
 }
 
-static void fmt_err(char *err, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fmt_err(char *err, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void fmt_err(char *err, size_t size, const char *fmt, ...)
 {
     if (err != NULL && size > 0) {
@@ -68,7 +69,7 @@ static int add_segment(struct sq__plog *log, uint64_t first, int handle, uint64_
         log->segs = s;
         log->capsegs = cap;
     }
-    log->segs[log->nsegs++] = (struct sq__plog_segment){first, handle, size, false};
+    log->segs[log->nsegs++] = (struct sq__plog_segment){first, handle, size, false, size};
     return 0;
 }
 
@@ -212,6 +213,29 @@ static int valid_after(struct sq__plog *log, int h, uint64_t off, uint64_t size,
     return 0;
 }
 
+/* Whether bytes [off, size) of a segment are all zeros: 1, 0, or a read error. */
+static int zeros_from(struct sq__plog *log, int h, uint64_t off, uint64_t size)
+{
+    uint8_t b[4096];
+    while (off < size) {
+        size_t n = (size_t)SQ_MIN((uint64_t)sizeof(b), size - off);
+        ssize_t r = log->disk->vt->pread(log->disk, h, b, n, off);
+        if (r < 0) {
+            return (int)r;
+        }
+        if (r == 0) {
+            return 1;
+        }
+        for (ssize_t i = 0; i < r; i++) {
+            if (b[i] != 0) {
+                return 0;
+            }
+        }
+        off += (uint64_t)r;
+    }
+    return 1;
+}
+
 /* Reads every segment, rebuilds the index, cuts a torn tail. */
 static int recover(struct sq__plog *log, char *err, size_t err_size)
 {
@@ -273,6 +297,20 @@ static int recover(struct sq__plog *log, char *err, size_t err_size)
                 fmt_err(err, err_size, "%s: damaged at offset %" PRIu64 ": %s", path, off, why);
                 break;
             }
+            if (ok == 0 && last) {
+                int z = zeros_from(log, h, off, size);
+                if (z < 0) {
+                    rc = z;
+                    fmt_err(err, err_size, "%s: read error: %s", path, sq_strerror(rc));
+                    break;
+                }
+                if (z == 1) {
+                    /* the zeros written ahead of the records (see file_bytes): the end */
+                    log->segs[log->nsegs - 1].file_bytes = size;
+                    size = off;
+                    break;
+                }
+            }
             if (ok == 0) {
                 int later = last ? valid_after(log, h, off, size, &buf, &cap) : 1;
                 if (later < 0) {
@@ -280,9 +318,11 @@ static int recover(struct sq__plog *log, char *err, size_t err_size)
                     fmt_err(err, err_size, "%s: read error: %s", path, sq_strerror(rc));
                 } else if (later == 1) {
                     rc = SQ_ECORRUPT;
-                    fmt_err(err, err_size, "%s: damaged at offset %" PRIu64 " (%s) with records "
+                    fmt_err(err, err_size,
+                            "%s: damaged at offset %" PRIu64 " (%s) with records "
                             "after it; refusing to start (restore the file, or remove this "
-                            "member's log and let it rejoin)", path, off, why);
+                            "member's log and let it rejoin)",
+                            path, off, why);
                 } else {
                     /* A torn last write: nothing after it was ever acknowledged as durable. */
                     rc = log->disk->vt->truncate(log->disk, h, off);
@@ -290,13 +330,14 @@ static int recover(struct sq__plog *log, char *err, size_t err_size)
                         rc = log->disk->vt->datasync(log->disk, h);
                     }
                     snprintf(log->recovery, sizeof(log->recovery),
-                             "%s: cut a torn record at offset %" PRIu64 " (%" PRIu64
-                             " bytes: %s)", path, off, size - off, why);
+                             "%s: cut a torn record at offset %" PRIu64 " (%" PRIu64 " bytes: %s)",
+                             path, off, size - off, why);
                     if (rc != 0) {
                         fmt_err(err, err_size, "%s: cannot cut the torn tail: %s", path,
                                 sq_strerror(rc));
                     }
                     size = off;
+                    log->segs[log->nsegs - 1].file_bytes = size;
                 }
                 break;
             }
@@ -310,6 +351,9 @@ static int recover(struct sq__plog *log, char *err, size_t err_size)
             off += rec_bytes(e.size);
         }
         log->segs[log->nsegs - 1].size = size;
+        if (log->segs[log->nsegs - 1].file_bytes < size) {
+            log->segs[log->nsegs - 1].file_bytes = size;
+        }
         if (rc == 0 && size == 0 && !last) {
             rc = SQ_ECORRUPT;
             fmt_err(err, err_size, "%s: an empty segment before the last one", path);
@@ -444,8 +488,8 @@ size_t sq__plog_decode(const uint8_t *p, size_t avail, struct sq__plog_entry *e,
         sq__crc32c(sq__crc32c(0, p, 40), p + SQ_PLOG_HEADER_BYTES, len) != ld32(p + 40)) {
         return 0;
     }
-    *e = (struct sq__plog_entry){.version = ld64(p + 16), .timestamp = ld64(p + 24),
-                                 .sender = ld32(p + 12), .size = len};
+    *e = (struct sq__plog_entry){
+        .version = ld64(p + 16), .timestamp = ld64(p + 24), .sender = ld32(p + 12), .size = len};
     *payload = p + SQ_PLOG_HEADER_BYTES;
     return rec_bytes(len);
 }
@@ -476,9 +520,9 @@ int sq__plog_append(struct sq__plog *log, uint64_t version, uint64_t timestamp, 
             log->pend_cap = cap;
         }
     }
-    if (rc == 0 && (log->nsegs == 0 ||
-                    (log->segs[log->nsegs - 1].size > 0 &&
-                     log->segs[log->nsegs - 1].size + need > log->segment_bytes))) {
+    if (rc == 0 &&
+        (log->nsegs == 0 || (log->segs[log->nsegs - 1].size > 0 &&
+                             log->segs[log->nsegs - 1].size + need > log->segment_bytes))) {
         rc = add_segment(log, version, -1, 0); /* the flusher creates the file */
     }
     if (rc != 0) {
@@ -490,8 +534,12 @@ int sq__plog_append(struct sq__plog *log, uint64_t version, uint64_t timestamp, 
     }
     sq__plog_encode(log->pend + log->pend_len, version, timestamp, sender, data, size);
     struct sq__plog_segment *seg = &log->segs[log->nsegs - 1];
-    struct sq__plog_entry e = {.version = version, .timestamp = timestamp, .sender = sender,
-                               .size = size, .segment = log->nsegs - 1, .offset = seg->size};
+    struct sq__plog_entry e = {.version = version,
+                               .timestamp = timestamp,
+                               .sender = sender,
+                               .size = size,
+                               .segment = log->nsegs - 1,
+                               .offset = seg->size};
     rc = add_entry(log, &e);
     if (rc == 0) {
         seg->size += need;
@@ -499,6 +547,37 @@ int sq__plog_append(struct sq__plog *log, uint64_t version, uint64_t timestamp, 
     }
     pthread_mutex_unlock(&log->mu);
     return rc;
+}
+
+/* The flusher, before it writes a segment up to `end`: when less than SQ_PLOG_ZERO_LOW of the
+ * file is left past it, writes zeros up to SQ_PLOG_ZERO_AHEAD past it (within the segment's
+ * size), so that most syncs find the file's length unchanged. */
+static int zero_ahead(struct sq__plog *log, uint32_t segment, int h, uint64_t end)
+{
+    static const uint8_t zeros[65536];
+    pthread_mutex_lock(&log->mu);
+    uint64_t have = log->segs[segment].file_bytes;
+    bool last = segment + 1 == log->nsegs;
+    pthread_mutex_unlock(&log->mu);
+    if (!last || have >= end + SQ_PLOG_ZERO_LOW) {
+        return 0;
+    }
+    uint64_t want = SQ_MIN(end + SQ_PLOG_ZERO_AHEAD, SQ_MAX(log->segment_bytes, end));
+    for (uint64_t off = SQ_MAX(have, end); off < want;) {
+        size_t n = (size_t)SQ_MIN((uint64_t)sizeof(zeros), want - off);
+        ssize_t w = log->disk->vt->pwrite(log->disk, h, zeros, n, off);
+        if (w < 0) {
+            return (int)w;
+        }
+        off += (uint64_t)w;
+    }
+    pthread_mutex_lock(&log->mu);
+    if (want > log->segs[segment].file_bytes) {
+        log->segs[segment].file_bytes = want;
+    }
+    log->segs[segment].dirty = true;
+    pthread_mutex_unlock(&log->mu);
+    return 0;
 }
 
 int sq__plog_flush(struct sq__plog *log, bool sync, uint64_t *durable)
@@ -538,6 +617,17 @@ int sq__plog_flush(struct sq__plog *log, bool sync, uint64_t *durable)
             pthread_mutex_lock(&log->mu);
             struct sq__plog_segment prev = log->segs[e.segment - 1];
             pthread_mutex_unlock(&log->mu);
+            if (prev.handle >= 0 && prev.file_bytes > prev.size) {
+                /* only the last segment may end in zeros (see file_bytes) */
+                rc = log->disk->vt->truncate(log->disk, prev.handle, prev.size);
+                if (rc != 0) {
+                    break;
+                }
+                prev.dirty = true;
+                pthread_mutex_lock(&log->mu);
+                log->segs[e.segment - 1].file_bytes = prev.size;
+                pthread_mutex_unlock(&log->mu);
+            }
             if (prev.dirty && prev.handle >= 0) {
                 rc = log->disk->vt->datasync(log->disk, prev.handle);
                 if (rc != 0) {
@@ -564,6 +654,10 @@ int sq__plog_flush(struct sq__plog *log, bool sync, uint64_t *durable)
             if (rc != 0) {
                 break;
             }
+        }
+        rc = zero_ahead(log, e.segment, h, e.offset + chunk);
+        if (rc != 0) {
+            break;
         }
         ssize_t w = log->disk->vt->pwrite(log->disk, h, batch + pos, chunk, e.offset);
         if (w < 0) {
@@ -662,6 +756,7 @@ int sq__plog_truncate(struct sq__plog *log, uint64_t keep)
             }
         }
         seg->size = cut.offset;
+        seg->file_bytes = cut.offset;
         seg->dirty = false;
     }
     if (rc == 0 && unlinked) {
@@ -755,8 +850,7 @@ int sq__plog_find(struct sq__plog *log, uint64_t version, enum sq__plog_match ho
     return rc;
 }
 
-int sq__plog_find_time(struct sq__plog *log, uint64_t ts, struct sq__plog_entry *out,
-                       uint64_t *pos)
+int sq__plog_find_time(struct sq__plog *log, uint64_t ts, struct sq__plog_entry *out, uint64_t *pos)
 {
     pthread_mutex_lock(&log->mu);
     uint64_t n = count_upto(log, ts, true);

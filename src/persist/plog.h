@@ -44,10 +44,21 @@ struct sq__plog_entry {
 
 struct sq__plog_segment {
     uint64_t first_version;
-    int handle;        /* -1 until the flusher creates the file */
-    uint64_t size;     /* bytes planned (appended) in this segment */
-    bool dirty;        /* written since the last sync */
+    int handle;    /* -1 until the flusher creates the file */
+    uint64_t size; /* bytes planned (appended) in this segment */
+    bool dirty;    /* written since the last sync */
+    /* The file's length: the last segment is written with zeros ahead of its records
+     * (SQ_PLOG_ZERO_AHEAD), so that a sync after an append does not also have to commit a new
+     * file length to the file system's journal (a third less time per sync on ext4). A file
+     * that ends in zeros after its last record is such a segment, not a torn one. Any other
+     * segment is cut to its records before the next one gets a byte. */
+    uint64_t file_bytes;
 };
+
+/* How far ahead of its records the last segment's file is kept written (with zeros), and how
+ * much room left makes the flusher extend it again. */
+#define SQ_PLOG_ZERO_AHEAD (1u << 20)
+#define SQ_PLOG_ZERO_LOW (256u << 10)
 
 struct sq__plog {
     struct sq_disk *disk;
@@ -59,20 +70,20 @@ struct sq__plog {
     uint32_t nsegs, capsegs;
     struct sq__plog_entry *idx;
     uint64_t n, cap;
-    uint64_t written;  /* entries whose bytes are in the files (readable) */
-    uint64_t synced;   /* entries made durable by a sync */
-    uint8_t *pend;     /* appended records not yet written, in order */
+    uint64_t written; /* entries whose bytes are in the files (readable) */
+    uint64_t synced;  /* entries made durable by a sync */
+    uint8_t *pend;    /* appended records not yet written, in order */
     size_t pend_len, pend_cap;
     uint64_t pend_first; /* index of the first entry in pend */
     uint8_t *spare;      /* the flusher's buffer, swapped with pend */
     size_t spare_cap;
-    int failed;          /* first write error: sticky */
-    int lock_handle;     /* the directory's lock (-1: none) */
-    int *cut_handles;    /* files of segments a cut removed: open until close, so that a reader
-                          * holding an entry of theirs reads old bytes, never another file */
+    int failed;       /* first write error: sticky */
+    int lock_handle;  /* the directory's lock (-1: none) */
+    int *cut_handles; /* files of segments a cut removed: open until close, so that a reader
+                       * holding an entry of theirs reads old bytes, never another file */
     uint32_t ncut;
-    uint32_t cuts;       /* sq__plog_truncate calls that cut something: reads then check */
-    char recovery[768];  /* what opening found and did ("" when the log was clean) */
+    uint32_t cuts;      /* sq__plog_truncate calls that cut something: reads then check */
+    char recovery[768]; /* what opening found and did ("" when the log was clean) */
 };
 
 /* Opens (creating if needed) the log in `dir` and checks it. Returns 0, SQ_ECORRUPT (damage

@@ -16,7 +16,7 @@
 struct md_file {
     char path[600];
     bool used;
-    uint8_t *data;   /* current contents (the page cache) */
+    uint8_t *data; /* current contents (the page cache) */
     uint64_t size, cap;
     uint8_t *synced; /* contents as of the last datasync */
     uint64_t synced_size;
@@ -26,7 +26,7 @@ struct md_file {
 struct memdisk {
     struct sq_disk base;
     struct md_file files[MD_FILES];
-    int64_t budget;  /* bytes that may still be written; < 0: unlimited */
+    int64_t budget; /* bytes that may still be written; < 0: unlimited */
     uint64_t syncs;
 };
 
@@ -148,6 +148,7 @@ static int md_truncate(struct sq_disk *d, int h, uint64_t len)
 {
     struct md_file *f = &((struct memdisk *)d)->files[h];
     if (len < f->size) {
+        memset(f->data + len, 0, f->size - len); /* a file grown again reads zeros there */
         f->size = len;
     }
     return 0;
@@ -186,9 +187,18 @@ static int md_lock(struct sq_disk *d, const char *path)
 }
 
 static const struct sq_disk_vtable md_vtable = {
-    .mkdirs = md_mkdirs, .list = md_list, .open = md_open, .close = md_close,
-    .pread = md_pread, .pwrite = md_pwrite, .datasync = md_datasync, .truncate = md_truncate,
-    .size = md_size, .syncdir = md_syncdir, .unlink = md_unlink, .lock = md_lock,
+    .mkdirs = md_mkdirs,
+    .list = md_list,
+    .open = md_open,
+    .close = md_close,
+    .pread = md_pread,
+    .pwrite = md_pwrite,
+    .datasync = md_datasync,
+    .truncate = md_truncate,
+    .size = md_size,
+    .syncdir = md_syncdir,
+    .unlink = md_unlink,
+    .lock = md_lock,
 };
 
 static void md_init(struct memdisk *m)
@@ -217,7 +227,9 @@ static void md_crash(struct memdisk *m, uint64_t tear)
         }
         uint64_t keep_off = f->last_off, keep_len = tear < f->last_len ? tear : f->last_len;
         uint8_t *torn = NULL;
-        if (tear > 0 && f->last_len > 0 && keep_off + keep_len > f->synced_size) {
+        /* (an overwrite of synced bytes may tear too: the log writes its records over the
+         * zeros it synced ahead of them) */
+        if (tear > 0 && f->last_len > 0) {
             torn = malloc(keep_len);
             memcpy(torn, f->data + keep_off, keep_len);
         }

@@ -1,8 +1,9 @@
 /* test_plog.c: the persistent log: record format, segments, indexes by version and time, a torn
- * tail, damage before the tail, a full disk, a crash that loses unsynced writes, and the same on
- * the real file system. */
+ * tail, damage before the tail, a full disk, a crash that loses unsynced writes, the zeros
+ * written ahead of the records, and the same on the real file system. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -79,7 +80,7 @@ static void test_roundtrip_and_indexes(void)
 
     CHECK_EQ_INT(sq__plog_open(&log, &md.base, "/d", 4096, err, sizeof(err)), 0);
     CHECK(log->recovery[0] == '\0');
-    verify(log, 500); /* the 500 of view 1 ... */
+    verify(log, 500);                       /* the 500 of view 1 ... */
     CHECK_EQ_INT(sq__plog_count(log), 501); /* ... and the one of view 2 */
     struct sq__plog_entry e;
     uint64_t pos = 0;
@@ -95,7 +96,8 @@ static void test_roundtrip_and_indexes(void)
     CHECK_EQ_INT(sq__plog_find_time(log, 999, &e, NULL), SQ_ENOTFOUND);
     /* iterate a range */
     uint64_t sum = 0;
-    for (uint64_t p = pos; sq__plog_entry_at(log, p, &e) == 0 && e.version < (1ull << 32) + 53; p++) {
+    for (uint64_t p = pos; sq__plog_entry_at(log, p, &e) == 0 && e.version < (1ull << 32) + 53;
+         p++) {
         sum += e.size;
     }
     CHECK_EQ_INT(sum, 42 + 43 + 44 + 45 + 46 + 47 + 48 + 49 + 50 + 51);
@@ -181,7 +183,8 @@ static void test_torn_tail(void)
     CHECK_EQ_INT(sq__plog_open(&log, &md.base, "/t", 1 << 20, err, sizeof(err)), 0);
     CHECK_CONTAINS(log->recovery, "cut a torn record at offset");
     CHECK_CONTAINS(log->recovery, "/t/seg-0000000100000001.sqlog");
-    CHECK_EQ_INT(sq__plog_count(log), 51); /* the 50 synced, and one whole record of the torn write */
+    CHECK_EQ_INT(sq__plog_count(log),
+                 51); /* the 50 synced, and one whole record of the torn write */
     verify(log, 51);
     /* the cut is durable and the log goes on from there */
     fill(log, 51, 10);
@@ -191,6 +194,70 @@ static void test_torn_tail(void)
     CHECK(log->recovery[0] == '\0');
     CHECK_EQ_INT(sq__plog_count(log), 61);
     verify(log, 61);
+    sq__plog_close(log);
+    md_free(&md);
+}
+
+/* The last segment's file is kept written with zeros ahead of its records; every other segment
+ * is cut to its records before the next one gets a byte; a reopen takes the zeros for the end,
+ * quietly, and goes on writing right after the last record. */
+static void test_zero_ahead(void)
+{
+    struct memdisk md;
+    md_init(&md);
+    struct sq__plog *log;
+    char err[256] = "";
+    CHECK_EQ_INT(sq__plog_open(&log, &md.base, "/a", 1 << 20, err, sizeof(err)), 0);
+    fill(log, 0, 20);
+    CHECK_EQ_INT(sq__plog_flush(log, true, NULL), 0);
+    uint64_t records = log->segs[0].size;
+    struct md_file *f = &md.files[md_find(&md, "/a/seg-0000000100000001.sqlog")];
+    CHECK(f->synced_size >= records + SQ_PLOG_ZERO_LOW); /* written ahead, and synced */
+    bool zeros = true;
+    for (uint64_t o = records; o < f->size; o++) {
+        zeros &= f->data[o] == 0;
+    }
+    CHECK(zeros);
+    sq__plog_close(log);
+    md_crash(&md, 0);
+    CHECK_EQ_INT(sq__plog_open(&log, &md.base, "/a", 1 << 20, err, sizeof(err)), 0);
+    CHECK(log->recovery[0] == '\0'); /* not taken for a torn tail */
+    CHECK_EQ_INT(sq__plog_count(log), 20);
+    CHECK_EQ_INT(log->segs[0].size, records);
+    fill(log, 20, 10);
+    CHECK_EQ_INT(sq__plog_flush(log, true, NULL), 0);
+    CHECK_EQ_INT(log->idx[20].offset, records); /* right after the last record */
+    sq__plog_close(log);
+    CHECK_EQ_INT(sq__plog_open(&log, &md.base, "/a", 1 << 20, err, sizeof(err)), 0);
+    CHECK(log->recovery[0] == '\0');
+    verify(log, 30);
+    sq__plog_close(log);
+    md_free(&md);
+
+    /* small segments: each full one is cut to its records, only the last ends in zeros */
+    md_init(&md);
+    CHECK_EQ_INT(sq__plog_open(&log, &md.base, "/s", 4096, err, sizeof(err)), 0);
+    for (uint64_t k = 0; k < 200; k += 10) {
+        fill(log, k, 10);
+        CHECK_EQ_INT(sq__plog_flush(log, true, NULL), 0);
+    }
+    CHECK(log->nsegs > 3);
+    for (uint32_t s = 0; s < log->nsegs; s++) {
+        char path[600];
+        snprintf(path, sizeof(path), "/s/seg-%016" PRIx64 ".sqlog", log->segs[s].first_version);
+        int h = md_find(&md, path);
+        CHECK(h >= 0);
+        if (s + 1 < log->nsegs) {
+            CHECK_EQ_INT(md.files[h].size, log->segs[s].size);
+        } else {
+            CHECK(md.files[h].size >= log->segs[s].size);
+        }
+    }
+    sq__plog_close(log);
+    md_crash(&md, 0);
+    CHECK_EQ_INT(sq__plog_open(&log, &md.base, "/s", 4096, err, sizeof(err)), 0);
+    CHECK(log->recovery[0] == '\0');
+    verify(log, 200);
     sq__plog_close(log);
     md_free(&md);
 }
@@ -208,11 +275,12 @@ static void test_zero_hole(void)
     CHECK_EQ_INT(sq__plog_flush(log, true, NULL), 0);
     fill(log, 50, 5);
     CHECK_EQ_INT(sq__plog_flush(log, false, NULL), 0);
+    uint64_t off50 = log->idx[50].offset;
     sq__plog_close(log);
     int h = md_find(&md, "/z/seg-0000000100000001.sqlog");
     CHECK(h >= 0);
     struct md_file *f = &md.files[h];
-    memset(f->data + f->synced_size, 0, 104); /* record 50 never reached the disk */
+    memset(f->data + off50, 0, 104); /* record 50 never reached the disk */
     CHECK_EQ_INT(sq__plog_open(&log, &md.base, "/z", 1 << 20, err, sizeof(err)), 0);
     CHECK_CONTAINS(log->recovery, "cut a torn record");
     CHECK_EQ_INT(sq__plog_count(log), 50);
@@ -222,9 +290,10 @@ static void test_zero_hole(void)
     CHECK_EQ_INT(sq__plog_open(&log, &md.base, "/z", 1 << 20, err, sizeof(err)), 0);
     fill(log, 50, 5);
     CHECK_EQ_INT(sq__plog_flush(log, true, NULL), 0);
+    uint64_t off51 = log->idx[51].offset;
     sq__plog_close(log);
     f = &md.files[md_find(&md, "/z/seg-0000000100000001.sqlog")];
-    f->data[f->size - 104 * 4 - 50] ^= 0x5a;
+    f->data[off51 + 50] ^= 0x5a; /* records 52..54 follow it */
     CHECK_EQ_INT(sq__plog_open(&log, &md.base, "/z", 1 << 20, err, sizeof(err)), SQ_ECORRUPT);
     md_free(&md);
 }
@@ -378,6 +447,7 @@ int main(void)
     test_roundtrip_and_indexes();
     test_truncate();
     test_torn_tail();
+    test_zero_ahead();
     test_lost_unsynced();
     test_zero_hole();
     test_damage();
