@@ -162,9 +162,18 @@ static int px_lock(struct sq_disk *d, const char *path)
 }
 
 static const struct sq_disk_vtable posix_vtable = {
-    .mkdirs = px_mkdirs, .list = px_list, .open = px_open, .close = px_close,
-    .pread = px_pread, .pwrite = px_pwrite, .datasync = px_datasync, .truncate = px_truncate,
-    .size = px_size, .syncdir = px_syncdir, .unlink = px_unlink, .lock = px_lock,
+    .mkdirs = px_mkdirs,
+    .list = px_list,
+    .open = px_open,
+    .close = px_close,
+    .pread = px_pread,
+    .pwrite = px_pwrite,
+    .datasync = px_datasync,
+    .truncate = px_truncate,
+    .size = px_size,
+    .syncdir = px_syncdir,
+    .unlink = px_unlink,
+    .lock = px_lock,
 };
 
 static struct sq_disk posix_disk = {.vt = &posix_vtable};
@@ -174,7 +183,9 @@ struct sq_disk *sq__disk_posix(void)
     return &posix_disk;
 }
 
-/* CRC-32C, reflected polynomial 0x82F63B78, one table lookup per byte. */
+/* CRC-32C, reflected polynomial 0x82F63B78: the SSE4.2 crc32 instruction, 8 bytes at a time,
+ * where the CPU has it (x86-64 since 2008), else one table lookup per byte. Both give the same
+ * values (sq__crc32c_table is the reference the unit test compares with). */
 static uint32_t crc_table[256];
 static int crc_ready;
 
@@ -190,7 +201,7 @@ static void crc_init(void)
     __atomic_store_n(&crc_ready, 1, __ATOMIC_RELEASE);
 }
 
-uint32_t sq__crc32c(uint32_t crc, const void *data, size_t len)
+uint32_t sq__crc32c_table(uint32_t crc, const void *data, size_t len)
 {
     if (!__atomic_load_n(&crc_ready, __ATOMIC_ACQUIRE)) {
         crc_init(); /* idempotent: racing initializers write the same table */
@@ -202,3 +213,39 @@ uint32_t sq__crc32c(uint32_t crc, const void *data, size_t len)
     }
     return ~crc;
 }
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t crc, const void *data,
+                                                               size_t len)
+{
+    const uint8_t *p = data;
+    uint64_t c = ~crc;
+    for (; len >= 8; p += 8, len -= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        c = __builtin_ia32_crc32di(c, w);
+    }
+    uint32_t c32 = (uint32_t)c;
+    for (; len > 0; p++, len--) {
+        c32 = __builtin_ia32_crc32qi(c32, *p);
+    }
+    return ~c32;
+}
+
+uint32_t sq__crc32c(uint32_t crc, const void *data, size_t len)
+{
+    static int have = -1; /* racing first calls find the same answer */
+    int h = __atomic_load_n(&have, __ATOMIC_RELAXED);
+    if (h < 0) {
+        __builtin_cpu_init();
+        h = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+        __atomic_store_n(&have, h, __ATOMIC_RELAXED);
+    }
+    return h ? crc32c_sse42(crc, data, len) : sq__crc32c_table(crc, data, len);
+}
+#else
+uint32_t sq__crc32c(uint32_t crc, const void *data, size_t len)
+{
+    return sq__crc32c_table(crc, data, len);
+}
+#endif

@@ -41,5 +41,7 @@ struct sq_disk *sq__disk_posix(void);
 
 /* CRC-32C (Castagnoli) of `len` bytes, continuing from `crc` (start with 0). */
 uint32_t sq__crc32c(uint32_t crc, const void *data, size_t len);
+/* The same, one table lookup per byte (the reference for the fast one). */
+uint32_t sq__crc32c_table(uint32_t crc, const void *data, size_t len);
 
 #endif
