@@ -666,7 +666,8 @@ void *sq__client_io_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&c->mu);
         bool stop = c->stop, connected = c->connected;
-        bool want = c->ncalls > 0;
+        /* not while a caller reads the socket: it uses c->fd and c->in until its turn ends */
+        bool want = c->ncalls > 0 && !c->reader_busy;
         uint64_t next_connect = c->next_connect_ms;
         pthread_mutex_unlock(&c->mu);
         if (stop) {
