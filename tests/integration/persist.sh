@@ -110,7 +110,9 @@ rm -rf "$WORK/data"
 echo "case 3: a member killed and restarted on an empty disk receives the shard's log"
 BASE_PORT=$((BASE_PORT + 10))
 setup
-for i in 0 1 2; do start_member "$i" --send 20000 --size 300 --rate 10000 --finish --timeout 60; done
+# 40,000 at 10,000/s: members 0 and 1 are still sending when member 2 is back (about 2 s after
+# the kill); had they finished first, they would exit before it rejoined.
+for i in 0 1 2; do start_member "$i" --send 40000 --size 300 --rate 10000 --finish --timeout 60; done
 wait_view0
 sleep 0.8
 kill -9 "$PID_2"
@@ -129,7 +131,9 @@ rm -rf "$WORK/data"
 echo "case 4: a member killed and restarted on its own log receives only what it missed"
 BASE_PORT=$((BASE_PORT + 10))
 setup
-for i in 0 1 2; do start_member "$i" --send 20000 --size 300 --rate 10000 --finish --timeout 60; done
+# 40,000 at 10,000/s: members 0 and 1 are still sending when member 2 is back (about 2 s after
+# the kill); had they finished first, they would exit before it rejoined.
+for i in 0 1 2; do start_member "$i" --send 40000 --size 300 --rate 10000 --finish --timeout 60; done
 wait_view0
 sleep 0.8
 kill -9 "$PID_2"
