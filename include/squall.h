@@ -161,7 +161,10 @@ uint64_t sq_member_durable_time(sq_member *m, uint32_t subgroup, uint64_t versio
  * Fills *rec and copies up to `cap` payload bytes into `buf` (rec->size is the full size).
  * SQ_ENOTFOUND when there is no such entry, SQ_ENOTSUP for a subgroup that is not persistent
  * or that this member does not serve. Entries are readable once written to the file, which the
- * flusher does promptly; durable ones are those up to the persisted frontier. */
+ * flusher does promptly; durable ones are those up to the persisted frontier. A running member
+ * logs an update before it is delivered, and a view change may trim such an update: reads stop
+ * at the last delivery here, so they never show one (logs opened with sq_member_open_logs show
+ * all the member had logged when it stopped). */
 enum { SQ_LOG_EXACT, SQ_LOG_AT_OR_BEFORE, SQ_LOG_AT_TIME, SQ_LOG_AFTER, SQ_LOG_FIRST };
 typedef struct sq_record {
     uint64_t version;

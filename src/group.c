@@ -243,6 +243,9 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
             if (rc != 0) {
                 return sq__group_fail(g, rc, "cannot set up shard %u of subgroup %s", k, sg->name);
             }
+            if (sg->persistent) {
+                sq__smc_set_ordered(&g->shard[s], sq__group_ordered, g);
+            }
             g->in_shard[s] = true;
             g->ctl.sst.shards[s] = &g->shard[s].sst;
             if (holders->shard[s][my_rank] != k && donor != UINT32_MAX) {
@@ -550,6 +553,16 @@ enum sq__sst_phase sq__group_phase(const struct sq__group *g)
 int sq__group_install(struct sq__group *g)
 {
     SQ_ASSERT(sq__group_phase(g) == SQ_SST_READY);
+    /* First: a donation of this view's log, and the next view's records, must not find what the
+     * trim dropped. */
+    for (uint32_t s = 0; s < g->cfg->nsubgroups; s++) {
+        if (g->in_shard[s]) {
+            int rc = sq__group_cut_undelivered(g, s);
+            if (rc != 0) {
+                return rc;
+            }
+        }
+    }
     uint32_t ids[SQ_MAX_MEMBERS], peers[SQ_MAX_MEMBERS], my_rank = 0;
     uint32_t n = sq__smc_next_view(&g->ctl, ids, peers, &my_rank);
     uint32_t old_rank[SQ_MAX_MEMBERS];

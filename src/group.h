@@ -121,6 +121,10 @@ struct sq__group {
     uint32_t log_shard[SQ_MAX_SUBGROUPS]; /* the shard log[s] is of */
     bool log_ok[SQ_MAX_SUBGROUPS];        /* log[s] was checked against the layout */
     _Atomic uint64_t durable_next[SQ_MAX_SUBGROUPS];
+    /* 1 + the version of my shard's last delivery (any thread reads it: log reads stop there),
+     * and 1 + the version of the last record logged ahead of delivery (the loop's own) */
+    _Atomic uint64_t delivered_next[SQ_MAX_SUBGROUPS];
+    uint64_t logged_next[SQ_MAX_SUBGROUPS];
     /* The last SQ_DURABLE_MARKS advances of durable_next with their times (CLOCK_MONOTONIC µs),
      * written by the flusher, read by traces (sq__group_durable_time): each half is atomic, so
      * a reader racing a write may pair a value with its neighbour's time, never crash. */
@@ -190,6 +194,11 @@ int sq__group_install(struct sq__group *g);
 struct sq__smc *sq__group_shard(struct sq__group *g, uint32_t sg, int *why);
 
 void sq__group_fini(struct sq__group *g);
+
+/* Before the next view of a persistent shard: cuts from my log, durably, the records logged ahead
+ * of delivery that the view change trimmed (never delivered, so never reported persisted). 0 or
+ * an error (the group failed). */
+int sq__group_cut_undelivered(struct sq__group *g, uint32_t s);
 
 /* Writes what my shard of persistent subgroup `sg` appended to its log and, with `sync`, makes it
  * durable; then tells the loop how far (durable_next). Safe from another thread than the one

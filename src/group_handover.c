@@ -287,6 +287,7 @@ static int cut_log(struct sq__group *g, uint32_t s, const struct handover *h)
     pthread_mutex_lock(&g->durable_mu);
     int rc = sq__plog_truncate(log, keep);
     atomic_store(&g->durable_next[s], h->keep_next);
+    atomic_store(&g->delivered_next[s], h->keep_next);
     pthread_mutex_unlock(&g->durable_mu);
     if (rc != 0) {
         return sq__group_fail(g, rc, "cannot cut %s back to the group's history: %s", dir,
@@ -361,6 +362,8 @@ int sq__group_check_handovers(struct sq__group *g)
                 }
                 g->records_in[s]++;
                 g->appended = true;
+                /* the shard's history, delivered before this member came in */
+                atomic_store(&g->delivered_next[s], e.version + 1);
                 at += n;
             }
         } else {

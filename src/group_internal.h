@@ -37,7 +37,9 @@ int sq__group_check_handovers(struct sq__group *g);
 /* Reads entry e's payload into g->scratch: 0, SQ_ENOMEM or SQ_EIO. */
 int sq__group_read_payload(struct sq__group *g, struct sq__plog *log,
                            const struct sq__plog_entry *e);
-/* The shards' delivery callback (arg: the group): persistent subgroups log first. */
+/* The persistent shards' callback for messages in order, ahead of delivery: logs them. */
+void sq__group_ordered(void *arg, const sq_message *msg);
+/* The shards' delivery callback (arg: the group). */
 void sq__group_deliver(void *arg, const sq_message *msg);
 /* Opens the log of my shard k of persistent subgroup s; 0 or the (recorded) error. */
 int sq__group_open_log(struct sq__group *g, uint32_t s, uint32_t k, bool have_donor, bool holder);

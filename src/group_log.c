@@ -24,7 +24,32 @@ int sq__group_read_payload(struct sq__group *g, struct sq__plog *log,
     return r == (ssize_t)e->size ? 0 : r < 0 ? (int)r : SQ_EIO;
 }
 
-/* Every delivery of a shard passes here: persistent subgroups log it first. */
+/* Persistent shards: every message passes here in the total order as soon as this member holds
+ * it and all before it, before it is delivered (see sq__smc_set_ordered), and is logged. So the
+ * sync of an update overlaps the multicast round that makes it stable, instead of following it.
+ * What the log then holds past the last delivery may be trimmed away by a view change:
+ * sq__group_cut_undelivered takes it out before the next view. */
+void sq__group_ordered(void *arg, const sq_message *msg)
+{
+    struct sq__group *g = arg;
+    uint32_t s = msg->subgroup;
+    if (g->log[s] == NULL || g->failed != 0 || (msg->flags & SQ_MSG_ORDERED_CALL)) {
+        return;
+    }
+    int rc = sq__plog_append(g->log[s], msg->version, msg->timestamp, msg->sender_id, msg->data,
+                             (uint32_t)msg->size);
+    if (rc != 0) {
+        sq__group_fail(g, rc, "cannot log version %#llx of shard %u of subgroup %s: %s",
+                       (unsigned long long)msg->version, msg->shard, g->cfg->subgroups[s].name,
+                       sq_strerror(rc));
+        return; /* not delivered: the member stops (poll reports the failure) */
+    }
+    g->logged_next[s] = msg->version + 1;
+    g->appended = true;
+}
+
+/* Every delivery of a shard passes here; a persistent shard's message was logged before (by
+ * sq__group_ordered). */
 void sq__group_deliver(void *arg, const sq_message *msg)
 {
     struct sq__group *g = arg;
@@ -32,20 +57,41 @@ void sq__group_deliver(void *arg, const sq_message *msg)
     if (g->log[s] != NULL && g->failed != 0) {
         return; /* the log failed: nothing more reaches the application unlogged */
     }
-    if (g->log[s] != NULL && !(msg->flags & SQ_MSG_ORDERED_CALL)) {
-        int rc = sq__plog_append(g->log[s], msg->version, msg->timestamp, msg->sender_id, msg->data,
-                                 (uint32_t)msg->size);
-        if (rc != 0) {
-            sq__group_fail(g, rc, "cannot log version %#llx of shard %u of subgroup %s: %s",
-                           (unsigned long long)msg->version, msg->shard, g->cfg->subgroups[s].name,
-                           sq_strerror(rc));
-            return; /* not delivered: the member stops (poll reports the failure) */
-        }
-        g->appended = true;
-    }
+    atomic_store_explicit(&g->delivered_next[s], msg->version + 1, memory_order_release);
     if (g->deliver != NULL) {
         g->deliver(g->deliver_arg, msg);
     }
+}
+
+int sq__group_cut_undelivered(struct sq__group *g, uint32_t s)
+{
+    struct sq__plog *log = g->log[s];
+    uint64_t limit = atomic_load(&g->delivered_next[s]);
+    if (log == NULL || g->logged_next[s] <= limit) {
+        return 0;
+    }
+    uint64_t n = sq__plog_count(log), keep = n;
+    while (keep > 0 && sq__plog_version_at(log, keep - 1) >= limit) {
+        keep--; /* the records past the last delivery are the log's tail */
+    }
+    uint64_t first = sq__plog_version_at(log, keep);
+    /* The flusher's count of durable records must not name records the cut replaces. */
+    pthread_mutex_lock(&g->durable_mu);
+    int rc = sq__plog_truncate(log, keep);
+    if (atomic_load(&g->durable_next[s]) > limit) {
+        atomic_store(&g->durable_next[s], limit); /* every record kept was durable */
+    }
+    pthread_mutex_unlock(&g->durable_mu);
+    g->logged_next[s] = limit;
+    if (rc != 0) {
+        return sq__group_fail(g, rc, "cannot cut the log of subgroup %s back to its last delivery: %s",
+                              g->cfg->subgroups[s].name, sq_strerror(rc));
+    }
+    sq__log(SQ_LOG_INFO,
+            "the view change trimmed %llu logged updates of subgroup %s that were never delivered "
+            "(versions from %#llx): cut from the log",
+            (unsigned long long)(n - keep), g->cfg->subgroups[s].name, (unsigned long long)first);
+    return 0;
 }
 
 /* Opens the log of my shard k of persistent subgroup s (once: shards are sticky). A log from
@@ -78,6 +124,7 @@ int sq__group_open_log(struct sq__group *g, uint32_t s, uint32_t k, bool have_do
                 (unsigned long long)n, (unsigned long long)last.version,
                 holder ? "the group goes on from it" : "this member asks only for what came after");
         atomic_store(&g->durable_next[s], last.version + 1);
+        atomic_store(&g->delivered_next[s], last.version + 1); /* the history so far */
         __atomic_store_n(&g->log[s], log, __ATOMIC_RELEASE);
         return 0;
     }
@@ -93,6 +140,7 @@ int sq__group_open_log(struct sq__group *g, uint32_t s, uint32_t k, bool have_do
             dir, (unsigned long long)n, (unsigned long long)last.version);
     }
     atomic_store(&g->durable_next[s], 0);
+    atomic_store(&g->delivered_next[s], 0);
     __atomic_store_n(&g->log[s], log, __ATOMIC_RELEASE); /* the flusher thread reads it */
     return 0;
 }
@@ -186,6 +234,9 @@ int sq__group_publish_persistence(struct sq__group *g, uint32_t s)
     for (uint32_t r = 0; r < sh->sst.L.nmembers; r++) {
         frontier = SQ_MIN(frontier, sq__sst_col(&sh->sst, r, sh->sst.L.off_persisted));
     }
+    /* Members log before delivery: an update may be on every disk before it is delivered here.
+     * It is reported persisted only once delivered too (the application has seen it). */
+    frontier = SQ_MIN(frontier, atomic_load(&g->delivered_next[s]));
     if (frontier != UINT64_MAX && frontier > g->frontier[s]) {
         g->frontier[s] = frontier;
         if (g->persisted != NULL) {

@@ -72,8 +72,16 @@ int sq__smc_init(struct sq__smc *s, const struct sq__smc_params *p, uint8_t *tab
     s->data_only = p->data_only;
     s->subgroup = p->subgroup;
     s->last_timestamp = p->last_timestamp;
+    s->ordered_last_ts = p->last_timestamp;
     s->shard = p->shard;
     return 0;
+}
+
+void sq__smc_set_ordered(struct sq__smc *s, sq_deliver_fn ordered, void *arg)
+{
+    SQ_ASSERT(s->next_ordered == 0);
+    s->ordered = ordered;
+    s->ordered_arg = arg;
 }
 
 void sq__smc_fini(struct sq__smc *s)
@@ -293,6 +301,8 @@ static int receive_from(struct sq__smc *s, uint32_t r)
         }
         s->sst.received[r] = index + 1;
         s->recv_slots[r] = z + 1;
+        s->highest_real = SQ_MAX(s->highest_real, index * s->sst.L.nmembers + r);
+        s->any_real = true;
         got++;
     }
     if (ns > s->sst.received[r]) {
@@ -307,7 +317,15 @@ static int receive_from(struct sq__smc *s, uint32_t r)
 }
 
 /* When others have sent past my next index, my missing messages would hold up delivery: assign
- * null messages up to just past the highest index received. */
+ * null messages through the round after the one of the highest index received (a round: one
+ * index of every sender).
+ *
+ * Why a round ahead: filling only up to the highest index leaves my index of the sender's next
+ * round open, so the sender's next message would wait for this member to hear of it and for
+ * every other member to hear of my null: three one-way hops before it is stable instead of a
+ * round trip. A sender that keeps sending (one client at one member) would pay that on every
+ * message. Nulls cost nothing but a counter; a member that then sends itself takes the index
+ * after them. */
 static int fill_nulls(struct sq__smc *s)
 {
     if (s->reserved) {
@@ -323,13 +341,19 @@ static int fill_nulls(struct sq__smc *s)
             any = true;
         }
     }
-    uint64_t mine = s->next_index * n + s->sst.my_rank;
-    if (!any || mine > highest) {
+    if (!any) {
         return 0;
     }
-    uint64_t k = (highest - s->sst.my_rank) / n + 1;
+    /* Just past the highest index (nulls included), and a round past the highest real message:
+     * others' nulls do not move the look-ahead, or idle members would chase each other's nulls
+     * round after round. */
+    uint64_t mine = s->next_index * n + s->sst.my_rank;
+    uint64_t k = SQ_MAX(mine > highest ? 0 : (highest - s->sst.my_rank) / n + 1,
+                        s->any_real ? s->highest_real / n + 2 : 0);
+    if (k <= s->next_index) {
+        return 0;
+    }
     SQ_ASSERT(k * n + s->sst.my_rank > highest);
-    SQ_ASSERT(k > s->next_index);
     s->next_index = k;
     s->sst.received[s->sst.my_rank] = k;
     store_u64(row(s, s->sst.my_rank) + SQ_SST_OFF_RECEIVED + 8u * s->sst.my_rank, k);
@@ -348,58 +372,96 @@ static uint64_t stable_prefix(struct sq__smc *s)
     return stable;
 }
 
+/* Global index g in the order, for a cursor over it (the next slot number of each sender, the real
+ * messages so far, the last timestamp): true and *m for a real message, false for a null; either
+ * way the cursor moves past g. Delivery and `ordered` each keep a cursor, and both come here, so
+ * they give every message the same version and timestamp. */
+static bool take_message(struct sq__smc *s, uint64_t g, uint64_t *slots, uint64_t *real,
+                         uint64_t *last_ts, sq_message *m)
+{
+    const uint64_t n = s->sst.L.nmembers;
+    uint32_t r = (uint32_t)(g % n);
+    uint64_t i = g / n;
+    uint64_t z = slots[r];
+    if (z >= s->recv_slots[r]) {
+        return false; /* no slot carries index i: a null (received, so the sender assigned it) */
+    }
+    const uint8_t *end = slot_end(s, r, z);
+    uint64_t index = load_u64(end - TR_INDEX);
+    SQ_ASSERT(index >= i);
+    if (index != i) {
+        return false;
+    }
+    uint32_t size = load_u32(end - TR_SIZE);
+    /* Every member computes the same timestamp from the same order. */
+    uint64_t next = *last_ts + (*last_ts != UINT64_MAX);
+    uint64_t ts = SQ_MAX(load_u64(end - TR_TS), next);
+    *last_ts = ts;
+    *m = (sq_message){
+        .sender_id = s->sst.member_ids[r],
+        .sender_rank = r,
+        .index = g,
+        .version = ((uint64_t)s->sst.view_id << 32) | *real,
+        .data = end - SQ_SST_TRAILER_BYTES - SQ_ALIGN8((size_t)size),
+        .size = size,
+        .flags = load_u32(end - TR_FLAGS),
+        .subgroup = s->subgroup,
+        .shard = s->shard,
+        .timestamp = ts,
+    };
+    (*real)++;
+    slots[r] = z + 1;
+    return true;
+}
+
+/* Hands `ordered` the next global index (nothing for a null). */
+static void order_one(struct sq__smc *s)
+{
+    sq_message m;
+    uint64_t g = s->next_ordered;
+    s->next_ordered = g + 1;
+    if (take_message(s, g, s->ordered_slots, &s->ordered_real, &s->ordered_last_ts, &m)) {
+        s->ordered(s->ordered_arg, &m);
+    }
+}
+
+/* Hands `ordered` every global index below `limit` (this member's received prefix), at most a
+ * batch. */
+static int order_upto(struct sq__smc *s, uint64_t limit)
+{
+    uint32_t done = 0;
+    while (s->next_ordered < limit && done < SQ_SMC_MAX_DELIVER_BATCH &&
+           s->ordered_real < UINT32_MAX) {
+        order_one(s);
+        done++;
+    }
+    return done > 0;
+}
+
 /* Delivers, in order, every global index below `stable` (at most a batch). */
 static int deliver_upto(struct sq__smc *s, uint64_t stable)
 {
-    const uint64_t n = s->sst.L.nmembers;
     uint32_t done = 0;
     while (s->next_deliver < stable && done < SQ_SMC_MAX_DELIVER_BATCH) {
         uint64_t g = s->next_deliver;
-        uint32_t r = (uint32_t)(g % n);
-        uint64_t i = g / n;
-        uint64_t z = s->deliver_slots[r];
-        if (z < s->recv_slots[r]) {
-            const uint8_t *end = slot_end(s, r, z);
-            uint64_t index = load_u64(end - TR_INDEX);
-            SQ_ASSERT(index >= i);
-            if (index == i) {
-                uint32_t size = load_u32(end - TR_SIZE);
-                if (s->delivered_real >= UINT32_MAX) {
-                    /* The version's low half counts a view's messages: it must not wrap. */
-                    sq__sst_fail(&s->sst, SQ_ESTATE,
-                                 "2^32 messages in one view: versions would wrap "
-                                 "(a view change resets the count)");
-                    break;
-                }
-                /* Every member computes the same timestamp from the same order. */
-                uint64_t next = s->last_timestamp + (s->last_timestamp != UINT64_MAX);
-                uint64_t ts = SQ_MAX(load_u64(end - TR_TS), next);
-                s->last_timestamp = ts;
-                sq_message m = {
-                    .sender_id = s->sst.member_ids[r],
-                    .sender_rank = r,
-                    .index = g,
-                    .version = ((uint64_t)s->sst.view_id << 32) | s->delivered_real,
-                    .data = end - SQ_SST_TRAILER_BYTES - SQ_ALIGN8((size_t)size),
-                    .size = size,
-                    .flags = load_u32(end - TR_FLAGS),
-                    .subgroup = s->subgroup,
-                    .shard = s->shard,
-                    .timestamp = ts,
-                };
-                s->delivered_real++;
-                s->deliver_slots[r] = z + 1;
-                /* Advance first: the callback may send, and must see this one delivered. */
-                s->next_deliver = g + 1;
-                if (s->deliver != NULL) {
-                    s->deliver(s->deliver_arg, &m);
-                }
-                done++;
-                continue;
-            }
+        if (s->ordered != NULL && s->next_ordered == g) {
+            order_one(s); /* `ordered` sees every message before `deliver` does */
         }
-        /* No slot carries index i: it is a null (received, so the sender assigned it). */
+        if (s->delivered_real >= UINT32_MAX) {
+            /* The version's low half counts a view's messages: it must not wrap. */
+            sq__sst_fail(&s->sst, SQ_ESTATE,
+                         "2^32 messages in one view: versions would wrap "
+                         "(a view change resets the count)");
+            break;
+        }
+        sq_message m;
+        bool real = take_message(s, g, s->deliver_slots, &s->delivered_real, &s->last_timestamp,
+                                 &m);
+        /* Advance first: the callback may send, and must see this one delivered. */
         s->next_deliver = g + 1;
+        if (real && s->deliver != NULL) {
+            s->deliver(s->deliver_arg, &m);
+        }
         done++;
     }
     if (done > 0) {
@@ -498,6 +560,9 @@ int sq__smc_poll(struct sq__smc *s)
             events += rc;
         }
         events += fill_nulls(s);
+        if (s->ordered != NULL && !s->hold) {
+            events += order_upto(s, sq__sst_prefix(&s->sst, s->sst.my_rank));
+        }
     }
     /* The view change, on a control table (view.h's sq__view_attach registers it). */
     int vc = s->data_only || s->sst.control_step == NULL ? 0 : s->sst.control_step(&s->sst);

@@ -56,6 +56,20 @@ struct sq__smc {
      * being written can only be lower than its true value, so the max is always safe) */
     uint64_t seen_num_sent[SQ_SST_MAX_MEMBERS];
     uint64_t seen_delivered[SQ_SST_MAX_MEMBERS];
+    /* global index of the latest real message received from another member (see fill_nulls) */
+    uint64_t highest_real;
+    bool any_real;
+
+    /* Persistent shards: `ordered` sees every real message in the total order as soon as this
+     * member holds it and every message before it, which may be before every member has it (so
+     * before it is delivered, and perhaps never: a view change may trim it). Each message
+     * reaches `ordered` before `deliver`, with the same version and timestamp. NULL: none. */
+    sq_deliver_fn ordered;
+    void *ordered_arg;
+    uint64_t next_ordered;    /* next global index for `ordered`; never behind next_deliver */
+    uint64_t ordered_real;    /* its real messages so far in this view */
+    uint64_t ordered_last_ts; /* the timestamp of the last of them */
+    uint64_t ordered_slots[SQ_SST_MAX_MEMBERS];
 
     uint64_t next_deliver;   /* next global index to deliver */
     uint64_t delivered_real; /* messages delivered in this view (nulls excluded) */
@@ -84,6 +98,9 @@ struct sq__smc {
 int sq__smc_init(struct sq__smc *s, const struct sq__smc_params *p, uint8_t *table,
                  struct sq_transport *t, sq_deliver_fn deliver, void *deliver_arg);
 void sq__smc_fini(struct sq__smc *s);
+
+/* Sets the `ordered` callback (see struct sq__smc), right after init. */
+void sq__smc_set_ordered(struct sq__smc *s, sq_deliver_fn ordered, void *arg);
 
 /* Reserves my next slot for `size` bytes: *buf points into my row. SQ_EAGAIN when the slot still
  * holds a message not yet delivered at every member, SQ_EMSGSIZE, SQ_EBUSY if a reservation is
