@@ -84,7 +84,7 @@ static const char *const g_stage_what[NSTAGES] = {
     "socket to the member's service thread decoding it",
     "decoded to its op in the shard's multicast slot",
     "multicast until delivered here (every member has it)",
-    "delivered until this member's log sync covered it",
+    "delivered until this member's log sync covered it (0: it was durable first)",
     "durable here until the shard's frontier passed it (every member durable)",
     "the last stage until the member queued the answer",
     "answer queued until the client's I/O thread read it",
@@ -156,7 +156,7 @@ static void trace_add(struct worker *w, const sq_kv_trace *t)
          * answer stage starts at the last member stage */
         int st = stage_to[i - 1];
         samples_add(&w->stage[st], at[i] >= last ? (double)(at[i] - last) / 1e6 : 0);
-        last = at[i];
+        last = at[i] > last ? at[i] : last; /* a persistent update may be durable before delivery */
     }
     samples_add(&w->stage[ST_TOTAL], (double)(t->returned - t->call) / 1e6);
 }

@@ -316,44 +316,35 @@ static int receive_from(struct sq__smc *s, uint32_t r)
     return got;
 }
 
-/* When others have sent past my next index, my missing messages would hold up delivery: assign
- * null messages through the round after the one of the highest index received (a round: one
- * index of every sender).
+/* When another member's real message is past my next index, my missing indexes would hold up
+ * its delivery: assign them as null messages. An idle member (none of its own messages waiting
+ * for delivery) goes on through the round after that message's (a round: one index of every
+ * sender).
  *
- * Why a round ahead: filling only up to the highest index leaves my index of the sender's next
- * round open, so the sender's next message would wait for this member to hear of it and for
- * every other member to hear of my null: three one-way hops before it is stable instead of a
- * round trip. A sender that keeps sending (one client at one member) would pay that on every
- * message. Nulls cost nothing but a counter; a member that then sends itself takes the index
- * after them. */
+ * Why a round ahead: filling only up to the message leaves my index of the sender's next round
+ * open, so the sender's next message would wait for this member to hear of it and for every other
+ * member to hear of my null: three one-way hops before it is stable instead of a round trip. A
+ * sender that keeps sending (one client at one member) would pay that on every message. A member
+ * that sends itself does not skip ahead: its own next message would then land a round later and
+ * wait for the others in turn. Only real messages count, never others' nulls: otherwise idle
+ * members would chase each other's nulls round after round, and a sender would null out its own
+ * next index on seeing the others' look-ahead. */
 static int fill_nulls(struct sq__smc *s)
 {
-    if (s->reserved) {
-        return 0; /* the open reservation will take the next index itself */
+    if (s->reserved || !s->any_real) {
+        return 0; /* an open reservation will take the next index itself */
     }
     const uint64_t n = s->sst.L.nmembers;
-    uint64_t highest = 0;
-    bool any = false;
-    for (uint32_t r = 0; r < n; r++) {
-        if (r != s->sst.my_rank && s->sst.received[r] > 0) {
-            uint64_t g = (s->sst.received[r] - 1) * n + r;
-            highest = any ? SQ_MAX(highest, g) : g;
-            any = true;
-        }
-    }
-    if (!any) {
-        return 0;
-    }
-    /* Just past the highest index (nulls included), and a round past the highest real message:
-     * others' nulls do not move the look-ahead, or idle members would chase each other's nulls
-     * round after round. */
+    const uint64_t h = s->highest_real;
     uint64_t mine = s->next_index * n + s->sst.my_rank;
-    uint64_t k = SQ_MAX(mine > highest ? 0 : (highest - s->sst.my_rank) / n + 1,
-                        s->any_real ? s->highest_real / n + 2 : 0);
+    uint64_t k = mine > h ? 0 : (h - s->sst.my_rank) / n + 1;
+    if (sq__smc_drained(s)) {
+        k = SQ_MAX(k, h / n + 2);
+    }
     if (k <= s->next_index) {
         return 0;
     }
-    SQ_ASSERT(k * n + s->sst.my_rank > highest);
+    SQ_ASSERT(k * n + s->sst.my_rank > h);
     s->next_index = k;
     s->sst.received[s->sst.my_rank] = k;
     store_u64(row(s, s->sst.my_rank) + SQ_SST_OFF_RECEIVED + 8u * s->sst.my_rank, k);

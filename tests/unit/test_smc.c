@@ -217,6 +217,114 @@ static void test_nulls_let_one_sender_go(void)
     group_fini(&g);
 }
 
+/* One hop: every write in flight lands, then every member polls (and so answers). */
+static void hop(struct group *g)
+{
+    size_t k = sq__sim_pending(g->sim);
+    uint32_t dst;
+    for (size_t i = 0; i < k; i++) {
+        sq__sim_step(g->sim, &dst);
+    }
+    for (uint32_t r = 0; r < g->n; r++) {
+        SQ_ASSERT(sq__smc_poll(&g->m[r]) >= 0);
+    }
+}
+
+/* Rank `r` sends `text` and polls (the writes go out); hops until it delivered it: how many. */
+static int hops_to_deliver(struct group *g, uint32_t r, const char *text)
+{
+    uint32_t before = g->nlog[r];
+    CHECK_EQ_INT(send_text(&g->m[r], text), 0);
+    SQ_ASSERT(sq__smc_poll(&g->m[r]) >= 0);
+    for (int h = 0; h < 10; h++) {
+        if (g->nlog[r] > before) {
+            return h;
+        }
+        hop(g);
+    }
+    return -1;
+}
+
+static void test_lone_sender_one_round_trip(void)
+{
+    for (uint32_t sender = 0; sender < 3; sender++) {
+        struct group g;
+        group_init(&g, 3, 8, 16);
+        /* The first message waits for the others' nulls before it (hearing of it, then of each
+         * other's); after it they stand a round ahead, so every next one takes a round trip:
+         * to the others, and their received counters back. */
+        CHECK(hops_to_deliver(&g, sender, "first") >= 2);
+        settle(&g);
+        for (int k = 0; k < 3; k++) {
+            int h = hops_to_deliver(&g, sender, "next");
+            CHECK_EQ_INT(h, 2);
+            settle(&g);
+        }
+        for (uint32_t r = 0; r < 3; r++) {
+            CHECK_EQ_INT(g.nlog[r], 4);
+        }
+        /* The idle members' nulls only follow real messages: nothing runs away while idle. */
+        uint64_t idx = g.m[(sender + 1) % 3].next_index;
+        settle(&g);
+        settle(&g);
+        CHECK_EQ_INT(g.m[(sender + 1) % 3].next_index, idx);
+        group_fini(&g);
+    }
+}
+
+struct ordered_log {
+    uint64_t version[LOG_MAX], ts[LOG_MAX];
+    uint32_t n;
+} g_ordered[N_MAX];
+
+static void on_ordered(void *arg, const sq_message *msg)
+{
+    struct ctx *c = arg;
+    struct ordered_log *o = &g_ordered[c->rank];
+    SQ_ASSERT(o->n < LOG_MAX);
+    /* before its delivery here, never behind delivery */
+    CHECK(c->g->m[c->rank].next_deliver <= msg->index);
+    CHECK(o->n >= c->g->nlog[c->rank]);
+    o->version[o->n] = msg->version;
+    o->ts[o->n] = msg->timestamp;
+    o->n++;
+}
+
+static void test_ordered_ahead_of_delivery(void)
+{
+    struct group g;
+    group_init(&g, 3, 8, 16);
+    memset(g_ordered, 0, sizeof(g_ordered));
+    for (uint32_t r = 0; r < 3; r++) {
+        sq__smc_set_ordered(&g.m[r], on_ordered, &ctxs[r]);
+    }
+    CHECK_EQ_INT(hops_to_deliver(&g, 1, "a") >= 2, 1);
+    settle(&g);
+    /* The sender holds its next message in order at once (the others' nulls are there): it is
+     * handed over before any hop, while delivery needs the round trip. */
+    CHECK_EQ_INT(send_text(&g.m[1], "b"), 0);
+    SQ_ASSERT(sq__smc_poll(&g.m[1]) >= 0);
+    CHECK_EQ_INT(g_ordered[1].n, 2);
+    CHECK_EQ_INT(g.nlog[1], 1);
+    /* The others hold it after one hop, before it is stable there. */
+    hop(&g);
+    CHECK_EQ_INT(g_ordered[0].n, 2);
+    CHECK_EQ_INT(g.nlog[0], 1);
+    CHECK_EQ_INT(send_text(&g.m[2], "c"), 0);
+    CHECK_EQ_INT(send_text(&g.m[0], "d"), 0);
+    settle(&g);
+    for (uint32_t r = 0; r < 3; r++) {
+        CHECK_EQ_INT(g_ordered[r].n, g.nlog[r]);
+        CHECK_EQ_INT(g.nlog[r], 4);
+        for (uint32_t k = 0; k < g.nlog[r] && k < g_ordered[r].n; k++) {
+            CHECK_EQ_INT(g_ordered[r].version[k], g.log[r][k].version);
+            CHECK_EQ_INT(g_ordered[r].version[k], g_ordered[0].version[k]);
+            CHECK_EQ_INT(g_ordered[r].ts[k], g_ordered[0].ts[k]);
+        }
+    }
+    group_fini(&g);
+}
+
 static void test_send_from_callback(void)
 {
     struct group g;
@@ -266,6 +374,8 @@ int main(void)
     test_send_errors();
     test_round_robin_order();
     test_nulls_let_one_sender_go();
+    test_lone_sender_one_round_trip();
+    test_ordered_ahead_of_delivery();
     test_send_from_callback();
     test_corrupt_row_fails_cleanly();
     return sq_test_done("test_smc");
