@@ -84,7 +84,8 @@ int sq__group_cut_undelivered(struct sq__group *g, uint32_t s)
     pthread_mutex_unlock(&g->durable_mu);
     g->logged_next[s] = limit;
     if (rc != 0) {
-        return sq__group_fail(g, rc, "cannot cut the log of subgroup %s back to its last delivery: %s",
+        return sq__group_fail(g, rc,
+                              "cannot cut the log of subgroup %s back to its last delivery: %s",
                               g->cfg->subgroups[s].name, sq_strerror(rc));
     }
     sq__log(SQ_LOG_INFO,

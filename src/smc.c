@@ -446,8 +446,8 @@ static int deliver_upto(struct sq__smc *s, uint64_t stable)
             break;
         }
         sq_message m;
-        bool real = take_message(s, g, s->deliver_slots, &s->delivered_real, &s->last_timestamp,
-                                 &m);
+        bool real =
+            take_message(s, g, s->deliver_slots, &s->delivered_real, &s->last_timestamp, &m);
         /* Advance first: the callback may send, and must see this one delivered. */
         s->next_deliver = g + 1;
         if (real && s->deliver != NULL) {
