@@ -391,6 +391,9 @@ int sq__group_check_handovers(struct sq__group *g)
             g->awaiting[s] = false;
             g->shard[s].hold = false;
             g->shard[s].last_timestamp = SQ_MAX(g->shard[s].last_timestamp, h.last_ts);
+            /* Nothing was logged ahead while on hold: logging starts from the same clock. */
+            SQ_ASSERT(g->shard[s].next_ordered == g->shard[s].next_deliver);
+            g->shard[s].ordered_last_ts = g->shard[s].last_timestamp;
         }
         g->chunks_in[s]++;
         /* The donor's heartbeat rides behind its chunks on the same link: a chunk that arrives
