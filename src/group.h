@@ -121,10 +121,10 @@ struct sq__group {
     uint32_t log_shard[SQ_MAX_SUBGROUPS]; /* the shard log[s] is of */
     bool log_ok[SQ_MAX_SUBGROUPS];        /* log[s] was checked against the layout */
     _Atomic uint64_t durable_next[SQ_MAX_SUBGROUPS];
-    /* 1 + the version of my shard's last delivery (any thread reads it: log reads stop there),
-     * and 1 + the version of the last record logged ahead of delivery (the loop's own) */
+    /* 1 + the version of my shard's last delivery, or of the last record of its history that
+     * came with the log (any thread reads it: log reads stop there); records at or past it were
+     * logged ahead of delivery */
     _Atomic uint64_t delivered_next[SQ_MAX_SUBGROUPS];
-    uint64_t logged_next[SQ_MAX_SUBGROUPS];
     /* The last SQ_DURABLE_MARKS advances of durable_next with their times (CLOCK_MONOTONIC µs),
      * written by the flusher, read by traces (sq__group_durable_time): each half is atomic, so
      * a reader racing a write may pair a value with its neighbour's time, never crash. */

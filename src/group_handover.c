@@ -389,11 +389,7 @@ int sq__group_check_handovers(struct sq__group *g)
                     (unsigned long long)h.shard, g->cfg->subgroups[s].name,
                     (unsigned long long)g->records_in[s], (unsigned long long)h.size);
             g->awaiting[s] = false;
-            g->shard[s].hold = false;
-            g->shard[s].last_timestamp = SQ_MAX(g->shard[s].last_timestamp, h.last_ts);
-            /* Nothing was logged ahead while on hold: logging starts from the same clock. */
-            SQ_ASSERT(g->shard[s].next_ordered == g->shard[s].next_deliver);
-            g->shard[s].ordered_last_ts = g->shard[s].last_timestamp;
+            sq__smc_release(&g->shard[s], h.last_ts);
         }
         g->chunks_in[s]++;
         /* The donor's heartbeat rides behind its chunks on the same link: a chunk that arrives

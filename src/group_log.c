@@ -44,7 +44,6 @@ void sq__group_ordered(void *arg, const sq_message *msg)
                        sq_strerror(rc));
         return; /* not delivered: the member stops (poll reports the failure) */
     }
-    g->logged_next[s] = msg->version + 1;
     g->appended = true;
 }
 
@@ -67,8 +66,8 @@ int sq__group_cut_undelivered(struct sq__group *g, uint32_t s)
 {
     struct sq__plog *log = g->log[s];
     uint64_t limit = atomic_load(&g->delivered_next[s]);
-    if (log == NULL || g->logged_next[s] <= limit) {
-        return 0;
+    if (log == NULL || sq__plog_count(log) == 0 || sq__plog_last(log).version < limit) {
+        return 0; /* nothing logged ahead of delivery */
     }
     uint64_t n = sq__plog_count(log), keep = n;
     while (keep > 0 && sq__plog_version_at(log, keep - 1) >= limit) {
@@ -82,7 +81,6 @@ int sq__group_cut_undelivered(struct sq__group *g, uint32_t s)
         atomic_store(&g->durable_next[s], limit); /* every record kept was durable */
     }
     pthread_mutex_unlock(&g->durable_mu);
-    g->logged_next[s] = limit;
     if (rc != 0) {
         return sq__group_fail(g, rc,
                               "cannot cut the log of subgroup %s back to its last delivery: %s",

@@ -84,6 +84,15 @@ void sq__smc_set_ordered(struct sq__smc *s, sq_deliver_fn ordered, void *arg)
     s->ordered_arg = arg;
 }
 
+void sq__smc_release(struct sq__smc *s, uint64_t last_ts)
+{
+    /* Nothing was logged ahead while on hold: logging starts from the same clock as delivery. */
+    SQ_ASSERT(s->next_ordered == s->next_deliver);
+    s->hold = false;
+    s->last_timestamp = SQ_MAX(s->last_timestamp, last_ts);
+    s->ordered_last_ts = s->last_timestamp;
+}
+
 void sq__smc_fini(struct sq__smc *s)
 {
     free(s->slot_global);

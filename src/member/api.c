@@ -555,9 +555,9 @@ int sq_member_log_get(sq_member *m, uint32_t subgroup, int how, uint64_t key, sq
     default:
         return SQ_EINVAL;
     }
-    if (rc == 0 && !m->offline_logs && e.version >= atomic_load(&m->g.delivered_next[subgroup])) {
+    uint64_t limit = atomic_load(&m->g.delivered_next[subgroup]);
+    if (rc == 0 && !m->offline_logs && e.version >= limit) {
         /* Logged ahead of its delivery: not history yet, perhaps never. */
-        uint64_t limit = atomic_load(&m->g.delivered_next[subgroup]);
         if (how == SQ_LOG_AT_OR_BEFORE || how == SQ_LOG_AT_TIME) {
             rc = limit == 0 ? SQ_ENOTFOUND
                             : sq__plog_find(log, limit - 1, SQ_PLOG_AT_OR_BEFORE, &e, NULL);
