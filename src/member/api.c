@@ -2,6 +2,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "common.h"
@@ -49,15 +50,20 @@ int sq_member_open(sq_member **out, const char *config_path, char *err, size_t e
     m->p2p_off = gm.end;
     m->table_bytes = m->p2p_off + sq__p2p_area_bytes(m->cfg.nmembers);
     m->self_peer = m->rank;
-    /* Page-aligned and zeroed: registered with the fabric as one region. */
-    if (posix_memalign((void **)&m->table, 4096, m->table_bytes) != 0) {
+    /* Page-aligned and zeroed: registered with the fabric as one region. An anonymous mapping is
+     * zero-filled by the kernel page by page as it is first touched, so a member's resident
+     * memory is what its tables use (slots that have carried messages, state areas that held a
+     * handover), not the sum of every window and state area it could use. */
+    void *mem = mmap(NULL, m->table_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
+    if (mem == MAP_FAILED) {
         free(m);
         return SQ_ENOMEM;
     }
-    memset(m->table, 0, m->table_bytes);
+    m->table = mem;
     m->backlog = calloc(MAX_REPLY_BACKLOG, sizeof(m->backlog[0]));
     if (m->backlog == NULL) {
-        free(m->table);
+        munmap(m->table, m->table_bytes);
         free(m);
         return SQ_ENOMEM;
     }
@@ -518,7 +524,7 @@ void sq_member_close(sq_member *m)
         free(m->backlog[i].bytes);
     }
     free(m->backlog);
-    free(m->table);
+    munmap(m->table, m->table_bytes);
     free(m);
 }
 
