@@ -13,6 +13,8 @@
 #include "common.h"
 #include "hash.h"
 #include "log.h"
+#include "persist/plog.h"
+#include "sst.h"
 
 /* Default values of the keys that have one. Nothing that identifies a member has a default. */
 #define DEFAULT_PROVIDER "tcp"
@@ -29,9 +31,9 @@
 struct parse_state {
     struct sq_config *c;
     const char *name;
-    int line;      /* line the reader last returned */
+    int line;         /* line the reader last returned */
     int section_line; /* line of the latest [section] header */
-    int err_line;  /* first error, 0 if none */
+    int err_line;     /* first error, 0 if none */
     char *err;
     size_t err_size;
     bool explicit_subgroups; /* a [subgroup.NAME] section appeared */
@@ -43,7 +45,8 @@ struct parse_state {
     FILE *file;
 };
 
-static void fail(struct parse_state *ps, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail(struct parse_state *ps, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static void fail(struct parse_state *ps, const char *fmt, ...)
 {
@@ -153,8 +156,10 @@ static void group_key(struct parse_state *ps, const char *key, const char *value
             ok = isalnum((unsigned char)*p) || *p == '_' || *p == ';' || *p == '-';
         }
         if (!ok) {
-            fail(ps, "key 'provider' in [group]: '%s' is not a libfabric provider name "
-                     "(for example tcp, sockets, verbs, tcp;ofi_rxm)", value);
+            fail(ps,
+                 "key 'provider' in [group]: '%s' is not a libfabric provider name "
+                 "(for example tcp, sockets, verbs, tcp;ofi_rxm)",
+                 value);
         }
     } else if (strcmp(key, "domain") == 0) {
         if (!copy_string(c->domain, sizeof(c->domain), value)) {
@@ -170,20 +175,26 @@ static void group_key(struct parse_state *ps, const char *key, const char *value
         c->log_level = lvl;
     } else if (strcmp(key, "connect_timeout_ms") == 0) {
         if (!parse_u64(value, 1, 3600000, &v)) {
-            fail(ps, "key 'connect_timeout_ms' in [group]: '%s' is not a number of "
-                     "milliseconds in 1..3600000", value);
+            fail(ps,
+                 "key 'connect_timeout_ms' in [group]: '%s' is not a number of "
+                 "milliseconds in 1..3600000",
+                 value);
         }
         c->connect_timeout_ms = (int)v;
     } else if (strcmp(key, "restart_wait_ms") == 0) {
         if (!parse_u64(value, 0, 3600000, &v)) {
-            fail(ps, "key 'restart_wait_ms' in [group]: '%s' is not a number of "
-                     "milliseconds in 0..3600000", value);
+            fail(ps,
+                 "key 'restart_wait_ms' in [group]: '%s' is not a number of "
+                 "milliseconds in 0..3600000",
+                 value);
         }
         c->restart_wait_ms = (int)v;
     } else if (strcmp(key, "heartbeat_timeout_ms") == 0) {
         if (!parse_u64(value, 10, 600000, &v)) {
-            fail(ps, "key 'heartbeat_timeout_ms' in [group]: '%s' is not a number of "
-                     "milliseconds in 10..600000", value);
+            fail(ps,
+                 "key 'heartbeat_timeout_ms' in [group]: '%s' is not a number of "
+                 "milliseconds in 10..600000",
+                 value);
         }
         c->heartbeat_timeout_ms = (int)v;
     } else if (strcmp(key, "rejoin") == 0) {
@@ -196,14 +207,18 @@ static void group_key(struct parse_state *ps, const char *key, const char *value
         }
     } else if (strcmp(key, "max_state_bytes") == 0) {
         if (!parse_u64(value, 0, 1ull << 30, &v)) {
-            fail(ps, "key 'max_state_bytes' in [group]: '%s' is not a size in bytes in "
-                     "0..1073741824", value);
+            fail(ps,
+                 "key 'max_state_bytes' in [group]: '%s' is not a size in bytes in "
+                 "0..1073741824",
+                 value);
         }
         c->max_state_bytes = v;
     } else if (strcmp(key, "spin_us") == 0) {
         if (!parse_u64(value, 0, 1000000, &v)) {
-            fail(ps, "key 'spin_us' in [group]: '%s' is not a number of microseconds in "
-                     "0..1000000", value);
+            fail(ps,
+                 "key 'spin_us' in [group]: '%s' is not a number of microseconds in "
+                 "0..1000000",
+                 value);
         }
         c->spin_us = (int)v;
     } else if (strcmp(key, "data_dir") == 0) {
@@ -224,20 +239,25 @@ static void group_key(struct parse_state *ps, const char *key, const char *value
         }
     } else if (strcmp(key, "flush_interval_ms") == 0) {
         if (!parse_u64(value, 1, 60000, &v)) {
-            fail(ps, "key 'flush_interval_ms' in [group]: '%s' is not a number of milliseconds "
-                     "in 1..60000", value);
+            fail(ps,
+                 "key 'flush_interval_ms' in [group]: '%s' is not a number of milliseconds "
+                 "in 1..60000",
+                 value);
         }
         c->flush_interval_ms = (int)v;
     } else if (strcmp(key, "segment_bytes") == 0) {
         if (!parse_u64(value, 1u << 20, 1ull << 32, &v)) {
-            fail(ps, "key 'segment_bytes' in [group]: '%s' is not a size in bytes in "
-                     "1048576..4294967296", value);
+            fail(ps,
+                 "key 'segment_bytes' in [group]: '%s' is not a size in bytes in "
+                 "1048576..4294967296",
+                 value);
         }
         c->segment_bytes = v;
     } else {
-        fail(ps, "unknown key '%s' in [group] (known: provider, domain, log_level, "
-                 "connect_timeout_ms, restart_wait_ms, heartbeat_timeout_ms, rejoin, "
-                 "max_state_bytes, spin_us, data_dir, flush, flush_interval_ms, segment_bytes)",
+        fail(ps,
+             "unknown key '%s' in [group] (known: provider, domain, log_level, "
+             "connect_timeout_ms, restart_wait_ms, heartbeat_timeout_ms, rejoin, "
+             "max_state_bytes, spin_us, data_dir, flush, flush_interval_ms, segment_bytes)",
              key);
     }
 }
@@ -342,6 +362,32 @@ static void subgroup_key(struct parse_state *ps, const char *section, const char
                  value, SQ_MAX_PAYLOAD);
         }
         sg->max_payload = (uint32_t)v;
+    } else if (strcmp(key, "max_smc_payload") == 0) {
+        if (!parse_u64(value, 8, SQ_MAX_PAYLOAD, &v)) {
+            fail(ps, "key 'max_smc_payload' in [%s]: '%s' is not a size in bytes in 8..%u", section,
+                 value, SQ_MAX_PAYLOAD);
+        }
+        sg->max_smc_payload = (uint32_t)v;
+    } else if (strcmp(key, "large_buffer_bytes") == 0) {
+        if (!parse_u64(value, 4096, SQ_SST_MAX_RING_BYTES, &v)) {
+            fail(ps, "key 'large_buffer_bytes' in [%s]: '%s' is not a size in bytes in 4096..%llu",
+                 section, value, (unsigned long long)SQ_SST_MAX_RING_BYTES);
+        }
+        sg->large_buffer_bytes = v;
+    } else if (strcmp(key, "block_size") == 0) {
+        if (!parse_u64(value, 4096, 64u << 20, &v)) {
+            fail(ps, "key 'block_size' in [%s]: '%s' is not a size in bytes in 4096..%u", section,
+                 value, 64u << 20);
+        }
+        sg->block_size = (uint32_t)v;
+    } else if (strcmp(key, "large_schedule") == 0) {
+        if (strcmp(value, "chain") == 0) {
+            sg->large_schedule = SQ_SCHEDULE_CHAIN;
+        } else if (strcmp(value, "star") == 0) {
+            sg->large_schedule = SQ_SCHEDULE_STAR;
+        } else {
+            fail(ps, "key 'large_schedule' in [%s]: '%s' is not chain or star", section, value);
+        }
     } else if (strcmp(key, "shards") == 0) {
         if (!parse_u64(value, 1, SQ_MAX_SHARDS, &v)) {
             fail(ps, "key 'shards' in [%s]: '%s' is not a number of shards in 1..%d", section,
@@ -350,14 +396,14 @@ static void subgroup_key(struct parse_state *ps, const char *section, const char
         sg->shards = (uint32_t)v;
     } else if (strcmp(key, "min_members") == 0) {
         if (!parse_u64(value, 1, SQ_MAX_MEMBERS, &v)) {
-            fail(ps, "key 'min_members' in [%s]: '%s' is not a number of members in 1..%d",
-                 section, value, SQ_MAX_MEMBERS);
+            fail(ps, "key 'min_members' in [%s]: '%s' is not a number of members in 1..%d", section,
+                 value, SQ_MAX_MEMBERS);
         }
         sg->min_members = (uint32_t)v;
     } else if (strcmp(key, "max_members") == 0) {
         if (!parse_u64(value, 1, SQ_MAX_MEMBERS, &v)) {
-            fail(ps, "key 'max_members' in [%s]: '%s' is not a number of members in 1..%d",
-                 section, value, SQ_MAX_MEMBERS);
+            fail(ps, "key 'max_members' in [%s]: '%s' is not a number of members in 1..%d", section,
+                 value, SQ_MAX_MEMBERS);
         }
         sg->max_members = (uint32_t)v;
     } else if (strcmp(key, "delivery") == 0) {
@@ -380,8 +426,11 @@ static void subgroup_key(struct parse_state *ps, const char *section, const char
                  value);
         }
     } else {
-        fail(ps, "unknown key '%s' in [%s] (known: window_size, max_payload, shards, min_members, "
-                 "max_members, delivery, store)", key, section);
+        fail(ps,
+             "unknown key '%s' in [%s] (known: window_size, max_payload, max_smc_payload, "
+             "large_buffer_bytes, block_size, large_schedule, shards, min_members, "
+             "max_members, delivery, store)",
+             key, section);
     }
 }
 
@@ -541,8 +590,10 @@ static void validate(struct parse_state *ps)
         }
         for (uint32_t j = 0; j < i; j++) {
             if (m->port == c->members[j].port && strcmp(m->host, c->members[j].host) == 0) {
-                fail_file(ps, m->line, "section [member.%u] has the same host:port (%s:%u) as "
-                                       "[member.%u]", m->id, m->host, m->port, c->members[j].id);
+                fail_file(ps, m->line,
+                          "section [member.%u] has the same host:port (%s:%u) as "
+                          "[member.%u]",
+                          m->id, m->host, m->port, c->members[j].id);
             }
         }
     }
@@ -552,7 +603,7 @@ static void validate(struct parse_state *ps)
         fail_file(ps, 0, "key 'id' in [self]: %u is not one of the [member.ID] sections",
                   c->self_id);
     }
-    uint64_t table = 0;
+    uint64_t table = 0, large_bytes = 0;
     c->nshards = 0;
     for (uint32_t g = 0; g < c->nsubgroups && ps->err_line == 0; g++) {
         const struct sq_subgroup_cfg *sg = &c->subgroups[g];
@@ -560,9 +611,11 @@ static void validate(struct parse_state *ps)
             fail_file(ps, sg->line, "[subgroup.%s]: max_members %u is below min_members %u",
                       sg->name, sg->max_members, sg->min_members);
         } else if ((uint64_t)sg->shards * sg->min_members > c->nmembers) {
-            fail_file(ps, sg->line, "[subgroup.%s]: %u shards of at least %u members need %u "
-                                    "members, but only %u are configured", sg->name, sg->shards,
-                      sg->min_members, sg->shards * sg->min_members, c->nmembers);
+            fail_file(ps, sg->line,
+                      "[subgroup.%s]: %u shards of at least %u members need %u "
+                      "members, but only %u are configured",
+                      sg->name, sg->shards, sg->min_members, sg->shards * sg->min_members,
+                      c->nmembers);
         }
         c->nshards += sg->shards;
         struct sq_subgroup_cfg *w = &c->subgroups[g];
@@ -573,19 +626,56 @@ static void validate(struct parse_state *ps)
             w->store -= 1;
         }
         if (w->store == SQ_STORE_PERSISTENT && !w->persistent && ps->err_line == 0) {
-            fail_file(ps, sg->line, "[subgroup.%s]: store = persistent needs delivery = "
-                                    "persistent", sg->name);
-        }
-        if (sg->persistent && c->data_dir[0] == '\0' && ps->err_line == 0) {
-            fail_file(ps, sg->line, "[subgroup.%s] is persistent: [group] data_dir (where its "
-                                    "log goes) is required", sg->name);
-        }
-        if (sg->persistent && sg->max_payload > (16u << 20)) {
-            fail_file(ps, sg->line, "[subgroup.%s]: max_payload is above the log's record limit",
+            fail_file(ps, sg->line,
+                      "[subgroup.%s]: store = persistent needs delivery = "
+                      "persistent",
                       sg->name);
         }
-        uint64_t slot = SQ_ALIGN8((uint64_t)sg->max_payload) + 64;
-        table += 2 * (uint64_t)sq__config_shard_rows(c, g) * (slot * sg->window_size + 1024);
+        if (sg->persistent && c->data_dir[0] == '\0' && ps->err_line == 0) {
+            fail_file(ps, sg->line,
+                      "[subgroup.%s] is persistent: [group] data_dir (where its "
+                      "log goes) is required",
+                      sg->name);
+        }
+        if (sg->persistent && sg->max_payload > SQ_PLOG_MAX_RECORD) {
+            fail_file(ps, sg->line,
+                      "[subgroup.%s]: max_payload %u is above the log's record "
+                      "limit (%u bytes)",
+                      sg->name, sg->max_payload, SQ_PLOG_MAX_RECORD);
+        }
+        /* Messages above max_smc_payload take the large path; without one given, slots stay
+         * small and a subgroup whose messages are all small (the default) has no large path. */
+        if (w->max_smc_payload == 0) {
+            w->max_smc_payload = SQ_MIN(sg->max_payload, SQ_DEFAULT_MAX_SMC_PAYLOAD);
+        }
+        w->max_smc_payload = SQ_MIN(w->max_smc_payload, sg->max_payload);
+        bool large = sg->max_smc_payload < sg->max_payload;
+        if (large && w->large_buffer_bytes == 0) {
+            w->large_buffer_bytes =
+                SQ_MAX((uint64_t)sg->max_payload, (uint64_t)SQ_DEFAULT_LARGE_BUFFER_BYTES);
+        }
+        if (w->block_size == 0) {
+            w->block_size = SQ_DEFAULT_BLOCK_SIZE;
+        }
+        if (large && sg->large_buffer_bytes < sg->max_payload && ps->err_line == 0) {
+            fail_file(ps, sg->line,
+                      "[subgroup.%s]: large_buffer_bytes %llu is below max_payload "
+                      "%u (a sender's ring must hold its largest message)",
+                      sg->name, (unsigned long long)sg->large_buffer_bytes, sg->max_payload);
+        }
+        uint64_t rows = sq__config_shard_rows(c, g);
+        uint64_t slot = SQ_ALIGN8((uint64_t)sg->max_smc_payload) + 64;
+        table += 2 * rows * (slot * sg->window_size + 1024);
+        if (large) {
+            large_bytes += 2 * rows * (sg->large_buffer_bytes + 4096);
+        }
+    }
+    if (ps->err_line == 0 && large_bytes > SQ_MAX_LARGE_BYTES) {
+        fail_file(ps, 0,
+                  "the subgroups' large_buffer_bytes x members need %llu MiB of rings for "
+                  "large messages, more than the %llu MiB limit",
+                  (unsigned long long)(large_bytes >> 20),
+                  (unsigned long long)(SQ_MAX_LARGE_BYTES >> 20));
     }
     if (ps->err_line == 0 && c->nshards > SQ_MAX_SHARDS) {
         fail_file(ps, 0, "the subgroups have %u shards in all, more than the %d supported",
@@ -593,9 +683,11 @@ static void validate(struct parse_state *ps)
     }
     table += 2 * (uint64_t)c->nsubgroups * c->max_state_bytes;
     if (ps->err_line == 0 && table > SQ_MAX_TABLE_BYTES) {
-        fail_file(ps, 0, "the subgroups' window_size x max_payload x members (and max_state_bytes "
-                         "per subgroup) need %llu MiB of shared state table, more than the %llu "
-                         "MiB limit", (unsigned long long)(table >> 20),
+        fail_file(ps, 0,
+                  "the subgroups' window_size x max_smc_payload x members (and max_state_bytes "
+                  "per subgroup) need %llu MiB of shared state table, more than the %llu "
+                  "MiB limit",
+                  (unsigned long long)(table >> 20),
                   (unsigned long long)(SQ_MAX_TABLE_BYTES >> 20));
     }
 }
@@ -690,6 +782,10 @@ uint64_t sq__config_group_digest(const struct sq_config *c)
         h = sq__fnv1a(h, sg->name, strlen(sg->name));
         h = sq__fnv1a_u64(h, sg->window_size);
         h = sq__fnv1a_u64(h, sg->max_payload);
+        h = sq__fnv1a_u64(h, sg->max_smc_payload);
+        h = sq__fnv1a_u64(h, sg->large_buffer_bytes);
+        h = sq__fnv1a_u64(h, sg->block_size);
+        h = sq__fnv1a_u64(h, (uint64_t)sg->large_schedule);
         h = sq__fnv1a_u64(h, sg->shards);
         h = sq__fnv1a_u64(h, sg->min_members);
         h = sq__fnv1a_u64(h, sg->max_members);

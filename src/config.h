@@ -10,13 +10,22 @@
 #define SQ_MAX_MEMBERS 32
 #define SQ_MAX_HOST 256
 #define SQ_MAX_WINDOW 65536u
-#define SQ_MAX_PAYLOAD (16u << 20)
+#define SQ_MAX_PAYLOAD (256u << 20)
 #define SQ_MAX_TABLE_BYTES (1ull << 30)
+/* The large-message rings of every subgroup together (twice: one set per view parity). Mapped
+ * lazily: a member's resident memory is what its rings have carried, not this. */
+#define SQ_MAX_LARGE_BYTES (16ull << 30)
+/* Defaults of the large-message path (see [subgroup.NAME] in README). */
+#define SQ_DEFAULT_MAX_SMC_PAYLOAD 10240u
+#define SQ_DEFAULT_LARGE_BUFFER_BYTES (16u << 20)
+#define SQ_DEFAULT_BLOCK_SIZE (1u << 20)
 #define SQ_MAX_SUBGROUPS 8
 #define SQ_MAX_SHARDS 16 /* over all subgroups */
 #define SQ_MAX_NAME 64
 
 enum { SQ_FLUSH_GROUP_COMMIT, SQ_FLUSH_PERIODIC, SQ_FLUSH_NONE };
+/* large_schedule: how a large message's blocks travel (src/smc.c). */
+enum { SQ_SCHEDULE_CHAIN, SQ_SCHEDULE_STAR };
 
 /* Key-value store types (store = ... in [subgroup.NAME]; see src/kv/store.h). The default follows
  * the delivery: persistent for delivery = persistent, volatile otherwise. */
@@ -26,7 +35,11 @@ enum { SQ_STORE_VOLATILE = 0, SQ_STORE_PERSISTENT = 1, SQ_STORE_TRIGGER = 2 };
 struct sq_subgroup_cfg {
     char name[SQ_MAX_NAME];
     uint32_t window_size;
-    uint32_t max_payload;
+    uint32_t max_payload;        /* the largest message */
+    uint32_t max_smc_payload;    /* messages up to it go in slots; larger ones by the large path */
+    uint64_t large_buffer_bytes; /* each sender's ring for large messages */
+    uint32_t block_size;         /* large messages move in blocks of this size */
+    int large_schedule;          /* SQ_SCHEDULE_* */
     uint32_t shards;
     uint32_t min_members; /* per shard: fewer makes a view inadequate */
     uint32_t max_members; /* per shard: members beyond shards x max_members stand by */
@@ -38,9 +51,9 @@ struct sq_subgroup_cfg {
 struct sq_member_addr {
     uint32_t id;
     char host[SQ_MAX_HOST];
-    uint32_t port; /* 0 until set */
+    uint32_t port;        /* 0 until set */
     uint32_t client_port; /* key-value clients connect here (0: this member serves none) */
-    int line;      /* line of the section header, for error messages */
+    int line;             /* line of the section header, for error messages */
 };
 
 struct sq_config {
@@ -53,16 +66,16 @@ struct sq_config {
     char domain[64];
     int log_level;
     int connect_timeout_ms;
-    int restart_wait_ms;     /* restart from the disks: how long a majority waits for the rest */
+    int restart_wait_ms; /* restart from the disks: how long a majority waits for the rest */
     int heartbeat_timeout_ms;
     bool rejoin; /* squalld: a member the group removed (or a minority stopped) joins again */
     uint64_t max_state_bytes;
     int spin_us;
     /* persistence */
-    char data_dir[400];      /* where persistent subgroups keep their logs ("" if none) */
-    int flush_policy;        /* SQ_FLUSH_* */
-    int flush_interval_ms;   /* periodic: how often */
-    uint64_t segment_bytes;  /* log segment size */
+    char data_dir[400];     /* where persistent subgroups keep their logs ("" if none) */
+    int flush_policy;       /* SQ_FLUSH_* */
+    int flush_interval_ms;  /* periodic: how often */
+    uint64_t segment_bytes; /* log segment size */
     /* [member.N], sorted by id once loaded */
     uint32_t nmembers;
     struct sq_member_addr members[SQ_MAX_MEMBERS];
@@ -75,15 +88,15 @@ struct sq_config {
 /* What a member's logs and view file hold when it starts, exchanged while the first view forms
  * so that a group restarted from its logs goes on from them (see group.c and restart.h). */
 struct sq_log_tail {
-    uint32_t view_next;               /* 1 + the highest view id in this member's logs (0: none) */
-    uint8_t shard[SQ_MAX_SUBGROUPS];  /* per subgroup: the shard its log is of (0xFF: none) */
+    uint32_t view_next;              /* 1 + the highest view id in this member's logs (0: none) */
+    uint8_t shard[SQ_MAX_SUBGROUPS]; /* per subgroup: the shard its log is of (0xFF: none) */
     uint32_t pad;
-    uint64_t last[SQ_MAX_SUBGROUPS];  /* per subgroup: 1 + its log's last version (0: empty) */
+    uint64_t last[SQ_MAX_SUBGROUPS]; /* per subgroup: 1 + its log's last version (0: empty) */
     /* From the view file: the last view this member was in when it stopped. */
-    uint32_t vf_view;    /* 1 + that view's id (0: no view file, a member that never ran) */
-    uint32_t vf_members; /* its members, by configured rank */
-    uint16_t vf_held;    /* persistent shards (flat numbers) some member held in it */
-    uint16_t vf_mine;    /* persistent shards whose whole history this member held in it */
+    uint32_t vf_view;        /* 1 + that view's id (0: no view file, a member that never ran) */
+    uint32_t vf_members;     /* its members, by configured rank */
+    uint16_t vf_held;        /* persistent shards (flat numbers) some member held in it */
+    uint16_t vf_mine;        /* persistent shards whose whole history this member held in it */
     uint32_t vf_acc_view;    /* 1 + the id of a later view it accepted but did not install... */
     uint32_t vf_acc_members; /* ...and that view's members (0, 0: none) */
     uint32_t vf_pad;

@@ -50,8 +50,9 @@ int sq__group_mem_layout(const struct sq_config *cfg, struct sq__group_mem *mem)
     size_t off = 2 * L.table_bytes;
     for (uint32_t s = 0; s < cfg->nsubgroups; s++) {
         const struct sq_subgroup_cfg *sg = &cfg->subgroups[s];
-        if (sq__sst_layout(&L, sq__config_shard_rows(cfg, s), sg->window_size, sg->max_payload) !=
-            0) {
+        if (sq__sst_layout_large(&L, sq__config_shard_rows(cfg, s), sg->window_size,
+                                 sg->max_payload, sg->max_smc_payload,
+                                 (size_t)sg->large_buffer_bytes) != 0) {
             return SQ_ECONFIG;
         }
         mem->sg_off[s] = off;
@@ -212,6 +213,8 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
                         .my_rank = smine,
                         .window_size = sg->window_size,
                         .max_payload = sg->max_payload,
+                        .max_smc_payload = sg->max_smc_payload,
+                        .large_ring_bytes = (size_t)sg->large_buffer_bytes,
                         .view_id = view_id,
                         .member_ids = sids,
                         .member_peers = speers,
@@ -222,7 +225,9 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
                 .data_only = true,
                 .subgroup = s,
                 .shard = k,
-                .last_timestamp = g->last_ts[s]};
+                .last_timestamp = g->last_ts[s],
+                .schedule = sg->large_schedule == SQ_SCHEDULE_STAR ? SQ_SMC_STAR : SQ_SMC_CHAIN,
+                .block_bytes = sg->block_size};
             bool newcomer = holders->shard[s][my_rank] != k && donor != UINT32_MAX;
             bool holder = holders->shard[s][my_rank] == k;
             if (sg->persistent && (g->log[s] == NULL || !g->log_ok[s]) &&

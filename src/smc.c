@@ -48,6 +48,235 @@ static inline uint8_t *slot_end(const struct sq__smc *s, uint32_t rank, uint64_t
 #define TR_FLAGS (SQ_SST_TRAILER_BYTES - 20)
 #define TR_TAG 8u
 
+/* ---- large messages ----
+ *
+ * A message above the table's max_smc_payload is written into the sender's ring (one per sender
+ * rank, at the same offset at every member), contiguously, at a 64-byte aligned position of the
+ * sender's stream (a position p lies at p % ring_bytes; a message that would cross the ring's end
+ * starts at the next lap instead). Its slot carries the position; the trailer has the real size
+ * and SQ__SMC_FLAG_LARGE.
+ *
+ * The bytes travel by the schedule: in a chain, the sender writes each block to rank+1, which
+ * writes it on to rank+2 as soon as it has it, and so on (pipelined, so a message of b blocks
+ * reaches the last of n members after about b + n - 2 block times, and the sender writes it
+ * once whatever n is); in a star the sender writes it to every member. After each batch of blocks
+ * a member writes its forwarding word for that sender (how far into the stream it has written,
+ * with a check hash) to the members it forwards to: links are FIFO, so a member that reads the
+ * word from its source holds every byte below it. A member counts a large message received only
+ * once its source's word passed the message's end: what it received, it holds whole, so delivery
+ * and the ragged trim need nothing new. Ring space is reused only once the message was delivered
+ * at every member, as slots are, so every forward of it is done by then. */
+
+static inline bool is_large(uint32_t flags)
+{
+    return (flags & SQ__SMC_FLAG_LARGE) != 0;
+}
+
+/* Sender r's ring in this view's table. */
+static inline uint8_t *ring(const struct sq__smc *s, uint32_t r)
+{
+    return s->sst.table + s->sst.L.large_off + (size_t)r * s->sst.L.large_ring_bytes;
+}
+
+static inline size_t ring_at(const struct sq__smc *s, uint64_t pos)
+{
+    return (size_t)(pos % s->sst.L.large_ring_bytes);
+}
+
+/* Member `rank`'s forwarding word pair for sender `sender`. */
+static inline uint8_t *fwd_word(const struct sq__smc *s, uint32_t rank, uint32_t sender)
+{
+    return row(s, rank) + s->sst.L.off_fwd + 16u * sender;
+}
+
+static inline uint64_t fwd_check(const struct sq__smc *s, uint32_t rank, uint32_t sender,
+                                 uint64_t v)
+{
+    return sq__mix64(s->sst.slot_tag_base[rank] ^ ((uint64_t)(sender + 1) << 40) ^
+                     sq__mix64(v + 0x1a5e)) |
+           1u;
+}
+
+/* The member whose writes bring me sender r's large messages. */
+static uint32_t source_of(const struct sq__smc *s, uint32_t r)
+{
+    const uint32_t n = s->sst.L.nmembers;
+    return s->schedule == SQ_SMC_STAR ? r : (s->sst.my_rank + n - 1) % n;
+}
+
+/* The members I write sender r's large messages to (bit = rank). */
+static uint64_t targets_of(const struct sq__smc *s, uint32_t r)
+{
+    const uint32_t n = s->sst.L.nmembers;
+    const uint32_t me = s->sst.my_rank;
+    if (s->schedule == SQ_SMC_STAR) {
+        return me == r ? ((n >= 64 ? ~0ull : (1ull << n) - 1) & ~(1ull << me)) : 0;
+    }
+    uint32_t next = (me + 1) % n;
+    return next == r || next == me ? 0 : 1ull << next;
+}
+
+/* How far into sender r's stream I hold every byte (read from my source's word). */
+static uint64_t source_fwd(struct sq__smc *s, uint32_t r)
+{
+    uint32_t src = source_of(s, r);
+    if (src != s->sst.my_rank) {
+        const uint8_t *w = fwd_word(s, src, r);
+        /* The check is written after the value: read it first, so a matching pair is whole. */
+        uint64_t c = load_u64(w + 8);
+        uint64_t v = load_u64(w);
+        if (c == fwd_check(s, src, r, v)) {
+            s->seen_src[r] = SQ_MAX(s->seen_src[r], v);
+        }
+    }
+    return s->seen_src[r];
+}
+
+/* A large slot's stream position; false if the slot is malformed. */
+static bool large_pos(const struct sq__smc *s, const uint8_t *end, uint32_t size, uint64_t *pos)
+{
+    *pos = load_u64(end - SQ_SST_TRAILER_BYTES - 8);
+    const struct sq__sst_layout *L = &s->sst.L;
+    return sq__sst_has_large(L) && size > L->max_smc_payload && size <= L->max_payload &&
+           (*pos & 63u) == 0 && ring_at(s, *pos) + size <= L->large_ring_bytes;
+}
+
+/* Frees ring space of my messages that every member delivered (in order, as slots free). */
+static void free_large(struct sq__smc *s)
+{
+    while (s->freed_slots < s->slots_used &&
+           s->slot_global[s->freed_slots % s->sst.L.window_size] < s->min_delivered) {
+        const uint8_t *end = slot_end(s, s->sst.my_rank, s->freed_slots);
+        uint32_t flags = load_u32(end - TR_FLAGS);
+        if (is_large(flags)) {
+            s->large_tail = load_u64(end - SQ_SST_TRAILER_BYTES - 8) + load_u32(end - TR_SIZE);
+        }
+        s->freed_slots++;
+    }
+}
+
+/* Writes [off, off + len) of the transport's memory to member j (a copy with `copy`). A member
+ * whose link is gone is suspected (the chain through it is broken until the next view). */
+static int write_to(struct sq__smc *s, uint32_t j, size_t off, size_t len, bool copy)
+{
+    if ((s->sst.suspected >> j) & 1u) {
+        return 0;
+    }
+    uint32_t peer = s->sst.member_peers[j];
+    struct sq_transport *t = s->sst.t;
+    int rc = copy ? t->vt->write_copy(t, peer, off, len) : t->vt->write(t, peer, off, len);
+    if (rc == SQ_EPEER) {
+        sq__sst_suspect_why(&s->sst, j, SQ_SUSPECT_LINK, "its link failed while writing to it");
+        return 0;
+    }
+    if (rc != 0) {
+        return sq__sst_fail(&s->sst, rc, "write to member %u failed: %s", s->sst.member_ids[j],
+                            sq_strerror(rc));
+    }
+    return 0;
+}
+
+/* Forwards what I hold of sender r's large messages to my targets, at most a few blocks. */
+static int forward_stream(struct sq__smc *s, uint32_t r)
+{
+    uint64_t targets = targets_of(s, r);
+    if (targets == 0) {
+        return 0;
+    }
+    const bool mine = r == s->sst.my_rank;
+    if (!mine && !sq__sst_row_valid(&s->sst, r)) {
+        return 0;
+    }
+    int blocks = 0;
+    while (blocks < (int)SQ_SMC_MAX_FORWARD_BLOCKS) {
+        uint64_t z = s->fwd_slot[r];
+        const uint64_t W = s->sst.L.window_size;
+        if (mine && z >= s->slots_used) {
+            break;
+        }
+        if (mine && s->slots_used - z > W) {
+            /* Its slot was reused: it was delivered everywhere, so it went all the way. */
+            s->fwd_slot[r] = s->slots_used - W;
+            continue;
+        }
+        const uint8_t *end = slot_end(s, r, z);
+        if (!mine && load_u64(end - TR_TAG) != slot_tag(s, r, z)) {
+            if (z < s->recv_slots[r]) {
+                s->fwd_slot[r] = z + 1; /* received, and its slot since reused (see above) */
+                continue;
+            }
+            break; /* not here yet */
+        }
+        uint32_t size = load_u32(end - TR_SIZE);
+        if (!is_large(load_u32(end - TR_FLAGS))) {
+            s->fwd_slot[r] = z + 1;
+            continue;
+        }
+        uint64_t pos;
+        if (!large_pos(s, end, size, &pos)) {
+            return sq__sst_fail(&s->sst, SQ_ETRANSPORT,
+                                "member %u sent a bad large-message slot %llu (size %u)",
+                                s->sst.member_ids[r], (unsigned long long)z, size);
+        }
+        uint64_t from = SQ_MAX(s->fwd_pos[r], pos);
+        uint64_t stop = pos + size;
+        uint64_t have = mine ? stop : SQ_MIN(source_fwd(s, r), stop);
+        if (from >= stop) {
+            s->fwd_slot[r] = z + 1;
+            continue;
+        }
+        if (have <= from) {
+            break; /* the next block has not reached me */
+        }
+        uint64_t to = SQ_MIN(have, from + s->block_bytes);
+        size_t off = sq__sst_offset(&s->sst, ring(s, r) + ring_at(s, from));
+        for (uint32_t j = 0; j < s->sst.L.nmembers; j++) {
+            if ((targets >> j) & 1u) {
+                int rc = write_to(s, j, off, (size_t)(to - from), false);
+                if (rc != 0) {
+                    return rc;
+                }
+                s->large_bytes_sent += to - from;
+            }
+        }
+        s->fwd_pos[r] = to;
+        blocks++;
+        if (to == stop) {
+            s->fwd_slot[r] = z + 1;
+        }
+    }
+    if (blocks > 0) {
+        uint8_t *w = fwd_word(s, s->sst.my_rank, r);
+        store_u64(w, s->fwd_pos[r]);
+        store_u64(w + 8, fwd_check(s, s->sst.my_rank, r, s->fwd_pos[r]));
+        for (uint32_t j = 0; j < s->sst.L.nmembers; j++) {
+            if ((targets >> j) & 1u) {
+                int rc = write_to(s, j, sq__sst_offset(&s->sst, w), 16, true);
+                if (rc != 0) {
+                    return rc;
+                }
+            }
+        }
+    }
+    return blocks;
+}
+
+static int forward_large(struct sq__smc *s)
+{
+    if (!sq__sst_has_large(&s->sst.L)) {
+        return 0;
+    }
+    int events = 0;
+    for (uint32_t r = 0; r < s->sst.L.nmembers; r++) {
+        int rc = forward_stream(s, r);
+        if (rc < 0) {
+            return rc;
+        }
+        events += rc;
+    }
+    return events;
+}
+
 int sq__smc_init(struct sq__smc *s, const struct sq__smc_params *p, uint8_t *table,
                  struct sq_transport *t, sq_deliver_fn deliver, void *deliver_arg)
 {
@@ -74,6 +303,8 @@ int sq__smc_init(struct sq__smc *s, const struct sq__smc_params *p, uint8_t *tab
     s->last_timestamp = p->last_timestamp;
     s->ordered_last_ts = p->last_timestamp;
     s->shard = p->shard;
+    s->schedule = p->schedule;
+    s->block_bytes = p->block_bytes != 0 ? p->block_bytes : (1u << 20);
     return 0;
 }
 
@@ -143,9 +374,31 @@ int sq__smc_reserve(struct sq__smc *s, size_t size, void **buf)
     if (!sq__smc_can_send(s)) {
         return SQ_EAGAIN;
     }
+    /* Before the slot is written over: its old message's ring space is accounted free. */
+    free_large(s);
+    if (size > s->sst.L.max_smc_payload) {
+        const uint64_t R = s->sst.L.large_ring_bytes;
+        uint64_t start = (s->large_head + 63u) & ~63ull;
+        if (start % R + size > R) {
+            start += R - start % R; /* it would cross the ring's end: the next lap */
+        }
+        /* [large_tail, large_head) holds messages not yet delivered everywhere (none when the
+         * two meet): the new one must not reach round the ring into them. */
+        if (s->large_tail != s->large_head && start + size - s->large_tail > R) {
+            (void)min_delivered(s);
+            free_large(s);
+            if (s->large_tail != s->large_head && start + size - s->large_tail > R) {
+                return SQ_EAGAIN;
+            }
+        }
+        s->reserved_pos = start;
+        *buf = ring(s, s->sst.my_rank) + ring_at(s, start);
+    } else {
+        s->reserved_pos = UINT64_MAX;
+        *buf = slot_end(s, s->sst.my_rank, s->slots_used) - SQ_SST_TRAILER_BYTES - SQ_ALIGN8(size);
+    }
     s->reserved = true;
     s->reserved_size = (uint32_t)size;
-    *buf = slot_end(s, s->sst.my_rank, s->slots_used) - SQ_SST_TRAILER_BYTES - SQ_ALIGN8(size);
     return 0;
 }
 
@@ -171,7 +424,13 @@ int sq__smc_commit(struct sq__smc *s)
     store_u64(end - TR_TS, SQ_MAX(s->stamp, s->last_timestamp + (s->last_timestamp != UINT64_MAX)));
     store_u64(end - TR_INDEX, index);
     store_u32(end - TR_SIZE, s->reserved_size);
-    store_u32(end - TR_FLAGS, s->reserved_flags);
+    uint32_t flags = s->reserved_flags;
+    if (s->reserved_pos != UINT64_MAX) {
+        store_u64(end - SQ_SST_TRAILER_BYTES - 8, s->reserved_pos);
+        s->large_head = s->reserved_pos + s->reserved_size;
+        flags |= SQ__SMC_FLAG_LARGE;
+    }
+    store_u32(end - TR_FLAGS, flags);
     s->reserved_flags = 0;
     store_u64(end - TR_TAG, slot_tag(s, s->sst.my_rank, z));
     s->slot_global[z % s->sst.L.window_size] = global;
@@ -293,6 +552,7 @@ static int receive_from(struct sq__smc *s, uint32_t r)
     uint64_t ns = load_u64(row(s, r) + SQ_SST_OFF_NUM_SENT);
     ns = s->seen_num_sent[r] = SQ_MAX(ns, s->seen_num_sent[r]);
     int got = 0;
+    bool waiting = false; /* a large message's slot is here, not yet all of its payload */
     for (uint32_t k = 0; k < s->sst.L.window_size; k++) {
         uint64_t z = s->recv_slots[r];
         const uint8_t *end = slot_end(s, r, z);
@@ -301,12 +561,19 @@ static int receive_from(struct sq__smc *s, uint32_t r)
         }
         uint64_t index = load_u64(end - TR_INDEX);
         uint32_t size = load_u32(end - TR_SIZE);
-        if (index < s->sst.received[r] || size > s->sst.L.max_payload) {
+        bool large = is_large(load_u32(end - TR_FLAGS));
+        uint64_t pos = 0;
+        if (index < s->sst.received[r] ||
+            (large ? !large_pos(s, end, size, &pos) : size > s->sst.L.max_smc_payload)) {
             return sq__sst_fail(&s->sst, SQ_ETRANSPORT,
                                 "member %u sent a bad slot %llu (index %llu after %llu, size %u)",
                                 s->sst.member_ids[r], (unsigned long long)z,
                                 (unsigned long long)index, (unsigned long long)s->sst.received[r],
                                 size);
+        }
+        if (large && source_fwd(s, r) < pos + size) {
+            waiting = true; /* received only once the whole payload is here */
+            break;
         }
         s->sst.received[r] = index + 1;
         s->recv_slots[r] = z + 1;
@@ -314,7 +581,7 @@ static int receive_from(struct sq__smc *s, uint32_t r)
         s->any_real = true;
         got++;
     }
-    if (ns > s->sst.received[r]) {
+    if (ns > s->sst.received[r] && !waiting) {
         s->sst.received[r] = ns;
         got++;
     }
@@ -393,6 +660,12 @@ static bool take_message(struct sq__smc *s, uint64_t g, uint64_t *slots, uint64_
         return false;
     }
     uint32_t size = load_u32(end - TR_SIZE);
+    uint32_t flags = load_u32(end - TR_FLAGS);
+    const uint8_t *data = end - SQ_SST_TRAILER_BYTES - SQ_ALIGN8((size_t)size);
+    if (is_large(flags)) {
+        data = ring(s, r) + ring_at(s, load_u64(end - SQ_SST_TRAILER_BYTES - 8));
+        flags &= ~SQ__SMC_FLAG_LARGE;
+    }
     /* Every member computes the same timestamp from the same order. */
     uint64_t next = *last_ts + (*last_ts != UINT64_MAX);
     uint64_t ts = SQ_MAX(load_u64(end - TR_TS), next);
@@ -402,9 +675,9 @@ static bool take_message(struct sq__smc *s, uint64_t g, uint64_t *slots, uint64_
         .sender_rank = r,
         .index = g,
         .version = ((uint64_t)s->sst.view_id << 32) | *real,
-        .data = end - SQ_SST_TRAILER_BYTES - SQ_ALIGN8((size_t)size),
+        .data = data,
         .size = size,
-        .flags = load_u32(end - TR_FLAGS),
+        .flags = flags,
         .subgroup = s->subgroup,
         .shard = s->shard,
         .timestamp = ts,
@@ -477,7 +750,9 @@ static int push_slots(struct sq__smc *s)
 {
     while (s->pushed_slots < s->slots_used) {
         const uint8_t *end = slot_end(s, s->sst.my_rank, s->pushed_slots);
-        size_t len = SQ_ALIGN8((size_t)load_u32(end - TR_SIZE)) + SQ_SST_TRAILER_BYTES;
+        size_t body =
+            is_large(load_u32(end - TR_FLAGS)) ? 8u : SQ_ALIGN8((size_t)load_u32(end - TR_SIZE));
+        size_t len = body + SQ_SST_TRAILER_BYTES;
         int rc = sq__sst_push(&s->sst, sq__sst_offset(&s->sst, end) - len, len, false);
         if (rc != 0) {
             return rc;
@@ -560,6 +835,11 @@ int sq__smc_poll(struct sq__smc *s)
             events += rc;
         }
         events += fill_nulls(s);
+        int frc = forward_large(s);
+        if (frc < 0) {
+            return frc;
+        }
+        events += frc;
         if (s->ordered != NULL && !s->hold) {
             events += order_upto(s, sq__sst_prefix(&s->sst, s->sst.my_rank));
         }

@@ -7,7 +7,13 @@
  * raises num_sent instead of writing null messages into slots: every index below num_sent that no
  * slot carries is a null. Global index g is delivered once every member's received counters show
  * g and every index before it arrived. A slot is reused only when its previous message has been
- * delivered at every member, so delivery can read payloads in place. */
+ * delivered at every member, so delivery can read payloads in place.
+ *
+ * Large messages (above the table's max_smc_payload): the payload lies in the sender's ring of
+ * the large-message area (sst.h) and moves in blocks along a schedule (a chain by default, so the
+ * sender writes each byte once whatever the group's size); the slot carries only its stream
+ * position. A member counts such a message received only once the whole payload is here, so
+ * delivery, the ragged trim and everything above see large messages like small ones. */
 #ifndef SQ_SMC_H
 #define SQ_SMC_H
 
@@ -21,6 +27,16 @@
 
 /* At most this many global indexes are delivered per poll, so one poll is bounded work. */
 #define SQ_SMC_MAX_DELIVER_BATCH 4096u
+/* At most this many blocks of large messages are forwarded per sender and poll. */
+#define SQ_SMC_MAX_FORWARD_BLOCKS 4u
+/* Trailer flag of a slot that carries a large message's stream position (never delivered). */
+#define SQ__SMC_FLAG_LARGE 0x80000000u
+
+/* How a large message's blocks travel (see smc.c). */
+enum sq__smc_schedule {
+    SQ_SMC_CHAIN, /* sender -> rank+1 -> rank+2 ...: every member but the last forwards it once */
+    SQ_SMC_STAR,  /* the sender writes it to every other member itself */
+};
 
 struct sq__smc_params {
     struct sq__sst_params sst; /* the table */
@@ -31,6 +47,9 @@ struct sq__smc_params {
     uint64_t last_timestamp; /* of the shard's last delivery before this view */
     uint32_t subgroup;       /* reported in delivered messages */
     uint32_t shard;
+    /* large messages (when the table has a large-message area) */
+    enum sq__smc_schedule schedule;
+    uint32_t block_bytes; /* the unit of forwarding (0: 1 MiB) */
 };
 
 struct sq__smc {
@@ -47,6 +66,18 @@ struct sq__smc {
     uint32_t reserved_size;
     uint32_t reserved_flags;   /* trailer flags of the open reservation (sq__smc_set_flags) */
     uint64_t last_sent_global; /* global index of my latest real message, UINT64_MAX if none */
+
+    /* large messages: my ring holds my stream between large_tail and large_head */
+    enum sq__smc_schedule schedule;
+    uint32_t block_bytes;
+    uint64_t large_head;   /* where my next large message may start in my stream */
+    uint64_t large_tail;   /* my stream below it is free: delivered at every member */
+    uint64_t freed_slots;  /* my slots, in order, whose messages every member delivered */
+    uint64_t reserved_pos; /* stream position of the open reservation, if large */
+    uint64_t fwd_slot[SQ_SST_MAX_MEMBERS]; /* per sender: next slot whose bytes I forward */
+    uint64_t fwd_pos[SQ_SST_MAX_MEMBERS];  /* per sender: its stream forwarded this far */
+    uint64_t seen_src[SQ_SST_MAX_MEMBERS]; /* per sender: what my source forwarded to me */
+    uint64_t large_bytes_sent;             /* bytes of large messages this member wrote to others */
 
     /* receiving, per sender rank */
     uint64_t recv_slots[SQ_SST_MAX_MEMBERS];    /* next slot number expected */

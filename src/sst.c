@@ -81,13 +81,25 @@ int sq__sst_fail(struct sq__sst *s, int err, const char *fmt, ...)
 int sq__sst_layout(struct sq__sst_layout *L, uint32_t nmembers, uint32_t window_size,
                    uint32_t max_payload)
 {
+    return sq__sst_layout_large(L, nmembers, window_size, max_payload, 0, 0);
+}
+
+int sq__sst_layout_large(struct sq__sst_layout *L, uint32_t nmembers, uint32_t window_size,
+                         uint32_t max_payload, uint32_t max_smc_payload, size_t ring_bytes)
+{
     if (nmembers == 0 || nmembers > SQ_SST_MAX_MEMBERS || window_size == 0 || max_payload == 0) {
+        return SQ_EINVAL;
+    }
+    bool large = max_smc_payload != 0 && max_smc_payload < max_payload;
+    if (large &&
+        (max_smc_payload < 8 || ring_bytes < max_payload || ring_bytes > SQ_SST_MAX_RING_BYTES)) {
         return SQ_EINVAL;
     }
     memset(L, 0, sizeof(*L));
     L->nmembers = nmembers;
     L->window_size = window_size;
     L->max_payload = max_payload;
+    L->max_smc_payload = large ? max_smc_payload : max_payload;
     L->off_prefix = SQ_SST_OFF_RECEIVED + 8u * nmembers;
     L->off_ack = L->off_prefix + 8u * SQ_MAX_SUBGROUPS;
     L->off_have = L->off_ack + 8u * SQ_MAX_SUBGROUPS;
@@ -97,9 +109,16 @@ int sq__sst_layout(struct sq__sst_layout *L, uint32_t nmembers, uint32_t window_
     L->off_learned = L->off_promise + 8u;
     L->off_persisted = L->off_learned + 8u;
     L->header_bytes = (L->off_persisted + 16u + 63u) & ~(size_t)63u;
-    L->slot_bytes = SQ_ALIGN8((size_t)max_payload) + SQ_SST_TRAILER_BYTES;
-    L->row_bytes = (L->header_bytes + L->slot_bytes * window_size + 63u) & ~(size_t)63u;
+    L->slot_bytes = SQ_ALIGN8((size_t)L->max_smc_payload) + SQ_SST_TRAILER_BYTES;
+    L->off_fwd = L->header_bytes + L->slot_bytes * window_size;
+    size_t fwd_bytes = large ? 16u * nmembers : 0;
+    L->row_bytes = (L->off_fwd + fwd_bytes + 63u) & ~(size_t)63u;
     L->table_bytes = L->row_bytes * nmembers;
+    if (large) {
+        L->large_ring_bytes = (ring_bytes + 4095u) & ~(size_t)4095u;
+        L->large_off = (L->table_bytes + 4095u) & ~(size_t)4095u;
+        L->table_bytes = L->large_off + L->large_ring_bytes * nmembers;
+    }
     return 0;
 }
 
@@ -107,7 +126,8 @@ int sq__sst_init(struct sq__sst *s, const struct sq__sst_params *p, uint8_t *tab
                  struct sq_transport *t)
 {
     memset(s, 0, sizeof(*s));
-    int rc = sq__sst_layout(&s->L, p->nmembers, p->window_size, p->max_payload);
+    int rc = sq__sst_layout_large(&s->L, p->nmembers, p->window_size, p->max_payload,
+                                  p->max_smc_payload, p->large_ring_bytes);
     if (rc != 0) {
         return rc;
     }

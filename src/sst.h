@@ -30,11 +30,20 @@
  *     u64 row_tag       hash(view id, rank), the header's last field: a row whose tag is not this
  *                       view's is stale (the memory is reused every other view) and reads as 0
  *   then window_size slots of slot_size bytes each:
- *     [payload area, align8(max_payload) bytes; a payload of size s is right-aligned, i.e. it
+ *     [payload area, align8(max_smc_payload) bytes; a payload of size s is right-aligned, i.e. it
  *      starts align8(s) bytes before the trailer] [trailer: u64 timestamp (the sender's hybrid
  *      clock), u64 index, u32 size, u32 flags, u64 tag = hash(view id, sender rank, slot number)]
+ *   then, when the table has a large-message area, per sender rank r a forwarding word pair:
+ *     u64 fwd[r]        how far into sender r's large stream this member has written to the
+ *                       members it forwards r's stream to (see smc.c, large messages)
+ *     u64 fwd_check[r]  hash(view, this rank, r, fwd[r]): a torn or stale pair never matches
  * A sender puts its z-th real message in slot z % window_size and writes the tag last, so a
- * reader that sees the tag knows the whole slot arrived (writes land in address order). */
+ * reader that sees the tag knows the whole slot arrived (writes land in address order).
+ *
+ * Large-message area (only when max_payload > max_smc_payload), after every row, page-aligned:
+ * one ring of large_ring_bytes per sender rank, at the same offset at every member. A message
+ * above max_smc_payload lies contiguously in its sender's ring; its slot carries only its stream
+ * position (u64) as payload, with SQ__SMC_FLAG_LARGE in the trailer flags. */
 #ifndef SQ_SST_H
 #define SQ_SST_H
 
@@ -48,6 +57,8 @@
 #include "transport.h"
 
 #define SQ_SST_MAX_MEMBERS 32
+/* Largest ring of one sender's large messages (see the large-message area above). */
+#define SQ_SST_MAX_RING_BYTES (4ull << 30)
 
 #define SQ_SST_TRAILER_BYTES 32u
 #define SQ_SST_OFF_HEARTBEAT 0u
@@ -90,7 +101,9 @@ struct sq__sst_params {
     uint32_t nmembers;
     uint32_t my_rank;
     uint32_t window_size;
-    uint32_t max_payload;
+    uint32_t max_payload;     /* the largest message */
+    uint32_t max_smc_payload; /* larger ones take the large path (0: max_payload, no large path) */
+    size_t large_ring_bytes;  /* each sender's ring for large messages (with a large path) */
     uint32_t view_id;
     const uint32_t *member_ids;   /* nmembers ids by rank; copied */
     const uint32_t *member_peers; /* nmembers transport peer indexes by rank (NULL: the rank) */
@@ -103,6 +116,10 @@ struct sq__sst_layout {
     uint32_t nmembers;
     uint32_t window_size;
     uint32_t max_payload;
+    uint32_t max_smc_payload; /* the slots' payload size: messages up to it go in a slot */
+    size_t off_fwd;           /* in a row: the forwarding word pairs (large path only) */
+    size_t large_off;         /* in the table: the rings (0: no large path) */
+    size_t large_ring_bytes;
     size_t header_bytes;
     size_t off_prefix;
     size_t off_ack;
@@ -212,9 +229,23 @@ uint64_t sq__sst_col(const struct sq__sst *s, uint32_t rank, size_t off);
  * min over senders r of received[r] * n + r (0 for a stale row). */
 uint64_t sq__sst_prefix(const struct sq__sst *s, uint32_t rank);
 
-/* Computes the table layout for these parameters. Returns SQ_EINVAL for out-of-range values. */
+/* Computes the table layout for these parameters, without a large-message path (every message
+ * fits a slot). Returns SQ_EINVAL for out-of-range values. */
 int sq__sst_layout(struct sq__sst_layout *L, uint32_t nmembers, uint32_t window_size,
                    uint32_t max_payload);
+
+/* The same with a large-message path when max_payload > max_smc_payload: slots of
+ * max_smc_payload (at least 8, for a large message's stream position), and a ring of
+ * `ring_bytes` per sender (at least max_payload, rounded up to a page). max_smc_payload 0 or
+ * >= max_payload: no large path. */
+int sq__sst_layout_large(struct sq__sst_layout *L, uint32_t nmembers, uint32_t window_size,
+                         uint32_t max_payload, uint32_t max_smc_payload, size_t ring_bytes);
+
+/* True when the layout has a large-message path. */
+static inline bool sq__sst_has_large(const struct sq__sst_layout *L)
+{
+    return L->large_off != 0;
+}
 
 /* Initializes `s` over `table` (L.table_bytes, owned by the caller and outliving `s`), writing
  * through `t`: my row header starts from zero with this view's tag, the phase is SQ_SST_RUNNING.

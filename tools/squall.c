@@ -187,8 +187,11 @@ static int read_stdin(const struct cli *cli, void **out, size_t *size)
     if (ferror(stdin) || len > MAX_VALUE_BYTES) {
         int rc = ferror(stdin) ? SQ_EIO : SQ_EMSGSIZE;
         free(buf);
-        return sq__cli_fail(
-            cli, rc, rc == SQ_EIO ? "reading stdin" : "the value on stdin is over 16 MiB", NULL);
+        return sq__cli_fail(cli, rc,
+                            rc == SQ_EIO
+                                ? "reading stdin"
+                                : "the value on stdin is over the limit of " SQ_KV_MAX_VALUE_TEXT,
+                            NULL);
     }
     *out = buf;
     *size = len;

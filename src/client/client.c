@@ -388,7 +388,8 @@ int sq_client_put(sq_client *c, const char *key, const void *value, size_t size,
     }
     if (size > SQ_KV_MAX_VALUE || (size > 0 && value == NULL)) {
         return bad_arg(r, size > SQ_KV_MAX_VALUE ? SQ_EMSGSIZE : SQ_EINVAL,
-                       "a value is at most 16 MiB (and the pool's max_payload)");
+                       "a value is over the limit of " SQ_KV_MAX_VALUE_TEXT
+                       " (and of the pool's max_payload)");
     }
     f.value = value;
     f.value_len = (uint32_t)size;

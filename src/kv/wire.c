@@ -86,8 +86,10 @@ int sq__kv_decode(const void *buf, size_t len, struct sq_kv_frame *f, char *why,
     } else if (sq__ld16(p + 54) > SQ_KV_MAX_STR) {
         reason = "string field longer than 512 bytes";
     } else if (sq__ld32(p + 56) > SQ_KV_MAX_VALUE) {
-        reason = "value larger than 16 MiB";
-    } else if (SQ_KV_HEADER_BYTES + (size_t)sq__ld16(p + 52) + sq__ld16(p + 54) + sq__ld32(p + 56) != len) {
+        reason = "value over the limit of " SQ_KV_MAX_VALUE_TEXT;
+    } else if (SQ_KV_HEADER_BYTES + (size_t)sq__ld16(p + 52) + sq__ld16(p + 54) +
+                   sq__ld32(p + 56) !=
+               len) {
         reason = "field lengths do not add up to the frame length";
     }
     if (reason != NULL) {

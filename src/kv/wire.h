@@ -30,7 +30,8 @@
 #define SQ_KV_HEADER_BYTES 60u
 #define SQ_KV_MAX_KEY 1024u
 #define SQ_KV_MAX_STR 512u
-#define SQ_KV_MAX_VALUE (16u << 20)
+#define SQ_KV_MAX_VALUE (64u << 20)
+#define SQ_KV_MAX_VALUE_TEXT "64 MiB" /* SQ_KV_MAX_VALUE, for messages */
 #define SQ_KV_MAX_FRAME (SQ_KV_HEADER_BYTES + SQ_KV_MAX_KEY + SQ_KV_MAX_STR + SQ_KV_MAX_VALUE)
 
 enum {

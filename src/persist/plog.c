@@ -694,8 +694,10 @@ int sq__plog_flush(struct sq__plog *log, bool sync, uint64_t *durable)
         log->failed = rc; /* a failed write leaves the file in doubt: stop appending */
     }
     synced_now = log->synced;
-    if (log->spare == NULL) {
-        log->spare = batch; /* keep the buffer for the next swap */
+    /* Keep the buffer for the next swap, unless a large record grew it: a log of large values
+     * holds each one in memory only until it is written, not for the rest of its life. */
+    if (log->spare == NULL && batch_cap <= SQ_PLOG_KEEP_BUFFER_BYTES) {
+        log->spare = batch;
         log->spare_cap = batch_cap;
         batch = NULL;
     }

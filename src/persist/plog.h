@@ -30,7 +30,9 @@
 
 #define SQ_PLOG_HEADER_BYTES 48u
 #define SQ_PLOG_FORMAT 1u
-#define SQ_PLOG_MAX_RECORD (16u << 20)
+#define SQ_PLOG_MAX_RECORD (256u << 20)
+/* Append buffers up to this size are kept for reuse after a flush; larger ones are freed. */
+#define SQ_PLOG_KEEP_BUFFER_BYTES (4u << 20)
 
 /* One record's place in the log. */
 struct sq__plog_entry {

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "squall.h"
+#include "persist/plog.h"
 #include "server/kvserver.h"
 
 /* Exit statuses: documented in usage() and README.md. */
@@ -248,12 +249,18 @@ static int dump_log(sq_member *m, uint32_t sg, const char *name, uint64_t upto)
         fprintf(stderr, "squalld: %s\n", sq_member_errmsg(m));
         return EXIT_FAILED;
     }
-    static uint8_t buf[16u << 20];
+    /* A record of the largest size the log takes; pages are touched only as records need. */
+    const size_t cap = SQ_PLOG_MAX_RECORD;
+    uint8_t *buf = malloc(cap);
+    if (buf == NULL) {
+        fprintf(stderr, "squalld: out of memory for a %zu-byte record buffer\n", cap);
+        return EXIT_FAILED;
+    }
     sq_record rec;
     uint64_t records = 0, upto_records = 0, first = 0, last = 0;
     uint64_t hash = 0xcbf29ce484222325ull;
     bool has_upto = false;
-    int rc = sq_member_log_get(m, sg, SQ_LOG_FIRST, 0, &rec, buf, sizeof(buf));
+    int rc = sq_member_log_get(m, sg, SQ_LOG_FIRST, 0, &rec, buf, cap);
     while (rc == 0) {
         if (records == 0) {
             first = rec.version;
@@ -269,8 +276,9 @@ static int dump_log(sq_member *m, uint32_t sg, const char *name, uint64_t upto)
             h = (h ^ rec.sender_id) * 0x100000001b3ull;
             hash = fold(h, buf, rec.size);
         }
-        rc = sq_member_log_get(m, sg, SQ_LOG_AFTER, rec.version, &rec, buf, sizeof(buf));
+        rc = sq_member_log_get(m, sg, SQ_LOG_AFTER, rec.version, &rec, buf, cap);
     }
+    free(buf);
     if (rc != SQ_ENOTFOUND && rc != SQ_ENOTSUP) {
         fprintf(stderr, "squalld: reading the log: %s\n", sq_strerror(rc));
         return EXIT_FAILED;

@@ -92,9 +92,15 @@ expect_status 2 get "/orders/$long"
 echo "$LAST_OUT" | grep -q "1024 bytes" || fail "long key message: $LAST_OUT"
 expect_status 3 put /nowhere/1 x
 echo "$LAST_OUT" | grep -q "no pool" || fail "unknown pool message: $LAST_OUT"
-head -c 1100000 /dev/zero > "$WORK/big"
-expect_status 1 put /orders/big - < "$WORK/big"
+# values above the slot size take the large-message path, and come back byte for byte
+head -c 1100000 /dev/urandom > "$WORK/big"
+expect_status 0 put /orders/big - < "$WORK/big"
+"$SQUALL" get /orders/big > "$WORK/big.out" || fail "get /orders/big"
+cmp -s "$WORK/big" "$WORK/big.out" || fail "a 1.1 MB value came back different"
+head -c $((64 * 1024 * 1024 + 1)) /dev/zero > "$WORK/huge"
+expect_status 1 put /orders/huge - < "$WORK/huge"
 echo "$LAST_OUT" | grep -q "limit" || fail "oversized value message: $LAST_OUT"
+rm -f "$WORK/big" "$WORK/big.out" "$WORK/huge"
 expect_status 3 get /orders/t --version "$v1"
 expect_status 1 get /events/x
 expect_status 2 get /orders/42 --version banana

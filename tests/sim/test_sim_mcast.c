@@ -180,6 +180,20 @@ static int run_seed(uint64_t seed, bool verbose)
     run->n = 3 + (uint32_t)sq__sim_rand_below(&rng, 5); /* 3..7 */
     uint32_t window = 1 + (uint32_t)sq__sim_rand_below(&rng, 16);
     uint32_t max_payload = 1 + (uint32_t)sq__sim_rand_below(&rng, 300);
+    /* Half the seeds take messages above the slots' size by the large-message path: blocks of a
+     * random size along a chain or a star, through rings of a random size (at least one largest
+     * message, so a sender may have to wait for its ring to drain). */
+    uint32_t max_smc = max_payload;
+    size_t ring_bytes = 0;
+    uint32_t block_bytes = 0;
+    enum sq__smc_schedule schedule = SQ_SMC_CHAIN;
+    if (sq__sim_rand_below(&rng, 2) == 0) {
+        max_smc = 8 + (uint32_t)sq__sim_rand_below(&rng, 300);
+        max_payload = max_smc + 1 + (uint32_t)sq__sim_rand_below(&rng, 20000);
+        ring_bytes = max_payload + sq__sim_rand_below(&rng, 3u * max_payload);
+        block_bytes = 8 + (uint32_t)sq__sim_rand_below(&rng, 4096);
+        schedule = sq__sim_rand_below(&rng, 2) == 0 ? SQ_SMC_CHAIN : SQ_SMC_STAR;
+    }
     struct sq_sim_params sp = {
         .min_delay_us = 1 + (uint32_t)sq__sim_rand_below(&rng, 50),
         .max_jitter_us = (uint32_t)sq__sim_rand_below(&rng, 300),
@@ -208,9 +222,10 @@ static int run_seed(uint64_t seed, bool verbose)
         }
     }
     if (verbose) {
-        printf("seed %" PRIu64 ": n=%u window=%u max_payload=%u mode=%u delay=%u+%u loss=%u "
-               "torn=%u total=%" PRIu64 "\n",
-               seed, run->n, window, max_payload, mode, sp.min_delay_us, sp.max_jitter_us,
+        printf("seed %" PRIu64 ": n=%u window=%u max_payload=%u max_smc=%u ring=%zu block=%u "
+               "schedule=%s mode=%u delay=%u+%u loss=%u torn=%u total=%" PRIu64 "\n",
+               seed, run->n, window, max_payload, max_smc, ring_bytes, block_bytes,
+               schedule == SQ_SMC_CHAIN ? "chain" : "star", mode, sp.min_delay_us, sp.max_jitter_us,
                sp.loss_permille, sp.torn_permille, run->total);
     }
 
@@ -225,7 +240,7 @@ static int run_seed(uint64_t seed, bool verbose)
         m->run = run;
         m->rank = r;
         struct sq__sst_layout L;
-        SQ_ASSERT(sq__sst_layout(&L, run->n, window, max_payload) == 0);
+        SQ_ASSERT(sq__sst_layout_large(&L, run->n, window, max_payload, max_smc, ring_bytes) == 0);
         m->table = calloc(1, L.table_bytes);
         m->log = calloc(run->total + 1, sizeof(struct record));
         SQ_ASSERT(m->table != NULL && m->log != NULL);
@@ -234,8 +249,12 @@ static int run_seed(uint64_t seed, bool verbose)
                                            .my_rank = r,
                                            .window_size = window,
                                            .max_payload = max_payload,
+                                           .max_smc_payload = max_smc,
+                                           .large_ring_bytes = ring_bytes,
                                            .view_id = 0,
-                                           .member_ids = ids}};
+                                           .member_ids = ids},
+                                   .schedule = schedule,
+                                   .block_bytes = block_bytes};
         SQ_ASSERT(sq__smc_init(&m->smc, &p, m->table, sq__sim_transport(sim, r), on_deliver, m) ==
                   0);
     }
@@ -273,6 +292,19 @@ static int run_seed(uint64_t seed, bool verbose)
                 (void)poll_member(run, r);
             } else if (!network) {
                 fail(run, "stuck: member %u's window is full and nothing is in flight", r);
+                for (uint32_t j = 0; verbose && j < run->n; j++) {
+                    struct sq__smc *x = &run->m[j].smc;
+                    printf("  member %u: next_deliver %" PRIu64 " next_index %" PRIu64
+                           " slots_used %" PRIu64 " head %" PRIu64 " tail %" PRIu64 "\n",
+                           j, x->next_deliver, x->next_index, x->slots_used, x->large_head,
+                           x->large_tail);
+                    for (uint32_t q = 0; q < run->n; q++) {
+                        printf("    sender %u: received %" PRIu64 " recv_slots %" PRIu64
+                               " fwd_slot %" PRIu64 " fwd_pos %" PRIu64 " seen_src %" PRIu64 "\n",
+                               q, x->sst.received[q], x->recv_slots[q], x->fwd_slot[q],
+                               x->fwd_pos[q], x->seen_src[q]);
+                    }
+                }
             }
             continue;
         }
