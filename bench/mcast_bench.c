@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -28,6 +29,11 @@
 static const char *g_squalld = "build/squalld";
 static char g_dir[256];
 static int g_base_port;
+/* the large-message path's settings, when given (0 / NULL: the subgroup's defaults) */
+static int g_max_smc;
+static long long g_ring;
+static int g_block;
+static const char *g_schedule;
 
 static double now_s(void)
 {
@@ -113,6 +119,18 @@ static void write_configs(int n, int window, int max_payload, bool persistent)
             fprintf(f, "[group]\ndata_dir = %s/data\n", g_dir);
         }
         fprintf(f, "[subgroup.bench]\nwindow_size = %d\nmax_payload = %d\n", window, max_payload);
+        if (g_max_smc > 0) {
+            fprintf(f, "max_smc_payload = %d\n", g_max_smc);
+        }
+        if (g_ring > 0) {
+            fprintf(f, "large_buffer_bytes = %lld\n", g_ring);
+        }
+        if (g_block > 0) {
+            fprintf(f, "block_size = %d\n", g_block);
+        }
+        if (g_schedule != NULL) {
+            fprintf(f, "large_schedule = %s\n", g_schedule);
+        }
         if (persistent) {
             fprintf(f, "delivery = persistent\n");
         }
@@ -133,6 +151,8 @@ struct result {
     char hash[MAX_MEMBERS][40];
     uint32_t p50_us, p99_us;
     uint32_t persist_p50_us, persist_p99_us; /* send to persisted at every member */
+    long rss_kb[MAX_MEMBERS];                /* peak resident set of each member */
+    uint64_t large_bytes_sent[MAX_MEMBERS];  /* large-message bytes each wrote to the others */
 };
 
 static struct result run_case(int n, bool all_senders, int size, uint64_t total, int window,
@@ -169,8 +189,9 @@ static struct result run_case(int n, bool all_senders, int size, uint64_t total,
             if (freopen(out, "w", stdout) == NULL) {
                 _exit(127);
             }
-            const char *argv[24] = {"squalld", "--config", cfg, "--send", send, "--size", sz,
-                                    "--expect", exp, "--latency-file", lat, "--timeout", "300"};
+            const char *argv[24] = {"squalld", "--config",  cfg,        "--send", send,
+                                    "--size",  sz,          "--expect", exp,      "--latency-file",
+                                    lat,       "--timeout", "300"};
             int a = 13;
             if (persistent) {
                 argv[a++] = "--persist-latency-file";
@@ -190,16 +211,19 @@ static struct result run_case(int n, bool all_senders, int size, uint64_t total,
     double deadline = now_s() + CASE_TIMEOUT_S;
     for (int i = 0; i < n; i++) {
         int st = 0;
-        while (waitpid(pids[i], &st, WNOHANG) == 0) {
+        struct rusage ru;
+        memset(&ru, 0, sizeof(ru));
+        while (wait4(pids[i], &st, WNOHANG, &ru) == 0) {
             if (now_s() > deadline) {
                 for (int k = 0; k < n; k++) {
                     kill(pids[k], SIGKILL);
                 }
-                waitpid(pids[i], &st, 0);
+                wait4(pids[i], &st, 0, &ru);
                 break;
             }
             usleep(20000);
         }
+        res.rss_kb[i] = ru.ru_maxrss;
         ok &= WIFEXITED(st) && WEXITSTATUS(st) == 0;
     }
     uint32_t *lat = calloc(total, sizeof(uint32_t));
@@ -224,10 +248,12 @@ static struct result run_case(int n, bool all_senders, int size, uint64_t total,
         char *p = strstr(line, "msgs_per_s=");
         char *q = strstr(line, "mb_per_s=");
         char *h = strstr(line, "hash=");
+        char *lb = strstr(line, "large_bytes_sent=");
         ok = p && q && h;
         if (ok) {
             res.msgs_per_s[i] = atof(p + 11);
             res.mb_per_s[i] = atof(q + 9);
+            res.large_bytes_sent[i] = lb != NULL ? strtoull(lb + 17, NULL, 10) : 0;
             sscanf(h + 5, "%39s", res.hash[i]);
             ok = strcmp(res.hash[i], res.hash[0]) == 0;
         }
@@ -316,7 +342,8 @@ static int persist_suite(int members, int window)
     } cases[2] = {{"one", 2000, 20000}, {"all", 0, 150000}};
     for (int c = 0; c < 2; c++) {
         bool all = strcmp(cases[c].senders, "all") == 0;
-        struct result a = run_case(members, all, 1024, cases[c].total, window, false, cases[c].rate);
+        struct result a =
+            run_case(members, all, 1024, cases[c].total, window, false, cases[c].rate);
         g_base_port += members;
         struct result p = run_case(members, all, 1024, cases[c].total, window, true, cases[c].rate);
         g_base_port += members;
@@ -350,31 +377,66 @@ int main(int argc, char **argv)
     const char *senders = NULL;
     uint64_t count = 0;
     static const struct option opts[] = {
-        {"members", required_argument, NULL, 'n'}, {"senders", required_argument, NULL, 's'},
-        {"size", required_argument, NULL, 'z'},    {"count", required_argument, NULL, 'c'},
-        {"window", required_argument, NULL, 'w'},  {"squalld", required_argument, NULL, 'd'},
-        {"persist", no_argument, NULL, 'p'},       {"data-dir", required_argument, NULL, 'D'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+        {"members", required_argument, NULL, 'n'},  {"senders", required_argument, NULL, 's'},
+        {"size", required_argument, NULL, 'z'},     {"count", required_argument, NULL, 'c'},
+        {"window", required_argument, NULL, 'w'},   {"squalld", required_argument, NULL, 'd'},
+        {"persist", no_argument, NULL, 'p'},        {"data-dir", required_argument, NULL, 'D'},
+        {"schedule", required_argument, NULL, 'S'}, {"max-smc", required_argument, NULL, 'M'},
+        {"ring", required_argument, NULL, 'R'},     {"block", required_argument, NULL, 'B'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
     bool persist = false;
     const char *data_parent = "/tmp";
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'n': members = atoi(optarg); break;
-        case 's': senders = optarg; break;
-        case 'z': size = atoi(optarg); break;
-        case 'c': count = strtoull(optarg, NULL, 10); break;
-        case 'w': window = atoi(optarg); break;
-        case 'd': g_squalld = optarg; break;
-        case 'p': persist = true; break;
-        case 'D': data_parent = optarg; break;
+        case 'n':
+            members = atoi(optarg);
+            break;
+        case 's':
+            senders = optarg;
+            break;
+        case 'z':
+            size = atoi(optarg);
+            break;
+        case 'c':
+            count = strtoull(optarg, NULL, 10);
+            break;
+        case 'w':
+            window = atoi(optarg);
+            break;
+        case 'd':
+            g_squalld = optarg;
+            break;
+        case 'p':
+            persist = true;
+            break;
+        case 'D':
+            data_parent = optarg;
+            break;
+        case 'S':
+            g_schedule = optarg;
+            break;
+        case 'M':
+            g_max_smc = atoi(optarg);
+            break;
+        case 'R':
+            g_ring = atoll(optarg);
+            break;
+        case 'B':
+            g_block = atoi(optarg);
+            break;
         default:
             fprintf(c == 'h' ? stdout : stderr,
                     "usage: mcast-bench [--members N] [--senders all|one] [--size BYTES]\n"
                     "                   [--count MESSAGES] [--window SLOTS] [--squalld PATH]\n"
+                    "                   [--schedule chain|star] [--max-smc BYTES] [--ring BYTES]\n"
+                    "                   [--block BYTES]\n"
                     "       mcast-bench --persist [--data-dir DIR] [--members N] [--squalld PATH]\n"
                     "With no case options it runs every case: senders all and one, sizes 64,\n"
-                    "1024 and 10240, on --members (default 3) members. --persist compares\n"
+                    "1024, 10240, 1 MiB and 16 MiB, on --members (default 3) members. Messages\n"
+                    "above --max-smc (the subgroup's max_smc_payload, default 10240) take the\n"
+                    "large-message path: --schedule, --ring (large_buffer_bytes) and --block\n"
+                    "(block_size) set it. --persist compares\n"
                     "persistent with atomic delivery and with the disk's own fdatasync, with the\n"
                     "logs in DIR (default /tmp).\n");
             return c == 'h' ? 0 : 2;
@@ -382,8 +444,11 @@ int main(int argc, char **argv)
     }
     if (members < 2 || members > MAX_MEMBERS || window < 1 ||
         (senders && strcmp(senders, "all") != 0 && strcmp(senders, "one") != 0) ||
-        (size != 0 && (size < 8 || size > (16 << 20)))) {
-        fprintf(stderr, "mcast-bench: bad arguments (members 2..%d, senders all|one, size >= 8)\n",
+        (size != 0 && (size < 8 || size > (256 << 20))) ||
+        (g_schedule && strcmp(g_schedule, "chain") != 0 && strcmp(g_schedule, "star") != 0)) {
+        fprintf(stderr,
+                "mcast-bench: bad arguments (members 2..%d, senders all|one, size 8..256 MiB, "
+                "schedule chain|star)\n",
                 MAX_MEMBERS);
         return 2;
     }
@@ -410,8 +475,8 @@ int main(int argc, char **argv)
         return f == 0 ? 0 : 1;
     }
 
-    int sizes[3] = {64, 1024, 10240};
-    int nsizes = 3;
+    int sizes[5] = {64, 1024, 10240, 1 << 20, 16 << 20};
+    int nsizes = 5;
     if (size != 0) {
         sizes[0] = size;
         nsizes = 1;
@@ -427,7 +492,11 @@ int main(int argc, char **argv)
         double ref = tcp_stream_mb_per_s(TCP_REF_WRITE);
         double ref_same = tcp_stream_mb_per_s((size_t)sizes[si]);
         for (int mi = 0; mi < nmodes; mi++) {
-            uint64_t total = count ? count : sizes[si] >= 10240 ? 300000 : 1000000;
+            uint64_t total = count                     ? count
+                             : sizes[si] >= (16 << 20) ? 200
+                             : sizes[si] >= (1 << 20)  ? 4000
+                             : sizes[si] >= 10240      ? 300000
+                                                       : 1000000;
             bool all = strcmp(modes[mi], "all") == 0;
             struct result r = run_case(members, all, sizes[si], total, window, false, 0);
             g_base_port += members; /* fresh ports: the previous case's may be in TIME_WAIT */
@@ -440,19 +509,38 @@ int main(int argc, char **argv)
             /* The reference is the better of the two TCP streams: the stricter ratio. */
             double best = ref > ref_same ? ref : ref_same;
             double min_msgs = r.msgs_per_s[0], min_mb = r.mb_per_s[0];
-            char per[256] = "";
-            size_t len = 0;
+            char per[256] = "", rss[256] = "", sent[512] = "";
+            size_t len = 0, rlen = 0, slen = 0;
+            long rss_max = 0;
+            /* Bytes that crossed to receivers per second, summed: a member delivers its own
+             * messages too, and with every member sending, 1/n of what each delivers is its own. */
+            double recv_sum = 0;
             for (int i = 0; i < members; i++) {
                 min_msgs = r.msgs_per_s[i] < min_msgs ? r.msgs_per_s[i] : min_msgs;
                 min_mb = r.mb_per_s[i] < min_mb ? r.mb_per_s[i] : min_mb;
+                recv_sum += all     ? r.mb_per_s[i] * (members - 1) / members
+                            : i > 0 ? r.mb_per_s[i]
+                                    : 0;
+                rss_max = r.rss_kb[i] > rss_max ? r.rss_kb[i] : rss_max;
                 len += (size_t)snprintf(per + len, sizeof(per) - len, "%s%.0f", i ? "," : "",
                                         r.msgs_per_s[i]);
+                rlen += (size_t)snprintf(rss + rlen, sizeof(rss) - rlen, "%s%ld", i ? "," : "",
+                                         r.rss_kb[i] / 1024);
+                /* per byte of the messages it sent (all) or that were sent (one) */
+                double own = (double)sizes[si] * (double)total / (all ? members : 1);
+                slen += (size_t)snprintf(sent + slen, sizeof(sent) - slen, "%s%.2f", i ? "," : "",
+                                         own > 0 ? (double)r.large_bytes_sent[i] / own : 0);
             }
             printf("case=mcast members=%d senders=%s size=%d messages=%" PRIu64 " ok=1 "
-                   "msgs_per_s=%.0f mb_per_s=%.1f member_msgs_per_s=%s p50_us=%u p99_us=%u "
-                   "tcp_ref_mb_per_s=%.1f tcp_same_size_mb_per_s=%.1f ratio_to_tcp=%.3f\n",
-                   members, modes[mi], sizes[si], total, min_msgs, min_mb, per, r.p50_us, r.p99_us,
-                   ref, ref_same, best > 0 ? min_mb / best : 0);
+                   "large_path=%d schedule=%s msgs_per_s=%.0f mb_per_s=%.1f member_msgs_per_s=%s "
+                   "recv_sum_mb_per_s=%.1f p50_us=%u p99_us=%u tcp_ref_mb_per_s=%.1f "
+                   "tcp_same_size_mb_per_s=%.1f ratio_to_tcp=%.3f recv_sum_ratio_to_tcp_same=%.3f "
+                   "member_large_sent_per_byte=%s member_rss_max_mb=%s rss_max_mb=%ld\n",
+                   members, modes[mi], sizes[si], total,
+                   sizes[si] > (g_max_smc > 0 ? g_max_smc : 10240),
+                   g_schedule ? g_schedule : "chain", min_msgs, min_mb, per, recv_sum, r.p50_us,
+                   r.p99_us, ref, ref_same, best > 0 ? min_mb / best : 0,
+                   ref_same > 0 ? recv_sum / ref_same : 0, sent, rss, rss_max / 1024);
             fflush(stdout);
         }
     }

@@ -296,6 +296,11 @@ typedef struct sq_member_health {
 } sq_member_health;
 int sq_member_get_health(const sq_member *m, sq_member_health *out);
 
+/* Bytes of large messages (those above a subgroup's max_smc_payload) this member has written to
+ * other members since it started, as sender and as forwarder: with the chain schedule a message
+ * of B bytes costs its sender B and the group (members - 1) * B in all. */
+uint64_t sq_member_large_bytes_sent(const sq_member *m);
+
 /* The current view id. */
 uint32_t sq_member_view_id(const sq_member *m);
 

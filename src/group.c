@@ -227,7 +227,8 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
                 .shard = k,
                 .last_timestamp = g->last_ts[s],
                 .schedule = sg->large_schedule == SQ_SCHEDULE_STAR ? SQ_SMC_STAR : SQ_SMC_CHAIN,
-                .block_bytes = sg->block_size};
+                .block_bytes = sg->block_size,
+                .large_bytes_total = &g->large_bytes_sent};
             bool newcomer = holders->shard[s][my_rank] != k && donor != UINT32_MAX;
             bool holder = holders->shard[s][my_rank] == k;
             if (sg->persistent && (g->log[s] == NULL || !g->log_ok[s]) &&

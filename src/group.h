@@ -79,7 +79,8 @@ struct sq__donation {
 
 struct sq__group {
     const struct sq_config *cfg;
-    struct sq__suspicions suspicions; /* the failure detector's counts, over every view */
+    struct sq__suspicions suspicions;  /* the failure detector's counts, over every view */
+    _Atomic uint64_t large_bytes_sent; /* large-message bytes written to others, over every view */
     struct sq__group_mem mem;
     uint8_t *base;
     struct sq_transport *t;

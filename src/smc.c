@@ -1,4 +1,5 @@
-/* smc.c: totally ordered small-message multicast over a shard's shared state table. */
+/* smc.c: totally ordered multicast over a shard's shared state table: small messages in its slots,
+ * large ones in its senders' rings, forwarded along a schedule (see "large messages" below). */
 #include "smc.h"
 
 #include "common.h"
@@ -237,6 +238,10 @@ static int forward_stream(struct sq__smc *s, uint32_t r)
                     return rc;
                 }
                 s->large_bytes_sent += to - from;
+                if (s->large_bytes_total != NULL) {
+                    atomic_fetch_add_explicit(s->large_bytes_total, to - from,
+                                              memory_order_relaxed);
+                }
             }
         }
         s->fwd_pos[r] = to;
@@ -305,6 +310,7 @@ int sq__smc_init(struct sq__smc *s, const struct sq__smc_params *p, uint8_t *tab
     s->shard = p->shard;
     s->schedule = p->schedule;
     s->block_bytes = p->block_bytes != 0 ? p->block_bytes : (1u << 20);
+    s->large_bytes_total = p->large_bytes_total;
     return 0;
 }
 

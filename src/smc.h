@@ -17,6 +17,7 @@
 #ifndef SQ_SMC_H
 #define SQ_SMC_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -50,6 +51,8 @@ struct sq__smc_params {
     /* large messages (when the table has a large-message area) */
     enum sq__smc_schedule schedule;
     uint32_t block_bytes; /* the unit of forwarding (0: 1 MiB) */
+    /* if not NULL, the bytes of large messages this member writes to others are added here */
+    _Atomic uint64_t *large_bytes_total;
 };
 
 struct sq__smc {
@@ -78,6 +81,7 @@ struct sq__smc {
     uint64_t fwd_pos[SQ_SST_MAX_MEMBERS];  /* per sender: its stream forwarded this far */
     uint64_t seen_src[SQ_SST_MAX_MEMBERS]; /* per sender: what my source forwarded to me */
     uint64_t large_bytes_sent;             /* bytes of large messages this member wrote to others */
+    _Atomic uint64_t *large_bytes_total;   /* the params' counter over views, or NULL */
 
     /* receiving, per sender rank */
     uint64_t recv_slots[SQ_SST_MAX_MEMBERS];    /* next slot number expected */

@@ -54,8 +54,8 @@ int sq_member_open(sq_member **out, const char *config_path, char *err, size_t e
      * zero-filled by the kernel page by page as it is first touched, so a member's resident
      * memory is what its tables use (slots that have carried messages, state areas that held a
      * handover), not the sum of every window and state area it could use. */
-    void *mem = mmap(NULL, m->table_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                     -1, 0);
+    void *mem =
+        mmap(NULL, m->table_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) {
         free(m);
         return SQ_ENOMEM;
@@ -413,6 +413,11 @@ int sq_member_get_health(const sq_member *m, sq_member_health *out)
                            .longest_stall_ms = atomic_load(&c->longest_stall_us) / 1000,
                            .heartbeat_timeout_ms = (uint32_t)m->cfg.heartbeat_timeout_ms};
     return 0;
+}
+
+uint64_t sq_member_large_bytes_sent(const sq_member *m)
+{
+    return m == NULL ? 0 : atomic_load_explicit(&m->g.large_bytes_sent, memory_order_relaxed);
 }
 
 uint32_t sq_member_view_id(const sq_member *m)
