@@ -22,10 +22,11 @@
 #include <unistd.h>
 
 #include "squall.h"
+#include "kv/wire.h"
 #include "squall/client.h"
 
 #define MAX_THREADS 256
-#define MAX_SIZE_BYTES (16u << 20) /* the protocol's largest value (SQ_KV_MAX_VALUE) */
+#define MAX_SIZE_BYTES SQ_KV_MAX_VALUE /* the protocol's largest value */
 #define MAX_SECONDS 3600
 #define KEYS_PER_THREAD 1000
 /* Every member keeps each key's latest value: 1000 keys of 1 MiB per thread would hold GBs in

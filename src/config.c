@@ -643,6 +643,17 @@ static void validate(struct parse_state *ps)
                       "limit (%u bytes)",
                       sg->name, sg->max_payload, SQ_PLOG_MAX_RECORD);
         }
+        if (sg->persistent && ps->err_line == 0 &&
+            c->max_state_bytes < sq__plog_record_bytes(sg->max_payload)) {
+            /* A member new to the shard gets its log in chunks of max_state_bytes, at least a
+             * record each. */
+            fail_file(ps, sg->line,
+                      "[subgroup.%s] is persistent with max_payload %u: [group] "
+                      "max_state_bytes (%llu) must hold one log record of that size (%zu bytes) "
+                      "to hand the log to a new member",
+                      sg->name, sg->max_payload, (unsigned long long)c->max_state_bytes,
+                      sq__plog_record_bytes(sg->max_payload));
+        }
         /* Messages above max_smc_payload take the large path; without one given, slots stay
          * small and a subgroup whose messages are all small (the default) has no large path. */
         if (w->max_smc_payload == 0) {

@@ -51,7 +51,7 @@ struct sq__welcome {
 };
 
 /* A donor's work for one subgroup: the shard's log (persistent subgroups) and then the
- * application state, in chunks of up to max_state_bytes, to each newcomer in turn; each chunk
+ * application state, both in chunks of up to max_state_bytes, to each newcomer in turn; each chunk
  * waits for the newcomer's acknowledgement in its control row. */
 struct sq__donation {
     bool active;
@@ -61,7 +61,8 @@ struct sq__donation {
     uint32_t nnew, cur;
     void *state; /* the application state at the view boundary */
     size_t state_size;
-    int state_status; /* 0, or 1: it does not fit max_state_bytes */
+    size_t state_pos; /* of it, sent to the current newcomer */
+    int state_status; /* 0, or 3: the state callback failed */
     uint64_t last_ts;
     uint64_t log_end; /* log entries to send: the ones before the view boundary */
     uint64_t pos;     /* next log entry for the current newcomer */
@@ -112,6 +113,8 @@ struct sq__group {
     bool awaiting[SQ_MAX_SUBGROUPS];
     uint32_t donor_rank[SQ_MAX_SUBGROUPS];
     uint32_t chunks_in[SQ_MAX_SUBGROUPS]; /* chunks taken so far */
+    uint8_t *state_in[SQ_MAX_SUBGROUPS];  /* the application state's pieces so far (malloc) */
+    size_t state_in_len[SQ_MAX_SUBGROUPS];
     uint64_t records_in[SQ_MAX_SUBGROUPS];
     struct sq__donation donation[SQ_MAX_SUBGROUPS];
     uint64_t last_ts[SQ_MAX_SUBGROUPS]; /* timestamp of my shard's last delivery, per subgroup */

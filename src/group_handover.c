@@ -19,16 +19,17 @@ struct handover {
     uint64_t shard;
     uint64_t seq;
     uint64_t size;
-    uint64_t flags;     /* CHUNK_LAST: the application state (else: log records) */
-    uint64_t status;    /* 0, or 1: the state did not fit max_state_bytes */
+    uint64_t flags;     /* CHUNK_STATE / CHUNK_LAST: the application state (else: log records) */
+    uint64_t status;    /* with CHUNK_LAST: 0, or 3: the donor's state callback failed */
     uint64_t last_ts;   /* with CHUNK_LAST: the shard's last timestamp */
     uint64_t keep_next; /* with CHUNK_CUT: 1 + the last version the newcomer keeps (0: none)... */
     uint64_t keep_ts;   /* ...and that record's timestamp, which must match */
     uint64_t data_hash;
     uint64_t check;
 };
-#define CHUNK_LAST 1u
-#define CHUNK_CUT 2u /* first chunk only: the newcomer's log goes past the shard's history */
+#define CHUNK_LAST 1u  /* the application state's last piece (maybe all of it, maybe none) */
+#define CHUNK_CUT 2u   /* first chunk only: the newcomer's log goes past the shard's history */
+#define CHUNK_STATE 4u /* a piece of the application state, more to come */
 static_assert(sizeof(struct handover) <= SQ_HANDOVER_BYTES, "handover fits its record");
 
 static uint64_t handover_check(const struct handover *h)
@@ -62,14 +63,6 @@ void sq__group_start_donation(struct sq__group *g, uint32_t view_id, uint32_t s,
         d->state_size = 0;
         d->state_status = 3;
         return;
-    }
-    if (d->state_size > g->cfg->max_state_bytes) {
-        d->state_status = 1;
-        sq__log(SQ_LOG_ERROR,
-                "the state of shard %u of subgroup %s (%zu bytes) exceeds "
-                "max_state_bytes (%llu): its newcomers cannot start",
-                k, g->cfg->subgroups[s].name, d->state_size,
-                (unsigned long long)g->cfg->max_state_bytes);
     }
 }
 
@@ -168,6 +161,7 @@ int sq__group_pump_donation(struct sq__group *g, uint32_t s)
                         (unsigned long long)d->sent_records, d->state_size, d->seq);
                 d->cur++;
                 d->pos = 0;
+                d->state_pos = 0;
                 d->seq = 0;
                 d->last_sent = d->started = d->diverged = false;
                 d->sent_records = 0;
@@ -218,14 +212,21 @@ int sq__group_pump_donation(struct sq__group *g, uint32_t s)
                 return events; /* wait for the flusher */
             }
         } else {
-            h.flags |= CHUNK_LAST;
-            h.status = (uint64_t)d->state_status;
-            h.last_ts = d->last_ts;
-            if (d->state_status == 0 && d->state_size > 0) {
-                memcpy(buf, d->state, d->state_size);
-                len = d->state_size;
+            /* The application state, in pieces of up to max_state_bytes. */
+            size_t left = d->state_status == 0 ? d->state_size - d->state_pos : 0;
+            len = left < cap ? left : cap;
+            if (len > 0) {
+                memcpy(buf, (const uint8_t *)d->state + d->state_pos, len);
+                d->state_pos += len;
             }
-            d->last_sent = true;
+            if (len == left) {
+                h.flags |= CHUNK_LAST;
+                h.status = (uint64_t)d->state_status;
+                h.last_ts = d->last_ts;
+                d->last_sent = true;
+            } else {
+                h.flags |= CHUNK_STATE;
+            }
         }
         h.size = len;
         h.data_hash = sq__fnv1a(SQ_FNV_INIT, buf, len);
@@ -339,7 +340,23 @@ int sq__group_check_handovers(struct sq__group *g)
                 return rc;
             }
         }
-        if (!(h.flags & CHUNK_LAST)) {
+        if (h.flags & (CHUNK_STATE | CHUNK_LAST)) {
+            /* A piece of the application state: gathered until the last one. */
+            if (h.size > 0) {
+                uint8_t *p = realloc(g->state_in[s], g->state_in_len[s] + (size_t)h.size);
+                if (p == NULL) {
+                    return sq__group_fail(g, SQ_ENOMEM,
+                                          "no memory for the state of shard %llu of subgroup %s "
+                                          "(%zu bytes so far)",
+                                          (unsigned long long)h.shard, g->cfg->subgroups[s].name,
+                                          g->state_in_len[s] + (size_t)h.size);
+                }
+                memcpy(p + g->state_in_len[s], buf, (size_t)h.size);
+                g->state_in[s] = p;
+                g->state_in_len[s] += (size_t)h.size;
+            }
+        }
+        if (!(h.flags & (CHUNK_STATE | CHUNK_LAST))) {
             /* Log records, in order, each with its own checksum. */
             size_t at = 0;
             while (at < h.size) {
@@ -366,7 +383,7 @@ int sq__group_check_handovers(struct sq__group *g)
                 atomic_store(&g->delivered_next[s], e.version + 1);
                 at += n;
             }
-        } else {
+        } else if (h.flags & CHUNK_LAST) {
             if (h.status == 3) {
                 return sq__group_fail(g, SQ_EIO,
                                       "the member handing over shard %llu of subgroup %s "
@@ -376,18 +393,21 @@ int sq__group_check_handovers(struct sq__group *g)
             if (h.status != 0) {
                 return sq__group_fail(g, SQ_EIO,
                                       "the state of shard %llu of subgroup %s could not be "
-                                      "handed over: it is larger than max_state_bytes (%llu)",
+                                      "handed over (status %llu)",
                                       (unsigned long long)h.shard, g->cfg->subgroups[s].name,
-                                      (unsigned long long)g->cfg->max_state_bytes);
+                                      (unsigned long long)h.status);
             }
             if (g->load != NULL) {
-                g->load(g->state_arg, s, (uint32_t)h.shard, buf, (size_t)h.size);
+                g->load(g->state_arg, s, (uint32_t)h.shard, g->state_in[s], g->state_in_len[s]);
             }
             sq__log(SQ_LOG_INFO,
-                    "received shard %llu of subgroup %s: %llu log records and %llu "
-                    "bytes of state",
+                    "received shard %llu of subgroup %s: %llu log records and %zu "
+                    "bytes of state in %u chunks",
                     (unsigned long long)h.shard, g->cfg->subgroups[s].name,
-                    (unsigned long long)g->records_in[s], (unsigned long long)h.size);
+                    (unsigned long long)g->records_in[s], g->state_in_len[s], g->chunks_in[s] + 1);
+            free(g->state_in[s]);
+            g->state_in[s] = NULL;
+            g->state_in_len[s] = 0;
             g->awaiting[s] = false;
             sq__smc_release(&g->shard[s], h.last_ts);
         }

@@ -902,12 +902,15 @@ static void check_logs(struct run *run)
 /* A random layout that n members can serve: 1-3 subgroups, 1-3 shards each, min/max sizes. */
 static void make_config(struct run *run, uint64_t *rng)
 {
-    char text[2048];
+    char text[4096];
+    /* State and log records move to newcomers in chunks of max_state_bytes: often many. */
+    uint32_t chunk =
+        sq__sim_rand_below(rng, 2) == 0 ? 1048576 : 256 + (uint32_t)sq__sim_rand_below(rng, 2048);
     size_t len = (size_t)snprintf(text, sizeof(text),
                                   "[self]\nid=0\n[group]\n"
-                                  "heartbeat_timeout_ms=%u\nmax_state_bytes=1048576\n"
+                                  "heartbeat_timeout_ms=%u\nmax_state_bytes=%u\n"
                                   "data_dir=/sim\nsegment_bytes=1048576\n",
-                                  HB_TIMEOUT_MS);
+                                  HB_TIMEOUT_MS, chunk);
     for (uint32_t i = 0; i < run->n; i++) {
         len += (size_t)snprintf(text + len, sizeof(text) - len, "[member.%u]\nhost=sim\nport=%u\n",
                                 i, 7000 + i);
@@ -934,6 +937,15 @@ static void make_config(struct run *run, uint64_t *rng)
         }
         if (sq__sim_rand_below(rng, 2) == 0) {
             len += (size_t)snprintf(text + len, sizeof(text) - len, "delivery=persistent\n");
+        }
+        if (sq__sim_rand_below(rng, 2) == 0) {
+            /* Messages above max_smc_payload take the large path, through a small ring (it
+             * fills and wraps often), across the same crashes and view changes. */
+            len += (size_t)snprintf(
+                text + len, sizeof(text) - len,
+                "max_smc_payload=%u\nlarge_buffer_bytes=%u\nblock_size=4096\nlarge_schedule=%s\n",
+                8 + (uint32_t)sq__sim_rand_below(rng, 60), 4096u << sq__sim_rand_below(rng, 2),
+                sq__sim_rand_below(rng, 2) == 0 ? "chain" : "star");
         }
     }
     char err[256];
