@@ -289,7 +289,7 @@ static void test_reasons(void)
     REASON(wr32(b + 8, 0x80000000u), "unknown flags");
     REASON((b[52] = 0x01, b[53] = 0x04), "key longer than 1024 bytes"); /* 1025 */
     REASON((b[54] = 0x01, b[55] = 0x02), "string field longer than 512 bytes"); /* 513 */
-    REASON(wr32(b + 56, SQ_KV_MAX_VALUE + 1), "value larger than 16 MiB");
+    REASON(wr32(b + 56, SQ_KV_MAX_VALUE + 1), "value over the limit of 64 MiB");
     REASON(b[52] = 0, "field lengths do not add up");
     REASON(b[54] = 1, "field lengths do not add up");
 #undef REASON

@@ -1,6 +1,6 @@
 /* test_smc.c: the multicast core on small, hand-checked scenarios: layout, send errors, window
- * flow control, round-robin order with nulls, sends from the delivery callback, and a corrupt
- * row from the network. */
+ * flow control, round-robin order with nulls, sends from the delivery callback, a corrupt
+ * row from the network, and large messages along a chain and a star. */
 #include "smc.h"
 
 #include <stdint.h>
@@ -368,6 +368,126 @@ static void test_corrupt_row_fails_cleanly(void)
     group_fini(&g);
 }
 
+/* ---- large messages ---- */
+
+struct big_got {
+    uint32_t n;
+    uint32_t sender[16];
+    uint32_t size[16];
+    uint64_t hash[16];
+};
+static struct big_got g_big[N_MAX];
+
+static uint64_t bytes_hash(const uint8_t *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ p[i]) * 1099511628211ull;
+    }
+    return h;
+}
+
+static void on_big(void *arg, const sq_message *msg)
+{
+    struct big_got *b = &g_big[((struct ctx *)arg)->rank];
+    SQ_ASSERT(b->n < 16);
+    b->sender[b->n] = msg->sender_id;
+    b->size[b->n] = (uint32_t)msg->size;
+    b->hash[b->n] = bytes_hash(msg->data, msg->size);
+    CHECK_EQ_INT(msg->flags, 0); /* the large-path flag is the multicast's own */
+    b->n++;
+}
+
+static void group_init_large(struct group *g, uint32_t n, enum sq__smc_schedule schedule)
+{
+    memset(g, 0, sizeof(*g));
+    memset(g_big, 0, sizeof(g_big));
+    g->n = n;
+    g->reply_from = -1;
+    struct sq_sim_params p = {.min_delay_us = 3, .max_jitter_us = 20};
+    SQ_ASSERT(sq__sim_create(&g->sim, n, 9, &p) == 0);
+    uint32_t ids[N_MAX] = {10, 11, 12, 13};
+    for (uint32_t r = 0; r < n; r++) {
+        struct sq__sst_layout L;
+        /* slots of 64 bytes; a ring of 40 KiB per sender, for messages of up to 20,000 */
+        SQ_ASSERT(sq__sst_layout_large(&L, n, 4, 20000, 64, 40960) == 0);
+        CHECK(sq__sst_has_large(&L));
+        g->table[r] = calloc(1, L.table_bytes);
+        sq__sim_attach(g->sim, r, g->table[r], L.table_bytes);
+        ctxs[r] = (struct ctx){g, r};
+        struct sq__smc_params sp = {.sst = {.nmembers = n,
+                                            .my_rank = r,
+                                            .window_size = 4,
+                                            .max_payload = 20000,
+                                            .max_smc_payload = 64,
+                                            .large_ring_bytes = 40960,
+                                            .view_id = 3,
+                                            .member_ids = ids},
+                                    .schedule = schedule,
+                                    .block_bytes = 4096};
+        SQ_ASSERT(sq__smc_init(&g->m[r], &sp, g->table[r], sq__sim_transport(g->sim, r), on_big,
+                               &ctxs[r]) == 0);
+    }
+}
+
+/* Rank 1 sends 8 messages, large and small mixed, more than its ring holds in all (it wraps):
+ * every member delivers all of them whole, in order; in a chain each member but the last writes
+ * each byte once, in a star the sender writes it to everyone. */
+static void check_large(enum sq__smc_schedule schedule)
+{
+    struct group g;
+    const uint32_t n = 4;
+    group_init_large(&g, n, schedule);
+    static const uint32_t sizes[8] = {5000, 20, 19999, 64, 65, 12000, 20000, 7001};
+    uint64_t want[8], large_total = 0;
+    static uint8_t msg[20000];
+    for (int k = 0; k < 8; k++) {
+        for (uint32_t i = 0; i < sizes[k]; i++) {
+            msg[i] = (uint8_t)(i * 31u + (uint32_t)k * 7u + (i >> 8));
+        }
+        want[k] = bytes_hash(msg, sizes[k]);
+        large_total += sizes[k] > 64 ? sizes[k] : 0;
+        void *buf = NULL;
+        int rc;
+        for (int tries = 0; (rc = sq__smc_reserve(&g.m[1], sizes[k], &buf)) == SQ_EAGAIN; tries++) {
+            SQ_ASSERT(tries < 100);
+            settle(&g);
+        }
+        CHECK_EQ_INT(rc, 0);
+        memcpy(buf, msg, sizes[k]);
+        CHECK_EQ_INT(sq__smc_commit(&g.m[1]), 0);
+    }
+    settle(&g);
+    for (uint32_t r = 0; r < n; r++) {
+        CHECK_EQ_INT(g_big[r].n, 8);
+        for (uint32_t k = 0; k < 8 && k < g_big[r].n; k++) {
+            CHECK_EQ_INT(g_big[r].sender[k], 11);
+            CHECK_EQ_INT(g_big[r].size[k], sizes[k]);
+            CHECK(g_big[r].hash[k] == want[k]);
+        }
+    }
+    for (uint32_t r = 0; r < n; r++) {
+        uint64_t expect = 0;
+        if (schedule == SQ_SMC_STAR) {
+            expect = r == 1 ? (n - 1) * large_total : 0;
+        } else {
+            expect = (r + 1) % n == 1 ? 0 : large_total; /* the one before the sender is last */
+        }
+        CHECK_EQ_INT(g.m[r].large_bytes_sent, expect);
+    }
+    group_fini(&g);
+}
+
+static void test_large_chain(void)
+{
+    check_large(SQ_SMC_CHAIN);
+}
+
+static void test_large_star(void)
+{
+    check_large(SQ_SMC_STAR);
+}
+
 int main(void)
 {
     test_layout();
@@ -378,5 +498,7 @@ int main(void)
     test_ordered_ahead_of_delivery();
     test_send_from_callback();
     test_corrupt_row_fails_cleanly();
+    test_large_chain();
+    test_large_star();
     return sq_test_done("test_smc");
 }
