@@ -538,7 +538,7 @@ int main(int argc, char **argv)
                    "member_large_sent_per_byte=%s member_rss_max_mb=%s rss_max_mb=%ld\n",
                    members, modes[mi], sizes[si], total,
                    sizes[si] > (g_max_smc > 0 ? g_max_smc : 10240),
-                   g_schedule ? g_schedule : "chain", min_msgs, min_mb, per, recv_sum, r.p50_us,
+                   g_schedule ? g_schedule : "auto", min_msgs, min_mb, per, recv_sum, r.p50_us,
                    r.p99_us, ref, ref_same, best > 0 ? min_mb / best : 0,
                    ref_same > 0 ? recv_sum / ref_same : 0, sent, rss, rss_max / 1024);
             fflush(stdout);

@@ -25,7 +25,7 @@
 
 enum { SQ_FLUSH_GROUP_COMMIT, SQ_FLUSH_PERIODIC, SQ_FLUSH_NONE };
 /* large_schedule: how a large message's blocks travel (src/smc.c). */
-enum { SQ_SCHEDULE_CHAIN, SQ_SCHEDULE_STAR };
+enum { SQ_SCHEDULE_AUTO, SQ_SCHEDULE_CHAIN, SQ_SCHEDULE_STAR }; /* AUTO: resolved when parsed */
 
 /* Key-value store types (store = ... in [subgroup.NAME]; see src/kv/store.h). The default follows
  * the delivery: persistent for delivery = persistent, volatile otherwise. */
