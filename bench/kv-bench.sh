@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # kv-bench.sh: the key-value benchmark matrix on three local members: put, get and conditional put
-# of 100 B, 4 KiB and 1 MiB values on a persistent and a volatile pool, then put throughput with
-# and without 100,000 watched keys. Prints kv-bench's case= lines and a case=watch_overhead line.
+# of 100 B, 4 KiB and 1 MiB values and put and get of 16 MiB values on a persistent and a volatile
+# pool, then put throughput with and without 100,000 watched keys. Prints kv-bench's case= lines
+# and a case=watch_overhead line.
 # Env: BUILD_DIR (default build/ beside bench/), THREADS (4), SECONDS_PER_CASE (3),
-# THREADS_LARGE and SECONDS_LARGE for the 1 MiB cases (default THREADS and SECONDS_PER_CASE),
+# THREADS_LARGE and SECONDS_LARGE for the 1 MiB and 16 MiB cases (default THREADS and SECONDS_PER_CASE),
 # WATCH_KEYS (100000). With --trace: instead, the latency anatomy of one client's persistent put,
 # volatile put and get (kv-bench --trace: one case=trace line per stage).
 set -euo pipefail
@@ -122,14 +123,16 @@ if [ "$mode" = trace ]; then
 fi
 
 for pool in /bp /bv; do
-  for size in 100 4096 1048576; do
+  for size in 100 4096 1048576 16777216; do
     threads=$THREADS
     secs=$SECONDS_PER_CASE
     if [ "$size" -ge 1048576 ]; then
       threads=$THREADS_LARGE
       secs=$SECONDS_LARGE
     fi
-    for op in put get cput; do
+    ops="put get cput"
+    [ "$size" -lt 16777216 ] || ops="put get" # values over the slots' size: the large-message path
+    for op in $ops; do
       run_case --pool "$pool" --threads "$threads" --size "$size" --ops "$op" --seconds "$secs"
     done
   done
