@@ -85,7 +85,7 @@ asan: deps
 tsan: deps
 	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DSQ_SANITIZE=tsan >/dev/null
 	@cmake --build build-tsan -j $(JOBS)
-	@cd build-tsan && SQ_TEST_HEARTBEAT_MS=3000 TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=1" ctest --output-on-failure -j 1
+	@cd build-tsan && SQ_TEST_HEARTBEAT_MS=3000 SQ_TEST_LARGE_BYTES=8388608 TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=1" ctest --output-on-failure -j 1
 
 format:
 	@clang-format -i include/*.h src/*.[ch] src/*/*.[ch] src/transport/*/*.[ch] tests/*/*.c bench/*.c bench/*/*.c

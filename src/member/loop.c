@@ -422,6 +422,9 @@ int sq__member_run_loop(sq_member *m)
     m->state = ST_RUNNING;
     tell_transport_view(m);
     report_view(m, NULL, 0, 0);
+    /* Read before the loop starts: it may install the next view at once (tsan saw that). */
+    const uint32_t rank = m->rank, nmembers = m->g.ctl.sst.L.nmembers,
+                   view_id = m->g.ctl.sst.view_id;
     if (pthread_create(&m->loop, NULL, loop_main, m) != 0) {
         m->state = ST_FAILED;
         sq__member_set_error(m, "cannot start the event-loop thread");
@@ -429,7 +432,7 @@ int sq__member_run_loop(sq_member *m)
     }
     m->loop_self = m->loop;
     m->loop_started = true;
-    sq__log(SQ_LOG_INFO, "member %u (rank %u of %u) is in view %u over %s", m->cfg.self_id, m->rank,
-            m->g.ctl.sst.L.nmembers, m->g.ctl.sst.view_id, m->t->vt->name);
+    sq__log(SQ_LOG_INFO, "member %u (rank %u of %u) is in view %u over %s", m->cfg.self_id, rank,
+            nmembers, view_id, m->t->vt->name);
     return 0;
 }
