@@ -132,9 +132,7 @@ void sq__group_fini(struct sq__group *g)
 {
     drop_shards(g);
     for (uint32_t s = 0; s < SQ_MAX_SUBGROUPS; s++) {
-        free(g->state_in[s]);
-        g->state_in[s] = NULL;
-        g->state_in_len[s] = 0;
+        sq__group_drop_state_in(g, s);
     }
     if (g->ctl_ready) {
         sq__smc_fini(&g->ctl);
@@ -265,9 +263,7 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
                 g->donor_rank[s] = donor;
                 g->chunks_in[s] = 0;
                 g->records_in[s] = 0;
-                free(g->state_in[s]); /* pieces of a handover that a view change cut short */
-                g->state_in[s] = NULL;
-                g->state_in_len[s] = 0;
+                sq__group_drop_state_in(g, s); /* pieces of a handover a view change cut short */
             } else if (holders->shard[s][my_rank] != k && view_id > 0) {
                 sq__log(SQ_LOG_WARN,
                         "shard %u of subgroup %s starts empty in view %u: none of "

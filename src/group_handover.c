@@ -302,6 +302,44 @@ static int cut_log(struct sq__group *g, uint32_t s, const struct handover *h)
     return 0;
 }
 
+void sq__group_drop_state_in(struct sq__group *g, uint32_t s)
+{
+    free(g->state_in[s]);
+    g->state_in[s] = NULL;
+    g->state_in_len[s] = 0;
+}
+
+/* A newcomer: the application state's last piece is in: loads the gathered state and lets the
+ * shard deliver. */
+static int take_state(struct sq__group *g, uint32_t s, const struct handover *h)
+{
+    if (h->status == 3) {
+        return sq__group_fail(g, SQ_EIO,
+                              "the member handing over shard %llu of subgroup %s "
+                              "could not save its state (its state callback failed)",
+                              (unsigned long long)h->shard, g->cfg->subgroups[s].name);
+    }
+    if (h->status != 0) {
+        return sq__group_fail(g, SQ_EIO,
+                              "the state of shard %llu of subgroup %s could not be "
+                              "handed over (status %llu)",
+                              (unsigned long long)h->shard, g->cfg->subgroups[s].name,
+                              (unsigned long long)h->status);
+    }
+    if (g->load != NULL) {
+        g->load(g->state_arg, s, (uint32_t)h->shard, g->state_in[s], g->state_in_len[s]);
+    }
+    sq__log(SQ_LOG_INFO,
+            "received shard %llu of subgroup %s: %llu log records and %zu "
+            "bytes of state in %u chunks",
+            (unsigned long long)h->shard, g->cfg->subgroups[s].name,
+            (unsigned long long)g->records_in[s], g->state_in_len[s], g->chunks_in[s] + 1);
+    sq__group_drop_state_in(g, s);
+    g->awaiting[s] = false;
+    sq__smc_release(&g->shard[s], h->last_ts);
+    return 0;
+}
+
 /* A newcomer: takes the donor's chunks as they come (log records into its log, then the
  * application state), acknowledging each in its control row. */
 int sq__group_check_handovers(struct sq__group *g)
@@ -340,22 +378,6 @@ int sq__group_check_handovers(struct sq__group *g)
                 return rc;
             }
         }
-        if (h.flags & (CHUNK_STATE | CHUNK_LAST)) {
-            /* A piece of the application state: gathered until the last one. */
-            if (h.size > 0) {
-                uint8_t *p = realloc(g->state_in[s], g->state_in_len[s] + (size_t)h.size);
-                if (p == NULL) {
-                    return sq__group_fail(g, SQ_ENOMEM,
-                                          "no memory for the state of shard %llu of subgroup %s "
-                                          "(%zu bytes so far)",
-                                          (unsigned long long)h.shard, g->cfg->subgroups[s].name,
-                                          g->state_in_len[s] + (size_t)h.size);
-                }
-                memcpy(p + g->state_in_len[s], buf, (size_t)h.size);
-                g->state_in[s] = p;
-                g->state_in_len[s] += (size_t)h.size;
-            }
-        }
         if (!(h.flags & (CHUNK_STATE | CHUNK_LAST))) {
             /* Log records, in order, each with its own checksum. */
             size_t at = 0;
@@ -383,33 +405,27 @@ int sq__group_check_handovers(struct sq__group *g)
                 atomic_store(&g->delivered_next[s], e.version + 1);
                 at += n;
             }
-        } else if (h.flags & CHUNK_LAST) {
-            if (h.status == 3) {
-                return sq__group_fail(g, SQ_EIO,
-                                      "the member handing over shard %llu of subgroup %s "
-                                      "could not save its state (its state callback failed)",
-                                      (unsigned long long)h.shard, g->cfg->subgroups[s].name);
+        } else {
+            /* A piece of the application state: gathered until the last one. */
+            if (h.size > 0) {
+                uint8_t *p = realloc(g->state_in[s], g->state_in_len[s] + (size_t)h.size);
+                if (p == NULL) {
+                    return sq__group_fail(g, SQ_ENOMEM,
+                                          "no memory for the state of shard %llu of subgroup %s "
+                                          "(%zu bytes so far)",
+                                          (unsigned long long)h.shard, g->cfg->subgroups[s].name,
+                                          g->state_in_len[s] + (size_t)h.size);
+                }
+                memcpy(p + g->state_in_len[s], buf, (size_t)h.size);
+                g->state_in[s] = p;
+                g->state_in_len[s] += (size_t)h.size;
             }
-            if (h.status != 0) {
-                return sq__group_fail(g, SQ_EIO,
-                                      "the state of shard %llu of subgroup %s could not be "
-                                      "handed over (status %llu)",
-                                      (unsigned long long)h.shard, g->cfg->subgroups[s].name,
-                                      (unsigned long long)h.status);
+            if (h.flags & CHUNK_LAST) {
+                int rc = take_state(g, s, &h);
+                if (rc != 0) {
+                    return rc;
+                }
             }
-            if (g->load != NULL) {
-                g->load(g->state_arg, s, (uint32_t)h.shard, g->state_in[s], g->state_in_len[s]);
-            }
-            sq__log(SQ_LOG_INFO,
-                    "received shard %llu of subgroup %s: %llu log records and %zu "
-                    "bytes of state in %u chunks",
-                    (unsigned long long)h.shard, g->cfg->subgroups[s].name,
-                    (unsigned long long)g->records_in[s], g->state_in_len[s], g->chunks_in[s] + 1);
-            free(g->state_in[s]);
-            g->state_in[s] = NULL;
-            g->state_in_len[s] = 0;
-            g->awaiting[s] = false;
-            sq__smc_release(&g->shard[s], h.last_ts);
         }
         g->chunks_in[s]++;
         /* The donor's heartbeat rides behind its chunks on the same link: a chunk that arrives

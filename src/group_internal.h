@@ -25,6 +25,8 @@ void sq__group_start_donation(struct sq__group *g, uint32_t view_id, uint32_t s,
                               const uint32_t *newcomers, uint32_t nnew);
 /* Drops a donation (done, or the view is left): frees the state it held. */
 void sq__group_end_donation(struct sq__donation *d);
+/* A newcomer drops the application state's pieces gathered so far for subgroup s. */
+void sq__group_drop_state_in(struct sq__group *g, uint32_t s);
 /* Sends subgroup s's next chunk to the current newcomer once it took the previous one. Returns
  * what happened, or a negative error. */
 int sq__group_pump_donation(struct sq__group *g, uint32_t s);

@@ -133,10 +133,21 @@ static uint64_t source_fwd(struct sq__smc *s, uint32_t r)
     return s->seen_src[r];
 }
 
+/* Where the slot ending at `end` puts its large message in its sender's stream (its payload). */
+static inline uint64_t stream_pos(const uint8_t *end)
+{
+    return load_u64(end - SQ_SST_TRAILER_BYTES - 8);
+}
+
+static inline void set_stream_pos(uint8_t *end, uint64_t pos)
+{
+    store_u64(end - SQ_SST_TRAILER_BYTES - 8, pos);
+}
+
 /* A large slot's stream position; false if the slot is malformed. */
 static bool large_pos(const struct sq__smc *s, const uint8_t *end, uint32_t size, uint64_t *pos)
 {
-    *pos = load_u64(end - SQ_SST_TRAILER_BYTES - 8);
+    *pos = stream_pos(end);
     const struct sq__sst_layout *L = &s->sst.L;
     return sq__sst_has_large(L) && size > L->max_smc_payload && size <= L->max_payload &&
            (*pos & 63u) == 0 && ring_at(s, *pos) + size <= L->large_ring_bytes;
@@ -150,31 +161,10 @@ static void free_large(struct sq__smc *s)
         const uint8_t *end = slot_end(s, s->sst.my_rank, s->freed_slots);
         uint32_t flags = load_u32(end - TR_FLAGS);
         if (is_large(flags)) {
-            s->large_tail = load_u64(end - SQ_SST_TRAILER_BYTES - 8) + load_u32(end - TR_SIZE);
+            s->large_tail = stream_pos(end) + load_u32(end - TR_SIZE);
         }
         s->freed_slots++;
     }
-}
-
-/* Writes [off, off + len) of the transport's memory to member j (a copy with `copy`). A member
- * whose link is gone is suspected (the chain through it is broken until the next view). */
-static int write_to(struct sq__smc *s, uint32_t j, size_t off, size_t len, bool copy)
-{
-    if ((s->sst.suspected >> j) & 1u) {
-        return 0;
-    }
-    uint32_t peer = s->sst.member_peers[j];
-    struct sq_transport *t = s->sst.t;
-    int rc = copy ? t->vt->write_copy(t, peer, off, len) : t->vt->write(t, peer, off, len);
-    if (rc == SQ_EPEER) {
-        sq__sst_suspect_why(&s->sst, j, SQ_SUSPECT_LINK, "its link failed while writing to it");
-        return 0;
-    }
-    if (rc != 0) {
-        return sq__sst_fail(&s->sst, rc, "write to member %u failed: %s", s->sst.member_ids[j],
-                            sq_strerror(rc));
-    }
-    return 0;
 }
 
 /* Forwards what I hold of sender r's large messages to my targets, at most a few blocks. */
@@ -230,19 +220,17 @@ static int forward_stream(struct sq__smc *s, uint32_t r)
             break; /* the next block has not reached me */
         }
         uint64_t to = SQ_MIN(have, from + s->block_bytes);
-        size_t off = sq__sst_offset(&s->sst, ring(s, r) + ring_at(s, from));
-        for (uint32_t j = 0; j < s->sst.L.nmembers; j++) {
-            if ((targets >> j) & 1u) {
-                int rc = write_to(s, j, off, (size_t)(to - from), false);
-                if (rc != 0) {
-                    return rc;
-                }
-                s->large_bytes_sent += to - from;
-                if (s->large_bytes_total != NULL) {
-                    atomic_fetch_add_explicit(s->large_bytes_total, to - from,
-                                              memory_order_relaxed);
-                }
-            }
+        /* A member whose link is gone is suspected: the chain through it is broken until the
+         * next view. */
+        int wrote = sq__sst_push_to(&s->sst, targets,
+                                    sq__sst_offset(&s->sst, ring(s, r) + ring_at(s, from)),
+                                    (size_t)(to - from), false);
+        if (wrote < 0) {
+            return wrote;
+        }
+        if (s->large_bytes_total != NULL) {
+            atomic_fetch_add_explicit(s->large_bytes_total, (uint64_t)wrote * (to - from),
+                                      memory_order_relaxed);
         }
         s->fwd_pos[r] = to;
         blocks++;
@@ -254,13 +242,9 @@ static int forward_stream(struct sq__smc *s, uint32_t r)
         uint8_t *w = fwd_word(s, s->sst.my_rank, r);
         store_u64(w, s->fwd_pos[r]);
         store_u64(w + 8, fwd_check(s, s->sst.my_rank, r, s->fwd_pos[r]));
-        for (uint32_t j = 0; j < s->sst.L.nmembers; j++) {
-            if ((targets >> j) & 1u) {
-                int rc = write_to(s, j, sq__sst_offset(&s->sst, w), 16, true);
-                if (rc != 0) {
-                    return rc;
-                }
-            }
+        int rc = sq__sst_push_to(&s->sst, targets, sq__sst_offset(&s->sst, w), 16, true);
+        if (rc < 0) {
+            return rc;
         }
     }
     return blocks;
@@ -432,7 +416,7 @@ int sq__smc_commit(struct sq__smc *s)
     store_u32(end - TR_SIZE, s->reserved_size);
     uint32_t flags = s->reserved_flags;
     if (s->reserved_pos != UINT64_MAX) {
-        store_u64(end - SQ_SST_TRAILER_BYTES - 8, s->reserved_pos);
+        set_stream_pos(end, s->reserved_pos);
         s->large_head = s->reserved_pos + s->reserved_size;
         flags |= SQ__SMC_FLAG_LARGE;
     }
@@ -669,7 +653,7 @@ static bool take_message(struct sq__smc *s, uint64_t g, uint64_t *slots, uint64_
     uint32_t flags = load_u32(end - TR_FLAGS);
     const uint8_t *data = end - SQ_SST_TRAILER_BYTES - SQ_ALIGN8((size_t)size);
     if (is_large(flags)) {
-        data = ring(s, r) + ring_at(s, load_u64(end - SQ_SST_TRAILER_BYTES - 8));
+        data = ring(s, r) + ring_at(s, stream_pos(end));
         flags &= ~SQ__SMC_FLAG_LARGE;
     }
     /* Every member computes the same timestamp from the same order. */

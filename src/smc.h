@@ -80,7 +80,6 @@ struct sq__smc {
     uint64_t fwd_slot[SQ_SST_MAX_MEMBERS]; /* per sender: next slot whose bytes I forward */
     uint64_t fwd_pos[SQ_SST_MAX_MEMBERS];  /* per sender: its stream forwarded this far */
     uint64_t seen_src[SQ_SST_MAX_MEMBERS]; /* per sender: what my source forwarded to me */
-    uint64_t large_bytes_sent;             /* bytes of large messages this member wrote to others */
     _Atomic uint64_t *large_bytes_total;   /* the params' counter over views, or NULL */
 
     /* receiving, per sender rank */

@@ -172,8 +172,15 @@ int sq__sst_init(struct sq__sst *s, const struct sq__sst_params *p, uint8_t *tab
 
 int sq__sst_push(struct sq__sst *s, size_t off, size_t len, bool copy)
 {
+    int rc = sq__sst_push_to(s, ~0ull, off, len, copy);
+    return rc < 0 ? rc : 0;
+}
+
+int sq__sst_push_to(struct sq__sst *s, uint64_t ranks, size_t off, size_t len, bool copy)
+{
+    int wrote = 0;
     for (uint32_t j = 0; j < s->L.nmembers; j++) {
-        if (j == s->my_rank || (s->suspected >> j) & 1u) {
+        if (!((ranks >> j) & 1u) || j == s->my_rank || (s->suspected >> j) & 1u) {
             continue;
         }
         uint32_t peer = s->member_peers[j];
@@ -188,8 +195,9 @@ int sq__sst_push(struct sq__sst *s, size_t off, size_t len, bool copy)
             return sq__sst_fail(s, rc, "write to member %u failed: %s", s->member_ids[j],
                                 sq_strerror(rc));
         }
+        wrote++;
     }
-    return 0;
+    return wrote;
 }
 
 int sq__sst_push_header(struct sq__sst *s)

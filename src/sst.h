@@ -273,6 +273,9 @@ void sq__sst_request_join(struct sq__sst *s, uint32_t peer);
  * copy with `copy`, see the transport's write_copy). A member whose link is gone is suspected.
  * Returns 0 or the sticky error. */
 int sq__sst_push(struct sq__sst *s, size_t off, size_t len, bool copy);
+/* The same to the members of `ranks` (bit r = rank r) only; returns how many it wrote to (>= 0)
+ * or the sticky error. */
+int sq__sst_push_to(struct sq__sst *s, uint64_t ranks, size_t off, size_t len, bool copy);
 
 /* Pushes my row header to every member I do not suspect if it changed since the last push. */
 int sq__sst_push_header(struct sq__sst *s);

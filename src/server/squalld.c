@@ -103,12 +103,13 @@ struct run {
     _Atomic bool finished;    /* --finish: the result is frozen */
 };
 
-/* Folds a payload 8 bytes at a time (FNV-1a over words): fast enough for GB/s. */
+/* --send fills messages above this in place (sq_member_reserve), as a zero-copy user would. */
 #define ZERO_COPY_BYTES 65536
 
+/* Folds a payload into the delivery hash with XXH3, which keeps up with large messages (a
+ * word-serial FNV fold cost more CPU than the multicast). */
 static uint64_t fold(uint64_t h, const void *data, size_t len)
 {
-    /* XXH3 keeps up with large messages (a byte-serial fold cost more than the multicast). */
     return XXH3_64bits_withSeed(data, len, h);
 }
 

@@ -63,17 +63,27 @@ static void on_deliver(void *arg, const sq_message *msg)
     }
 }
 
-static void group_init(struct group *g, uint32_t n, uint32_t window, uint32_t max_payload)
+/* The large-message settings of a group (max_smc 0: none) and each member's bytes counter. */
+struct large_opts {
+    uint32_t max_smc;
+    size_t ring;
+    enum sq__smc_schedule schedule;
+    _Atomic uint64_t *sent; /* N_MAX counters, or NULL */
+};
+
+static void group_init_with(struct group *g, uint32_t n, uint32_t window, uint32_t max_payload,
+                            uint64_t seed, const struct large_opts *lo, sq_deliver_fn deliver)
 {
     memset(g, 0, sizeof(*g));
     g->n = n;
     g->reply_from = -1;
     struct sq_sim_params p = {.min_delay_us = 3, .max_jitter_us = 20};
-    SQ_ASSERT(sq__sim_create(&g->sim, n, 7, &p) == 0);
+    SQ_ASSERT(sq__sim_create(&g->sim, n, seed, &p) == 0);
     uint32_t ids[N_MAX] = {10, 11, 12, 13};
     for (uint32_t r = 0; r < n; r++) {
         struct sq__sst_layout L;
-        SQ_ASSERT(sq__sst_layout(&L, n, window, max_payload) == 0);
+        SQ_ASSERT(sq__sst_layout_large(&L, n, window, max_payload, lo->max_smc, lo->ring) == 0);
+        CHECK(sq__sst_has_large(&L) == (lo->max_smc != 0));
         g->table[r] = calloc(1, L.table_bytes);
         sq__sim_attach(g->sim, r, g->table[r], L.table_bytes);
         ctxs[r] = (struct ctx){g, r};
@@ -81,11 +91,22 @@ static void group_init(struct group *g, uint32_t n, uint32_t window, uint32_t ma
                                             .my_rank = r,
                                             .window_size = window,
                                             .max_payload = max_payload,
+                                            .max_smc_payload = lo->max_smc,
+                                            .large_ring_bytes = lo->ring,
                                             .view_id = 3,
-                                            .member_ids = ids}};
-        SQ_ASSERT(sq__smc_init(&g->m[r], &sp, g->table[r], sq__sim_transport(g->sim, r), on_deliver,
+                                            .member_ids = ids},
+                                    .schedule = lo->schedule,
+                                    .block_bytes = 4096,
+                                    .large_bytes_total = lo->sent != NULL ? &lo->sent[r] : NULL};
+        SQ_ASSERT(sq__smc_init(&g->m[r], &sp, g->table[r], sq__sim_transport(g->sim, r), deliver,
                                &ctxs[r]) == 0);
     }
+}
+
+static void group_init(struct group *g, uint32_t n, uint32_t window, uint32_t max_payload)
+{
+    const struct large_opts none = {0};
+    group_init_with(g, n, window, max_payload, 7, &none, on_deliver);
 }
 
 static void group_fini(struct group *g)
@@ -398,36 +419,18 @@ static void on_big(void *arg, const sq_message *msg)
     b->n++;
 }
 
+static _Atomic uint64_t g_sent[N_MAX];
+
 static void group_init_large(struct group *g, uint32_t n, enum sq__smc_schedule schedule)
 {
-    memset(g, 0, sizeof(*g));
     memset(g_big, 0, sizeof(g_big));
-    g->n = n;
-    g->reply_from = -1;
-    struct sq_sim_params p = {.min_delay_us = 3, .max_jitter_us = 20};
-    SQ_ASSERT(sq__sim_create(&g->sim, n, 9, &p) == 0);
-    uint32_t ids[N_MAX] = {10, 11, 12, 13};
-    for (uint32_t r = 0; r < n; r++) {
-        struct sq__sst_layout L;
-        /* slots of 64 bytes; a ring of 40 KiB per sender, for messages of up to 20,000 */
-        SQ_ASSERT(sq__sst_layout_large(&L, n, 4, 20000, 64, 40960) == 0);
-        CHECK(sq__sst_has_large(&L));
-        g->table[r] = calloc(1, L.table_bytes);
-        sq__sim_attach(g->sim, r, g->table[r], L.table_bytes);
-        ctxs[r] = (struct ctx){g, r};
-        struct sq__smc_params sp = {.sst = {.nmembers = n,
-                                            .my_rank = r,
-                                            .window_size = 4,
-                                            .max_payload = 20000,
-                                            .max_smc_payload = 64,
-                                            .large_ring_bytes = 40960,
-                                            .view_id = 3,
-                                            .member_ids = ids},
-                                    .schedule = schedule,
-                                    .block_bytes = 4096};
-        SQ_ASSERT(sq__smc_init(&g->m[r], &sp, g->table[r], sq__sim_transport(g->sim, r), on_big,
-                               &ctxs[r]) == 0);
+    for (uint32_t r = 0; r < N_MAX; r++) {
+        atomic_store(&g_sent[r], 0);
     }
+    /* slots of 64 bytes; a ring of 40 KiB per sender, for messages of up to 20,000 */
+    const struct large_opts lo = {
+        .max_smc = 64, .ring = 40960, .schedule = schedule, .sent = g_sent};
+    group_init_with(g, n, 4, 20000, 9, &lo, on_big);
 }
 
 /* Rank 1 sends 8 messages, large and small mixed, more than its ring holds in all (it wraps):
@@ -473,7 +476,7 @@ static void check_large(enum sq__smc_schedule schedule)
         } else {
             expect = (r + 1) % n == 1 ? 0 : large_total; /* the one before the sender is last */
         }
-        CHECK_EQ_INT(g.m[r].large_bytes_sent, expect);
+        CHECK_EQ_INT(atomic_load(&g_sent[r]), expect);
     }
     group_fini(&g);
 }
