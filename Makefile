@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= 2
 SEEDS ?= 5000
 
-.PHONY: all deps build quiet-build test demo sim-long soak-load restart-soak bench bench-persist bench-kv bench-trace bench-peers asan tsan clean format
+.PHONY: all deps build quiet-build test demo sim-long soak-load restart-soak chaos bench bench-persist bench-kv bench-trace bench-peers asan tsan clean format
 
 # cmake --build runs make inside this make: without this, every nested make announces each
 # directory it enters and leaves.
@@ -74,6 +74,13 @@ soak-load: build
 # Whole-group crashes and restarts from a majority, ROUNDS times, with a writer (not in test).
 restart-soak: build
 	@BUILD_DIR=$(BUILD) tests/soak/restart-soak.sh $(or $(ROUNDS),10) $(SEED)
+
+# The fault-injection suite (tests/chaos): MEMBERS (3 or 5) real members in network namespaces,
+# a nemesis for DURATION seconds (default 600) from SEED (random by default), then the checks.
+# Needs root. A short run of it is in `make test` (integration/chaos).
+chaos: build
+	@python3 tests/chaos/chaos.py --bin $(abspath $(BUILD)) --members $(or $(MEMBERS),3) \
+	  --duration $(or $(DURATION),600) $(if $(SEED),--seed $(SEED)) $(if $(OUT),--out $(OUT))
 
 # The test suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 asan: deps

@@ -233,6 +233,9 @@ typedef struct mstate {
 
 /* The value an unknown write nobody saw leaves: all of them alike, since nobody read theirs. */
 #define LC_PHANTOM (UINT64_MAX - 1)
+/* The state of a history that starts from what nobody knows (lc_check's any_start): the first
+ * operation that says something of it decides it. */
+#define LC_ANY (UINT64_MAX - 3)
 
 static int version_fits(const mstate *s, uint64_t v)
 {
@@ -253,6 +256,27 @@ static void apply_write(mstate *s, uint64_t value, uint64_t version)
 static int step(mstate *s, const lc_op *op)
 {
     const lc_state *r = &s->reg;
+    if (r->value == LC_ANY) {
+        if (op->outcome == LC_UNKNOWN)
+            return 1; /* whether it ran or not, nothing is known yet */
+        if (op->kind == LC_GET || (op->kind == LC_REMOVE && op->outcome == LC_NOTFOUND)) {
+            if (op->outcome == LC_OK && op->value != 0) {
+                s->reg.value = op->value;
+                s->reg.version = op->version;
+            } else {
+                s->reg.value = 0;
+                s->reg.version = LC_NOVER;
+            }
+            return 1;
+        }
+        if (op->outcome == LC_CONFLICT)
+            return 1; /* at some other version: still unknown */
+        if (op->outcome == LC_OK) {
+            apply_write(s, op->kind == LC_REMOVE ? 0 : op->value, op->version);
+            return 1;
+        }
+        return 0;
+    }
     int absent = r->value == 0;
     switch (op->kind) {
     case LC_GET:
@@ -825,7 +849,7 @@ static int close_segment(search *se, const mstate *first)
     return r == 0;
 }
 
-lc_verdict lc_check(lc_op *ops, size_t n, size_t max_configs, lc_result *res)
+lc_verdict lc_check(lc_op *ops, size_t n, size_t max_configs, int any_start, lc_result *res)
 {
     memset(res, 0, sizeof *res);
     if (max_configs == 0)
@@ -901,7 +925,7 @@ lc_verdict lc_check(lc_op *ops, size_t n, size_t max_configs, lc_result *res)
      * searched once per distinct start. `low` is the first segment whose start is not known to
      * be forced: segments before it are closed (they end in one state only) and freed. */
     size_t k = 0, low = 0, worst = 0;
-    mstate start = {.reg = {0, 0}, .maxver = 0};
+    mstate start = {.reg = {any_start ? LC_ANY : 0, any_start ? LC_NOVER : 0}, .maxver = 0};
     for (size_t nk = 0;; nk = k + 1) {
         /* enter segment nk from `start` (nk == k + 1 after an end state of k, or 0 first) */
         segment *g = &sg[nk];

@@ -89,9 +89,11 @@ typedef struct lc_result {
     size_t bad_nfrom;
 } lc_result;
 
-/* Checks ops[0..n) of one key, starting from the absent state. Sorts ops by call time. Gives up
- * with LC_UNDECIDED after `max_configs` configurations in one segment (0: 4 million). */
-lc_verdict lc_check(lc_op *ops, size_t n, size_t max_configs, lc_result *res);
+/* Checks ops[0..n) of one key, starting from the absent state, or with any_start from a state
+ * nobody knows (the first operation that tells decides it: a volatile pool after the members
+ * holding it were lost). Sorts ops by call time. Gives up with LC_UNDECIDED after `max_configs`
+ * configurations in one segment (0: 4 million). */
+lc_verdict lc_check(lc_op *ops, size_t n, size_t max_configs, int any_start, lc_result *res);
 
 /* Frees what lc_check left in res (safe on a zeroed result). */
 void lc_result_free(lc_result *res);
