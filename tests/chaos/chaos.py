@@ -11,7 +11,7 @@ under one member (a small tmpfs), and two at once. Then every member is stopped 
 from its disk, the logs are read back, and chaos_check checks the whole history.
 
   chaos.py --bin BUILD_DIR [--members 3|5] [--duration S] [--seed N] [--out DIR]
-           [--heartbeat-ms MS] [--workers N] [--quiet-s S] [--keep]
+           [--heartbeat-ms MS] [--workers N] [--quiet-s S] [--faults KIND,...] [--keep]
 
 Needs root, ip (iproute2) and iptables. Everything it creates (processes, namespaces, the
 tmpfs) is removed on exit, also after a failure or Ctrl-C; the work directory is kept when the
@@ -260,6 +260,13 @@ class Nemesis:
                  "kill-one", "kill-majority", "kill-all", "pause", "disk-full", "combined"]
         if self.c.faketime:
             kinds.append("clock")
+        if self.c.args.faults:
+            wanted = self.c.args.faults.split(",")
+            unknown = [k for k in wanted if k not in kinds]
+            if unknown:
+                raise RuntimeError("unknown or unavailable faults: %s (there are: %s)"
+                                   % (",".join(unknown), ",".join(kinds)))
+            kinds = wanted
         return kinds
 
     def apply(self, kind, hold):
@@ -378,6 +385,8 @@ def main():
     ap.add_argument("--workers", type=int, default=6)
     ap.add_argument("--quiet-s", type=float, default=15, help="fault-free time at the end")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--faults", default=None,
+                    help="only these kinds, comma-separated (default: all of them)")
     args = ap.parse_args()
     if args.seed is None:
         args.seed = int.from_bytes(os.urandom(4), "little")

@@ -225,9 +225,9 @@ static void print_op(const char *indent, const op *o)
 {
     report("%s%s %s worker %d via member %u value %" PRIx64 " expect %" PRIu64
            " call %.6f ret %.6f -> %s value %" PRIx64 " version %" PRIu64 "\n",
-           indent, kind_names[o->kind], g_keys[o->key], o->thread, o->member, o->value,
-           o->expect, o->call / 1e9, o->outcome == O_UNKNOWN ? -1.0 : o->ret / 1e9,
-           outcome_names[o->outcome], o->rvalue, o->rversion);
+           indent, kind_names[o->kind], g_keys[o->key], o->thread, o->member, o->value, o->expect,
+           o->call / 1e9, o->outcome == O_UNKNOWN ? -1.0 : o->ret / 1e9, outcome_names[o->outcome],
+           o->rvalue, o->rversion);
 }
 
 /* ---- linearizability, per key ---- */
@@ -302,21 +302,34 @@ static void check_linearizable(int key, uint64_t from, uint64_t to, int any_star
         }
         if (o->outcome == O_FAIL)
             continue;
-        lc_op l = {.call_ns = o->call < from ? from : o->call, .ret_ns = o->ret,
-                   .id = (uint32_t)i};
+        lc_op l = {.call_ns = o->call < from ? from : o->call, .ret_ns = o->ret, .id = (uint32_t)i};
         switch (o->kind) {
-        case K_PUT: l.kind = LC_PUT; break;
-        case K_CPUT: l.kind = LC_PUT_IF; break;
-        case K_PABS: l.kind = LC_PUT_ABSENT; break;
-        case K_RM: l.kind = LC_REMOVE; break;
-        default: l.kind = LC_GET; break;
+        case K_PUT:
+            l.kind = LC_PUT;
+            break;
+        case K_CPUT:
+            l.kind = LC_PUT_IF;
+            break;
+        case K_PABS:
+            l.kind = LC_PUT_ABSENT;
+            break;
+        case K_RM:
+            l.kind = LC_REMOVE;
+            break;
+        default:
+            l.kind = LC_GET;
+            break;
         }
         l.value = l.kind == LC_GET ? o->rvalue : o->value;
         l.expect = o->expect;
         l.version = o->rversion;
         switch (o->outcome) {
-        case O_OK: l.outcome = LC_OK; break;
-        case O_CONFLICT: l.outcome = LC_CONFLICT; break;
+        case O_OK:
+            l.outcome = LC_OK;
+            break;
+        case O_CONFLICT:
+            l.outcome = LC_CONFLICT;
+            break;
         case O_NOTFOUND:
             l.outcome = LC_NOTFOUND;
             l.version = LC_NOVER;
@@ -410,8 +423,8 @@ static void index_writes(void)
     for (size_t i = 0; i < g_ops.n; i++) {
         const op *o = &g_ops.v[i];
         if (o->kind == K_PUT || o->kind == K_CPUT || o->kind == K_PABS)
-            g_writes[g_nwrites++] = (vinfo){o->value, o->outcome == O_OK ? o->rversion : 0,
-                                            o->call, o->key};
+            g_writes[g_nwrites++] =
+                (vinfo){o->value, o->outcome == O_OK ? o->rversion : 0, o->call, o->key};
     }
     qsort(g_writes, g_nwrites, sizeof *g_writes, cmp_vinfo);
     for (size_t i = 1; i < g_nwrites; i++)
@@ -469,8 +482,8 @@ static void check_plain_gets(void)
             PUSH(lasts, l);
         } else {
             if (o->rversion < lasts.v[j].version) {
-                anomaly("get went backwards on one connection: version %" PRIu64
-                        " after %" PRIu64 "\n",
+                anomaly("get went backwards on one connection: version %" PRIu64 " after %" PRIu64
+                        "\n",
                         o->rversion, lasts.v[j].version);
                 print_op("    ", o);
             }
@@ -500,11 +513,14 @@ static void check_durability(void)
         acked++;
         logent probe = {.key = o->key, .version = o->rversion};
         logent *l = bsearch(&probe, g_log.v, g_log.n, sizeof *g_log.v, cmp_log);
-        int good = l != NULL && (o->kind == K_RM ? l->deleted : !l->deleted && l->value == o->value);
+        int good =
+            l != NULL && (o->kind == K_RM ? l->deleted : !l->deleted && l->value == o->value);
         if (!good) {
             missing++;
             anomaly("acknowledged write lost after the restart (the log has %s at that version)\n",
-                    l == NULL ? "nothing" : l->deleted ? "a removal" : "another value");
+                    l == NULL    ? "nothing"
+                    : l->deleted ? "a removal"
+                                 : "another value");
             print_op("    ", o);
         }
     }
@@ -522,14 +538,13 @@ static void check_durability(void)
             vals[nv++] = (vinfo){.value = l->value, .version = l->version};
         }
         if (i > 0 && g_log.v[i - 1].key == l->key && g_log.v[i - 1].version == l->version)
-            anomaly("the log of %s holds version %" PRIu64 " twice\n", g_keys[l->key],
-                    l->version);
+            anomaly("the log of %s holds version %" PRIu64 " twice\n", g_keys[l->key], l->version);
     }
     qsort(vals, nv, sizeof *vals, cmp_vinfo);
     for (size_t i = 1; i < nv; i++)
         if (vals[i].value == vals[i - 1].value)
-            anomaly("a write applied twice: value %" PRIx64 " at versions %" PRIu64
-                    " and %" PRIu64 "\n",
+            anomaly("a write applied twice: value %" PRIx64 " at versions %" PRIu64 " and %" PRIu64
+                    "\n",
                     vals[i].value, vals[i - 1].version, vals[i].version);
     free(vals);
     /* one shard per pool: along the versions of all its keys, time never goes back */
@@ -558,7 +573,6 @@ static int cmp_u64(const void *a, const void *b)
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
 }
-
 
 static void check_watches(void)
 {
@@ -612,8 +626,8 @@ static void check_watches(void)
             found = lo < nsorted && sorted[lo] == g_log.v[i].version;
             if (!found) {
                 if (gaps < 5)
-                    anomaly("watcher %d missed %s version %" PRIu64 "\n", w,
-                            g_keys[g_log.v[i].key], g_log.v[i].version);
+                    anomaly("watcher %d missed %s version %" PRIu64 "\n", w, g_keys[g_log.v[i].key],
+                            g_log.v[i].version);
                 gaps++;
             }
         }
@@ -639,8 +653,8 @@ static void check_availability(void)
     size_t n = 0;
     for (size_t i = 0; i < g_ops.n; i++) {
         const op *o = &g_ops.v[i];
-        if (o->kind != K_GET && (o->outcome == O_OK || o->outcome == O_CONFLICT ||
-                                 o->outcome == O_NOTFOUND))
+        if (o->kind != K_GET &&
+            (o->outcome == O_OK || o->outcome == O_CONFLICT || o->outcome == O_NOTFOUND))
             t[n++] = o->ret;
     }
     qsort(t, n, sizeof *t, cmp_u64);

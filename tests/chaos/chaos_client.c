@@ -306,8 +306,7 @@ static int cmd_run(void)
         if (open_or_wait(&ws[i].c, g_members, g_deadline_ns) != 0)
             return 1;
         int rc;
-        while ((rc = sq_client_watch(ws[i].c, prefix, 0, on_event, &ws[i], &ws[i].watch_id)) !=
-               0) {
+        while ((rc = sq_client_watch(ws[i].c, prefix, 0, on_event, &ws[i], &ws[i].watch_id)) != 0) {
             if (now_ns() > g_deadline_ns) {
                 fprintf(stderr, "chaos_client: watch: %s\n", sq_strerror(rc));
                 return 1;
@@ -381,8 +380,8 @@ static int cmd_dump(void)
                 sq_get_opts go = {.at_version = 1, .version = versions[i]};
                 rc = sq_client_get(c, key, &go, &r);
                 if (rc != 0) {
-                    fprintf(stderr, "chaos_client: get %s at %" PRIu64 ": %s\n", key,
-                            versions[i], sq_err_name(rc));
+                    fprintf(stderr, "chaos_client: get %s at %" PRIu64 ": %s\n", key, versions[i],
+                            sq_err_name(rc));
                     bad = 1;
                     continue;
                 }
