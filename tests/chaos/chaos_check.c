@@ -198,18 +198,16 @@ static void read_file(const char *path)
             g_final_seen = 1;
         } else if (strncmp(line, "final ", 6) == 0) {
             g_final_seen = 1;
-        } else if (strncmp(line, "reset ", 6) == 0) {
+        } else if (strncmp(line, "reset ", 6) == 0 || strncmp(line, "fault ", 6) == 0) {
+            /* "fault NAME START HEAL" from the nemesis, "reset NAME T T" from the supervisor */
             fault ft = {0};
-            if (sscanf(line, "reset %95s %" SCNu64 " %" SCNu64, name, &ft.start, &ft.heal) != 3)
+            if (sscanf(line + 6, "%95s %" SCNu64 " %" SCNu64, name, &ft.start, &ft.heal) != 3)
                 goto bad;
             snprintf(ft.name, sizeof ft.name, "%s", name);
-            PUSH(g_resets, ft);
-        } else if (strncmp(line, "fault ", 6) == 0) {
-            fault ft = {0};
-            if (sscanf(line, "fault %95s %" SCNu64 " %" SCNu64, name, &ft.start, &ft.heal) != 3)
-                goto bad;
-            snprintf(ft.name, sizeof ft.name, "%s", name);
-            PUSH(g_faults, ft);
+            if (line[0] == 'r')
+                PUSH(g_resets, ft);
+            else
+                PUSH(g_faults, ft);
         } else if (line[0] != '#' && line[0] != '\n') {
             goto bad;
         }

@@ -38,7 +38,7 @@ static lc_op op_(lc_kind k, lc_outcome o, uint64_t value, uint64_t expect, uint6
 static lc_verdict check(lc_op *ops, size_t n, const lc_seen *seen, size_t nseen, lc_result *res)
 {
     n = lc_prepare(ops, n, seen, nseen);
-    return lc_check(ops, n, 0, res);
+    return lc_check(ops, n, 0, 0, res);
 }
 
 static lc_verdict verdict_of(lc_op *ops, size_t n)
@@ -139,6 +139,24 @@ static void test_unknown(void)
         CHECK_EQ_INT(check(h, 3, seen, 1, &res), LC_VIOLATION);
         lc_result_free(&res);
     }
+}
+
+/* From a state nobody knows: the first read decides it, and what follows must agree. */
+static void test_any_start(void)
+{
+    lc_result res;
+    lc_op a[] = {GET(7, 3, 0, 1), CPUT(2, 3, 10, 2, 3), GET(2, 10, 4, 5)};
+    CHECK_EQ_INT(lc_check(a, 3, 0, 1, &res), LC_LINEARIZABLE);
+    lc_result_free(&res);
+    lc_op b[] = {GET(7, 3, 0, 1), GET(8, 4, 2, 3)};
+    CHECK_EQ_INT(lc_check(b, 2, 0, 1, &res), LC_VIOLATION);
+    lc_result_free(&res);
+    lc_op c[] = {GET_NF(0, 1), RM(5, 2, 3)};
+    CHECK_EQ_INT(lc_check(c, 2, 0, 1, &res), LC_VIOLATION);
+    lc_result_free(&res);
+    lc_op d[] = {RM(5, 0, 1), GET_NF(2, 3)};
+    CHECK_EQ_INT(lc_check(d, 2, 0, 1, &res), LC_LINEARIZABLE);
+    lc_result_free(&res);
 }
 
 /* The violation found names a small sub-history: the stale read and the write it missed. */
@@ -371,6 +389,7 @@ int main(void)
 {
     test_small();
     test_unknown();
+    test_any_start();
     test_minimal();
     test_generated();
     test_speed();
