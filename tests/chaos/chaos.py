@@ -11,7 +11,8 @@ under one member (a small tmpfs), and two at once. Then every member is stopped 
 from its disk, the logs are read back, and chaos_check checks the whole history.
 
   chaos.py --bin BUILD_DIR [--members 3|5] [--duration S] [--seed N] [--out DIR]
-           [--heartbeat-ms MS] [--workers N] [--quiet-s S] [--faults KIND,...] [--keep]
+           [--heartbeat-ms MS] [--workers N] [--quiet-s S] [--faults KIND,...]
+           [--client-timeout-ms MS] [--keep]
 
 Needs root, ip (iproute2) and iptables. Everything it creates (processes, namespaces, the
 tmpfs) is removed on exit, also after a failure or Ctrl-C; the work directory is kept when the
@@ -385,6 +386,8 @@ def main():
     ap.add_argument("--workers", type=int, default=6)
     ap.add_argument("--quiet-s", type=float, default=15, help="fault-free time at the end")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--client-timeout-ms", type=int, default=15000,
+                    help="bound on each client call: shorter leaves more calls unanswered")
     ap.add_argument("--faults", default=None,
                     help="only these kinds, comma-separated (default: all of them)")
     args = ap.parse_args()
@@ -444,7 +447,7 @@ def main():
             ["ip", "netns", "exec", cluster.client_ns, client, "run", "--members", members,
              "--out", hist_path, "--seconds", str(total), "--workers", str(args.workers),
              "--watchers", "2", "--keys", "3", "--seed", str(args.seed),
-             "--timeout-ms", "15000"],
+             "--timeout-ms", str(args.client_timeout_ms)],
             stdout=open(os.path.join(work, "client.log"), "w"), stderr=subprocess.STDOUT)
         rng = random.Random(args.seed)
         stop = threading.Event()

@@ -364,15 +364,29 @@ static int cmd_dump(void)
         }
         size_t pos = 0;
         sq_kv_item it;
-        /* the items carry no values: read each version's */
-        uint64_t versions[1 << 16];
-        int deleted[1 << 16];
-        uint64_t stamps[1 << 16];
-        size_t nv = 0;
-        while (sq_kv_next_item(&r, &pos, &it) == 1 && nv < (1 << 16)) {
+        /* the items carry no values: read each version's (as many as there are: a 10-minute
+         * run makes a few hundred thousand a key) */
+        size_t nv = 0, cap = 0;
+        uint64_t *versions = NULL, *stamps = NULL;
+        int *deleted = NULL;
+        while (sq_kv_next_item(&r, &pos, &it) == 1) {
+            if (nv == cap) {
+                cap = cap ? cap * 2 : 4096;
+                versions = realloc(versions, cap * sizeof *versions);
+                stamps = realloc(stamps, cap * sizeof *stamps);
+                deleted = realloc(deleted, cap * sizeof *deleted);
+                if (versions == NULL || stamps == NULL || deleted == NULL) {
+                    fprintf(stderr, "chaos_client: out of memory\n");
+                    return 1;
+                }
+            }
             versions[nv] = it.version;
             deleted[nv] = it.deleted;
             stamps[nv++] = it.timestamp;
+        }
+        if (nv != r.count) {
+            fprintf(stderr, "chaos_client: history %s: %zu items of %u\n", key, nv, r.count);
+            bad = 1;
         }
         for (size_t i = 0; i < nv; i++) {
             uint64_t vid = 0;
@@ -390,6 +404,9 @@ static int cmd_dump(void)
             fprintf(f, "log %s %" PRIu64 " %" PRIu64 " %d %" PRIu64 "\n", key, versions[i], vid,
                     deleted[i], stamps[i]);
         }
+        free(versions);
+        free(stamps);
+        free(deleted);
     }
     for (int k = 0; k < g_keys; k++) {
         key_name(key, sizeof key, g_vpool, k);
