@@ -270,10 +270,9 @@ class Nemesis:
             kinds = wanted
         return kinds
 
-    def apply(self, kind, hold):
+    def apply(self, kind):
         """Starts the fault; returns a function that heals it and its name."""
         c, n, rng = self.c, self.c.n, self.rng
-        hb = c.args.heartbeat_ms / 1000.0
         members = list(range(n))
         if kind == "partition-minority":
             minority = rng.sample(members, rng.randint(1, (n - 1) // 2))
@@ -347,8 +346,8 @@ class Nemesis:
         if kind == "combined":
             a, b = rng.sample(["partition-minority", "one-way", "loss", "kill-one", "pause",
                                "disk-full"], 2)
-            h1, n1 = self.apply(a, hold)
-            h2, n2 = self.apply(b, hold)
+            h1, n1 = self.apply(a)
+            h2, n2 = self.apply(b)
 
             def heal():
                 h1()
@@ -368,7 +367,7 @@ class Nemesis:
             if stop_event.wait(gap):
                 break
             start = time.monotonic_ns()
-            heal, name = self.apply(kind, hold)
+            heal, name = self.apply(kind)
             log("fault %s for %.1f s" % (name, hold))
             stop_event.wait(hold)
             heal()

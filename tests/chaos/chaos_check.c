@@ -230,6 +230,12 @@ static void print_op(const char *indent, const op *o)
 
 /* ---- linearizability, per key ---- */
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 static int cmp_log(const void *a, const void *b)
 {
     const logent *x = a, *y = b;
@@ -260,23 +266,21 @@ static void check_linearizable(int key, uint64_t from, uint64_t to, int any_star
         }
     /* tombstones in the log that no acknowledged remove claims go to unknown removes, in call
      * order (removes are alike: which one made a tombstone only bounds when it ran) */
-    size_t nt = 0;
+    size_t nt = 0, nacked = 0;
     uint64_t *tombs = calloc(log_to - log_from + 1, sizeof *tombs);
-    if (persistent) {
-        for (size_t i = log_from; i < log_to; i++) {
-            const logent *l = &g_log.v[i];
-            if (!l->deleted) {
-                seen[ns++] = (lc_seen){l->value, l->version, LC_NEVER};
-                continue;
-            }
-            int claimed = 0;
-            for (size_t j = 0; j < g_ops.n && !claimed; j++)
-                claimed = g_ops.v[j].key == key && g_ops.v[j].kind == K_RM &&
-                          g_ops.v[j].outcome == O_OK && g_ops.v[j].rversion == l->version;
-            if (!claimed)
-                tombs[nt++] = l->version;
-        }
+    uint64_t *acked_rm = calloc(n + 1, sizeof *acked_rm); /* versions of acknowledged removes */
+    for (size_t i = 0; persistent && i < g_ops.n; i++)
+        if (g_ops.v[i].key == key && g_ops.v[i].kind == K_RM && g_ops.v[i].outcome == O_OK)
+            acked_rm[nacked++] = g_ops.v[i].rversion;
+    qsort(acked_rm, nacked, sizeof *acked_rm, cmp_u64);
+    for (size_t i = log_from; persistent && i < log_to; i++) {
+        const logent *l = &g_log.v[i];
+        if (!l->deleted)
+            seen[ns++] = (lc_seen){l->value, l->version, LC_NEVER};
+        else if (!bsearch(&l->version, acked_rm, nacked, sizeof *acked_rm, cmp_u64))
+            tombs[nt++] = l->version;
     }
+    free(acked_rm);
     size_t ti = 0;
     for (size_t i = 0; i < g_ops.n; i++) {
         const op *o = &g_ops.v[i];
@@ -300,24 +304,13 @@ static void check_linearizable(int key, uint64_t from, uint64_t to, int any_star
         }
         if (o->outcome == O_FAIL)
             continue;
+        static const lc_kind lc_kinds[] = {[K_PUT] = LC_PUT,
+                                           [K_CPUT] = LC_PUT_IF,
+                                           [K_PABS] = LC_PUT_ABSENT,
+                                           [K_RM] = LC_REMOVE,
+                                           [K_SGET] = LC_GET};
         lc_op l = {.call_ns = o->call < from ? from : o->call, .ret_ns = o->ret, .id = (uint32_t)i};
-        switch (o->kind) {
-        case K_PUT:
-            l.kind = LC_PUT;
-            break;
-        case K_CPUT:
-            l.kind = LC_PUT_IF;
-            break;
-        case K_PABS:
-            l.kind = LC_PUT_ABSENT;
-            break;
-        case K_RM:
-            l.kind = LC_REMOVE;
-            break;
-        default:
-            l.kind = LC_GET;
-            break;
-        }
+        l.kind = lc_kinds[o->kind];
         l.value = l.kind == LC_GET ? o->rvalue : o->value;
         l.expect = o->expect;
         l.version = o->rversion;
@@ -565,12 +558,6 @@ static void check_durability(void)
 }
 
 /* ---- watches ---- */
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
 
 static void check_watches(void)
 {

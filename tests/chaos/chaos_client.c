@@ -220,32 +220,18 @@ static void *worker_main(void *arg)
                  outcome_of(rc, is_read), rvalue, rversion, rts);
         emit(line);
         /* what the worker now knows of the key */
-        if (rc == 0 && !is_read && strcmp(kind, "rm") != 0) {
-            kn->present = 1;
+        if (rc == 0 && (is_read || strcmp(kind, "rm") != 0)) {
+            kn->present = is_read ? rvalue != 0 : 1;
             kn->version = r.version;
-            if (pi == 0) {
-                unsigned long long cur = atomic_load(&g_max_acked);
-                while (r.version > cur &&
-                       !atomic_compare_exchange_weak(&g_max_acked, &cur, r.version))
-                    ;
-            }
-        } else if (rc == 0 && strcmp(kind, "rm") == 0) {
+        } else if (!(is_read && rc != 0 && rc != SQ_ENOTFOUND)) {
+            /* removed, absent, refused or unanswered (a read with no answer tells nothing):
+             * read it again before the next conditional put */
             kn->present = 0;
-            if (pi == 0) {
-                unsigned long long cur = atomic_load(&g_max_acked);
-                while (r.version > cur &&
-                       !atomic_compare_exchange_weak(&g_max_acked, &cur, r.version))
-                    ;
-            }
-        } else if (rc == 0 && is_read) {
-            kn->present = rvalue != 0;
-            kn->version = r.version;
-        } else if (rc == SQ_ENOTFOUND) {
-            kn->present = 0;
-        } else if (rc == SQ_ECONFLICT) {
-            kn->present = 0; /* read it again before the next conditional put */
-        } else if (!is_read) {
-            kn->present = 0;
+        }
+        if (rc == 0 && !is_read && pi == 0) { /* the watchers must get this far */
+            unsigned long long cur = atomic_load(&g_max_acked);
+            while (r.version > cur && !atomic_compare_exchange_weak(&g_max_acked, &cur, r.version))
+                ;
         }
         if (rc != 0 && rc != SQ_ECONFLICT && rc != SQ_ENOTFOUND)
             usleep(50000); /* no member answering: do not spin through errors */

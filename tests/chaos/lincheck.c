@@ -8,7 +8,6 @@
 
 #define LC_DEFAULT_MAX_CONFIGS (4u << 20) /* per segment */
 #define LC_TOTAL_MAX_CONFIGS (64u << 20)  /* over a key's whole history */
-#define LC_MAX_STATES 64 /* start states remembered per segment (those it failed from) */
 
 const char *lc_kind_name(lc_kind k)
 {

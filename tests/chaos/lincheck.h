@@ -12,10 +12,11 @@
  * operation that returned before another was called comes first) in which each one's outcome is
  * what the model gives.
  *
- * Scale. A key's history is cut where no operation is pending into segments, checked one after
- * the other from the set of states the previous one may have ended in; within a segment the
- * search keeps the configurations (operations placed, state) it has seen, so it visits each at
- * most once. Unknown writes: lc_prepare gives each one whose value was seen (read, or used by a
+ * Scale. A key's history is cut where no operation is pending into segments, searched as a
+ * chain: a segment gives the states it can end in one at a time, the next starts from the
+ * latest, and the search comes back for another only when the next has no order from there.
+ * Within a segment it keeps the configurations (operations placed, state) it has seen, so it
+ * visits each at most once. Unknown writes: lc_prepare gives each one whose value was seen (read, or used by a
  * conditional put) the version it was seen with and a return time no later than the first
  * operation that saw it (it was applied before anyone could see it); one never seen is dropped
  * when nothing in the history can depend on it having been applied (see lincheck.c). */

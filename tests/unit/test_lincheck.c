@@ -208,7 +208,6 @@ static size_t generate(lc_op *out, size_t n, int clients, int unknown_pct)
 {
     gen_op *g = calloc(n, sizeof *g);
     uint64_t *t = calloc(clients, sizeof *t);
-    uint64_t *last_seen = calloc(clients, sizeof *last_seen); /* a version each client saw */
     for (size_t i = 0; i < n; i++) {
         int c = (int)(rnd() % clients);
         uint64_t call = t[c] + 1 + rnd() % 50, dur = 1 + rnd() % 200;
@@ -225,8 +224,7 @@ static size_t generate(lc_op *out, size_t n, int clients, int unknown_pct)
             o->kind = LC_PUT;
             break;
         case 2:
-            o->kind = LC_PUT_IF;
-            o->expect = last_seen[c];
+            o->kind = LC_PUT_IF; /* what it expects is chosen in order, below */
             break;
         case 3:
             o->kind = LC_GET;
@@ -244,7 +242,6 @@ static size_t generate(lc_op *out, size_t n, int clients, int unknown_pct)
         } else {
             g[i].applies = 1;
         }
-        (void)last_seen;
     }
     /* the versions a client expects must be ones it saw: assign expectations in lin order */
     qsort(g, n, sizeof *g, cmp_lin);
@@ -300,7 +297,6 @@ static size_t generate(lc_op *out, size_t n, int clients, int unknown_pct)
     }
     free(g);
     free(t);
-    free(last_seen);
     return k;
 }
 
