@@ -27,6 +27,11 @@
 #define DEFAULT_MAX_STATE_BYTES (1u << 20)
 #define DEFAULT_FLUSH_INTERVAL_MS 100
 #define DEFAULT_SEGMENT_BYTES (64u << 20)
+#define DEFAULT_HTTP_MAX_CONNECTIONS 256u
+#define DEFAULT_HTTP_IDLE_TIMEOUT_S 60u
+#define DEFAULT_HTTP_MAX_BODY_BYTES (64u << 20) /* the largest value the protocol carries */
+#define DEFAULT_HTTP_MAX_HEADER_BYTES (32u << 10)
+#define DEFAULT_HTTP_SSE_BUFFER_BYTES (4u << 20)
 
 struct parse_state {
     struct sq_config *c;
@@ -298,8 +303,17 @@ static void member_key(struct parse_state *ps, const char *section, const char *
                  value);
         }
         m->client_port = (uint32_t)v;
+    } else if (strcmp(key, "http_port") == 0) {
+        if (m->http_port != 0) {
+            fail(ps, "key 'http_port' in [%s] given twice", section);
+        } else if (!parse_u64(value, 1, 65535, &v)) {
+            fail(ps, "key 'http_port' in [%s]: '%s' is not a port number (1-65535)", section,
+                 value);
+        }
+        m->http_port = (uint32_t)v;
     } else {
-        fail(ps, "unknown key '%s' in [%s] (known: host, port, client_port)", key, section);
+        fail(ps, "unknown key '%s' in [%s] (known: host, port, client_port, http_port)", key,
+             section);
     }
 }
 
@@ -437,6 +451,48 @@ static void subgroup_key(struct parse_state *ps, const char *section, const char
     }
 }
 
+/* [http]: the bounds of the HTTP front end (sizes in bytes). */
+static void http_key(struct parse_state *ps, const char *key, const char *value)
+{
+    struct sq_config *c = ps->c;
+    uint64_t v = 0;
+    if (strcmp(key, "max_connections") == 0) {
+        if (!parse_u64(value, 1, 10000, &v)) {
+            fail(ps, "key 'max_connections' in [http]: '%s' is not a number in 1..10000", value);
+        }
+        c->http_max_connections = (uint32_t)v;
+    } else if (strcmp(key, "idle_timeout_s") == 0) {
+        if (!parse_u64(value, 1, 86400, &v)) {
+            fail(ps, "key 'idle_timeout_s' in [http]: '%s' is not a number of seconds in 1..86400",
+                 value);
+        }
+        c->http_idle_timeout_s = (uint32_t)v;
+    } else if (strcmp(key, "max_body_bytes") == 0) {
+        if (!parse_u64(value, 1, DEFAULT_HTTP_MAX_BODY_BYTES, &v)) {
+            fail(ps, "key 'max_body_bytes' in [http]: '%s' is not a size in bytes in 1..%u",
+                 value, DEFAULT_HTTP_MAX_BODY_BYTES);
+        }
+        c->http_max_body_bytes = v;
+    } else if (strcmp(key, "max_header_bytes") == 0) {
+        if (!parse_u64(value, 4096, 1u << 20, &v)) {
+            fail(ps, "key 'max_header_bytes' in [http]: '%s' is not a size in bytes in 4096..%u",
+                 value, 1u << 20);
+        }
+        c->http_max_header_bytes = (uint32_t)v;
+    } else if (strcmp(key, "sse_buffer_bytes") == 0) {
+        if (!parse_u64(value, 4096, 1u << 30, &v)) {
+            fail(ps, "key 'sse_buffer_bytes' in [http]: '%s' is not a size in bytes in 4096..%u",
+                 value, 1u << 30);
+        }
+        c->http_sse_buffer_bytes = v;
+    } else {
+        fail(ps,
+             "unknown key '%s' in [http] (known: max_connections, idle_timeout_s, "
+             "max_body_bytes, max_header_bytes, sse_buffer_bytes)",
+             key);
+    }
+}
+
 static int on_key(void *user, const char *section, const char *key, const char *value)
 {
     struct parse_state *ps = user;
@@ -461,10 +517,12 @@ static int on_key(void *user, const char *section, const char *key, const char *
         member_key(ps, section, key, value);
     } else if (strncmp(section, "subgroup.", 9) == 0) {
         subgroup_key(ps, section, key, value);
+    } else if (strcmp(section, "http") == 0) {
+        http_key(ps, key, value);
     } else if (section[0] == '\0') {
         fail(ps, "key '%s' is outside any section", key);
     } else {
-        fail(ps, "unknown section [%s] (known: group, self, member.ID, subgroup.NAME)", section);
+        fail(ps, "unknown section [%s] (known: group, self, http, member.ID, subgroup.NAME)", section);
     }
     return ps->err_line == before || before != 0 ? 1 : 0;
 }
@@ -498,8 +556,8 @@ static void note_section(struct parse_state *ps, const char *buf)
     if (strncmp(section, "subgroup.", 9) == 0) {
         (void)subgroup_slot(ps, section, section + 9);
     } else if (strcmp(section, "group") != 0 && strcmp(section, "self") != 0 &&
-               strncmp(section, "member.", 7) != 0) {
-        fail(ps, "unknown section [%s] (known: group, self, member.ID, subgroup.NAME)", section);
+               strcmp(section, "http") != 0 && strncmp(section, "member.", 7) != 0) {
+        fail(ps, "unknown section [%s] (known: group, self, http, member.ID, subgroup.NAME)", section);
     }
 }
 
@@ -567,6 +625,11 @@ static void set_defaults(struct sq_config *c)
     c->flush_policy = SQ_FLUSH_GROUP_COMMIT;
     c->flush_interval_ms = DEFAULT_FLUSH_INTERVAL_MS;
     c->segment_bytes = DEFAULT_SEGMENT_BYTES;
+    c->http_max_connections = DEFAULT_HTTP_MAX_CONNECTIONS;
+    c->http_idle_timeout_s = DEFAULT_HTTP_IDLE_TIMEOUT_S;
+    c->http_max_body_bytes = DEFAULT_HTTP_MAX_BODY_BYTES;
+    c->http_max_header_bytes = DEFAULT_HTTP_MAX_HEADER_BYTES;
+    c->http_sse_buffer_bytes = DEFAULT_HTTP_SSE_BUFFER_BYTES;
     c->nsubgroups = 1;
     struct sq_subgroup_cfg *sg = &c->subgroups[0];
     snprintf(sg->name, sizeof(sg->name), "default");
@@ -603,6 +666,15 @@ static void validate(struct parse_state *ps)
             fail_file(ps, m->line, "section [member.%u] is missing required key 'host'", m->id);
         } else if (m->port == 0) {
             fail_file(ps, m->line, "section [member.%u] is missing required key 'port'", m->id);
+        }
+        if (m->http_port != 0 && m->client_port == 0) {
+            fail_file(ps, m->line,
+                      "section [member.%u] has an http_port but no client_port (HTTP requests "
+                      "take the client protocol's path)",
+                      m->id);
+        } else if (m->http_port != 0 && (m->http_port == m->port || m->http_port == m->client_port)) {
+            fail_file(ps, m->line, "section [member.%u]: http_port %u is also its %s", m->id,
+                      m->http_port, m->http_port == m->port ? "port" : "client_port");
         }
         for (uint32_t j = 0; j < i; j++) {
             if (m->port == c->members[j].port && strcmp(m->host, c->members[j].host) == 0) {

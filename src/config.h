@@ -53,6 +53,7 @@ struct sq_member_addr {
     char host[SQ_MAX_HOST];
     uint32_t port;        /* 0 until set */
     uint32_t client_port; /* key-value clients connect here (0: this member serves none) */
+    uint32_t http_port;   /* HTTP (REST, server-sent events, /metrics, console); 0: none */
     int line;             /* line of the section header, for error messages */
 };
 
@@ -76,6 +77,12 @@ struct sq_config {
     int flush_policy;       /* SQ_FLUSH_* */
     int flush_interval_ms;  /* periodic: how often */
     uint64_t segment_bytes; /* log segment size */
+    /* [http]: the bounds of every member's HTTP front end (src/server/http.c) */
+    uint32_t http_max_connections;
+    uint32_t http_idle_timeout_s;
+    uint64_t http_max_body_bytes;
+    uint32_t http_max_header_bytes;
+    uint64_t http_sse_buffer_bytes;
     /* [member.N], sorted by id once loaded */
     uint32_t nmembers;
     struct sq_member_addr members[SQ_MAX_MEMBERS];

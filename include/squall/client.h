@@ -124,7 +124,8 @@ int sq_client_pool_create(sq_client *c, const char *path, const char *store, uin
                           sq_kv_result *r);
 int sq_client_pool_list(sq_client *c, sq_kv_result *r);
 
-/* The member's view of the group: view, members, shards, frontiers; text, or JSON. */
+/* The member's view of the group: view, members, shards, frontiers; text (json = 0), JSON
+ * (json = 1), or the member's metrics in Prometheus' text format (json = 2). */
 int sq_client_status(sq_client *c, int json, sq_kv_result *r);
 
 /* Watches: every update of `target` (a key, or a prefix ending in '/'), in version order per
@@ -140,10 +141,18 @@ typedef struct sq_kv_event {
     int deleted;
     const void *value;
     size_t size;
+    uint32_t shard; /* the shard of the pool the update is in: versions count per shard */
 } sq_kv_event;
 typedef void (*sq_watch_fn)(void *arg, const sq_kv_event *ev);
 int sq_client_watch(sq_client *c, const char *target, uint64_t from_version, sq_watch_fn fn,
                     void *arg, uint64_t *watch_id);
+/* The same, resuming a watch per shard: from[k] is the first version wanted in shard k (0: from
+ * the beginning the store keeps), for k < nfrom; shards past nfrom start at 0. nfrom is at most
+ * SQ_CLIENT_WATCH_SHARDS. A watcher that kept, for each shard, the version after the last event
+ * it saw (sq_kv_event.shard) resumes with it and misses nothing of a persistent pool. */
+#define SQ_CLIENT_WATCH_SHARDS 16
+int sq_client_watch_shards(sq_client *c, const char *target, const uint64_t *from, size_t nfrom,
+                           sq_watch_fn fn, void *arg, uint64_t *watch_id);
 int sq_client_unwatch(sq_client *c, uint64_t watch_id);
 
 /* Asynchronous calls: the callback runs once, on the client's I/O thread, with the result (its

@@ -48,7 +48,22 @@ int sq_kv_next_item(const sq_kv_result *r, size_t *pos, sq_kv_item *item)
 
 /* ---- public calls ---- */
 
+static int client_open(sq_client **out, const char *members, int timeout_ms, bool spread,
+                       char *err, size_t err_size);
+
 int sq_client_open(sq_client **out, const char *members, int timeout_ms, char *err, size_t err_size)
+{
+    return client_open(out, members, timeout_ms, true, err, err_size);
+}
+
+int sq__client_open_first(sq_client **out, const char *members, int timeout_ms, char *err,
+                          size_t err_size)
+{
+    return client_open(out, members, timeout_ms, false, err, err_size);
+}
+
+static int client_open(sq_client **out, const char *members, int timeout_ms, bool spread,
+                       char *err, size_t err_size)
 {
     *out = NULL;
     if (members == NULL || members[0] == '\0') {
@@ -99,7 +114,8 @@ int sq_client_open(sq_client **out, const char *members, int timeout_ms, char *e
         c->client_id = (uint64_t)sq__client_now_ms() ^ ((uint64_t)getpid() << 32);
     }
     c->client_id |= 1;                                    /* 0 means "no client" to the members */
-    c->cur = (uint32_t)(c->client_id >> 8) % c->nmembers; /* spread clients over members */
+    /* spread clients over members, or the first one first */
+    c->cur = spread ? (uint32_t)(c->client_id >> 8) % c->nmembers : 0;
     if (pipe2(c->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
         free(c->watches);
         free(c);
@@ -491,9 +507,14 @@ int sq_client_pool_list(sq_client *c, sq_kv_result *r)
 
 int sq_client_status(sq_client *c, int json, sq_kv_result *r)
 {
-    struct sq_kv_frame f = {.op = SQ_KV_OP_STATUS, .flags = json ? SQ_KV_F_JSON : 0};
+    struct sq_kv_frame f = {.op = SQ_KV_OP_STATUS, .flags = json == 2 ? SQ_KV_F_METRICS
+                                                            : json ? SQ_KV_F_JSON
+                                                                   : 0};
     return call_wait(c, &f, r, NULL, NULL, NULL);
 }
+
+static int watch_frame(sq_client *c, struct sq_kv_frame *fp, uint8_t *from, sq_watch_fn fn,
+                       void *arg, uint64_t *watch_id);
 
 int sq_client_watch(sq_client *c, const char *target, uint64_t from_version, sq_watch_fn fn,
                     void *arg, uint64_t *watch_id)
@@ -509,8 +530,36 @@ int sq_client_watch(sq_client *c, const char *target, uint64_t from_version, sq_
             from[8 * s + i] = (uint8_t)(from_version >> (8 * i));
         }
     }
+    return watch_frame(c, &f, from, fn, arg, watch_id);
+}
+
+int sq_client_watch_shards(sq_client *c, const char *target, const uint64_t *from_v, size_t nfrom,
+                           sq_watch_fn fn, void *arg, uint64_t *watch_id)
+{
+    struct sq_kv_frame f;
+    if (fn == NULL || (nfrom > 0 && from_v == NULL) || nfrom > SQ_CLIENT_WATCH_SHARDS ||
+        key_frame(&f, SQ_KV_OP_WATCH, target) != 0) {
+        return SQ_EINVAL;
+    }
+    /* f.version is what a member that reads no per-shard list would start from: the lowest */
+    uint8_t from[8 * SQ_CLIENT_WATCH_SHARDS];
+    f.version = UINT64_MAX;
+    for (size_t s = 0; s < SQ_CLIENT_WATCH_SHARDS; s++) {
+        uint64_t v = s < nfrom ? from_v[s] : 0;
+        f.version = SQ_MIN(f.version, v);
+        for (int i = 0; i < 8; i++) {
+            from[8 * s + i] = (uint8_t)(v >> (8 * i));
+        }
+    }
+    return watch_frame(c, &f, from, fn, arg, watch_id);
+}
+
+static int watch_frame(sq_client *c, struct sq_kv_frame *fp, uint8_t *from, sq_watch_fn fn,
+                       void *arg, uint64_t *watch_id)
+{
+    struct sq_kv_frame f = *fp;
     f.value = from;
-    f.value_len = sizeof(from);
+    f.value_len = 8u * SQ_CLIENT_WATCH_SHARDS;
     sq_kv_result r = {0};
     uint64_t id = 0;
     int rc = call_wait(c, &f, &r, fn, arg, &id);

@@ -25,7 +25,7 @@
 #define MAX_MEMBERS 32
 #define CALL_BUCKETS 4096u
 #define WATCH_BUCKETS 65536u      /* established watches: a client may hold 100,000s */
-#define SQ_CLIENT_WATCH_SHARDS 16 /* the most shards a subgroup has (config.h SQ_MAX_SHARDS) */
+/* SQ_CLIENT_WATCH_SHARDS (client.h): the most shards a subgroup has (config.h SQ_MAX_SHARDS) */
 
 struct call {
     struct call *next;
@@ -108,6 +108,11 @@ struct call **sq__client_slot_of(sq_client *c, uint64_t req);
 
 /* Under mu: takes k out of the table (the caller frees it). */
 void sq__client_call_unlink(sq_client *c, struct call *k);
+
+/* sq_client_open, connecting to the first member of the list first (not to a random one): the
+ * HTTP front end of a member goes to that member, so that its requests take no extra hop. */
+int sq__client_open_first(sq_client **out, const char *members, int timeout_ms, char *err,
+                          size_t err_size);
 
 /* Queues one request; `done` runs once with its result (on the I/O thread). A watch passes its
  * event callback `wfn`. SQ_EAGAIN when SQ_CLIENT_MAX_INFLIGHT requests are in flight. */

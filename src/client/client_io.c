@@ -16,6 +16,7 @@
 
 #include "client/client_internal.h"
 #include "common.h"
+#include "le.h"
 
 #define RETRY_MS 50 /* between attempts after a retriable answer or a lost member */
 /* A member that closed this many connections in a row before answering the client hello does
@@ -217,7 +218,11 @@ int sq__client_submit(sq_client *c, struct sq_kv_frame *f, sq_kv_done_fn done, v
     k->warg = warg;
     k->watch = wfn != NULL;
     for (int i = 0; i < SQ_CLIENT_WATCH_SHARDS; i++) {
+        /* a watch's value lists the first version wanted per shard */
         k->next_from[i] = f->version;
+        if (k->watch && f->value_len == 8u * SQ_CLIENT_WATCH_SHARDS) {
+            k->next_from[i] = sq__ld64((const uint8_t *)f->value + 8 * i);
+        }
     }
     k->deadline_ms = sq__client_now_ms() + (uint64_t)c->timeout_ms;
     struct call **pc = &c->calls[k->req_id % CALL_BUCKETS];
@@ -430,7 +435,8 @@ static void on_frame(sq_client *c, const struct sq_kv_frame *f)
                           .timestamp = f->time,
                           .deleted = (f->flags & SQ_KV_F_DELETED) != 0,
                           .value = f->value,
-                          .size = f->value_len};
+                          .size = f->value_len,
+                          .shard = shard};
         fn(arg, &ev);
         pthread_mutex_lock(&c->mu);
         c->in_callback = NULL;

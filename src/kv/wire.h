@@ -67,7 +67,8 @@ enum {
     SQ_KV_F_JSON = 1u << 8,       /* status as JSON */
     SQ_KV_F_TRACE = 1u << 9,      /* put, remove, get: the answer's str carries the member's
                                      stage times (SQ_KV_TRACE_FORMAT) instead of being empty */
-    SQ_KV_F_MASK = (1u << 10) - 1,
+    SQ_KV_F_METRICS = 1u << 10,   /* status: Prometheus text format metrics */
+    SQ_KV_F_MASK = (1u << 11) - 1,
 };
 
 /* The stage times a member puts in the answer to a traced request (CLOCK_MONOTONIC µs; 0: the

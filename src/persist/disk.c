@@ -4,12 +4,22 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "squall.h"
+
+/* What this process wrote and synced through the POSIX disk (a squalld runs one member). */
+static atomic_uint_fast64_t g_bytes_written, g_syncs;
+
+void sq__disk_posix_stats(uint64_t *bytes_written, uint64_t *syncs)
+{
+    *bytes_written = atomic_load_explicit(&g_bytes_written, memory_order_relaxed);
+    *syncs = atomic_load_explicit(&g_syncs, memory_order_relaxed);
+}
 
 static int err_of(int e)
 {
@@ -102,12 +112,14 @@ static ssize_t px_pwrite(struct sq_disk *d, int h, const void *buf, size_t len, 
         }
         put += (size_t)r;
     }
+    atomic_fetch_add_explicit(&g_bytes_written, put, memory_order_relaxed);
     return (ssize_t)put;
 }
 
 static int px_datasync(struct sq_disk *d, int h)
 {
     (void)d;
+    atomic_fetch_add_explicit(&g_syncs, 1, memory_order_relaxed);
     return fdatasync(h) == 0 ? 0 : err_of(errno);
 }
 

@@ -39,6 +39,9 @@ struct sq_disk {
 /* The real file system (POSIX calls). A single shared instance. */
 struct sq_disk *sq__disk_posix(void);
 
+/* Bytes written and data syncs done through the POSIX disk by this process since it started. */
+void sq__disk_posix_stats(uint64_t *bytes_written, uint64_t *syncs);
+
 /* CRC-32C (Castagnoli) of `len` bytes, continuing from `crc` (start with 0). */
 uint32_t sq__crc32c(uint32_t crc, const void *data, size_t len);
 /* The same, one table lookup per byte (the reference for the fast one). */

@@ -85,6 +85,9 @@ void sq__kvs_conn_send(struct sq_kv_server *s, struct conn *c, const struct sq_k
     long w = sq__kv_encode(f, c->out.p + c->out.len, n);
     SQ_ASSERT(w == (long)n);
     c->out.len += n;
+    if (!c->relay) {
+        sq__kvs_stat_answer(s, c, f);
+    }
     conn_arm(s, c, true);
 }
 
@@ -140,6 +143,7 @@ void sq__kvs_accept(struct sq_kv_server *s)
             break;
         }
         sq__kvs_conn_new(s, fd, false, 0);
+        s->stats.accepted++;
     }
 }
 
@@ -149,6 +153,10 @@ static void handle_frame(struct sq_kv_server *s, struct conn *c, const struct sq
         sq__kvs_relay_answer(s, c, f);
         return;
     }
+    if (f->flags & SQ_KV_F_LOCAL) {
+        c->peer = true; /* only members relay */
+    }
+    sq__kvs_stat_request(s, c, f);
     if (f->op != SQ_KV_OP_HELLO && f->op != SQ_KV_OP_STATUS && sq__kvs_out_of_group(s)) {
         char why[sizeof(s->detached_why)];
         pthread_mutex_lock(&s->mu);

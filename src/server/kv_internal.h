@@ -8,6 +8,7 @@
  *   kv_watch.c   watches: registration with replay, events, unwatch
  *   kv_apply.c   the member's callbacks (loop thread) applying ops, and the answers they hand over
  *   kv_status.c  the status answer
+ *   kv_metrics.c the counters of requests and their latencies, and the metrics answer
  *
  * Between them pass the one struct sq_kv_server (what is under `mu` is shared with the loop
  * thread), the dones the loop thread hands to the service thread, the entries of the requests in
@@ -44,6 +45,30 @@ struct conn {
     bool dead;
     struct watch *watches;  /* registered by this client connection */
     struct sq__buf in, out; /* out.off: what was sent already */
+    bool peer;              /* another member relays to us on it: not counted as a client's */
+    struct pending *pend;   /* when its requests came (the latency metrics), or NULL */
+};
+
+/* Requests of a connection waiting for their answer, by req_id modulo PENDING_SLOTS: when each
+ * was read. A slot taken by a later request loses the earlier one's time (it is not measured);
+ * the client library keeps far fewer than PENDING_SLOTS in flight. */
+#define PENDING_SLOTS 128
+struct pending {
+    uint64_t req_id[PENDING_SLOTS];
+    uint64_t at_us[PENDING_SLOTS];
+};
+
+/* Request counters (service thread, under svc_mu): by op and result, and latency histograms of
+ * put, remove and get, from the request's frame read to its answer queued. */
+enum { RES_OK, RES_CONFLICT, RES_NOT_FOUND, RES_INVALID, RES_UNAVAILABLE, RES_OTHER, RES_N };
+#define LAT_BUCKETS 17
+enum { LAT_PUT, LAT_REMOVE, LAT_GET, LAT_N };
+struct kv_stats {
+    uint64_t ops[SQ_KV_OP_MAX + 1][RES_N];
+    uint64_t lat[LAT_N][LAT_BUCKETS + 1]; /* the last one: above every bound */
+    uint64_t lat_sum_us[LAT_N], lat_count[LAT_N];
+    uint64_t events;   /* watch events sent to clients */
+    uint64_t accepted; /* client connections accepted */
 };
 
 struct pool {
@@ -163,6 +188,7 @@ struct sq_kv_server {
     size_t logcap;
     uint64_t last_sweep_ms;
     uint64_t frame_recv_us; /* the frame being handled was traced: when it was read */
+    struct kv_stats stats;
     bool mu_ready;
     /* Rejoining: from the member's failure to its next incarnation's first view, every request
      * is answered SQ_ENOQUORUM with `detached_why`, so that clients go to another member. */
@@ -209,6 +235,17 @@ void sq__kvs_conn_close(struct sq_kv_server *s, struct conn *c);
 
 /* Reads what the socket has and handles every whole frame in it. */
 void sq__kvs_conn_read(struct sq_kv_server *s, struct conn *c);
+
+/* ---- kv_metrics.c ---- */
+
+/* A request frame was read from client connection c: its time is kept for its answer. */
+void sq__kvs_stat_request(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f);
+
+/* An answer (or event) is queued on connection c: counted by op and result. */
+void sq__kvs_stat_answer(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f);
+
+/* STATUS with SQ_KV_F_METRICS: this member's metrics in Prometheus' text format. */
+void sq__kvs_metrics(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f);
 
 /* ---- kv_route.c ---- */
 

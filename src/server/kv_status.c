@@ -13,6 +13,10 @@
 
 void sq__kvs_status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
 {
+    if (f->flags & SQ_KV_F_METRICS) {
+        sq__kvs_metrics(s, c, f);
+        return;
+    }
     bool json = (f->flags & SQ_KV_F_JSON) != 0;
     struct sq__buf b = {0};
     char line[1024];

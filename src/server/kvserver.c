@@ -81,6 +81,7 @@ static void sweep(struct sq_kv_server *s)
             }
             *pc = c->next;
             sq__buf_free(&c->in);
+            free(c->pend);
             sq__buf_free(&c->out);
             free(c);
         } else {
@@ -452,6 +453,7 @@ void sq__kv_server_destroy(struct sq_kv_server *s)
             close(c->fd);
         }
         sq__buf_free(&c->in);
+        free(c->pend);
         sq__buf_free(&c->out);
         free(c);
     }

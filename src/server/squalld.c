@@ -16,6 +16,8 @@
 
 #include "squall.h"
 #include "persist/plog.h"
+#include "config.h"
+#include "server/http.h"
 #include "server/kvserver.h"
 
 /* Exit statuses: documented in usage() and README.md. */
@@ -589,6 +591,34 @@ static int serve_kv(sq_member *m, const char *config, bool join)
         sq__kv_server_destroy(kv);
         return EXIT_FAILED;
     }
+    /* HTTP ([member.ID] http_port) answers through the client port, which listens now. */
+    struct sq_http *http = NULL;
+    struct sq_config *hcfg = malloc(sizeof(*hcfg));
+    if (hcfg == NULL || sq__config_load(hcfg, config, err, sizeof(err)) != 0) {
+        fprintf(stderr, "squalld: %s\n", hcfg == NULL ? "out of memory" : err);
+        free(hcfg);
+        (void)sq_member_leave(m, 5000);
+        sq__kv_server_stop(kv);
+        sq_member_close(m);
+        sq__kv_server_destroy(kv);
+        return EXIT_FAILED;
+    }
+    int hr = sq__config_rank_of(hcfg, hcfg->self_id);
+    if (hr >= 0 && hcfg->members[hr].http_port != 0) {
+        rc = sq__http_start(&http, hcfg, err, sizeof(err));
+        if (rc != 0) {
+            fprintf(stderr, "squalld: %s\n", err);
+            free(hcfg);
+            (void)sq_member_leave(m, 5000);
+            sq__kv_server_stop(kv);
+            sq_member_close(m);
+            sq__kv_server_destroy(kv);
+            return EXIT_FAILED;
+        }
+        fprintf(stderr, "squalld: member %u: HTTP on http://%s:%u/ (REST under /v1, /metrics)\n",
+                g_id, hcfg->members[hr].host, hcfg->members[hr].http_port);
+    }
+    free(hcfg);
     wait_kv_ready(kv, m);
     int status = EXIT_DONE;
     while (!g_stop) {
@@ -607,6 +637,7 @@ static int serve_kv(sq_member *m, const char *config, bool join)
         }
         usleep(100000);
     }
+    sq__http_stop(http);
     sq__kv_server_stop(kv);
     if (m != NULL && g_stop && sq_member_failure(m) == 0) {
         rc = sq_member_leave(m, 5000);

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# run.sh BUILD_DIR: builds the libFuzzer target fuzz_frame.c (client frames, item lists, ops and
-# saved stores) with clang into BUILD_DIR and runs it on a copy of the seed corpus for
-# FUZZ_SECONDS (default 10). Fails on any crash or failed property, and when clang or libFuzzer
-# is missing: a fuzz test that silently skips would look like a passing one.
+# run.sh BUILD_DIR: builds the libFuzzer targets fuzz_frame.c (client frames, item lists, ops and
+# saved stores) and fuzz_http.c (HTTP requests translated into operations) with clang into
+# BUILD_DIR and runs each on a copy of its seed corpus for FUZZ_SECONDS (default 10). Fails on
+# any crash or failed property, and when clang or libFuzzer is missing: a fuzz test that silently
+# skips would look like a passing one.
 set -euo pipefail
 
 if [ $# -ne 1 ]; then
@@ -30,23 +31,28 @@ if ! printf '%s\n' "$probe" | clang -fsanitize=fuzzer,address,undefined -x c - \
   missing "clang cannot link a libFuzzer target with ASan and UBSan (libFuzzer is missing)"
 fi
 
-echo "fuzz: building $out/fuzz_frame"
-clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-  -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -D_GNU_SOURCE \
-  -I"$src/include" -I"$src/src" \
-  "$src/tests/fuzz/fuzz_frame.c" "$src/src/kv/wire.c" "$src/src/kv/store.c" "$src/src/error.c" \
-  -lxxhash -o "$out/fuzz_frame"
+echo "fuzz: building $out/fuzz_frame and $out/fuzz_http"
+flags=(-std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+  -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -D_GNU_SOURCE -I"$src/include" -I"$src/src")
+clang "${flags[@]}" "$src/tests/fuzz/fuzz_frame.c" "$src/src/kv/wire.c" "$src/src/kv/store.c" \
+  "$src/src/error.c" -lxxhash -o "$out/fuzz_frame"
+clang "${flags[@]}" "$src/tests/fuzz/fuzz_http.c" "$src/src/server/http_req.c" -lmicrohttpd \
+  -o "$out/fuzz_http"
 
 # libFuzzer adds what it finds to the corpus directory: work on a copy, keep the seeds as they are.
-rm -rf "$out/corpus" "$out"/crash-* "$out"/leak-* "$out"/timeout-* "$out"/oom-*
-cp -r "$src/tests/fuzz/corpus" "$out/corpus"
-echo "fuzz: running for ${seconds}s on $(ls "$out/corpus" | wc -l) seeds"
-rc=0
-"$out/fuzz_frame" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
-  -print_final_stats=1 -artifact_prefix="$out/" "$out/corpus" || rc=$?
-if [ "$rc" -ne 0 ]; then
-  echo "fuzz: FAILED (exit $rc); the input is in $out/ (crash-*, timeout-*, oom-*, leak-*)" >&2
-  echo "fuzz: reproduce with: $out/fuzz_frame $out/crash-<hash>" >&2
-  exit 1
-fi
-echo "fuzz: no crash in ${seconds}s"
+rm -rf "$out"/corpus* "$out"/crash-* "$out"/leak-* "$out"/timeout-* "$out"/oom-*
+for target in frame http; do
+  seeds=$src/tests/fuzz/corpus
+  [ "$target" = http ] && seeds=$src/tests/fuzz/corpus_http
+  cp -r "$seeds" "$out/corpus-$target"
+  echo "fuzz: running fuzz_$target for ${seconds}s on $(ls "$out/corpus-$target" | wc -l) seeds"
+  rc=0
+  "$out/fuzz_$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+    -print_final_stats=1 -artifact_prefix="$out/" "$out/corpus-$target" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "fuzz: fuzz_$target FAILED (exit $rc); the input is in $out/ (crash-*, timeout-*, oom-*, leak-*)" >&2
+    echo "fuzz: reproduce with: $out/fuzz_$target $out/crash-<hash>" >&2
+    exit 1
+  fi
+done
+echo "fuzz: no crash in ${seconds}s of each target"
