@@ -462,8 +462,11 @@ static void http_key(struct parse_state *ps, const char *key, const char *value)
         }
         c->http_max_connections = (uint32_t)v;
     } else if (strcmp(key, "idle_timeout_s") == 0) {
-        if (!parse_u64(value, 1, 86400, &v)) {
-            fail(ps, "key 'idle_timeout_s' in [http]: '%s' is not a number of seconds in 1..86400",
+        /* at least 15 s: a request waits up to 10 s for the group, and libmicrohttpd counts
+         * that wait as idle time */
+        if (!parse_u64(value, 15, 86400, &v)) {
+            fail(ps,
+                 "key 'idle_timeout_s' in [http]: '%s' is not a number of seconds in 15..86400",
                  value);
         }
         c->http_idle_timeout_s = (uint32_t)v;

@@ -23,9 +23,11 @@
 #include "server/http.h"
 
 #define CLIENT_TIMEOUT_MS 10000
-#define SSE_KEEPALIVE_MS 15000 /* a comment line this often keeps proxies and idle timeouts off */
-/* A stream whose buffer ([http] sse_buffer_bytes) stays full this long is dropped: its reader
- * is not reading. Until then the watch waits (a catch-up faster than the reader slows down to
+/* A comment line at least this often keeps proxies and the idle timeout off an idle stream (a
+ * third of [http] idle_timeout_s when that is shorter). */
+#define SSE_KEEPALIVE_MS 15000
+/* A stream whose buffer ([http] sse_buffer_bytes) is full and whose reader took nothing from it
+ * for this long is dropped: its reader is not reading. Until then the watch waits (a catch-up faster than the reader slows down to
  * it: the member holds the rest, bounded, and the watch resumes if it drops the connection). */
 #define SSE_STALL_MS 10000
 #define MAX_MEMBER_LIST 4096
@@ -42,6 +44,7 @@ struct sq_http {
     char self[300];                /* this member's client address alone (status, metrics) */
     uint64_t max_body;
     uint64_t sse_buffer;
+    uint64_t keepalive_ms;
     struct sq_config *cfg; /* pool list answers name subgroups */
     pthread_mutex_t mu;
     sq_client **idle; /* connections to the members not in use: reused by the next request */
@@ -62,7 +65,11 @@ struct sq_http {
 struct req {
     char *raw_url;
     bool started;
-    bool answered; /* a response is queued (an error during the upload) */
+    bool answered; /* a response is queued, or one is pending (below) */
+    /* An error found during the upload: libmicrohttpd takes a response only once the whole
+     * request is in, so the rest of the body is read and dropped and this goes then. */
+    int pend_status, pend_err;
+    char pend_msg[200];
     struct sq_http_op op;
     struct sq__buf body;
 };
@@ -162,10 +169,12 @@ static struct MHD_Response *json_response(json_t *j)
         return NULL;
     }
     size_t n = strlen(text);
-    text = realloc(text, n + 2);
-    if (text == NULL) {
+    char *grown = realloc(text, n + 2);
+    if (grown == NULL) {
+        free(text);
         return NULL;
     }
+    text = grown;
     text[n] = '\n';
     text[n + 1] = '\0';
     struct MHD_Response *r =
@@ -575,6 +584,7 @@ struct sse {
     uint64_t wid;
     uint32_t nshards; /* of the pool: event ids carry every shard's position when > 1 */
     uint64_t next_from[SQ_CLIENT_WATCH_SHARDS]; /* per shard, after the last event */
+    uint64_t progress_ms; /* the reader last took something from the buffer */
 };
 
 static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -630,10 +640,9 @@ static void sse_event(void *arg, const sq_kv_event *ev)
     char id[40 * SQ_CLIENT_WATCH_SHARDS];
     sq__http_event_id(id, sizeof(id), ev->version, s->next_from, s->nshards);
     size_t need = strlen(data) + strlen(id) + 40;
-    uint64_t give_up = sq__mono_ms() + SSE_STALL_MS;
     while (!s->overflow && !s->closing && !atomic_load(&s->h->stopping) && s->q.len > s->q.off &&
            s->q.len - s->q.off + need > s->h->sse_buffer) {
-        if (sq__mono_ms() >= give_up) {
+        if (sq__mono_ms() >= s->progress_ms + SSE_STALL_MS) {
             s->overflow = true; /* the reader is not reading: its stream ends, it resumes */
             break;
         }
@@ -667,7 +676,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
     (void)pos;
     struct sse *s = cls;
     pthread_mutex_lock(&s->mu);
-    uint64_t until = sq__mono_ms() + SSE_KEEPALIVE_MS;
+    uint64_t until = sq__mono_ms() + s->h->keepalive_ms;
     while (s->q.len == s->q.off && !s->overflow && !s->ended && !atomic_load(&s->h->stopping) &&
            sq__mono_ms() < until) {
         struct timespec ts;
@@ -684,12 +693,13 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
             s->q.off = s->q.len = 0;
         }
         n = (ssize_t)k;
+        s->progress_ms = sq__mono_ms();
         pthread_cond_broadcast(&s->cv); /* room for a watch callback waiting for it */
     } else if (s->overflow) {
         atomic_fetch_add(&s->h->sse_dropped, 1);
         sq__log(SQ_LOG_WARN,
-                "http: dropping an event stream whose reader took nothing for %d s with %" PRIu64
-                " bytes waiting (it resumes with Last-Event-ID)",
+                "http: dropping an event stream whose reader took nothing for %d s of a full "
+                "%" PRIu64 "-byte buffer (it resumes with Last-Event-ID)",
                 SSE_STALL_MS / 1000, s->h->sse_buffer);
         n = MHD_CONTENT_READER_END_WITH_ERROR;
     } else if (atomic_load(&s->h->stopping) || s->ended) {
@@ -726,20 +736,26 @@ static void sse_free(void *cls)
     }
     pthread_mutex_unlock(&h->mu);
     atomic_fetch_sub(&h->nstreams, 1);
-    client_give(h, s->c);
+    /* Never back to the pool: should the member have missed the unwatch (or registered a watch
+     * whose answer came too late), closing the connection is what ends the watch there. */
+    sq_client_close(s->c);
     sq__buf_free(&s->q);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
 
-/* The shards of the pool that holds `target`, or 0 when no pool does. */
-static uint32_t shards_of(sq_client *c, const char *target)
+/* The shards of the pool that holds `target` (0 when no pool does), or the error of the pool
+ * list in *r. */
+static uint32_t shards_of(sq_client *c, const char *target, sq_kv_result *r_out)
 {
     sq_kv_result r = {0};
     uint32_t shards = 0;
     size_t best = 0;
-    if (sq_client_pool_list(c, &r) == 0) {
+    r_out->status = sq_client_pool_list(c, &r);
+    if (r_out->status != 0) {
+        memcpy(r_out->message, r.message, sizeof(r.message));
+    } else {
         size_t pos = 0;
         sq_kv_item it;
         while (sq_kv_next_item(&r, &pos, &it) == 1) {
@@ -755,8 +771,9 @@ static uint32_t shards_of(sq_client *c, const char *target)
 }
 
 /* The stream's watch, started on a thread of its own: the replay of what the stream missed
- * fills its buffer while the connection's thread already writes it out (the blocking watch call
- * returns only after the replay). An error after the headers went ends the stream with an
+ * fills its buffer while the connection's thread already writes it out (the watch's events may
+ * come before its answer, and a callback waiting for room holds the client's I/O thread, so the
+ * call must not be made by the thread that drains the buffer). An error after the headers went ends the stream with an
  * "error" event; an EventSource then reconnects with Last-Event-ID. */
 static void *sse_watcher(void *arg)
 {
@@ -796,7 +813,12 @@ static enum MHD_Result do_watch(struct sq_http *h, struct MHD_Connection *conn, 
 {
     size_t klen = strlen(q->op.key);
     bool prefix = q->op.key[klen - 1] == '/';
-    uint32_t shards = shards_of(c, q->op.key);
+    sq_kv_result pr = {0};
+    uint32_t shards = shards_of(c, q->op.key, &pr);
+    if (pr.status != 0) {
+        client_give(h, c);
+        return send_result_error(h, conn, &pr);
+    }
     if (shards == 0) {
         char msg[300];
         snprintf(msg, sizeof(msg), "cannot watch %.200s: no object pool holds it", q->op.key);
@@ -814,6 +836,7 @@ static enum MHD_Result do_watch(struct sq_http *h, struct MHD_Connection *conn, 
     pthread_cond_init(&s->cv, NULL);
     memcpy(s->key, q->op.key, klen + 1);
     s->nshards = prefix ? shards : 1;
+    s->progress_ms = sq__mono_ms();
     for (uint32_t k = 0; k < SQ_CLIENT_WATCH_SHARDS; k++) {
         s->next_from[k] = k < q->op.nfrom ? q->op.from[k] : 0;
         s->start_from[k] = s->next_from[k];
@@ -1002,16 +1025,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         if (q->body.len + n > limit) {
             q->answered = true;
-            char msg[200];
-            snprintf(msg, sizeof(msg), "the body is more than the %" PRIu64
+            q->pend_status = 413;
+            q->pend_err = SQ_EMSGSIZE;
+            snprintf(q->pend_msg, sizeof(q->pend_msg), "the body is more than the %" PRIu64
                      " bytes this member takes ([http] max_body_bytes)", limit);
-            return send_error(h, conn, 413, SQ_EMSGSIZE, msg, NULL, NULL);
-        }
-        if (sq__buf_add(&q->body, upload_data, n) != 0) {
+            sq__buf_free(&q->body);
+        } else if (sq__buf_add(&q->body, upload_data, n) != 0) {
             q->answered = true;
-            return send_error(h, conn, 503, SQ_ENOMEM, "no memory for the body", NULL, NULL);
+            q->pend_status = 503;
+            q->pend_err = SQ_ENOMEM;
+            snprintf(q->pend_msg, sizeof(q->pend_msg), "no memory for the body");
+            sq__buf_free(&q->body);
         }
         return MHD_YES;
+    }
+    if (q->pend_status != 0) {
+        int st = q->pend_status;
+        q->pend_status = 0;
+        return send_error(h, conn, st, q->pend_err, q->pend_msg, NULL, NULL);
     }
     if (q->answered) {
         return MHD_YES;
@@ -1094,6 +1125,7 @@ int sq__http_start(struct sq_http **out, const struct sq_config *cfg, char *err,
     h->my_id = cfg->self_id;
     h->max_body = cfg->http_max_body_bytes;
     h->sse_buffer = cfg->http_sse_buffer_bytes;
+    h->keepalive_ms = SQ_MIN((uint64_t)SSE_KEEPALIVE_MS, cfg->http_idle_timeout_s * 1000u / 3);
     snprintf(h->self, sizeof(h->self), "%s:%u", me->host, me->client_port);
     size_t o = (size_t)snprintf(h->members, sizeof(h->members), "%s", h->self);
     for (uint32_t i = 0; i < cfg->nmembers; i++) {

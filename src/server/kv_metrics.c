@@ -53,7 +53,12 @@ static int result_of(int status)
     case SQ_EPEER:
     case SQ_ETIMEDOUT:
     case SQ_EAGAIN:
-        return RES_UNAVAILABLE;
+    case SQ_ECLOSED:
+    case SQ_EPARTITIONED:
+    case SQ_EREMOVED:
+    case SQ_EVIEWCHANGE:
+    case SQ_ELEFT:
+        return RES_UNAVAILABLE; /* what HTTP answers 503: try again, maybe elsewhere */
     default:
         return RES_OTHER;
     }
@@ -176,6 +181,13 @@ void sq__kvs_metrics(struct sq_kv_server *s, struct conn *c, const struct sq_kv_
     HELP("squall_subgroup_persisted_version", "gauge",
          "Persistent subgroups: the last version on disk at every member of this member's "
          "shard.");
+    for (uint32_t g = 0; g < s->cfg.nsubgroups; g++) {
+        if (s->cfg.subgroups[g].persistent) {
+            /* key-value versions are the shard's plus one: persisted[] is in them already */
+            OUT("squall_subgroup_persisted_version{subgroup=\"%s\"} %" PRIu64 "\n",
+                s->cfg.subgroups[g].name, s->persisted[g]);
+        }
+    }
     HELP("squall_subgroup_persist_lag_versions", "gauge",
          "Persistent subgroups: updates delivered here and not yet on disk everywhere (within "
          "the view).");
@@ -184,11 +196,9 @@ void sq__kvs_metrics(struct sq_kv_server *s, struct conn *c, const struct sq_kv_
             continue;
         }
         uint64_t last = s->store[g] != NULL ? sq__kv_store_last(s->store[g]) : s->persisted[g];
-        uint64_t pers = s->persisted[g]; /* key-value versions are the shard's plus one */
+        uint64_t pers = s->persisted[g];
         uint64_t lag = last <= pers ? 0 : (last >> 32) == (pers >> 32) ? last - pers
                                                                        : (last & 0xffffffffu) + 1;
-        OUT("squall_subgroup_persisted_version{subgroup=\"%s\"} %" PRIu64 "\n",
-            s->cfg.subgroups[g].name, pers);
         OUT("squall_subgroup_persist_lag_versions{subgroup=\"%s\"} %" PRIu64 "\n",
             s->cfg.subgroups[g].name, lag);
     }

@@ -197,7 +197,45 @@ static const struct bad_case BAD[] = {
     {"[self]\nid=0\n[group]\ndata_dir=/"
      "tmp\n[member.0]\nhost=h\nport=5\n[subgroup.s]\ndelivery=persistent\nmax_payload=2097152\n",
      "max_state_bytes (1048576) must hold one log record"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\nhttp_port=6\n",
+     "has an http_port but no client_port"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\nclient_port=6\nhttp_port=6\n",
+     "http_port 6 is also its client_port"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\nclient_port=6\nhttp_port=99999\n",
+     "bad.cfg:7: key 'http_port' in [member.0]: '99999' is not a port number"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[http]\nidle_timeout_s=5\n",
+     "bad.cfg:7: key 'idle_timeout_s' in [http]: '5' is not a number of seconds in 15..86400"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[http]\nmax_body_bytes=0\n",
+     "key 'max_body_bytes' in [http]"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[http]\nsse_buffer_bytes=10\n",
+     "key 'sse_buffer_bytes' in [http]"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[http]\nmax_connections=1\nmax_connections=2\n",
+     "bad.cfg:8: key 'max_connections' in [http] given twice"},
+    {"[self]\nid=0\n[member.0]\nhost=h\nport=5\n[http]\nport=80\n",
+     "unknown key 'port' in [http] (known: max_connections"},
 };
+
+static void test_http(void)
+{
+    struct sq_config c;
+    char err[512] = "";
+    const char *text = "[self]\nid=0\n[member.0]\nhost=h\nport=5\nclient_port=6\nhttp_port=7\n"
+                       "[http]\nmax_connections=9\nidle_timeout_s=20\nmax_body_bytes=1000\n"
+                       "max_header_bytes=8192\nsse_buffer_bytes=65536\n";
+    CHECK_EQ_INT(sq__config_parse_string(&c, "h.cfg", text, err, sizeof(err)), 0);
+    CHECK_EQ_INT(c.members[0].http_port, 7);
+    CHECK_EQ_INT(c.http_max_connections, 9);
+    CHECK_EQ_INT(c.http_idle_timeout_s, 20);
+    CHECK_EQ_INT(c.http_max_body_bytes, 1000);
+    CHECK_EQ_INT(c.http_max_header_bytes, 8192);
+    CHECK_EQ_INT(c.http_sse_buffer_bytes, 65536);
+    CHECK_EQ_INT(sq__config_parse_string(&c, "h.cfg", GOOD, err, sizeof(err)), 0);
+    CHECK_EQ_INT(c.members[0].http_port, 0); /* no HTTP unless asked */
+    CHECK_EQ_INT(c.http_max_connections, 256);
+    CHECK_EQ_INT(c.http_idle_timeout_s, 60);
+    CHECK_EQ_INT(c.http_max_body_bytes, 64u << 20);
+    CHECK_EQ_INT(c.http_sse_buffer_bytes, 4u << 20);
+}
 
 static void test_bad(void)
 {
@@ -270,6 +308,7 @@ int main(void)
     test_subgroups();
     test_defaults_and_digest();
     test_bad();
+    test_http();
     test_file();
     test_large();
     test_errors();
