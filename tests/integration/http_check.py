@@ -9,7 +9,8 @@
   3. relaying: every member answers for keys of both shards
   4. malformed requests (bad percent-encoding, %00, '..', '//', unknown parameters, bad
      versions and times, a huge header, a garbage request line, bad chunked bodies, a body over
-     the limit): each a 4xx, and the member keeps serving; chunked bodies are taken
+     the limit, announced or chunked): each a 4xx, and the member keeps serving; chunked bodies
+     are taken
   5. 4 clients x 500 conditional increments through If-Match: the final value is the number
      of increments that succeeded, and every one of them made a version
   6. SSE: a prefix watch over 2 shards; a reconnect with Last-Event-ID resumes with nothing
@@ -204,6 +205,14 @@ code = raw(P, b"PUT /v1/kv/orders/c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ch
 check(code in (0, 400), "bad chunk size: %d" % code)
 code = raw(P, b"PUT /v1/kv/orders/c HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\nab")
 check(code in (400, 413), "body over the limit: %d" % code)
+# a chunked body (no Content-Length) over the limit: read to its end, then refused
+c = http.client.HTTPConnection("127.0.0.1", P, timeout=30)
+mib = b"b" * (1 << 20)
+c.request("PUT", "/v1/kv/orders/huge", body=iter([mib] * 65), encode_chunked=True)
+r = c.getresponse()
+data = r.read()
+c.close()
+check(r.status == 413 and js(data)["error"] == "SQ_EMSGSIZE", "chunked 65 MiB: %d %r" % (r.status, data[:200]))
 # a chunked body is taken whole
 c = http.client.HTTPConnection("127.0.0.1", P, timeout=10)
 c.request("PUT", "/v1/kv/orders/chunked", body=iter([b"part1-", b"part2-", b"part3"]),
