@@ -59,21 +59,30 @@ int main(int argc, char **argv)
     const char *http = NULL, *members = NULL, *pool = NULL;
     double seconds = 6;
     size_t size = 256;
-    static const struct option opts[] = {{"http", required_argument, 0, 'h'},
-                                         {"members", required_argument, 0, 'm'},
-                                         {"pool", required_argument, 0, 'p'},
-                                         {"seconds", required_argument, 0, 's'},
-                                         {"size", required_argument, 0, 'z'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"http", required_argument, 0, 'h'}, {"members", required_argument, 0, 'm'},
+        {"pool", required_argument, 0, 'p'}, {"seconds", required_argument, 0, 's'},
+        {"size", required_argument, 0, 'z'}, {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'h': http = optarg; break;
-        case 'm': members = optarg; break;
-        case 'p': pool = optarg; break;
-        case 's': seconds = atof(optarg); break;
-        case 'z': size = (size_t)strtoul(optarg, NULL, 10); break;
-        default: usage();
+        case 'h':
+            http = optarg;
+            break;
+        case 'm':
+            members = optarg;
+            break;
+        case 'p':
+            pool = optarg;
+            break;
+        case 's':
+            seconds = atof(optarg);
+            break;
+        case 'z':
+            size = (size_t)strtoul(optarg, NULL, 10);
+            break;
+        default:
+            usage();
         }
     }
     if (http == NULL || members == NULL || pool == NULL || seconds <= 0 || size == 0 ||

@@ -27,8 +27,9 @@
  * third of [http] idle_timeout_s when that is shorter). */
 #define SSE_KEEPALIVE_MS 15000
 /* A stream whose buffer ([http] sse_buffer_bytes) is full and whose reader took nothing from it
- * for this long is dropped: its reader is not reading. Until then the watch waits (a catch-up faster than the reader slows down to
- * it: the member holds the rest, bounded, and the watch resumes if it drops the connection). */
+ * for this long is dropped: its reader is not reading. Until then the watch waits (a catch-up
+ * faster than the reader slows down to it: the member holds the rest, bounded, and the watch
+ * resumes if it drops the connection). */
 #define SSE_STALL_MS 10000
 #define MAX_MEMBER_LIST 4096
 
@@ -177,8 +178,7 @@ static struct MHD_Response *json_response(json_t *j)
     text = grown;
     text[n] = '\n';
     text[n + 1] = '\0';
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(n + 1, text, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *r = MHD_create_response_from_buffer(n + 1, text, MHD_RESPMEM_MUST_FREE);
     if (r == NULL) {
         free(text);
         return NULL;
@@ -196,8 +196,7 @@ static void add_etag(struct MHD_Response *r, uint64_t version)
 
 /* An error as JSON: {"error": "SQ_...", "message": ...}, with Retry-After on a 503. */
 static enum MHD_Result send_error(struct sq_http *h, struct MHD_Connection *conn, int status,
-                                  int err, const char *msg, const char *allow,
-                                  json_t *extra)
+                                  int err, const char *msg, const char *allow, json_t *extra)
 {
     json_t *j = extra != NULL ? extra : json_object();
     json_object_set_new(j, "error", json_string(sq_err_name(err)));
@@ -315,7 +314,8 @@ static enum MHD_Result do_get(struct sq_http *h, struct MHD_Connection *conn, sq
         out = send_result_error(h, conn, &r);
     } else if (q->op.if_none_match &&
                (q->op.inm_version == UINT64_MAX || q->op.inm_version == r.version)) {
-        struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+        struct MHD_Response *resp =
+            MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
         if (resp != NULL) {
             add_version_headers(resp, r.version, r.timestamp);
         }
@@ -326,8 +326,7 @@ static enum MHD_Result do_get(struct sq_http *h, struct MHD_Connection *conn, sq
                        : MHD_create_response_from_buffer(r.size, r.value, MHD_RESPMEM_MUST_COPY);
         if (resp != NULL) {
             add_version_headers(resp, r.version, r.timestamp);
-            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
-                                    "application/octet-stream");
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
         }
         out = queue(h, conn, 200, resp);
     }
@@ -410,8 +409,8 @@ static enum MHD_Result do_pools(struct sq_http *h, struct MHD_Connection *conn, 
     return queue(h, conn, 200, json_response(j));
 }
 
-static enum MHD_Result do_pool_create(struct sq_http *h, struct MHD_Connection *conn,
-                                      sq_client *c, struct req *q)
+static enum MHD_Result do_pool_create(struct sq_http *h, struct MHD_Connection *conn, sq_client *c,
+                                      struct req *q)
 {
     json_error_t jerr;
     json_t *in = json_loadb((const char *)q->body.p, q->body.len, 0, &jerr);
@@ -426,9 +425,8 @@ static enum MHD_Result do_pool_create(struct sq_http *h, struct MHD_Connection *
     const char *path = NULL, *store = NULL;
     json_int_t shards = 0;
     json_error_t perr;
-    if (!json_is_object(in) ||
-        json_unpack_ex(in, &perr, JSON_STRICT, "{s:s, s:s, s?I}", "path", &path, "store", &store,
-                       "shards", &shards) != 0) {
+    if (!json_is_object(in) || json_unpack_ex(in, &perr, JSON_STRICT, "{s:s, s:s, s?I}", "path",
+                                              &path, "store", &store, "shards", &shards) != 0) {
         char msg[300];
         snprintf(msg, sizeof(msg),
                  "%s; send {\"path\": \"/orders\", \"store\": \"persistent\" (or volatile, "
@@ -517,10 +515,9 @@ static enum MHD_Result do_metrics(struct sq_http *h, struct MHD_Connection *conn
     }
     sq_kv_result_free(&r);
     char t[2048];
-    int n = snprintf(
-        t, sizeof(t),
-        "# HELP squall_http_requests_total HTTP requests answered, by status class.\n"
-        "# TYPE squall_http_requests_total counter\n");
+    int n = snprintf(t, sizeof(t),
+                     "# HELP squall_http_requests_total HTTP requests answered, by status class.\n"
+                     "# TYPE squall_http_requests_total counter\n");
     sq__buf_add(&b, t, (size_t)n);
     for (int k = 1; k <= 5; k++) {
         n = snprintf(t, sizeof(t), "squall_http_requests_total{code=\"%dxx\"} %" PRIu64 "\n", k,
@@ -544,8 +541,7 @@ static enum MHD_Result do_metrics(struct sq_http *h, struct MHD_Connection *conn
                  atomic_load(&h->connections), atomic_load(&h->nstreams),
                  (uint64_t)atomic_load(&h->sse_events), (uint64_t)atomic_load(&h->sse_dropped));
     sq__buf_add(&b, t, (size_t)n);
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(b.len, b.p, MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(b.len, b.p, MHD_RESPMEM_MUST_COPY);
     sq__buf_free(&b);
     if (resp != NULL) {
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
@@ -584,7 +580,7 @@ struct sse {
     uint64_t wid;
     uint32_t nshards; /* of the pool: event ids carry every shard's position when > 1 */
     uint64_t next_from[SQ_CLIENT_WATCH_SHARDS]; /* per shard, after the last event */
-    uint64_t progress_ms; /* the reader last took something from the buffer */
+    uint64_t progress_ms;                       /* the reader last took something from the buffer */
 };
 
 static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -773,14 +769,14 @@ static uint32_t shards_of(sq_client *c, const char *target, sq_kv_result *r_out)
 /* The stream's watch, started on a thread of its own: the replay of what the stream missed
  * fills its buffer while the connection's thread already writes it out (the watch's events may
  * come before its answer, and a callback waiting for room holds the client's I/O thread, so the
- * call must not be made by the thread that drains the buffer). An error after the headers went ends the stream with an
- * "error" event; an EventSource then reconnects with Last-Event-ID. */
+ * call must not be made by the thread that drains the buffer). An error after the headers went ends
+ * the stream with an "error" event; an EventSource then reconnects with Last-Event-ID. */
 static void *sse_watcher(void *arg)
 {
     struct sse *s = arg;
     uint64_t wid = 0;
-    int rc = sq_client_watch_shards(s->c, s->key, s->start_from, SQ_CLIENT_WATCH_SHARDS,
-                                    sse_event, s, &wid);
+    int rc = sq_client_watch_shards(s->c, s->key, s->start_from, SQ_CLIENT_WATCH_SHARDS, sse_event,
+                                    s, &wid);
     pthread_mutex_lock(&s->mu);
     if (rc == 0) {
         s->wid = wid;
@@ -795,8 +791,8 @@ static void *sse_watcher(void *arg)
         if (data != NULL) {
             size_t need = strlen(data) + 32;
             if (sq__buf_reserve(&s->q, need) == 0) {
-                int n = snprintf((char *)s->q.p + s->q.len, need, "event: error\ndata: %s\n\n",
-                                 data);
+                int n =
+                    snprintf((char *)s->q.p + s->q.len, need, "event: error\ndata: %s\n\n", data);
                 s->q.len += (size_t)n;
             }
             free(data);
@@ -977,9 +973,8 @@ static enum MHD_Result execute(struct sq_http *h, struct MHD_Connection *conn, s
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     (void)version;
     struct sq_http *h = cls;
@@ -994,20 +989,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                     each_arg, conn, &q->op, why, sizeof(why), allow);
         if (st != 0) {
             q->answered = true;
-            return send_error(h, conn, st, st == 405 ? SQ_ENOTSUP : st == 404 ? SQ_ENOTFOUND
-                                                                               : SQ_EINVAL,
+            return send_error(h, conn, st,
+                              st == 405   ? SQ_ENOTSUP
+                              : st == 404 ? SQ_ENOTFOUND
+                                          : SQ_EINVAL,
                               why, allow, NULL);
         }
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *cl =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         bool takes_body = q->op.kind == SQ_HTTP_KV_PUT || q->op.kind == SQ_HTTP_POOL_CREATE;
         uint64_t limit = q->op.kind == SQ_HTTP_POOL_CREATE ? 65536 : h->max_body;
         uint64_t len = 0;
         if (takes_body && cl != NULL && sq__http_parse_version(cl, &len) && len > limit) {
             q->answered = true;
             char msg[200];
-            snprintf(msg, sizeof(msg), "the body is %" PRIu64 " bytes, more than the %" PRIu64
-                     " this member takes ([http] max_body_bytes)", len, limit);
+            snprintf(msg, sizeof(msg),
+                     "the body is %" PRIu64 " bytes, more than the %" PRIu64
+                     " this member takes ([http] max_body_bytes)",
+                     len, limit);
             return send_error(h, conn, 413, SQ_EMSGSIZE, msg, NULL, NULL);
         }
         return MHD_YES; /* a body where none is taken is read and dropped */
@@ -1027,8 +1026,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             q->answered = true;
             q->pend_status = 413;
             q->pend_err = SQ_EMSGSIZE;
-            snprintf(q->pend_msg, sizeof(q->pend_msg), "the body is more than the %" PRIu64
-                     " bytes this member takes ([http] max_body_bytes)", limit);
+            snprintf(q->pend_msg, sizeof(q->pend_msg),
+                     "the body is more than the %" PRIu64
+                     " bytes this member takes ([http] max_body_bytes)",
+                     limit);
             sq__buf_free(&q->body);
         } else if (sq__buf_add(&q->body, upload_data, n) != 0) {
             q->answered = true;
@@ -1137,7 +1138,8 @@ int sq__http_start(struct sq_http **out, const struct sq_config *cfg, char *err,
     }
     char port[16];
     snprintf(port, sizeof(port), "%u", me->http_port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE},
                     *ai = NULL;
     int gai = getaddrinfo(me->host, port, &hints, &ai);
@@ -1151,14 +1153,14 @@ int sq__http_start(struct sq_http **out, const struct sq_config *cfg, char *err,
     if (ai->ai_family == AF_INET6) {
         flags |= MHD_USE_IPv6;
     }
-    h->d = MHD_start_daemon(
-        flags, (uint16_t)me->http_port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR,
-        ai->ai_addr, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)cfg->http_max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)cfg->http_idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)cfg->http_max_header_bytes, MHD_OPTION_URI_LOG_CALLBACK, on_uri, h,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_NOTIFY_CONNECTION,
-        on_connection, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, MHD_OPTION_END);
+    h->d = MHD_start_daemon(flags, (uint16_t)me->http_port, NULL, NULL, on_request, h,
+                            MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+                            1u, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->http_max_connections,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->http_idle_timeout_s,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->http_max_header_bytes,
+                            MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_NOTIFY_COMPLETED,
+                            on_completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+                            MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, MHD_OPTION_END);
     if (h->d == NULL) {
         snprintf(err, err_size, "cannot listen for HTTP on %s:%s (%s)", me->host, port,
                  errno != 0 ? strerror(errno) : "libmicrohttpd refused to start");

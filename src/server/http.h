@@ -37,13 +37,13 @@ void sq__http_stop(struct sq_http *h);
 
 /* What a request asks for. */
 enum {
-    SQ_HTTP_KV_PUT = 1, /* PUT /v1/kv/KEY */
-    SQ_HTTP_KV_GET,     /* GET|HEAD /v1/kv/KEY */
-    SQ_HTTP_KV_DELETE,  /* DELETE /v1/kv/KEY */
-    SQ_HTTP_KV_LIST,    /* GET /v1/kv/PREFIX/ (or ?list) */
-    SQ_HTTP_HISTORY,    /* GET /v1/history/KEY */
-    SQ_HTTP_WATCH,      /* GET /v1/watch/KEY or PREFIX/ */
-    SQ_HTTP_POOLS,      /* GET /v1/pools */
+    SQ_HTTP_KV_PUT = 1,  /* PUT /v1/kv/KEY */
+    SQ_HTTP_KV_GET,      /* GET|HEAD /v1/kv/KEY */
+    SQ_HTTP_KV_DELETE,   /* DELETE /v1/kv/KEY */
+    SQ_HTTP_KV_LIST,     /* GET /v1/kv/PREFIX/ (or ?list) */
+    SQ_HTTP_HISTORY,     /* GET /v1/history/KEY */
+    SQ_HTTP_WATCH,       /* GET /v1/watch/KEY or PREFIX/ */
+    SQ_HTTP_POOLS,       /* GET /v1/pools */
     SQ_HTTP_POOL_CREATE, /* POST /v1/pools */
     SQ_HTTP_STATUS,      /* GET /v1/status */
     SQ_HTTP_METRICS,     /* GET /metrics */
@@ -53,8 +53,8 @@ enum {
 #define SQ_HTTP_MAX_KEY 1024 /* the protocol's SQ_KV_MAX_KEY */
 
 struct sq_http_op {
-    int kind;  /* SQ_HTTP_* */
-    bool head; /* HEAD: headers only */
+    int kind;                      /* SQ_HTTP_* */
+    bool head;                     /* HEAD: headers only */
     char key[SQ_HTTP_MAX_KEY + 1]; /* "/orders/42", the prefix "/orders/", NUL-terminated */
     sq_put_opts put;               /* PUT, DELETE: If-Match, If-None-Match: * */
     sq_get_opts get;               /* GET: ?version=, ?at=, ?stable= */

@@ -168,7 +168,8 @@ bool sq__http_parse_event_id(const char *s, uint64_t *from, uint32_t *nfrom)
     }
     uint32_t n = 0;
     char *save = NULL;
-    for (char *tok = strtok_r(semi + 1, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+    for (char *tok = strtok_r(semi + 1, ",", &save); tok != NULL;
+         tok = strtok_r(NULL, ",", &save)) {
         if (n == SQ_CLIENT_WATCH_SHARDS || !sq__http_parse_version(tok, &from[n])) {
             return false;
         }
@@ -277,8 +278,10 @@ static int check_escapes(const char *raw, char *why, size_t why_size)
             continue;
         }
         if (!isxdigit((unsigned char)p[1]) || !isxdigit((unsigned char)p[2])) {
-            return fail(why, why_size, 400, "bad percent-encoding at '%.3s' (a %% needs two hex "
-                        "digits)", p);
+            return fail(why, why_size, 400,
+                        "bad percent-encoding at '%.3s' (a %% needs two hex "
+                        "digits)",
+                        p);
         }
         if (p[1] == '0' && p[2] == '0') {
             return fail(why, why_size, 400, "a key cannot hold a NUL byte (%%00)");
@@ -381,8 +384,10 @@ static int kv_get_args(struct sq_http_op *op, sq_http_lookup_fn lookup, void *ar
         } else if (sq__http_parse_etag(inm, &op->inm_version)) {
             op->if_none_match = true;
         } else {
-            return fail(why, why_size, 400, "If-None-Match: %.40s is not an ETag of squall's "
-                        "(\"0x...\")", inm);
+            return fail(why, why_size, 400,
+                        "If-None-Match: %.40s is not an ETag of squall's "
+                        "(\"0x...\")",
+                        inm);
         }
     }
     return 0;
@@ -402,16 +407,19 @@ static int kv_write_headers(struct sq_http_op *op, sq_http_lookup_fn lookup, voi
                         "If-Match: * is not supported: give the version you read (ETag)");
         }
         if (!sq__http_parse_etag(im, &op->put.version)) {
-            return fail(why, why_size, 400, "If-Match: %.40s is not an ETag of squall's "
-                        "(\"0x...\")", im);
+            return fail(why, why_size, 400,
+                        "If-Match: %.40s is not an ETag of squall's "
+                        "(\"0x...\")",
+                        im);
         }
         op->put.if_version = 1;
     }
     if (inm != NULL) {
         if (strcmp(inm, "*") != 0 || op->kind != SQ_HTTP_KV_PUT) {
             return fail(why, why_size, 400, "a %s takes only If-None-Match: * (must not exist)",
-                        op->kind == SQ_HTTP_KV_PUT ? "PUT" : "DELETE: If-None-Match makes no "
-                                                             "sense here; it");
+                        op->kind == SQ_HTTP_KV_PUT ? "PUT"
+                                                   : "DELETE: If-None-Match makes no "
+                                                     "sense here; it");
         }
         op->put.if_absent = 1;
     }

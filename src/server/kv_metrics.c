@@ -16,16 +16,21 @@
 #include "server/kv_internal.h"
 
 /* Upper bounds of the latency buckets, in microseconds. */
-static const uint64_t lat_bounds_us[LAT_BUCKETS] = {50,    100,    250,    500,     1000,   2500,
-                                                    5000,  10000,  25000,  50000,   100000, 250000,
-                                                    500000, 1000000, 2500000, 5000000, 10000000};
+static const uint64_t lat_bounds_us[LAT_BUCKETS] = {
+    50,    100,    250,    500,    1000,    2500,    5000,    10000,   25000,
+    50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000};
 
 static const char *const op_names[SQ_KV_OP_MAX + 1] = {
-    [SQ_KV_OP_HELLO] = "hello",       [SQ_KV_OP_PUT] = "put",
-    [SQ_KV_OP_GET] = "get",           [SQ_KV_OP_REMOVE] = "remove",
-    [SQ_KV_OP_LIST] = "list",         [SQ_KV_OP_HISTORY] = "history",
-    [SQ_KV_OP_WATCH] = "watch",       [SQ_KV_OP_UNWATCH] = "unwatch",
-    [SQ_KV_OP_POOL_CREATE] = "pool_create", [SQ_KV_OP_POOL_LIST] = "pool_list",
+    [SQ_KV_OP_HELLO] = "hello",
+    [SQ_KV_OP_PUT] = "put",
+    [SQ_KV_OP_GET] = "get",
+    [SQ_KV_OP_REMOVE] = "remove",
+    [SQ_KV_OP_LIST] = "list",
+    [SQ_KV_OP_HISTORY] = "history",
+    [SQ_KV_OP_WATCH] = "watch",
+    [SQ_KV_OP_UNWATCH] = "unwatch",
+    [SQ_KV_OP_POOL_CREATE] = "pool_create",
+    [SQ_KV_OP_POOL_LIST] = "pool_list",
     [SQ_KV_OP_STATUS] = "status",
 };
 
@@ -66,9 +71,10 @@ static int result_of(int status)
 
 static int lat_index(uint8_t op)
 {
-    return op == SQ_KV_OP_PUT ? LAT_PUT : op == SQ_KV_OP_REMOVE ? LAT_REMOVE
-                                      : op == SQ_KV_OP_GET      ? LAT_GET
-                                                                : -1;
+    return op == SQ_KV_OP_PUT      ? LAT_PUT
+           : op == SQ_KV_OP_REMOVE ? LAT_REMOVE
+           : op == SQ_KV_OP_GET    ? LAT_GET
+                                   : -1;
 }
 
 void sq__kvs_stat_request(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
@@ -197,8 +203,9 @@ void sq__kvs_metrics(struct sq_kv_server *s, struct conn *c, const struct sq_kv_
         }
         uint64_t last = s->store[g] != NULL ? sq__kv_store_last(s->store[g]) : s->persisted[g];
         uint64_t pers = s->persisted[g];
-        uint64_t lag = last <= pers ? 0 : (last >> 32) == (pers >> 32) ? last - pers
-                                                                       : (last & 0xffffffffu) + 1;
+        uint64_t lag = last <= pers                   ? 0
+                       : (last >> 32) == (pers >> 32) ? last - pers
+                                                      : (last & 0xffffffffu) + 1;
         OUT("squall_subgroup_persist_lag_versions{subgroup=\"%s\"} %" PRIu64 "\n",
             s->cfg.subgroups[g].name, lag);
     }
@@ -208,8 +215,7 @@ void sq__kvs_metrics(struct sq_kv_server *s, struct conn *c, const struct sq_kv_
             continue;
         }
         uint64_t keys = sq__kv_store_keys(s->store[g]);
-        OUT("squall_subgroup_keys{subgroup=\"%s\"} %" PRIu64 "\n", s->cfg.subgroups[g].name,
-            keys);
+        OUT("squall_subgroup_keys{subgroup=\"%s\"} %" PRIu64 "\n", s->cfg.subgroups[g].name, keys);
     }
     HELP("squall_pools", "gauge", "Object pools in the pool table.");
     OUT("squall_pools %u\n", s->npools);
@@ -221,8 +227,8 @@ void sq__kvs_metrics(struct sq_kv_server *s, struct conn *c, const struct sq_kv_
     for (int op = 1; op <= SQ_KV_OP_MAX; op++) {
         for (int r = 0; r < RES_N && op_names[op] != NULL; r++) {
             if (s->stats.ops[op][r] > 0 || r == RES_OK) {
-                OUT("squall_kv_requests_total{op=\"%s\",result=\"%s\"} %" PRIu64 "\n",
-                    op_names[op], res_names[r], s->stats.ops[op][r]);
+                OUT("squall_kv_requests_total{op=\"%s\",result=\"%s\"} %" PRIu64 "\n", op_names[op],
+                    res_names[r], s->stats.ops[op][r]);
             }
         }
     }
@@ -258,7 +264,8 @@ void sq__kvs_metrics(struct sq_kv_server *s, struct conn *c, const struct sq_kv_
     HELP("squall_kv_client_connections", "gauge",
          "Open client connections (the HTTP front end's own included).");
     OUT("squall_kv_client_connections %u\n", clients);
-    HELP("squall_kv_relay_connections", "gauge", "Open connections of members relaying to this one.");
+    HELP("squall_kv_relay_connections", "gauge",
+         "Open connections of members relaying to this one.");
     OUT("squall_kv_relay_connections %u\n", peers);
     HELP("squall_kv_connections_accepted_total", "counter", "Client connections accepted.");
     OUT("squall_kv_connections_accepted_total %" PRIu64 "\n", s->stats.accepted);

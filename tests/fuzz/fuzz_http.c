@@ -115,8 +115,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     struct sq_http_op op;
     char why[400], allow[32];
-    int st = sq__http_translate(method, raw, url, lookup, each_arg, &f, &op, why, sizeof(why),
-                                allow);
+    int st =
+        sq__http_translate(method, raw, url, lookup, each_arg, &f, &op, why, sizeof(why), allow);
     check(st == 0 || st == 400 || st == 404 || st == 405 || st == 414, "status is 0 or a 4xx");
     check(st == 0 || why[0] != '\0', "a refusal says why");
     check(st != 405 || allow[0] != '\0', "a 405 names the methods allowed");

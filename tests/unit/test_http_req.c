@@ -127,9 +127,9 @@ static void test_args_and_headers(void)
     CHECK_EQ_INT(tr("PUT", "/v1/kv/o/1", (struct fake){.hdrs = {"If-None-Match: *"}}), 0);
     CHECK(op.put.if_absent && !op.put.if_version);
     CHECK_EQ_INT(tr("PUT", "/v1/kv/o/1", (struct fake){.hdrs = {"If-Match: *"}}), 400);
-    CHECK_EQ_INT(tr("PUT", "/v1/kv/o/1",
-                    (struct fake){.hdrs = {"If-Match: \"0x1\"", "If-None-Match: *"}}),
-                 400);
+    CHECK_EQ_INT(
+        tr("PUT", "/v1/kv/o/1", (struct fake){.hdrs = {"If-Match: \"0x1\"", "If-None-Match: *"}}),
+        400);
     CHECK_EQ_INT(tr("DELETE", "/v1/kv/o/1", (struct fake){.hdrs = {"If-None-Match: *"}}), 400);
     CHECK_EQ_INT(tr("GET", "/v1/kv/o/1", (struct fake){.hdrs = {"If-None-Match: \"0x7\""}}), 0);
     CHECK(op.if_none_match && op.inm_version == 7);
@@ -148,9 +148,16 @@ static void test_args_and_headers(void)
 
 static void test_bad_keys(void)
 {
-    const char *bad[] = {"/v1/kv/orders/%zz", "/v1/kv/orders/a%0", "/v1/kv/orders/a%00b",
-                         "/v1/kv/orders/../x", "/v1/kv/orders/./x", "/v1/kv/orders//x",
-                         "/v1/kv/", "/v1/kv", "/v1/kv/orders/..", "/v1/history/orders/"};
+    const char *bad[] = {"/v1/kv/orders/%zz",
+                         "/v1/kv/orders/a%0",
+                         "/v1/kv/orders/a%00b",
+                         "/v1/kv/orders/../x",
+                         "/v1/kv/orders/./x",
+                         "/v1/kv/orders//x",
+                         "/v1/kv/",
+                         "/v1/kv",
+                         "/v1/kv/orders/..",
+                         "/v1/history/orders/"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int st = tr("GET", bad[i], (struct fake){0});
         CHECK_EQ_INT(st, 400);
@@ -179,8 +186,7 @@ static void test_parsers(void)
     CHECK(!sq__http_parse_etag("\"\"", &v));
     CHECK(sq__http_parse_time("1796641200000000", &v) && v == 1796641200000000ull);
     CHECK(sq__http_parse_time("2026-12-07T11:00:00.5Z", &v) && v == 1796641200500000ull);
-    CHECK(sq__http_parse_time("2026-12-07 12:00:00.000001+01:00", &v) &&
-          v == 1796641200000001ull);
+    CHECK(sq__http_parse_time("2026-12-07 12:00:00.000001+01:00", &v) && v == 1796641200000001ull);
     CHECK(sq__http_parse_time("2026-12-07T10:30:00-0030", &v) && v == 1796641200000000ull);
     CHECK(!sq__http_parse_time("2026-12-7T11:00:00Z", &v));
     CHECK(!sq__http_parse_time("2026-12-07T11:00:00.Z", &v));
@@ -199,8 +205,8 @@ static void test_parsers(void)
     uint32_t n = 0;
     CHECK(sq__http_parse_event_id("0xf;0x10,0x0,0x1234", from, &n) && n == 3 && from[2] == 0x1234);
     CHECK(!sq__http_parse_event_id("0xf;", from, &n));
-    CHECK(!sq__http_parse_event_id(
-        "0x1;1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17", from, &n)); /* more shards than exist */
+    CHECK(!sq__http_parse_event_id("0x1;1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17", from,
+                                   &n)); /* more shards than exist */
     CHECK_EQ_INT(sq__http_status_of(SQ_ECONFLICT), 412);
     CHECK_EQ_INT(sq__http_status_of(SQ_ENOPOOL), 404);
     CHECK_EQ_INT(sq__http_status_of(SQ_ENOQUORUM), 503);
