@@ -3,7 +3,9 @@
 #ifndef SQ_KV_BUF_H
 #define SQ_KV_BUF_H
 
+#include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +51,25 @@ static inline int sq__buf_add(struct sq__buf *b, const void *data, size_t n)
         b->len += n;
     }
     return rc;
+}
+
+/* Appends printf-style text (without its NUL). SQ_ENOMEM leaves the buffer as it was. */
+static inline int sq__buf_printf(struct sq__buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static inline int sq__buf_printf(struct sq__buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || sq__buf_reserve(b, (size_t)n + 1) != 0) {
+        return SQ_ENOMEM;
+    }
+    va_start(ap, fmt);
+    vsnprintf((char *)b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return 0;
 }
 
 static inline void sq__buf_free(struct sq__buf *b)

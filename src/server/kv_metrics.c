@@ -129,13 +129,7 @@ void sq__kvs_stat_answer(struct sq_kv_server *s, struct conn *c, const struct sq
 void sq__kvs_metrics(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
 {
     struct sq__buf b = {0};
-    char line[512];
-    int n;
-#define OUT(...)                                                                                   \
-    do {                                                                                           \
-        n = snprintf(line, sizeof(line), __VA_ARGS__);                                             \
-        sq__buf_add(&b, line, (size_t)SQ_MIN((size_t)(n > 0 ? n : 0), sizeof(line) - 1));          \
-    } while (0)
+#define OUT(...) (void)sq__buf_printf(&b, __VA_ARGS__)
 #define HELP(name, type, text) OUT("# HELP " name " " text "\n# TYPE " name " " type "\n")
     sq_member_health h = {0};
     uint64_t large = 0;

@@ -19,13 +19,7 @@ void sq__kvs_status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_f
     }
     bool json = (f->flags & SQ_KV_F_JSON) != 0;
     struct sq__buf b = {0};
-    char line[1024];
-    int n;
-#define OUT(...)                                                                                   \
-    do {                                                                                           \
-        n = snprintf(line, sizeof(line), __VA_ARGS__);                                             \
-        sq__buf_add(&b, line, (size_t)SQ_MIN((size_t)(n > 0 ? n : 0), sizeof(line) - 1));          \
-    } while (0)
+#define OUT(...) (void)sq__buf_printf(&b, __VA_ARGS__)
     sq_member_health h = {0};
     bool out = sq__kvs_out_of_group(s);
     if (s->m != NULL && !out) {

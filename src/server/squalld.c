@@ -594,31 +594,25 @@ static int serve_kv(sq_member *m, const char *config, bool join)
     /* HTTP ([member.ID] http_port) answers through the client port, which listens now. */
     struct sq_http *http = NULL;
     struct sq_config *hcfg = malloc(sizeof(*hcfg));
-    if (hcfg == NULL || sq__config_load(hcfg, config, err, sizeof(err)) != 0) {
-        fprintf(stderr, "squalld: %s\n", hcfg == NULL ? "out of memory" : err);
-        free(hcfg);
+    rc = hcfg == NULL ? SQ_ENOMEM : sq__config_load(hcfg, config, err, sizeof(err));
+    int hr = rc == 0 ? sq__config_rank_of(hcfg, hcfg->self_id) : -1;
+    if (rc == 0 && hr >= 0 && hcfg->members[hr].http_port != 0) {
+        rc = sq__http_start(&http, hcfg, err, sizeof(err));
+        if (rc == 0) {
+            fprintf(stderr,
+                    "squalld: member %u: HTTP on http://%s:%u/ (REST under /v1, /metrics)\n",
+                    g_id, hcfg->members[hr].host, hcfg->members[hr].http_port);
+        }
+    }
+    free(hcfg);
+    if (rc != 0) {
+        fprintf(stderr, "squalld: %s\n", err[0] ? err : sq_strerror(rc));
         (void)sq_member_leave(m, 5000);
         sq__kv_server_stop(kv);
         sq_member_close(m);
         sq__kv_server_destroy(kv);
         return EXIT_FAILED;
     }
-    int hr = sq__config_rank_of(hcfg, hcfg->self_id);
-    if (hr >= 0 && hcfg->members[hr].http_port != 0) {
-        rc = sq__http_start(&http, hcfg, err, sizeof(err));
-        if (rc != 0) {
-            fprintf(stderr, "squalld: %s\n", err);
-            free(hcfg);
-            (void)sq_member_leave(m, 5000);
-            sq__kv_server_stop(kv);
-            sq_member_close(m);
-            sq__kv_server_destroy(kv);
-            return EXIT_FAILED;
-        }
-        fprintf(stderr, "squalld: member %u: HTTP on http://%s:%u/ (REST under /v1, /metrics)\n",
-                g_id, hcfg->members[hr].host, hcfg->members[hr].http_port);
-    }
-    free(hcfg);
     wait_kv_ready(kv, m);
     int status = EXIT_DONE;
     while (!g_stop) {
