@@ -52,6 +52,11 @@ const char *sq_strerror(int err);
 /* The symbolic name of an error code, e.g. "SQ_EAGAIN". */
 const char *sq_err_name(int err);
 
+/* Whether an error says "not now" rather than "no": the group or this member cannot serve at
+ * the moment (no quorum, a member failed, a view is changing, timed out, busy), so the same
+ * request may succeed later or at another member (HTTP answers these 503). */
+int sq_err_transient(int err);
+
 /* Log levels and the process-wide log sink. The library never prints: without a sink its log
  * lines are dropped. sq_member_open sets the level from the config's [group] log_level. */
 enum {

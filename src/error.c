@@ -1,4 +1,5 @@
-/* error.c: sq_strerror and sq_err_name, generated from the one error list in squall.h. */
+/* error.c: sq_strerror and sq_err_name, generated from the one error list in squall.h, and
+ * sq_err_transient. */
 #include "squall.h"
 
 const char *sq_strerror(int err)
@@ -27,4 +28,23 @@ const char *sq_err_name(int err)
 #undef SQ__ERR_NAME
     }
     return "SQ_UNKNOWN";
+}
+
+int sq_err_transient(int err)
+{
+    switch (err) {
+    case SQ_ESTATE:
+    case SQ_ENOQUORUM:
+    case SQ_EPEER:
+    case SQ_ETIMEDOUT:
+    case SQ_EAGAIN:
+    case SQ_ECLOSED:
+    case SQ_EPARTITIONED:
+    case SQ_EREMOVED:
+    case SQ_EVIEWCHANGE:
+    case SQ_ELEFT:
+        return 1;
+    default:
+        return 0;
+    }
 }

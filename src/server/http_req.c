@@ -204,6 +204,9 @@ void sq__http_iso_time(char *buf, size_t size, uint64_t us)
 
 int sq__http_status_of(int err)
 {
+    if (sq_err_transient(err)) {
+        return 503;
+    }
     switch (err) {
     case 0:
         return 200;
@@ -221,17 +224,6 @@ int sq__http_status_of(int err)
         return 413;
     case SQ_ENOSPC:
         return 507;
-    case SQ_ESTATE:
-    case SQ_ENOQUORUM:
-    case SQ_EPEER:
-    case SQ_ETIMEDOUT:
-    case SQ_EAGAIN:
-    case SQ_ECLOSED:
-    case SQ_EPARTITIONED:
-    case SQ_EREMOVED:
-    case SQ_EVIEWCHANGE:
-    case SQ_ELEFT:
-        return 503;
     case SQ_EPROTO:
         return 502;
     default:

@@ -375,4 +375,8 @@ void sq__kvs_help(struct sq_kv_server *s);
  * pools; as JSON when the request has SQ_KV_F_JSON. */
 void sq__kvs_status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f);
 
+/* Answers request f on c with the text in b as its value, and frees b. */
+void sq__kvs_send_text(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f,
+                       struct sq__buf *b);
+
 #endif

@@ -39,6 +39,9 @@ static const char *const res_names[RES_N] = {"ok",      "conflict",    "not_foun
 
 static int result_of(int status)
 {
+    if (sq_err_transient(status)) {
+        return RES_UNAVAILABLE; /* what HTTP answers 503: try again, maybe elsewhere */
+    }
     switch (status) {
     case 0:
         return RES_OK;
@@ -53,17 +56,6 @@ static int result_of(int status)
     case SQ_ENOTSUP:
     case SQ_EPROTO:
         return RES_INVALID;
-    case SQ_ESTATE:
-    case SQ_ENOQUORUM:
-    case SQ_EPEER:
-    case SQ_ETIMEDOUT:
-    case SQ_EAGAIN:
-    case SQ_ECLOSED:
-    case SQ_EPARTITIONED:
-    case SQ_EREMOVED:
-    case SQ_EVIEWCHANGE:
-    case SQ_ELEFT:
-        return RES_UNAVAILABLE; /* what HTTP answers 503: try again, maybe elsewhere */
     default:
         return RES_OTHER;
     }
@@ -282,11 +274,5 @@ void sq__kvs_metrics(struct sq_kv_server *s, struct conn *c, const struct sq_kv_
     OUT("squall_own_stalls_total %" PRIu64 "\n", h.own_stalls);
 #undef HELP
 #undef OUT
-    struct sq_kv_frame a = {.op = f->op,
-                            .req_id = f->req_id,
-                            .client = f->client,
-                            .value = b.p,
-                            .value_len = (uint32_t)b.len};
-    sq__kvs_conn_send(s, c, &a);
-    sq__buf_free(&b);
+    sq__kvs_send_text(s, c, f, &b);
 }

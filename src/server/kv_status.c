@@ -138,11 +138,17 @@ void sq__kvs_status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_f
     pthread_mutex_unlock(&s->mu);
 send:;
 #undef OUT
+    sq__kvs_send_text(s, c, f, &b);
+}
+
+void sq__kvs_send_text(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f,
+                       struct sq__buf *b)
+{
     struct sq_kv_frame a = {.op = f->op,
                             .req_id = f->req_id,
                             .client = f->client,
-                            .value = b.p,
-                            .value_len = (uint32_t)b.len};
+                            .value = b->p,
+                            .value_len = (uint32_t)b->len};
     sq__kvs_conn_send(s, c, &a);
-    sq__buf_free(&b);
+    sq__buf_free(b);
 }

@@ -36,7 +36,7 @@ flags=(-std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover
   -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -D_GNU_SOURCE -I"$src/include" -I"$src/src")
 clang "${flags[@]}" "$src/tests/fuzz/fuzz_frame.c" "$src/src/kv/wire.c" "$src/src/kv/store.c" \
   "$src/src/error.c" -lxxhash -o "$out/fuzz_frame"
-clang "${flags[@]}" "$src/tests/fuzz/fuzz_http.c" "$src/src/server/http_req.c" -lmicrohttpd \
+clang "${flags[@]}" "$src/tests/fuzz/fuzz_http.c" "$src/src/server/http_req.c" "$src/src/error.c" -lmicrohttpd \
   -o "$out/fuzz_http"
 
 # libFuzzer adds what it finds to the corpus directory: work on a copy, keep the seeds as they are.
