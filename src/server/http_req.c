@@ -338,6 +338,18 @@ static int check_args(sq_http_args_fn each_arg, void *arg, const char *const *kn
     return 0;
 }
 
+/* ?at=: a time, or the 400 that says what a time looks like. */
+static int take_time(const char *at, uint64_t *us, char *why, size_t why_size)
+{
+    if (!sq__http_parse_time(at, us)) {
+        return fail(why, why_size, 400,
+                    "?at=%.60s is not a time: microseconds since the epoch, or RFC 3339 "
+                    "such as 2026-12-07T11:00:00Z",
+                    at);
+    }
+    return 0;
+}
+
 static int kv_get_args(struct sq_http_op *op, sq_http_lookup_fn lookup, void *arg, char *why,
                        size_t why_size)
 {
@@ -355,11 +367,9 @@ static int kv_get_args(struct sq_http_op *op, sq_http_lookup_fn lookup, void *ar
         op->get.at_version = 1;
     }
     if (at != NULL) {
-        if (!sq__http_parse_time(at, &op->get.time_us)) {
-            return fail(why, why_size, 400,
-                        "?at=%.60s is not a time: microseconds since the epoch, or RFC 3339 "
-                        "such as 2026-12-07T11:00:00Z",
-                        at);
+        int rc = take_time(at, &op->get.time_us, why, why_size);
+        if (rc != 0) {
+            return rc;
         }
         op->get.at_time = 1;
     }
@@ -502,13 +512,8 @@ int sq__http_translate(const char *method, const char *raw_url, const char *path
             }
             const char *at = lookup(arg, SQ_HTTP_ARG, "at");
             if (rc == 0 && at != NULL) {
-                if (!sq__http_parse_time(at, &op->list_at_us)) {
-                    return fail(why, why_size, 400,
-                                "?at=%.60s is not a time: microseconds since the epoch, or RFC "
-                                "3339 such as 2026-12-07T11:00:00Z",
-                                at);
-                }
-                op->list_at = true;
+                rc = take_time(at, &op->list_at_us, why, why_size);
+                op->list_at = rc == 0;
             }
             return rc;
         }
