@@ -166,15 +166,64 @@ int sq_member_join(sq_member *m, int timeout_ms)
     return join_group(m);
 }
 
+/* Whether the member at `peer` is gone since this member took the first view of a restart: its
+ * link, once up (or, for the leader, the one its welcome came over), closed or failed, or another
+ * process of it linked up. Such a member never takes this view, so waiting for it would only
+ * hold the restart until the guard's deadline (and a new process of it would be counted as the
+ * old one). `*known` holds the process this member counts on (0: none yet). */
+static bool restart_peer_gone(sq_member *m, uint32_t peer, uint64_t *known)
+{
+    uint64_t inc = 0;
+    int st = sq__fabric_peer_link(m->t, peer, &inc);
+    if (*known == 0) {
+        *known = st == SQ_FABRIC_UP ? inc : 0;
+        return false;
+    }
+    return st == SQ_FABRIC_DOWN || (st == SQ_FABRIC_UP && inc != *known);
+}
+
 /* A member that was given the first view of a restart links up with every other member of it
- * (the higher rank of each pair connects) before it runs. */
+ * (the higher rank of each pair connects) before it runs. A member of the view that goes away
+ * meanwhile ends this one at once, with the message to start it again (squalld exits, and its
+ * supervisor restarts it into a new restart without that member). */
 static int link_view(sq_member *m, uint64_t deadline)
 {
+    const struct sq__sst *c = &m->g.ctl.sst;
     uint32_t need = 0;
-    for (uint32_t r = 0; r < m->g.ctl.sst.L.nmembers; r++) {
-        need |= 1u << m->g.ctl.sst.member_peers[r];
+    uint64_t known[SQ_MAX_MEMBERS] = {0};
+    for (uint32_t r = 0; r < c->L.nmembers; r++) {
+        need |= 1u << c->member_peers[r];
     }
-    while ((need & ~sq__fabric_linked(m->t)) != 0) {
+    /* Rank 0 of a restart's first view is the member that led it: its welcome came over a link
+     * that was up, so a link to it found closed now was lost since. */
+    uint32_t leader = c->member_peers[0];
+    if (leader != m->self_peer) {
+        uint64_t inc = 0;
+        int st = sq__fabric_peer_link(m->t, leader, &inc);
+        known[leader] = inc;
+        if (st == SQ_FABRIC_DOWN) {
+            sq__member_set_error(m,
+                                 "the restart did not complete: member %u, which sent the first "
+                                 "view, went away before this member linked up with it; start "
+                                 "this member again",
+                                 m->cfg.members[leader].id);
+            return SQ_ESTATE;
+        }
+    }
+    for (;;) {
+        for (uint32_t p = 0; p < m->cfg.nmembers; p++) {
+            if (p != m->self_peer && ((need >> p) & 1u) && restart_peer_gone(m, p, &known[p])) {
+                sq__member_set_error(m,
+                                     "the restart did not complete: member %u of its first view "
+                                     "went away (or started again) before every member linked up; "
+                                     "start this member again",
+                                     m->cfg.members[p].id);
+                return SQ_ESTATE;
+            }
+        }
+        if ((need & ~sq__fabric_linked(m->t)) == 0) {
+            return 0;
+        }
         if (sq__mono_ms() >= deadline) {
             sq__member_set_error(
                 m, "could not link with every member of the restarted group within %d ms",
@@ -187,7 +236,6 @@ static int link_view(sq_member *m, uint64_t deadline)
             return rc;
         }
     }
-    return 0;
 }
 
 /* The group restarts from its members' disks (restart.h). The lowest-ranked member linked here

@@ -7,7 +7,8 @@
 #      comes back on its own log and joins; if its log went past the restarted history it cuts
 #      that suffix. At the end all three logs are equal.
 #   2. A single member of those three cannot restart the group: it gives up after
-#      connect_timeout_ms, saying it needs 2 of the 3 members of the last view.
+#      connect_timeout_ms, saying it needs 2 of the 3 members of the last view (a SIGSTOP and
+#      SIGCONT while it waits changes nothing).
 #   3. Member 2 is killed; 0 and 1 go on in a view without it and persist more; then they are
 #      killed too. Members 1 and 2 are a majority of the configured group but not of the last
 #      view {0, 1}: member 2 knows nothing of what 0 and 1 persisted without it, so they must
@@ -15,6 +16,10 @@
 #      nothing reported persisted is lost.
 #   4. A member that stands by (in no persistent shard: the shard is full) writes its view file
 #      all the same, and the group restarts.
+#   5. The leader of a restart of 4 members is killed after it sent the first view, while the others
+#      still link up in it (in a namespace where iptables keeps 2 and 3 from linking with 1). They
+#      do not wait for it (nor would they count a new process of it as the one that sent the
+#      view): each stops at once saying so, and started again the three restart the group.
 SQUALLD=$1
 . "$(dirname "$0")/lib.sh"
 HB_MS=${SQ_TEST_HEARTBEAT_MS:-500}
@@ -109,8 +114,12 @@ echo "case 2: one member alone cannot restart the group"
 retire 0 1 2
 configs 2500
 start_member 0 --send 10 --finish --timeout 30
+sleep 0.5
+kill -STOP "$PID_0"; sleep 0.3; kill -CONT "$PID_0" # a pause while it waits is no transport error
 wait "$PID_0"; st=$?
 [ "$st" = 1 ] || fail "member 0 alone exited with status $st (want 1)"
+grep -q 'did not restart within 2500 ms' "$WORK/m0.err" ||
+  fail "member 0 did not give up for want of members: $(tail -1 "$WORK/m0.err")"
 grep -q 'restarting needs 2 of the 3 members of view' "$WORK/m0.err" ||
   fail "member 0 did not say why it could not restart: $(tail -2 "$WORK/m0.err")"
 grep -q '^view=' "$WORK/m0.out" && fail "member 0 alone installed a view"
@@ -174,4 +183,59 @@ wait_ok 0 1 2
 grep -q 'restarting the group from its disks with 3 of 3 members' "$WORK/m0.err" ||
   fail "the group with a stand-by member did not restart from its disks"
 echo "  the stand-by member (no log) wrote its view file, and the group restarted"
+
+echo "case 5: the leader of a restart dies while the others link up in its first view; they stop at once"
+# In a network namespace of its own (its loopback only), where iptables refuses connections to
+# member 1's port: members 2 and 3 cannot link with member 1, so every member but the leader
+# waits to link up in the first view the leader sent, and the leader is killed meanwhile.
+[ "$(id -u)" = 0 ] || fail "case 5 needs root (a network namespace, iptables)"
+NS=sqrs$$
+ip netns add "$NS" || fail "ip netns add $NS"
+trap 'cleanup; ip netns del "$NS" 2>/dev/null' EXIT
+ip -n "$NS" link set lo up
+retire 0 1 2
+rm -rf "$WORK/data"
+LAYOUT='[subgroup.orders]\ndelivery = persistent\nwindow_size = 64\nmax_payload = 512'
+make_configs 4 64 512 "heartbeat_timeout_ms = $HB_MS\ndata_dir = $WORK/data\nrestart_wait_ms = 300\nconnect_timeout_ms = 20000" "$LAYOUT"
+start_ns() { # start_ns I ARGS...: member I in the namespace
+  local i=$1; shift
+  ip netns exec "$NS" "$SQUALLD" --config "$WORK/m$i.cfg" "$@" > "$WORK/m$i.out" 2> "$WORK/m$i.err" &
+  PIDS+=($!)
+  eval "PID_$i=$!"
+}
+for i in 0 1 2 3; do start_ns "$i" --send 300 --size 300 --finish --timeout 60; done
+wait_ok 0 1 2 3
+PIDS=()
+retire 0 1 2 3
+ip netns exec "$NS" iptables -A INPUT -p tcp --dport $((BASE_PORT + 1)) -j REJECT --reject-with tcp-reset ||
+  fail "iptables in $NS"
+for i in 0 1 2 3; do start_ns "$i" --send 10 --size 300 --finish --timeout 60; done
+for ((t = 0; t < 400; t++)); do
+  n=$(grep -l 'takes the first view' "$WORK"/m[123].err 2>/dev/null | wc -l)
+  [ "$n" = 3 ] && break
+  sleep 0.025
+done
+[ "$t" -lt 400 ] || fail "members 1, 2 and 3 did not all take member 0's first view"
+kill -9 "$PID_0"
+wait "$PID_0" 2>/dev/null
+t0=$(date +%s%N)
+for i in 1 2 3; do
+  pid=$(eval echo "\$PID_$i")
+  wait "$pid"; st=$?
+  [ "$st" = 1 ] || fail "member $i exited with status $st (want 1): $(tail -2 "$WORK/m$i.err")"
+  grep -q 'restart did not complete: member 0.*went away' "$WORK/m$i.err" ||
+    fail "member $i did not say that member 0 went away: $(tail -2 "$WORK/m$i.err")"
+done
+waited_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+[ "$waited_ms" -lt 5000 ] || fail "members 1, 2 and 3 took $waited_ms ms to give up on the dead leader"
+grep -q '^view=' "$WORK"/m[123].out && fail "a member ran in a view whose leader was dead"
+why=$(grep -ho 'the restart did not complete: member 0[^;]*' "$WORK/m1.err" | head -1)
+PIDS=()
+retire 0 1 2 3
+ip netns exec "$NS" iptables -F INPUT
+for i in 1 2 3; do start_ns "$i" --send 10 --size 300 --finish --timeout 60; done
+wait_ok 1 2 3
+grep -q 'restarting the group from its disks with 3 of 4 members' "$WORK/m1.err" ||
+  fail "members 1, 2 and 3 did not restart the group led by member 1"
+echo "  members 1, 2 and 3 stopped within $waited_ms ms of the leader's death ('$why'); started again, they restarted the group"
 echo "ok"

@@ -35,5 +35,10 @@ bool sq__fabric_restarting(struct sq_transport *t);
 int sq__fabric_form_step(struct sq_transport *t, int wait_ms);
 uint32_t sq__fabric_linked(struct sq_transport *t);
 bool sq__fabric_join_ready(struct sq_transport *t);
+/* Rank's link: SQ_FABRIC_DOWN (not set up yet, or lost), SQ_FABRIC_SETUP or SQ_FABRIC_UP, and
+ * the process at its other end (`*incarnation`, random per process, 0 before any hello): a
+ * restarted member comes back with another one. */
+enum { SQ_FABRIC_DOWN, SQ_FABRIC_SETUP, SQ_FABRIC_UP };
+int sq__fabric_peer_link(struct sq_transport *t, uint32_t rank, uint64_t *incarnation);
 
 #endif

@@ -437,7 +437,8 @@ static int form_round(struct fabric *f, int wait_ms)
     } buf;
     uint32_t event = 0;
     ssize_t rd = fi_eq_sread(f->eq, &event, &buf, sizeof(buf), wait_ms, 0);
-    if (rd == -FI_EAGAIN || rd == -FI_ETIMEDOUT) {
+    /* EINTR: a signal, or this process stopped and continued (SIGSTOP, a debugger). */
+    if (rd == -FI_EAGAIN || rd == -FI_ETIMEDOUT || rd == -FI_EINTR) {
         return 0;
     }
     if (rd == -FI_EAVAIL) {
@@ -529,6 +530,26 @@ uint32_t sq__fabric_linked(struct sq_transport *t)
         up |= (uint32_t)(f->peers[r].state == P_UP) << r;
     }
     return up;
+}
+
+int sq__fabric_peer_link(struct sq_transport *t, uint32_t rank, uint64_t *incarnation)
+{
+    struct fabric *f = (struct fabric *)t;
+    *incarnation = 0;
+    if (rank >= f->base.nmembers || rank == f->base.my_rank) {
+        return SQ_FABRIC_DOWN;
+    }
+    const struct peer *p = &f->peers[rank];
+    *incarnation = p->incarnation;
+    switch (p->state) {
+    case P_UP:
+        return SQ_FABRIC_UP;
+    case P_CONNECTING:
+    case P_ACCEPTING:
+        return SQ_FABRIC_SETUP;
+    default:
+        return SQ_FABRIC_DOWN;
+    }
 }
 
 bool sq__fabric_join_ready(struct sq_transport *t)
