@@ -48,8 +48,8 @@ int sq_kv_next_item(const sq_kv_result *r, size_t *pos, sq_kv_item *item)
 
 /* ---- public calls ---- */
 
-static int client_open(sq_client **out, const char *members, int timeout_ms, bool spread,
-                       char *err, size_t err_size);
+static int client_open(sq_client **out, const char *members, int timeout_ms, bool spread, char *err,
+                       size_t err_size);
 
 int sq_client_open(sq_client **out, const char *members, int timeout_ms, char *err, size_t err_size)
 {
@@ -62,8 +62,8 @@ int sq__client_open_first(sq_client **out, const char *members, int timeout_ms, 
     return client_open(out, members, timeout_ms, false, err, err_size);
 }
 
-static int client_open(sq_client **out, const char *members, int timeout_ms, bool spread,
-                       char *err, size_t err_size)
+static int client_open(sq_client **out, const char *members, int timeout_ms, bool spread, char *err,
+                       size_t err_size)
 {
     *out = NULL;
     if (members == NULL || members[0] == '\0') {
@@ -113,7 +113,7 @@ static int client_open(sq_client **out, const char *members, int timeout_ms, boo
     if (getrandom(&c->client_id, sizeof(c->client_id), 0) != sizeof(c->client_id)) {
         c->client_id = (uint64_t)sq__client_now_ms() ^ ((uint64_t)getpid() << 32);
     }
-    c->client_id |= 1;                                    /* 0 means "no client" to the members */
+    c->client_id |= 1; /* 0 means "no client" to the members */
     /* spread clients over members, or the first one first */
     c->cur = spread ? (uint32_t)(c->client_id >> 8) % c->nmembers : 0;
     if (pipe2(c->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
@@ -171,6 +171,9 @@ void sq_client_close(sq_client *c)
 {
     if (c == NULL || pthread_equal(pthread_self(), c->io)) {
         return; /* not from a callback: the I/O thread cannot wait for itself */
+    }
+    if (c->direct.close != NULL) {
+        c->direct.close(c->direct.arg, c->direct.conn); /* no direct answer comes after this */
     }
     pthread_mutex_lock(&c->mu);
     c->stop = true;
@@ -286,13 +289,14 @@ static int call_wait(sq_client *c, struct sq_kv_frame *f, sq_kv_result *r, sq_wa
     /* A blocking call waits for room among the calls in flight (other threads' calls). */
     uint64_t give_up = sq__client_now_ms() + (uint64_t)c->timeout_ms;
     int rc;
-    while ((rc = sq__client_submit(c, f, sq__client_waiter_done, &w, wfn, warg, req_out)) ==
-               SQ_EAGAIN &&
+    bool direct = false;
+    while ((rc = sq__client_submit(c, f, sq__client_waiter_done, &w, wfn, warg, req_out,
+                                   wfn == NULL ? &direct : NULL)) == SQ_EAGAIN &&
            sq__client_now_ms() < give_up) {
         usleep(1000);
     }
     uint8_t op = f->op <= SQ_KV_OP_MAX ? f->op : 0;
-    if (rc == 0 && wfn == NULL && sq__client_take_reader(c)) {
+    if (rc == 0 && wfn == NULL && !direct && sq__client_take_reader(c)) {
         /* The only call in flight: read its answer here rather than be woken by the I/O thread
          * (for a short while: retries, reconnects and timeouts are the I/O thread's). */
         uint64_t until = sq__client_now_ms() + READER_TURN_MS;
@@ -427,7 +431,7 @@ int sq_client_put_async(sq_client *c, const char *key, const void *value, size_t
     f.value = value;
     f.value_len = (uint32_t)size;
     put_flags(&f, opts);
-    return sq__client_submit(c, &f, done, arg, NULL, NULL, NULL);
+    return sq__client_submit(c, &f, done, arg, NULL, NULL, NULL, NULL);
 }
 
 int sq_client_get(sq_client *c, const char *key, const sq_get_opts *opts, sq_kv_result *r)
@@ -448,7 +452,7 @@ int sq_client_get_async(sq_client *c, const char *key, const sq_get_opts *opts, 
         return SQ_EINVAL;
     }
     get_flags(&f, opts);
-    return sq__client_submit(c, &f, done, arg, NULL, NULL, NULL);
+    return sq__client_submit(c, &f, done, arg, NULL, NULL, NULL, NULL);
 }
 
 int sq_client_remove(sq_client *c, const char *key, const sq_put_opts *opts, sq_kv_result *r)
@@ -507,9 +511,10 @@ int sq_client_pool_list(sq_client *c, sq_kv_result *r)
 
 int sq_client_status(sq_client *c, int json, sq_kv_result *r)
 {
-    struct sq_kv_frame f = {.op = SQ_KV_OP_STATUS, .flags = json == 2 ? SQ_KV_F_METRICS
-                                                            : json ? SQ_KV_F_JSON
-                                                                   : 0};
+    struct sq_kv_frame f = {.op = SQ_KV_OP_STATUS,
+                            .flags = json == 2 ? SQ_KV_F_METRICS
+                                     : json    ? SQ_KV_F_JSON
+                                               : 0};
     return call_wait(c, &f, r, NULL, NULL, NULL);
 }
 

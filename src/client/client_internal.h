@@ -24,7 +24,7 @@
 
 #define MAX_MEMBERS 32
 #define CALL_BUCKETS 4096u
-#define WATCH_BUCKETS 65536u      /* established watches: a client may hold 100,000s */
+#define WATCH_BUCKETS 65536u /* established watches: a client may hold 100,000s */
 /* SQ_CLIENT_WATCH_SHARDS (client.h): the most shards a subgroup has (config.h SQ_MAX_SHARDS) */
 
 struct call {
@@ -46,6 +46,20 @@ struct call {
     uint64_t retry_at_ms;
     bool trace;              /* SQ_KV_F_TRACE: the result carries where the time went */
     uint64_t t_call, t_sent; /* traced: when it was called, and first went into the socket */
+};
+
+/* A member's own front end (HTTP) reaches that member's service in-process: a blocking request
+ * call (no watch) made while the client's member is the first of its list goes to
+ * request(arg, conn, frame, len) on the caller's thread instead of into the socket (0: handled;
+ * else it goes into the socket), and its answers come back through sq__client_direct_answer.
+ * Everything else (retries, another member after SQ_ENOQUORUM, watches, timeouts) is as over
+ * the socket, with the same request numbers. close(arg, conn) runs in sq_client_close, before
+ * the client is freed; after it no answer may arrive. */
+struct sq__client_direct {
+    int (*request)(void *arg, uint64_t conn, const uint8_t *frame, size_t len);
+    void (*close)(void *arg, uint64_t conn);
+    void *arg;
+    uint64_t conn;
 };
 
 struct sq_client {
@@ -94,6 +108,7 @@ struct sq_client {
      * spun (bit set: it did), and calls since it last spun anyway (see call_wait). */
     _Atomic uint8_t spin_hits[SQ_KV_OP_MAX + 1];
     _Atomic uint8_t spin_skipped[SQ_KV_OP_MAX + 1];
+    struct sq__client_direct direct; /* request == NULL: none (set before the first call) */
 };
 
 /* The monotonic clock, in milliseconds. */
@@ -115,9 +130,20 @@ int sq__client_open_first(sq_client **out, const char *members, int timeout_ms, 
                           size_t err_size);
 
 /* Queues one request; `done` runs once with its result (on the I/O thread). A watch passes its
- * event callback `wfn`. SQ_EAGAIN when SQ_CLIENT_MAX_INFLIGHT requests are in flight. */
+ * event callback `wfn`. SQ_EAGAIN when SQ_CLIENT_MAX_INFLIGHT requests are in flight. A blocking
+ * call passes `direct`: it may then go to c->direct (and *direct says whether it did; its answer
+ * then never comes through the socket). */
 int sq__client_submit(sq_client *c, struct sq_kv_frame *f, sq_kv_done_fn done, void *arg,
-                      sq_watch_fn wfn, void *warg, uint64_t *req_out);
+                      sq_watch_fn wfn, void *warg, uint64_t *req_out, bool *direct);
+
+/* Whether c uses the first member of its list now (connected to it, or connecting). */
+bool sq__client_on_first(sq_client *c);
+
+/* Sets c's in-process path (see struct sq__client_direct); before the client's first call. */
+void sq__client_set_direct(sq_client *c, const struct sq__client_direct *d);
+
+/* An answer to a request that went to c->direct (the frame is valid during the call only). */
+void sq__client_direct_answer(void *c, const struct sq_kv_frame *f);
 
 /* Connects to member i: a socket, or -1 with the reason in c->why[i]. */
 int sq__client_try_connect(sq_client *c, uint32_t i);

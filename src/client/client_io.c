@@ -175,8 +175,11 @@ static bool send_out(sq_client *c, bool may_drop)
 
 /* Queues one request; `done` runs once with its result. */
 int sq__client_submit(sq_client *c, struct sq_kv_frame *f, sq_kv_done_fn done, void *arg,
-                      sq_watch_fn wfn, void *warg, uint64_t *req_out)
+                      sq_watch_fn wfn, void *warg, uint64_t *req_out, bool *direct)
 {
+    if (direct != NULL) {
+        *direct = false;
+    }
     if (f->key_len > SQ_KV_MAX_KEY || f->value_len > SQ_KV_MAX_VALUE ||
         f->str_len > SQ_KV_MAX_STR) {
         return f->value_len > SQ_KV_MAX_VALUE ? SQ_EMSGSIZE : SQ_EINVAL;
@@ -232,11 +235,40 @@ int sq__client_submit(sq_client *c, struct sq_kv_frame *f, sq_kv_done_fn done, v
     if (!k->watch) {
         window_add(c, k->req_id);
     }
-    bool first = c->out.len == c->out.off;
-    queue_frame(c, k);
     if (req_out != NULL) {
         *req_out = k->req_id;
     }
+    /* To this member's service in-process: the client's member is the list's first (its own),
+     * and the connection to it is up (so a retry or SQ_ENOQUORUM finds the usual path). */
+    if (direct != NULL && c->direct.request != NULL && !k->watch && c->connected && c->cur == 0) {
+        uint64_t req = k->req_id;
+        uint8_t small[4096];
+        uint8_t *copy = k->len <= sizeof(small) ? small : malloc(k->len);
+        if (copy != NULL) {
+            /* the answer may come (and free k) before request() returns */
+            memcpy(copy, k->frame, k->len);
+            size_t len = k->len;
+            k->sent = true;
+            pthread_mutex_unlock(&c->mu);
+            int rc = c->direct.request(c->direct.arg, c->direct.conn, copy, len);
+            if (copy != small) {
+                free(copy);
+            }
+            if (rc == 0) {
+                *direct = true;
+                return 0;
+            }
+            pthread_mutex_lock(&c->mu); /* not taken: into the socket after all */
+            k = *sq__client_slot_of(c, req);
+            if (k == NULL || k->req_id != req) {
+                pthread_mutex_unlock(&c->mu);
+                return 0; /* expired meanwhile: its callback ran */
+            }
+            k->sent = false;
+        }
+    }
+    bool first = c->out.len == c->out.off;
+    queue_frame(c, k);
     /* Into the socket from the caller's thread when nothing is queued before it: the I/O thread
      * is woken only for what does not go at once (or to connect). */
     bool wake = !k->sent || !first || !send_out(c, false);
@@ -782,4 +814,48 @@ bool sq__client_read_wait(sq_client *c, int ms, int spin_us, bool *spun_in)
     bool go_on = c->connected && c->deferred.len == 0;
     pthread_mutex_unlock(&c->mu);
     return go_on;
+}
+
+/* ---- in-process path (client_internal.h) ---- */
+
+bool sq__client_on_first(sq_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    bool first = c->cur == 0;
+    pthread_mutex_unlock(&c->mu);
+    return first;
+}
+
+void sq__client_set_direct(sq_client *c, const struct sq__client_direct *d)
+{
+    c->direct = *d;
+}
+
+void sq__client_direct_answer(void *arg, const struct sq_kv_frame *f)
+{
+    sq_client *c = arg;
+    if (f->status != SQ_ENOQUORUM && f->op != SQ_KV_OP_EVENT) {
+        on_frame(c, f); /* the call's answer: its waiter wakes */
+        return;
+    }
+    /* SQ_ENOQUORUM drops the connection to this member, which only the socket's reader may do:
+     * the I/O thread handles it, as a frame a reader deferred. */
+    size_t n = sq__kv_frame_bytes(f);
+    pthread_mutex_lock(&c->mu);
+    if (!c->connected || c->cur != 0) {
+        /* The client left this member already (its connection closed when the member left the
+         * group): the call went again, with the same request number, to the next one. */
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    bool queued = sq__buf_reserve(&c->deferred, n) == 0;
+    if (queued) {
+        long w = sq__kv_encode(f, c->deferred.p + c->deferred.len, n);
+        c->deferred.len += w > 0 ? (size_t)w : 0;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (queued) {
+        sq__client_wake(c);
+    }
+    /* no memory: the call times out or is retried by the I/O thread, as after a lost frame */
 }

@@ -21,6 +21,7 @@
 #include "kv/buf.h"
 #include "log.h"
 #include "server/http.h"
+#include "server/kvserver.h"
 
 #define CLIENT_TIMEOUT_MS 10000
 /* A comment line at least this often keeps proxies and the idle timeout off an idle stream (a
@@ -50,7 +51,8 @@ struct sq_http {
     pthread_mutex_t mu;
     sq_client **idle; /* connections to the members not in use: reused by the next request */
     uint32_t nidle, max_idle;
-    sq_client *local; /* to this member only: status and metrics are of this member */
+    sq_client *local;        /* to this member only: status and metrics are of this member */
+    struct sq_kv_server *kv; /* this member's service: requests go to it in-process, or NULL */
     struct sse *streams;
     atomic_bool stopping; /* streams end, connections are not kept */
     /* counters for /metrics */
@@ -59,6 +61,7 @@ struct sq_http {
     atomic_int connections;
     atomic_int nstreams;
     atomic_uint_fast64_t sse_dropped, sse_events;
+    atomic_uint_fast64_t inproc; /* requests handed to this member's service in-process */
 };
 
 /* One request: made when its request line is read (the raw URL, before decoding), freed when
@@ -77,19 +80,59 @@ struct req {
 
 /* ---- connections to the members ---- */
 
+static int direct_request(void *arg, uint64_t conn, const uint8_t *frame, size_t len)
+{
+    struct sq_http *h = arg;
+    int rc = sq__kv_server_inproc_request(h->kv, conn, frame, len);
+    if (rc == 0) {
+        atomic_fetch_add(&h->inproc, 1);
+    }
+    return rc;
+}
+
+static void direct_close(void *arg, uint64_t conn)
+{
+    struct sq_http *h = arg;
+    sq__kv_server_inproc_close(h->kv, conn);
+}
+
+/* A client of this member's (the list's first) hands its blocking requests to the service on
+ * this thread while that member is its member: no loopback hop, no service thread wake-up for
+ * what this member answers itself (client_internal.h). Without it, the socket as before. */
+static void use_direct(struct sq_http *h, sq_client *c)
+{
+    uint64_t id = 0;
+    if (h->kv == NULL || sq__kv_server_inproc_open(h->kv, sq__client_direct_answer, c, &id) != 0) {
+        return;
+    }
+    struct sq__client_direct d = {
+        .request = direct_request, .close = direct_close, .arg = h, .conn = id};
+    sq__client_set_direct(c, &d);
+}
+
 static sq_client *client_take(struct sq_http *h, char *err, size_t err_size)
 {
     pthread_mutex_lock(&h->mu);
     sq_client *c = h->nidle > 0 ? h->idle[--h->nidle] : NULL;
     pthread_mutex_unlock(&h->mu);
-    if (c == NULL && sq__client_open_first(&c, h->members, CLIENT_TIMEOUT_MS, err, err_size) != 0) {
-        return NULL;
+    if (c == NULL) {
+        if (sq__client_open_first(&c, h->members, CLIENT_TIMEOUT_MS, err, err_size) != 0) {
+            return NULL;
+        }
+        use_direct(h, c);
     }
     return c;
 }
 
 static void client_give(struct sq_http *h, sq_client *c)
 {
+    if (h->kv != NULL && c != NULL && !sq__client_on_first(c) && sq__kv_server_ready(h->kv) &&
+        !atomic_load(&h->stopping)) {
+        /* It went to another member while this one was out of the group, and this one serves
+         * again: a new connection comes back here (and in-process). */
+        sq_client_close(c);
+        return;
+    }
     pthread_mutex_lock(&h->mu);
     if (!h->stopping && h->nidle < h->max_idle) {
         h->idle[h->nidle++] = c;
@@ -464,10 +507,13 @@ static int ask_local(struct sq_http *h, int format, sq_kv_result *r)
     h->local = NULL;
     pthread_mutex_unlock(&h->mu);
     char err[256];
-    if (c == NULL && sq_client_open(&c, h->self, 3000, err, sizeof(err)) != 0) {
-        snprintf(r->message, sizeof(r->message), "%s", err);
-        r->status = SQ_EPEER;
-        return r->status;
+    if (c == NULL) {
+        if (sq_client_open(&c, h->self, 3000, err, sizeof(err)) != 0) {
+            snprintf(r->message, sizeof(r->message), "%s", err);
+            r->status = SQ_EPEER;
+            return r->status;
+        }
+        use_direct(h, c);
     }
     int rc = sq_client_status(c, format, r);
     pthread_mutex_lock(&h->mu);
@@ -537,9 +583,14 @@ static enum MHD_Result do_metrics(struct sq_http *h, struct MHD_Connection *conn
                  "# HELP squall_http_sse_dropped_total SSE streams closed because their reader "
                  "fell more than sse_buffer_bytes behind.\n"
                  "# TYPE squall_http_sse_dropped_total counter\n"
-                 "squall_http_sse_dropped_total %" PRIu64 "\n",
+                 "squall_http_sse_dropped_total %" PRIu64 "\n"
+                 "# HELP squall_http_inprocess_requests_total Key-value requests handed to this "
+                 "member's service in-process (the others went over a client port).\n"
+                 "# TYPE squall_http_inprocess_requests_total counter\n"
+                 "squall_http_inprocess_requests_total %" PRIu64 "\n",
                  atomic_load(&h->connections), atomic_load(&h->nstreams),
-                 (uint64_t)atomic_load(&h->sse_events), (uint64_t)atomic_load(&h->sse_dropped));
+                 (uint64_t)atomic_load(&h->sse_events), (uint64_t)atomic_load(&h->sse_dropped),
+                 (uint64_t)atomic_load(&h->inproc));
     sq__buf_add(&b, t, (size_t)n);
     struct MHD_Response *resp = MHD_create_response_from_buffer(b.len, b.p, MHD_RESPMEM_MUST_COPY);
     sq__buf_free(&b);
@@ -1099,7 +1150,8 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     sq__log(SQ_LOG_DEBUG, "http: %s", msg);
 }
 
-int sq__http_start(struct sq_http **out, const struct sq_config *cfg, char *err, size_t err_size)
+int sq__http_start(struct sq_http **out, const struct sq_config *cfg, struct sq_kv_server *kv,
+                   char *err, size_t err_size)
 {
     *out = NULL;
     int r = sq__config_rank_of(cfg, cfg->self_id);
@@ -1122,6 +1174,7 @@ int sq__http_start(struct sq_http **out, const struct sq_config *cfg, char *err,
         return SQ_ENOMEM;
     }
     memcpy(h->cfg, cfg, sizeof(*cfg));
+    h->kv = kv;
     pthread_mutex_init(&h->mu, NULL);
     h->my_id = cfg->self_id;
     h->max_body = cfg->http_max_body_bytes;

@@ -9,7 +9,10 @@
  *
  * HTTP requests take the binary protocol's path: a translated op is a call of the client library
  * (include/squall/client.h) on a connection to this member (then the others, when this one is
- * out of the group), so routing, relaying, at-most-once and the errors are the same. */
+ * out of the group), so routing, relaying, at-most-once and the errors are the same. While this
+ * member is the connection's member, a blocking call skips the socket: the library hands the
+ * encoded request to this member's service on the HTTP thread (sq__kv_server_inproc_request),
+ * and the service hands the answer back (sq__client_direct_answer). */
 #ifndef SQ_HTTP_H
 #define SQ_HTTP_H
 
@@ -20,15 +23,18 @@
 #include "squall/client.h"
 
 struct sq_config;
+struct sq_kv_server;
 
 /* ---- http.c ---- */
 
 struct sq_http;
 
 /* Starts serving HTTP on the member's [member.ID] http_port (of the config loaded in `cfg`, whose
- * self is this member), answering through the client ports of the members (this one first).
- * SQ_EIO with the reason in `err` when the port cannot be listened on. */
-int sq__http_start(struct sq_http **out, const struct sq_config *cfg, char *err, size_t err_size);
+ * self is this member), answering through the client ports of the members (this one first);
+ * requests to this member go to its service `kv` in-process (kvserver.h) when it is not NULL.
+ * Stop it before `kv`. SQ_EIO with the reason in `err` when the port cannot be listened on. */
+int sq__http_start(struct sq_http **out, const struct sq_config *cfg, struct sq_kv_server *kv,
+                   char *err, size_t err_size);
 
 /* Stops the server: open streams end, connections close; frees everything. Safe on NULL. */
 void sq__http_stop(struct sq_http *h);

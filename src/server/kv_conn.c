@@ -34,7 +34,7 @@ struct conn *sq__kvs_conn_by_id(struct sq_kv_server *s, uint64_t id)
 
 static void conn_arm(struct sq_kv_server *s, struct conn *c, bool out)
 {
-    if (c->want_out == out) {
+    if (c->want_out == out || c->fd < 0) {
         return;
     }
     c->want_out = out;
@@ -73,6 +73,11 @@ void sq__kvs_conn_flush(struct sq_kv_server *s, struct conn *c)
 void sq__kvs_conn_send(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f)
 {
     if (c == NULL || c->dead) {
+        return;
+    }
+    if (c->answer != NULL) {
+        sq__kvs_stat_answer(s, c, f);
+        c->answer(c->answer_arg, f);
         return;
     }
     size_t n = sq__kv_frame_bytes(f);
@@ -335,4 +340,68 @@ void sq__kvs_conn_read(struct sq_kv_server *s, struct conn *c)
             }
         }
     }
+}
+
+/* ---- in-process clients (kvserver.h) ---- */
+
+int sq__kv_server_inproc_open(struct sq_kv_server *s,
+                              void (*answer)(void *arg, const struct sq_kv_frame *f), void *arg,
+                              uint64_t *id)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return SQ_ENOMEM;
+    }
+    c->fd = -1;
+    c->answer = answer;
+    c->answer_arg = arg;
+    pthread_mutex_lock(&s->svc_mu);
+    c->id = ++s->next_conn;
+    c->next = s->conns;
+    s->conns = c;
+    *id = c->id;
+    pthread_mutex_unlock(&s->svc_mu);
+    return 0;
+}
+
+int sq__kv_server_inproc_request(struct sq_kv_server *s, uint64_t id, const uint8_t *frame,
+                                 size_t len)
+{
+    pthread_mutex_lock(&s->svc_mu);
+    struct conn *c = s->svc_open && !atomic_load(&s->stop) ? sq__kvs_conn_by_id(s, id) : NULL;
+    struct sq_kv_frame f;
+    if (c == NULL || sq__kv_frame_need(frame, len) != (long)len ||
+        sq__kv_decode(frame, len, &f, NULL, 0) != 0) {
+        pthread_mutex_unlock(&s->svc_mu);
+        return SQ_ECLOSED;
+    }
+    s->frame_recv_us = (f.flags & SQ_KV_F_TRACE) ? sq__mono_us() : 0;
+    handle_frame(s, c, &f);
+    /* What the service thread does after the frames it reads: ops to multicast, relays to
+     * send. It sleeps in epoll meanwhile, so it is woken only when something is left over. */
+    sq__kvs_flush_outbox(s);
+    bool left = s->outbox != NULL;
+    for (struct conn *o = s->conns; o != NULL; o = o->next) {
+        if (!o->dead && o->fd >= 0 && o->out.len > o->out.off) {
+            sq__kvs_conn_flush(s, o);
+            left |= o->out.len > o->out.off;
+        }
+        left |= o->dead && o->fd >= 0;
+    }
+    pthread_mutex_unlock(&s->svc_mu);
+    if (left) {
+        sq__kvs_wake(s);
+    }
+    return 0;
+}
+
+void sq__kv_server_inproc_close(struct sq_kv_server *s, uint64_t id)
+{
+    pthread_mutex_lock(&s->svc_mu);
+    struct conn *c = sq__kvs_conn_by_id(s, id);
+    if (c != NULL) {
+        sq__kvs_conn_close(s, c); /* dead: the sweep frees it */
+        c->answer = NULL;
+    }
+    pthread_mutex_unlock(&s->svc_mu);
 }

@@ -47,6 +47,11 @@ struct conn {
     struct sq__buf in, out; /* out.off: what was sent already */
     bool peer;              /* another member relays to us on it: not counted as a client's */
     struct pending *pend;   /* when its requests came (the latency metrics), or NULL */
+    /* An in-process client of this member (the HTTP front end; fd is -1): its requests are
+     * handled on its caller's thread under svc_mu, and each answer goes to `answer` (under
+     * svc_mu, from whichever thread sends it) instead of into a socket. */
+    void (*answer)(void *arg, const struct sq_kv_frame *f);
+    void *answer_arg;
 };
 
 /* Requests of a connection waiting for their answer, by req_id modulo PENDING_SLOTS: when each

@@ -145,9 +145,14 @@ static void detach(struct sq_kv_server *s)
             struct agg *agg = e->agg;
             struct sq_kv_frame a = {
                 .op = e->op, .status = SQ_ENOQUORUM, .client = e->client, .req_id = e->req_id};
+            struct conn *o = agg == NULL ? sq__kvs_conn_by_id(s, e->origin) : NULL;
             sq__kvs_entry_free(s, e);
             if (agg != NULL) {
                 sq__kvs_agg_part(s, agg, &a); /* answers nobody: its connection is closed */
+            } else if (o != NULL && o->answer != NULL) {
+                /* an in-process client has no connection to lose: it is told to go elsewhere
+                 * (and resends with the same request number) */
+                sq__kvs_conn_send(s, o, &a);
             }
         }
     }

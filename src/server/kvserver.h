@@ -11,6 +11,7 @@
 #include "squall.h"
 
 struct sq_kv_server;
+struct sq_kv_frame;
 
 /* Creates the service for member `m` (opened from `config_path`, not started yet) and registers
  * its delivery, view, state and persistence callbacks on `m`. The config must give this member
@@ -47,6 +48,21 @@ bool sq__kv_server_rejoins(const struct sq_kv_server *s);
 
 /* The config's connect_timeout_ms: the longest a start or join may take. */
 int sq__kv_server_connect_timeout_ms(const struct sq_kv_server *s);
+
+/* In-process clients: the HTTP front end of this member hands the client library's encoded
+ * requests to the service on its own thread (no socket, no hop to the service thread), through
+ * a connection of its own whose answers go to `answer(arg, frame)`: called under the service's
+ * lock, on the requesting thread for what is answered at once (a get from this member's store)
+ * or on another (a put once durable, a relayed request); the frame is valid during the call.
+ * open: 0 and the connection's id. request: 0 once the frame was handled, SQ_ECLOSED when the
+ * service is not running (send it over the client port then). close: after it returns, no
+ * answer reaches `answer` any more; requests in flight are forgotten. */
+int sq__kv_server_inproc_open(struct sq_kv_server *s,
+                              void (*answer)(void *arg, const struct sq_kv_frame *f), void *arg,
+                              uint64_t *id);
+int sq__kv_server_inproc_request(struct sq_kv_server *s, uint64_t id, const uint8_t *frame,
+                                 size_t len);
+void sq__kv_server_inproc_close(struct sq_kv_server *s, uint64_t id);
 
 /* Stops the service thread and closes every client connection. Call before sq_member_close; the
  * object is freed by sq__kv_server_destroy after the member is closed (callbacks may run until

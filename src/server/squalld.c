@@ -597,7 +597,7 @@ static int serve_kv(sq_member *m, const char *config, bool join)
     rc = hcfg == NULL ? SQ_ENOMEM : sq__config_load(hcfg, config, err, sizeof(err));
     int hr = rc == 0 ? sq__config_rank_of(hcfg, hcfg->self_id) : -1;
     if (rc == 0 && hr >= 0 && hcfg->members[hr].http_port != 0) {
-        rc = sq__http_start(&http, hcfg, err, sizeof(err));
+        rc = sq__http_start(&http, hcfg, kv, err, sizeof(err));
         if (rc == 0) {
             fprintf(stderr,
                     "squalld: member %u: HTTP on http://%s:%u/ (REST under /v1, /metrics)\n",

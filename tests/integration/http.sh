@@ -16,7 +16,7 @@ grep -q "^http: http://127.0.0.1:$((BASE_PORT + 200))/" "$WORK/up.out" ||
   fail "squall-local up did not print the console's URL: $(cat "$WORK/up.out")"
 python3 "$(dirname "$0")/http_check.py" "$LOCAL" "$DIR" "$BASE_PORT" || fail "http_check.py"
 
-echo "== 8. the console in headless Chromium"
+echo "== 9. the console in headless Chromium"
 URL="http://127.0.0.1:$((BASE_PORT + 200))/#key=/orders/42"
 # Chromium's profile in the work dir (removed with it); --virtual-time-budget lets the page's
 # fetches finish before the DOM is dumped.

@@ -18,11 +18,16 @@
      without limit) and resumes, and its catch-up of ~10 MB (more than the stream's buffer)
      arrives whole; after the member it watched through is killed, a reconnect to another
      member resumes the same way
-  7. /metrics passes `promtool check metrics` and counts what was done
+  7. /metrics passes `promtool check metrics` and counts what was done (this member's own
+     requests went to its service in-process)
+  8. a member paused with SIGSTOP past the heartbeat timeout: right after SIGCONT, puts and gets
+     at its HTTP port succeed (through the other members while it is out of the group), and
+     it rejoins
 Usage: http_check.py LOCAL DIR BASE_PORT (squall-local, its --dir, its --base-port)."""
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -466,4 +471,40 @@ check(metric('squall_kv_request_duration_seconds_count{op="put"}') >= 500, "put 
 check(metric("squall_view_members") >= 2 and metric("squall_member_in_group") == 1, "view")
 check(metric("squall_log_syncs_total") > 0, "log syncs")
 check(metric('squall_http_requests_total{code="2xx"}') > 1000, "http requests")
+# the requests to this member's own service went in-process (not over its client port)
+check(metric("squall_http_inprocess_requests_total") > 500, "in-process requests")
+
+print("== 8. a member paused past the heartbeat timeout answers through the others, then rejoins")
+# a member other than 0 (the metrics above are its) that is never a shard's only member: the
+# keys of a shard whose only member is out of the group cannot be served by anyone
+_, data = expect(P, "GET", "/v1/status", 200)
+alone = {sh["members"][0] for g in js(data)["subgroups"] for sh in g["shards"]
+         if len(sh["members"]) == 1}
+paused = [m for m in (1, 2) if m not in alone]
+check(paused, "a member that is no shard's only member (alone: %r)" % sorted(alone))
+paused = paused[0]
+vport = HTTP[paused]
+with open(os.path.join(DIR, "m%d.pid" % paused)) as f:
+    vpid = int(f.read().strip())
+expect(vport, "PUT", "/v1/kv/orders/pause/warm", 200, b"x")  # its pooled connection is in use
+os.kill(vpid, signal.SIGSTOP)
+time.sleep(5)  # squall-local's heartbeat timeout is squalld's default, 3 s
+os.kill(vpid, signal.SIGCONT)
+t0 = time.time()
+for k in range(20):
+    st_, _, body = req(vport, "PUT", "/v1/kv/orders/pause/%d" % k, b"v%d" % k, timeout=30)
+    check(st_ == 200, "put %d at the paused member: %d %s" % (k, st_, body[:200]))
+    st_, _, body = req(vport, "GET", "/v1/kv/orders/pause/%d" % k, timeout=30)
+    check(st_ == 200 and body == b"v%d" % k, "get %d at the paused member: %d %s" % (k, st_, body[:200]))
+took = time.time() - t0
+deadline = time.time() + 60
+members = 0
+while time.time() < deadline:
+    st_, _, body = req(P, "GET", "/v1/status")
+    members = len(js(body).get("members", [])) if st_ == 200 else 0
+    if members == 3:
+        break
+    time.sleep(0.5)
+check(members == 3, "member %d back in the view after its pause (%d members)" % (paused, members))
+print("   20 puts and gets at paused member %d after SIGCONT: %.1f s; it rejoined" % (paused, took))
 print("http: all cases passed")
