@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= 2
 SEEDS ?= 5000
 
-.PHONY: all deps build quiet-build test demo sim-long soak-load restart-soak chaos bench bench-persist bench-kv bench-trace bench-peers bench-http asan tsan clean format
+.PHONY: all deps build install quiet-build test demo sim-long soak-load restart-soak chaos bench bench-persist bench-kv bench-trace bench-peers bench-http asan tsan clean format
 
 # cmake --build runs make inside this make: without this, every nested make announces each
 # directory it enters and leaves.
@@ -20,6 +20,12 @@ build: deps
 
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j 1
+
+# The programs, the client library (shared and static), its headers, squall-client.pc, the CMake
+# package and the Python binding under PREFIX (default /usr/local).
+PREFIX ?= /usr/local
+install: build
+	@cmake --install $(BUILD) --prefix $(PREFIX)
 
 # The build for the demo shows only what went wrong: its whole output goes to $(BUILD)/build.log,
 # which is printed if the build fails.

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "squall.h" /* error codes: SQ_ECONFLICT, SQ_ENOTFOUND, ... and sq_strerror */
+#include "errors.h" /* error codes: SQ_ECONFLICT, SQ_ENOTFOUND, ... and sq_strerror */
 
 #ifdef __cplusplus
 extern "C" {
@@ -19,16 +19,16 @@ typedef struct sq_client sq_client;
  * ports). When the member fails, the client moves to the next one and retries what was in
  * flight with the same request ids, so every put is applied once. `timeout_ms` bounds each
  * call (including retries); <= 0 means 10 s. On error *out is NULL and `err` says why. */
-int sq_client_open(sq_client **out, const char *members, int timeout_ms, char *err,
-                   size_t err_size);
+SQ_API int sq_client_open(sq_client **out, const char *members, int timeout_ms, char *err,
+                          size_t err_size);
 
 /* Stops the client's I/O thread, closes the connection and frees the client. Outstanding
  * asynchronous calls complete with SQ_ECLOSED first. Safe on NULL. Not from a callback (there
  * it returns without closing). */
-void sq_client_close(sq_client *c);
+SQ_API void sq_client_close(sq_client *c);
 
 /* The id of the member this client is connected to, or UINT32_MAX. */
-uint32_t sq_client_member(const sq_client *c);
+SQ_API uint32_t sq_client_member(const sq_client *c);
 
 /* Where the time of one traced call went (opts.trace = 1): CLOCK_MONOTONIC microseconds at each
  * stage, 0 for a stage the call did not pass (durability for a volatile store; everything
@@ -64,7 +64,7 @@ typedef struct sq_kv_result {
 } sq_kv_result;
 
 /* Frees what a blocking call left in `r` (safe to call more than once). */
-void sq_kv_result_free(sq_kv_result *r);
+SQ_API void sq_kv_result_free(sq_kv_result *r);
 
 /* Options of puts and removes. */
 typedef struct sq_put_opts {
@@ -89,11 +89,12 @@ typedef struct sq_get_opts {
  * r->timestamp are the new entry's. A conditional put that fails returns SQ_ECONFLICT with the
  * key's current version in r->version (0 when it never existed; the removal's version after a
  * remove). Returns r->status. */
-int sq_client_put(sq_client *c, const char *key, const void *value, size_t size,
-                  const sq_put_opts *opts, sq_kv_result *r);
-int sq_client_get(sq_client *c, const char *key, const sq_get_opts *opts, sq_kv_result *r);
+SQ_API int sq_client_put(sq_client *c, const char *key, const void *value, size_t size,
+                         const sq_put_opts *opts, sq_kv_result *r);
+SQ_API int sq_client_get(sq_client *c, const char *key, const sq_get_opts *opts, sq_kv_result *r);
 /* Removes `key`: a tombstone with its own version. SQ_ENOTFOUND if it does not exist. */
-int sq_client_remove(sq_client *c, const char *key, const sq_put_opts *opts, sq_kv_result *r);
+SQ_API int sq_client_remove(sq_client *c, const char *key, const sq_put_opts *opts,
+                            sq_kv_result *r);
 
 /* One entry of a list, history or pool list, decoded from r->value by sq_kv_next_item. */
 typedef struct sq_kv_item {
@@ -107,26 +108,26 @@ typedef struct sq_kv_item {
 } sq_kv_item;
 /* Iterates the items of r->value: *pos starts at 0. 1 with an item, 0 at the end, or
  * SQ_EPROTO. */
-int sq_kv_next_item(const sq_kv_result *r, size_t *pos, sq_kv_item *item);
+SQ_API int sq_kv_next_item(const sq_kv_result *r, size_t *pos, sq_kv_item *item);
 
 /* Keys under `prefix` with their latest version (as of `time_us` when at_time is 1); removed
  * keys are left out. Sorted by key. */
-int sq_client_list(sq_client *c, const char *prefix, int at_time, uint64_t time_us,
-                   sq_kv_result *r);
+SQ_API int sq_client_list(sq_client *c, const char *prefix, int at_time, uint64_t time_us,
+                          sq_kv_result *r);
 /* Every version of `key`, oldest first (removals have deleted = 1). */
-int sq_client_history(sq_client *c, const char *key, sq_kv_result *r);
+SQ_API int sq_client_history(sq_client *c, const char *key, sq_kv_result *r);
 
 /* Creates the pool `path` ("/orders") on a subgroup whose store type is `store` ("volatile",
  * "persistent" or "trigger"), or on the subgroup called `store` when one has that name;
  * `shards` 0 means all the subgroup's shards. SQ_EEXIST if it exists. Pools are kept in the
  * group's metadata subgroup and survive restarts. */
-int sq_client_pool_create(sq_client *c, const char *path, const char *store, uint32_t shards,
-                          sq_kv_result *r);
-int sq_client_pool_list(sq_client *c, sq_kv_result *r);
+SQ_API int sq_client_pool_create(sq_client *c, const char *path, const char *store, uint32_t shards,
+                                 sq_kv_result *r);
+SQ_API int sq_client_pool_list(sq_client *c, sq_kv_result *r);
 
 /* The member's view of the group: view, members, shards, frontiers; text (json = 0), JSON
  * (json = 1), or the member's metrics in Prometheus' text format (json = 2). */
-int sq_client_status(sq_client *c, int json, sq_kv_result *r);
+SQ_API int sq_client_status(sq_client *c, int json, sq_kv_result *r);
 
 /* Watches: every update of `target` (a key, or a prefix ending in '/'), in version order per
  * shard, from version `from_version` on (0: from the beginning the store keeps). The callback
@@ -144,16 +145,16 @@ typedef struct sq_kv_event {
     uint32_t shard; /* the shard of the pool the update is in: versions count per shard */
 } sq_kv_event;
 typedef void (*sq_watch_fn)(void *arg, const sq_kv_event *ev);
-int sq_client_watch(sq_client *c, const char *target, uint64_t from_version, sq_watch_fn fn,
-                    void *arg, uint64_t *watch_id);
+SQ_API int sq_client_watch(sq_client *c, const char *target, uint64_t from_version, sq_watch_fn fn,
+                           void *arg, uint64_t *watch_id);
 /* The same, resuming a watch per shard: from[k] is the first version wanted in shard k (0: from
  * the beginning the store keeps), for k < nfrom; shards past nfrom start at 0. nfrom is at most
  * SQ_CLIENT_WATCH_SHARDS. A watcher that kept, for each shard, the version after the last event
  * it saw (sq_kv_event.shard) resumes with it and misses nothing of a persistent pool. */
 #define SQ_CLIENT_WATCH_SHARDS 16
-int sq_client_watch_shards(sq_client *c, const char *target, const uint64_t *from, size_t nfrom,
-                           sq_watch_fn fn, void *arg, uint64_t *watch_id);
-int sq_client_unwatch(sq_client *c, uint64_t watch_id);
+SQ_API int sq_client_watch_shards(sq_client *c, const char *target, const uint64_t *from,
+                                  size_t nfrom, sq_watch_fn fn, void *arg, uint64_t *watch_id);
+SQ_API int sq_client_unwatch(sq_client *c, uint64_t watch_id);
 
 /* Asynchronous calls: the callback runs once, on the client's I/O thread, with the result (its
  * value valid during the callback only). A call that returns an error never runs its callback.
@@ -163,10 +164,10 @@ int sq_client_unwatch(sq_client *c, uint64_t watch_id);
  * more concurrency. */
 #define SQ_CLIENT_MAX_INFLIGHT 32
 typedef void (*sq_kv_done_fn)(void *arg, const sq_kv_result *r);
-int sq_client_put_async(sq_client *c, const char *key, const void *value, size_t size,
-                        const sq_put_opts *opts, sq_kv_done_fn done, void *arg);
-int sq_client_get_async(sq_client *c, const char *key, const sq_get_opts *opts, sq_kv_done_fn done,
-                        void *arg);
+SQ_API int sq_client_put_async(sq_client *c, const char *key, const void *value, size_t size,
+                               const sq_put_opts *opts, sq_kv_done_fn done, void *arg);
+SQ_API int sq_client_get_async(sq_client *c, const char *key, const sq_get_opts *opts,
+                               sq_kv_done_fn done, void *arg);
 
 #ifdef __cplusplus
 }

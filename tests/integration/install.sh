@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# install.sh BUILD_DIR: squall as others install and use it. `cmake --install` into a fresh
+# prefix; the shared library exports only the public API (nm -D) and has its SONAME; the
+# examples build against the installed tree alone (examples/hello_client.c with pkg-config, and
+# statically with find_package(squall) in examples/cmake); then, on 3 members started by the
+# installed squall-local, the C example, the Python example (examples/hello.py) and the Python
+# binding's tests (tests/python/test_client.py) all run with the installed package, not the
+# source tree's. The systemd unit passes systemd-analyze verify.
+BUILD=$(cd "$1" && pwd)
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+. "$(dirname "$0")/lib.sh"
+P=$WORK/prefix
+LOCAL_DIR=$WORK/local
+stop_group() { [ -x "$P/bin/squall-local" ] && "$P/bin/squall-local" down --dir "$LOCAL_DIR" >/dev/null 2>&1; cleanup; }
+trap stop_group EXIT
+
+echo "== install into a fresh prefix"
+cmake --install "$BUILD" --prefix "$P" > "$WORK/install.log" 2>&1 || fail "cmake --install: $(tail -5 "$WORK/install.log")"
+for f in bin/squalld bin/squall bin/squall-local include/squall/client.h include/squall/errors.h \
+         lib/libsquall-client.a lib/pkgconfig/squall-client.pc lib/cmake/squall/squallConfig.cmake \
+         lib/python3/dist-packages/squall/__init__.py; do
+  [ -e "$P/$f" ] || fail "not installed: $f"
+done
+so=$(readlink -f "$P/lib/libsquall-client.so")
+[ -f "$so" ] || fail "no libsquall-client.so"
+soname=$(objdump -p "$so" | awk '$1 == "SONAME" {print $2}')
+[ "$soname" = libsquall-client.so.0 ] || fail "SONAME is '$soname', want libsquall-client.so.0"
+[ -e "$P/lib/libsquall-client.so.0" ] || fail "no libsquall-client.so.0 link"
+
+echo "== only the public API is exported"
+syms=$(nm -D --defined-only "$so" | awk '{print $3}')
+extra=$(echo "$syms" | grep -Ev '^(sq_client_[a-z_]+|sq_kv_result_free|sq_kv_next_item|sq_strerror|sq_err_name|sq_err_transient)$' || true)
+[ -z "$extra" ] || fail "libsquall-client.so exports more than the API: $(echo $extra)"
+for f in sq_client_open sq_client_close sq_client_put sq_client_get sq_client_remove \
+         sq_client_list sq_client_history sq_client_watch sq_client_watch_shards \
+         sq_client_unwatch sq_client_put_async sq_client_get_async sq_kv_result_free sq_strerror; do
+  echo "$syms" | grep -qx "$f" || fail "libsquall-client.so does not export $f"
+done
+# every function the public header declares is exported
+for f in $(grep -o 'SQ_API [^(]*(' "$P/include/squall/client.h" "$P/include/squall/errors.h" | grep -o 'sq_[a-z_]*(' | tr -d '('); do
+  echo "$syms" | grep -qx "$f" || fail "client.h declares $f, which the library does not export"
+done
+echo "  $(echo "$syms" | wc -l) symbols, all of the API"
+
+echo "== build the examples against the installed tree only"
+export PKG_CONFIG_PATH=$P/lib/pkgconfig
+flags=$(pkg-config --cflags --libs squall-client) || fail "pkg-config squall-client"
+cc -Wall -Wextra -Werror "$SRC/examples/hello_client.c" $flags -o "$WORK/hello_client" 2> "$WORK/cc.err" ||
+  fail "cc hello_client.c $flags: $(cat "$WORK/cc.err")"
+cmake -S "$SRC/examples/cmake" -B "$WORK/cm" -DCMAKE_PREFIX_PATH="$P" > "$WORK/cm.log" 2>&1 &&
+  cmake --build "$WORK/cm" >> "$WORK/cm.log" 2>&1 || fail "find_package(squall) example: $(tail -15 "$WORK/cm.log")"
+if ldd "$WORK/cm/hello_client_static" | grep -q squall-client; then
+  fail "the static example links libsquall-client.so"
+fi
+
+echo "== the systemd unit (contrib/systemd/squalld@.service) passes systemd-analyze verify"
+command -v systemd-analyze > /dev/null || fail "systemd-analyze is missing (Debian systemd; scripts/install-deps)"
+mkdir -p "$WORK/units"
+sed "s|/usr/local/bin/squalld|$P/bin/squalld|" "$SRC/contrib/systemd/squalld@.service" > "$WORK/units/squalld@.service"
+cp "$WORK/units/squalld@.service" "$WORK/units/squalld@member0.service"
+v=$(cd "$WORK/units" && systemd-analyze verify ./squalld@member0.service 2>&1) ||
+  fail "systemd-analyze verify: $v"
+[ -z "$v" ] || fail "systemd-analyze verify: $v"
+grep -q '^Restart=on-failure$' "$SRC/contrib/systemd/squalld@.service" || fail "the unit does not restart on failure"
+
+echo "== a group from the installed squall-local"
+"$P/bin/squall-local" up 3 --dir "$LOCAL_DIR" --base-port "$BASE_PORT" > "$WORK/up.out" 2>&1 ||
+  fail "squall-local up: $(cat "$WORK/up.out")"
+for i in 0 1 2; do
+  pid=$(cat "$LOCAL_DIR/m$i.pid")
+  [ "$(readlink -f "/proc/$pid/exe")" = "$(readlink -f "$P/bin/squalld")" ] ||
+    fail "member $i does not run the installed squalld"
+done
+M=$(cat "$LOCAL_DIR/members")
+"$P/bin/squall" --member "$M" pool create /orders persistent > /dev/null || fail "pool create"
+
+out=$(LD_LIBRARY_PATH=$P/lib "$WORK/hello_client" "$M" /orders/42) || fail "hello_client: $out"
+[[ $out =~ ^/orders/42\ =\ two\ at\ version\ [0-9]+$ ]] || fail "hello_client printed: $out"
+echo "  C (pkg-config, shared): $out"
+out=$("$WORK/cm/hello_client_static" "$M" /orders/43) || fail "hello_client_static: $out"
+[[ $out =~ ^/orders/43\ =\ two ]] || fail "hello_client_static printed: $out"
+echo "  C (find_package, static): $out"
+
+echo "== Python with the installed package"
+unset SQUALL_CLIENT_LIB
+export PYTHONPATH=$P/lib/python3/dist-packages
+where=$(cd "$WORK" && python3 -c 'import squall; print(squall.__file__, squall._lib._name)') ||
+  fail "import squall"
+[[ $where == "$P/lib/python3/dist-packages/squall/__init__.py $P/lib/libsquall-client.so.0" ]] ||
+  fail "python imported squall from elsewhere: $where"
+out=$(cd "$WORK" && python3 "$SRC/examples/hello.py" "$M" 2>&1) || fail "hello.py: $out"
+echo "$out" | sed 's/^/  /'
+echo "$out" | grep -q '^conflict: the key is at 0x' || fail "hello.py: no conflict line"
+echo "$out" | grep -Eq '^/orders/7 \{"qty": 1\} 0x[0-9a-f]+ 20[0-9-]+T' || fail "hello.py: no get line"
+echo "$out" | grep -Eq '^watch: /orders/7 0x[0-9a-f]+ removed$' || fail "hello.py: the watch did not see the removal"
+(cd "$WORK" && SQUALL_MEMBERS=$M timeout 600 python3 "$SRC/tests/python/test_client.py") \
+  > "$WORK/py.out" 2>&1 || fail "tests/python/test_client.py: $(tail -30 "$WORK/py.out")"
+echo "  $(tail -1 "$WORK/py.out"): $(grep -c ' ok$' "$WORK/py.out") Python tests passed"
+echo "install: ok"
