@@ -4,8 +4,9 @@
 # examples build against the installed tree alone (examples/hello_client.c with pkg-config, and
 # statically with find_package(squall) in examples/cmake); then, on 3 members started by the
 # installed squall-local, the C example, the Python example (examples/hello.py) and the Python
-# binding's tests (tests/python/test_client.py) all run with the installed package, not the
-# source tree's. The systemd unit passes systemd-analyze verify.
+# binding's tests (tests/python/test_client.py) run with the installed package, not the source
+# tree's, and the Java binding's (java/test/SquallTest.java) with the installed jar. The systemd
+# unit passes systemd-analyze verify.
 BUILD=$(cd "$1" && pwd)
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 . "$(dirname "$0")/lib.sh"
@@ -18,7 +19,7 @@ echo "== install into a fresh prefix"
 cmake --install "$BUILD" --prefix "$P" > "$WORK/install.log" 2>&1 || fail "cmake --install: $(tail -5 "$WORK/install.log")"
 for f in bin/squalld bin/squall bin/squall-local include/squall/client.h include/squall/errors.h \
          lib/libsquall-client.a lib/pkgconfig/squall-client.pc lib/cmake/squall/squallConfig.cmake \
-         lib/python3/dist-packages/squall/__init__.py; do
+         lib/python3/dist-packages/squall/__init__.py share/java/squall.jar lib/libsquall-jni.so; do
   [ -e "$P/$f" ] || fail "not installed: $f"
 done
 so=$(readlink -f "$P/lib/libsquall-client.so")
@@ -96,4 +97,16 @@ echo "$out" | grep -Eq '^watch: /orders/7 0x[0-9a-f]+ removed$' || fail "hello.p
 (cd "$WORK" && SQUALL_MEMBERS=$M timeout 600 python3 "$SRC/tests/python/test_client.py") \
   > "$WORK/py.out" 2>&1 || fail "tests/python/test_client.py: $(tail -30 "$WORK/py.out")"
 echo "  $(tail -1 "$WORK/py.out"): $(grep -c ' ok$' "$WORK/py.out") Python tests passed"
+echo "== Java with the installed jar"
+out=$(cd "$WORK" && timeout 300 java -cp "$P/share/java/squall.jar:$BUILD/squall-test.jar" SquallTest "$M" 2>&1) ||
+  fail "java SquallTest: $out"
+echo "  $out"
+mkdir -p "$WORK/jx"
+javac -d "$WORK/jx" -cp "$P/share/java/squall.jar" "$SRC/examples/Hello.java" 2> "$WORK/javac.err" ||
+  fail "javac Hello.java: $(cat "$WORK/javac.err")"
+out=$(cd "$WORK" && timeout 60 java -cp "$P/share/java/squall.jar:$WORK/jx" Hello "$M" 2>&1) || fail "java Hello: $out"
+echo "$out" | sed 's/^/  /'
+echo "$out" | grep -q '^conflict: the key is at 0x' || fail "Hello.java: no conflict line"
+echo "$out" | grep -Eq '^/orders/8 \{"qty": 1\} 20[0-9-]+T' || fail "Hello.java: no get line"
+echo "$out" | grep -Eq '^watch: /orders/8 0x[0-9a-f]+ removed$' || fail "Hello.java: the watch did not see the removal"
 echo "install: ok"
