@@ -109,6 +109,11 @@ struct sq_client {
     _Atomic uint8_t spin_hits[SQ_KV_OP_MAX + 1];
     _Atomic uint8_t spin_skipped[SQ_KV_OP_MAX + 1];
     struct sq__client_direct direct; /* request == NULL: none (set before the first call) */
+    uint64_t conn_gen;               /* connections dropped so far (under mu) */
+    /* an in-process answer said this member is out of the group while the client was on
+     * connection leave_gen: the I/O thread drops that connection (under mu) */
+    bool leave_first;
+    uint64_t leave_gen;
 };
 
 /* The monotonic clock, in milliseconds. */

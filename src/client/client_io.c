@@ -111,6 +111,7 @@ void sq__client_call_unlink(sq_client *c, struct call *k)
 }
 
 static void disconnect(sq_client *c);
+static void leave_first(sq_client *c);
 
 static void queue_frame(sq_client *c, struct call *k)
 {
@@ -171,6 +172,25 @@ static bool send_out(sq_client *c, bool may_drop)
         disconnect(c);
     }
     return false;
+}
+
+/* Requests that may go in-process: those whose meaning does not depend on the connection they
+ * come on (an unwatch names a watch registered on the socket's connection). */
+static bool direct_op(uint8_t op)
+{
+    switch (op) {
+    case SQ_KV_OP_PUT:
+    case SQ_KV_OP_GET:
+    case SQ_KV_OP_REMOVE:
+    case SQ_KV_OP_LIST:
+    case SQ_KV_OP_HISTORY:
+    case SQ_KV_OP_POOL_LIST:
+    case SQ_KV_OP_POOL_CREATE:
+    case SQ_KV_OP_STATUS:
+        return true;
+    default:
+        return false;
+    }
 }
 
 /* Queues one request; `done` runs once with its result. */
@@ -240,7 +260,8 @@ int sq__client_submit(sq_client *c, struct sq_kv_frame *f, sq_kv_done_fn done, v
     }
     /* To this member's service in-process: the client's member is the list's first (its own),
      * and the connection to it is up (so a retry or SQ_ENOQUORUM finds the usual path). */
-    if (direct != NULL && c->direct.request != NULL && !k->watch && c->connected && c->cur == 0) {
+    if (direct != NULL && c->direct.request != NULL && direct_op(k->op) && c->connected &&
+        c->cur == 0) {
         uint64_t req = k->req_id;
         uint8_t small[4096];
         uint8_t *copy = k->len <= sizeof(small) ? small : malloc(k->len);
@@ -249,6 +270,9 @@ int sq__client_submit(sq_client *c, struct sq_kv_frame *f, sq_kv_done_fn done, v
             memcpy(copy, k->frame, k->len);
             size_t len = k->len;
             k->sent = true;
+            if (k->trace && k->t_sent == 0) {
+                k->t_sent = sq__mono_us();
+            }
             pthread_mutex_unlock(&c->mu);
             int rc = c->direct.request(c->direct.arg, c->direct.conn, copy, len);
             if (copy != small) {
@@ -299,6 +323,7 @@ static void drop_member(sq_client *c)
     if (c->fd >= 0) {
         close(c->fd);
     }
+    c->conn_gen++;
     c->fd = -1;
     c->connected = false;
     c->member_id = UINT32_MAX;
@@ -728,9 +753,11 @@ void *sq__client_io_main(void *arg)
             }
         }
         run_deferred(c);
+        leave_first(c);
         if (n > 0 && p[1].fd >= 0 && (p[1].revents & (POLLIN | POLLERR | POLLHUP))) {
             pthread_mutex_lock(&c->mu);
-            bool mine = !c->reader_busy;
+            /* not a socket dropped since the poll (by a deferred frame, or leave_first) */
+            bool mine = !c->reader_busy && c->connected && c->fd == p[1].fd;
             c->io_reading = mine;
             pthread_mutex_unlock(&c->mu);
             if (mine) {
@@ -762,6 +789,22 @@ void *sq__client_io_main(void *arg)
         expire(c);
     }
     return NULL;
+}
+
+/* The I/O thread: an in-process answer said this member is out of the group (see
+ * sq__client_direct_answer). */
+static void leave_first(sq_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->leave_first && c->leave_gen == c->conn_gen && c->connected && !c->reader_busy) {
+        disconnect(c);
+        /* a pause before the next member, longer once the whole list said so */
+        c->next_connect_ms = sq__client_now_ms() + (c->cur == 0 ? 4 * RETRY_MS : RETRY_MS);
+    }
+    if (!c->reader_busy) {
+        c->leave_first = false;
+    }
+    pthread_mutex_unlock(&c->mu);
 }
 
 bool sq__client_take_reader(sq_client *c)
@@ -834,28 +877,24 @@ void sq__client_set_direct(sq_client *c, const struct sq__client_direct *d)
 void sq__client_direct_answer(void *arg, const struct sq_kv_frame *f)
 {
     sq_client *c = arg;
-    if (f->status != SQ_ENOQUORUM && f->op != SQ_KV_OP_EVENT) {
-        on_frame(c, f); /* the call's answer: its waiter wakes */
-        return;
-    }
-    /* SQ_ENOQUORUM drops the connection to this member, which only the socket's reader may do:
-     * the I/O thread handles it, as a frame a reader deferred. */
-    size_t n = sq__kv_frame_bytes(f);
-    pthread_mutex_lock(&c->mu);
-    if (!c->connected || c->cur != 0) {
-        /* The client left this member already (its connection closed when the member left the
-         * group): the call went again, with the same request number, to the next one. */
+    if (f->status == SQ_ENOQUORUM) {
+        /* This member is out of the group: as over the socket, the connection to it is
+         * dropped and the calls go to the next member with the same request numbers. Only the
+         * socket's reader may drop it: the I/O thread does (leave_first), if the client is
+         * still on the connection this answer was about. */
+        uint64_t now = sq__client_now_ms();
+        pthread_mutex_lock(&c->mu);
+        struct call *k = *sq__client_slot_of(c, f->req_id);
+        bool retry = k != NULL && k->req_id == f->req_id && (k->acked || now < k->deadline_ms);
+        if (retry && c->connected && c->cur == 0 && !c->leave_first) {
+            c->leave_first = true;
+            c->leave_gen = c->conn_gen;
+        }
         pthread_mutex_unlock(&c->mu);
-        return;
+        if (retry) {
+            sq__client_wake(c);
+            return;
+        }
     }
-    bool queued = sq__buf_reserve(&c->deferred, n) == 0;
-    if (queued) {
-        long w = sq__kv_encode(f, c->deferred.p + c->deferred.len, n);
-        c->deferred.len += w > 0 ? (size_t)w : 0;
-    }
-    pthread_mutex_unlock(&c->mu);
-    if (queued) {
-        sq__client_wake(c);
-    }
-    /* no memory: the call times out or is retried by the I/O thread, as after a lost frame */
+    on_frame(c, f); /* the call's answer: its waiter wakes */
 }

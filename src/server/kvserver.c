@@ -95,7 +95,8 @@ bool sq__kvs_out_of_group(struct sq_kv_server *s)
     if (atomic_load(&s->detached)) {
         return true;
     }
-    /* only the service thread sets s->m to NULL (detach), and this runs on it */
+    /* only the service thread sets s->m to NULL (detach, under svc_mu), and this runs under
+     * svc_mu (on the service thread, or an in-process request's) */
     return s->m != NULL && sq_member_failure(s->m) != 0;
 }
 
