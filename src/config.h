@@ -106,7 +106,14 @@ struct sq_log_tail {
     uint16_t vf_mine;        /* persistent shards whose whole history this member held in it */
     uint32_t vf_acc_view;    /* 1 + the id of a later view it accepted but did not install... */
     uint32_t vf_acc_members; /* ...and that view's members (0, 0: none) */
-    uint32_t vf_pad;
+    /* When that view is the first view of a restart: the view file before it (the same fields),
+     * which holds if the restart never completed (restart.h); all 0 otherwise. */
+    uint32_t vf_prev_view;
+    uint32_t vf_prev_members;
+    uint16_t vf_prev_held;
+    uint16_t vf_prev_mine;
+    uint32_t vf_prev_acc_view;
+    uint32_t vf_prev_acc_members;
 };
 
 /* Loads and validates a configuration file. On error returns SQ_ECONFIG (or SQ_EIO when the file

@@ -12,6 +12,7 @@
 #include "group_internal.h"
 #include "hash.h"
 #include "log.h"
+#include "restart.h"
 #include "view.h"
 
 #define WELCOME_MAGIC 0x4d4f434c45575153ull /* "SQWELCOM" */
@@ -397,9 +398,19 @@ int sq__group_start_restart(struct sq__group *g, uint32_t present, const struct 
     if (my_rank == UINT32_MAX) {
         return sq__group_fail(g, SQ_EINVAL, "a restart without this member");
     }
+    /* Who held each shard's whole history in the latest view that counts (a restart's first
+     * view that never completed does not, restart.h); the new view's id comes after every
+     * view recorded all the same. */
+    struct sq_log_tail eff[SQ_MAX_MEMBERS];
+    sq__restart_effective_tails(g->cfg, present, tails, eff);
+    uint32_t counted = 0;
+    for (uint32_t r = 0; r < n; r++) {
+        counted = SQ_MAX(counted, eff[peers[r]].vf_view);
+    }
     uint16_t whole[SQ_MAX_MEMBERS];
     for (uint32_t r = 0; r < n; r++) {
-        whole[r] = rt[r].vf_view == view_id && view_id > 0 ? rt[r].vf_mine : 0;
+        const struct sq_log_tail *e = &eff[peers[r]];
+        whole[r] = e->vf_view == counted && counted > 0 ? e->vf_mine : 0;
     }
     struct sq__assign holders, assign;
     uint32_t logged;

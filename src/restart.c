@@ -12,12 +12,15 @@
 #include "persist/disk.h"
 
 #define VF_MAGIC 0x46565153u /* "SQVF" */
-#define VF_FORMAT 1u
-#define VF_BYTES 32u
+#define VF_FORMAT 2u
+#define VF_BYTES 56u
+#define VF1_BYTES 32u
 
 /* Layout, little-endian: 0 u32 magic, 4 u16 format, 6 u16 bytes, 8 u32 view_next, 12 u32
- * members, 16 u16 held, 18 u16 mine, 20 u32 acc_view, 24 u32 acc_members, 28 u32 CRC-32C of
- * bytes 0..27. */
+ * members, 16 u16 held, 18 u16 mine, 20 u32 acc_view, 24 u32 acc_members; format 2 then: 28 u32
+ * prev.view_next, 32 u32 prev.members, 36 u16 prev.held, 38 u16 prev.mine, 40 u32
+ * prev.acc_view, 44 u32 prev.acc_members, 48 u32 zero; last, the CRC-32C of the bytes before it
+ * (at 28 in format 1, which has no prev, 32 bytes in all; at 52 in format 2). */
 
 void sq__viewfile_path(const struct sq_config *cfg, uint32_t member_id, char *out, size_t cap)
 {
@@ -37,11 +40,15 @@ int sq__viewfile_read(const char *path, struct sq__viewfile *out, char *err, siz
     uint8_t b[VF_BYTES + 1];
     ssize_t n = read(fd, b, sizeof(b));
     close(fd);
-    if (n != (ssize_t)VF_BYTES || sq__ld32(b) != VF_MAGIC || sq__ld16(b + 4) != VF_FORMAT ||
-        sq__ld16(b + 6) != VF_BYTES || sq__ld32(b + 28) != sq__crc32c(0, b, 28)) {
-        snprintf(err, err_size, "%s: the view file is damaged (%zd bytes, or a bad checksum): "
+    uint16_t format = n >= 8 ? sq__ld16(b + 4) : 0;
+    size_t want = format == 1 ? VF1_BYTES : VF_BYTES;
+    if (n != (ssize_t)want || sq__ld32(b) != VF_MAGIC || (format != 1 && format != VF_FORMAT) ||
+        sq__ld16(b + 6) != want || sq__ld32(b + want - 4) != sq__crc32c(0, b, want - 4)) {
+        snprintf(err, err_size,
+                 "%s: the view file is damaged (%zd bytes, or a bad checksum): "
                  "this member cannot tell which views it was in; move it away only if the "
-                 "member's logs go too", path, n);
+                 "member's logs go too",
+                 path, n);
         return SQ_ECORRUPT;
     }
     out->view_next = sq__ld32(b + 8);
@@ -50,6 +57,15 @@ int sq__viewfile_read(const char *path, struct sq__viewfile *out, char *err, siz
     out->mine = sq__ld16(b + 18);
     out->acc_view = sq__ld32(b + 20);
     out->acc_members = sq__ld32(b + 24);
+    memset(&out->prev, 0, sizeof(out->prev));
+    if (format == VF_FORMAT) {
+        out->prev.view_next = sq__ld32(b + 28);
+        out->prev.members = sq__ld32(b + 32);
+        out->prev.held = sq__ld16(b + 36);
+        out->prev.mine = sq__ld16(b + 38);
+        out->prev.acc_view = sq__ld32(b + 40);
+        out->prev.acc_members = sq__ld32(b + 44);
+    }
     return 1;
 }
 
@@ -66,7 +82,13 @@ int sq__viewfile_write(const char *path, const struct sq__viewfile *vf, char *er
     sq__st16(b + 18, vf->mine);
     sq__st32(b + 20, vf->acc_view);
     sq__st32(b + 24, vf->acc_members);
-    sq__st32(b + 28, sq__crc32c(0, b, 28));
+    sq__st32(b + 28, vf->prev.view_next);
+    sq__st32(b + 32, vf->prev.members);
+    sq__st16(b + 36, vf->prev.held);
+    sq__st16(b + 38, vf->prev.mine);
+    sq__st32(b + 40, vf->prev.acc_view);
+    sq__st32(b + 44, vf->prev.acc_members);
+    sq__st32(b + 52, sq__crc32c(0, b, 52));
     char tmp[700], dir[700];
     snprintf(tmp, sizeof(tmp), "%s.new", path);
     snprintf(dir, sizeof(dir), "%s", path);
@@ -119,10 +141,59 @@ static void add_id(char *buf, size_t cap, size_t *len, uint32_t id)
     }
 }
 
-int sq__restart_check(const struct sq_config *cfg, uint32_t present,
-                      const struct sq_log_tail *tails, bool *restart, char *why, size_t why_size)
+void sq__restart_effective_tails(const struct sq_config *cfg, uint32_t present,
+                                 const struct sq_log_tail *tails, struct sq_log_tail *out)
 {
     const uint32_t n = cfg->nmembers;
+    memcpy(out, tails, n * sizeof(*out));
+    for (uint32_t round = 0; round < n; round++) {
+        uint32_t last = 0, members = 0;
+        for (uint32_t r = 0; r < n; r++) {
+            if ((present >> r) & 1u && out[r].vf_view > last) {
+                last = out[r].vf_view;
+                members = out[r].vf_members;
+            }
+        }
+        if (last == 0) {
+            return;
+        }
+        /* every file that says `last` is of a restart's first view (it kept the one before) */
+        bool restart_view = true, void_view = false;
+        for (uint32_t r = 0; r < n; r++) {
+            if ((present >> r) & 1u && out[r].vf_view == last) {
+                restart_view &= out[r].vf_prev_view != 0 && out[r].vf_prev_view < last;
+            }
+            /* a member of it, back with a view file older than it: it never wrote its row */
+            void_view |= (present >> r) & 1u && (members >> r) & 1u && out[r].vf_view > 0 &&
+                         out[r].vf_view < last;
+        }
+        if (!restart_view || !void_view) {
+            return;
+        }
+        for (uint32_t r = 0; r < n; r++) {
+            struct sq_log_tail *t = &out[r];
+            if ((present >> r) & 1u && t->vf_view == last) {
+                t->vf_view = t->vf_prev_view;
+                t->vf_members = t->vf_prev_members;
+                t->vf_held = t->vf_prev_held;
+                t->vf_mine = t->vf_prev_mine;
+                t->vf_acc_view = t->vf_prev_acc_view;
+                t->vf_acc_members = t->vf_prev_acc_members;
+                t->vf_prev_view = t->vf_prev_members = t->vf_prev_acc_view = 0;
+                t->vf_prev_acc_members = 0;
+                t->vf_prev_held = t->vf_prev_mine = 0;
+            }
+        }
+    }
+}
+
+int sq__restart_check(const struct sq_config *cfg, uint32_t present,
+                      const struct sq_log_tail *raw_tails, bool *restart, char *why,
+                      size_t why_size)
+{
+    const uint32_t n = cfg->nmembers;
+    struct sq_log_tail tails[SQ_MAX_MEMBERS];
+    sq__restart_effective_tails(cfg, present, raw_tails, tails);
     const uint32_t all = n >= 32 ? UINT32_MAX : (1u << n) - 1;
     present &= all;
     uint32_t last = 0; /* 1 + the latest view known to a member present */
@@ -146,8 +217,10 @@ int sq__restart_check(const struct sq_config *cfg, uint32_t present,
                 add_id(missing, sizeof(missing), &len, cfg->members[r].id);
             }
         }
-        snprintf(why, why_size, "a new group starts with every configured member; waiting for "
-                 "member(s) %s", missing);
+        snprintf(why, why_size,
+                 "a new group starts with every configured member; waiting for "
+                 "member(s) %s",
+                 missing);
         return 0;
     }
     /* Members that know nothing of the group's views (a wiped disk) do not count. */
@@ -165,9 +238,10 @@ int sq__restart_check(const struct sq_config *cfg, uint32_t present,
                 add_id(missing, sizeof(missing), &len, cfg->members[r].id);
             }
         }
-        snprintf(why, why_size, "restarting needs %u of the %u members of view %u, the last one "
-                 "the group had, with their disks; %u are here (missing: %s)", need,
-                 (unsigned)__builtin_popcount(members), last - 1, have, missing);
+        snprintf(why, why_size,
+                 "restarting needs %u of the %u members of view %u, the last one "
+                 "the group had, with their disks; %u are here (missing: %s)",
+                 need, (unsigned)__builtin_popcount(members), last - 1, have, missing);
         return 0;
     }
     /* A later view accepted (and perhaps installed by members missing now): a majority of it
@@ -186,7 +260,8 @@ int sq__restart_check(const struct sq_config *cfg, uint32_t present,
                     add_id(missing, sizeof(missing), &len, cfg->members[q].id);
                 }
             }
-            snprintf(why, why_size, "member %u accepted view %u, which members missing now may "
+            snprintf(why, why_size,
+                     "member %u accepted view %u, which members missing now may "
                      "have installed: restarting needs %u of its %u members (missing: %s)",
                      cfg->members[r].id, tails[r].vf_acc_view - 1, need2,
                      (unsigned)__builtin_popcount(acc), missing);
@@ -213,7 +288,8 @@ int sq__restart_check(const struct sq_config *cfg, uint32_t present,
     for (uint32_t s = 0; s < cfg->nsubgroups; s++) {
         for (uint32_t k = 0; k < cfg->subgroups[s].shards; k++, flat++) {
             if (flat < 16 && (held >> flat) & 1u && !((whole >> flat) & 1u)) {
-                snprintf(why, why_size, "no member here held the whole history of shard %u of "
+                snprintf(why, why_size,
+                         "no member here held the whole history of shard %u of "
                          "subgroup %s in view %u: waiting for one of that shard's members",
                          k, cfg->subgroups[s].name, last - 1);
                 return 0;

@@ -18,6 +18,9 @@
  *     later view accepted (it keeps its shard there, and did not install it, so nothing was
  *     persisted in that shard in it).
  * A group that never ran (no view file anywhere) still needs every configured member.
+ * The first view of a restart that never completed (a member of it that is back never recorded
+ * it) counts as never proposed: its view files are read as the ones before it (each keeps them,
+ * see sq__restart_effective_tails).
  * The lowest-ranked member present leads: once the condition holds it waits restart_wait_ms for
  * the others, then sends each member present the first view (a welcome). The longest log of each
  * shard among them is its history; members that come back later join as usual, and one whose log
@@ -31,6 +34,12 @@
 
 #include "config.h"
 
+struct sq__viewfile_prev {
+    uint32_t view_next, members;
+    uint16_t held, mine;
+    uint32_t acc_view, acc_members;
+};
+
 struct sq__viewfile {
     uint32_t view_next; /* 1 + view id */
     uint32_t members;   /* by configured rank */
@@ -38,6 +47,8 @@ struct sq__viewfile {
     uint16_t mine;
     uint32_t acc_view;    /* 1 + the id of the next view this member accepted, if not installed */
     uint32_t acc_members; /* its members */
+    /* The first view of a restart: what this file said before it (view_next 0 otherwise). */
+    struct sq__viewfile_prev prev;
 };
 
 /* <data_dir>/member-<id>/view */
@@ -49,6 +60,17 @@ int sq__viewfile_read(const char *path, struct sq__viewfile *out, char *err, siz
 
 /* Replaces the view file, durably. 0 or SQ_EIO / SQ_ENOSPC (with `err`). */
 int sq__viewfile_write(const char *path, const struct sq__viewfile *vf, char *err, size_t err_size);
+
+/* The tails as a restart must read them (by configured rank, of the members in `present`): a
+ * restart's first view V that some member of V present never recorded (its view file is older,
+ * and it has one) never completed, since every member writes V into its view file before its
+ * first row in V and the shards deliver in V only once every member's row is there (the restart
+ * guard): nothing happened in V. Then every file that says V is read as the file before it
+ * (vf_prev_*), as if V had never been proposed. Without this, a holder of V that died before it
+ * recorded V (every other member awaiting its handover, so none holds V's whole history) would
+ * keep the group from restarting for ever. Repeats for the view before, while the rule holds. */
+void sq__restart_effective_tails(const struct sq_config *cfg, uint32_t present,
+                                 const struct sq_log_tail *tails, struct sq_log_tail *out);
 
 /* Whether the members in `present` (by configured rank), with these tails (by rank), may start
  * the group: 1 yes; 0 not yet, with what is missing in `why`. `*restart` says whether this is a

@@ -115,6 +115,18 @@ int sq__member_save_view(sq_member *m)
         return 0;
     }
     m->vf_dirty = false;
+    if (m->vf.view_next == vf.view_next) {
+        vf.prev = m->vf.prev; /* the same view: what its first write kept */
+    } else if (m->restart_guard) {
+        /* The first view of a restart, which may never complete: the file before it stays
+         * readable (sq__restart_effective_tails). */
+        vf.prev = (struct sq__viewfile_prev){.view_next = m->vf.view_next,
+                                             .members = m->vf.members,
+                                             .held = m->vf.held,
+                                             .mine = m->vf.mine,
+                                             .acc_view = m->vf.acc_view,
+                                             .acc_members = m->vf.acc_members};
+    }
     if (m->vf.acc_view > vf.view_next) {
         vf.acc_view = m->vf.acc_view; /* accepted, not installed yet */
         vf.acc_members = m->vf.acc_members;

@@ -112,6 +112,12 @@ static int find_logs(sq_member *m)
             tail.vf_mine = m->vf.mine;
             tail.vf_acc_view = m->vf.acc_view;
             tail.vf_acc_members = m->vf.acc_members;
+            tail.vf_prev_view = m->vf.prev.view_next;
+            tail.vf_prev_members = m->vf.prev.members;
+            tail.vf_prev_held = m->vf.prev.held;
+            tail.vf_prev_mine = m->vf.prev.mine;
+            tail.vf_prev_acc_view = m->vf.prev.acc_view;
+            tail.vf_prev_acc_members = m->vf.prev.acc_members;
         }
     }
     sq__fabric_set_log_tail(&tail);

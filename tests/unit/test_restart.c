@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "persist/disk.h"
 #include "squall.h"
 #include "restart.h"
 #include "test.h"
@@ -16,7 +17,8 @@ static struct sq_config cfg3(const char *subgroups)
     snprintf(text, sizeof(text),
              "[group]\ndata_dir = /tmp/x\n[self]\nid = 10\n"
              "[member.10]\nhost = 127.0.0.1\nport = 1\n[member.11]\nhost = 127.0.0.1\nport = 2\n"
-             "[member.12]\nhost = 127.0.0.1\nport = 3\n%s", subgroups);
+             "[member.12]\nhost = 127.0.0.1\nport = 3\n%s",
+             subgroups);
     struct sq_config c;
     int rc = sq__config_parse_string(&c, "t.cfg", text, err, sizeof(err));
     if (rc != 0) {
@@ -129,7 +131,8 @@ static void test_accepted(void)
 static void test_removed_holder(void)
 {
     char text[2048], err[256] = "";
-    size_t len = (size_t)snprintf(text, sizeof(text), "[group]\ndata_dir = /tmp/x\n[self]\nid = 10\n"
+    size_t len = (size_t)snprintf(text, sizeof(text),
+                                  "[group]\ndata_dir = /tmp/x\n[self]\nid = 10\n"
                                   "[subgroup.orders]\ndelivery = persistent\nmax_members = 2\n");
     for (int i = 0; i < 7; i++) {
         len += (size_t)snprintf(text + len, sizeof(text) - len,
@@ -185,8 +188,19 @@ static void test_viewfile(void)
     CHECK(mkdtemp(dir) != NULL);
     char path[256], err[512] = "";
     snprintf(path, sizeof(path), "%s/view", dir);
-    struct sq__viewfile in = {.view_next = 42, .members = 0x5, .held = 0x3, .mine = 0x1,
-                              .acc_view = 43, .acc_members = 0x4}, out;
+    struct sq__viewfile in = {.view_next = 42,
+                              .members = 0x5,
+                              .held = 0x3,
+                              .mine = 0x1,
+                              .acc_view = 43,
+                              .acc_members = 0x4,
+                              .prev = {.view_next = 40,
+                                       .members = 0x7,
+                                       .held = 0x3,
+                                       .mine = 0x2,
+                                       .acc_view = 41,
+                                       .acc_members = 0x6}},
+                        out;
     memset(&out, 0, sizeof(out));
     CHECK_EQ_INT(sq__viewfile_read(path, &out, err, sizeof(err)), 0); /* none yet */
     CHECK_EQ_INT(sq__viewfile_write(path, &in, err, sizeof(err)), 0);
@@ -196,8 +210,10 @@ static void test_viewfile(void)
     CHECK_EQ_INT(sq__viewfile_write(path, &in, err, sizeof(err)), 0); /* replaced */
     CHECK_EQ_INT(sq__viewfile_read(path, &out, err, sizeof(err)), 1);
     CHECK_EQ_INT(out.view_next, 43);
+    CHECK_EQ_INT(out.prev.view_next, 40);
+    CHECK_EQ_INT(out.prev.mine, 0x2);
     /* every flipped byte is caught */
-    for (int off = 0; off < 32; off++) {
+    for (int off = 0; off < 56; off++) {
         int fd = open(path, O_RDWR);
         uint8_t b;
         CHECK(pread(fd, &b, 1, off) == 1);
@@ -209,6 +225,24 @@ static void test_viewfile(void)
         close(fd);
     }
     CHECK_CONTAINS(err, "the view file is damaged");
+    /* a file of format 1 (32 bytes, no prev), as earlier versions wrote it, still reads */
+    {
+        uint8_t b[32] = {0};
+        const uint32_t v1[] = {0x46565153u, 1u | (32u << 16), 9, 0x7};
+        memcpy(b, v1, sizeof(v1));
+        b[16] = 0x1; /* held */
+        b[18] = 0x1; /* mine */
+        uint32_t crc = sq__crc32c(0, b, 28);
+        memcpy(b + 28, &crc, 4);
+        int fd = open(path, O_WRONLY | O_TRUNC);
+        CHECK(write(fd, b, sizeof(b)) == (ssize_t)sizeof(b));
+        close(fd);
+        CHECK_EQ_INT(sq__viewfile_read(path, &out, err, sizeof(err)), 1);
+        CHECK_EQ_INT(out.view_next, 9);
+        CHECK_EQ_INT(out.members, 0x7);
+        CHECK_EQ_INT(out.mine, 0x1);
+        CHECK_EQ_INT(out.prev.view_next, 0);
+    }
     CHECK(truncate(path, 20) == 0);
     CHECK_EQ_INT(sq__viewfile_read(path, &out, err, sizeof(err)), SQ_ECORRUPT);
     /* a member directory not there yet (a member in no persistent shard) is made */
@@ -224,6 +258,55 @@ static void test_viewfile(void)
     CHECK(system(cmd) == 0);
 }
 
+/* The first view of a restart that never completed: its holder died before it recorded the
+ * view, every other member awaited its handover (none holds the view's whole history). Once a
+ * member of that view is back with its older file, the view counts as never proposed. */
+static void test_void_restart_view(void)
+{
+    struct sq_config c = cfg3("[subgroup.orders]\ndelivery = persistent\n");
+    char why[256];
+    bool restart = false;
+    struct sq_log_tail t[SQ_MAX_MEMBERS], e[SQ_MAX_MEMBERS];
+    memset(t, 0, sizeof(t));
+    /* view 5 = {10, 11, 12}, every member whole; the restart's first view 7: 11 and 12 took it
+     * (mine 0: awaiting 10's handover), 10 (the holder) died first: its file still says 5 */
+    t[0] = vt(5, 0x7, 0x1, 0x1);
+    for (int r = 1; r < 3; r++) {
+        t[r] = vt(7, 0x7, 0x1, 0x0);
+        t[r].vf_prev_view = 6; /* view 5 */
+        t[r].vf_prev_members = 0x7;
+        t[r].vf_prev_held = 0x1;
+        t[r].vf_prev_mine = 0x1;
+    }
+    /* without 10, nothing proves that 7 never completed: wait (as before) */
+    CHECK_EQ_INT(sq__restart_check(&c, 0x6, t, &restart, why, sizeof(why)), 0);
+    CHECK_CONTAINS(why, "no member here held the whole history of shard 0 of subgroup orders in "
+                        "view 7");
+    /* with 10 back (file at 5 < 7): 7 is void, view 5's rule holds, and 10 is its holder */
+    CHECK_EQ_INT(sq__restart_check(&c, 0x7, t, &restart, why, sizeof(why)), 1);
+    CHECK(restart);
+    sq__restart_effective_tails(&c, 0x7, t, e);
+    for (int r = 0; r < 3; r++) {
+        CHECK_EQ_INT(e[r].vf_view, 6);
+        CHECK_EQ_INT(e[r].vf_mine, 0x1);
+    }
+    /* 10 and 11 alone do too: a majority of view 5, 10 whole there */
+    CHECK_EQ_INT(sq__restart_check(&c, 0x3, t, &restart, why, sizeof(why)), 1);
+    /* a first view every member recorded is not void: 7's rule (no whole holder) stands */
+    t[0] = t[1];
+    CHECK_EQ_INT(sq__restart_check(&c, 0x7, t, &restart, why, sizeof(why)), 0);
+    /* nor a view that is no restart's first view (no prev): 10's older file proves nothing */
+    t[0] = vt(5, 0x7, 0x1, 0x1);
+    t[1].vf_prev_view = 0;
+    CHECK_EQ_INT(sq__restart_check(&c, 0x7, t, &restart, why, sizeof(why)), 0);
+    /* a member outside view 7 with an older file proves nothing either */
+    t[1].vf_prev_view = 6;
+    for (int r = 1; r < 3; r++) {
+        t[r].vf_members = 0x6;
+    }
+    CHECK_EQ_INT(sq__restart_check(&c, 0x7, t, &restart, why, sizeof(why)), 0);
+}
+
 int main(void)
 {
     test_rule();
@@ -231,5 +314,6 @@ int main(void)
     test_removed_holder();
     test_shards();
     test_viewfile();
+    test_void_restart_view();
     return sq_test_done("test_restart");
 }

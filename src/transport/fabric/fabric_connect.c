@@ -16,7 +16,7 @@
 #include "log.h"
 
 #define HELLO_MAGIC 0x4c4c5153u /* "SQLL" */
-#define HELLO_VERSION 5u
+#define HELLO_VERSION 6u
 
 /* Exchanged as connection private data, both ways. Little-endian on the wire (the build is
  * little-endian only, see common.h). */
@@ -36,7 +36,7 @@ struct hello {
     uint64_t incarnation;    /* random per process: tells a restarted member from a stale probe */
     struct sq_log_tail tail; /* what this member's logs hold (a restart goes on from them) */
 };
-static_assert(sizeof(struct hello) == 176, "hello is a wire format");
+static_assert(sizeof(struct hello) == 192, "hello is a wire format");
 
 #define HELLO_JOINING 1u
 #define HELLO_RUNNING 2u
