@@ -34,7 +34,7 @@
      BIT(OPT_COUNT) | BIT(OPT_MEMBER) | BIT(OPT_TIMEOUT))
 static const char *const g_opts[NOPTS] = {"shards", "if-version", "if-absent", "version", "at",
                                           "stable", "size",       "from",      "count",   "member",
-                                          "json",   "timeout",    "help"};
+                                          "json",   "timeout",    "help",      "metrics"};
 
 typedef int (*run_fn)(sq_client *c, const struct cli *cli, sq_kv_result *r);
 
@@ -72,7 +72,8 @@ static void usage(FILE *out)
         "        from version V on, until SIGINT or SIGTERM, or until N updates are printed:\n"
         "        KEY version=... timestamp=... size=N value=\"...\" (quoted and escaped, the\n"
         "        first %d bytes; --json gives whole values), or KEY version=... ... removed\n"
-        "  status                  the connected member's view of the group\n"
+        "  status [--metrics]      the connected member's view of the group; --metrics: its\n"
+        "                          metrics in Prometheus' text format (as HTTP /metrics)\n"
         "Keys are paths under a pool (/orders/42: no '//', no trailing '/', at most %u bytes);\n"
         "a PREFIX is one inside a pool (/orders/ or /orders/2026-).\n"
         "options:\n"
@@ -329,7 +330,8 @@ static int run_history(sq_client *c, const struct cli *cli, sq_kv_result *r)
 
 static int run_status(sq_client *c, const struct cli *cli, sq_kv_result *r)
 {
-    int rc = sq_client_status(c, cli->json, r);
+    /* 2: the member's metrics in Prometheus' text format, as its HTTP /metrics serves them */
+    int rc = sq_client_status(c, (cli->seen & BIT(OPT_METRICS)) ? 2 : cli->json, r);
     if (rc != 0) {
         return sq__cli_fail_call(c, cli, rc, r);
     }
@@ -471,7 +473,7 @@ static const struct command g_commands[] = {
     {"ls", 1, 1, BIT(OPT_AT), run_ls},
     {"history", 1, 1, 0, run_history},
     {"watch", 1, 1, BIT(OPT_FROM) | BIT(OPT_COUNT), run_watch},
-    {"status", 0, 0, 0, run_status},
+    {"status", 0, 0, BIT(OPT_METRICS), run_status},
 };
 
 /* ---- argument parsing ---- */
@@ -558,6 +560,9 @@ static int check_options(struct cli *cli)
     }
     if ((cli->seen & BIT(OPT_VERSION)) && (cli->seen & BIT(OPT_AT))) {
         return fail_usage(cli, "--version and --at exclude each other");
+    }
+    if ((cli->seen & BIT(OPT_METRICS)) && (cli->seen & BIT(OPT_JSON))) {
+        return fail_usage(cli, "--metrics (Prometheus' text format) and --json exclude each other");
     }
     return EXIT_OK;
 }

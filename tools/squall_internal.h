@@ -41,6 +41,7 @@ enum {
     OPT_JSON,
     OPT_TIMEOUT,
     OPT_HELP,
+    OPT_METRICS,
     NOPTS
 };
 #define BIT(o) (1u << (o))

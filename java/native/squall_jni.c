@@ -152,6 +152,17 @@ static jlongArray pair(JNIEnv *env, uint64_t a, uint64_t b)
     return out;
 }
 
+/* A put's or remove's outcome: {version, timestamp}, or NULL with its exception thrown. */
+static jlongArray written(JNIEnv *env, int rc, sq_kv_result *r)
+{
+    jlongArray out = rc == 0 ? pair(env, r->version, r->timestamp) : NULL;
+    if (rc != 0) {
+        throw_result(env, r);
+    }
+    sq_kv_result_free(r);
+    return out;
+}
+
 static sq_client *H(jlong h)
 {
     return (sq_client *)(intptr_t)h;
@@ -212,12 +223,7 @@ JNIEXPORT jlongArray JNICALL Java_org_squall_SquallClient_put0(JNIEnv *env, jcla
     int rc = sq_client_put(H(h), k, v, (size_t)n, &o, &r);
     free(v);
     free(k);
-    jlongArray out = rc == 0 ? pair(env, r.version, r.timestamp) : NULL;
-    if (rc != 0) {
-        throw_result(env, &r);
-    }
-    sq_kv_result_free(&r);
-    return out;
+    return written(env, rc, &r);
 }
 
 JNIEXPORT jobject JNICALL Java_org_squall_SquallClient_get0(JNIEnv *env, jclass cls, jlong h,
@@ -268,12 +274,7 @@ JNIEXPORT jlongArray JNICALL Java_org_squall_SquallClient_delete0(JNIEnv *env, j
     sq_kv_result r = {0};
     int rc = sq_client_remove(H(h), k, &o, &r);
     free(k);
-    jlongArray out = rc == 0 ? pair(env, r.version, r.timestamp) : NULL;
-    if (rc != 0) {
-        throw_result(env, &r);
-    }
-    sq_kv_result_free(&r);
-    return out;
+    return written(env, rc, &r);
 }
 
 JNIEXPORT jobjectArray JNICALL Java_org_squall_SquallClient_items0(JNIEnv *env, jclass cls, jlong h,

@@ -113,6 +113,16 @@ expect 5 '^\{"error":"SQ_ECLOSED","message":"cannot reach any member: .*; cannot
   "$SQUALL" --json --member "127.0.0.1:$((BASE_PORT + 50)),nosuchhost.invalid:1" status
 expect 0 "version=0x" "$SQUALL" --member "127.0.0.1:$((BASE_PORT + 50)),127.0.0.1:$BASE_PORT,$MEMBERS" put /orders/m x
 expect 2 "'127.0.0.1' is not host:port" "$SQUALL" --member 127.0.0.1 status
+# status --metrics: the member's Prometheus text, which promtool accepts
+"$SQUALL" status --metrics > "$WORK/metrics.txt" || fail "status --metrics"
+grep -q '^squall_view_id [0-9]' "$WORK/metrics.txt" || fail "status --metrics: no squall_view_id: $(head -5 "$WORK/metrics.txt")"
+if command -v promtool > /dev/null; then
+  promtool check metrics < "$WORK/metrics.txt" > "$WORK/promtool.out" 2>&1 ||
+    fail "promtool check metrics on status --metrics: $(head -5 "$WORK/promtool.out")"
+fi
+echo "ok (0): status --metrics: $(grep -c '^squall_' "$WORK/metrics.txt") samples, promtool accepts them"
+expect 2 "status: --metrics \(Prometheus' text format\) and --json exclude each other" "$SQUALL" status --metrics --json
+expect 2 "metrics" "$SQUALL" get /orders/x --metrics
 
 echo "== T. text output"
 "$SQUALL" put /orders/d removed >/dev/null && "$SQUALL" rm /orders/d >/dev/null || fail "put and rm /orders/d"
