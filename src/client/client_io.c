@@ -447,7 +447,9 @@ static void fill_result(sq_kv_result *r, const struct sq_kv_frame *f)
                         .value = (void *)f->value,
                         .size = f->value_len};
     size_t n = f->str_len < sizeof(r->message) - 1 ? f->str_len : sizeof(r->message) - 1;
-    memcpy(r->message, f->str, n);
+    if (n > 0) { /* an in-process answer without a message has no string at all */
+        memcpy(r->message, f->str, n);
+    }
     r->message[n] = '\0';
 }
 
