@@ -127,19 +127,27 @@ static jbyteArray bytes(JNIEnv *env, const void *p, size_t n)
     return a;
 }
 
-/* Strings from the store are bytes: keys that are not UTF-8 still reach Java (as Latin-1). */
+/* Keys from the store are bytes, not always UTF-8 (NewStringUTF would take them as modified
+ * UTF-8 and misread them): decoded as Java does, new String(bytes, "UTF-8"), bad bytes becoming
+ * U+FFFD. NULL with an exception pending. */
 static jstring key_string(JNIEnv *env, const char *k, size_t n)
 {
-    char *z = malloc(n + 1);
-    if (z == NULL) {
-        throw_oom(env);
-        return NULL;
+    jclass sc = (*env)->FindClass(env, "java/lang/String");
+    jmethodID ctor =
+        sc != NULL ? (*env)->GetMethodID(env, sc, "<init>", "([BLjava/lang/String;)V") : NULL;
+    jbyteArray b = ctor != NULL ? bytes(env, k, n) : NULL;
+    jstring cs = b != NULL ? (*env)->NewStringUTF(env, "UTF-8") : NULL;
+    jstring out = cs != NULL ? (jstring)(*env)->NewObject(env, sc, ctor, b, cs) : NULL;
+    if (b != NULL) {
+        (*env)->DeleteLocalRef(env, b);
     }
-    memcpy(z, k, n);
-    z[n] = '\0';
-    jstring s = (*env)->NewStringUTF(env, z);
-    free(z);
-    return s;
+    if (cs != NULL) {
+        (*env)->DeleteLocalRef(env, cs);
+    }
+    if (sc != NULL) {
+        (*env)->DeleteLocalRef(env, sc);
+    }
+    return out;
 }
 
 static jlongArray pair(JNIEnv *env, uint64_t a, uint64_t b)

@@ -437,6 +437,20 @@ static bool retriable(int status)
            status == SQ_EVIEWCHANGE;
 }
 
+/* Whether call k is retried after an answer that says "not here" or "not now". */
+static bool still_trying(const struct call *k, uint64_t now)
+{
+    return k->acked || now < k->deadline_ms;
+}
+
+/* Under mu, on the socket's reader: this member is out of the group; the calls go to the next
+ * member after a pause, longer once the whole list said so. */
+static void leave_member(sq_client *c, uint64_t now)
+{
+    disconnect(c);
+    c->next_connect_ms = now + (c->cur == 0 ? 4 * RETRY_MS : RETRY_MS);
+}
+
 static void fill_result(sq_kv_result *r, const struct sq_kv_frame *f)
 {
     *r = (sq_kv_result){.status = f->status,
@@ -508,16 +522,14 @@ static void on_frame(sq_client *c, const struct sq_kv_frame *f)
         pthread_mutex_unlock(&c->mu);
         return; /* an unwatched watch: sq_client_unwatch removes it */
     }
-    if (f->status == SQ_ENOQUORUM && (k->acked || now < k->deadline_ms)) {
+    if (f->status == SQ_ENOQUORUM && still_trying(k, now)) {
         /* This member is out of the group for now: every other request would get the same
          * answer, so all of them go to the next member at once. */
-        disconnect(c);
-        /* a pause before the next member, longer once the whole list said so */
-        c->next_connect_ms = now + (c->cur == 0 ? 4 * RETRY_MS : RETRY_MS);
+        leave_member(c, now);
         pthread_mutex_unlock(&c->mu);
         return;
     }
-    if (retriable(f->status) && (k->acked || now < k->deadline_ms)) {
+    if (retriable(f->status) && still_trying(k, now)) {
         k->sent = false;
         c->nretry += k->acked && k->retry_at_ms == 0;
         k->retry_at_ms = now + RETRY_MS;
@@ -799,9 +811,7 @@ static void leave_first(sq_client *c)
 {
     pthread_mutex_lock(&c->mu);
     if (c->leave_first && c->leave_gen == c->conn_gen && c->connected && !c->reader_busy) {
-        disconnect(c);
-        /* a pause before the next member, longer once the whole list said so */
-        c->next_connect_ms = sq__client_now_ms() + (c->cur == 0 ? 4 * RETRY_MS : RETRY_MS);
+        leave_member(c, sq__client_now_ms());
     }
     if (!c->reader_busy) {
         c->leave_first = false;
@@ -887,7 +897,7 @@ void sq__client_direct_answer(void *arg, const struct sq_kv_frame *f)
         uint64_t now = sq__client_now_ms();
         pthread_mutex_lock(&c->mu);
         struct call *k = *sq__client_slot_of(c, f->req_id);
-        bool retry = k != NULL && k->req_id == f->req_id && (k->acked || now < k->deadline_ms);
+        bool retry = k != NULL && k->req_id == f->req_id && still_trying(k, now);
         if (retry && c->connected && c->cur == 0 && !c->leave_first) {
             c->leave_first = true;
             c->leave_gen = c->conn_gen;

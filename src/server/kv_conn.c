@@ -380,14 +380,7 @@ int sq__kv_server_inproc_request(struct sq_kv_server *s, uint64_t id, const uint
     /* What the service thread does after the frames it reads: ops to multicast, relays to
      * send. It sleeps in epoll meanwhile, so it is woken only when something is left over. */
     sq__kvs_flush_outbox(s);
-    bool left = s->outbox != NULL;
-    for (struct conn *o = s->conns; o != NULL; o = o->next) {
-        if (!o->dead && o->fd >= 0 && o->out.len > o->out.off) {
-            sq__kvs_conn_flush(s, o);
-            left |= o->out.len > o->out.off;
-        }
-        left |= o->dead && o->fd >= 0;
-    }
+    bool left = sq__kvs_flush_conns(s) || s->outbox != NULL;
     pthread_mutex_unlock(&s->svc_mu);
     if (left) {
         sq__kvs_wake(s);

@@ -380,6 +380,10 @@ void sq__kvs_help(struct sq_kv_server *s);
  * pools; as JSON when the request has SQ_KV_F_JSON. */
 void sq__kvs_status(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f);
 
+/* Under svc_mu: sends what the connections have queued and closes the dead ones; whether some
+ * answer is still queued (a socket that did not take it all). */
+bool sq__kvs_flush_conns(struct sq_kv_server *s);
+
 /* Answers request f on c with the text in b as its value, and frees b. */
 void sq__kvs_send_text(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f,
                        struct sq__buf *b);

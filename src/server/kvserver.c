@@ -173,17 +173,19 @@ static void detach(struct sq_kv_server *s)
     pthread_mutex_unlock(&s->mu);
 }
 
-/* Sends what the connections have queued. */
-static void flush_conns(struct sq_kv_server *s)
+bool sq__kvs_flush_conns(struct sq_kv_server *s)
 {
+    bool left = false;
     for (struct conn *c = s->conns; c != NULL; c = c->next) {
         if (!c->dead && c->out.len > c->out.off) {
             sq__kvs_conn_flush(s, c);
+            left |= !c->dead && c->out.len > c->out.off;
         }
         if (c->dead && c->fd >= 0) {
             sq__kvs_conn_close(s, c);
         }
     }
+    return left;
 }
 
 void sq__kvs_help(struct sq_kv_server *s)
@@ -194,7 +196,7 @@ void sq__kvs_help(struct sq_kv_server *s)
     }
     bool done = s->svc_open && !atomic_load(&s->detached) && sq__kvs_process_dones(s, true);
     if (done) {
-        flush_conns(s);
+        (void)sq__kvs_flush_conns(s);
     }
     pthread_mutex_unlock(&s->svc_mu);
     if (!done) {
@@ -253,7 +255,7 @@ static void *service_main(void *arg)
         }
         (void)sq__kvs_process_dones(s, false);
         sq__kvs_flush_outbox(s);
-        flush_conns(s);
+        (void)sq__kvs_flush_conns(s);
         sweep(s);
     }
     s->svc_open = false;
