@@ -307,11 +307,14 @@ void sq__smc_set_ordered(struct sq__smc *s, sq_deliver_fn ordered, void *arg)
 
 void sq__smc_release(struct sq__smc *s, uint64_t last_ts)
 {
-    /* Nothing was logged ahead while on hold: logging starts from the same clock as delivery. */
+    /* Nothing was logged ahead while on hold: logging starts from the same clock as delivery.
+     * That clock is the donor's, not the later of it and mine: every member of the view must
+     * stamp the same messages alike, and mine may be ahead (a restart set it from my log's last
+     * record, which the donor then had me cut as past the shard's history). */
     SQ_ASSERT(s->next_ordered == s->next_deliver);
     s->hold = false;
-    s->last_timestamp = SQ_MAX(s->last_timestamp, last_ts);
-    s->ordered_last_ts = s->last_timestamp;
+    s->last_timestamp = last_ts;
+    s->ordered_last_ts = last_ts;
 }
 
 void sq__smc_fini(struct sq__smc *s)

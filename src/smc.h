@@ -137,7 +137,7 @@ void sq__smc_fini(struct sq__smc *s);
 void sq__smc_set_ordered(struct sq__smc *s, sq_deliver_fn ordered, void *arg);
 
 /* A newcomer's shard state is in: lifts the hold, and both the delivery and the `ordered` clock go
- * on from `last_ts` (the donor's last timestamp) if it is later. */
+ * on from `last_ts`, the donor's last timestamp (whatever this member's clock said before). */
 void sq__smc_release(struct sq__smc *s, uint64_t last_ts);
 
 /* Reserves my next slot for `size` bytes: *buf points into my row. SQ_EAGAIN when the slot still

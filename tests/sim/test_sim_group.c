@@ -7,8 +7,11 @@
  *   - for every shard, members that install view v+1 delivered the same messages in view v, in
  *     the same order; nothing is delivered in an inadequate view;
  *   - each sender's messages arrive in the order sent, with the right payload, in the right shard;
- *   - at the end, running members that reach each other share one view, and members of the same
- *     shard hold the same state (so the handovers carried exactly the right state);
+ *   - at the end, running members that reach each other share one view, none sits on a decided
+ *     view change it never installed, and members of the same shard hold the same state (so the
+ *     handovers carried exactly the right state);
+ * In some seeds a newcomer dies while its handover runs, once its donor decided the next view
+ * (a bystander's crash): the donor must go on without it.
  *   - persistent subgroups log on simulated disks that lose what was not synced and tear the
  *     last write when a member crashes; logs are flushed at random moments, so crashes fall
  *     between append, sync and the table update. Every version a member reported persisted is,
@@ -102,6 +105,12 @@ struct run {
     char failure[300];
     bool verbose;
     bool kill_next_leader;
+    /* The scenario of chaos seed 110: a bystander crashes while a handover runs, and once the
+     * view change that removes it is decided at the donor (which then takes no more
+     * suspicions), the newcomer dies too. 0: off, 1: waiting for a handover, 2: for the
+     * decision, 3: done. */
+    uint32_t newcomer_dies;
+    uint32_t nd_donor, nd_newcomer;
     uint64_t rng;
     struct report *reports;
     uint32_t nreports, capreports;
@@ -110,7 +119,7 @@ struct run {
 };
 
 static uint64_t g_views, g_inadequate, g_handovers, g_delivered, g_partitioned, g_removed;
-static uint64_t g_reports, g_checked_records;
+static uint64_t g_reports, g_checked_records, g_newcomer_deaths;
 
 static void fail(struct run *run, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void fail(struct run *run, const char *fmt, ...)
@@ -524,6 +533,16 @@ static void log_range(const struct node *nd, uint32_t inc, uint32_t v, uint64_t 
 static void check(struct run *run)
 {
     const uint32_t nsg = run->cfg.nsubgroups;
+    /* Long after the last fault healed, no running member still sits on a decided view change
+     * it never installed (a donor waiting for a newcomer that died: chaos seed 110). */
+    for (uint32_t i = 0; i < run->n; i++) {
+        const struct node *nd = &run->node[i];
+        if (!nd->crashed && !nd->stopped && !nd->joining &&
+            nd->g.ctl.sst.phase == SQ_SST_READY) {
+            fail(run, "member %u never installed the view after %u, though it was decided", i,
+                 nd->g.ctl.sst.view_id);
+        }
+    }
     /* Same view id: same members, adequacy and layout; majorities. */
     int first_at[MAX_VIEWS][2];
     memset(first_at, -1, sizeof(first_at));
@@ -954,6 +973,92 @@ static void make_config(struct run *run, uint64_t *rng)
     }
 }
 
+/* Kills member `victim` for good (links reset) or with a restart that rejoins later. */
+static void kill_member(struct run *run, uint32_t victim, uint64_t restart_at)
+{
+    struct node *nd = &run->node[victim];
+    crash_node(run, nd);
+    nd->restart_at = restart_at;
+    for (uint32_t j = 0; j < run->n; j++) {
+        if (j != victim) {
+            sq__sim_cut(run->sim, victim, j);
+        }
+    }
+}
+
+/* Drives run->newcomer_dies (see struct run), once per tick. */
+static void newcomer_dies_step(struct run *run, uint64_t now)
+{
+    if (run->newcomer_dies == 1) {
+        for (uint32_t i = 0; i < run->n; i++) {
+            struct node *d = &run->node[i];
+            if (d->crashed || d->stopped || d->joining || d->g.ctl.sst.phase != SQ_SST_RUNNING) {
+                continue;
+            }
+            for (uint32_t sg = 0; sg < run->cfg.nsubgroups; sg++) {
+                const struct sq__donation *dn = &d->g.donation[sg];
+                if (!dn->active || dn->cur >= dn->nnew) {
+                    continue;
+                }
+                uint32_t nc = d->g.ctl.sst.member_peers[dn->newcomers[dn->cur]];
+                /* The leader of the change must be a third member: it learns the decision with
+                 * the newcomer's vote and tells the donor, while the donor and the newcomer
+                 * hear nothing from each other for a while (less than a heartbeat timeout). */
+                uint32_t leader = d->g.ctl.sst.member_peers[0];
+                if (leader == i || leader == nc) {
+                    continue;
+                }
+                for (uint32_t b = 0; b < run->n; b++) {
+                    struct node *bn = &run->node[b];
+                    if (b == i || b == nc || b == leader || bn->crashed || bn->stopped ||
+                        bn->joining) {
+                        continue;
+                    }
+                    kill_member(run, b, 0);
+                    sq__sim_hold(run->sim, i, nc, now + HB_TIMEOUT_MS * 1000u / 2);
+                    run->newcomer_dies = 2;
+                    run->nd_donor = i;
+                    run->nd_newcomer = nc;
+                    if (run->verbose) {
+                        printf("  t=%" PRIu64 " member %u crashes while %u hands shard %u of "
+                               "subgroup %u to %u\n",
+                               now, b, i, dn->shard, sg, nc);
+                    }
+                    return;
+                }
+            }
+        }
+        return;
+    }
+    if (run->newcomer_dies == 2) {
+        struct node *d = &run->node[run->nd_donor];
+        struct node *nc = &run->node[run->nd_newcomer];
+        if (d->crashed || d->stopped || nc->crashed || nc->stopped || nc->joining) {
+            run->newcomer_dies = 1; /* something else came first: wait for another handover */
+            return;
+        }
+        bool serving = false;
+        for (uint32_t sg = 0; sg < run->cfg.nsubgroups; sg++) {
+            const struct sq__donation *dn = &d->g.donation[sg];
+            serving |= dn->active && dn->cur < dn->nnew &&
+                       d->g.ctl.sst.member_peers[dn->newcomers[dn->cur]] == run->nd_newcomer;
+        }
+        if (!serving) {
+            run->newcomer_dies = 1;
+            return;
+        }
+        if (d->g.ctl.sst.phase == SQ_SST_READY) {
+            kill_member(run, run->nd_newcomer, now + 5000 + sq__sim_rand_below(&run->rng, 20000));
+            run->newcomer_dies = 3;
+            g_newcomer_deaths++;
+            if (run->verbose) {
+                printf("  t=%" PRIu64 " newcomer %u dies: its donor %u decided the next view\n",
+                       now, run->nd_newcomer, run->nd_donor);
+            }
+        }
+    }
+}
+
 static int run_seed(uint64_t seed, bool verbose)
 {
     uint64_t rng = seed * 0x9e3779b97f4a7c15ull + 11;
@@ -967,6 +1072,12 @@ static int run_seed(uint64_t seed, bool verbose)
     run->flush_permille = 50 + (uint32_t)sq__sim_rand_below(&rng, 900);
     run->flush_sync = sq__sim_rand_below(&rng, 8) != 0;
     make_config(run, &rng);
+    /* (not from rng: the other seeds keep their schedules; small chunks: handovers that take
+     * long enough for a view change to be decided meanwhile) */
+    run->newcomer_dies = run->n >= 4 && run->cfg.max_state_bytes < 65536 &&
+                                 (seed * 0x2545f4914f6cdd1dull) >> 62 == 0
+                             ? 1
+                             : 0;
     struct sq_sim_params sp = {
         .min_delay_us = 5 + (uint32_t)sq__sim_rand_below(&rng, 100),
         .max_jitter_us = (uint32_t)sq__sim_rand_below(&rng, 400),
@@ -1085,6 +1196,9 @@ static int run_seed(uint64_t seed, bool verbose)
                 }
             }
         }
+        if (run->newcomer_dies != 0) {
+            newcomer_dies_step(run, now);
+        }
         for (uint32_t i = 0; i < run->n && run->failure[0] == '\0'; i++) {
             struct node *nd = &run->node[i];
             if (nd->crashed && nd->restart_at != 0 && now >= nd->restart_at) {
@@ -1192,8 +1306,8 @@ int main(int argc, char **argv)
     printf("views installed %" PRIu64 " (inadequate %" PRIu64 "), state handovers %" PRIu64
            ", messages delivered %" PRIu64 ", members stopped as partitioned %" PRIu64
            ", as removed %" PRIu64 ", persisted reports %" PRIu64 ", log records checked %" PRIu64
-           "\n",
+           ", newcomers dead after the next view was decided %" PRIu64 "\n",
            g_views, g_inadequate, g_handovers, g_delivered, g_partitioned, g_removed, g_reports,
-           g_checked_records);
+           g_checked_records, g_newcomer_deaths);
     return rc;
 }

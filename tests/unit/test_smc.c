@@ -1,6 +1,7 @@
 /* test_smc.c: the multicast core on small, hand-checked scenarios: layout, send errors, window
- * flow control, round-robin order with nulls, sends from the delivery callback, a corrupt
- * row from the network, and large messages along a chain and a star. */
+ * flow control, round-robin order with nulls, sends from the delivery callback, a newcomer's
+ * clock once its state is in, a corrupt row from the network, and large messages along a chain
+ * and a star. */
 #include "smc.h"
 
 #include <stdint.h>
@@ -346,6 +347,42 @@ static void test_ordered_ahead_of_delivery(void)
     group_fini(&g);
 }
 
+/* A newcomer on hold whose own clock is ahead of the donor's (a restart set it from its log's last
+ * record, which the donor then had it cut): once released with the donor's clock it stamps every
+ * message as the others do (chaos seed 110: its log diverged from the first record of the view,
+ * and it could never rejoin). */
+static void test_release_takes_the_donors_clock(void)
+{
+    struct group g;
+    group_init(&g, 3, 8, 16);
+    memset(g_ordered, 0, sizeof(g_ordered));
+    for (uint32_t r = 0; r < 3; r++) {
+        sq__smc_set_ordered(&g.m[r], on_ordered, &ctxs[r]);
+        g.m[r].last_timestamp = g.m[r].ordered_last_ts = 500; /* the shard's clock */
+    }
+    g.m[2].last_timestamp = g.m[2].ordered_last_ts = 900000; /* a cut record's stamp */
+    g.m[2].hold = true;
+    sq__smc_release(&g.m[2], 500);
+    g.m[0].stamp = 600;
+    g.m[1].stamp = 700;
+    CHECK_EQ_INT(send_text(&g.m[0], "a"), 0);
+    CHECK_EQ_INT(send_text(&g.m[1], "b"), 0);
+    settle(&g);
+    CHECK_EQ_INT(send_text(&g.m[2], "c"), 0);
+    settle(&g);
+    for (uint32_t r = 0; r < 3; r++) {
+        CHECK_EQ_INT(g.nlog[r], 3);
+        CHECK_EQ_INT(g_ordered[r].n, 3);
+        for (uint32_t k = 0; k < g_ordered[r].n; k++) {
+            CHECK_EQ_INT(g_ordered[r].version[k], g_ordered[0].version[k]);
+            CHECK_EQ_INT(g_ordered[r].ts[k], g_ordered[0].ts[k]);
+        }
+    }
+    CHECK_EQ_INT(g_ordered[0].ts[0], 600);
+    CHECK(g_ordered[0].ts[2] < 900000);
+    group_fini(&g);
+}
+
 static void test_send_from_callback(void)
 {
     struct group g;
@@ -499,6 +536,7 @@ int main(void)
     test_nulls_let_one_sender_go();
     test_lone_sender_one_round_trip();
     test_ordered_ahead_of_delivery();
+    test_release_takes_the_donors_clock();
     test_send_from_callback();
     test_corrupt_row_fails_cleanly();
     test_large_chain();
