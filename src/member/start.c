@@ -106,6 +106,18 @@ static int find_logs(sq_member *m)
             return rc;
         }
         if (rc > 0) {
+            /* A restart's first view rewrites this file at once. A member that cannot (its disk
+             * full or read-only) would be counted in every restart the others try and then fail
+             * it, each time it is started again, so they could never restart without it (chaos
+             * seed 121): it stays out, and says why, until it can write there. */
+            rc = sq__viewfile_write(path, &m->vf, err, sizeof(err));
+            if (rc != 0) {
+                sq__member_set_error(m,
+                                     "%s (this member cannot take part in the group until its "
+                                     "data directory takes writes again: a full disk?)",
+                                     err);
+                return rc;
+            }
             tail.vf_view = m->vf.view_next;
             tail.vf_members = m->vf.members;
             tail.vf_held = m->vf.held;

@@ -118,7 +118,11 @@ class Cluster:
             data = os.path.join(self.work, "data%d" % i)
             os.makedirs(data, exist_ok=True)
             if i == self.disk_member:
-                sh("mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", data)
+                # small, so that filling it is quick, but room for the log of the whole run
+                # (which only grows: about 100 MiB per 600 s at 3 members here; seed 121 filled
+                # 96 MiB with it)
+                size_mb = max(96, int(self.args.duration))
+                sh("mount", "-t", "tmpfs", "-o", "size=%dm" % size_mb, "tmpfs", data)
                 self.mounts.append(data)
             with open(os.path.join(self.work, "m%d.cfg" % i), "w") as f:
                 f.write("[group]\nprovider = tcp\nlog_level = info\ndata_dir = %s\n" % data)

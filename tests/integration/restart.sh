@@ -20,6 +20,10 @@
 #      still link up in it (in a namespace where iptables keeps 2 and 3 from linking with 1). They
 #      do not wait for it (nor would they count a new process of it as the one that sent the
 #      view): each stops at once saying so, and started again the three restart the group.
+#   6. A member whose data directory takes no writes (its view file cannot be replaced: a full
+#      disk, here a directory in the way of the file's replacement) stays out of the restart and
+#      says why; the other two restart the group without it instead of failing each restart it
+#      would join and then break (chaos seed 121).
 SQUALLD=$1
 . "$(dirname "$0")/lib.sh"
 HB_MS=${SQ_TEST_HEARTBEAT_MS:-500}
@@ -238,4 +242,29 @@ wait_ok 1 2 3
 grep -q 'restarting the group from its disks with 3 of 4 members' "$WORK/m1.err" ||
   fail "members 1, 2 and 3 did not restart the group led by member 1"
 echo "  members 1, 2 and 3 stopped within $waited_ms ms of the leader's death ('$why'); started again, they restarted the group"
+
+echo "case 6: a member that cannot write its view file stays out of the restart; the other two restart"
+ip netns del "$NS" 2>/dev/null
+trap cleanup EXIT
+PIDS=()
+retire 0 1 2 3
+rm -rf "$WORK/data"
+LAYOUT='[subgroup.orders]\ndelivery = persistent\nwindow_size = 64\nmax_payload = 512'
+configs 20000
+for i in 0 1 2; do start_member "$i" --send 300 --size 300 --finish --timeout 60; done
+wait_ok 0 1 2
+retire 0 1 2
+mkdir "$WORK/data/member-2/view.new" # the view file's replacement cannot be written
+start_member 2 --send 10 --size 300 --finish --timeout 60
+sleep 0.5 # member 2 would be linked with the others by the time they start
+for i in 0 1; do start_member "$i" --send 300 --size 300 --finish --timeout 60; done
+wait "$PID_2"; st=$?
+[ "$st" = 1 ] || fail "member 2 exited with status $st (want 1): $(tail -2 "$WORK/m2.err")"
+grep -q 'cannot write the view file.*cannot take part in the group until its data directory takes writes' "$WORK/m2.err" ||
+  fail "member 2 did not say it cannot write its view file: $(tail -2 "$WORK/m2.err")"
+grep -q '^view=' "$WORK/m2.out" && fail "member 2 took a view although it cannot write its view file"
+wait_ok 0 1
+grep -q 'restarting the group from its disks with 2 of 3 members' "$WORK/m0.err" ||
+  fail "members 0 and 1 did not restart the group without member 2: $(grep -h 'restart' "$WORK/m0.err" | tail -2)"
+echo "  member 2: '$(grep -o 'cannot write the view file[^(]*' "$WORK/m2.err" | head -1)'; 0 and 1 restarted the group"
 echo "ok"
