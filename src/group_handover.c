@@ -78,6 +78,7 @@ int sq__group_pump_donation(struct sq__group *g, uint32_t s)
 {
     struct sq__donation *d = &g->donation[s];
     int events = 0;
+    const uint64_t failed = g->t->vt->failed_peers(g->t); /* links closed, as of this poll */
     while (d->active) {
         if (d->cur == d->nnew) {
             sq__group_end_donation(d);
@@ -91,7 +92,7 @@ int sq__group_pump_donation(struct sq__group *g, uint32_t s)
          * its first view for good, and the group with it). The next view counts it as having
          * its state, as the others do; it is not there to serve, and leaves in the one after. */
         if ((g->ctl.sst.suspected >> nc) & 1u || (g->ctl.sst.decision.removed >> nc) & 1u ||
-            (g->t->vt->failed_peers(g->t) >> peer) & 1u) {
+            (failed >> peer) & 1u) {
             d->cur++; /* it failed: it leaves with the next view */
             d->pos = 0;
             d->seq = 0;

@@ -1149,13 +1149,10 @@ static int run_seed(uint64_t seed, bool verbose)
             uint32_t victim = (uint32_t)sq__sim_rand_below(&rng, run->n);
             struct node *nd = &run->node[victim];
             if (fault_kind[f] <= 1) {
-                crash_node(run, nd);
                 if (fault_kind[f] == 0) {
-                    for (uint32_t j = 0; j < run->n; j++) {
-                        if (j != victim) {
-                            sq__sim_cut(run->sim, victim, j);
-                        }
-                    }
+                    kill_member(run, victim, nd->restart_at); /* a restart due stays due */
+                } else {
+                    crash_node(run, nd);
                 }
                 if (verbose) {
                     printf("  t=%" PRIu64 " crash member %u (%s)\n", now, victim,
@@ -1164,13 +1161,7 @@ static int run_seed(uint64_t seed, bool verbose)
             } else if (fault_kind[f] <= 3) {
                 /* kill -9 and a restart that rejoins a little later */
                 if (!nd->crashed && !nd->stopped && !nd->joining) {
-                    crash_node(run, nd);
-                    nd->restart_at = now + 5000 + sq__sim_rand_below(&rng, 60000);
-                    for (uint32_t j = 0; j < run->n; j++) {
-                        if (j != victim) {
-                            sq__sim_cut(run->sim, victim, j);
-                        }
-                    }
+                    kill_member(run, victim, now + 5000 + sq__sim_rand_below(&rng, 60000));
                     if (verbose) {
                         printf("  t=%" PRIu64 " kill member %u, restart at %" PRIu64 "\n", now,
                                victim, nd->restart_at);
