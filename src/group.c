@@ -19,6 +19,10 @@
 /* The control table carries no messages: one tiny slot per member. */
 #define CTL_WINDOW 1u
 #define CTL_PAYLOAD 8u
+/* How long a change to this member's rows that no other member waits on may wait for the next
+ * push (smc.c, "lazy changes"): far longer than a multicast round, so that under load it rides
+ * on a push made anyway, and short next to anything a user waits for. */
+#define SQ_LAZY_PUSH_US 1000u
 
 static_assert(sizeof(struct sq__welcome) <= SQ_WELCOME_BYTES, "welcome fits its block");
 static_assert(sizeof(struct sq__welcome) <= SQ_TRANSPORT_MAX_COPY, "welcome is one write_copy");
@@ -163,7 +167,8 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
                                         .peer_ids = g->peer_ids},
                                 .now_us = g->now_us,
                                 .heartbeat_timeout_us =
-                                    (uint64_t)cfg->heartbeat_timeout_ms * 1000u};
+                                    (uint64_t)cfg->heartbeat_timeout_ms * 1000u,
+                                .lazy_us = SQ_LAZY_PUSH_US};
     int rc = sq__smc_init(&g->ctl, &cp, g->base + cp.sst.region_offset, g->t, NULL, NULL);
     if (rc != 0) {
         return sq__group_fail(g, rc, "cannot set up the control table of view %u", view_id);
@@ -232,7 +237,8 @@ static int setup_view(struct sq__group *g, uint32_t view_id, uint32_t n, const u
                 .last_timestamp = g->last_ts[s],
                 .schedule = sg->large_schedule == SQ_SCHEDULE_STAR ? SQ_SMC_STAR : SQ_SMC_CHAIN,
                 .block_bytes = sg->block_size,
-                .large_bytes_total = &g->large_bytes_sent};
+                .large_bytes_total = &g->large_bytes_sent,
+                .lazy_us = SQ_LAZY_PUSH_US};
             bool newcomer = holders->shard[s][my_rank] != k && donor != UINT32_MAX;
             bool holder = holders->shard[s][my_rank] == k;
             if (sg->persistent && (g->log[s] == NULL || !g->log_ok[s]) &&
@@ -530,6 +536,7 @@ int sq__group_poll(struct sq__group *g, uint64_t now_us)
         if (!g->in_shard[s] || g->gate) {
             continue;
         }
+        sq__smc_tick(&g->shard[s], now_us); /* a shard's table only takes the time */
         rc = sq__smc_poll(&g->shard[s]);
         if (rc < 0) {
             return sq__group_fail(g, rc, "shard %u of subgroup %s: %s", g->shard[s].shard,
@@ -537,7 +544,12 @@ int sq__group_poll(struct sq__group *g, uint64_t now_us)
         }
         events += rc;
         if (g->log[s] != NULL) {
-            events += sq__group_publish_persistence(g, s);
+            rc = sq__group_publish_persistence(g, s);
+            if (rc < 0) {
+                return sq__group_fail(g, rc, "shard %u of subgroup %s: %s", g->shard[s].shard,
+                                      g->cfg->subgroups[s].name, g->shard[s].sst.errmsg);
+            }
+            events += rc;
         }
         /* A shard member whose link broke is suspected here too: the whole view changes. */
         for (uint32_t r = 0; r < g->shard[s].sst.L.nmembers; r++) {
@@ -554,6 +566,17 @@ int sq__group_poll(struct sq__group *g, uint64_t now_us)
         }
     }
     return g->failed != 0 ? g->failed : events;
+}
+
+uint64_t sq__group_lazy_deadline(const struct sq__group *g)
+{
+    uint64_t t = g->ctl_ready ? sq__smc_lazy_deadline(&g->ctl) : UINT64_MAX;
+    for (uint32_t s = 0; s < g->cfg->nsubgroups; s++) {
+        if (g->in_shard[s] && !g->gate) {
+            t = SQ_MIN(t, sq__smc_lazy_deadline(&g->shard[s]));
+        }
+    }
+    return t;
 }
 
 enum sq__sst_phase sq__group_phase(const struct sq__group *g)

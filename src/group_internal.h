@@ -47,8 +47,8 @@ void sq__group_deliver(void *arg, const sq_message *msg);
 int sq__group_open_log(struct sq__group *g, uint32_t s, uint32_t k, bool have_donor, bool holder);
 /* Before the first view of a restart: shard clocks go on from the logs, holders replay them. */
 int sq__group_replay_logs(struct sq__group *g, uint32_t my_rank, const struct sq__assign *assign);
-/* Publishes what is durable in my row of subgroup s's shard and reports its frontier. Returns
- * what happened. */
+/* Publishes what is durable in my row of subgroup s's shard (pushed at once) and reports its
+ * frontier. Returns what happened, or a negative error. */
 int sq__group_publish_persistence(struct sq__group *g, uint32_t s);
 
 #endif

@@ -228,6 +228,11 @@ int sq__group_publish_persistence(struct sq__group *g, uint32_t s)
         sq__store_u64(mine, durable);
         sh->sst.header_dirty = true;
         events++;
+        /* now, not at the next poll: the members answering clients wait for it */
+        int rc = sq__sst_push_header(&sh->sst);
+        if (rc != 0) {
+            return rc;
+        }
     }
     uint64_t frontier = UINT64_MAX;
     for (uint32_t r = 0; r < sh->sst.L.nmembers; r++) {

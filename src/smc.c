@@ -295,6 +295,11 @@ int sq__smc_init(struct sq__smc *s, const struct sq__smc_params *p, uint8_t *tab
     s->schedule = p->schedule;
     s->block_bytes = p->block_bytes != 0 ? p->block_bytes : (1u << 20);
     s->large_bytes_total = p->large_bytes_total;
+    s->lazy_us = p->lazy_us;
+    /* A sender's window frees as the others' delivered counters pass its oldest slot: with W
+     * slots its messages lie at least n indexes apart, so a counter that trails the truth by less
+     * than W*n/4 still frees three quarters of a full window. */
+    s->lazy_gap = p->sst.window_size >= 2 ? SQ_MAX(1u, p->sst.window_size * p->sst.nmembers / 4u) : 1u;
     return 0;
 }
 
@@ -534,6 +539,50 @@ bool sq__smc_all_caught_up(struct sq__smc *s)
     return min_delivered(s) >= s->next_deliver;
 }
 
+/* Lazy changes. Every change to my row used to go out at the end of the poll that made it, and
+ * each such push is a write to every other member, which on TCP is a send, a wake-up and a
+ * completion at both ends. Others act on only some of my row: my prefix (sq__sst_prefix: what
+ * their deliveries wait for), num_sent (my messages and nulls), heartbeat, persisted, and the
+ * view change's columns. A change to my delivered counter only frees the senders' slots, and a
+ * received counter that leaves my prefix where it was (another sender's nulls, while an earlier
+ * index is still missing) moves nothing of theirs. Such changes wait for the next push, which
+ * carries the whole header, or at most lazy_us, or until my delivered counter is lazy_gap ahead
+ * of what I last pushed, or a view change starts. With one sender at three members this halves
+ * the writes of a message: the pushes a member made on hearing the others' nulls, and on
+ * delivering, ride on its next message's push instead. */
+static void mark_lazy(struct sq__smc *s)
+{
+    if (s->lazy_us == 0) {
+        s->sst.header_dirty = true;
+    } else if (!s->sst.header_lazy) {
+        s->sst.header_lazy = true;
+        s->sst.lazy_since_us = s->now_us;
+    }
+}
+
+/* Turns lazy changes into a push when one of them is due (see mark_lazy). */
+static void settle_lazy(struct sq__smc *s)
+{
+    struct sq__sst *t = &s->sst;
+    if (!t->header_lazy || t->header_dirty) {
+        return;
+    }
+    uint64_t delivered = load_u64(row(s, t->my_rank) + SQ_SST_OFF_DELIVERED);
+    if (t->phase != SQ_SST_RUNNING || sq__sst_prefix(t, t->my_rank) > t->pushed_prefix ||
+        delivered - t->pushed_delivered >= s->lazy_gap ||
+        s->now_us - t->lazy_since_us >= s->lazy_us) {
+        t->header_dirty = true;
+    }
+}
+
+uint64_t sq__smc_lazy_deadline(const struct sq__smc *s)
+{
+    if (!s->sst.header_lazy || s->sst.header_dirty) {
+        return UINT64_MAX;
+    }
+    return s->sst.lazy_since_us + s->lazy_us;
+}
+
 /* Consumes the slots of sender `r` that have arrived; returns how many, or an error when the
  * sender's row breaks the protocol. */
 static int receive_from(struct sq__smc *s, uint32_t r)
@@ -580,7 +629,7 @@ static int receive_from(struct sq__smc *s, uint32_t r)
     }
     if (got > 0) {
         store_u64(row(s, s->sst.my_rank) + SQ_SST_OFF_RECEIVED + 8u * r, s->sst.received[r]);
-        s->sst.header_dirty = true;
+        mark_lazy(s); /* urgent if it moves my prefix: settle_lazy decides */
     }
     return got;
 }
@@ -708,6 +757,7 @@ static int order_upto(struct sq__smc *s, uint64_t limit)
 static int deliver_upto(struct sq__smc *s, uint64_t stable)
 {
     uint32_t done = 0;
+    bool large = false;
     while (s->next_deliver < stable && done < SQ_SMC_MAX_DELIVER_BATCH) {
         uint64_t g = s->next_deliver;
         if (s->ordered != NULL && s->next_ordered == g) {
@@ -728,11 +778,17 @@ static int deliver_upto(struct sq__smc *s, uint64_t stable)
         if (real && s->deliver != NULL) {
             s->deliver(s->deliver_arg, &m);
         }
+        /* a large message's sender waits for its ring space: no delay for that */
+        large |= real && m.size > s->sst.L.max_smc_payload;
         done++;
     }
     if (done > 0) {
         store_u64(row(s, s->sst.my_rank) + SQ_SST_OFF_DELIVERED, s->next_deliver);
-        s->sst.header_dirty = true;
+        if (large) {
+            s->sst.header_dirty = true;
+        } else {
+            mark_lazy(s); /* frees the senders' slots only */
+        }
     }
     return (int)done;
 }
@@ -864,6 +920,7 @@ int sq__smc_poll(struct sq__smc *s)
     if (prc != 0) {
         return prc;
     }
+    settle_lazy(s);
     int hrc = sq__sst_push_header(&s->sst);
     if (hrc != 0) {
         return hrc;

@@ -53,6 +53,10 @@ struct sq__smc_params {
     uint32_t block_bytes; /* the unit of forwarding (0: 1 MiB) */
     /* if not NULL, the bytes of large messages this member writes to others are added here */
     _Atomic uint64_t *large_bytes_total;
+    /* How long a change to my row that no other member waits on (see smc.c, "lazy changes") may
+     * wait for the next push; the caller must poll again by then (sq__smc_lazy_deadline). 0:
+     * every change goes out at the end of the poll that made it. */
+    uint64_t lazy_us;
 };
 
 struct sq__smc {
@@ -114,6 +118,9 @@ struct sq__smc {
     uint64_t last_timestamp; /* of the last delivery: timestamps never go backwards */
     uint32_t subgroup, shard;
 
+    uint64_t lazy_us;  /* the params' lazy_us */
+    uint64_t lazy_gap; /* my delivered counter may run this far ahead of what I last pushed */
+
     /* failure detection */
     uint64_t hb_timeout_us, hb_period_us, last_hb_us, now_us;
     uint64_t last_tick_us; /* the previous tick: a longer gap than a period is my own stall */
@@ -165,6 +172,10 @@ int sq__smc_poll(struct sq__smc *s);
  * whose heartbeat has not moved for the timeout. Call it at least every period; the next poll
  * pushes the result. */
 void sq__smc_tick(struct sq__smc *s, uint64_t now_us);
+
+/* When the next poll must run at the latest (the clock of sq__smc_tick) for changes to my row
+ * that are waiting for a push (see smc.c, "lazy changes"); UINT64_MAX when none are. */
+uint64_t sq__smc_lazy_deadline(const struct sq__smc *s);
 
 /* Once phase is SQ_SST_READY, the caller closes the links to the removed ranks and to the ranks
  * in `fence_cut` (kept, but silent: the next view removes them), then installs the next view.

@@ -204,6 +204,10 @@ int sq__sst_push_header(struct sq__sst *s)
 {
     if (s->header_dirty) {
         s->header_dirty = false;
+        s->header_lazy = false; /* whatever was waiting goes out in this write */
+        s->lazy_since_us = 0;
+        s->pushed_prefix = sq__sst_prefix(s, s->my_rank);
+        s->pushed_delivered = load_u64(row(s, s->my_rank) + SQ_SST_OFF_DELIVERED);
         /* The header keeps changing (a sender commits while it is in flight), so it goes as a
          * copy: a header that counted slots not yet written would break FIFO order. */
         int rc = sq__sst_push(s, sq__sst_offset(s, row(s, s->my_rank)), s->L.header_bytes, true);

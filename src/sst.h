@@ -165,6 +165,12 @@ struct sq__sst {
     struct sq_transport *t;
     uint64_t received[SQ_SST_MAX_MEMBERS]; /* mirrors my row's received[] */
     bool header_dirty;
+    /* My row changed in a way no other member waits on (see smc.c, "lazy changes"): it goes out
+     * with the next push, or once it has waited long enough. */
+    bool header_lazy;
+    uint64_t lazy_since_us;    /* when the oldest change not pushed yet was made */
+    uint64_t pushed_prefix;    /* sq__sst_prefix of my row as of my last header push */
+    uint64_t pushed_delivered; /* my delivered column as of my last header push */
     int failed; /* first error, sticky */
     char errmsg[160];
 

@@ -376,6 +376,7 @@ static void *loop_main(void *arg)
         if (rc > 0) {
             broadcast(m);
         }
+        uint64_t lazy = sq__group_lazy_deadline(&m->g);
         pthread_mutex_unlock(&m->mu);
         /* Posting writes makes system calls: do it without the lock so senders can fill slots
          * meanwhile. Only this thread touches the transport. Then, when busy, only make
@@ -384,6 +385,11 @@ static void *loop_main(void *arg)
         int w = m->t->vt->flush(m->t);
         if (w == 0) {
             int idle_ms = SQ_MIN(SQ_IDLE_WAKE_MS, SQ_MAX(m->cfg.heartbeat_timeout_ms / 5, 1));
+            if (lazy != UINT64_MAX) {
+                /* a change waiting for a push is due then (group.h), at most once per burst */
+                uint64_t now = sq__mono_us();
+                idle_ms = lazy <= now ? 0 : SQ_MIN(idle_ms, (int)((lazy - now + 999) / 1000));
+            }
             w = m->t->vt->wait(m->t, rc > 0 ? 0 : idle_ms);
         }
         pthread_mutex_lock(&m->mu);

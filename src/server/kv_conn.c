@@ -93,7 +93,11 @@ void sq__kvs_conn_send(struct sq_kv_server *s, struct conn *c, const struct sq_k
     if (!c->relay) {
         sq__kvs_stat_answer(s, c, f);
     }
-    conn_arm(s, c, true);
+    /* Not armed for EPOLLOUT here: whoever queues an answer holds svc_mu and flushes the
+     * connections before letting go of it (sq__kvs_flush_conns, at the end of the service
+     * loop's turn or of sq__kvs_help), and only a socket that did not take it all waits for
+     * EPOLLOUT. Arming it here cost two epoll_ctl calls and a wake-up of the service thread for
+     * every answer the loop thread sent. */
 }
 
 void sq__kvs_reply_err(struct sq_kv_server *s, uint64_t conn, uint8_t op, uint64_t client,
@@ -279,7 +283,8 @@ void sq__kvs_conn_read(struct sq_kv_server *s, struct conn *c)
             c->dead = true;
             return;
         }
-        ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
+        size_t room = c->in.cap - c->in.len;
+        ssize_t n = recv(c->fd, c->in.p + c->in.len, room, 0);
         if (n == 0) {
             c->dead = true;
             break;
@@ -338,6 +343,9 @@ void sq__kvs_conn_read(struct sq_kv_server *s, struct conn *c)
                 c->in.p = p;
                 c->in.cap = 65536;
             }
+        }
+        if ((size_t)n < room) {
+            break; /* the socket is empty: no read just to hear EAGAIN (epoll is level-triggered) */
         }
     }
 }

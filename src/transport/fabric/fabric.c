@@ -151,17 +151,50 @@ int sq__fabric_drain_cq(struct fabric *f)
     }
 }
 
-static int post_write(struct fabric *f, struct peer *p, const struct range *r, bool doorbell)
+/* How many of the n ranges at r go as one write: up to write_iov, at most one of them staged (a
+ * write's completion gives back at most one staging entry, so the ring cannot run out). */
+static uint32_t batch_of(const struct fabric *f, const struct range *r, uint32_t n)
 {
-    uint64_t addr = (f->virt_addr ? p->remote_base : 0) + r->off;
-    const void *src = f->table + r->src;
-    void *desc = f->mr_desc;
-    void *ctx = &p->ctx_inplace;
-    if (r->stage >= 0) {
-        src = p->stage + (size_t)(r->stage % p->stage_slots) * SQ_TRANSPORT_MAX_COPY;
-        desc = f->stage_desc;
-        ctx = &p->ctx_copy;
+    uint32_t k = 0, staged = 0;
+    while (k < n && k < f->write_iov) {
+        staged += r[k].stage >= 0;
+        if (staged > 1) {
+            break;
+        }
+        k++;
     }
+    return k;
+}
+
+/* Posts the n ranges at r (1..write_iov, at most one staged) as one write: their bytes land in
+ * order, and one completion reports them all. */
+static int post_write(struct fabric *f, struct peer *p, const struct range *r, uint32_t n,
+                      bool doorbell)
+{
+    struct iovec iov[MAX_WRITE_IOV];
+    void *desc[MAX_WRITE_IOV];
+    struct fi_rma_iov rma[MAX_WRITE_IOV];
+    void *ctx = &p->ctx_inplace;
+    SQ_ASSERT(n >= 1 && n <= f->write_iov);
+    for (uint32_t i = 0; i < n; i++) {
+        iov[i] = (struct iovec){f->table + r[i].src, r[i].len};
+        desc[i] = f->mr_desc;
+        if (r[i].stage >= 0) {
+            iov[i].iov_base =
+                p->stage + (size_t)(r[i].stage % p->stage_slots) * SQ_TRANSPORT_MAX_COPY;
+            desc[i] = f->stage_desc;
+            ctx = &p->ctx_copy;
+        }
+        rma[i] = (struct fi_rma_iov){(f->virt_addr ? p->remote_base : 0) + r[i].off, r[i].len,
+                                     p->remote_key};
+    }
+    bool data = doorbell && f->cq_data;
+    struct fi_msg_rma msg = {.msg_iov = iov,
+                             .desc = desc,
+                             .iov_count = n,
+                             .rma_iov = rma,
+                             .rma_iov_count = n,
+                             .context = ctx};
     for (int tries = 0;; tries++) {
         if (p->state != P_UP) {
             return SQ_EPEER;
@@ -169,13 +202,18 @@ static int post_write(struct fabric *f, struct peer *p, const struct range *r, b
         ssize_t rc;
         if (p->outstanding >= f->tx_size) {
             rc = -FI_EAGAIN;
-        } else if (doorbell && f->cq_data) {
-            rc = fi_writedata(p->ep, src, r->len, desc, 0, 0, addr, p->remote_key, ctx);
+        } else if (n > 1) {
+            rc = fi_writemsg(p->ep, &msg, FI_COMPLETION | (data ? FI_REMOTE_CQ_DATA : 0));
+        } else if (data) {
+            rc = fi_writedata(p->ep, iov[0].iov_base, iov[0].iov_len, desc[0], 0, 0, rma[0].addr,
+                              p->remote_key, ctx);
         } else {
-            rc = fi_write(p->ep, src, r->len, desc, 0, addr, p->remote_key, ctx);
+            rc = fi_write(p->ep, iov[0].iov_base, iov[0].iov_len, desc[0], 0, rma[0].addr,
+                          p->remote_key, ctx);
         }
         if (rc == 0) {
             p->outstanding++;
+            f->drained = false;
             return 0;
         }
         if (rc != -FI_EAGAIN) {
@@ -201,11 +239,13 @@ static int post_write(struct fabric *f, struct peer *p, const struct range *r, b
 
 static int post_pending(struct fabric *f, struct peer *p)
 {
-    for (uint32_t i = 0; i < p->npending; i++) {
-        int rc = post_write(f, p, &p->pending[i], false);
+    for (uint32_t i = 0; i < p->npending;) {
+        uint32_t k = batch_of(f, &p->pending[i], p->npending - i);
+        int rc = post_write(f, p, &p->pending[i], k, false);
         if (rc != 0) {
             return rc;
         }
+        i += k;
     }
     p->npending = 0;
     return 0;
@@ -289,8 +329,10 @@ static int fab_flush(struct sq_transport *t)
     int result = 0;
     for (uint32_t r = 0; r < t->nmembers; r++) {
         struct peer *p = &f->peers[r];
-        for (uint32_t i = 0; i < p->npending && result == 0; i++) {
-            result = post_write(f, p, &p->pending[i], i + 1 == p->npending);
+        for (uint32_t i = 0; i < p->npending && result == 0;) {
+            uint32_t k = batch_of(f, &p->pending[i], p->npending - i);
+            result = post_write(f, p, &p->pending[i], k, i + k == p->npending);
+            i += k;
         }
         p->npending = 0;
         if (result == SQ_EPEER) {
@@ -300,6 +342,9 @@ static int fab_flush(struct sq_transport *t)
     if (result == 0) {
         int d = sq__fabric_drain_cq(f); /* reap tx completions, keep the send queues short */
         result = d < 0 ? d : 0;
+        /* A wait() straight after need not make progress again: each is a system call or
+         * more (the provider polls its sockets), and anything that lands meanwhile wakes it. */
+        f->drained = d >= 0;
     }
     return result;
 }
@@ -317,7 +362,8 @@ static void consume_wake(struct fabric *f)
 static int fab_wait(struct sq_transport *t, int timeout_ms)
 {
     struct fabric *f = (struct fabric *)t;
-    int rx = sq__fabric_drain_cq(f);
+    int rx = f->drained ? 0 : sq__fabric_drain_cq(f);
+    f->drained = false;
     if (rx < 0) {
         return rx;
     }
@@ -551,6 +597,10 @@ int sq__fabric_create(struct sq_transport **out, const struct sq_config *cfg, ui
     f->virt_addr = (f->info->domain_attr->mr_mode & FI_MR_VIRT_ADDR) != 0;
     f->cq_data = f->info->domain_attr->cq_data_size > 0;
     f->tx_size = (uint32_t)SQ_MAX(f->info->tx_attr->size, 8u);
+    f->write_iov = (uint32_t)SQ_MAX(
+        SQ_MIN(SQ_MIN(f->info->tx_attr->rma_iov_limit, f->info->tx_attr->iov_limit),
+               (size_t)MAX_WRITE_IOV),
+        (size_t)1);
 
     frc = fi_fabric(f->info->fabric_attr, &f->fabric, NULL);
     if (frc == 0) {

@@ -22,6 +22,9 @@
 #define MERGE_GAP_BYTES 4096u
 #define RETRY_MS 100
 #define MR_KEY_BASE 0x5c000u
+/* Most ranges one write carries (fi_writemsg with several local and remote iovs), where the
+ * provider takes more than one (tx_attr->rma_iov_limit: 4 on tcp, 1 on verbs). */
+#define MAX_WRITE_IOV 4u
 
 struct range {
     size_t off, len;
@@ -74,11 +77,13 @@ struct fabric {
     bool virt_addr;
     bool cq_data;
     uint32_t tx_size;
+    uint32_t write_iov; /* ranges one write may carry: 1..MAX_WRITE_IOV */
     int cq_fd;
     int epfd;
     int wakefd;
     _Atomic int wake_pending; /* an eventfd write is outstanding: further wakes are free */
     bool rx_seen;             /* a peer's write completed since the last wait() returned */
+    bool drained;             /* flush() made progress last, after its writes: see fab_wait */
     uint64_t failed;          /* peers whose link failed (bit = config rank) */
     bool joining;             /* this member joins a running group */
     bool restarting; /* forming from views some member kept on disk: the caller forms view 0 */
