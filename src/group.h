@@ -185,12 +185,12 @@ int sq__group_try_welcome(struct sq__group *g);
  * check sq__group_phase(). */
 int sq__group_poll(struct sq__group *g, uint64_t now_us);
 
-/* SQ_SST_RUNNING or CHANGING while the view runs; READY once the control table and every shard
- * delivered up to their trims (call sq__group_install); STOPPED (see g->ctl.sst.stop_reason). */
 /* When the next poll is due at the latest (the clock of sq__group_poll) for changes to this
  * member's rows that wait for a push (smc.c, "lazy changes"); UINT64_MAX when none do. */
 uint64_t sq__group_lazy_deadline(const struct sq__group *g);
 
+/* SQ_SST_RUNNING or CHANGING while the view runs; READY once the control table and every shard
+ * delivered up to their trims (call sq__group_install); STOPPED (see g->ctl.sst.stop_reason). */
 enum sq__sst_phase sq__group_phase(const struct sq__group *g);
 
 /* Installs the decided next view: moves shard state to newcomers (as donor), welcomes joiners

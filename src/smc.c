@@ -299,7 +299,8 @@ int sq__smc_init(struct sq__smc *s, const struct sq__smc_params *p, uint8_t *tab
     /* A sender's window frees as the others' delivered counters pass its oldest slot: with W
      * slots its messages lie at least n indexes apart, so a counter that trails the truth by less
      * than W*n/4 still frees three quarters of a full window. */
-    s->lazy_gap = p->sst.window_size >= 2 ? SQ_MAX(1u, p->sst.window_size * p->sst.nmembers / 4u) : 1u;
+    s->lazy_gap =
+        p->sst.window_size >= 2 ? SQ_MAX(1u, p->sst.window_size * p->sst.nmembers / 4u) : 1u;
     return 0;
 }
 

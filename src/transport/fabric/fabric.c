@@ -213,7 +213,6 @@ static int post_write(struct fabric *f, struct peer *p, const struct range *r, u
         }
         if (rc == 0) {
             p->outstanding++;
-            f->drained = false;
             return 0;
         }
         if (rc != -FI_EAGAIN) {
@@ -237,11 +236,12 @@ static int post_write(struct fabric *f, struct peer *p, const struct range *r, u
     }
 }
 
-static int post_pending(struct fabric *f, struct peer *p)
+/* Posts the peer's pending ranges in order, the last write with the doorbell if asked. */
+static int post_pending(struct fabric *f, struct peer *p, bool doorbell)
 {
     for (uint32_t i = 0; i < p->npending;) {
         uint32_t k = batch_of(f, &p->pending[i], p->npending - i);
-        int rc = post_write(f, p, &p->pending[i], k, false);
+        int rc = post_write(f, p, &p->pending[i], k, doorbell && i + k == p->npending);
         if (rc != 0) {
             return rc;
         }
@@ -276,7 +276,7 @@ static int fab_write_at(struct sq_transport *t, uint32_t peer, size_t local_offs
     }
     if (p->npending == p->cap) {
         /* More separate ranges than a window between flushes: post what we have. */
-        int rc = post_pending(f, p);
+        int rc = post_pending(f, p, false);
         if (rc != 0) {
             return rc;
         }
@@ -309,7 +309,7 @@ static int fab_write_copy(struct sq_transport *t, uint32_t peer, size_t offset, 
         return 0;
     }
     if (p->npending == p->cap) {
-        int rc = post_pending(f, p);
+        int rc = post_pending(f, p, false);
         if (rc != 0) {
             return rc;
         }
@@ -329,11 +329,7 @@ static int fab_flush(struct sq_transport *t)
     int result = 0;
     for (uint32_t r = 0; r < t->nmembers; r++) {
         struct peer *p = &f->peers[r];
-        for (uint32_t i = 0; i < p->npending && result == 0;) {
-            uint32_t k = batch_of(f, &p->pending[i], p->npending - i);
-            result = post_write(f, p, &p->pending[i], k, i + k == p->npending);
-            i += k;
-        }
+        result = post_pending(f, p, true);
         p->npending = 0;
         if (result == SQ_EPEER) {
             result = 0; /* reported through failed_peers(); the other links carry on */
@@ -342,9 +338,6 @@ static int fab_flush(struct sq_transport *t)
     if (result == 0) {
         int d = sq__fabric_drain_cq(f); /* reap tx completions, keep the send queues short */
         result = d < 0 ? d : 0;
-        /* A wait() straight after need not make progress again: each is a system call or
-         * more (the provider polls its sockets), and anything that lands meanwhile wakes it. */
-        f->drained = d >= 0;
     }
     return result;
 }
@@ -362,8 +355,7 @@ static void consume_wake(struct fabric *f)
 static int fab_wait(struct sq_transport *t, int timeout_ms)
 {
     struct fabric *f = (struct fabric *)t;
-    int rx = f->drained ? 0 : sq__fabric_drain_cq(f);
-    f->drained = false;
+    int rx = sq__fabric_drain_cq(f);
     if (rx < 0) {
         return rx;
     }

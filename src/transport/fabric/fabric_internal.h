@@ -83,7 +83,6 @@ struct fabric {
     int wakefd;
     _Atomic int wake_pending; /* an eventfd write is outstanding: further wakes are free */
     bool rx_seen;             /* a peer's write completed since the last wait() returned */
-    bool drained;             /* flush() made progress last, after its writes: see fab_wait */
     uint64_t failed;          /* peers whose link failed (bit = config rank) */
     bool joining;             /* this member joins a running group */
     bool restarting; /* forming from views some member kept on disk: the caller forms view 0 */
