@@ -12,6 +12,7 @@
 
 #include "common.h"
 #include "hash.h"
+#include "keyfile.h"
 #include "log.h"
 #include "persist/plog.h"
 #include "sst.h"
@@ -231,6 +232,17 @@ static void group_key(struct parse_state *ps, const char *key, const char *value
             fail(ps, "key 'data_dir' in [group]: the path must be 1-%zu characters",
                  sizeof(c->data_dir) - 1);
         }
+    } else if (strcmp(key, "key_file") == 0) {
+        /* Read now, so that a bad key is a configuration error with its line, like any other. */
+        char why[600];
+        if (!copy_string(c->key_file, sizeof(c->key_file), value)) {
+            fail(ps, "key 'key_file' in [group]: the path must be 1-%zu characters",
+                 sizeof(c->key_file) - 1);
+        } else if (sq__key_load(value, c->group_key, why, sizeof(why)) != 0) {
+            fail(ps, "key 'key_file' in [group]: %s", why);
+        } else {
+            c->has_key = true;
+        }
     } else if (strcmp(key, "flush") == 0) {
         if (strcmp(value, "group_commit") == 0) {
             c->flush_policy = SQ_FLUSH_GROUP_COMMIT;
@@ -262,7 +274,8 @@ static void group_key(struct parse_state *ps, const char *key, const char *value
         fail(ps,
              "unknown key '%s' in [group] (known: provider, domain, log_level, "
              "connect_timeout_ms, restart_wait_ms, heartbeat_timeout_ms, rejoin, "
-             "max_state_bytes, spin_us, data_dir, flush, flush_interval_ms, segment_bytes)",
+             "max_state_bytes, spin_us, data_dir, key_file, flush, flush_interval_ms, "
+             "segment_bytes)",
              key);
     }
 }

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "keyfile.h"
+
 /* Bounds on what one configuration may describe. */
 #define SQ_MAX_MEMBERS 32
 #define SQ_MAX_HOST 256
@@ -72,6 +74,10 @@ struct sq_config {
     bool rejoin; /* squalld: a member the group removed (or a minority stopped) joins again */
     uint64_t max_state_bytes;
     int spin_us;
+    /* The group key members authenticate each other with (keyfile.h); none: no authentication */
+    char key_file[400];
+    bool has_key;
+    uint8_t group_key[SQ_GROUP_KEY_BYTES];
     /* persistence */
     char data_dir[400];     /* where persistent subgroups keep their logs ("" if none) */
     int flush_policy;       /* SQ_FLUSH_* */

@@ -359,6 +359,8 @@ static void usage(FILE *out)
     fprintf(
         out,
         "usage: squalld --config FILE [options]\n"
+        "       squalld --gen-key FILE   write a new group key to FILE (mode 0600, never\n"
+        "                                over an existing file), for [group] key_file\n"
         "  Runs one squall group member as described by FILE (see README.md). When the\n"
         "  member's [member.ID] has a client_port, it serves the key-value store to clients\n"
         "  (the squall tool, include/squall/client.h) there and prints \"kv ready\" once it\n"
@@ -671,6 +673,7 @@ int main(int argc, char **argv)
                                          {"dump-log", no_argument, NULL, 'D'},
                                          {"upto", required_argument, NULL, 'u'},
                                          {"persist-latency-file", required_argument, NULL, 'P'},
+                                         {"gen-key", required_argument, NULL, 'K'},
                                          {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
@@ -728,6 +731,17 @@ int main(int argc, char **argv)
         case 't':
             ok = parse_count(optarg, &timeout_s) && timeout_s > 0;
             break;
+        case 'K': {
+            char why[600];
+            if (sq__key_generate(optarg, why, sizeof(why)) != 0) {
+                fprintf(stderr, "squalld: %s\n", why);
+                return EXIT_FAILED;
+            }
+            printf("wrote a new group key to %s: name it in every member's [group] key_file "
+                   "(and keep it secret: whoever holds it can join the group)\n",
+                   optarg);
+            return 0;
+        }
         case 'h':
             usage(stdout);
             return 0;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # run.sh BUILD_DIR: builds the libFuzzer targets fuzz_frame.c (client frames, item lists, ops and
-# saved stores) and fuzz_http.c (HTTP requests translated into operations) with clang into
+# saved stores), fuzz_http.c (HTTP requests translated into operations) and fuzz_hello.c (the
+# members' connection hellos and their group-key handshake) with clang into
 # BUILD_DIR and runs each on a copy of its seed corpus for FUZZ_SECONDS (default 10). Fails on
 # any crash or failed property, and when clang or libFuzzer is missing: a fuzz test that silently
 # skips would look like a passing one.
@@ -31,19 +32,23 @@ if ! printf '%s\n' "$probe" | clang -fsanitize=fuzzer,address,undefined -x c - \
   missing "clang cannot link a libFuzzer target with ASan and UBSan (libFuzzer is missing)"
 fi
 
-echo "fuzz: building $out/fuzz_frame and $out/fuzz_http"
+echo "fuzz: building $out/fuzz_frame, $out/fuzz_http and $out/fuzz_hello"
 flags=(-std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
   -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -D_GNU_SOURCE -I"$src/include" -I"$src/src")
 clang "${flags[@]}" "$src/tests/fuzz/fuzz_frame.c" "$src/src/kv/wire.c" "$src/src/kv/store.c" \
   "$src/src/error.c" -lxxhash -o "$out/fuzz_frame"
 clang "${flags[@]}" "$src/tests/fuzz/fuzz_http.c" "$src/src/server/http_req.c" "$src/src/error.c" -lmicrohttpd \
   -o "$out/fuzz_http"
+clang "${flags[@]}" -I"$src/src/transport/fabric" "$src/tests/fuzz/fuzz_hello.c" \
+  "$src/src/transport/fabric/fabric_hello.c" "$src/src/transport/fabric/fabric_auth.c" \
+  "$src/src/error.c" -lcrypto -o "$out/fuzz_hello"
 
 # libFuzzer adds what it finds to the corpus directory: work on a copy, keep the seeds as they are.
 rm -rf "$out"/corpus* "$out"/crash-* "$out"/leak-* "$out"/timeout-* "$out"/oom-*
-for target in frame http; do
+for target in frame http hello; do
   seeds=$src/tests/fuzz/corpus
   [ "$target" = http ] && seeds=$src/tests/fuzz/corpus_http
+  [ "$target" = hello ] && seeds=$src/tests/fuzz/corpus_hello
   cp -r "$seeds" "$out/corpus-$target"
   echo "fuzz: running fuzz_$target for ${seconds}s on $(ls "$out/corpus-$target" | wc -l) seeds"
   rc=0

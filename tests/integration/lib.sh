@@ -26,11 +26,18 @@ BASE_PORT=$(( 10000 + ($$ * 7) % 22000 ))
 
 # make_configs N [window] [max_payload] [extra [group] lines] [subgroup sections]: writes
 # $WORK/m<i>.cfg for ids 0..N-1 (by default one subgroup, main, with the window and max_payload).
+# The members authenticate each other with the key $WORK/group.key (made the first time), as an
+# operator's would; NO_KEY=1 leaves it out.
 make_configs() {
-  local n=$1 window=${2:-256} max=${3:-1024} extra=${4:-} subgroups=${5:-}
+  local n=$1 window=${2:-256} max=${3:-1024} extra=${4:-} subgroups=${5:-} key=
+  if [ "${NO_KEY:-0}" != 1 ]; then
+    [ -f "$WORK/group.key" ] || "$SQUALLD" --gen-key "$WORK/group.key" >/dev/null ||
+      fail "squalld --gen-key $WORK/group.key failed"
+    key="key_file = $WORK/group.key\n"
+  fi
   for ((i = 0; i < n; i++)); do
     {
-      printf '[group]\nprovider = tcp\nlog_level = info\n%b\n[self]\nid = %d\n' "$extra" "$i"
+      printf '[group]\nprovider = tcp\nlog_level = info\n%b%b\n[self]\nid = %d\n' "$key" "$extra" "$i"
       for ((j = 0; j < n; j++)); do
         printf '[member.%d]\nhost = 127.0.0.1\nport = %d\n' "$j" $((BASE_PORT + j))
       done

@@ -620,6 +620,17 @@ int sq__fabric_create(struct sq_transport **out, const struct sq_config *cfg, ui
     }
     uint64_t key =
         (f->info->domain_attr->mr_mode & FI_MR_PROV_KEY) ? 0 : MR_KEY_BASE + f->base.my_rank;
+    if (key != 0 && cfg->has_key) {
+        /* With a group key, nobody may guess the table's memory key: a random one, as wide as
+         * the provider takes, only ever sent sealed (fabric_connect.c). */
+        size_t bytes = f->info->domain_attr->mr_key_size;
+        uint64_t mask = bytes == 0 || bytes >= 8 ? UINT64_MAX : (1ull << (8 * bytes)) - 1;
+        if (getrandom(&key, sizeof(key), 0) != (ssize_t)sizeof(key)) {
+            rc = sq__fabric_fail(f, SQ_EIO, "cannot get random bytes: %s", strerror(errno));
+            goto out_free;
+        }
+        key &= mask & ~(uint64_t)0x1000; /* the staging buffers take key + 0x1000 */
+    }
     frc = fi_mr_reg(f->domain, table, table_bytes, FI_WRITE | FI_REMOTE_WRITE, 0, key, 0, &f->mr,
                     NULL);
     if (frc != 0) {
@@ -652,6 +663,17 @@ int sq__fabric_create(struct sq_transport **out, const struct sq_config *cfg, ui
         rc = sq__fabric_fail(f, SQ_ETRANSPORT, "cannot listen on %s:%u: %s", self->host, self->port,
                              fi_strerror(-frc));
         goto out_free;
+    }
+    rc = sq__fabric_check_cm_size(f);
+    if (rc != 0) {
+        goto out_free;
+    }
+    if (!cfg->has_key) {
+        sq__log(SQ_LOG_WARN,
+                "no group key ([group] key_file): members do not authenticate each other, so "
+                "whoever reaches %s:%u with this configuration can join the group "
+                "(squalld --gen-key FILE writes a key)",
+                self->host, self->port);
     }
     /* Staging rings: room for every write that can be posted or pending at once. */
     /* slots and headers of every table, p2p messages and acks */

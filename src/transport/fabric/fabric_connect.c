@@ -7,118 +7,54 @@
 #include <rdma/fi_endpoint.h>
 #include <rdma/fi_eq.h>
 #include <rdma/fi_errno.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "common.h"
 #include "fabric.h"
+#include "fabric_hello.h"
 #include "fabric_internal.h"
 #include "log.h"
-
-#define HELLO_MAGIC 0x4c4c5153u /* "SQLL" */
-#define HELLO_VERSION 6u
-
-/* Exchanged as connection private data, both ways. Little-endian on the wire (the build is
- * little-endian only, see common.h). */
-struct hello {
-    uint32_t magic;
-    uint16_t version;
-    uint16_t reject_reason; /* set only in fi_reject data */
-    uint32_t id;
-    uint32_t rank;
-    uint64_t digest;
-    uint64_t table_bytes;
-    uint64_t mr_key;
-    uint64_t mr_addr; /* base address, for FI_MR_VIRT_ADDR providers; 0 otherwise */
-    uint32_t flags;   /* HELLO_JOINING from a member joining a running group, HELLO_RUNNING back */
-    uint32_t view_id; /* with HELLO_RUNNING: the current view... */
-    uint64_t view_peers;     /* ...and its members, by peer index */
-    uint64_t incarnation;    /* random per process: tells a restarted member from a stale probe */
-    struct sq_log_tail tail; /* what this member's logs hold (a restart goes on from them) */
-};
-static_assert(sizeof(struct hello) == 192, "hello is a wire format");
-
-#define HELLO_JOINING 1u
-#define HELLO_RUNNING 2u
 
 /* This member's log tail: set before the transport starts, read-only after. */
 static struct sq_log_tail g_my_tail = {.shard = {0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF}};
 
-enum reject_reason {
-    REJ_NONE,
-    REJ_BAD_HELLO,
-    REJ_MISMATCH,
-    REJ_DUPLICATE,
-    REJ_UNKNOWN_MEMBER,
-    REJ_NOT_RUNNING,
-    REJ_PROBE
-};
-static const char *const reject_text[] = {
-    "no reason",
-    "malformed hello",
-    "configuration mismatch (member list, subgroup or table size)",
-    "already connected",
-    "not a member of the configured group",
-    "the group is still forming (start with the others, or join later)",
-    "forming: the higher rank connects"};
-
-static void make_hello(const struct fabric *f, struct hello *h)
+/* "127.0.0.1:7401" for a connecting peer's address, when the provider gives one. */
+static void addr_text(const struct fi_info *info, char *buf, size_t size)
 {
-    memset(h, 0, sizeof(*h));
-    h->magic = HELLO_MAGIC;
-    h->version = HELLO_VERSION;
-    h->id = f->cfg->self_id;
-    h->rank = f->base.my_rank;
-    h->digest = f->digest;
-    h->table_bytes = f->table_bytes;
-    h->mr_key = fi_mr_key(f->mr);
-    h->mr_addr = f->virt_addr ? (uint64_t)(uintptr_t)f->table : 0;
-    h->flags = (f->joining ? HELLO_JOINING : 0) | (f->running ? HELLO_RUNNING : 0);
-    h->view_id = f->view_id;
-    h->view_peers = f->view_peers;
-    h->incarnation = f->incarnation;
-    h->tail = g_my_tail;
+    snprintf(buf, size, "an unknown address");
+    if (info == NULL || info->dest_addr == NULL) {
+        return;
+    }
+    char host[INET6_ADDRSTRLEN] = "";
+    if (info->addr_format == FI_SOCKADDR_IN && info->dest_addrlen >= sizeof(struct sockaddr_in)) {
+        const struct sockaddr_in *a = info->dest_addr;
+        if (inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host)) != NULL) {
+            snprintf(buf, size, "%s:%u", host, ntohs(a->sin_port));
+        }
+    } else if (info->addr_format == FI_SOCKADDR_IN6 &&
+               info->dest_addrlen >= sizeof(struct sockaddr_in6)) {
+        const struct sockaddr_in6 *a = info->dest_addr;
+        if (inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host)) != NULL) {
+            snprintf(buf, size, "[%s]:%u", host, ntohs(a->sin6_port));
+        }
+    }
 }
 
-/* Checks a peer's hello; returns the reject reason (REJ_NONE if good). */
-static int check_hello(const struct fabric *f, const void *data, size_t len, bool accepting)
+int sq__fabric_check_cm_size(struct fabric *f)
 {
-    struct hello h;
-    if (len < sizeof(h)) {
-        return REJ_BAD_HELLO;
+    size_t cm = 0, len = sizeof(cm);
+    int rc = fi_getopt(&f->pep->fid, FI_OPT_ENDPOINT, FI_OPT_CM_DATA_SIZE, &cm, &len);
+    if (rc == 0 && cm < sizeof(struct hello)) {
+        return sq__fabric_fail(f, SQ_ETRANSPORT,
+                               "libfabric provider '%s' carries %zu bytes of connection data, "
+                               "and a member's hello takes %zu",
+                               f->cfg->provider, cm, sizeof(struct hello));
     }
-    memcpy(&h, data, sizeof(h));
-    if (h.magic != HELLO_MAGIC || h.version != HELLO_VERSION) {
-        return REJ_BAD_HELLO;
-    }
-    if (h.rank >= f->base.nmembers || f->cfg->members[h.rank].id != h.id) {
-        return REJ_UNKNOWN_MEMBER;
-    }
-    if (h.digest != f->digest || h.table_bytes != f->table_bytes) {
-        return REJ_MISMATCH;
-    }
-    if (accepting && h.rank == f->base.my_rank) {
-        return REJ_UNKNOWN_MEMBER;
-    }
-    if (accepting && f->running) {
-        if (!(h.flags & HELLO_JOINING) && f->peers[h.rank].incarnation == h.incarnation) {
-            /* A probe the same process sent while we were both forming; it has closed that
-             * endpoint since (our own connection reached it first). Not a rejoin. */
-            return REJ_PROBE;
-        }
-        return REJ_NONE; /* a member (re)joining: it replaces whatever link we had with it */
-    }
-    if (accepting && (h.flags & HELLO_JOINING)) {
-        return REJ_NOT_RUNNING;
-    }
-    if (accepting && h.rank < f->base.my_rank) {
-        return REJ_PROBE; /* a lower rank checking whether the group already runs */
-    }
-    /* The higher rank connects; an accept only comes from above us. */
-    if (accepting && (h.rank <= f->base.my_rank || f->peers[h.rank].state == P_UP)) {
-        return REJ_DUPLICATE;
-    }
-    return REJ_NONE;
+    return 0; /* a provider that does not say: the first connection will tell */
 }
 
 static int setup_ep(struct fabric *f, struct fi_info *info, struct fid_ep **ep)
@@ -167,10 +103,26 @@ static int start_connect(struct fabric *f, struct peer *p)
                                "cannot resolve member %u at %s:%u with provider %s: %s", p->id,
                                a->host, a->port, f->cfg->provider, fi_strerror(-rc));
     }
+    struct hello h;
+    sq__hello_make(f, &h, p->rank, &g_my_tail);
+    if (f->cfg->has_key) {
+        /* Without a challenge to answer yet, this try asks for one and carries no secret. */
+        memset(&h.secret, 0, sizeof(h.secret));
+        if (p->have_challenge) {
+            p->have_challenge = false;
+            rc = sq__auth_nonce(p->my_nonce);
+            if (rc == 0) {
+                sq__hello_make(f, &h, p->rank, &g_my_tail);
+                rc = sq__hello_seal(f, &h, SQ_AUTH_CONNECT, p->my_nonce, p->challenge);
+            }
+            if (rc != 0) {
+                fi_freeinfo(info);
+                return sq__fabric_fail(f, rc, "cannot seal a hello for member %u", p->id);
+            }
+        }
+    }
     rc = setup_ep(f, info, &p->ep);
     if (rc == 0) {
-        struct hello h;
-        make_hello(f, &h);
         rc = fi_connect(p->ep, info->dest_addr, &h, sizeof(h));
     }
     fi_freeinfo(info);
@@ -190,8 +142,8 @@ static int start_connect(struct fabric *f, struct peer *p)
 static void mark_up(struct fabric *f, struct peer *p, const struct hello *h)
 {
     f->tails[p->rank] = h->tail;
-    p->remote_key = h->mr_key;
-    p->remote_base = h->mr_addr;
+    p->remote_key = h->secret.mr_key;
+    p->remote_base = h->secret.mr_addr;
     p->incarnation = h->incarnation;
     p->state = P_UP;
     f->failed &= ~(1ull << p->rank);
@@ -207,13 +159,19 @@ static int on_connected(struct fabric *f, struct fi_eq_cm_entry *e, size_t datal
         return 0;
     }
     if (p->state == P_CONNECTING) {
-        int why = check_hello(f, e->data, datalen, false);
+        struct hello h;
+        int why = sq__hello_check(f, e->data, datalen, false, p, &h);
+        if (why == REJ_AUTH_FAILED || why == REJ_AUTH_REQUIRED) {
+            return sq__fabric_fail(f, SQ_ECONFIG,
+                                   "member %u at %s:%u answered without proving that it holds "
+                                   "the group key ([group] key_file): %s",
+                                   p->id, f->cfg->members[p->rank].host,
+                                   f->cfg->members[p->rank].port, sq__hello_reject_text(why));
+        }
         if (why != REJ_NONE) {
             return sq__fabric_fail(f, SQ_ECONFIG, "member %u answered with a bad hello: %s", p->id,
-                                   reject_text[why]);
+                                   sq__hello_reject_text(why));
         }
-        struct hello h;
-        memcpy(&h, e->data, sizeof(h));
         mark_up(f, p, &h);
         if ((h.flags & HELLO_RUNNING) && !f->joining) {
             /* The group already runs (this member restarted): join it instead of forming. */
@@ -227,8 +185,7 @@ static int on_connected(struct fabric *f, struct fi_eq_cm_entry *e, size_t datal
             f->contact_peers = h.view_peers;
         }
     } else if (p->state == P_ACCEPTING) {
-        struct hello h = {.mr_key = p->remote_key,
-                          .mr_addr = p->remote_base,
+        struct hello h = {.secret = {.mr_key = p->remote_key, .mr_addr = p->remote_base},
                           .incarnation = p->incarnation,
                           .tail = f->tails[p->rank]};
         mark_up(f, p, &h);
@@ -241,11 +198,9 @@ static int on_connected(struct fabric *f, struct fi_eq_cm_entry *e, size_t datal
 
 static int on_connreq(struct fabric *f, struct fi_eq_cm_entry *e, size_t datalen)
 {
-    int why = check_hello(f, e->data, datalen, true);
     struct hello h;
-    memset(&h, 0, sizeof(h));
+    int why = sq__hello_check(f, e->data, datalen, true, NULL, &h);
     if (why == REJ_NONE) {
-        memcpy(&h, e->data, sizeof(h));
         struct peer *p = &f->peers[h.rank];
         if (p->ep != NULL) {
             /* An older incarnation's link: what it still carries must never land. */
@@ -259,13 +214,18 @@ static int on_connreq(struct fabric *f, struct fi_eq_cm_entry *e, size_t datalen
         int rc = setup_ep(f, e->info, &p->ep);
         if (rc == 0) {
             struct hello mine;
-            make_hello(f, &mine);
-            rc = fi_accept(p->ep, &mine, sizeof(mine));
+            sq__hello_make(f, &mine, h.rank, &g_my_tail);
+            if (f->cfg->has_key) {
+                rc = sq__hello_seal(f, &mine, SQ_AUTH_ACCEPT, h.nonce, h.echo);
+            }
+            if (rc == 0) {
+                rc = fi_accept(p->ep, &mine, sizeof(mine));
+            }
         }
         if (rc == 0) {
             p->state = P_ACCEPTING;
-            p->remote_key = h.mr_key;
-            p->remote_base = h.mr_addr;
+            p->remote_key = h.secret.mr_key;
+            p->remote_base = h.secret.mr_addr;
             p->incarnation = h.incarnation;
             f->tails[h.rank] = h.tail;
             fi_freeinfo(e->info);
@@ -280,21 +240,31 @@ static int on_connreq(struct fabric *f, struct fi_eq_cm_entry *e, size_t datalen
         return 0;
     }
     struct hello rej;
-    make_hello(f, &rej);
+    sq__hello_make(f, &rej, h.rank, &g_my_tail);
+    memset(&rej.secret, 0, sizeof(rej.secret)); /* a refused peer learns no memory key */
     rej.reject_reason = (uint16_t)why;
-    if (why != REJ_PROBE) {
-        sq__log(SQ_LOG_WARN, "refused a connection: %s", reject_text[why]);
+    if (why == REJ_CHALLENGE && sq__hello_challenge(f, h.rank, rej.nonce) != 0) {
+        rej.reject_reason = REJ_BAD_HELLO; /* no randomness: nothing to answer */
+    }
+    if (why != REJ_PROBE && why != REJ_CHALLENGE) {
+        char from[80];
+        addr_text(e->info, from, sizeof(from));
+        if (why == REJ_BAD_HELLO) {
+            sq__log(SQ_LOG_WARN, "refused a connection from %s: %s", from,
+                    sq__hello_reject_text(why));
+        } else {
+            sq__log(SQ_LOG_WARN, "refused a connection from %s claiming to be member %u: %s", from,
+                    h.id, sq__hello_reject_text(why));
+        }
     }
     fi_reject(f->pep, e->info->handle, &rej, sizeof(rej));
     fi_freeinfo(e->info);
     if (why == REJ_MISMATCH && !f->running) {
         /* A configured member disagrees on the group: the first view can never form. */
-        struct hello h2;
-        memcpy(&h2, e->data, sizeof(h2));
         return sq__fabric_fail(f, SQ_ECONFIG,
                                "member %u has a different configuration (member list, "
                                "subgroup or table size)",
-                               h2.id);
+                               h.id);
     }
     return 0;
 }
@@ -315,6 +285,16 @@ static int on_eq_error(struct fabric *f)
     if (ee.err_data != NULL && ee.err_data_size >= sizeof(struct hello)) {
         struct hello h;
         memcpy(&h, ee.err_data, sizeof(h));
+        if (h.magic == HELLO_MAGIC && h.reject_reason == REJ_CHALLENGE && f->cfg->has_key) {
+            /* Answer the challenge at once, on a new endpoint. */
+            memcpy(p->challenge, h.nonce, sizeof(p->challenge));
+            p->have_challenge = true;
+            fi_close(&p->ep->fid);
+            p->ep = NULL;
+            p->state = P_IDLE;
+            p->retry_at_ms = 0;
+            return 0;
+        }
         if (h.magic == HELLO_MAGIC && h.reject_reason == REJ_PROBE) {
             /* Still forming: that member connects to us. Probe again later, in case this
              * member is the one that restarted. */
@@ -325,9 +305,9 @@ static int on_eq_error(struct fabric *f)
             return 0;
         }
         if (h.magic == HELLO_MAGIC && h.reject_reason != REJ_NONE &&
-            h.reject_reason != REJ_NOT_RUNNING && h.reject_reason < SQ_ARRAY_LEN(reject_text)) {
+            h.reject_reason != REJ_NOT_RUNNING && h.reject_reason <= REJ_NO_KEY) {
             return sq__fabric_fail(f, SQ_ECONFIG, "member %u refused our connection: %s", p->id,
-                                   reject_text[h.reject_reason]);
+                                   sq__hello_reject_text(h.reject_reason));
         }
     }
     fi_close(&p->ep->fid);

@@ -1,7 +1,8 @@
 /* fabric_internal.h: what the two halves of the libfabric transport share: its state (struct
  * fabric, a struct peer for each member) and the calls between fabric.c (fabric objects, RMA
  * writes, waiting, teardown) and fabric_connect.c (hellos, connecting and accepting, the set-up
- * rounds, the event queue while running). One thread makes every call (see fabric.c). */
+ * rounds, the event queue while running), with fabric_hello.c (what a hello holds and how one is
+ * checked). One thread makes every call (see fabric.c). */
 #ifndef SQ_FABRIC_INTERNAL_H
 #define SQ_FABRIC_INTERNAL_H
 
@@ -22,6 +23,9 @@
 #define MERGE_GAP_BYTES 4096u
 #define RETRY_MS 100
 #define MR_KEY_BASE 0x5c000u
+/* Unanswered handshake challenges kept per claimed member, and for how long. */
+#define CHALLENGES_PER_RANK 4
+#define CHALLENGE_TTL_MS 10000
 /* Most ranges one write carries (fi_writemsg with several local and remote iovs), where the
  * provider takes more than one (tx_attr->rma_iov_limit: 4 on tcp, 1 on verbs). */
 #define MAX_WRITE_IOV 4u
@@ -51,6 +55,11 @@ struct peer {
     uint8_t *stage;
     uint64_t stage_head, stage_tail;
     uint32_t stage_slots;
+    /* Connecting with a group key (fabric_connect.c): the acceptor's challenge to answer (and,
+     * once answered, the one its accept must be sealed for) and the nonce of our answer. */
+    uint8_t challenge[16];
+    uint8_t my_nonce[16];
+    bool have_challenge;
     /* Completion contexts: which kind of write finished, and for whom. */
     struct fi_context ctx_inplace;
     struct fi_context ctx_copy;
@@ -95,6 +104,13 @@ struct fabric {
     bool have_contact;
     int spin_us;
     struct peer peers[SQ_MAX_MEMBERS];
+    /* Accepting with a group key: the challenges sent to each claimed member and not answered
+     * yet (a few per rank, so that a stranger claiming a rank cannot starve the real member). */
+    struct challenge {
+        uint8_t nonce[16];
+        uint64_t expires_ms; /* 0: free */
+    } challenges[SQ_MAX_MEMBERS][CHALLENGES_PER_RANK];
+    uint32_t challenge_next[SQ_MAX_MEMBERS];
     struct sq_log_tail tails[SQ_MAX_MEMBERS]; /* by rank, from the hellos */
     char *err;
     size_t err_size;
@@ -115,6 +131,8 @@ int sq__fabric_drain_cq(struct fabric *f);
 
 /* fabric_connect.c */
 
+/* Checks that the provider carries a whole hello as connection data; SQ_ETRANSPORT otherwise. */
+int sq__fabric_check_cm_size(struct fabric *f);
 /* Handles the connection events of a running member: closed links, (re)joining members. */
 void sq__fabric_check_eq(struct fabric *f);
 /* Connects to the group (forming, joining, or noticing a restart) within connect_timeout_ms. */
