@@ -509,6 +509,40 @@ static void http_key(struct parse_state *ps, const char *key, const char *value)
     }
 }
 
+/* [tls]: the certificate the client and HTTP ports present, and whom they trust. The files are
+ * read when the service starts (src/server/kv_tls.c), which names any that is bad. */
+static void tls_key(struct parse_state *ps, const char *key, const char *value)
+{
+    struct sq_config *c = ps->c;
+    char *dst = NULL;
+    size_t size = 0;
+    if (strcmp(key, "cert_file") == 0) {
+        dst = c->tls_cert_file, size = sizeof(c->tls_cert_file);
+    } else if (strcmp(key, "key_file") == 0) {
+        dst = c->tls_key_file, size = sizeof(c->tls_key_file);
+    } else if (strcmp(key, "ca_file") == 0) {
+        dst = c->tls_ca_file, size = sizeof(c->tls_ca_file);
+    } else if (strcmp(key, "require_client_cert") == 0) {
+        if (strcmp(value, "true") == 0) {
+            c->tls_require_client_cert = true;
+        } else if (strcmp(value, "false") == 0) {
+            c->tls_require_client_cert = false;
+        } else {
+            fail(ps, "key 'require_client_cert' in [tls]: '%s' is not true or false", value);
+        }
+        return;
+    } else {
+        fail(ps,
+             "unknown key '%s' in [tls] (known: cert_file, key_file, ca_file, "
+             "require_client_cert)",
+             key);
+        return;
+    }
+    if (!copy_string(dst, size, value)) {
+        fail(ps, "key '%s' in [tls]: the path must be 1-%zu characters", key, size - 1);
+    }
+}
+
 static int on_key(void *user, const char *section, const char *key, const char *value)
 {
     struct parse_state *ps = user;
@@ -535,10 +569,13 @@ static int on_key(void *user, const char *section, const char *key, const char *
         subgroup_key(ps, section, key, value);
     } else if (strcmp(section, "http") == 0) {
         http_key(ps, key, value);
+    } else if (strcmp(section, "tls") == 0) {
+        tls_key(ps, key, value);
     } else if (section[0] == '\0') {
         fail(ps, "key '%s' is outside any section", key);
     } else {
-        fail(ps, "unknown section [%s] (known: group, self, http, member.ID, subgroup.NAME)", section);
+        fail(ps, "unknown section [%s] (known: group, self, http, tls, member.ID, subgroup.NAME)",
+             section);
     }
     return ps->err_line == before || before != 0 ? 1 : 0;
 }
@@ -572,8 +609,10 @@ static void note_section(struct parse_state *ps, const char *buf)
     if (strncmp(section, "subgroup.", 9) == 0) {
         (void)subgroup_slot(ps, section, section + 9);
     } else if (strcmp(section, "group") != 0 && strcmp(section, "self") != 0 &&
-               strcmp(section, "http") != 0 && strncmp(section, "member.", 7) != 0) {
-        fail(ps, "unknown section [%s] (known: group, self, http, member.ID, subgroup.NAME)", section);
+               strcmp(section, "http") != 0 && strcmp(section, "tls") != 0 &&
+               strncmp(section, "member.", 7) != 0) {
+        fail(ps, "unknown section [%s] (known: group, self, http, tls, member.ID, subgroup.NAME)",
+             section);
     }
 }
 
@@ -700,6 +739,16 @@ static void validate(struct parse_state *ps)
                           m->id, m->host, m->port, c->members[j].id);
             }
         }
+    }
+    if ((c->tls_cert_file[0] != '\0') != (c->tls_key_file[0] != '\0')) {
+        fail_file(ps, 0, "[tls]: cert_file and key_file go together (the certificate and its key)");
+    } else if (c->tls_cert_file[0] != '\0' && c->tls_ca_file[0] == '\0') {
+        fail_file(ps, 0,
+                  "[tls]: ca_file is required with cert_file (members check each other's "
+                  "certificates against it when they relay requests)");
+    } else if (c->tls_cert_file[0] == '\0' &&
+               (c->tls_ca_file[0] != '\0' || c->tls_require_client_cert)) {
+        fail_file(ps, 0, "[tls]: ca_file and require_client_cert need cert_file and key_file");
     }
     if (!c->has_self) {
         fail_file(ps, 0, "missing required key 'id' in section [self] (this member's id)");

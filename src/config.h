@@ -89,6 +89,11 @@ struct sq_config {
     uint64_t http_max_body_bytes;
     uint32_t http_max_header_bytes;
     uint64_t http_sse_buffer_bytes;
+    /* [tls]: TLS on the client and HTTP ports (src/server/kv_tls.c); no cert_file: none */
+    char tls_cert_file[400];
+    char tls_key_file[400];
+    char tls_ca_file[400];
+    bool tls_require_client_cert;
     /* [member.N], sorted by id once loaded */
     uint32_t nmembers;
     struct sq_member_addr members[SQ_MAX_MEMBERS];

@@ -27,14 +27,17 @@
 /* Text output shows this much of a value (watch), quoted and escaped; --json shows all of it. */
 #define SHOW_VALUE_BYTES 120
 /* Options every command accepts, before or after its name. */
-#define GLOBAL_OPTS (BIT(OPT_MEMBER) | BIT(OPT_JSON) | BIT(OPT_TIMEOUT) | BIT(OPT_HELP))
+#define GLOBAL_OPTS                                                                                \
+    (BIT(OPT_MEMBER) | BIT(OPT_JSON) | BIT(OPT_TIMEOUT) | BIT(OPT_HELP) | BIT(OPT_TLS) |           \
+     BIT(OPT_CACERT) | BIT(OPT_CERT) | BIT(OPT_KEY))
 /* Options followed by a value (--opt V or --opt=V); the others are flags. */
 #define VALUE_OPTS                                                                                 \
     (BIT(OPT_SHARDS) | BIT(OPT_IF_VERSION) | BIT(OPT_VERSION) | BIT(OPT_AT) | BIT(OPT_FROM) |      \
-     BIT(OPT_COUNT) | BIT(OPT_MEMBER) | BIT(OPT_TIMEOUT))
-static const char *const g_opts[NOPTS] = {"shards", "if-version", "if-absent", "version", "at",
-                                          "stable", "size",       "from",      "count",   "member",
-                                          "json",   "timeout",    "help",      "metrics"};
+     BIT(OPT_COUNT) | BIT(OPT_MEMBER) | BIT(OPT_TIMEOUT) | BIT(OPT_CACERT) | BIT(OPT_CERT) |       \
+     BIT(OPT_KEY))
+static const char *const g_opts[NOPTS] = {
+    "shards", "if-version", "if-absent", "version", "at",      "stable", "size",   "from", "count",
+    "member", "json",       "timeout",   "help",    "metrics", "tls",    "cacert", "cert", "key"};
 
 typedef int (*run_fn)(sq_client *c, const struct cli *cli, sq_kv_result *r);
 
@@ -82,6 +85,12 @@ static void usage(FILE *out)
         "  --json          one JSON object a result line; an error is also printed as\n"
         "                  {\"error\":\"SQ_E...\",\"message\":...} on stdout\n"
         "  --timeout MS    bound on each call, retries on other members included (default 10000)\n"
+        "  --tls           speak TLS to the members ([tls] in their configs); a member's\n"
+        "                  certificate must be trusted and name the address it is reached at\n"
+        "  --cacert FILE   trust member certificates signed by the CA in FILE (PEM; default:\n"
+        "                  the system's trust store); implies --tls\n"
+        "  --cert FILE, --key FILE  this client's certificate and key (PEM), for members that\n"
+        "                  require one (require_client_cert); imply --tls\n"
         "  --              end of options (for a VALUE that starts with --)\n"
         "Versions print as 0x... and are accepted in hex (0x...) or decimal. TIME is ISO-8601\n"
         "UTC (2026-11-24T21:10:03.123456Z: fraction optional, Z or +00:00) or @MICROSECONDS\n"
@@ -646,6 +655,13 @@ static int parse_args(struct cli *cli, int argc, char **argv)
                                               why, sizeof(why))) {
         return sq__cli_fail(cli, SQ_EINVAL, why, NULL);
     }
+    cli->tls = (cli->seen & (BIT(OPT_TLS) | BIT(OPT_CACERT) | BIT(OPT_CERT) | BIT(OPT_KEY))) != 0;
+    cli->tls_files.ca_file = cli->optval[OPT_CACERT];
+    cli->tls_files.cert_file = cli->optval[OPT_CERT];
+    cli->tls_files.key_file = cli->optval[OPT_KEY];
+    if (((cli->seen & BIT(OPT_CERT)) != 0) != ((cli->seen & BIT(OPT_KEY)) != 0)) {
+        return fail_usage(cli, "--cert and --key go together (a certificate and its key)");
+    }
     cli->members = cli->optval[OPT_MEMBER];
     if (cli->members == NULL) {
         const char *env = getenv("SQUALL_MEMBERS");
@@ -666,12 +682,15 @@ int main(int argc, char **argv)
     if (cli.cmd->run == run_watch && (st = watch_prepare(&cli, &sigs)) != EXIT_OK) {
         return st;
     }
-    if ((st = sq__cli_probe_members(&cli)) != EXIT_OK) {
+    /* The probe speaks the plain protocol; over TLS the library names each member's failure. */
+    if (!cli.tls && (st = sq__cli_probe_members(&cli)) != EXIT_OK) {
         return st;
     }
-    char err[256] = "";
+    char err[1024] = "";
     sq_client *c = NULL;
-    int rc = sq_client_open(&c, cli.members, cli.timeout_ms, err, sizeof(err));
+    int rc = cli.tls ? sq_client_open_tls(&c, cli.members, cli.timeout_ms, &cli.tls_files, err,
+                                          sizeof(err))
+                     : sq_client_open(&c, cli.members, cli.timeout_ms, err, sizeof(err));
     if (rc != 0) {
         /* the library refuses a malformed member list with SQ_EINVAL: exit status 2 */
         return sq__cli_fail(&cli, rc, err, NULL);

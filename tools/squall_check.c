@@ -270,7 +270,8 @@ static enum probe probe_member(const char *host, const char *port, char *why, si
         snprintf(why, cap,
                  "%s:%s does not speak squall's client protocol (it %s the client "
                  "hello): is %s a member's group port? Clients connect to its client_port "
-                 "(squall-local: port + 100)",
+                 "(squall-local: port + 100). Or does the member require TLS (--tls, "
+                 "--cacert FILE)?",
                  host, port, have == 0 ? "closed the connection at" : "answered something else to",
                  port);
     }

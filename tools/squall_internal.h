@@ -42,6 +42,10 @@ enum {
     OPT_TIMEOUT,
     OPT_HELP,
     OPT_METRICS,
+    OPT_TLS,
+    OPT_CACERT,
+    OPT_CERT,
+    OPT_KEY,
     NOPTS
 };
 #define BIT(o) (1u << (o))
@@ -56,6 +60,8 @@ struct cli {
     const char *optval[NOPTS];
     unsigned seen; /* BIT(OPT_*) of the options given */
     const char *members;
+    bool tls; /* --tls, or any of --cacert, --cert, --key */
+    sq_client_tls tls_files;
     bool json;
     int timeout_ms;
     uint64_t if_version, version, at_us, from, count; /* the options' values, once parsed */

@@ -22,6 +22,21 @@ typedef struct sq_client sq_client;
 SQ_API int sq_client_open(sq_client **out, const char *members, int timeout_ms, char *err,
                           size_t err_size);
 
+/* TLS to the members' client ports ([tls] in their configs). Every field may be NULL. */
+typedef struct sq_client_tls {
+    const char *ca_file;   /* PEM: trust member certificates signed by these; NULL: the system's */
+    const char *cert_file; /* PEM: this client's certificate, for members that require one */
+    const char *key_file;  /* PEM: its private key (with cert_file) */
+} sq_client_tls;
+
+/* sq_client_open over TLS 1.3: each member's certificate must be trusted and name the host or
+ * address it is listed as in `members`. `tls` NULL is sq_client_open. A file that cannot be used
+ * is SQ_EINVAL with the reason in `err`; a member whose handshake fails is skipped like one that
+ * does not answer, with the reason (an untrusted or expired certificate, a port without TLS) in
+ * `err` when none is left. */
+SQ_API int sq_client_open_tls(sq_client **out, const char *members, int timeout_ms,
+                              const sq_client_tls *tls, char *err, size_t err_size);
+
 /* Stops the client's I/O thread, closes the connection and frees the client. Outstanding
  * asynchronous calls complete with SQ_ECLOSED first. Safe on NULL. Not from a callback (there
  * it returns without closing). */

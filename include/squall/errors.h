@@ -44,7 +44,8 @@ extern "C" {
     X(EEXIST, -24, "already exists")                                                               \
     X(ENOQUORUM, -25,                                                                              \
       "this member is not in a working group now (removed, or on the minority "                    \
-      "side): another member may answer")
+      "side): another member may answer")                                                          \
+    X(EPERM, -26, "permission denied")
 
 enum {
 #define SQ__ERR_ENUM(name, value, text) SQ_##name = (value),

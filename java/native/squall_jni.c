@@ -6,6 +6,7 @@
 #include <jni.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -190,6 +191,40 @@ JNIEXPORT jlong JNICALL Java_org_squall_SquallClient_open0(JNIEnv *env, jclass c
     char err[256] = "";
     int rc = sq_client_open(&c, m, timeout_ms, err, sizeof(err));
     free(m);
+    if (rc != 0) {
+        throw_status(env, rc, err, 0, 0);
+        return 0;
+    }
+    return (jlong)(intptr_t)c;
+}
+
+JNIEXPORT jlong JNICALL Java_org_squall_SquallClient_openTls0(JNIEnv *env, jclass cls,
+                                                              jstring members, jint timeout_ms,
+                                                              jstring ca, jstring cert, jstring key)
+{
+    (void)cls;
+    char *m = utf8(env, members);
+    /* a null string stays NULL; one that cannot be converted has thrown */
+    char *files[3] = {NULL, NULL, NULL};
+    jstring given[3] = {ca, cert, key};
+    bool ok = m != NULL;
+    for (int i = 0; ok && i < 3; i++) {
+        ok = given[i] == NULL || (files[i] = utf8(env, given[i])) != NULL;
+    }
+    sq_client *c = NULL;
+    char err[1024] = "";
+    int rc = 0;
+    if (ok) {
+        sq_client_tls tls = {.ca_file = files[0], .cert_file = files[1], .key_file = files[2]};
+        rc = sq_client_open_tls(&c, m, timeout_ms, &tls, err, sizeof(err));
+    }
+    free(m);
+    for (int i = 0; i < 3; i++) {
+        free(files[i]);
+    }
+    if (!ok) {
+        return 0;
+    }
     if (rc != 0) {
         throw_status(env, rc, err, 0, 0);
         return 0;

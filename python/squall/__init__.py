@@ -110,8 +110,15 @@ def _proto(name, restype, *args):
     return f
 
 
+class _Tls(ctypes.Structure):
+    _fields_ = [("ca_file", ctypes.c_char_p), ("cert_file", ctypes.c_char_p),
+                ("key_file", ctypes.c_char_p)]
+
+
 _open = _proto("sq_client_open", ctypes.c_int, ctypes.POINTER(_P), ctypes.c_char_p, ctypes.c_int,
                ctypes.c_char_p, ctypes.c_size_t)
+_open_tls = _proto("sq_client_open_tls", ctypes.c_int, ctypes.POINTER(_P), ctypes.c_char_p,
+                   ctypes.c_int, ctypes.POINTER(_Tls), ctypes.c_char_p, ctypes.c_size_t)
 _close = _proto("sq_client_close", None, _P)
 _member = _proto("sq_client_member", ctypes.c_uint32, _P)
 _free = _proto("sq_kv_result_free", None, _R)
@@ -323,16 +330,29 @@ def _value(v) -> bytes:
 
 class Client:
     """A connection to a group: `members` is "host:port,host:port,..." (or a list of them), the
-    members' client ports; `timeout` bounds each call in seconds, retries included."""
+    members' client ports; `timeout` bounds each call in seconds, retries included.
 
-    def __init__(self, members: Union[str, Sequence[str]], timeout: float = 10.0):
+    Over TLS (members with [tls]) when `tls` is True or any of `cacert` (PEM file of the CA that
+    signed the members' certificates; default: the system's trust store), `cert` and `key` (this
+    client's certificate and key, for members that require one) is given."""
+
+    def __init__(self, members: Union[str, Sequence[str]], timeout: float = 10.0,
+                 tls: bool = False, cacert: Optional[str] = None, cert: Optional[str] = None,
+                 key: Optional[str] = None):
         if not isinstance(members, str):
             members = ",".join(members)
         if timeout <= 0:
             raise ValueError("timeout must be positive")
-        err = ctypes.create_string_buffer(512)
+        if (cert is None) != (key is None):
+            raise ValueError("cert and key go together (a certificate and its key)")
+        err = ctypes.create_string_buffer(1024)
         h = _P()
-        rc = _open(ctypes.byref(h), members.encode(), int(timeout * 1000), err, len(err))
+        if tls or cacert is not None or cert is not None:
+            files = _Tls(*(None if f is None else os.fsencode(f) for f in (cacert, cert, key)))
+            rc = _open_tls(ctypes.byref(h), members.encode(), int(timeout * 1000),
+                           ctypes.byref(files), err, len(err))
+        else:
+            rc = _open(ctypes.byref(h), members.encode(), int(timeout * 1000), err, len(err))
         if rc != 0:
             raise _error(_Result(status=rc, message=err.value[:255]))
         self._h = h

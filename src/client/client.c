@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -12,6 +13,8 @@
 #include <string.h>
 #include <sys/random.h>
 #include <unistd.h>
+
+#include <openssl/ssl.h>
 
 #include "client/client_internal.h"
 #include "common.h"
@@ -48,22 +51,46 @@ int sq_kv_next_item(const sq_kv_result *r, size_t *pos, sq_kv_item *item)
 
 /* ---- public calls ---- */
 
-static int client_open(sq_client **out, const char *members, int timeout_ms, bool spread, char *err,
-                       size_t err_size);
+static int client_open(sq_client **out, const char *members, int timeout_ms, bool spread,
+                       const sq_client_tls *tls, char *err, size_t err_size);
 
 int sq_client_open(sq_client **out, const char *members, int timeout_ms, char *err, size_t err_size)
 {
-    return client_open(out, members, timeout_ms, true, err, err_size);
+    return client_open(out, members, timeout_ms, true, NULL, err, err_size);
 }
 
-int sq__client_open_first(sq_client **out, const char *members, int timeout_ms, char *err,
-                          size_t err_size)
+int sq_client_open_tls(sq_client **out, const char *members, int timeout_ms,
+                       const sq_client_tls *tls, char *err, size_t err_size)
 {
-    return client_open(out, members, timeout_ms, false, err, err_size);
+    return client_open(out, members, timeout_ms, true, tls, err, err_size);
 }
 
-static int client_open(sq_client **out, const char *members, int timeout_ms, bool spread, char *err,
-                       size_t err_size)
+int sq__client_open_first(sq_client **out, const char *members, int timeout_ms,
+                          const sq_client_tls *tls, char *err, size_t err_size)
+{
+    return client_open(out, members, timeout_ms, false, tls, err, err_size);
+}
+
+/* Frees what client_open made before the I/O thread. */
+static void free_unstarted(sq_client *c)
+{
+    if (c->ssl != NULL) {
+        SSL_free(c->ssl);
+    }
+    if (c->fd >= 0) {
+        close(c->fd);
+    }
+    SSL_CTX_free(c->tls);
+    close(c->wake[0]);
+    close(c->wake[1]);
+    pthread_mutex_destroy(&c->mu);
+    pthread_mutex_destroy(&c->tls_mu);
+    free(c->watches);
+    free(c);
+}
+
+static int client_open(sq_client **out, const char *members, int timeout_ms, bool spread,
+                       const sq_client_tls *tls, char *err, size_t err_size)
 {
     *out = NULL;
     if (members == NULL || members[0] == '\0') {
@@ -123,12 +150,21 @@ static int client_open(sq_client **out, const char *members, int timeout_ms, boo
         return SQ_EIO;
     }
     pthread_mutex_init(&c->mu, NULL);
+    pthread_mutex_init(&c->tls_mu, NULL);
     pthread_cond_init(&c->cb_done, NULL);
+    if (tls != NULL) {
+        int rc = sq__client_tls_ctx(c, tls, err, err_size);
+        if (rc != 0) {
+            free_unstarted(c);
+            return rc;
+        }
+    }
     /* One connection attempt over the list now, so that a wrong address fails at once. */
     for (uint32_t i = 0; i < c->nmembers && !c->connected; i++) {
         int fd = sq__client_try_connect(c, c->cur);
         if (fd >= 0) {
             c->fd = fd;
+            c->ssl = c->ssl_next;
             c->connected = true;
         } else {
             c->cur = (c->cur + 1) % c->nmembers;
@@ -142,20 +178,11 @@ static int client_open(sq_client **out, const char *members, int timeout_ms, boo
         for (uint32_t i = 0; i < c->nmembers && n < err_size; i++) {
             n += (size_t)snprintf(err + n, err_size - n, "%s %s", i > 0 ? ";" : "", c->why[i]);
         }
-        close(c->wake[0]);
-        close(c->wake[1]);
-        pthread_mutex_destroy(&c->mu);
-        free(c->watches);
-        free(c);
+        free_unstarted(c);
         return SQ_ECLOSED;
     }
     if (pthread_create(&c->io, NULL, sq__client_io_main, c) != 0) {
-        close(c->fd);
-        close(c->wake[0]);
-        close(c->wake[1]);
-        pthread_mutex_destroy(&c->mu);
-        free(c->watches);
-        free(c);
+        free_unstarted(c);
         return SQ_ENOMEM;
     }
     *out = c;
@@ -194,11 +221,16 @@ void sq_client_close(sq_client *c)
             free(k);
         }
     }
+    if (c->ssl != NULL) {
+        SSL_free(c->ssl);
+    }
+    SSL_CTX_free(c->tls);
     if (c->fd >= 0) {
         close(c->fd);
     }
     close(c->wake[0]);
     close(c->wake[1]);
+    pthread_mutex_destroy(&c->tls_mu);
     free(c->out.p);
     free(c->watches);
     free(c->in.p);

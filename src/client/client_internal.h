@@ -68,6 +68,12 @@ struct sq_client {
     uint32_t nmembers, cur;
     int fd;
     bool connected;
+    /* TLS (sq_client_open_tls), or NULL. ssl is the connection's; tls_mu serializes its reads
+     * (the reader, outside mu) with its writes (under mu). ssl_next: try_connect's result. */
+    struct ssl_ctx_st *tls;
+    struct ssl_st *ssl, *ssl_next;
+    pthread_mutex_t tls_mu;
+    bool tls_why; /* why[cur] holds a TLS failure: disconnect keeps it */
     uint32_t member_id;
     uint64_t client_id;
     uint64_t next_req;
@@ -131,8 +137,8 @@ void sq__client_call_unlink(sq_client *c, struct call *k);
 
 /* sq_client_open, connecting to the first member of the list first (not to a random one): the
  * HTTP front end of a member goes to that member, so that its requests take no extra hop. */
-int sq__client_open_first(sq_client **out, const char *members, int timeout_ms, char *err,
-                          size_t err_size);
+int sq__client_open_first(sq_client **out, const char *members, int timeout_ms,
+                          const sq_client_tls *tls, char *err, size_t err_size);
 
 /* Queues one request; `done` runs once with its result (on the I/O thread). A watch passes its
  * event callback `wfn`. SQ_EAGAIN when SQ_CLIENT_MAX_INFLIGHT requests are in flight. A blocking
@@ -152,6 +158,9 @@ void sq__client_direct_answer(void *c, const struct sq_kv_frame *f);
 
 /* Connects to member i: a socket, or -1 with the reason in c->why[i]. */
 int sq__client_try_connect(sq_client *c, uint32_t i);
+
+/* Makes c->tls from the caller's files (sq_client_open_tls); SQ_EINVAL naming a bad one. */
+int sq__client_tls_ctx(sq_client *c, const sq_client_tls *t, char *err, size_t err_size);
 
 /* Queues the client hello on a fresh connection. */
 void sq__client_queue_hello(sq_client *c);

@@ -1,9 +1,13 @@
 /* client_io.c: the client library's I/O side: the table of calls in flight, the one TCP
  * connection to a member, and the I/O thread that sends, receives, retries and expires. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -150,6 +154,45 @@ static void watch_from(struct call *k)
     }
 }
 
+static void set_why(sq_client *c, uint32_t i, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* One TLS read or write on the connection: the bytes moved; or -1 with errno EAGAIN (TLS waits
+ * for the socket) or EPIPE (the connection ended: a TLS failure is recorded as why[cur]). */
+static ssize_t tls_io(sq_client *c, void *buf, size_t n, bool write)
+{
+    pthread_mutex_lock(&c->tls_mu);
+    ERR_clear_error();
+    int r = write ? SSL_write(c->ssl, buf, (int)SQ_MIN(n, (size_t)INT32_MAX))
+                  : SSL_read(c->ssl, buf, (int)SQ_MIN(n, (size_t)INT32_MAX));
+    int e = r > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+    char why[160] = "";
+    if (e == SSL_ERROR_SSL) {
+        ERR_error_string_n(ERR_get_error(), why, sizeof(why));
+    }
+    ERR_clear_error();
+    pthread_mutex_unlock(&c->tls_mu);
+    if (r > 0) {
+        return r;
+    }
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        errno = EAGAIN;
+        return -1;
+    }
+    if (why[0] != '\0') {
+        /* e.g. a member that requires a client certificate says so in an alert, here */
+        pthread_mutex_lock(&c->mu);
+        set_why(c, c->cur, "%s:%s: TLS: %s%s", c->host[c->cur], c->port[c->cur], why,
+                strstr(why, "certificate required") != NULL
+                    ? " (the member requires a client certificate: give one, with its key)"
+                    : "");
+        c->tls_why = true;
+        pthread_mutex_unlock(&c->mu);
+    }
+    errno = EPIPE;
+    return -1;
+}
+
 /* Under mu: sends what `out` holds, as far as the socket takes it; true when it all went. A
  * broken connection is dropped when `may_drop` (only the thread that reads the socket drops it:
  * the reader's buffers go with it). */
@@ -159,8 +202,13 @@ static bool send_out(sq_client *c, bool may_drop)
         return c->out.len == c->out.off;
     }
     uint64_t t = c->ntr_unsent > 0 ? sq__mono_us() : 0;
-    ssize_t w =
-        send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t w;
+    if (c->ssl != NULL) {
+        w = tls_io(c, c->out.p + c->out.off, c->out.len - c->out.off, true);
+    } else {
+        w = send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off,
+                 MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
     if (w > 0) {
         c->out.off += (size_t)w;
         if (c->out.off == c->out.len) {
@@ -320,6 +368,10 @@ static void set_why(sq_client *c, uint32_t i, const char *fmt, ...)
 /* Drops the connection to the current member: every call goes out again to the next one. */
 static void drop_member(sq_client *c)
 {
+    if (c->ssl != NULL) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
     if (c->fd >= 0) {
         close(c->fd);
     }
@@ -344,12 +396,108 @@ static void disconnect(sq_client *c)
     if (c->connected && c->member_id == UINT32_MAX) {
         uint32_t i = c->cur;
         c->hello_misses[i] += c->hello_misses[i] < UINT8_MAX;
-        set_why(c, i,
-                "%s:%s does not speak squall's client protocol (it closed the connection "
-                "at the client hello): a group port, not a client_port?",
-                c->host[i], c->port[i]);
+        if (!c->tls_why) {
+            set_why(c, i,
+                    "%s:%s does not speak squall's client protocol (it closed the connection "
+                    "at the client hello): a group port, not a client_port?%s",
+                    c->host[i], c->port[i],
+                    c->tls == NULL ? " Or one that requires TLS (--tls)?" : "");
+        }
     }
+    c->tls_why = false;
     drop_member(c);
+}
+
+int sq__client_tls_ctx(sq_client *c, const sq_client_tls *t, char *err, size_t err_size)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL) {
+        snprintf(err, err_size, "cannot create a TLS context");
+        return SQ_ENOMEM;
+    }
+    c->tls = ctx;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF); /* frames carry their lengths */
+    char why[160] = "";
+    const char *what = NULL, *file = NULL;
+    if (t->ca_file != NULL ? SSL_CTX_load_verify_locations(ctx, t->ca_file, NULL) != 1
+                           : SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        what = "CA file", file = t->ca_file != NULL ? t->ca_file : "(the system's)";
+    } else if ((t->cert_file != NULL) != (t->key_file != NULL)) {
+        snprintf(err, err_size, "TLS: a client certificate and its key go together");
+        return SQ_EINVAL;
+    } else if (t->cert_file != NULL && SSL_CTX_use_certificate_chain_file(ctx, t->cert_file) != 1) {
+        what = "certificate", file = t->cert_file;
+    } else if (t->key_file != NULL &&
+               SSL_CTX_use_PrivateKey_file(ctx, t->key_file, SSL_FILETYPE_PEM) != 1) {
+        what = "key", file = t->key_file;
+    } else if (t->key_file != NULL && SSL_CTX_check_private_key(ctx) != 1) {
+        what = "key (not the certificate's)", file = t->key_file;
+    }
+    if (what != NULL) {
+        unsigned long e = ERR_get_error();
+        if (e != 0) {
+            ERR_error_string_n(e, why, sizeof(why));
+        }
+        ERR_clear_error();
+        snprintf(err, err_size, "TLS %s %s: %s", what, file, why[0] ? why : "unusable");
+        return SQ_EINVAL;
+    }
+    return 0;
+}
+
+/* The TLS handshake on a new connection to member i, waiting up to CONNECT_TIMEOUT_MS: 0 with
+ * the session in c->ssl_next, or -1 with the reason in c->why[i]. The member's certificate must
+ * be trusted and name the host (or address) it was given as. */
+static int tls_handshake(sq_client *c, uint32_t i, int fd)
+{
+    SSL *ssl = SSL_new(c->tls);
+    unsigned char addr[16];
+    const char *host = c->host[i];
+    bool ip = inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
+    if (ssl == NULL || SSL_set_fd(ssl, fd) != 1 ||
+        (ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host)
+            : SSL_set1_host(ssl, host) && SSL_set_tlsext_host_name(ssl, host)) != 1) {
+        set_why(c, i, "%s:%s: cannot set up TLS", host, c->port[i]);
+        SSL_free(ssl);
+        ERR_clear_error();
+        return -1;
+    }
+    uint64_t deadline = sq__client_now_ms() + CONNECT_TIMEOUT_MS;
+    for (;;) {
+        ERR_clear_error();
+        int r = SSL_connect(ssl);
+        if (r == 1) {
+            c->ssl_next = ssl;
+            return 0;
+        }
+        int e = SSL_get_error(ssl, r);
+        uint64_t now = sq__client_now_ms();
+        if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) && now < deadline) {
+            struct pollfd p = {.fd = fd, .events = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT};
+            (void)poll(&p, 1, (int)(deadline - now));
+            continue;
+        }
+        char why[160] = "the member closed the connection";
+        long v = SSL_get_verify_result(ssl);
+        if (v != X509_V_OK) {
+            snprintf(why, sizeof(why), "the member's certificate: %s",
+                     X509_verify_cert_error_string(v));
+        } else if (e == SSL_ERROR_SSL) {
+            ERR_error_string_n(ERR_get_error(), why, sizeof(why));
+        } else if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            snprintf(why, sizeof(why), "no answer within %d ms", CONNECT_TIMEOUT_MS);
+        }
+        set_why(c, i, "%s:%s: TLS handshake failed: %s%s", host, c->port[i], why,
+                v == X509_V_OK && e == SSL_ERROR_SSL
+                    ? " (does the member take TLS? its config needs [tls])"
+                    : "");
+        SSL_free(ssl);
+        ERR_clear_error();
+        return -1;
+    }
 }
 
 /* Connects to member i: a socket, or -1 with the reason in c->why[i] (written without mu: only
@@ -389,6 +537,11 @@ int sq__client_try_connect(sq_client *c, uint32_t i)
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->ssl_next = NULL;
+    if (c->tls != NULL && tls_handshake(c, i, fd) != 0) {
+        close(fd);
+        return -1;
+    }
     return fd;
 }
 
@@ -415,6 +568,7 @@ static void connect_next(sq_client *c)
         return;
     }
     c->fd = fd;
+    c->ssl = c->ssl_next;
     c->connected = true;
     c->heard_ms = sq__client_now_ms();
     c->probed = false;
@@ -692,7 +846,8 @@ static void read_frames(sq_client *c)
             pthread_mutex_unlock(&c->mu);
             return;
         }
-        ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
+        ssize_t n = c->ssl != NULL ? tls_io(c, c->in.p + c->in.len, c->in.cap - c->in.len, false)
+                                   : recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
         if (n < 0 && errno == EINTR) {
             continue;
         }

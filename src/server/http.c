@@ -51,7 +51,12 @@ struct sq_http {
     pthread_mutex_t mu;
     sq_client **idle; /* connections to the members not in use: reused by the next request */
     uint32_t nidle, max_idle;
-    sq_client *local;        /* to this member only: status and metrics are of this member */
+    sq_client *local; /* to this member only: status and metrics are of this member */
+    /* With [tls]: how it connects to the members' client ports (its certificate as the
+     * client's), and its own HTTPS key and certificate in PEM, as libmicrohttpd takes them. */
+    sq_client_tls tls_files;
+    const sq_client_tls *tls; /* &tls_files, or NULL */
+    char *https_key, *https_cert, *https_trust;
     struct sq_kv_server *kv; /* this member's service: requests go to it in-process, or NULL */
     struct sse *streams;
     atomic_bool stopping; /* streams end, connections are not kept */
@@ -116,7 +121,7 @@ static sq_client *client_take(struct sq_http *h, char *err, size_t err_size)
     sq_client *c = h->nidle > 0 ? h->idle[--h->nidle] : NULL;
     pthread_mutex_unlock(&h->mu);
     if (c == NULL) {
-        if (sq__client_open_first(&c, h->members, CLIENT_TIMEOUT_MS, err, err_size) != 0) {
+        if (sq__client_open_first(&c, h->members, CLIENT_TIMEOUT_MS, h->tls, err, err_size) != 0) {
             return NULL;
         }
         use_direct(h, c);
@@ -508,7 +513,7 @@ static int ask_local(struct sq_http *h, int format, sq_kv_result *r)
     pthread_mutex_unlock(&h->mu);
     char err[256];
     if (c == NULL) {
-        if (sq_client_open(&c, h->self, 3000, err, sizeof(err)) != 0) {
+        if (sq_client_open_tls(&c, h->self, 3000, h->tls, err, sizeof(err)) != 0) {
             snprintf(r->message, sizeof(r->message), "%s", err);
             r->status = SQ_EPEER;
             return r->status;
@@ -1036,6 +1041,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (!q->started) {
         q->started = true;
         char why[400], allow[32];
+        if (h->https_trust != NULL && !sq__http_tls_client_ok(conn, why, sizeof(why))) {
+            q->answered = true;
+            return send_error(h, conn, 403, SQ_EPERM, why, NULL, NULL);
+        }
         int st = sq__http_translate(method, q->raw_url != NULL ? q->raw_url : url, url, lookup,
                                     each_arg, conn, &q->op, why, sizeof(why), allow);
         if (st != 0) {
@@ -1206,6 +1215,28 @@ int sq__http_start(struct sq_http **out, const struct sq_config *cfg, struct sq_
     if (ai->ai_family == AF_INET6) {
         flags |= MHD_USE_IPv6;
     }
+    struct MHD_OptionItem tls_opts[4] = {{MHD_OPTION_END, 0, NULL}};
+    if (cfg->tls_cert_file[0] != '\0') {
+        int rc =
+            sq__http_tls_load(cfg, &h->https_key, &h->https_cert, &h->https_trust, err, err_size);
+        if (rc != 0) {
+            freeaddrinfo(ai);
+            sq__http_stop(h);
+            return rc;
+        }
+        /* To the client ports, as a member relays: its own certificate, its CA. */
+        h->tls_files = (sq_client_tls){.ca_file = h->cfg->tls_ca_file,
+                                       .cert_file = h->cfg->tls_cert_file,
+                                       .key_file = h->cfg->tls_key_file};
+        h->tls = &h->tls_files;
+        flags |= MHD_USE_TLS;
+        tls_opts[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, h->https_key};
+        tls_opts[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, h->https_cert};
+        tls_opts[2] = h->https_trust != NULL
+                          ? (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_TRUST, 0, h->https_trust}
+                          : (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+        tls_opts[3] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    }
     h->d = MHD_start_daemon(flags, (uint16_t)me->http_port, NULL, NULL, on_request, h,
                             MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_LISTENING_ADDRESS_REUSE,
                             1u, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->http_max_connections,
@@ -1213,7 +1244,8 @@ int sq__http_start(struct sq_http **out, const struct sq_config *cfg, struct sq_
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->http_max_header_bytes,
                             MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_NOTIFY_COMPLETED,
                             on_completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
-                            MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, MHD_OPTION_END);
+                            MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, MHD_OPTION_ARRAY,
+                            tls_opts, MHD_OPTION_END);
     if (h->d == NULL) {
         snprintf(err, err_size, "cannot listen for HTTP on %s:%s (%s)", me->host, port,
                  errno != 0 ? strerror(errno) : "libmicrohttpd refused to start");
@@ -1249,5 +1281,8 @@ void sq__http_stop(struct sq_http *h)
     pthread_mutex_destroy(&h->mu);
     free(h->idle);
     free(h->cfg);
+    free(h->https_key);
+    free(h->https_cert);
+    free(h->https_trust);
     free(h);
 }

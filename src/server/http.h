@@ -39,6 +39,15 @@ int sq__http_start(struct sq_http **out, const struct sq_config *cfg, struct sq_
 /* Stops the server: open streams end, connections close; frees everything. Safe on NULL. */
 void sq__http_stop(struct sq_http *h);
 
+/* http_tls.c. With [tls] cert_file: reads the PEM key, certificate and (require_client_cert)
+ * CA into strings the caller frees; nothing without. SQ_ECONFIG naming a bad file. */
+int sq__http_tls_load(const struct sq_config *cfg, char **key, char **cert, char **trust,
+                      char *err, size_t err_size);
+/* With require_client_cert: whether the HTTPS client on `conn` presented a certificate that
+ * its CA signed and that is valid now; false with the reason in `why`. */
+struct MHD_Connection;
+bool sq__http_tls_client_ok(struct MHD_Connection *conn, char *why, size_t why_size);
+
 /* ---- http_req.c ---- */
 
 /* What a request asks for. */

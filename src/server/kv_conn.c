@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <openssl/ssl.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -42,9 +43,32 @@ static void conn_arm(struct sq_kv_server *s, struct conn *c, bool out)
     epoll_ctl(s->ep, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
+/* Sends what `out` holds through TLS (a handshake first, if one is under way). */
+static void tls_flush(struct sq_kv_server *s, struct conn *c)
+{
+    c->tls_want_write = false;
+    for (;;) {
+        long n = sq__kvs_tls_send(s, c, c->out.p + c->out.off, c->out.len - c->out.off);
+        if (n > 0) {
+            c->out.off += (size_t)n;
+            if (c->out.off < c->out.len) {
+                continue;
+            }
+        } else if (n == SQ_TLS_WANT_WRITE) {
+            c->tls_want_write = true;
+        } else if (n == SQ_TLS_CLOSED) {
+            c->dead = true;
+        }
+        return; /* all sent, or the handshake wants to read first */
+    }
+}
+
 void sq__kvs_conn_flush(struct sq_kv_server *s, struct conn *c)
 {
-    while (c->out.off < c->out.len) {
+    if (c->ssl != NULL) {
+        tls_flush(s, c);
+    }
+    while (c->ssl == NULL && c->out.off < c->out.len) {
         ssize_t n = send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR) {
@@ -66,7 +90,8 @@ void sq__kvs_conn_flush(struct sq_kv_server *s, struct conn *c)
         c->out.off = 0;
     }
     if (!c->dead) {
-        conn_arm(s, c, c->out.len > 0);
+        /* With TLS, a writable socket helps only when TLS waits to write (not to read). */
+        conn_arm(s, c, c->ssl != NULL ? c->tls_want_write : c->out.len > 0);
     }
 }
 
@@ -134,7 +159,9 @@ struct conn *sq__kvs_conn_new(struct sq_kv_server *s, int fd, bool relay, uint32
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
     struct epoll_event ev = {.events = EPOLLIN | (relay ? EPOLLOUT : 0), .data.u64 = c->id};
     c->want_out = relay;
-    if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    c->tls_want_write = relay; /* a relay's handshake starts once it is connected */
+    if (sq__kvs_tls_start(s, c) != 0 || epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        sq__kvs_tls_drop(c);
         close(fd);
         free(c);
         return NULL;
@@ -227,6 +254,7 @@ void sq__kvs_conn_close(struct sq_kv_server *s, struct conn *c)
 {
     if (c->fd >= 0) {
         epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
+        sq__kvs_tls_drop(c);
         close(c->fd);
         c->fd = -1;
     }
@@ -284,7 +312,22 @@ void sq__kvs_conn_read(struct sq_kv_server *s, struct conn *c)
             return;
         }
         size_t room = c->in.cap - c->in.len;
-        ssize_t n = recv(c->fd, c->in.p + c->in.len, room, 0);
+        ssize_t n;
+        if (c->ssl != NULL) {
+            n = sq__kvs_tls_recv(s, c, c->in.p + c->in.len, room);
+            if (n == SQ_TLS_WANT_WRITE) {
+                c->tls_want_write = true;
+                conn_arm(s, c, true);
+            }
+            if (n == SQ_TLS_CLOSED) {
+                c->dead = true;
+            }
+            if (n < 0) {
+                break;
+            }
+        } else {
+            n = recv(c->fd, c->in.p + c->in.len, room, 0);
+        }
         if (n == 0) {
             c->dead = true;
             break;
@@ -344,9 +387,14 @@ void sq__kvs_conn_read(struct sq_kv_server *s, struct conn *c)
                 c->in.cap = 65536;
             }
         }
-        if ((size_t)n < room) {
+        if (c->ssl == NULL && (size_t)n < room) {
             break; /* the socket is empty: no read just to hear EAGAIN (epoll is level-triggered) */
         }
+        /* TLS reads a record at a time and may hold more than the socket shows: read on until
+         * it says it wants the socket. */
+    }
+    if (c->ssl != NULL && !c->dead && (c->out.len > c->out.off || !SSL_is_init_finished(c->ssl))) {
+        sq__kvs_conn_flush(s, c); /* what waited for the handshake, or its next step */
     }
 }
 

@@ -43,6 +43,8 @@ struct conn {
     uint32_t member; /* relay: that member */
     bool want_out;
     bool dead;
+    struct ssl_st *ssl;     /* TLS ([tls] in the config), or NULL (kv_tls.c) */
+    bool tls_want_write;    /* TLS waits for the socket to take bytes (a handshake's, or ours) */
     struct watch *watches;  /* registered by this client connection */
     struct sq__buf in, out; /* out.off: what was sent already */
     bool peer;              /* another member relays to us on it: not counted as a client's */
@@ -72,8 +74,9 @@ struct kv_stats {
     uint64_t ops[SQ_KV_OP_MAX + 1][RES_N];
     uint64_t lat[LAT_N][LAT_BUCKETS + 1]; /* the last one: above every bound */
     uint64_t lat_sum_us[LAT_N], lat_count[LAT_N];
-    uint64_t events;   /* watch events sent to clients */
-    uint64_t accepted; /* client connections accepted */
+    uint64_t events;     /* watch events sent to clients */
+    uint64_t accepted;   /* client connections accepted */
+    uint64_t tls_failed; /* TLS handshakes that failed (a client's, or a relay's) */
 };
 
 struct pool {
@@ -152,6 +155,7 @@ struct watch {
 struct sq_kv_server {
     sq_member *m; /* NULL while detached (the member failed; its next incarnation not in) */
     struct sq_config cfg;
+    struct ssl_ctx_st *tls_accept, *tls_relay; /* with [tls]: for clients, for relays */
     uint32_t my_id;
     int meta;
     uint32_t client_port;
@@ -387,5 +391,22 @@ bool sq__kvs_flush_conns(struct sq_kv_server *s);
 /* Answers request f on c with the text in b as its value, and frees b. */
 void sq__kvs_send_text(struct sq_kv_server *s, struct conn *c, const struct sq_kv_frame *f,
                        struct sq__buf *b);
+
+/* kv_tls.c: TLS on the client port, all under svc_mu. */
+
+/* What sq__kvs_tls_recv and sq__kvs_tls_send return when they move no bytes. */
+enum { SQ_TLS_WANT_READ = -1, SQ_TLS_WANT_WRITE = -2, SQ_TLS_CLOSED = -3 };
+/* Makes the TLS contexts from [tls] (nothing without cert_file); SQ_ECONFIG naming the file
+ * that is bad. */
+int sq__kvs_tls_init(struct sq_kv_server *s, char *err, size_t err_size);
+void sq__kvs_tls_free(struct sq_kv_server *s);
+/* Gives a new connection (accepted, or a relay) its TLS session when the member has TLS. */
+int sq__kvs_tls_start(struct sq_kv_server *s, struct conn *c);
+/* Frees a connection's TLS session (before its socket is closed). */
+void sq__kvs_tls_drop(struct conn *c);
+/* Reads or writes up to n bytes (a handshake goes first): the bytes moved, or SQ_TLS_*; the
+ * end of a failed handshake is logged. sq__kvs_tls_send with n == 0 drives a handshake only. */
+long sq__kvs_tls_recv(struct sq_kv_server *s, struct conn *c, void *buf, size_t n);
+long sq__kvs_tls_send(struct sq_kv_server *s, struct conn *c, const void *buf, size_t n);
 
 #endif

@@ -255,6 +255,10 @@ void sq__kvs_metrics(struct sq_kv_server *s, struct conn *c, const struct sq_kv_
     OUT("squall_kv_relay_connections %u\n", peers);
     HELP("squall_kv_connections_accepted_total", "counter", "Client connections accepted.");
     OUT("squall_kv_connections_accepted_total %" PRIu64 "\n", s->stats.accepted);
+    HELP("squall_kv_tls_handshake_failures_total", "counter",
+         "TLS handshakes on the client port (or of relays) that failed: an untrusted, expired "
+         "or missing certificate, or a client without TLS.");
+    OUT("squall_kv_tls_handshake_failures_total %" PRIu64 "\n", s->stats.tls_failed);
     HELP("squall_log_written_bytes_total", "counter",
          "Bytes written to the persistent logs (and view file) by this member.");
     OUT("squall_log_written_bytes_total %" PRIu64 "\n", disk_bytes);

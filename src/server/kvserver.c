@@ -320,6 +320,11 @@ int sq__kv_server_create(struct sq_kv_server **out, sq_member *m, const char *co
         s->logcap = SQ_MAX(s->logcap, (size_t)s->cfg.subgroups[g].max_payload);
     }
     if (rc == 0) {
+        /* Before the member starts: a bad certificate is a configuration error, not a member
+         * that joins the group and then fails. */
+        rc = sq__kvs_tls_init(s, err, err_size);
+    }
+    if (rc == 0) {
         s->logbuf = malloc(s->logcap);
         s->wb = calloc(WATCH_BUCKETS, sizeof(*s->wb));
         s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -441,6 +446,7 @@ void sq__kv_server_stop(struct sq_kv_server *s)
     for (struct conn *c = s->conns; c != NULL; c = c->next) {
         if (c->fd >= 0) {
             sq__kvs_conn_flush(s, c);
+            sq__kvs_tls_drop(c);
             close(c->fd);
             c->fd = -1;
         }
@@ -457,6 +463,7 @@ void sq__kv_server_destroy(struct sq_kv_server *s)
     while (s->conns != NULL) {
         struct conn *c = s->conns;
         s->conns = c->next;
+        sq__kvs_tls_drop(c);
         if (c->fd >= 0) {
             close(c->fd);
         }
@@ -502,6 +509,7 @@ void sq__kv_server_destroy(struct sq_kv_server *s)
     if (s->ep >= 0) {
         close(s->ep);
     }
+    sq__kvs_tls_free(s);
     free(s->wb);
     free(s->logbuf);
     if (s->mu_ready) {

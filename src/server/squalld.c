@@ -602,8 +602,9 @@ static int serve_kv(sq_member *m, const char *config, bool join)
         rc = sq__http_start(&http, hcfg, kv, err, sizeof(err));
         if (rc == 0) {
             fprintf(stderr,
-                    "squalld: member %u: HTTP on http://%s:%u/ (REST under /v1, /metrics)\n",
-                    g_id, hcfg->members[hr].host, hcfg->members[hr].http_port);
+                    "squalld: member %u: HTTP on http%s://%s:%u/ (REST under /v1, /metrics)\n",
+                    g_id, hcfg->tls_cert_file[0] != '\0' ? "s" : "", hcfg->members[hr].host,
+                    hcfg->members[hr].http_port);
         }
     }
     free(hcfg);

@@ -15,7 +15,7 @@
 #define MUST(cond)                                                                                 \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_hello.c:%d: property failed: %s\n", __LINE__, #cond);           \
+            fprintf(stderr, "fuzz_hello.c:%d: property failed: %s\n", __LINE__, #cond);            \
             abort();                                                                               \
         }                                                                                          \
     } while (0)

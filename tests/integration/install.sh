@@ -5,14 +5,22 @@
 # statically with find_package(squall) in examples/cmake); then, on 3 members started by the
 # installed squall-local, the C example, the Python example (examples/hello.py) and the Python
 # binding's tests (tests/python/test_client.py) run with the installed package, not the source
-# tree's, and the Java binding's (java/test/SquallTest.java) with the installed jar. The systemd
+# tree's, and the Java binding's (java/test/SquallTest.java) with the installed jar; Python and
+# Java then speak TLS, with a client certificate, to a member that requires one. The systemd
 # unit passes systemd-analyze verify.
 BUILD=$(cd "$1" && pwd)
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 . "$(dirname "$0")/lib.sh"
 P=$WORK/prefix
 LOCAL_DIR=$WORK/local
-stop_group() { [ -x "$P/bin/squall-local" ] && "$P/bin/squall-local" down --dir "$LOCAL_DIR" >/dev/null 2>&1; cleanup; }
+TLS_DIR=$WORK/tlsgroup
+stop_group() {
+  if [ -x "$P/bin/squall-local" ]; then
+    "$P/bin/squall-local" down --dir "$LOCAL_DIR" >/dev/null 2>&1
+    "$P/bin/squall-local" down --dir "$TLS_DIR" >/dev/null 2>&1
+  fi
+  cleanup
+}
 trap stop_group EXIT
 
 echo "== install into a fresh prefix"
@@ -109,4 +117,63 @@ echo "$out" | sed 's/^/  /'
 echo "$out" | grep -q '^conflict: the key is at 0x' || fail "Hello.java: no conflict line"
 echo "$out" | grep -Eq '^/orders/8 \{"qty": 1\} 20[0-9-]+T' || fail "Hello.java: no get line"
 echo "$out" | grep -Eq '^watch: /orders/8 0x[0-9a-f]+ removed$' || fail "Hello.java: the watch did not see the removal"
+echo "== TLS from Python and Java, with a client certificate"
+PKI=$WORK/pki
+pki_ca ca
+pki_cert member ca "IP:127.0.0.1"
+pki_cert client ca "IP:127.0.0.1"
+mkdir -p "$WORK/tls"
+cp "$PKI/ca.pem" "$PKI/member.pem" "$PKI/member.key" "$WORK/tls/"
+TLS_PORT=$((BASE_PORT + 20))
+"$P/bin/squall-local" up 1 --tls "$WORK/tls" --require-client-cert --dir "$TLS_DIR" \
+  --base-port "$TLS_PORT" > "$WORK/tlsup.out" 2>&1 || fail "squall-local up --tls: $(cat "$WORK/tlsup.out")"
+TM=127.0.0.1:$((TLS_PORT + 100))
+out=$(cd "$WORK" && python3 - "$TM" "$PKI" <<'PY' 2>&1
+import sys, squall
+m, pki = sys.argv[1], sys.argv[2]
+c = squall.Client(m, cacert=pki + "/ca.pem", cert=pki + "/client.pem", key=pki + "/client.key")
+c.create_pool("/t", "volatile")
+c.put("/t/py", b"over tls")
+print("python:", c.get("/t/py").value.decode())
+c.close()
+try:
+    squall.Client(m, timeout=3, cacert=pki + "/ca.pem").get("/t/py")
+    print("python: a client without a certificate was served")
+except squall.SquallError as e:
+    print("python: refused:", e)
+PY
+) || fail "python over TLS: $out"
+echo "$out" | sed 's/^/  /'
+echo "$out" | grep -q '^python: over tls$' || fail "python over TLS did not read its value"
+echo "$out" | grep -q '^python: refused: .*requires a client certificate' || fail "python without a certificate was not refused"
+mkdir -p "$WORK/jt"
+cat > "$WORK/jt/TlsHello.java" <<'JAVA'
+import org.squall.SquallClient;
+import org.squall.SquallException;
+
+public class TlsHello {
+    public static void main(String[] a) throws Exception {
+        try (SquallClient c = new SquallClient(a[0], 10000, a[1] + "/ca.pem", a[1] + "/client.pem",
+                                               a[1] + "/client.key")) {
+            c.put("/t/java", "from java".getBytes());
+            System.out.println("java: " + new String(c.get("/t/py").value));
+        }
+        try (SquallClient c = new SquallClient(a[0], 3000, a[1] + "/ca.pem", null, null)) {
+            c.get("/t/java");
+            System.out.println("java: a client without a certificate was served");
+        } catch (SquallException e) {
+            System.out.println("java: refused: " + e.getMessage());
+        }
+    }
+}
+JAVA
+javac -d "$WORK/jt" -cp "$P/share/java/squall.jar" "$WORK/jt/TlsHello.java" 2> "$WORK/javac.err" ||
+  fail "javac TlsHello.java: $(cat "$WORK/javac.err")"
+out=$(cd "$WORK" && timeout 60 java -cp "$P/share/java/squall.jar:$WORK/jt" TlsHello "$TM" "$PKI" 2>&1) ||
+  fail "java over TLS: $out"
+echo "$out" | sed 's/^/  /'
+echo "$out" | grep -q '^java: over tls$' || fail "java over TLS did not read Python's value"
+echo "$out" | grep -q '^java: refused: .*requires a client certificate' || fail "java without a certificate was not refused"
+[ "$("$P/bin/squall" --cacert "$PKI/ca.pem" --cert "$PKI/client.pem" --key "$PKI/client.key" --member "$TM" get /t/java)" = "from java" ] ||
+  fail "the CLI does not read what Java wrote over TLS"
 echo "install: ok"

@@ -78,3 +78,24 @@ stop_local() {
   for f in "$DIR"/m*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null; done
   cleanup
 }
+
+# pki_ca NAME: a self-signed CA in $PKI/NAME.pem, NAME.key (PKI: a directory of the test's).
+pki_ca() {
+  mkdir -p "$PKI"
+  command -v openssl >/dev/null || fail "openssl is not installed (scripts/install-deps installs it)"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -keyout "$PKI/$1.key" -out "$PKI/$1.pem" -subj "/CN=$1" 2>"$PKI/openssl.err" ||
+    fail "openssl: $(cat "$PKI/openssl.err")"
+}
+# pki_cert NAME CA SAN [faketime]: NAME.pem/NAME.key signed by CA for subjectAltName SAN, valid 1 day
+# from now (or from the faketime given).
+pki_cert() {
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$PKI/$1.key" \
+    -out "$PKI/$1.csr" -subj "/CN=$1" 2>"$PKI/openssl.err" || fail "openssl: $(cat "$PKI/openssl.err")"
+  printf 'subjectAltName=%s\n' "$3" >"$PKI/$1.ext"
+  local pre=()
+  [ -z "${4:-}" ] || pre=(faketime "$4")
+  "${pre[@]}" openssl x509 -req -in "$PKI/$1.csr" -CA "$PKI/$2.pem" -CAkey "$PKI/$2.key" \
+    -CAcreateserial -days 1 -extfile "$PKI/$1.ext" -out "$PKI/$1.pem" 2>"$PKI/openssl.err" ||
+    fail "openssl: $(cat "$PKI/openssl.err")"
+}

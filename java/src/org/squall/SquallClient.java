@@ -43,6 +43,24 @@ public final class SquallClient implements AutoCloseable {
         handle = open0(members, timeoutMs);
     }
 
+    /**
+     * Connects over TLS (members with [tls]): {@code caFile} is the PEM file of the CA that signed
+     * the members' certificates (null: the system's trust store); {@code certFile} and {@code
+     * keyFile} are this client's certificate and key, for members that require one (both null
+     * otherwise). A member whose certificate is not trusted, or does not name the address it is
+     * listed as, is not used; the exception says why when none is left.
+     */
+    public SquallClient(String members, int timeoutMs, String caFile, String certFile,
+                        String keyFile) throws SquallException {
+        if (members == null || timeoutMs <= 0) {
+            throw new IllegalArgumentException("members and a positive timeout are needed");
+        }
+        if ((certFile == null) != (keyFile == null)) {
+            throw new IllegalArgumentException("certFile and keyFile go together");
+        }
+        handle = openTls0(members, timeoutMs, caFile, certFile, keyFile);
+    }
+
     private long enter() throws SquallException {
         lock.readLock().lock();
         if (handle == 0) {
@@ -234,6 +252,9 @@ public final class SquallClient implements AutoCloseable {
     // ---- native ----
 
     private static native long open0(String members, int timeoutMs) throws SquallException;
+
+    private static native long openTls0(String members, int timeoutMs, String caFile,
+                                        String certFile, String keyFile) throws SquallException;
 
     private static native void close0(long h);
 
