@@ -108,6 +108,17 @@ struct worker {
 };
 
 static struct options g_opt = {.threads = 1, .size = 100, .op = OP_PUT, .seconds = 3};
+/* --cacert, --cert, --key: TLS to the members (tls set when any is given) */
+static sq_client_tls g_tls;
+static bool g_use_tls;
+
+/* A client of the members in --members, over TLS when asked. */
+static int open_client(sq_client **out, char *err, size_t err_size)
+{
+    return g_use_tls
+               ? sq_client_open_tls(out, g_opt.members, CALL_TIMEOUT_MS, &g_tls, err, err_size)
+               : sq_client_open(out, g_opt.members, CALL_TIMEOUT_MS, err, err_size);
+}
 static pthread_barrier_t g_start;
 static unsigned char *g_value;
 static char g_tag[32]; /* this run's keys differ from an earlier run's on the same pool */
@@ -639,7 +650,7 @@ static int run_kv(struct summary *out)
         char err[256];
         ws[i].idx = i;
         ws[i].nkeys = keys_per_thread();
-        if (sq_client_open(&ws[i].c, g_opt.members, CALL_TIMEOUT_MS, err, sizeof(err)) != 0) {
+        if (open_client(&ws[i].c, err, sizeof(err)) != 0) {
             fprintf(stderr, "kv-bench: %s\n", err);
             goto close_clients;
         }
@@ -718,7 +729,7 @@ static int open_watches(sq_client **out, double *setup_s)
     char err[256];
     int rc = 0;
     double t0 = now_s();
-    if (sq_client_open(out, g_opt.members, CALL_TIMEOUT_MS, err, sizeof(err)) != 0) {
+    if (open_client(out, err, sizeof(err)) != 0) {
         fprintf(stderr, "kv-bench: watch client: %s\n", err);
         return 1;
     }
@@ -749,7 +760,7 @@ static const char *pool_type(char *err, size_t err_size)
     const char *found = NULL;
     sq_client *c = NULL;
     sq_kv_result r = {0};
-    int rc = sq_client_open(&c, g_opt.members, CALL_TIMEOUT_MS, err, err_size);
+    int rc = open_client(&c, err, err_size);
     if (rc != 0) {
         return NULL;
     }
@@ -781,6 +792,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: kv-bench --members LIST --pool /PATH --ops put|get|cput [--threads N]\n"
             "                [--size BYTES] [--seconds S] [--watch-keys K] [--trace N]\n"
+            "                [--cacert FILE [--cert FILE --key FILE]]\n"
+            "--cacert (and a client certificate) speak TLS to members with [tls].\n"
             "Each of N threads has its own client and runs blocking calls back to back for S\n"
             "seconds on its own keys: put cycles over up to %d keys, get reads keys it wrote\n"
             "first, cput puts one key conditionally on the version it last got. The reference\n"
@@ -804,6 +817,9 @@ int main(int argc, char **argv)
                                          {"seconds", required_argument, NULL, 's'},
                                          {"watch-keys", required_argument, NULL, 'w'},
                                          {"trace", required_argument, NULL, 'T'},
+                                         {"cacert", required_argument, NULL, 'A'},
+                                         {"cert", required_argument, NULL, 'C'},
+                                         {"key", required_argument, NULL, 'K'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *op = "put";
@@ -834,6 +850,18 @@ int main(int argc, char **argv)
             break;
         case 'T':
             g_opt.trace = atol(optarg);
+            break;
+        case 'A':
+            g_tls.ca_file = optarg;
+            g_use_tls = true;
+            break;
+        case 'C':
+            g_tls.cert_file = optarg;
+            g_use_tls = true;
+            break;
+        case 'K':
+            g_tls.key_file = optarg;
+            g_use_tls = true;
             break;
         case 'h':
             usage(stdout);

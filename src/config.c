@@ -509,6 +509,46 @@ static void http_key(struct parse_state *ps, const char *key, const char *value)
     }
 }
 
+/* [kv]: the bounds of the client port (src/server/kv_conn.c). */
+static void kv_key(struct parse_state *ps, const char *key, const char *value)
+{
+    struct sq_config *c = ps->c;
+    uint64_t v = 0;
+    if (strcmp(key, "max_connections") == 0) {
+        if (!parse_u64(value, 1, 1000000, &v)) {
+            fail(ps, "key 'max_connections' in [kv]: '%s' is not a number in 1..1000000", value);
+        }
+        c->kv_max_connections = (uint32_t)v;
+    } else if (strcmp(key, "max_connections_per_host") == 0) {
+        if (!parse_u64(value, 0, 1000000, &v)) {
+            fail(ps,
+                 "key 'max_connections_per_host' in [kv]: '%s' is not a number in 0..1000000 "
+                 "(0: no bound)",
+                 value);
+        }
+        c->kv_max_connections_per_host = (uint32_t)v;
+    } else if (strcmp(key, "max_frame_bytes") == 0) {
+        if (!parse_u64(value, SQ_CONFIG_MIN_FRAME_BYTES, SQ_CONFIG_MAX_FRAME_BYTES, &v)) {
+            fail(ps, "key 'max_frame_bytes' in [kv]: '%s' is not a size in bytes in %u..%llu",
+                 value, SQ_CONFIG_MIN_FRAME_BYTES, (unsigned long long)SQ_CONFIG_MAX_FRAME_BYTES);
+        }
+        c->kv_max_frame_bytes = v;
+    } else if (strcmp(key, "max_output_bytes") == 0) {
+        if (!parse_u64(value, 1u << 20, 1ull << 32, &v)) {
+            fail(ps,
+                 "key 'max_output_bytes' in [kv]: '%s' is not a size in bytes in "
+                 "1048576..4294967296",
+                 value);
+        }
+        c->kv_max_output_bytes = v;
+    } else {
+        fail(ps,
+             "unknown key '%s' in [kv] (known: max_connections, max_connections_per_host, "
+             "max_frame_bytes, max_output_bytes)",
+             key);
+    }
+}
+
 /* [tls]: the certificate the client and HTTP ports present, and whom they trust. The files are
  * read when the service starts (src/server/kv_tls.c), which names any that is bad. */
 static void tls_key(struct parse_state *ps, const char *key, const char *value)
@@ -571,10 +611,12 @@ static int on_key(void *user, const char *section, const char *key, const char *
         http_key(ps, key, value);
     } else if (strcmp(section, "tls") == 0) {
         tls_key(ps, key, value);
+    } else if (strcmp(section, "kv") == 0) {
+        kv_key(ps, key, value);
     } else if (section[0] == '\0') {
         fail(ps, "key '%s' is outside any section", key);
     } else {
-        fail(ps, "unknown section [%s] (known: group, self, http, tls, member.ID, subgroup.NAME)",
+        fail(ps, "unknown section [%s] (known: group, self, http, kv, tls, member.ID, subgroup.NAME)",
              section);
     }
     return ps->err_line == before || before != 0 ? 1 : 0;
@@ -610,8 +652,9 @@ static void note_section(struct parse_state *ps, const char *buf)
         (void)subgroup_slot(ps, section, section + 9);
     } else if (strcmp(section, "group") != 0 && strcmp(section, "self") != 0 &&
                strcmp(section, "http") != 0 && strcmp(section, "tls") != 0 &&
+               strcmp(section, "kv") != 0 &&
                strncmp(section, "member.", 7) != 0) {
-        fail(ps, "unknown section [%s] (known: group, self, http, tls, member.ID, subgroup.NAME)",
+        fail(ps, "unknown section [%s] (known: group, self, http, kv, tls, member.ID, subgroup.NAME)",
              section);
     }
 }
@@ -681,6 +724,9 @@ static void set_defaults(struct sq_config *c)
     c->flush_interval_ms = DEFAULT_FLUSH_INTERVAL_MS;
     c->segment_bytes = DEFAULT_SEGMENT_BYTES;
     c->http_max_connections = DEFAULT_HTTP_MAX_CONNECTIONS;
+    c->kv_max_connections = SQ_CONFIG_DEFAULT_KV_CONNECTIONS;
+    c->kv_max_frame_bytes = SQ_CONFIG_MAX_FRAME_BYTES;
+    c->kv_max_output_bytes = SQ_CONFIG_DEFAULT_OUTPUT_BYTES;
     c->http_idle_timeout_s = DEFAULT_HTTP_IDLE_TIMEOUT_S;
     c->http_max_body_bytes = DEFAULT_HTTP_MAX_BODY_BYTES;
     c->http_max_header_bytes = DEFAULT_HTTP_MAX_HEADER_BYTES;

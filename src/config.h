@@ -25,6 +25,12 @@
 #define SQ_MAX_SHARDS 16 /* over all subgroups */
 #define SQ_MAX_NAME 64
 
+/* [kv] bounds: a frame is 60 header bytes, a key, a string and a value (src/kv/wire.h). */
+#define SQ_CONFIG_MIN_FRAME_BYTES 4096u
+#define SQ_CONFIG_MAX_FRAME_BYTES (60u + 1024u + 512u + (64u << 20))
+#define SQ_CONFIG_DEFAULT_KV_CONNECTIONS 4096u
+#define SQ_CONFIG_DEFAULT_OUTPUT_BYTES (256ull << 20)
+
 enum { SQ_FLUSH_GROUP_COMMIT, SQ_FLUSH_PERIODIC, SQ_FLUSH_NONE };
 /* large_schedule: how a large message's blocks travel (src/smc.c). */
 enum { SQ_SCHEDULE_AUTO, SQ_SCHEDULE_CHAIN, SQ_SCHEDULE_STAR }; /* AUTO: resolved when parsed */
@@ -89,6 +95,11 @@ struct sq_config {
     uint64_t http_max_body_bytes;
     uint32_t http_max_header_bytes;
     uint64_t http_sse_buffer_bytes;
+    /* [kv]: the bounds of the client port (src/server/kv_conn.c) */
+    uint32_t kv_max_connections;          /* open client connections at most */
+    uint32_t kv_max_connections_per_host; /* ... from one address (0: no bound) */
+    uint64_t kv_max_frame_bytes;          /* a longer request is refused, its connection closed */
+    uint64_t kv_max_output_bytes; /* answers a connection leaves unread before it is dropped */
     /* [tls]: TLS on the client and HTTP ports (src/server/kv_tls.c); no cert_file: none */
     char tls_cert_file[400];
     char tls_key_file[400];

@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <assert.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -21,7 +22,7 @@
 #include "log.h"
 #include "server/kv_internal.h"
 
-#define MAX_OUTBUF (256u << 20) /* a client this far behind is dropped */
+static_assert(SQ_CONFIG_MAX_FRAME_BYTES == SQ_KV_MAX_FRAME, "[kv] max_frame_bytes' bound");
 
 struct conn *sq__kvs_conn_by_id(struct sq_kv_server *s, uint64_t id)
 {
@@ -106,8 +107,10 @@ void sq__kvs_conn_send(struct sq_kv_server *s, struct conn *c, const struct sq_k
         return;
     }
     size_t n = sq__kv_frame_bytes(f);
-    if (c->out.len + n > MAX_OUTBUF || sq__buf_reserve(&c->out, n) != 0) {
-        sq__log(SQ_LOG_WARN, "kv: dropping a client %" PRIu64 " that does not read its answers",
+    if (c->out.len + n > s->cfg.kv_max_output_bytes || sq__buf_reserve(&c->out, n) != 0) {
+        sq__log(SQ_LOG_WARN,
+                "kv: dropping a client %" PRIu64
+                " that does not read its answers ([kv] max_output_bytes)",
                 c->id);
         c->dead = true;
         return;
@@ -171,14 +174,70 @@ struct conn *sq__kvs_conn_new(struct sq_kv_server *s, int fd, bool relay, uint32
     return c;
 }
 
+/* The address a connection came from, as bytes to compare (family first). */
+static void host_of(const struct sockaddr_storage *a, uint8_t out[17])
+{
+    memset(out, 0, 17);
+    if (a->ss_family == AF_INET) {
+        out[0] = AF_INET;
+        memcpy(out + 1, &((const struct sockaddr_in *)a)->sin_addr, 4);
+    } else if (a->ss_family == AF_INET6) {
+        out[0] = AF_INET6;
+        memcpy(out + 1, &((const struct sockaddr_in6 *)a)->sin6_addr, 16);
+    }
+}
+
+/* Whether [kv] max_connections or max_connections_per_host leaves room for one more from
+ * `host`; the reason in `why` when not. */
+static bool room_for(struct sq_kv_server *s, const uint8_t host[17], char *why, size_t size)
+{
+    uint32_t all = 0, same = 0;
+    for (struct conn *c = s->conns; c != NULL; c = c->next) {
+        if (!c->dead && !c->relay && c->fd >= 0) {
+            all++;
+            same += memcmp(c->host, host, sizeof(c->host)) == 0;
+        }
+    }
+    if (all >= s->cfg.kv_max_connections) {
+        snprintf(why, size, "%u client connections are open ([kv] max_connections)", all);
+        return false;
+    }
+    uint32_t per = s->cfg.kv_max_connections_per_host;
+    if (per != 0 && same >= per) {
+        snprintf(why, size, "%u connections are open from that address ([kv] "
+                 "max_connections_per_host)", same);
+        return false;
+    }
+    return true;
+}
+
 void sq__kvs_accept(struct sq_kv_server *s)
 {
     for (;;) {
-        int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage addr;
+        socklen_t len = sizeof(addr);
+        memset(&addr, 0, sizeof(addr));
+        int fd = accept4(s->lfd, (struct sockaddr *)&addr, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             break;
         }
-        sq__kvs_conn_new(s, fd, false, 0);
+        uint8_t host[17];
+        host_of(&addr, host);
+        char why[160];
+        if (!room_for(s, host, why, sizeof(why))) {
+            close(fd);
+            s->stats.refused++;
+            uint64_t now = sq__mono_ms();
+            if (now - s->refused_logged_ms >= 1000) { /* at most one line a second */
+                s->refused_logged_ms = now;
+                sq__log(SQ_LOG_WARN, "kv: refused a client connection: %s", why);
+            }
+            continue;
+        }
+        struct conn *c = sq__kvs_conn_new(s, fd, false, 0);
+        if (c != NULL) {
+            memcpy(c->host, host, sizeof(host));
+        }
         s->stats.accepted++;
     }
 }
@@ -347,6 +406,24 @@ void sq__kvs_conn_read(struct sq_kv_server *s, struct conn *c)
             long need = sq__kv_frame_need(c->in.p + off, c->in.len - off);
             char why[128] = "";
             struct sq_kv_frame f;
+            if (need > 0 && (uint64_t)need > s->cfg.kv_max_frame_bytes && !c->relay) {
+                /* Refused before its bytes are buffered: the header says how long it is. */
+                struct sq_kv_frame a = {.op = SQ_KV_OP_HELLO, .status = SQ_EMSGSIZE};
+                char msg[160];
+                a.str_len = (uint16_t)snprintf(msg, sizeof(msg),
+                                               "a frame of %ld bytes is above this member's "
+                                               "[kv] max_frame_bytes (%" PRIu64 ")",
+                                               need, s->cfg.kv_max_frame_bytes);
+                a.str = msg;
+                if (c->in.len - off >= 24) {
+                    memcpy(&a.req_id, c->in.p + off + 16, 8);
+                }
+                sq__kvs_conn_send(s, c, &a);
+                sq__kvs_conn_flush(s, c);
+                sq__log(SQ_LOG_WARN, "kv: closing a client connection: %s", msg);
+                c->dead = true;
+                return;
+            }
             if (need < 0 ||
                 (need > 0 && (size_t)need <= c->in.len - off &&
                  sq__kv_decode(c->in.p + off, (size_t)need, &f, why, sizeof(why)) != 0)) {

@@ -43,6 +43,7 @@ struct conn {
     uint32_t member; /* relay: that member */
     bool want_out;
     bool dead;
+    uint8_t host[17]; /* accepted: the peer's address family and address ([kv] limits) */
     struct ssl_st *ssl;     /* TLS ([tls] in the config), or NULL (kv_tls.c) */
     bool tls_want_write;    /* TLS waits for the socket to take bytes (a handshake's, or ours) */
     struct watch *watches;  /* registered by this client connection */
@@ -77,6 +78,7 @@ struct kv_stats {
     uint64_t events;     /* watch events sent to clients */
     uint64_t accepted;   /* client connections accepted */
     uint64_t tls_failed; /* TLS handshakes that failed (a client's, or a relay's) */
+    uint64_t refused;    /* connections closed at once: [kv] max_connections(_per_host) */
 };
 
 struct pool {
@@ -156,6 +158,7 @@ struct sq_kv_server {
     sq_member *m; /* NULL while detached (the member failed; its next incarnation not in) */
     struct sq_config cfg;
     struct ssl_ctx_st *tls_accept, *tls_relay; /* with [tls]: for clients, for relays */
+    uint64_t refused_logged_ms;                 /* when a refused connection was last logged */
     uint32_t my_id;
     int meta;
     uint32_t client_port;

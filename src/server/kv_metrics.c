@@ -255,6 +255,9 @@ void sq__kvs_metrics(struct sq_kv_server *s, struct conn *c, const struct sq_kv_
     OUT("squall_kv_relay_connections %u\n", peers);
     HELP("squall_kv_connections_accepted_total", "counter", "Client connections accepted.");
     OUT("squall_kv_connections_accepted_total %" PRIu64 "\n", s->stats.accepted);
+    HELP("squall_kv_connections_refused_total", "counter",
+         "Client connections closed at once: [kv] max_connections or max_connections_per_host.");
+    OUT("squall_kv_connections_refused_total %" PRIu64 "\n", s->stats.refused);
     HELP("squall_kv_tls_handshake_failures_total", "counter",
          "TLS handshakes on the client port (or of relays) that failed: an untrusted, expired "
          "or missing certificate, or a client without TLS.");
