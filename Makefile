@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= 2
 SEEDS ?= 5000
 
-.PHONY: all deps build install quiet-build test demo sim-long soak-load restart-soak chaos bench bench-persist bench-kv bench-trace bench-peers bench-http asan tsan clean format
+.PHONY: all deps build install quiet-build test demo sim-long soak-load restart-soak chaos bench bench-persist bench-kv bench-trace bench-peers bench-http bench-tls asan tsan clean format
 
 # cmake --build runs make inside this make: without this, every nested make announces each
 # directory it enters and leaves.
@@ -65,6 +65,11 @@ bench-trace: build
 # The same load against squall, etcd, ZooKeeper and Redis, 3 members each on 127.0.0.1 (installs
 # the three and their client libraries first; SYSTEMS, CASES, CLIENTS, SIZES, SECONDS_PER_CASE:
 # see bench/peers/run.sh). peers-bench is built only when those libraries are there.
+# What TLS costs on the client port: kv-bench on a plain and a TLS group, alternating
+# (SECONDS_PER_CASE, ROUNDS, CASES: see bench/tls-bench.sh).
+bench-tls: build
+	@BUILD_DIR=$(BUILD) bench/tls-bench.sh
+
 # HTTP get and put against the binary protocol, 1 client, in the same run (needs libcurl).
 bench-http:
 	@scripts/install-deps --bench

@@ -85,6 +85,8 @@ static void free_unstarted(sq_client *c)
     close(c->wake[1]);
     pthread_mutex_destroy(&c->mu);
     pthread_mutex_destroy(&c->tls_mu);
+    pthread_cond_destroy(&c->cb_done);
+    free(c->out.p); /* the hello queued for the first member */
     free(c->watches);
     free(c);
 }

@@ -158,7 +158,8 @@ static void set_why(sq_client *c, uint32_t i, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* One TLS read or write on the connection: the bytes moved; or -1 with errno EAGAIN (TLS waits
- * for the socket) or EPIPE (the connection ended: a TLS failure is recorded as why[cur]). */
+ * for the socket) or EPIPE (the connection ended: a TLS failure is recorded as why[cur]). A
+ * write is made under mu (send_out), a read by the socket's reader without it. */
 static ssize_t tls_io(sq_client *c, void *buf, size_t n, bool write)
 {
     pthread_mutex_lock(&c->tls_mu);
@@ -180,14 +181,19 @@ static ssize_t tls_io(sq_client *c, void *buf, size_t n, bool write)
         return -1;
     }
     if (why[0] != '\0') {
-        /* e.g. a member that requires a client certificate says so in an alert, here */
-        pthread_mutex_lock(&c->mu);
+        /* e.g. a member that requires a client certificate says so in an alert, here. A write
+         * is made under mu already (send_out), a read without it. */
+        if (!write) {
+            pthread_mutex_lock(&c->mu);
+        }
         set_why(c, c->cur, "%s:%s: TLS: %s%s", c->host[c->cur], c->port[c->cur], why,
                 strstr(why, "certificate required") != NULL
                     ? " (the member requires a client certificate: give one, with its key)"
                     : "");
         c->tls_why = true;
-        pthread_mutex_unlock(&c->mu);
+        if (!write) {
+            pthread_mutex_unlock(&c->mu);
+        }
     }
     errno = EPIPE;
     return -1;
@@ -678,8 +684,17 @@ static void on_frame(sq_client *c, const struct sq_kv_frame *f)
     }
     if (f->status == SQ_ENOQUORUM && still_trying(k, now)) {
         /* This member is out of the group for now: every other request would get the same
-         * answer, so all of them go to the next member at once. */
-        leave_member(c, now);
+         * answer, so all of them go to the next member at once. Only the socket's reader may
+         * drop the connection (its buffers and TLS session go with it): the I/O thread running
+         * a deferred frame while a caller reads leaves it to leave_first. */
+        if (c->reader_busy && pthread_equal(pthread_self(), c->io)) {
+            if (!c->leave_first) {
+                c->leave_first = true;
+                c->leave_gen = c->conn_gen;
+            }
+        } else {
+            leave_member(c, now);
+        }
         pthread_mutex_unlock(&c->mu);
         return;
     }

@@ -1280,6 +1280,9 @@ void sq__http_stop(struct sq_http *h)
     sq_client_close(h->local);
     pthread_mutex_destroy(&h->mu);
     free(h->idle);
+    if (h->cfg != NULL) {
+        explicit_bzero(h->cfg->group_key, sizeof(h->cfg->group_key));
+    }
     free(h->cfg);
     free(h->https_key);
     free(h->https_cert);

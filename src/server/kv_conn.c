@@ -66,6 +66,14 @@ static void tls_flush(struct sq_kv_server *s, struct conn *c)
 
 void sq__kvs_conn_flush(struct sq_kv_server *s, struct conn *c)
 {
+    if (c->ssl != NULL && c->tls_read_blocked && c->fd >= 0) {
+        /* A read that had to write (TLS's own bytes) goes on now, before anything of ours. */
+        c->tls_read_blocked = false;
+        sq__kvs_conn_read(s, c);
+        if (c->dead) {
+            return;
+        }
+    }
     if (c->ssl != NULL) {
         tls_flush(s, c);
     }
@@ -376,6 +384,7 @@ void sq__kvs_conn_read(struct sq_kv_server *s, struct conn *c)
             n = sq__kvs_tls_recv(s, c, c->in.p + c->in.len, room);
             if (n == SQ_TLS_WANT_WRITE) {
                 c->tls_want_write = true;
+                c->tls_read_blocked = true;
                 conn_arm(s, c, true);
             }
             if (n == SQ_TLS_CLOSED) {
@@ -470,7 +479,8 @@ void sq__kvs_conn_read(struct sq_kv_server *s, struct conn *c)
         /* TLS reads a record at a time and may hold more than the socket shows: read on until
          * it says it wants the socket. */
     }
-    if (c->ssl != NULL && !c->dead && (c->out.len > c->out.off || !SSL_is_init_finished(c->ssl))) {
+    if (c->ssl != NULL && !c->dead && !c->tls_read_blocked &&
+        (c->out.len > c->out.off || !SSL_is_init_finished(c->ssl))) {
         sq__kvs_conn_flush(s, c); /* what waited for the handshake, or its next step */
     }
 }

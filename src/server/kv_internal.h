@@ -46,6 +46,7 @@ struct conn {
     uint8_t host[17]; /* accepted: the peer's address family and address ([kv] limits) */
     struct ssl_st *ssl;     /* TLS ([tls] in the config), or NULL (kv_tls.c) */
     bool tls_want_write;    /* TLS waits for the socket to take bytes (a handshake's, or ours) */
+    bool tls_read_blocked;  /* ...and it was a read that wrote: read again once writable */
     struct watch *watches;  /* registered by this client connection */
     struct sq__buf in, out; /* out.off: what was sent already */
     bool peer;              /* another member relays to us on it: not counted as a client's */
@@ -159,6 +160,7 @@ struct sq_kv_server {
     struct sq_config cfg;
     struct ssl_ctx_st *tls_accept, *tls_relay; /* with [tls]: for clients, for relays */
     uint64_t refused_logged_ms;                 /* when a refused connection was last logged */
+    uint64_t tls_logged_ms;                     /* when a failed TLS handshake was last logged */
     uint32_t my_id;
     int meta;
     uint32_t client_port;

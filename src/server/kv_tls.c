@@ -168,12 +168,17 @@ static int tls_status(struct sq_kv_server *s, struct conn *c, int ret)
         if (v != X509_V_OK) {
             snprintf(why, sizeof(why), "certificate: %s", X509_verify_cert_error_string(v));
         }
+        s->stats.tls_failed++;
+        uint64_t now = sq__mono_ms();
+        if (now - s->tls_logged_ms < 1000) {
+            return SQ_TLS_CLOSED; /* at most one line a second (the metric counts them all) */
+        }
+        s->tls_logged_ms = now;
         if (c->relay) {
             sq__log(SQ_LOG_WARN, "kv: TLS with member %u failed: %s", c->member, why);
         } else {
             sq__log(SQ_LOG_WARN, "kv: a client's TLS handshake failed: %s", why);
         }
-        s->stats.tls_failed++;
     }
     return SQ_TLS_CLOSED;
 }

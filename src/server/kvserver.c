@@ -510,6 +510,7 @@ void sq__kv_server_destroy(struct sq_kv_server *s)
         close(s->ep);
     }
     sq__kvs_tls_free(s);
+    explicit_bzero(s->cfg.group_key, sizeof(s->cfg.group_key));
     free(s->wb);
     free(s->logbuf);
     if (s->mu_ready) {

@@ -114,6 +114,11 @@ class Cluster:
     # ---- members ----
     def write_configs(self):
         hb = self.args.heartbeat_ms
+        # The members authenticate each other, as an operator's would: every restart, rejoin
+        # and partition heal below goes through the group-key handshake.
+        key = os.path.join(self.work, "group.key")
+        if not os.path.exists(key):
+            sh(self.args.squalld, "--gen-key", key)
         for i in range(self.n):
             data = os.path.join(self.work, "data%d" % i)
             os.makedirs(data, exist_ok=True)
@@ -126,6 +131,7 @@ class Cluster:
                 self.mounts.append(data)
             with open(os.path.join(self.work, "m%d.cfg" % i), "w") as f:
                 f.write("[group]\nprovider = tcp\nlog_level = info\ndata_dir = %s\n" % data)
+                f.write("key_file = %s\n" % key)
                 f.write("heartbeat_timeout_ms = %d\nconnect_timeout_ms = 10000\n" % hb)
                 f.write("max_state_bytes = 16777216\nsegment_bytes = 4194304\n")
                 f.write("[self]\nid = %d\n" % i)

@@ -111,8 +111,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         MUST(sq__auth_nonce(na) == 0);
         memcpy(p->my_nonce, nc, sizeof(nc));
         memcpy(p->challenge, na, sizeof(na));
+        p->answered = true; /* our attempt answered that challenge */
     }
-    /* sq__hello_seal takes the sealer's key and digest: the same as ours here. */
+    /* sq__hello_seal takes the sealer's key (ours) and the digest the hello carries. */
     MUST(sq__hello_seal(&g_f, &in, accepting ? SQ_AUTH_CONNECT : SQ_AUTH_ACCEPT, nc, na) == 0);
     why = sq__hello_check(&g_f, &in, sizeof(in), accepting, p, &h);
     MUST(why >= REJ_NONE && why <= REJ_NO_KEY);

@@ -24,7 +24,7 @@ int sq__auth_nonce(uint8_t nonce[SQ_AUTH_NONCE_BYTES]);
 /* Encrypts the `n` bytes at `buf` in place and writes the tag that authenticates them and the
  * `aad_len` bytes at `aad` (the hello's public fields) under the session key of (key, digest,
  * connector's nonce `nc`, acceptor's nonce `na`) and direction `dir`. Returns 0 or SQ_EIO (the
- * library failed). */
+ * library failed). `digest` is the sealer's configuration digest (the hello carries it too). */
 int sq__auth_seal(const uint8_t key[SQ_GROUP_KEY_BYTES], uint64_t digest,
                   const uint8_t nc[SQ_AUTH_NONCE_BYTES], const uint8_t na[SQ_AUTH_NONCE_BYTES],
                   enum sq_auth_dir dir, const void *aad, size_t aad_len, uint8_t *buf, size_t n,

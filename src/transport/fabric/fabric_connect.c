@@ -108,8 +108,10 @@ static int start_connect(struct fabric *f, struct peer *p)
     if (f->cfg->has_key) {
         /* Without a challenge to answer yet, this try asks for one and carries no secret. */
         memset(&h.secret, 0, sizeof(h.secret));
+        p->answered = false;
         if (p->have_challenge) {
             p->have_challenge = false;
+            p->answered = true;
             rc = sq__auth_nonce(p->my_nonce);
             if (rc == 0) {
                 sq__hello_make(f, &h, p->rank, &g_my_tail);
@@ -242,6 +244,14 @@ static int on_connreq(struct fabric *f, struct fi_eq_cm_entry *e, size_t datalen
     struct hello rej;
     sq__hello_make(f, &rej, h.rank, &g_my_tail);
     memset(&rej.secret, 0, sizeof(rej.secret)); /* a refused peer learns no memory key */
+    if (f->cfg->has_key) {
+        /* ... nor, with a key, anything of the group: who is in it, what its logs hold */
+        rej.flags = 0;
+        rej.view_id = 0;
+        rej.view_peers = 0;
+        rej.incarnation = 0;
+        memset(&rej.tail, 0, sizeof(rej.tail));
+    }
     rej.reject_reason = (uint16_t)why;
     if (why == REJ_CHALLENGE && sq__hello_challenge(f, h.rank, rej.nonce) != 0) {
         rej.reject_reason = REJ_BAD_HELLO; /* no randomness: nothing to answer */
@@ -260,7 +270,8 @@ static int on_connreq(struct fabric *f, struct fi_eq_cm_entry *e, size_t datalen
     fi_reject(f->pep, e->info->handle, &rej, sizeof(rej));
     fi_freeinfo(e->info);
     if (why == REJ_MISMATCH && !f->running) {
-        /* A configured member disagrees on the group: the first view can never form. */
+        /* A configured member disagrees on the group: the first view can never form. (With a
+         * key, the mismatch is only found once the hello's seal opened: no stranger's.) */
         return sq__fabric_fail(f, SQ_ECONFIG,
                                "member %u has a different configuration (member list, "
                                "subgroup or table size)",

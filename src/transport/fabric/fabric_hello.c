@@ -62,7 +62,7 @@ int sq__hello_seal(const struct fabric *f, struct hello *h, enum sq_auth_dir dir
 {
     memcpy(h->nonce, dir == SQ_AUTH_CONNECT ? nc : na, SQ_AUTH_NONCE_BYTES);
     memcpy(h->echo, dir == SQ_AUTH_CONNECT ? na : nc, SQ_AUTH_NONCE_BYTES);
-    return sq__auth_seal(f->cfg->group_key, f->digest, nc, na, dir, h, HELLO_AAD_BYTES,
+    return sq__auth_seal(f->cfg->group_key, h->digest, nc, na, dir, h, HELLO_AAD_BYTES,
                          (uint8_t *)&h->secret, sizeof(h->secret), h->tag);
 }
 
@@ -70,7 +70,7 @@ int sq__hello_seal(const struct fabric *f, struct hello *h, enum sq_auth_dir dir
 static bool open_hello(const struct fabric *f, struct hello *h, enum sq_auth_dir dir,
                        const uint8_t nc[SQ_AUTH_NONCE_BYTES], const uint8_t na[SQ_AUTH_NONCE_BYTES])
 {
-    return sq__auth_open(f->cfg->group_key, f->digest, nc, na, dir, h, HELLO_AAD_BYTES,
+    return sq__auth_open(f->cfg->group_key, h->digest, nc, na, dir, h, HELLO_AAD_BYTES,
                          (uint8_t *)&h->secret, sizeof(h->secret), h->tag) &&
            h->to_rank == f->base.my_rank;
 }
@@ -87,19 +87,22 @@ int sq__hello_challenge(struct fabric *f, uint32_t rank, uint8_t nonce[SQ_AUTH_N
     return 0;
 }
 
-/* Accepting: whether `echo` is a live challenge of ours to `rank`; it is used up either way. */
-static bool take_challenge(struct fabric *f, uint32_t rank, const uint8_t echo[SQ_AUTH_NONCE_BYTES])
+/* Accepting: the live challenge of ours to `rank` that `echo` names, or NULL. */
+static struct challenge *find_challenge(struct fabric *f, uint32_t rank,
+                                        const uint8_t echo[SQ_AUTH_NONCE_BYTES])
 {
     uint64_t now = sq__mono_ms();
     for (uint32_t i = 0; i < CHALLENGES_PER_RANK; i++) {
         struct challenge *c = &f->challenges[rank][i];
         if (c->expires_ms != 0 && memcmp(c->nonce, echo, SQ_AUTH_NONCE_BYTES) == 0) {
-            bool live = now < c->expires_ms;
-            memset(c, 0, sizeof(*c));
-            return live;
+            if (now >= c->expires_ms) {
+                memset(c, 0, sizeof(*c));
+                return NULL;
+            }
+            return c;
         }
     }
-    return false;
+    return NULL;
 }
 
 /* The group-key half of checking a hello (the identity was checked): accepting, the connector
@@ -115,16 +118,24 @@ static int check_auth(struct fabric *f, struct hello *h, bool accepting, const s
         return REJ_AUTH_REQUIRED;
     }
     if (accepting) {
-        if (memcmp(h->echo, zero_nonce, sizeof(zero_nonce)) == 0 ||
-            !take_challenge(f, h->rank, h->echo)) {
+        struct challenge *ch = memcmp(h->echo, zero_nonce, sizeof(zero_nonce)) == 0
+                                   ? NULL
+                                   : find_challenge(f, h->rank, h->echo);
+        if (ch == NULL) {
             return REJ_CHALLENGE; /* a first try, or an answer to a challenge long gone */
         }
         uint8_t nc[SQ_AUTH_NONCE_BYTES], na[SQ_AUTH_NONCE_BYTES];
         memcpy(nc, h->nonce, sizeof(nc));
         memcpy(na, h->echo, sizeof(na));
-        return open_hello(f, h, SQ_AUTH_CONNECT, nc, na) ? REJ_NONE : REJ_AUTH_FAILED;
+        if (!open_hello(f, h, SQ_AUTH_CONNECT, nc, na)) {
+            return REJ_AUTH_FAILED; /* the challenge stays for the real answer */
+        }
+        memset(ch, 0, sizeof(*ch)); /* good for one answer: a replay of this one fails */
+        return REJ_NONE;
     }
-    if (memcmp(h->echo, p->my_nonce, sizeof(p->my_nonce)) != 0 ||
+    /* Connecting: only an attempt that answered a challenge can be accepted, and its accept
+     * must be sealed for that attempt's own fresh nonce (not an earlier attempt's). */
+    if (!p->answered || memcmp(h->echo, p->my_nonce, sizeof(p->my_nonce)) != 0 ||
         memcmp(h->nonce, p->challenge, sizeof(p->challenge)) != 0) {
         return REJ_AUTH_FAILED;
     }
@@ -145,18 +156,21 @@ int sq__hello_check(struct fabric *f, const void *data, size_t len, bool accepti
     if (h->rank >= f->base.nmembers || f->cfg->members[h->rank].id != h->id) {
         return REJ_UNKNOWN_MEMBER;
     }
-    if (h->digest != f->digest || h->table_bytes != f->table_bytes) {
-        return REJ_MISMATCH;
-    }
     if (accepting && h->rank == f->base.my_rank) {
         return REJ_UNKNOWN_MEMBER;
     }
     if (!accepting && h->rank != p->rank) {
         return REJ_UNKNOWN_MEMBER;
     }
+    /* With a key, the configuration digest is compared once the seal (which covers it, and
+     * whose session key is derived with the sender's digest) opened: a member may then act on
+     * a mismatch, which no stranger can fake. */
     int why = check_auth(f, h, accepting, p);
     if (why != REJ_NONE) {
         return why;
+    }
+    if (h->digest != f->digest || h->table_bytes != f->table_bytes) {
+        return REJ_MISMATCH;
     }
     if (accepting && f->running) {
         if (!(h->flags & HELLO_JOINING) && f->peers[h->rank].incarnation == h->incarnation) {

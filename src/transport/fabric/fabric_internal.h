@@ -24,7 +24,7 @@
 #define RETRY_MS 100
 #define MR_KEY_BASE 0x5c000u
 /* Unanswered handshake challenges kept per claimed member, and for how long. */
-#define CHALLENGES_PER_RANK 4
+#define CHALLENGES_PER_RANK 16
 #define CHALLENGE_TTL_MS 10000
 /* Most ranges one write carries (fi_writemsg with several local and remote iovs), where the
  * provider takes more than one (tx_attr->rma_iov_limit: 4 on tcp, 1 on verbs). */
@@ -60,6 +60,7 @@ struct peer {
     uint8_t challenge[16];
     uint8_t my_nonce[16];
     bool have_challenge;
+    bool answered; /* the attempt under way carries a sealed answer (only it may be accepted) */
     /* Completion contexts: which kind of write finished, and for whom. */
     struct fi_context ctx_inplace;
     struct fi_context ctx_copy;
