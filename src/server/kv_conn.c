@@ -371,6 +371,23 @@ void sq__kvs_conn_close(struct sq_kv_server *s, struct conn *c)
     }
 }
 
+/* Answers the frame at `off` of c->in with `status` and `why` (its request id, when its header
+ * has come), then closes the connection: nothing after it can be read. */
+static void refuse_stream(struct sq_kv_server *s, struct conn *c, int status, const char *why,
+                          size_t off)
+{
+    struct sq_kv_frame a = {.op = SQ_KV_OP_HELLO, .status = status};
+    a.str = why;
+    a.str_len = (uint16_t)strlen(why);
+    if (c->in.len - off >= 24) {
+        memcpy(&a.req_id, c->in.p + off + 16, 8);
+    }
+    sq__kvs_conn_send(s, c, &a);
+    sq__kvs_conn_flush(s, c);
+    sq__log(SQ_LOG_WARN, "kv: closing a client connection: %s", why);
+    c->dead = true;
+}
+
 void sq__kvs_conn_read(struct sq_kv_server *s, struct conn *c)
 {
     for (;;) {
@@ -417,39 +434,22 @@ void sq__kvs_conn_read(struct sq_kv_server *s, struct conn *c)
             struct sq_kv_frame f;
             if (need > 0 && (uint64_t)need > s->cfg.kv_max_frame_bytes && !c->relay) {
                 /* Refused before its bytes are buffered: the header says how long it is. */
-                struct sq_kv_frame a = {.op = SQ_KV_OP_HELLO, .status = SQ_EMSGSIZE};
                 char msg[160];
-                a.str_len = (uint16_t)snprintf(msg, sizeof(msg),
-                                               "a frame of %ld bytes is above this member's "
-                                               "[kv] max_frame_bytes (%" PRIu64 ")",
-                                               need, s->cfg.kv_max_frame_bytes);
-                a.str = msg;
-                if (c->in.len - off >= 24) {
-                    memcpy(&a.req_id, c->in.p + off + 16, 8);
-                }
-                sq__kvs_conn_send(s, c, &a);
-                sq__kvs_conn_flush(s, c);
-                sq__log(SQ_LOG_WARN, "kv: closing a client connection: %s", msg);
-                c->dead = true;
+                snprintf(msg, sizeof(msg),
+                         "a frame of %ld bytes is above this member's [kv] max_frame_bytes "
+                         "(%" PRIu64 ")",
+                         need, s->cfg.kv_max_frame_bytes);
+                refuse_stream(s, c, SQ_EMSGSIZE, msg, off);
                 return;
             }
             if (need < 0 ||
                 (need > 0 && (size_t)need <= c->in.len - off &&
                  sq__kv_decode(c->in.p + off, (size_t)need, &f, why, sizeof(why)) != 0)) {
                 /* The stream cannot be trusted past a bad frame: say why, then close. */
-                struct sq_kv_frame a = {.op = SQ_KV_OP_HELLO, .status = SQ_EPROTO};
                 if (why[0] == '\0') {
                     snprintf(why, sizeof(why), "impossible frame length");
                 }
-                a.str = why;
-                a.str_len = (uint16_t)strlen(why);
-                if (c->in.len - off >= 24) {
-                    memcpy(&a.req_id, c->in.p + off + 16, 8);
-                }
-                sq__kvs_conn_send(s, c, &a);
-                sq__kvs_conn_flush(s, c);
-                sq__log(SQ_LOG_WARN, "kv: closing a client connection: %s", why);
-                c->dead = true;
+                refuse_stream(s, c, SQ_EPROTO, why, off);
                 return;
             }
             if (need == 0 || (size_t)need > c->in.len - off) {

@@ -27,16 +27,6 @@ KV_CHECK=${3:-$(dirname "$SQUALL")/kv_check}
 trap '' PIPE
 . "$(dirname "$0")/lib.sh"
 squall_local_test
-# expect STATUS PATTERN CMD...: CMD exits with STATUS and its output (stdout and stderr) matches
-# the extended regular expression PATTERN; OUT keeps the output.
-expect() {
-  local want=$1 pattern=$2 rc=0
-  shift 2
-  OUT=$("$@" 2>&1) || rc=$?
-  [ "$rc" = "$want" ] || fail "'${*:1:6}' exited $rc, expected $want: ${OUT:0:400}"
-  grep -Eq -- "$pattern" <<<"$OUT" || fail "'${*:1:6}' said '${OUT:0:400}', expected /$pattern/"
-  echo "ok ($rc): ${*:1:6}: $(tail -n 1 <<<"$OUT" | cut -c1-150)"
-}
 
 echo "== E. examples/member*.cfg run the key-value service"
 EXPORT=$((BASE_PORT + 10))

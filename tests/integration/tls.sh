@@ -38,15 +38,6 @@ pki_cert elsewhere ca "IP:127.0.0.2"
 certdir "$WORK/tls" member
 
 CLI() { "$SQUALL" --timeout 3000 "$@"; }
-# expect STATUS PATTERN CMD...: CMD exits with STATUS and says something matching PATTERN
-expect() {
-  local want=$1 pattern=$2 rc=0
-  shift 2
-  OUT=$("$@" 2>&1) || rc=$?
-  [ "$rc" = "$want" ] || fail "'$*' exited $rc, expected $want: ${OUT:0:400}"
-  grep -Eq -- "$pattern" <<<"$OUT" || fail "'$*' said '${OUT:0:400}', expected /$pattern/"
-  echo "ok ($rc): $(tail -n 1 <<<"$OUT" | cut -c1-160)"
-}
 members() { echo "127.0.0.1:$((BASE + 100)),127.0.0.1:$((BASE + 101)),127.0.0.1:$((BASE + 102))"; }
 http() { echo "https://127.0.0.1:$((BASE + 200 + $1))"; }
 
