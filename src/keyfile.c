@@ -80,7 +80,9 @@ int sq__key_load(const char *path, uint8_t key[SQ_GROUP_KEY_BYTES], char *err, s
     for (size_t i = 0; ok && i < SQ_GROUP_KEY_BYTES; i++) {
         int a = hex_value(buf[lo + 2 * i]), b = hex_value(buf[lo + 2 * i + 1]);
         ok = a >= 0 && b >= 0;
-        key[i] = (uint8_t)(a << 4 | (b & 0xf));
+        if (ok) {
+            key[i] = (uint8_t)((unsigned)a << 4 | (unsigned)b);
+        }
     }
     explicit_bzero(buf, sizeof(buf));
     if (!ok) {
