@@ -20,6 +20,7 @@
 
 #include "kv/buf.h"
 #include "kv/wire.h"
+#include "client/client_tls.h"
 #include "squall/client.h"
 
 #define MAX_MEMBERS 32

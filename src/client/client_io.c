@@ -414,18 +414,36 @@ static void disconnect(sq_client *c)
     drop_member(c);
 }
 
+SSL_CTX *sq__tls_ctx_new(const SSL_METHOD *method)
+{
+    SSL_CTX *ctx = SSL_CTX_new(method);
+    if (ctx != NULL) {
+        SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+        SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        SSL_CTX_set_num_tickets(ctx, 0);
+        /* Frames carry their own lengths: a peer that just closes is no truncation attack. */
+        SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    }
+    return ctx;
+}
+
+int sq__tls_expect_peer(SSL *ssl, const char *host)
+{
+    unsigned char addr[16];
+    bool ip = inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
+    return ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host)
+              : SSL_set1_host(ssl, host) && SSL_set_tlsext_host_name(ssl, host);
+}
+
 int sq__client_tls_ctx(sq_client *c, const sq_client_tls *t, char *err, size_t err_size)
 {
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX *ctx = sq__tls_ctx_new(TLS_client_method());
     if (ctx == NULL) {
         snprintf(err, err_size, "cannot create a TLS context");
         return SQ_ENOMEM;
     }
     c->tls = ctx;
-    SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF); /* frames carry their lengths */
     char why[160] = "";
     const char *what = NULL, *file = NULL;
     if (t->ca_file != NULL ? SSL_CTX_load_verify_locations(ctx, t->ca_file, NULL) != 1
@@ -460,12 +478,8 @@ int sq__client_tls_ctx(sq_client *c, const sq_client_tls *t, char *err, size_t e
 static int tls_handshake(sq_client *c, uint32_t i, int fd)
 {
     SSL *ssl = SSL_new(c->tls);
-    unsigned char addr[16];
     const char *host = c->host[i];
-    bool ip = inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
-    if (ssl == NULL || SSL_set_fd(ssl, fd) != 1 ||
-        (ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host)
-            : SSL_set1_host(ssl, host) && SSL_set_tlsext_host_name(ssl, host)) != 1) {
+    if (ssl == NULL || SSL_set_fd(ssl, fd) != 1 || sq__tls_expect_peer(ssl, host) != 1) {
         set_why(c, i, "%s:%s: cannot set up TLS", host, c->port[i]);
         SSL_free(ssl);
         ERR_clear_error();

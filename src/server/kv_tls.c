@@ -1,13 +1,12 @@
 /* kv_tls.c: TLS on the client port (OpenSSL's libssl): the member's two contexts from [tls] (one
  * that accepts clients, one that relays to other members), and the nonblocking handshakes,
  * reads and writes of a connection that has TLS. Every call is made under svc_mu. */
-#include <arpa/inet.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "client/client_tls.h"
 #include "common.h"
 #include "log.h"
 #include "server/kv_internal.h"
@@ -22,22 +21,6 @@ static void ssl_error(char *buf, size_t size, const char *fallback)
         ERR_error_string_n(e, buf, size);
     }
     ERR_clear_error();
-}
-
-/* TLS 1.3 only (both ends are squall's), no session tickets to send after the handshake,
- * writes that may take part of a buffer and resume with it moved, and a close without
- * close_notify taken as a close. */
-static SSL_CTX *new_ctx(const SSL_METHOD *method)
-{
-    SSL_CTX *ctx = SSL_CTX_new(method);
-    if (ctx != NULL) {
-        SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
-        SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-        SSL_CTX_set_num_tickets(ctx, 0);
-        /* Frames carry their own lengths: a peer that just closes is no truncation attack. */
-        SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
-    }
-    return ctx;
 }
 
 static int load_identity(SSL_CTX *ctx, const struct sq_config *c, char *err, size_t err_size)
@@ -74,8 +57,8 @@ int sq__kvs_tls_init(struct sq_kv_server *s, char *err, size_t err_size)
     if (c->tls_cert_file[0] == '\0') {
         return 0;
     }
-    s->tls_accept = new_ctx(TLS_server_method());
-    s->tls_relay = new_ctx(TLS_client_method());
+    s->tls_accept = sq__tls_ctx_new(TLS_server_method());
+    s->tls_relay = sq__tls_ctx_new(TLS_client_method());
     if (s->tls_accept == NULL || s->tls_relay == NULL) {
         snprintf(err, err_size, "cannot create a TLS context");
         return SQ_ENOMEM;
@@ -121,12 +104,7 @@ int sq__kvs_tls_start(struct sq_kv_server *s, struct conn *c)
     if (c->relay) {
         /* The other member's certificate must name the host it is configured at. */
         int r = sq__config_rank_of(&s->cfg, c->member);
-        const char *host = r >= 0 ? s->cfg.members[r].host : "";
-        unsigned char addr[16];
-        bool ip = inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
-        int ok = ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host)
-                    : SSL_set1_host(ssl, host) && SSL_set_tlsext_host_name(ssl, host);
-        if (ok != 1) {
+        if (sq__tls_expect_peer(ssl, r >= 0 ? s->cfg.members[r].host : "") != 1) {
             SSL_free(ssl);
             ERR_clear_error();
             return SQ_ENOMEM;

@@ -76,6 +76,16 @@ static int setup_ep(struct fabric *f, struct fi_info *info, struct fid_ep **ep)
     return rc;
 }
 
+/* Closes the endpoint of a connection that did not come up; the next set-up round connects to
+ * `p` again from `retry_at_ms` on. */
+static void retry_later(struct peer *p, uint64_t retry_at_ms)
+{
+    fi_close(&p->ep->fid);
+    p->ep = NULL;
+    p->state = P_IDLE;
+    p->retry_at_ms = retry_at_ms;
+}
+
 static struct peer *peer_of_ep(struct fabric *f, fid_t fid)
 {
     for (uint32_t r = 0; r < f->base.nmembers; r++) {
@@ -105,23 +115,20 @@ static int start_connect(struct fabric *f, struct peer *p)
     }
     struct hello h;
     sq__hello_make(f, &h, p->rank, &g_my_tail);
-    if (f->cfg->has_key) {
-        /* Without a challenge to answer yet, this try asks for one and carries no secret. */
-        memset(&h.secret, 0, sizeof(h.secret));
-        p->answered = false;
-        if (p->have_challenge) {
-            p->have_challenge = false;
-            p->answered = true;
-            rc = sq__auth_nonce(p->my_nonce);
-            if (rc == 0) {
-                sq__hello_make(f, &h, p->rank, &g_my_tail);
-                rc = sq__hello_seal(f, &h, SQ_AUTH_CONNECT, p->my_nonce, p->challenge);
-            }
-            if (rc != 0) {
-                fi_freeinfo(info);
-                return sq__fabric_fail(f, rc, "cannot seal a hello for member %u", p->id);
-            }
+    p->answered = f->cfg->has_key && p->have_challenge;
+    p->have_challenge = false;
+    if (p->answered) {
+        rc = sq__auth_nonce(p->my_nonce);
+        if (rc == 0) {
+            rc = sq__hello_seal(f, &h, SQ_AUTH_CONNECT, p->my_nonce, p->challenge);
         }
+        if (rc != 0) {
+            fi_freeinfo(info);
+            return sq__fabric_fail(f, rc, "cannot seal a hello for member %u", p->id);
+        }
+    } else if (f->cfg->has_key) {
+        /* No challenge to answer yet: this try asks for one and carries no secret. */
+        memset(&h.secret, 0, sizeof(h.secret));
     }
     rc = setup_ep(f, info, &p->ep);
     if (rc == 0) {
@@ -300,19 +307,13 @@ static int on_eq_error(struct fabric *f)
             /* Answer the challenge at once, on a new endpoint. */
             memcpy(p->challenge, h.nonce, sizeof(p->challenge));
             p->have_challenge = true;
-            fi_close(&p->ep->fid);
-            p->ep = NULL;
-            p->state = P_IDLE;
-            p->retry_at_ms = 0;
+            retry_later(p, 0);
             return 0;
         }
         if (h.magic == HELLO_MAGIC && h.reject_reason == REJ_PROBE) {
             /* Still forming: that member connects to us. Probe again later, in case this
              * member is the one that restarted. */
-            fi_close(&p->ep->fid);
-            p->ep = NULL;
-            p->state = P_IDLE;
-            p->retry_at_ms = sq__mono_ms() + 10 * RETRY_MS;
+            retry_later(p, sq__mono_ms() + 10 * RETRY_MS);
             return 0;
         }
         if (h.magic == HELLO_MAGIC && h.reject_reason != REJ_NONE &&
@@ -321,10 +322,7 @@ static int on_eq_error(struct fabric *f)
                                    sq__hello_reject_text(h.reject_reason));
         }
     }
-    fi_close(&p->ep->fid);
-    p->ep = NULL;
-    p->state = P_IDLE;
-    p->retry_at_ms = sq__mono_ms() + RETRY_MS;
+    retry_later(p, sq__mono_ms() + RETRY_MS);
     sq__log(SQ_LOG_DEBUG, "member %u not reachable yet (%s); retrying", p->id, fi_strerror(ee.err));
     return 0;
 }
@@ -449,10 +447,7 @@ static int form_round(struct fabric *f, int wait_ms)
         struct peer *p = peer_of_ep(f, buf.e.fid);
         if (p != NULL) {
             sq__log(SQ_LOG_WARN, "member %u closed its connection during set-up", p->id);
-            fi_close(&p->ep->fid);
-            p->ep = NULL;
-            p->state = P_IDLE;
-            p->retry_at_ms = sq__mono_ms() + RETRY_MS;
+            retry_later(p, sq__mono_ms() + RETRY_MS);
         }
     }
     return 0;
